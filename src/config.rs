@@ -1,0 +1,257 @@
+//! The helper's own settings: /etc/stalwart-upgrade/config.toml.
+//!
+//! Every key is optional and defaults to upstream's install.sh layout (/opt/stalwart), so a package
+//! can ship this file commented out. Tests point `STALWART_UPGRADE_CONFIG` at their own file.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/stalwart-upgrade/config.toml";
+pub const ENV_PATH: &str = "STALWART_UPGRADE_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the helper config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the helper config {path} is not valid: {message}\n  fix the file (every key is optional; see `man stalwart-upgrade`) and run the command again")]
+    Parse { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// systemd unit of the server.
+    pub unit: String,
+    /// Upstream's install prefix: bin/, etc/, data/, logs/ live under it.
+    pub prefix: PathBuf,
+    /// The server's config file; default: PREFIX/etc/config.toml, else PREFIX/etc/config.json.
+    pub server_config: Option<PathBuf>,
+    /// Root-only state: journal, lock, history, kept releases, snapshots.
+    pub state_dir: PathBuf,
+    /// Where the `stalwart` package puts the release binary and its SHA256SUMS.
+    pub payload_dir: PathBuf,
+    pub timeouts: Timeouts,
+    pub health: HealthSettings,
+    pub snapshots: SnapshotSettings,
+    pub policy: PolicySettings,
+    pub webadmin: WebadminSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Upper bound for a stop job plus the main process to be gone.
+    pub stop_secs: u64,
+    pub start_secs: u64,
+    /// Upper bound for /healthz/ready after start: a 0.15 migration can take long.
+    pub ready_secs: u64,
+    /// How long the unit must stay active after it first answered ready.
+    pub settle_secs: u64,
+    /// How long a second helper waits for the lock before it refuses.
+    pub lock_wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// Base URL of the server's plain-HTTP listener; default: read from the server config.
+    pub url: Option<String>,
+    /// Log lines (substrings, case-insensitive) that mean the start failed although the process
+    /// may exit 0: upstream exits 0 after a failed migration.
+    pub failure_patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotSettings {
+    /// Snapshots kept by the retention policy (the one a rollback needs is never pruned).
+    pub keep: usize,
+    /// Default: STATE_DIR/snapshots.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Classes of upgrade that run without an approval: "patch", "minor", "major".
+    pub unattended: Vec<String>,
+    /// Write apt preferences / dnf versionlock so package managers never select another line.
+    pub manage_holds: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebadminSettings {
+    pub enabled: bool,
+    /// Base URL of the management API; default: the health URL.
+    pub url: Option<String>,
+    /// Root-only (0600/0400) file with `user:password` or `api_<key>`.
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificate (PEM) for a self-signed server certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Upstream waits up to 60 s for the bundle download; leave room above that.
+    pub timeout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            unit: "stalwart.service".into(),
+            prefix: PathBuf::from("/opt/stalwart"),
+            server_config: None,
+            state_dir: PathBuf::from("/var/lib/stalwart-upgrade"),
+            payload_dir: PathBuf::from("/usr/lib/stalwart"),
+            timeouts: Timeouts::default(),
+            health: HealthSettings::default(),
+            snapshots: SnapshotSettings::default(),
+            policy: PolicySettings::default(),
+            webadmin: WebadminSettings::default(),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            stop_secs: 120,
+            start_secs: 60,
+            ready_secs: 300,
+            settle_secs: 2,
+            lock_wait_secs: 30,
+        }
+    }
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            url: None,
+            failure_patterns: vec![
+                "migration failed".into(),
+                "failed to migrate".into(),
+                "unknown database schema version".into(),
+            ],
+        }
+    }
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        SnapshotSettings { keep: 3, dir: None }
+    }
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            unattended: vec!["patch".into()],
+            manage_holds: true,
+        }
+    }
+}
+
+impl Default for WebadminSettings {
+    fn default() -> Self {
+        WebadminSettings {
+            enabled: true,
+            url: None,
+            credentials_file: None,
+            ca_file: None,
+            timeout_secs: 90,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `STALWART_UPGRADE_CONFIG`, else the default path; a missing default file means defaults.
+    pub fn load() -> Result<Settings, ConfigError> {
+        match std::env::var_os(ENV_PATH) {
+            Some(p) => Self::load_from(Path::new(&p)),
+            None if Path::new(DEFAULT_PATH).exists() => Self::load_from(Path::new(DEFAULT_PATH)),
+            None => Ok(Settings::default()),
+        }
+    }
+
+    pub fn load_from(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Settings, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn bin_dir(&self) -> PathBuf {
+        self.prefix.join("bin")
+    }
+    /// The staging directory exchanged with bin/ (spec: /opt/stalwart/bin.new).
+    pub fn staged_dir(&self) -> PathBuf {
+        self.prefix.join("bin.new")
+    }
+    pub fn server_binary(&self) -> PathBuf {
+        self.bin_dir().join("stalwart")
+    }
+    /// The server config actually in use: the configured one, else config.toml, else config.json.
+    pub fn server_config_path(&self) -> PathBuf {
+        if let Some(p) = &self.server_config {
+            return p.clone();
+        }
+        let toml = self.prefix.join("etc/config.toml");
+        let json = self.prefix.join("etc/config.json");
+        if !toml.exists() && json.exists() {
+            json
+        } else {
+            toml
+        }
+    }
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snapshots
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("snapshots"))
+    }
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeouts.stop_secs)
+    }
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeouts.start_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_install_sh_layout() {
+        let s = Settings::parse("").unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.server_binary(), PathBuf::from("/opt/stalwart/bin/stalwart"));
+        assert_eq!(s.staged_dir(), PathBuf::from("/opt/stalwart/bin.new"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Settings::parse("unti = \"x\"").unwrap_err();
+        assert!(e.contains("unti"), "{e}");
+    }
+
+    #[test]
+    fn partial_tables_keep_other_defaults() {
+        let s = Settings::parse("[timeouts]\nstop_secs = 5\n[snapshots]\nkeep = 7\n").unwrap();
+        assert_eq!(s.timeouts.stop_secs, 5);
+        assert_eq!(s.timeouts.ready_secs, 300);
+        assert_eq!(s.snapshots.keep, 7);
+        assert_eq!(s.snapshot_dir(), PathBuf::from("/var/lib/stalwart-upgrade/snapshots"));
+    }
+}

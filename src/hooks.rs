@@ -1,0 +1,1 @@
+//! dpkg maintainer-script and rpm scriptlet entry points. OWNER: packaging helper.

@@ -1,0 +1,1 @@
+//! journal (engine; being written)

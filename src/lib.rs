@@ -1,0 +1,74 @@
+//! stalwart-upgrade: a Stalwart server upgrade as a crash-safe transaction.
+//! See docs/DESIGN.md for the map of modules.
+
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod history;
+pub mod hooks;
+pub mod journal;
+pub mod policy;
+pub mod serverconfig;
+pub mod snapshot;
+pub mod state;
+pub mod swap;
+pub mod systemd;
+pub mod transaction;
+pub mod upgrade;
+pub mod version;
+pub mod webadmin;
+
+use std::path::PathBuf;
+
+/// Exit codes (documented in the README and the man page).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    /// The policy refused the upgrade (minor/major without approval, downgrade): nothing changed.
+    pub const REFUSED: i32 = 3;
+    /// A check before any downtime failed (space, binary, checksum, config): nothing changed.
+    pub const PREFLIGHT: i32 = 4;
+    /// The upgrade failed and was rolled back: the old version runs healthy.
+    pub const ROLLED_BACK: i32 = 5;
+    /// Neither version could be brought back healthy: the admin must act (message says how).
+    pub const BROKEN: i32 = 6;
+    /// Another stalwart-upgrade holds the lock.
+    pub const LOCKED: i32 = 7;
+    /// `status`: the last upgrade failed or a transaction is unfinished.
+    pub const ATTENTION: i32 = 8;
+    /// The command exists but is not implemented yet.
+    pub const NOT_IMPLEMENTED: i32 = 69;
+}
+
+/// Everything a command needs: settings, plus how it was invoked.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub settings: config::Settings,
+    /// True under package hooks or without a terminal: never prompt.
+    pub unattended: bool,
+    /// Boot-time recovery runs ordered before the server's unit: never start or stop units then
+    /// (a start job from a unit ordered Before= the server would wait for us: deadlock).
+    pub boot: bool,
+}
+
+impl Context {
+    pub fn new(settings: config::Settings) -> Context {
+        Context {
+            settings,
+            unattended: false,
+            boot: false,
+        }
+    }
+}
+
+/// What `upgrade` (and the package hooks) ask for.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeRequest {
+    /// The new server binary.
+    pub target: PathBuf,
+    /// A SHA256SUMS file that must list the target's checksum (the package payload has one).
+    pub sha256sums: Option<PathBuf>,
+    /// Try a version again that failed before (otherwise refused until the admin asks).
+    pub retry: bool,
+}

@@ -1,0 +1,1 @@
+//! state (engine; being written)

@@ -1,0 +1,1 @@
+//! swap (engine; being written)

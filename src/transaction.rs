@@ -1,0 +1,1 @@
+//! transaction (engine; being written)

@@ -1,0 +1,1 @@
+//! upgrade (engine; being written)

@@ -1,0 +1,1 @@
+//! webadmin (engine; being written)
