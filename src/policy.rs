@@ -1,12 +1,75 @@
 //! Semver policy: which upgrades run unattended, approvals, and holds written into apt/dnf's own
 //! state. OWNER: policy helper. Interface used by the engine — keep these signatures.
+//!
+//! Upstream's advice: patch releases are safe to take; a minor release (0.x -> 0.y) may need config
+//! changes and a migration and its UPGRADING document must be read first; a major release needs
+//! planning. So by default (`[policy] unattended = ["patch"]`) only patch releases run without an
+//! admin; a minor/major release needs `stalwart-upgrade allow LINE` first.
+//!
+//! # Environment override
+//! `STALWART_UPGRADE_ALLOW` allows one run without recording anything: a line (`0.16`, or a
+//! version `0.16.2` meaning its line) or a class (`patch`, `minor`, `major`); several values may
+//! be separated by commas, e.g. `STALWART_UPGRADE_ALLOW=0.16 stalwart-upgrade upgrade --to ...`.
+//! An unreadable value is an error, never ignored. It cannot override a refusal (downgrade, or a
+//! jump that upstream's migration refuses).
+//!
+//! # State
+//! STATE_DIR/policy.json (root, 0600, written atomically with fsync): approvals, the held line and
+//! whether holds are on. Holds are the package managers' own files, under a filesystem root
+//! ([`HoldPaths`]; `/` on a real system):
+//! - apt: /etc/apt/preferences.d/stalwart-upgrade (the whole file is ours),
+//! - dnf 4 (dnf-plugins-core versionlock): our marked block in /etc/dnf/plugins/versionlock.list,
+//! - dnf 5: our marked `[[packages]]` entry in /etc/dnf/versionlock.toml.
+//!
+//! apt files are written when ROOT/etc/apt exists, dnf files when ROOT/etc/dnf exists.
 
-use crate::version::{Class, Version};
+use crate::config::Settings;
+use crate::version::{classify, parse_line, Class, Version, VersionError};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use crate::version::schema_for;
+
+/// The environment variable of a one-off override (see the module docs).
+pub const ENV_ALLOW: &str = "STALWART_UPGRADE_ALLOW";
+/// The package whose versions the holds constrain.
+pub const PACKAGE: &str = "stalwart";
+const STATE_FILE: &str = "policy.json";
+const MARK_BEGIN: &str = "# BEGIN stalwart-upgrade hold";
+const MARK_END: &str = "# END stalwart-upgrade hold";
+const TOML_COMMENT_PREFIX: &str = "stalwart-upgrade hold";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy: {0}")]
     Other(String),
+    #[error("{0}")]
+    Version(#[from] VersionError),
+    #[error("{ENV_ALLOW}={value:?} is not understood: {reason}\n  use a line (0.16), a version (0.16.2) or a class (patch, minor, major), comma-separated")]
+    BadOverride { value: String, reason: String },
+    #[error("cannot read the policy state {path}: {message}\n  fix or remove the file, then run `stalwart-upgrade policy` to check (approvals in it are lost when removed)")]
+    StateCorrupt { path: PathBuf, message: String },
+    #[error("cannot {action} {path}: {source}\n  check the permissions (run as root) and run the command again")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("holds are disabled in the helper config (`[policy] manage_holds = false`): nothing written\n  set `manage_holds = true` in /etc/stalwart-upgrade/config.toml, then run `stalwart-upgrade hold` again")]
+    HoldsNotManaged,
+    #[error("no release line to hold: none given and none recorded\n  run `stalwart-upgrade hold 0.15` naming the running server's line")]
+    NoLine,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PolicyError {
+    let path = path.to_owned();
+    move |source| PolicyError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -15,24 +78,833 @@ pub enum Verdict {
     Allowed,
     /// Minor/major without an approval: the message names `stalwart-upgrade allow LINE` and the
     /// UPGRADING document to read first.
-    NeedsApproval { line: String, message: String },
+    NeedsApproval {
+        line: String,
+        message: String,
+    },
     /// Downgrades and the like: go through `stalwart-upgrade rollback`.
-    Refused { message: String },
+    Refused {
+        message: String,
+    },
+}
+
+/// One value of `STALWART_UPGRADE_ALLOW`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Override {
+    Line(String),
+    Class(Class),
+}
+
+/// Parses `STALWART_UPGRADE_ALLOW` (`0.16`, `0.16.2`, `minor`, `patch,0.16`); empty means none.
+pub fn parse_override(value: &str) -> Result<Vec<Override>, PolicyError> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let o = match item.to_ascii_lowercase().as_str() {
+            "patch" => Override::Class(Class::Patch),
+            "minor" => Override::Class(Class::Minor),
+            "major" => Override::Class(Class::Major),
+            _ => Override::Line(parse_line(item).map_err(|e| PolicyError::BadOverride {
+                value: value.to_string(),
+                reason: e.to_string(),
+            })?),
+        };
+        out.push(o);
+    }
+    Ok(out)
+}
+
+fn env_override() -> Result<Vec<Override>, PolicyError> {
+    match std::env::var(ENV_ALLOW) {
+        Ok(v) => parse_override(&v),
+        Err(std::env::VarError::NotPresent) => Ok(Vec::new()),
+        Err(std::env::VarError::NotUnicode(v)) => Err(PolicyError::BadOverride {
+            value: v.to_string_lossy().into_owned(),
+            reason: "it is not UTF-8".into(),
+        }),
+    }
+}
+
+/// The UPGRADING document upstream ships for a 0.x line (`UPGRADING/v0_16.md` for 0.16).
+pub fn upgrading_doc(to: &Version) -> String {
+    let name = if to.0.major == 0 {
+        format!("v0_{}", to.0.minor)
+    } else {
+        format!("v{}_0", to.0.major)
+    };
+    format!("https://github.com/stalwartlabs/stalwart/blob/main/UPGRADING/{name}.md")
+}
+
+/// Everything [`decide`] looks at; no I/O, so every case is a unit test.
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    pub unattended_classes: &'a [String],
+    /// Lines with a recorded approval.
+    pub approved_lines: &'a [String],
+    pub overrides: &'a [Override],
+    pub from: &'a Version,
+    pub to: &'a Version,
+    pub class: Class,
+    pub unattended: bool,
+}
+
+/// The policy as a pure function (see [`verdict`]).
+pub fn decide(d: &Decision<'_>) -> Verdict {
+    let (from, to, class) = (d.from, d.to, d.class);
+    let line = to.line();
+    match class {
+        Class::Downgrade => {
+            return Verdict::Refused {
+                message: format!(
+                    "{from} -> {to} is a downgrade: downgrades go through `stalwart-upgrade rollback --to {to}` \
+                     (it restores the data snapshot taken before the upgrade), never through the package manager"
+                ),
+            }
+        }
+        Class::Same => return Verdict::Allowed, // a reinstall
+        Class::Patch | Class::Minor | Class::Major => {}
+    }
+    // Upstream 0.16 refuses a database of schema 0-4 (anything before 0.15): it must pass 0.15's
+    // migration first. Later lines can only be stricter.
+    let from_before_015 = from.0.major == 0 && from.0.minor < 15;
+    let to_016_or_later = to.0.major > 0 || to.0.minor >= 16;
+    if from_before_015 && to_016_or_later {
+        let schema = schema_for(from)
+            .map(|s| format!("schema {s}"))
+            .unwrap_or_else(|| "an older schema".into());
+        return Verdict::Refused {
+            message: format!(
+                "{from} -> {to}: the server's data is at {schema} and 0.16 refuses schema 0-4; \
+                 upgrade to 0.15 first (`stalwart-upgrade allow 0.15`, install the latest 0.15.x, \
+                 then `stalwart-upgrade allow {line}`); upstream users report corruption with \
+                 multi-version jumps"
+            ),
+        };
+    }
+    let class_ok = d
+        .unattended_classes
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(class.as_str()));
+    let approved = d.approved_lines.contains(&line);
+    let overridden = d.overrides.iter().any(|o| match o {
+        Override::Line(l) => *l == line,
+        Override::Class(c) => *c == class,
+    });
+    if class_ok || approved || overridden {
+        return Verdict::Allowed;
+    }
+    let mut message = match class {
+        Class::Patch => format!(
+            "{from} -> {to} is a patch release, but \"patch\" is not in `[policy] unattended`; \
+             approve it with `stalwart-upgrade allow {line}`"
+        ),
+        _ => format!(
+            "{from} -> {to} is a {class} release and needs an admin's approval. Read {} first \
+             (config changes and migrations), then run `stalwart-upgrade allow {line}`",
+            upgrading_doc(to)
+        ),
+    };
+    if class.schema_may_move() {
+        match (schema_for(from), schema_for(to)) {
+            (Some(a), Some(b)) if a != b => message.push_str(&format!(
+                ". The database schema moves from {a} to {b}: the old binary cannot read it \
+                 afterwards, so a rollback restores the data snapshot"
+            )),
+            (_, None) => message.push_str(&format!(
+                ". The database schema of {to} is unknown to this helper; expect a migration"
+            )),
+            _ => {}
+        }
+    }
+    if from.0.major == 0 && to.0.major == 0 && from.0.minor == 15 && to.0.minor == 16 {
+        message.push_str(
+            ". 0.15 -> 0.16: upstream's migration runs only in recovery mode and wipes the \
+             settings stored in the database; export them first and follow the document step by step",
+        );
+    }
+    let lines_crossed = if from.0.major == to.0.major {
+        to.0.minor.saturating_sub(from.0.minor)
+    } else {
+        2
+    };
+    if class == Class::Minor && lines_crossed > 1 {
+        message.push_str(&format!(
+            ". This jumps {lines_crossed} release lines: upstream users report corruption with \
+             multi-version jumps; prefer upgrading one line at a time"
+        ));
+    }
+    if !d.unattended {
+        message.push_str(&format!(
+            ". For this one run only: {ENV_ALLOW}={line} stalwart-upgrade ..."
+        ));
+    }
+    Verdict::NeedsApproval { line, message }
 }
 
 /// Decides whether an upgrade from -> to may run. `unattended` is true under package hooks.
+///
+/// Same -> Allowed (a reinstall); Downgrade -> Refused (use `stalwart-upgrade rollback`); a jump
+/// from before 0.15 to 0.16 or later -> Refused (upgrade to 0.15 first); otherwise Allowed when the
+/// class is in `[policy] unattended`, an approval for the target line is recorded
+/// (`stalwart-upgrade allow LINE`) or `STALWART_UPGRADE_ALLOW` names the line or the class for
+/// this run; else NeedsApproval naming the command and the UPGRADING document.
 pub fn verdict(
-    settings: &crate::config::Settings,
+    settings: &Settings,
     from: &Version,
     to: &Version,
     class: Class,
     unattended: bool,
 ) -> Result<Verdict, PolicyError> {
-    let _ = (settings, from, to, unattended);
-    Ok(match class {
-        Class::Downgrade => Verdict::Refused {
-            message: "downgrades go through `stalwart-upgrade rollback`".into(),
-        },
-        _ => Verdict::Allowed,
+    let overrides = env_override()?;
+    let stored = load(settings)?;
+    let approved: Vec<String> = stored.approvals.iter().map(|a| a.line.clone()).collect();
+    Ok(decide(&Decision {
+        unattended_classes: &settings.policy.unattended,
+        approved_lines: &approved,
+        overrides: &overrides,
+        from,
+        to,
+        class,
+        unattended,
+    }))
+}
+
+/// Classifies and decides in one call.
+pub fn verdict_for(
+    settings: &Settings,
+    from: &Version,
+    to: &Version,
+    unattended: bool,
+) -> Result<Verdict, PolicyError> {
+    verdict(settings, from, to, classify(from, to), unattended)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored state
+
+/// One approval of a release line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub line: String,
+    /// Seconds since the epoch.
+    pub approved_at: u64,
+}
+
+/// STATE_DIR/policy.json.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredPolicy {
+    pub format: u32,
+    /// False after `unhold` until the next `hold`.
+    pub holds_enabled: bool,
+    pub hold_line: Option<String>,
+    pub approvals: Vec<Approval>,
+}
+
+impl Default for StoredPolicy {
+    fn default() -> Self {
+        StoredPolicy {
+            format: 1,
+            holds_enabled: true,
+            hold_line: None,
+            approvals: Vec::new(),
+        }
+    }
+}
+
+pub fn state_path(settings: &Settings) -> PathBuf {
+    settings.state_dir.join(STATE_FILE)
+}
+
+/// Reads policy.json; a missing file is the default state.
+pub fn load(settings: &Settings) -> Result<StoredPolicy, PolicyError> {
+    let path = state_path(settings);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoredPolicy::default()),
+        Err(e) => return Err(io("read", &path)(e)),
+    };
+    serde_json::from_str(&text).map_err(|e| PolicyError::StateCorrupt {
+        path: path.clone(),
+        message: e.to_string(),
     })
+}
+
+fn save(settings: &Settings, p: &StoredPolicy) -> Result<(), PolicyError> {
+    let dir = &settings.state_dir;
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create", dir))?;
+    }
+    let mut text = serde_json::to_string_pretty(p)
+        .map_err(|e| PolicyError::Other(format!("cannot encode the policy state: {e}")))?;
+    text.push('\n');
+    write_atomic(&state_path(settings), text.as_bytes(), 0o600)
+}
+
+/// Writes `path` via a temporary file in the same directory: write, fsync, rename, fsync the dir.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), PolicyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A leading dot keeps apt from reading a half-written fragment (it ignores such names).
+    let tmp = dir.join(format!(".{name}.stalwart-upgrade.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    f.write_all(data).map_err(io("write", &tmp))?;
+    // The mode given to open() is masked by the umask: set it explicitly.
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io("chmod", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PolicyError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hold files
+
+/// Where the package managers' hold files live under a filesystem root (`/` on a real system).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoldPaths {
+    pub root: PathBuf,
+    /// ROOT/etc/apt/preferences.d/stalwart-upgrade (whole file ours).
+    pub apt_prefs: PathBuf,
+    /// ROOT/etc/dnf/plugins/versionlock.list (dnf 4; our marked block only).
+    pub dnf_versionlock: PathBuf,
+    /// ROOT/etc/dnf/versionlock.toml (dnf 5; our marked entry only).
+    pub dnf5_versionlock: PathBuf,
+}
+
+impl HoldPaths {
+    pub fn for_root(root: &Path) -> HoldPaths {
+        HoldPaths {
+            root: root.to_owned(),
+            apt_prefs: root.join("etc/apt/preferences.d/stalwart-upgrade"),
+            dnf_versionlock: root.join("etc/dnf/plugins/versionlock.list"),
+            dnf5_versionlock: root.join("etc/dnf/versionlock.toml"),
+        }
+    }
+    /// The real system.
+    pub fn system() -> HoldPaths {
+        HoldPaths::for_root(Path::new("/"))
+    }
+    fn has_apt(&self) -> bool {
+        self.root.join("etc/apt").is_dir()
+    }
+    fn has_dnf(&self) -> bool {
+        self.root.join("etc/dnf").is_dir()
+    }
+}
+
+/// `0.15` -> ("0.15", "0.16"): the first version of the line and of the next one.
+fn line_bounds(line: &str) -> Result<(String, String), PolicyError> {
+    let line = parse_line(line)?;
+    let next = match line.split_once('.') {
+        Some((_, minor)) => {
+            let m: u64 = minor
+                .parse()
+                .map_err(|_| PolicyError::Other(format!("bad line {line:?}")))?;
+            format!("0.{}", m + 1)
+        }
+        None => {
+            let m: u64 = line
+                .parse()
+                .map_err(|_| PolicyError::Other(format!("bad line {line:?}")))?;
+            format!("{}", m + 1)
+        }
+    };
+    Ok((line, next))
+}
+
+/// The apt preferences file for a line.
+///
+/// apt_preferences(5): "The first specific-form record matching an available package version
+/// determines the priority of the package version." Both records name the package, so for each
+/// version of `stalwart` the first record that matches wins:
+/// 1. versions of the line (`0.15.*`, and with an epoch `*:0.15.*`) get 990: above the 500 of
+///    a normal archive, so the line's newest version is the candidate, and below 1000, so apt never
+///    downgrades to reach it (from 1000 up apt installs a version even if it is a downgrade);
+/// 2. every other version gets -1: never a candidate, so apt, unattended-upgrades and
+///    `apt upgrade` do not even select it. The installed version gets its priority from the same
+///    records (990 inside the line).
+pub fn apt_prefs_text(line: &str) -> Result<String, PolicyError> {
+    let (line, _) = line_bounds(line)?;
+    Ok(format!(
+        "# Written by stalwart-upgrade: keeps apt on the Stalwart {line} release line.\n\
+         # Do not edit: change it with `stalwart-upgrade allow VERSION` (moves the line),\n\
+         # `stalwart-upgrade hold` / `stalwart-upgrade unhold`; see `stalwart-upgrade policy`.\n\
+         # The first matching record wins (apt_preferences(5)): versions of {line} get 990\n\
+         # (preferred, but below 1000 so never a downgrade), every other version -1 (never chosen).\n\
+         \n\
+         Package: {PACKAGE}\n\
+         Pin: version {line}.*\n\
+         Pin-Priority: 990\n\
+         \n\
+         Package: {PACKAGE}\n\
+         Pin: version *:{line}.*\n\
+         Pin-Priority: 990\n\
+         \n\
+         Package: {PACKAGE}\n\
+         Pin: version *\n\
+         Pin-Priority: -1\n"
+    ))
+}
+
+/// The dnf 4 versionlock spec for a line: `stalwart-0.15.*`. dnf-plugins-core's versionlock reads
+/// each non-comment line as a package spec; `NAME-VERSION` with a glob in VERSION matches every
+/// version of the line (hawkey filters the version with a glob), and every other version of a
+/// locked name is excluded.
+pub fn dnf_spec(line: &str) -> Result<String, PolicyError> {
+    let (line, _) = line_bounds(line)?;
+    Ok(format!("{PACKAGE}-{line}.*"))
+}
+
+fn dnf_block(line: &str) -> Result<String, PolicyError> {
+    Ok(format!(
+        "{MARK_BEGIN} (managed; change with `stalwart-upgrade allow VERSION` or `stalwart-upgrade unhold`)\n{}\n{MARK_END}\n",
+        dnf_spec(line)?
+    ))
+}
+
+/// Is this a spec line we write (`stalwart-0.15.*`, `stalwart-1.*`)? `dnf versionlock delete`
+/// rewrites the file without comments, so our lines may lose their markers.
+fn is_our_dnf_spec(l: &str) -> bool {
+    let Some(rest) = l.trim().strip_prefix(&format!("{PACKAGE}-")) else {
+        return false;
+    };
+    let Some(line) = rest.strip_suffix(".*") else {
+        return false;
+    };
+    line_bounds(line).map(|(l, _)| l == line).unwrap_or(false)
+}
+
+/// Removes our block (and any unmarked spec of ours) from versionlock.list text.
+fn strip_dnf_block(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for l in text.lines() {
+        if l.starts_with(MARK_BEGIN) {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if l.starts_with(MARK_END) {
+                inside = false;
+            }
+            continue;
+        }
+        if is_our_dnf_spec(l) {
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// dnf 5's versionlock.toml entry for a line (format from dnf5-versionlock(8): entries of one
+/// name are OR-ed, the conditions of one entry AND-ed): `>= 0.15` and `< 0.16~`. In rpm order
+/// `0.16~` sorts before `0.16.0~rc1`, so pre-releases of the next line are outside too.
+fn dnf5_entry(line: &str) -> Result<String, PolicyError> {
+    let (line, next) = line_bounds(line)?;
+    Ok(format!(
+        "{MARK_BEGIN} (managed; change with `stalwart-upgrade allow VERSION` or `stalwart-upgrade unhold`)\n\
+         [[packages]]\n\
+         name = \"{PACKAGE}\"\n\
+         comment = \"{TOML_COMMENT_PREFIX} {line}\"\n\
+         [[packages.conditions]]\n\
+         key = \"evr\"\n\
+         comparator = \">=\"\n\
+         value = \"{line}\"\n\
+         [[packages.conditions]]\n\
+         key = \"evr\"\n\
+         comparator = \"<\"\n\
+         value = \"{next}~\"\n\
+         {MARK_END}\n"
+    ))
+}
+
+fn strip_dnf5_block(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for l in text.lines() {
+        if l.starts_with(MARK_BEGIN) {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if l.starts_with(MARK_END) {
+                inside = false;
+            }
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// dnf 5 rewrites versionlock.toml without comments on `dnf versionlock add`, which removes our
+/// markers but keeps our `comment`: drop such entries structurally (the file has no comments then).
+fn drop_unmarked_dnf5_entries(text: &str, path: &Path) -> Result<String, PolicyError> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| PolicyError::StateCorrupt {
+        path: path.to_owned(),
+        message: format!("not valid TOML ({e}); fix it or run `dnf versionlock clear`"),
+    })?;
+    let Some(toml::Value::Array(pkgs)) = doc.get_mut("packages") else {
+        return Ok(text.to_string());
+    };
+    let before = pkgs.len();
+    pkgs.retain(|p| {
+        !p.get("comment")
+            .and_then(|c| c.as_str())
+            .is_some_and(|c| c.starts_with(TOML_COMMENT_PREFIX))
+    });
+    if pkgs.len() == before {
+        return Ok(text.to_string());
+    }
+    toml::to_string(&doc)
+        .map_err(|e| PolicyError::Other(format!("cannot encode {}: {e}", path.display())))
+}
+
+fn read_opt(path: &Path) -> Result<Option<String>, PolicyError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", path)(e)),
+    }
+}
+
+fn mode_of(path: &Path, default: u32) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(default)
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), PolicyError> {
+    std::fs::create_dir_all(dir).map_err(io("create", dir))
+}
+
+/// Writes the hold files for `line` (idempotent: the same line gives the same bytes).
+pub fn write_holds(paths: &HoldPaths, line: &str) -> Result<Vec<PathBuf>, PolicyError> {
+    let mut written = Vec::new();
+    if paths.has_apt() {
+        if let Some(d) = paths.apt_prefs.parent() {
+            ensure_dir(d)?;
+        }
+        write_atomic(&paths.apt_prefs, apt_prefs_text(line)?.as_bytes(), 0o644)?;
+        written.push(paths.apt_prefs.clone());
+    }
+    if paths.has_dnf() {
+        let p = &paths.dnf_versionlock;
+        if let Some(d) = p.parent() {
+            ensure_dir(d)?;
+        }
+        let old = read_opt(p)?.unwrap_or_default();
+        let mut text = strip_dnf_block(&old);
+        if !text.is_empty() && !text.ends_with("\n\n") {
+            text.push('\n');
+        }
+        text.push_str(&dnf_block(line)?);
+        let text = text.trim_start_matches('\n').to_string();
+        write_atomic(p, text.as_bytes(), mode_of(p, 0o644))?;
+        written.push(p.clone());
+
+        let p = &paths.dnf5_versionlock;
+        let old = read_opt(p)?;
+        let mut text = match &old {
+            Some(t) => drop_unmarked_dnf5_entries(&strip_dnf5_block(t), p)?,
+            None => "version = \"1.0\"\n".to_string(),
+        };
+        if !text.ends_with("\n\n") {
+            text.push('\n');
+        }
+        text.push_str(&dnf5_entry(line)?);
+        write_atomic(p, text.as_bytes(), mode_of(p, 0o644))?;
+        written.push(p.clone());
+    }
+    Ok(written)
+}
+
+/// Removes our hold files / entries; other content is left untouched.
+pub fn remove_holds(paths: &HoldPaths) -> Result<(), PolicyError> {
+    match std::fs::remove_file(&paths.apt_prefs) {
+        Ok(()) => {
+            if let Some(d) = paths.apt_prefs.parent() {
+                sync_dir(d)?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove", &paths.apt_prefs)(e)),
+    }
+    let p = &paths.dnf_versionlock;
+    if let Some(old) = read_opt(p)? {
+        let new = strip_dnf_block(&old);
+        if new != old {
+            write_atomic(
+                p,
+                new.trim_end_matches('\n').to_string().as_bytes(),
+                mode_of(p, 0o644),
+            )?;
+        }
+    }
+    let p = &paths.dnf5_versionlock;
+    if let Some(old) = read_opt(p)? {
+        let new = drop_unmarked_dnf5_entries(&strip_dnf5_block(&old), p)?;
+        if new != old {
+            write_atomic(p, new.as_bytes(), mode_of(p, 0o644))?;
+        }
+    }
+    Ok(())
+}
+
+/// One hold file as `stalwart-upgrade policy` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HoldFile {
+    pub manager: &'static str,
+    pub path: PathBuf,
+    /// The file exists.
+    pub present: bool,
+    /// Our hold is in it (for apt: the file is ours).
+    pub ours_present: bool,
+}
+
+fn hold_files(paths: &HoldPaths) -> Result<Vec<HoldFile>, PolicyError> {
+    let apt = read_opt(&paths.apt_prefs)?;
+    let dnf = read_opt(&paths.dnf_versionlock)?;
+    let dnf5 = read_opt(&paths.dnf5_versionlock)?;
+    Ok(vec![
+        HoldFile {
+            manager: "apt",
+            path: paths.apt_prefs.clone(),
+            present: apt.is_some(),
+            ours_present: apt.is_some(),
+        },
+        HoldFile {
+            manager: "dnf4 versionlock",
+            path: paths.dnf_versionlock.clone(),
+            present: dnf.is_some(),
+            ours_present: dnf.as_deref().is_some_and(|t| {
+                t.lines()
+                    .any(|l| l.starts_with(MARK_BEGIN) || is_our_dnf_spec(l))
+            }),
+        },
+        HoldFile {
+            manager: "dnf5 versionlock",
+            path: paths.dnf5_versionlock.clone(),
+            present: dnf5.is_some(),
+            ours_present: dnf5
+                .as_deref()
+                .is_some_and(|t| t.contains(TOML_COMMENT_PREFIX)),
+        },
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the CLI calls
+
+/// What `stalwart-upgrade policy` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyState {
+    /// Classes that run without an approval (`[policy] unattended`).
+    pub unattended: Vec<String>,
+    /// `[policy] manage_holds`.
+    pub manage_holds: bool,
+    /// False after `stalwart-upgrade unhold`.
+    pub holds_enabled: bool,
+    /// The line apt/dnf are held on.
+    pub hold_line: Option<String>,
+    pub approvals: Vec<Approval>,
+    /// STATE_DIR/policy.json.
+    pub state_file: PathBuf,
+    pub files: Vec<HoldFile>,
+    /// `STALWART_UPGRADE_ALLOW`, when set.
+    pub env_override: Option<String>,
+}
+
+impl fmt::Display for PolicyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "unattended upgrades: {}",
+            join_or(&self.unattended, "none")
+        )?;
+        let approvals: Vec<String> = self.approvals.iter().map(|a| a.line.clone()).collect();
+        writeln!(
+            f,
+            "approved lines:      {}",
+            join_or(
+                &approvals,
+                "none (approve one with `stalwart-upgrade allow 0.16`)"
+            )
+        )?;
+        let hold = match (&self.hold_line, self.holds_enabled, self.manage_holds) {
+            (_, _, false) => "not managed (`[policy] manage_holds = false`)".to_string(),
+            (_, false, _) => "off (`stalwart-upgrade hold` turns it on)".to_string(),
+            (Some(l), true, true) => format!("{l} (apt and dnf only select {l}.x)"),
+            (None, true, true) => "none yet (`stalwart-upgrade hold`)".to_string(),
+        };
+        writeln!(f, "hold:                {hold}")?;
+        writeln!(f, "state file:          {}", self.state_file.display())?;
+        for h in &self.files {
+            let s = match (h.present, h.ours_present) {
+                (false, _) => "absent",
+                (true, true) => "present, holds",
+                (true, false) => "present, no hold of ours",
+            };
+            writeln!(
+                f,
+                "{:<20} {} ({s})",
+                format!("{}:", h.manager),
+                h.path.display()
+            )?;
+        }
+        if let Some(v) = &self.env_override {
+            writeln!(f, "{ENV_ALLOW}={v} (this run only)")?;
+        }
+        Ok(())
+    }
+}
+
+fn join_or(v: &[String], empty: &str) -> String {
+    if v.is_empty() {
+        empty.to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The policy as `stalwart-upgrade policy` shows it (hold files on the real system).
+pub fn state(settings: &Settings) -> Result<PolicyState, PolicyError> {
+    state_at(settings, &HoldPaths::system())
+}
+
+pub fn state_at(settings: &Settings, paths: &HoldPaths) -> Result<PolicyState, PolicyError> {
+    let p = load(settings)?;
+    Ok(PolicyState {
+        unattended: settings.policy.unattended.clone(),
+        manage_holds: settings.policy.manage_holds,
+        holds_enabled: p.holds_enabled,
+        hold_line: p.hold_line,
+        approvals: p.approvals,
+        state_file: state_path(settings),
+        files: hold_files(paths)?,
+        env_override: std::env::var(ENV_ALLOW).ok(),
+    })
+}
+
+/// Installs the hold on `line` (the running server's line, given by the caller), or on the
+/// recorded line when `None`. Turns holds back on after `unhold`.
+pub fn hold(settings: &Settings, line: Option<&str>) -> Result<PolicyState, PolicyError> {
+    hold_at(settings, &HoldPaths::system(), line)
+}
+
+pub fn hold_at(
+    settings: &Settings,
+    paths: &HoldPaths,
+    line: Option<&str>,
+) -> Result<PolicyState, PolicyError> {
+    if !settings.policy.manage_holds {
+        return Err(PolicyError::HoldsNotManaged);
+    }
+    let mut p = load(settings)?;
+    let line = match line {
+        Some(l) => parse_line(l)?,
+        None => p.hold_line.clone().ok_or(PolicyError::NoLine)?,
+    };
+    write_holds(paths, &line)?;
+    p.holds_enabled = true;
+    p.hold_line = Some(line);
+    save(settings, &p)?;
+    state_at(settings, paths)
+}
+
+/// Removes the hold files and records that holds are off (until the next `hold`).
+pub fn unhold(settings: &Settings) -> Result<PolicyState, PolicyError> {
+    unhold_at(settings, &HoldPaths::system())
+}
+
+pub fn unhold_at(settings: &Settings, paths: &HoldPaths) -> Result<PolicyState, PolicyError> {
+    let mut p = load(settings)?;
+    remove_holds(paths)?;
+    p.holds_enabled = false;
+    p.hold_line = None;
+    save(settings, &p)?;
+    state_at(settings, paths)
+}
+
+/// Records an approval for VERSION's line (`0.16` or `0.16.2` -> 0.16) and moves the hold there,
+/// so the package manager may now select that line.
+pub fn allow(settings: &Settings, version: &str) -> Result<PolicyState, PolicyError> {
+    allow_at(settings, &HoldPaths::system(), version)
+}
+
+pub fn allow_at(
+    settings: &Settings,
+    paths: &HoldPaths,
+    version: &str,
+) -> Result<PolicyState, PolicyError> {
+    let line = parse_line(version)?;
+    let mut p = load(settings)?;
+    if !p.approvals.iter().any(|a| a.line == line) {
+        p.approvals.push(Approval {
+            line: line.clone(),
+            approved_at: now(),
+        });
+    }
+    if settings.policy.manage_holds && p.holds_enabled {
+        write_holds(paths, &line)?;
+        p.hold_line = Some(line);
+    }
+    save(settings, &p)?;
+    state_at(settings, paths)
+}
+
+/// After a committed upgrade to `new`: consumes the approval of its line and moves the hold to it
+/// (installs it on first use when holds are managed and not turned off).
+pub fn after_upgrade(settings: &Settings, new: &Version) -> Result<PolicyState, PolicyError> {
+    after_upgrade_at(settings, &HoldPaths::system(), new)
+}
+
+pub fn after_upgrade_at(
+    settings: &Settings,
+    paths: &HoldPaths,
+    new: &Version,
+) -> Result<PolicyState, PolicyError> {
+    let line = new.line();
+    let mut p = load(settings)?;
+    p.approvals.retain(|a| a.line != line);
+    if settings.policy.manage_holds && p.holds_enabled {
+        write_holds(paths, &line)?;
+        p.hold_line = Some(line);
+    }
+    save(settings, &p)?;
+    state_at(settings, paths)
 }
