@@ -1,1 +1,108 @@
+//! Throw-away systemd-nspawn containers for the end-to-end tests, the benches and the demo.
+//!
+//! * [`rootfs()`]: a pristine Debian bookworm root file system built once with mmdebstrap
+//!   (`testbed/mkrootfs.sh`) and cached under `/var/cache/stalwart-upgrade-testbed` (env
+//!   `TESTBED_CACHE`), keyed by the sha256 of that script (which holds the package list).
+//! * [`Container`]: one booted systemd per scenario, on an overlayfs over that rootfs, with its own
+//!   system bus reachable from the host ([`Container::bus_address`]).
+//! * [`stalwart`]: install the (stand-in) server the way upstream's install.sh does.
+//! * [`standin_release`]: stamp stand-in releases (version, fault, migration time).
+//!
+//! Needs root, `systemd-nspawn` (package systemd-container) and `mmdebstrap`. Tests fail loudly when
+//! these are missing; `TESTBED_SKIP=1` is the explicit opt-out (see [`skip_requested`]).
 
+mod container;
+mod proc;
+mod rootfs;
+pub mod stalwart;
+pub mod standin;
+
+pub use container::{cleanup_stale, Container, ContainerBuilder, Halted};
+pub use proc::run_with_timeout;
+pub use rootfs::{cache_root, rootfs};
+pub use standin::{make_release, standin_base_binary, standin_release, Fault, Release};
+
+use std::path::PathBuf;
+
+/// True when the user asked to skip the container tests with `TESTBED_SKIP=1`; prints a loud
+/// banner naming the test so a skipped run is never mistaken for a passing one.
+///
+/// ```no_run
+/// if testbed::skip_requested("my_test") { return; }
+/// ```
+pub fn skip_requested(test: &str) -> bool {
+    if std::env::var_os("TESTBED_SKIP").is_some_and(|v| v == "1") {
+        eprintln!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! TESTBED_SKIP=1: test `{test}` did NOT run (it needs root + systemd-nspawn)\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+        );
+        true
+    } else {
+        false
+    }
+}
+
+/// Checks what booting a container needs, with an error that says how to fix it.
+pub fn preflight() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!(
+            "the testbed needs root (it mounts overlayfs and runs systemd-nspawn); run the tests as \
+             root, or set TESTBED_SKIP=1 to skip them explicitly"
+        );
+    }
+    for (tool, package) in [
+        ("systemd-nspawn", "systemd-container"),
+        ("nsenter", "util-linux"),
+    ] {
+        if which(tool).is_none() {
+            anyhow::bail!(
+                "`{tool}` is missing: apt-get install -y --no-install-recommends {package} \
+                 (or set TESTBED_SKIP=1 to skip the container tests explicitly)"
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([
+            "/usr/sbin".into(),
+            "/usr/bin".into(),
+            "/sbin".into(),
+            "/bin".into(),
+        ])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The workspace's cargo target directory: `CARGO_TARGET_DIR` (at run time, then at build time),
+/// else `<workspace>/target`. It is bound read-only at `/target` in every container by default.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return absolute(PathBuf::from(dir));
+    }
+    if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
+        return absolute(PathBuf::from(dir));
+    }
+    // testbed/ is a direct child of the workspace root.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(|ws| ws.join("target"))
+        .unwrap_or_else(|| manifest.join("target"))
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|c| c.join(&p)).unwrap_or(p)
+    }
+}
+
+/// Where the container sees the target dir.
+pub const TARGET_IN_CONTAINER: &str = "/target";
