@@ -589,6 +589,49 @@ fn drop_unmarked_dnf5_entries(text: &str, path: &Path) -> Result<String, PolicyE
     if pkgs.len() == before {
         return Ok(text.to_string());
     }
+    if pkgs.is_empty() {
+        doc.remove("packages");
+    }
+    toml::to_string(&doc)
+        .map_err(|e| PolicyError::Other(format!("cannot encode {}: {e}", path.display())))
+}
+
+/// Trailing blank lines removed; one final newline unless empty.
+fn tidy_end(text: &str) -> String {
+    let t = text.trim_end_matches('\n');
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("{t}\n")
+    }
+}
+
+/// Our dnf 5 entry added structurally, for files where appending text would not be valid TOML
+/// (e.g. `packages = [...]` written inline).
+fn dnf5_structural(base: &str, line: &str, path: &Path) -> Result<String, PolicyError> {
+    let mut doc: toml::Table = toml::from_str(base).map_err(|e| PolicyError::StateCorrupt {
+        path: path.to_owned(),
+        message: format!("not valid TOML ({e}); fix it or run `dnf versionlock clear`"),
+    })?;
+    let ours: toml::Table = toml::from_str(&dnf5_entry(line)?)
+        .map_err(|e| PolicyError::Other(format!("internal: our dnf5 entry is not TOML: {e}")))?;
+    let Some(toml::Value::Array(entry)) = ours.get("packages") else {
+        return Err(PolicyError::Other(
+            "internal: our dnf5 entry has no packages".into(),
+        ));
+    };
+    match doc
+        .entry("packages")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+    {
+        toml::Value::Array(a) => a.extend(entry.iter().cloned()),
+        _ => {
+            return Err(PolicyError::StateCorrupt {
+                path: path.to_owned(),
+                message: "`packages` is not an array".into(),
+            })
+        }
+    }
     toml::to_string(&doc)
         .map_err(|e| PolicyError::Other(format!("cannot encode {}: {e}", path.display())))
 }
@@ -628,25 +671,28 @@ pub fn write_holds(paths: &HoldPaths, line: &str) -> Result<Vec<PathBuf>, Policy
             ensure_dir(d)?;
         }
         let old = read_opt(p)?.unwrap_or_default();
-        let mut text = strip_dnf_block(&old);
-        if !text.is_empty() && !text.ends_with("\n\n") {
+        let mut text = tidy_end(&strip_dnf_block(&old));
+        if !text.is_empty() {
             text.push('\n');
         }
         text.push_str(&dnf_block(line)?);
-        let text = text.trim_start_matches('\n').to_string();
         write_atomic(p, text.as_bytes(), mode_of(p, 0o644))?;
         written.push(p.clone());
 
         let p = &paths.dnf5_versionlock;
         let old = read_opt(p)?;
-        let mut text = match &old {
-            Some(t) => drop_unmarked_dnf5_entries(&strip_dnf5_block(t), p)?,
+        let base = match &old {
+            Some(t) => tidy_end(&drop_unmarked_dnf5_entries(&strip_dnf5_block(t), p)?),
             None => "version = \"1.0\"\n".to_string(),
         };
-        if !text.ends_with("\n\n") {
+        let mut text = base.clone();
+        if !text.is_empty() {
             text.push('\n');
         }
         text.push_str(&dnf5_entry(line)?);
+        if toml::from_str::<toml::Table>(&text).is_err() {
+            text = dnf5_structural(&base, line, p)?;
+        }
         write_atomic(p, text.as_bytes(), mode_of(p, 0o644))?;
         written.push(p.clone());
     }
@@ -668,16 +714,12 @@ pub fn remove_holds(paths: &HoldPaths) -> Result<(), PolicyError> {
     if let Some(old) = read_opt(p)? {
         let new = strip_dnf_block(&old);
         if new != old {
-            write_atomic(
-                p,
-                new.trim_end_matches('\n').to_string().as_bytes(),
-                mode_of(p, 0o644),
-            )?;
+            write_atomic(p, tidy_end(&new).as_bytes(), mode_of(p, 0o644))?;
         }
     }
     let p = &paths.dnf5_versionlock;
     if let Some(old) = read_opt(p)? {
-        let new = drop_unmarked_dnf5_entries(&strip_dnf5_block(&old), p)?;
+        let new = tidy_end(&drop_unmarked_dnf5_entries(&strip_dnf5_block(&old), p)?);
         if new != old {
             write_atomic(p, new.as_bytes(), mode_of(p, 0o644))?;
         }
@@ -907,4 +949,260 @@ pub fn after_upgrade_at(
     }
     save(settings, &p)?;
     state_at(settings, paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        Version(semver::Version::parse(s).unwrap())
+    }
+
+    fn decide_with(
+        classes: &[&str],
+        approved: &[&str],
+        overrides: &[Override],
+        from: &str,
+        to: &str,
+        unattended: bool,
+    ) -> Verdict {
+        let classes: Vec<String> = classes.iter().map(|s| s.to_string()).collect();
+        let approved: Vec<String> = approved.iter().map(|s| s.to_string()).collect();
+        let (from, to) = (v(from), v(to));
+        decide(&Decision {
+            unattended_classes: &classes,
+            approved_lines: &approved,
+            overrides,
+            from: &from,
+            to: &to,
+            class: classify(&from, &to),
+            unattended,
+        })
+    }
+
+    fn message(v: Verdict) -> String {
+        match v {
+            Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => message,
+            Verdict::Allowed => panic!("allowed"),
+        }
+    }
+
+    #[test]
+    fn same_and_patch() {
+        assert_eq!(
+            decide_with(&["patch"], &[], &[], "0.15.5", "0.15.5", true),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            decide_with(&[], &[], &[], "0.15.5", "0.15.5", true),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            decide_with(&["patch"], &[], &[], "0.15.5", "0.15.6", true),
+            Verdict::Allowed
+        );
+        let v = decide_with(&[], &[], &[], "0.15.5", "0.15.6", true);
+        assert!(
+            matches!(&v, Verdict::NeedsApproval { line, .. } if line == "0.15"),
+            "{v:?}"
+        );
+        assert!(message(v).contains("stalwart-upgrade allow 0.15"));
+        assert_eq!(
+            decide_with(&[], &["0.15"], &[], "0.15.5", "0.15.6", true),
+            Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn downgrade_is_refused_naming_rollback() {
+        let m = message(decide_with(
+            &["patch", "minor", "major"],
+            &["0.15"],
+            &[Override::Class(Class::Minor)],
+            "0.16.0",
+            "0.15.5",
+            true,
+        ));
+        assert!(m.contains("stalwart-upgrade rollback"), "{m}");
+    }
+
+    #[test]
+    fn minor_needs_approval_with_doc_schema_and_recovery_note() {
+        let v = decide_with(&["patch"], &[], &[], "0.15.5", "0.16.0", true);
+        let Verdict::NeedsApproval { line, message } = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(line, "0.16");
+        assert!(message.contains("stalwart-upgrade allow 0.16"), "{message}");
+        assert!(
+            message
+                .contains("https://github.com/stalwartlabs/stalwart/blob/main/UPGRADING/v0_16.md"),
+            "{message}"
+        );
+        assert!(message.contains("schema moves from 5 to 6"), "{message}");
+        assert!(
+            message.contains("recovery mode") && message.contains("wipes"),
+            "{message}"
+        );
+        // unattended runs do not suggest the env override; interactive ones do
+        assert!(!message.contains(ENV_ALLOW));
+        let m = message_of_interactive();
+        assert!(m.contains("STALWART_UPGRADE_ALLOW=0.16"), "{m}");
+    }
+
+    fn message_of_interactive() -> String {
+        message(decide_with(&["patch"], &[], &[], "0.15.5", "0.16.0", false))
+    }
+
+    #[test]
+    fn minor_allowed_by_class_approval_or_override() {
+        assert_eq!(
+            decide_with(&["patch", "minor"], &[], &[], "0.15.5", "0.16.0", true),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            decide_with(&["patch"], &["0.16"], &[], "0.15.5", "0.16.0", true),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            decide_with(
+                &["patch"],
+                &[],
+                &[Override::Line("0.16".into())],
+                "0.15.5",
+                "0.16.1",
+                true
+            ),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            decide_with(
+                &["patch"],
+                &[],
+                &[Override::Class(Class::Minor)],
+                "0.15.5",
+                "0.16.1",
+                true
+            ),
+            Verdict::Allowed
+        );
+        // an approval of another line does not count
+        assert!(matches!(
+            decide_with(
+                &["patch"],
+                &["0.17"],
+                &[Override::Line("0.17".into())],
+                "0.15.5",
+                "0.16.0",
+                true
+            ),
+            Verdict::NeedsApproval { .. }
+        ));
+        // a minor override does not allow a major
+        assert!(matches!(
+            decide_with(
+                &["patch"],
+                &[],
+                &[Override::Class(Class::Minor)],
+                "0.16.2",
+                "1.0.0",
+                true
+            ),
+            Verdict::NeedsApproval { .. }
+        ));
+        assert_eq!(
+            decide_with(&["patch"], &["1"], &[], "0.16.2", "1.0.0", true),
+            Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn jump_past_015_into_016_is_refused() {
+        for from in ["0.14.1", "0.13.0", "0.12.3", "0.11.8"] {
+            let v = decide_with(
+                &["patch", "minor", "major"],
+                &["0.16"],
+                &[Override::Class(Class::Minor)],
+                from,
+                "0.16.0",
+                true,
+            );
+            let Verdict::Refused { message } = v else {
+                panic!("{from}: {v:?}")
+            };
+            assert!(message.contains("upgrade to 0.15 first"), "{message}");
+            assert!(message.contains("corruption"), "{message}");
+        }
+        let m = message(decide_with(&["patch"], &[], &[], "0.14.1", "0.16.0", true));
+        assert!(m.contains("schema 4"), "{m}");
+    }
+
+    #[test]
+    fn multi_line_jump_below_016_warns() {
+        let m = message(decide_with(&["patch"], &[], &[], "0.13.1", "0.15.5", true));
+        assert!(m.contains("corruption") && m.contains("allow 0.15"), "{m}");
+        assert!(m.contains("UPGRADING/v0_15.md"), "{m}");
+        assert_eq!(
+            decide_with(&["patch"], &["0.15"], &[], "0.13.1", "0.15.5", true),
+            Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn override_parsing() {
+        assert_eq!(parse_override("").unwrap(), vec![]);
+        assert_eq!(
+            parse_override("0.16").unwrap(),
+            vec![Override::Line("0.16".into())]
+        );
+        assert_eq!(
+            parse_override("0.16.2").unwrap(),
+            vec![Override::Line("0.16".into())]
+        );
+        assert_eq!(
+            parse_override("minor").unwrap(),
+            vec![Override::Class(Class::Minor)]
+        );
+        assert_eq!(
+            parse_override("patch, 0.16").unwrap(),
+            vec![Override::Class(Class::Patch), Override::Line("0.16".into())]
+        );
+        for bad in ["yes", "latest", "0.x", "all"] {
+            let e = parse_override(bad).unwrap_err().to_string();
+            assert!(e.contains(ENV_ALLOW), "{e}");
+        }
+    }
+
+    #[test]
+    fn apt_prefs_contents() {
+        let t = apt_prefs_text("0.15").unwrap();
+        assert!(t.starts_with("# Written by stalwart-upgrade"));
+        assert!(t.contains("stalwart-upgrade allow"));
+        let stanzas: Vec<&str> = t.split("\n\n").skip(1).collect();
+        assert_eq!(
+            stanzas[0],
+            "Package: stalwart\nPin: version 0.15.*\nPin-Priority: 990"
+        );
+        assert_eq!(
+            stanzas[2].trim_end(),
+            "Package: stalwart\nPin: version *\nPin-Priority: -1"
+        );
+        assert!(apt_prefs_text("latest").is_err());
+        assert!(apt_prefs_text("1").unwrap().contains("Pin: version 1.*\n"));
+    }
+
+    #[test]
+    fn dnf_specs() {
+        assert_eq!(dnf_spec("0.15").unwrap(), "stalwart-0.15.*");
+        assert_eq!(dnf_spec("0.15.5").unwrap(), "stalwart-0.15.*");
+        assert!(is_our_dnf_spec("stalwart-0.15.*"));
+        assert!(!is_our_dnf_spec("stalwart-0:0.15.5-1.fc40.*"));
+        assert!(!is_our_dnf_spec("stalwart-utils-0.15.*"));
+        let e = dnf5_entry("0.15").unwrap();
+        assert!(
+            e.contains("value = \"0.15\"") && e.contains("value = \"0.16~\""),
+            "{e}"
+        );
+    }
 }
