@@ -1,1 +1,538 @@
-fn main() {}
+//! # stalwart-standin: a TEST DOUBLE of the Stalwart mail server
+//!
+//! **This is not Stalwart.** Upstream release binaries cannot be downloaded where this project
+//! is built and tested, so the tests of `stalwart-upgrade` run this stand-in instead. It imitates
+//! only the documented behaviour of upstream Stalwart that the upgrade helper depends on. The
+//! facts it imitates were read from Stalwart's public source (tags v0.15.5 and v0.16.18) and its
+//! public documentation, as collected in the project's facts file (`stalwart.md`); nothing here
+//! was checked against a running upstream server.
+//!
+//! Facts imitated (source: upstream v0.15.5 / v0.16.18 source and docs, via the facts file):
+//! * Flags of both generations: `-c/--config <path>` (also `--config=<path>`), `-e/--export DIR`,
+//!   `-i/--import DIR`, `-V/--version` (bare version, exit 0), `-h/--help`; 0.15 also
+//!   `-I/--init DIR`. Env `CONFIG_PATH`, when set, makes the server ignore all arguments. No
+//!   `--config`: help, exit 0. Unknown flag: exit 1.
+//! * Two configuration generations: <= 0.15 reads `config.toml` (`[server.listener.<id>]`,
+//!   `[storage]`, `[store.<id>] type/path`, `[authentication.fallback-admin]`, `%{env:VAR}%`);
+//!   >= 0.16 reads `config.json`, one DataStore object (`{"@type":"RocksDb","path":...}`), and
+//!   a missing file means bootstrap mode.
+//! * Database schema numbers: 0.12.0-0.12.4 = 1, 0.12.5 = 2, 0.13 = 3, 0.14 = 4, 0.15 = 5,
+//!   0.16 = 6 (patch releases keep the number). Migration runs automatically at start; 0.15
+//!   migrations are long and read-only ("No new e-mail can be received").
+//! * A binary that finds a HIGHER schema than it knows panics ("Unknown database schema
+//!   version"), so a rollback after a minor upgrade needs the old data back.
+//! * A failed migration exits 0 (not 1).
+//! * 0.16 refuses schema 0-4 ("upgrade to 0.15 first"); it migrates 5 -> 6 only with
+//!   `STALWART_RECOVERY_MODE=1`, and that migration wipes settings (and directory, reports,
+//!   tasks, quotas; modelled here as the `settings/` records).
+//! * `--export`: one LZ4-framed file per subspace `DIR/subspace_<char>`, starting with marker
+//!   byte 123, the subspace byte and a u32 LE schema version; `--import` refuses another schema
+//!   version; the server must be stopped; exit 0 ok / 1 error.
+//! * Health: `GET /healthz/live` always 200, `GET /healthz/ready` 200 with a data store.
+//! * Web admin refresh: 0.15 `GET /api/update/webadmin` (200 `{"data":null}`, 401 with
+//!   `WWW-Authenticate: Bearer` + `Basic realm="Stalwart Server"`, 403, 500 as
+//!   `application/problem+json`); 0.16 JMAP `x:Action/set` creating `{"@type":"UpdateApps"}`.
+//! * The systemd unit stops the server with SIGINT (`KillSignal=SIGINT`); SIGTERM works too.
+//!
+//! Stand-in inventions (NOT upstream, for tests only):
+//! * A *release* is this binary with a trailer (see `stalwart_standin::release`): version,
+//!   injected fault, migration time. An unstamped binary refuses to run (except `--help`).
+//! * The store formats (RocksDB-like directory, SQLite tables, `fs` blobs) imitate the file-level
+//!   behaviour that matters for snapshots, not upstream's real encodings. Schema extrapolation
+//!   beyond 0.16 is documented at `stalwart_standin::schema_for`.
+//! * `[standin] unprivileged-users` (0.15 config.toml) and env `STANDIN_UNPRIVILEGED_USERS`
+//!   (0.16): users who authenticate but lack the WebadminUpdate permission.
+//! * 0.16 administrator from env `STALWART_ADMIN_USER`/`STALWART_ADMIN_SECRET`, default
+//!   admin/admin (upstream keeps accounts in its database).
+//! * 0.16 listens on 127.0.0.1:8080; every listener is bound on 127.0.0.1 whatever its address;
+//!   env `STANDIN_HTTP_PORT` overrides the port of both generations.
+//! * The fallback admin secret is compared in plain text (upstream stores a sha512-crypt hash).
+//! * Endpoints `POST /standin/deliver?n=K` and `GET /standin/digest`.
+
+mod blob;
+mod cli;
+mod config;
+mod http;
+mod log;
+mod records;
+mod rocks;
+mod sqlite;
+mod store;
+
+use cli::Command;
+use config::StoreSpec;
+use records::Records;
+use stalwart_standin::release::{read_trailer, schema_for, uses_json_config};
+use stalwart_standin::{Fault, Release};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::Store;
+
+/// Marker byte that starts every export file (upstream).
+const EXPORT_MARKER: u8 = 123;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = run(&args);
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn run(args: &[String]) -> i32 {
+    let cmd = match cli::parse(args, std::env::var("CONFIG_PATH").ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if cmd == Command::Help {
+        print!("{}", cli::HELP);
+        return 0;
+    }
+    let Some(release) = read_trailer(Path::new("/proc/self/exe")) else {
+        eprintln!(
+            "stalwart-standin: this binary is not stamped. It is a test double and must be \
+             stamped into a release first (stalwart_standin::release::stamp, trailer \
+             STNDREL1) before it can run."
+        );
+        return 1;
+    };
+    let (Some(own), Some(json)) = (
+        schema_for(&release.version),
+        uses_json_config(&release.version),
+    ) else {
+        eprintln!(
+            "stalwart-standin: the stamped version {:?} has no known schema",
+            release.version
+        );
+        return 1;
+    };
+    match cmd {
+        Command::Help => 0,
+        Command::Version => {
+            println!("{}", release.version);
+            0
+        }
+        Command::Console => {
+            eprintln!("error: the database console is not implemented by the stand-in");
+            1
+        }
+        Command::Init { .. } if json => {
+            eprintln!(
+                "error: unexpected argument '--init' found\n\nFor more information, try '--help'."
+            );
+            1
+        }
+        Command::Init { dir } => init(&dir),
+        Command::Serve { config } => serve(&release, own, json, &config),
+        Command::Export { config, dir } => {
+            report(export(&release, own, json, &config, &dir), "export")
+        }
+        Command::Import { config, dir } => {
+            report(import(&release, own, json, &config, &dir), "import")
+        }
+    }
+}
+
+fn report(r: Result<(), String>, what: &str) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("Failed to {what} database: {e}");
+            1
+        }
+    }
+}
+
+/// `-I/--init DIR` (0.15): writes DIR/etc/config.toml (unless it exists) and creates
+/// DIR/data and DIR/logs.
+fn init(dir: &Path) -> i32 {
+    let etc = dir.join("etc");
+    let cfg = etc.join("config.toml");
+    let res = (|| -> std::io::Result<Option<String>> {
+        for d in [&etc, &dir.join("data"), &dir.join("logs")] {
+            std::fs::create_dir_all(d)?;
+        }
+        if cfg.exists() {
+            return Ok(None);
+        }
+        let seed = format!("{}{:?}", std::process::id(), std::time::SystemTime::now());
+        let secret = records::hex(&sha2::Digest::finalize(
+            <sha2::Sha256 as sha2::Digest>::new_with_prefix(seed.as_bytes()),
+        ))[..16]
+            .to_string();
+        std::fs::write(&cfg, config::default_toml(dir, &secret))?;
+        Ok(Some(secret))
+    })();
+    match res {
+        Ok(Some(secret)) => {
+            println!("Configuration file written to {}", cfg.display());
+            println!("Administrator account 'admin' with password '{secret}'");
+            0
+        }
+        Ok(None) => {
+            println!("Configuration file {} already exists", cfg.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("Failed to initialise {}: {e}", dir.display());
+            1
+        }
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in every thread (inherited by threads spawned later) so the main thread
+/// can `sigwait` for them; with fault ignore-stop they are ignored instead.
+fn setup_signals(ignore: bool) {
+    let set = signal_set();
+    // SAFETY: plain libc signal-mask / disposition calls with valid arguments.
+    unsafe {
+        if ignore {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        } else {
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+    }
+}
+
+fn wait_for_stop(ignore: bool) -> i32 {
+    if ignore {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let set = signal_set();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: set is a valid, initialised sigset_t; sig is a valid out pointer.
+    while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+    sig
+}
+
+fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
+    info!("Stalwart Server v{} starting", release.version);
+    let cfg = match config::load(config_path, json) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("Failed to load configuration: {e}");
+            return 1;
+        }
+    };
+    if release.fault == Fault::CrashAtStart {
+        error!("Stalwart Server crashed during start-up (stand-in fault crash-at-start)");
+        return 1;
+    }
+    let ignore_stop = release.fault == Fault::IgnoreStop;
+    setup_signals(ignore_stop);
+
+    let mut store = None;
+    let mut migration = None;
+    if let Some(spec) = &cfg.data {
+        let (s, created) = match Store::open(spec, Some((own, records::seed(own)))) {
+            Ok(x) => x,
+            Err(e) => {
+                error!("Failed to open data store: {e}");
+                return 1;
+            }
+        };
+        if created {
+            info!(
+                "Initialised a new database (schema {own}, {} records)",
+                records::SEED_RECORDS
+            );
+            if let Some(dir) = &cfg.blob_dir {
+                if let Err(e) = seed_blobs(dir, &s) {
+                    error!("Failed to initialise blob store: {e}");
+                    return 1;
+                }
+            }
+        }
+        let stored = s.schema();
+        if stored > own {
+            // Upstream panics here (facts file: "Unknown database schema version").
+            panic!("Unknown database schema version {stored}");
+        }
+        if stored < own {
+            let mut wipe_settings = false;
+            if json && stored < 5 {
+                error!(
+                    "Database schema {stored} is too old for Stalwart v{}: upgrade to 0.15 first, \
+                     then to this version",
+                    release.version
+                );
+                return 1;
+            }
+            if json && stored == 5 {
+                if std::env::var("STALWART_RECOVERY_MODE").as_deref() != Ok("1") {
+                    error!(
+                        "Database schema 5 (0.15) cannot be migrated to schema {own} automatically: \
+                         start once with STALWART_RECOVERY_MODE=1 to migrate (this wipes settings, \
+                         directory, reports, tasks and quotas; e-mail is kept)"
+                    );
+                    return 1;
+                }
+                wipe_settings = true;
+            }
+            migration = Some((stored, wipe_settings));
+        }
+        store = Some(s);
+    }
+
+    let app = Arc::new(http::App {
+        release: release.clone(),
+        json_generation: json,
+        store: Mutex::new(store),
+        read_only: AtomicBool::new(true),
+        ready: AtomicBool::new(false),
+        blob_dir: cfg.blob_dir.clone(),
+        admin: cfg.admin.clone(),
+        unprivileged: cfg.unprivileged.clone(),
+        state_counter: AtomicU64::new(0),
+    });
+    if let Err(e) = http::serve(app.clone(), &cfg.http_ports) {
+        error!("{e}");
+        return 1;
+    }
+
+    if let Some((from, wipe_settings)) = migration {
+        info!("Migrating database from schema {from} to {own}");
+        info!("The database is read-only during the migration: no new e-mail can be received");
+        if wipe_settings {
+            warn!(
+                "Recovery mode: settings records ({}*) will be wiped",
+                records::SETTINGS_PREFIX
+            );
+        }
+        if release.fault == Fault::MigrationFails {
+            std::thread::sleep(Duration::from_millis(release.migrate_ms / 2));
+            error!(
+                "Failed to migrate database: stand-in fault migration-fails (database left at \
+                 schema {from})"
+            );
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(release.migrate_ms));
+        if let Err(e) = migrate(&app, own, wipe_settings) {
+            // Upstream exits 0 after a failed migration.
+            error!("Failed to migrate database: {e}");
+            return 0;
+        }
+        info!("Migration completed");
+    }
+
+    let has_store = app.store.lock().map(|s| s.is_some()).unwrap_or(false);
+    app.read_only.store(false, Ordering::SeqCst);
+    if !has_store {
+        warn!("No data store configured: /healthz/ready answers 503");
+    } else if release.fault == Fault::NeverReady {
+        warn!("Stand-in fault never-ready: /healthz/ready answers 503");
+    } else {
+        app.ready.store(true, Ordering::SeqCst);
+    }
+    info!("Stalwart Server v{} started", release.version);
+
+    let sig = wait_for_stop(ignore_stop);
+    info!(
+        "Received {}, shutting down Stalwart Server v{}",
+        if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        },
+        release.version
+    );
+    app.ready.store(false, Ordering::SeqCst);
+    app.read_only.store(true, Ordering::SeqCst);
+    let mut guard = match app.store.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(s) = guard.as_mut() {
+        if let Err(e) = s.flush() {
+            error!("Failed to flush database: {e}");
+            return 1;
+        }
+    }
+    info!("Stalwart Server stopped");
+    0
+}
+
+fn seed_blobs(dir: &Path, store: &Store) -> Result<(), String> {
+    for (k, v) in store.records()? {
+        if k.starts_with(records::MAIL_PREFIX) {
+            blob::put(dir, records::decode(&v).as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites every record with the new schema tag into new files (and drops settings records in
+/// 0.16 recovery mode), then stores the new schema number.
+fn migrate(app: &http::App, to: u32, wipe_settings: bool) -> Result<(), String> {
+    let mut guard = app
+        .store
+        .lock()
+        .map_err(|_| "store lock poisoned".to_string())?;
+    let Some(store) = guard.as_mut() else {
+        return Ok(());
+    };
+    let old = store.records()?;
+    let before = old.len();
+    let new: Records = old
+        .iter()
+        .filter(|(k, _)| !(wipe_settings && k.starts_with(records::SETTINGS_PREFIX)))
+        .map(|(k, v)| (k.clone(), records::encode(to, records::decode(v))))
+        .collect();
+    if wipe_settings {
+        info!(
+            "Recovery mode: wiped {} settings records",
+            before - new.len()
+        );
+    }
+    info!("Rewriting {} records with schema {to}", new.len());
+    store.rewrite_all(new, to)
+}
+
+fn data_spec(json: bool, config_path: &Path) -> Result<StoreSpec, String> {
+    config::load(config_path, json)?
+        .data
+        .ok_or_else(|| "no data store configured".to_string())
+}
+
+fn subspace_char(key: &str) -> Result<u8, String> {
+    match key.bytes().next() {
+        Some(b) if b.is_ascii_alphanumeric() => Ok(b),
+        _ => Err(format!("record key {key:?} has no valid subspace")),
+    }
+}
+
+/// `--export DIR`: one LZ4-framed file per subspace.
+fn export(
+    release: &Release,
+    own: u32,
+    json: bool,
+    config: &Path,
+    dir: &Path,
+) -> Result<(), String> {
+    let spec = data_spec(json, config)?;
+    let (store, _) = Store::open(&spec, None)?;
+    let stored = store.schema();
+    if stored != own {
+        return Err(format!(
+            "the database has schema {stored} but Stalwart v{} uses schema {own}; start the \
+             matching version to export it",
+            release.version
+        ));
+    }
+    let recs = store.records()?;
+    let mut by_subspace: std::collections::BTreeMap<u8, Vec<u8>> = Default::default();
+    for (k, v) in &recs {
+        let sub = subspace_char(k)?;
+        let buf = by_subspace.entry(sub).or_insert_with(|| {
+            let mut b = vec![EXPORT_MARKER, sub];
+            b.extend_from_slice(&own.to_le_bytes());
+            b
+        });
+        records::put_bytes(buf, k.as_bytes());
+        records::put_bytes(buf, v.as_bytes());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (sub, buf) in &by_subspace {
+        let path = dir.join(format!("subspace_{}", *sub as char));
+        let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut enc = lz4_flex::frame::FrameEncoder::new(file);
+        enc.write_all(buf)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = enc
+            .finish()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.sync_all()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    info!(
+        "Exported {} records ({} subspaces, schema {own}) to {}",
+        recs.len(),
+        by_subspace.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `--import DIR`: replaces the store content with the export in DIR (same schema only).
+fn import(
+    release: &Release,
+    own: u32,
+    json: bool,
+    config: &Path,
+    dir: &Path,
+) -> Result<(), String> {
+    let spec = data_spec(json, config)?;
+    let mut files: Vec<(u8, std::path::PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(c) = name.strip_prefix("subspace_") {
+            if let [b] = c.as_bytes() {
+                files.push((*b, e.path()));
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("no subspace_* files in {}", dir.display()));
+    }
+    let mut recs = Records::new();
+    for (sub, path) in &files {
+        let p = path.display();
+        let file = std::fs::File::open(path).map_err(|e| format!("{p}: {e}"))?;
+        let mut buf = Vec::new();
+        lz4_flex::frame::FrameDecoder::new(file)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("{p}: not a valid LZ4 frame: {e}"))?;
+        if buf.len() < 6 || buf[0] != EXPORT_MARKER || buf[1] != *sub {
+            return Err(format!("{p}: not a Stalwart export file (bad header)"));
+        }
+        let version = u32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]]);
+        if version != own {
+            return Err(format!(
+                "{p} was exported with schema version {version}, but Stalwart v{} uses schema \
+                 {own}: import refused",
+                release.version
+            ));
+        }
+        let mut pos = 6;
+        while pos < buf.len() {
+            match records::take_record(&buf, &mut pos) {
+                Some(Ok((k, v))) if k.as_bytes().first() == Some(sub) => {
+                    recs.insert(k, v);
+                }
+                Some(Ok((k, _))) => return Err(format!("{p}: key {k:?} outside the subspace")),
+                Some(Err(e)) => return Err(format!("{p}: {e}")),
+                None => return Err(format!("{p}: truncated")),
+            }
+        }
+    }
+    let (mut store, _) = Store::open(&spec, Some((own, Records::new())))?;
+    let n = recs.len();
+    store.rewrite_all(recs, own)?;
+    store.flush()?;
+    info!("Imported {n} records (schema {own}) from {}", dir.display());
+    Ok(())
+}

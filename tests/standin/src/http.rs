@@ -1,0 +1,350 @@
+//! HTTP side (plain HTTP only; the stand-in has no TLS).
+//!
+//! Upstream endpoints imitated (facts file, "Health" and "refresh the web admin"):
+//! * `GET /healthz/live`: always 200. `GET /healthz/ready`: 200 once started with a data store,
+//!   503 otherwise (the stand-in also answers 503 while migrating and with fault never-ready).
+//! * 0.15: `GET /api/update/webadmin` (permission WebadminUpdate): 200 `{"data":null}`; 401
+//!   without/wrong credentials (`WWW-Authenticate: Bearer` and `Basic realm="Stalwart Server"`);
+//!   403 without the permission; 500 on failure; errors as `application/problem+json`.
+//! * 0.16: `POST /jmap` with `x:Action/set` creating `{"@type":"UpdateApps"}`.
+//!
+//! STAND-IN ONLY endpoints (not upstream, for tests): `POST /standin/deliver?n=K` and
+//! `GET /standin/digest`.
+
+use crate::records::{self, Records};
+use crate::store::Store;
+use base64::Engine;
+use serde_json::{json, Value};
+use stalwart_standin::{Fault, Release};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+/// Worker threads per listener (enough for a slow web-admin request plus health checks).
+const WORKERS: usize = 4;
+/// How long fault webadmin-slow sleeps before answering.
+const SLOW_WEBADMIN: Duration = Duration::from_secs(120);
+
+pub struct App {
+    pub release: Release,
+    pub json_generation: bool,
+    pub store: Mutex<Option<Store>>,
+    /// True while the store must not be written (before start-up finished, during migration).
+    pub read_only: AtomicBool,
+    /// True once started with a data store (never with fault never-ready).
+    pub ready: AtomicBool,
+    pub blob_dir: Option<PathBuf>,
+    pub admin: Option<(String, String)>,
+    pub unprivileged: BTreeMap<String, String>,
+    pub state_counter: AtomicU64,
+}
+
+enum Who {
+    Admin,
+    Unprivileged,
+}
+
+type Resp = Response<std::io::Cursor<Vec<u8>>>;
+
+fn header(k: &str, v: &str) -> Option<Header> {
+    Header::from_bytes(k.as_bytes(), v.as_bytes()).ok()
+}
+
+fn json_resp(status: u16, body: &Value) -> Resp {
+    let mut r = Response::from_data(body.to_string().into_bytes()).with_status_code(status);
+    if let Some(h) = header("Content-Type", "application/json") {
+        r.add_header(h);
+    }
+    r
+}
+
+fn problem(status: u16, title: &str, detail: &str) -> Resp {
+    let body = json!({"type": "about:blank", "title": title, "status": status, "detail": detail});
+    let mut r = Response::from_data(body.to_string().into_bytes()).with_status_code(status);
+    if let Some(h) = header("Content-Type", "application/problem+json") {
+        r.add_header(h);
+    }
+    r
+}
+
+fn unauthorized() -> Resp {
+    let mut r = problem(401, "Unauthorized", "You have to authenticate first.");
+    for v in ["Bearer", "Basic realm=\"Stalwart Server\""] {
+        if let Some(h) = header("WWW-Authenticate", v) {
+            r.add_header(h);
+        }
+    }
+    r
+}
+
+/// Binds every port on 127.0.0.1 and starts the worker threads.
+pub fn serve(app: Arc<App>, ports: &[u16]) -> Result<(), String> {
+    for port in ports {
+        let addr = format!("127.0.0.1:{port}");
+        let server =
+            Server::http(&addr).map_err(|e| format!("Failed to bind listener to {addr}: {e}"))?;
+        let server = Arc::new(server);
+        crate::info!("Listening for HTTP on {addr}");
+        for _ in 0..WORKERS {
+            let server = server.clone();
+            let app = app.clone();
+            std::thread::spawn(move || {
+                while let Ok(req) = server.recv() {
+                    handle(&app, req);
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+fn handle(app: &App, mut req: Request) {
+    let url = req.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+    let method = req.method().clone();
+    let resp = match (&method, path) {
+        (Method::Get | Method::Head, "/healthz/live") => Response::from_data(Vec::new()),
+        (Method::Get | Method::Head, "/healthz/ready") => {
+            if app.ready.load(Ordering::SeqCst) {
+                Response::from_data(Vec::new())
+            } else {
+                Response::from_data(Vec::new()).with_status_code(503)
+            }
+        }
+        (Method::Get, "/api/update/webadmin") if !app.json_generation => webadmin(app, &req),
+        (Method::Post, "/jmap" | "/jmap/") if app.json_generation => jmap(app, &mut req),
+        (Method::Post, "/standin/deliver") => deliver(app, query),
+        (Method::Get, "/standin/digest") => digest(app),
+        _ => problem(404, "Not Found", "The requested resource does not exist."),
+    };
+    let _ = req.respond(resp);
+}
+
+fn authenticate(app: &App, req: &Request) -> Option<Who> {
+    let value = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))?
+        .value
+        .as_str()
+        .trim()
+        .to_string();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    let b64 = if scheme.eq_ignore_ascii_case("basic") {
+        token
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        // Upstream also accepts `Bearer api_<base64(user:secret)>` under /api.
+        token.strip_prefix("api_")?
+    } else {
+        return None;
+    };
+    let decoded = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, pass) = decoded.split_once(':')?;
+    if let Some((u, p)) = &app.admin {
+        if u == user && p == pass {
+            return Some(Who::Admin);
+        }
+    }
+    match app.unprivileged.get(user) {
+        Some(p) if p == pass => Some(Who::Unprivileged),
+        _ => None,
+    }
+}
+
+/// Applies the web-admin faults; `Some(response)` when the update fails.
+fn webadmin_fault(app: &App) -> Option<Resp> {
+    match app.release.fault {
+        Fault::WebadminFails => {
+            crate::error!("Failed to update webadmin: stand-in fault webadmin-fails");
+            Some(problem(
+                500,
+                "Internal Server Error",
+                "Failed to download or unpack the web admin bundle (stand-in fault webadmin-fails)",
+            ))
+        }
+        Fault::WebadminSlow => {
+            crate::warn!(
+                "Web admin update stalls for {}s (fault webadmin-slow)",
+                SLOW_WEBADMIN.as_secs()
+            );
+            std::thread::sleep(SLOW_WEBADMIN);
+            None
+        }
+        _ => None,
+    }
+}
+
+fn webadmin(app: &App, req: &Request) -> Resp {
+    match authenticate(app, req) {
+        None => unauthorized(),
+        Some(Who::Unprivileged) => problem(
+            403,
+            "Forbidden",
+            "You do not have enough permissions to perform this action (WebadminUpdate).",
+        ),
+        Some(Who::Admin) => {
+            if let Some(r) = webadmin_fault(app) {
+                return r;
+            }
+            crate::info!("Web admin updated");
+            json_resp(200, &json!({"data": null}))
+        }
+    }
+}
+
+fn jmap(app: &App, req: &mut Request) -> Resp {
+    let who = authenticate(app, req);
+    let Some(who) = who else {
+        return unauthorized();
+    };
+    let mut body = String::new();
+    if req
+        .as_reader()
+        .take(1 << 20)
+        .read_to_string(&mut body)
+        .is_err()
+    {
+        return problem(400, "Bad Request", "Unreadable request body.");
+    }
+    let Ok(request) = serde_json::from_str::<Value>(&body) else {
+        return problem(400, "Bad Request", "The request is not valid JSON.");
+    };
+    let Some(calls) = request.get("methodCalls").and_then(Value::as_array) else {
+        return problem(400, "Bad Request", "Missing methodCalls.");
+    };
+    let mut responses = Vec::new();
+    for call in calls {
+        let (Some(name), Some(args), Some(call_id)) = (
+            call.get(0).and_then(Value::as_str),
+            call.get(1),
+            call.get(2).cloned(),
+        ) else {
+            return problem(400, "Bad Request", "Malformed method call.");
+        };
+        if name != "x:Action/set" {
+            responses.push(json!(["error", {"type": "unknownMethod"}, call_id]));
+            continue;
+        }
+        let mut created = serde_json::Map::new();
+        let mut not_created = serde_json::Map::new();
+        if let Some(create) = args.get("create").and_then(Value::as_object) {
+            for (id, obj) in create {
+                if obj.get("@type").and_then(Value::as_str) != Some("UpdateApps") {
+                    not_created.insert(
+                        id.clone(),
+                        json!({"type": "invalidProperties", "description": "The stand-in only implements UpdateApps."}),
+                    );
+                    continue;
+                }
+                if matches!(who, Who::Unprivileged) {
+                    not_created.insert(
+                        id.clone(),
+                        json!({"type": "forbidden", "description": "You do not have enough permissions to perform this action."}),
+                    );
+                    continue;
+                }
+                if let Some(r) = webadmin_fault(app) {
+                    return r;
+                }
+                crate::info!("Applications updated (UpdateApps)");
+                let n = app.state_counter.fetch_add(1, Ordering::SeqCst) + 1;
+                created.insert(id.clone(), json!({"id": format!("a{n}")}));
+            }
+        }
+        let mut result = serde_json::Map::new();
+        result.insert("created".into(), Value::Object(created));
+        if !not_created.is_empty() {
+            result.insert("notCreated".into(), Value::Object(not_created));
+        }
+        responses.push(json!([name, Value::Object(result), call_id]));
+    }
+    let state = app.state_counter.load(Ordering::SeqCst);
+    json_resp(
+        200,
+        &json!({"methodResponses": responses, "sessionState": format!("s{state:x}")}),
+    )
+}
+
+fn deliver(app: &App, query: &str) -> Resp {
+    let n = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("n="))
+        .map_or(Ok(1), |v| v.parse::<u64>());
+    let n = match n {
+        Ok(n) if n <= 100_000 => n,
+        _ => return problem(400, "Bad Request", "n must be a number <= 100000"),
+    };
+    if app.read_only.load(Ordering::SeqCst) {
+        return problem(
+            503,
+            "Service Unavailable",
+            "The database is read-only (migration in progress): no new e-mail can be received.",
+        );
+    }
+    let Ok(mut guard) = app.store.lock() else {
+        return problem(500, "Internal Server Error", "store lock poisoned");
+    };
+    let Some(store) = guard.as_mut() else {
+        return problem(503, "Service Unavailable", "No data store configured.");
+    };
+    let result = (|| -> Result<usize, String> {
+        let existing = store.records()?;
+        let first = records::next_mail(&existing);
+        for i in first..first + n {
+            let payload = records::mail_payload(i);
+            if let Some(dir) = &app.blob_dir {
+                crate::blob::put(dir, payload.as_bytes())?;
+            }
+            store.put(
+                &records::mail_key(i),
+                &records::encode(store.schema(), &payload),
+            )?;
+        }
+        Ok(existing.len() + n as usize)
+    })();
+    match result {
+        Ok(total) => json_resp(200, &json!({"delivered": n, "records": total})),
+        Err(e) => {
+            crate::error!("Failed to store message: {e}");
+            problem(500, "Internal Server Error", &e)
+        }
+    }
+}
+
+/// Summary of the data: `{"version","schema","records","sha256","blobs"}`.
+pub fn digest_value(version: &str, schema: u32, recs: &Records, blobs: Option<usize>) -> Value {
+    json!({
+        "version": version,
+        "schema": schema,
+        "records": recs.len(),
+        "sha256": records::digest(recs),
+        "blobs": blobs,
+    })
+}
+
+fn digest(app: &App) -> Resp {
+    let Ok(guard) = app.store.lock() else {
+        return problem(500, "Internal Server Error", "store lock poisoned");
+    };
+    let Some(store) = guard.as_ref() else {
+        return problem(503, "Service Unavailable", "No data store configured.");
+    };
+    match store.records() {
+        Ok(recs) => json_resp(
+            200,
+            &digest_value(
+                &app.release.version,
+                store.schema(),
+                &recs,
+                app.blob_dir.as_deref().map(crate::blob::count),
+            ),
+        ),
+        Err(e) => problem(500, "Internal Server Error", &e),
+    }
+}
