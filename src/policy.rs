@@ -445,16 +445,21 @@ fn line_bounds(line: &str) -> Result<(String, String), PolicyError> {
 /// The apt preferences file for a line.
 ///
 /// apt_preferences(5): "The first specific-form record matching an available package version
-/// determines the priority of the package version." Both records name the package, so for each
+/// determines the priority of the package version." All records name the package, so for each
 /// version of `stalwart` the first record that matches wins:
-/// 1. versions of the line (`0.15.*`, and with an epoch `*:0.15.*`) get 990: above the 500 of
-///    a normal archive, so the line's newest version is the candidate, and below 1000, so apt never
-///    downgrades to reach it (from 1000 up apt installs a version even if it is a downgrade);
+/// 1. versions of the line get 990: above the 500 of a normal archive, so the line's newest
+///    version is the candidate, and below 1000, so apt never downgrades to reach it (from 1000 up
+///    apt installs a version even if it is a downgrade). `0.15.*` matches `0.15.6-1`; with an epoch
+///    (`1:0.15.6-1`) a glob does not work (apt reads a trailing `*` as a prefix of the literal
+///    text), so a second record uses a regular expression, which apt accepts between slashes;
 /// 2. every other version gets -1: never a candidate, so apt, unattended-upgrades and
 ///    `apt upgrade` do not even select it. The installed version gets its priority from the same
 ///    records (990 inside the line).
+///
+/// tests/policy_apt_pin.rs checks this with the real apt-cache against a local repository.
 pub fn apt_prefs_text(line: &str) -> Result<String, PolicyError> {
     let (line, _) = line_bounds(line)?;
+    let re = line.replace('.', "\\.");
     Ok(format!(
         "# Written by stalwart-upgrade: keeps apt on the Stalwart {line} release line.\n\
          # Do not edit: change it with `stalwart-upgrade allow VERSION` (moves the line),\n\
@@ -467,7 +472,7 @@ pub fn apt_prefs_text(line: &str) -> Result<String, PolicyError> {
          Pin-Priority: 990\n\
          \n\
          Package: {PACKAGE}\n\
-         Pin: version *:{line}.*\n\
+         Pin: version /^[0-9]+:{re}\\./\n\
          Pin-Priority: 990\n\
          \n\
          Package: {PACKAGE}\n\
@@ -1183,6 +1188,10 @@ mod tests {
         assert_eq!(
             stanzas[0],
             "Package: stalwart\nPin: version 0.15.*\nPin-Priority: 990"
+        );
+        assert_eq!(
+            stanzas[1],
+            "Package: stalwart\nPin: version /^[0-9]+:0\\.15\\./\nPin-Priority: 990"
         );
         assert_eq!(
             stanzas[2].trim_end(),
