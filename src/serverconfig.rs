@@ -1,9 +1,19 @@
 //! Reads the Stalwart server's own config: config.toml (<= 0.15) or config.json (>= 0.16).
 //! The helper never rewrites it (the server rewrites config.toml itself). OWNER: snapshot helper.
 //! Interface used by the engine — keep these signatures.
+//!
+//! Upstream facts used here (docs/facts, "Two generations of the server"):
+//! - 0.15 declares stores as `[store.<id>] type = ...` and picks them per role with
+//!   `storage.data|blob|fts|lookup|directory`; the server may rewrite config.toml itself as
+//!   flattened `key = value` lines. We therefore flatten whatever we read into dotted keys, so
+//!   nested tables, dotted keys and quoted keys such as `"store.rocksdb.path" = ..` all end up
+//!   as the same `store.rocksdb.path`.
+//! - 0.15 string values may contain `%{env:VAR}%`, `%{file:/path}%` and `%{cfg:key}%` macros.
+//! - 0.16 config.json holds one DataStore object, `{"@type":"RocksDb","path":...}`.
 
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,7 +27,7 @@ pub enum ServerConfigError {
     Malformed { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Generation {
     /// <= 0.15: config.toml, REST management under /api.
@@ -42,23 +52,58 @@ impl Serialize for Secret {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SqlConn {
+    /// Host name or address; a value starting with `/` is a unix socket (PostgreSQL: the socket
+    /// directory; MySQL/MariaDB: the socket file).
     pub host: String,
     pub port: Option<u16>,
     pub database: String,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// `tls.enable` (0.15) / `useTls` (0.16): the dump tools are told to require TLS.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StoreKind {
-    RocksDb { path: PathBuf },
-    Sqlite { path: PathBuf },
-    Fs { path: PathBuf },
+    RocksDb {
+        path: PathBuf,
+    },
+    Sqlite {
+        path: PathBuf,
+    },
+    Fs {
+        path: PathBuf,
+    },
     PostgreSql(SqlConn),
     MySql(SqlConn),
     /// FoundationDB, S3, Redis, ...: only `stalwart --export` can snapshot these.
-    Other { type_name: String },
+    Other {
+        type_name: String,
+    },
+}
+
+impl StoreKind {
+    /// Short lowercase name, as in `[store.<id>] type = ...`.
+    pub fn type_name(&self) -> &str {
+        match self {
+            StoreKind::RocksDb { .. } => "rocksdb",
+            StoreKind::Sqlite { .. } => "sqlite",
+            StoreKind::Fs { .. } => "fs",
+            StoreKind::PostgreSql(_) => "postgresql",
+            StoreKind::MySql(_) => "mysql",
+            StoreKind::Other { type_name } => type_name,
+        }
+    }
+    /// The local path of a file-based store.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            StoreKind::RocksDb { path } | StoreKind::Sqlite { path } | StoreKind::Fs { path } => {
+                Some(path)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,11 +124,879 @@ pub struct ServerConfig {
     pub http: Option<SocketAddr>,
 }
 
+/// The roles of `[storage]` in the order we report them.
+const ROLES: [&str; 5] = ["data", "blob", "fts", "lookup", "directory"];
+
 impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
-        Err(ServerConfigError::Malformed {
+        let text = fs_err::read_to_string(path).map_err(|e| ServerConfigError::Read {
             path: path.to_owned(),
-            message: "not implemented yet".into(),
+            source: std::io::Error::new(e.kind(), e.to_string()),
+        })?;
+        let is_json = path.extension().is_some_and(|e| e == "json")
+            || (path.extension().is_none() && text.trim_start().starts_with('{'));
+        if is_json {
+            Self::parse_json(path, &text)
+        } else {
+            Self::parse_toml(path, &text)
+        }
+    }
+
+    /// Parses config.toml text (<= 0.15). `path` is only used in messages and for the result.
+    pub fn parse_toml(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
+        let malformed = |message: String| ServerConfigError::Malformed {
+            path: path.to_owned(),
+            message,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| malformed(e.message().to_string()))?;
+        let mut flat = BTreeMap::new();
+        flatten("", &toml::Value::Table(table), &mut flat);
+        let cfg = Flat { path, keys: flat };
+
+        // Roles -> store ids. A role that is not set is left out (the server then has no such
+        // store of its own or falls back to the data store, which we snapshot anyway).
+        let mut uses: Vec<(String, String)> = Vec::new(); // (store id, role)
+        let data = cfg.get_str("storage.data")?;
+        if data.is_none() {
+            return Err(malformed(
+                "`storage.data` is not set, so the server has no data store to snapshot; \
+                 set it to one of the [store.<id>] tables"
+                    .into(),
+            ));
+        }
+        for role in ROLES {
+            let Some(name) = cfg.get_str(&format!("storage.{role}"))? else {
+                continue;
+            };
+            if name.is_empty() {
+                continue;
+            }
+            if role == "directory" {
+                // `storage.directory` names a [directory.<id>] (e.g. "internal"), whose `store`
+                // key names the store (facts: `[directory.internal] type="internal"
+                // store="rocksdb"`). LDAP/IMAP directories have no store of ours.
+                if cfg.has_prefix(&format!("directory.{name}")) {
+                    if let Some(store) = cfg.get_str(&format!("directory.{name}.store"))? {
+                        uses.push((store, role.to_string()));
+                    }
+                    continue;
+                }
+            }
+            uses.push((name, role.to_string()));
+        }
+
+        let mut stores: Vec<Store> = Vec::new();
+        for (id, role) in uses {
+            if let Some(s) = stores.iter_mut().find(|s| s.id == id) {
+                if !s.roles.contains(&role) {
+                    s.roles.push(role);
+                }
+                continue;
+            }
+            let kind = cfg.store_kind(&id, &role)?;
+            stores.push(Store {
+                id,
+                roles: vec![role],
+                kind,
+            });
+        }
+
+        Ok(ServerConfig {
+            path: path.to_owned(),
+            generation: Generation::Toml,
+            stores,
+            http: cfg.http_listener()?,
         })
+    }
+
+    /// Parses config.json text (>= 0.16).
+    pub fn parse_json(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
+        let malformed = |message: String| ServerConfigError::Malformed {
+            path: path.to_owned(),
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| malformed(format!("not valid JSON: {e}")))?;
+        // Facts: config.json is one DataStore object. Accept it wrapped in a `dataStore`/`store`
+        // member too, in case a later release nests it.
+        let ds = if value.get("@type").is_some() {
+            &value
+        } else {
+            ["dataStore", "DataStore", "store"]
+                .iter()
+                .find_map(|k| value.get(*k).filter(|v| v.get("@type").is_some()))
+                .ok_or_else(|| {
+                    malformed(
+                        "no DataStore object (with an \"@type\" such as \"RocksDb\") found".into(),
+                    )
+                })?
+        };
+        let ty = ds
+            .get("@type")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| malformed("\"@type\" of the DataStore is not a string".into()))?;
+        let get_str = |k: &str| -> Result<Option<String>, ServerConfigError> {
+            match ds.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(_) => Err(malformed(format!(
+                    "DataStore field \"{k}\" is not a string"
+                ))),
+            }
+        };
+        let need_path = || -> Result<PathBuf, ServerConfigError> {
+            get_str("path")?
+                .map(PathBuf::from)
+                .ok_or_else(|| malformed(format!("the {ty} DataStore has no \"path\"")))
+        };
+        let kind = match ty {
+            "RocksDb" => StoreKind::RocksDb { path: need_path()? },
+            "Sqlite" => StoreKind::Sqlite { path: need_path()? },
+            "PostgreSql" | "MySql" => {
+                // Field names from the facts file: host, port, database, authUsername, authSecret.
+                let host = get_str("host")?.unwrap_or_else(|| "localhost".into());
+                let port = match get_str("port")? {
+                    None => None,
+                    Some(p) => Some(p.parse::<u16>().map_err(|_| {
+                        malformed(format!("DataStore \"port\" {p:?} is not a port number"))
+                    })?),
+                };
+                let database = get_str("database")?
+                    .ok_or_else(|| malformed(format!("the {ty} DataStore has no \"database\"")))?;
+                let user = get_str("authUsername")?;
+                let password = match ds.get("authSecret") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(v) => Some(json_secret(path, v)?),
+                };
+                let tls = ["useTls", "tls", "tlsEnable"]
+                    .iter()
+                    .any(|k| ds.get(*k).and_then(|v| v.as_bool()) == Some(true));
+                let conn = SqlConn {
+                    host,
+                    port,
+                    database,
+                    user,
+                    password,
+                    tls,
+                };
+                if ty == "PostgreSql" {
+                    StoreKind::PostgreSql(conn)
+                } else {
+                    StoreKind::MySql(conn)
+                }
+            }
+            other => StoreKind::Other {
+                type_name: other.to_string(),
+            },
+        };
+        Ok(ServerConfig {
+            path: path.to_owned(),
+            generation: Generation::Json,
+            // config.json only declares the DataStore; the other roles live in the database
+            // (registry) itself, which a data snapshot therefore includes.
+            stores: vec![Store {
+                id: "data".into(),
+                roles: vec!["data".into()],
+                kind,
+            }],
+            // 0.16 keeps listeners in the database, not in config.json; the health module
+            // defaults to 127.0.0.1:8080 (upstream's container health check falls back to it).
+            http: None,
+        })
+    }
+}
+
+/// A 0.16 secret: a plain string or `{"@type":"Value"|"EnvironmentVariable"|"File",...}`.
+fn json_secret(path: &Path, v: &serde_json::Value) -> Result<Secret, ServerConfigError> {
+    let malformed = |message: String| ServerConfigError::Malformed {
+        path: path.to_owned(),
+        message,
+    };
+    if let Some(s) = v.as_str() {
+        return Ok(Secret(s.to_string()));
+    }
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str());
+    // Field names `value`, `variableName`, `filePath` are our reading of the facts file
+    // ("a secret may be {"@type":"Value"|"EnvironmentVariable"|"File",...}"); the alternatives
+    // are accepted too in case upstream spells them differently.
+    match v.get("@type").and_then(|t| t.as_str()) {
+        Some("Value") => field("value")
+            .or_else(|| field("secret"))
+            .map(|s| Secret(s.to_string()))
+            .ok_or_else(|| malformed("authSecret {\"@type\":\"Value\"} has no \"value\"".into())),
+        Some("EnvironmentVariable") => {
+            let name = field("variableName")
+                .or_else(|| field("name"))
+                .or_else(|| field("variable"))
+                .ok_or_else(|| {
+                    malformed(
+                        "authSecret {\"@type\":\"EnvironmentVariable\"} has no \"variableName\""
+                            .into(),
+                    )
+                })?;
+            env_secret(path, name).map(Secret)
+        }
+        Some("File") => {
+            let file = field("filePath")
+                .or_else(|| field("path"))
+                .or_else(|| field("file"))
+                .ok_or_else(|| {
+                    malformed("authSecret {\"@type\":\"File\"} has no \"filePath\"".into())
+                })?;
+            read_secret_file(path, Path::new(file)).map(Secret)
+        }
+        other => Err(malformed(format!(
+            "authSecret has an unknown \"@type\" {other:?} (expected Value, EnvironmentVariable or File)"
+        ))),
+    }
+}
+
+/// The value of an environment variable the server's config refers to. Under systemd the
+/// server gets its environment from the unit's EnvironmentFile (facts: 0.16 installs
+/// /etc/stalwart/stalwart.env), which we do not inherit: look there (next to the config) too.
+fn env_secret(cfg_path: &Path, name: &str) -> Result<String, ServerConfigError> {
+    if let Ok(v) = std::env::var(name) {
+        return Ok(v);
+    }
+    if let Some(dir) = cfg_path.parent() {
+        let env_file = dir.join("stalwart.env");
+        if let Ok(text) = fs_err::read_to_string(&env_file) {
+            for line in text.lines() {
+                let line = line.trim();
+                let line = line.strip_prefix("export ").unwrap_or(line);
+                if let Some((k, v)) = line.split_once('=') {
+                    if k.trim() == name {
+                        let v = v.trim();
+                        let v = v
+                            .strip_prefix('"')
+                            .and_then(|v| v.strip_suffix('"'))
+                            .unwrap_or(v);
+                        return Ok(v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    Err(ServerConfigError::Malformed {
+        path: cfg_path.to_owned(),
+        message: format!(
+            "it refers to the environment variable {name}, which is not set for the helper \
+             (set it in the helper's environment, e.g. the same EnvironmentFile as the server's unit)"
+        ),
+    })
+}
+
+fn read_secret_file(cfg_path: &Path, file: &Path) -> Result<String, ServerConfigError> {
+    fs_err::read_to_string(file)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| ServerConfigError::Malformed {
+            path: cfg_path.to_owned(),
+            message: format!(
+                "it refers to the file {}, which cannot be read: {e}",
+                file.display()
+            ),
+        })
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+/// The config as flattened dotted keys.
+struct Flat<'a> {
+    path: &'a Path,
+    keys: BTreeMap<String, toml::Value>,
+}
+
+impl Flat<'_> {
+    fn malformed(&self, message: String) -> ServerConfigError {
+        ServerConfigError::Malformed {
+            path: self.path.to_owned(),
+            message,
+        }
+    }
+
+    fn has_prefix(&self, prefix: &str) -> bool {
+        let dotted = format!("{prefix}.");
+        self.keys
+            .range(dotted.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&dotted))
+            || self.keys.contains_key(prefix)
+    }
+
+    /// Sorted direct child names of `prefix` (e.g. listener ids under `server.listener`).
+    fn children(&self, prefix: &str) -> Vec<String> {
+        let dotted = format!("{prefix}.");
+        let mut out: Vec<String> = Vec::new();
+        for (k, _) in self.keys.range(dotted.clone()..) {
+            let Some(rest) = k.strip_prefix(&dotted) else {
+                break;
+            };
+            let child = rest.split('.').next().unwrap_or(rest).to_string();
+            if out.last() != Some(&child) {
+                out.push(child);
+            }
+        }
+        out
+    }
+
+    /// A scalar as a string, macros expanded.
+    fn get_str(&self, key: &str) -> Result<Option<String>, ServerConfigError> {
+        self.get_str_depth(key, 0)
+    }
+
+    fn get_str_depth(&self, key: &str, depth: u32) -> Result<Option<String>, ServerConfigError> {
+        let raw = match self.keys.get(key) {
+            None => return Ok(None),
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(toml::Value::Integer(i)) => i.to_string(),
+            Some(toml::Value::Boolean(b)) => b.to_string(),
+            Some(toml::Value::Float(f)) => f.to_string(),
+            Some(other) => {
+                return Err(self.malformed(format!(
+                    "`{key}` is a {}, expected a single value",
+                    other.type_str()
+                )))
+            }
+        };
+        self.expand(key, &raw, depth).map(Some)
+    }
+
+    fn get_bool(&self, key: &str) -> Result<bool, ServerConfigError> {
+        match self.keys.get(key) {
+            Some(toml::Value::Boolean(b)) => Ok(*b),
+            None => Ok(false),
+            Some(_) => Ok(matches!(
+                self.get_str(key)?.as_deref(),
+                Some("true") | Some("1") | Some("yes")
+            )),
+        }
+    }
+
+    /// A list: a TOML array, a single string, or flattened `key.0000`-style indexed children.
+    fn get_list(&self, key: &str) -> Result<Vec<String>, ServerConfigError> {
+        match self.keys.get(key) {
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => self.expand(key, s, 0),
+                    other => Ok(other.to_string()),
+                })
+                .collect(),
+            Some(_) => Ok(self.get_str(key)?.into_iter().collect()),
+            None => {
+                let mut out = Vec::new();
+                for child in self.children(key) {
+                    if let Some(v) = self.get_str(&format!("{key}.{child}"))? {
+                        out.push(v);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Expands `%{env:VAR}%`, `%{file:/path}%` and `%{cfg:key}%` in a value.
+    fn expand(&self, key: &str, raw: &str, depth: u32) -> Result<String, ServerConfigError> {
+        if depth > 8 {
+            return Err(self.malformed(format!(
+                "`{key}`: %{{cfg:..}}% macros nest too deep (a loop?)"
+            )));
+        }
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        while let Some(start) = rest.find("%{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}%") else {
+                out.push_str(&rest[start..]);
+                rest = "";
+                break;
+            };
+            let inner = &after[..end];
+            let value = match inner.split_once(':') {
+                Some(("env", var)) => match std::env::var(var) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        return Err(self.malformed(format!(
+                            "`{key}` uses %{{env:{var}}}% but the environment variable {var} is \
+                             not set for the helper; set it (as the server's unit does) and retry"
+                        )))
+                    }
+                },
+                Some(("file", file)) => read_secret_file(self.path, Path::new(file))?,
+                Some(("cfg", other)) => self.get_str_depth(other, depth + 1)?.ok_or_else(|| {
+                    self.malformed(format!(
+                        "`{key}` uses %{{cfg:{other}}}% but `{other}` is not set"
+                    ))
+                })?,
+                _ => {
+                    // Not a macro we know: keep it verbatim, the server decides.
+                    format!("%{{{inner}}}%")
+                }
+            };
+            out.push_str(&value);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn store_kind(&self, id: &str, role: &str) -> Result<StoreKind, ServerConfigError> {
+        let p = format!("store.{id}");
+        let Some(ty) = self.get_str(&format!("{p}.type"))? else {
+            return Err(self.malformed(format!(
+                "`storage.{role}` names the store \"{id}\" but there is no [store.{id}] with a \
+                 `type`; fix the store name or add the store"
+            )));
+        };
+        let path = |what: &str| -> Result<PathBuf, ServerConfigError> {
+            self.get_str(&format!("{p}.path"))?
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .ok_or_else(|| self.malformed(format!("[store.{id}] ({what}) has no `path`")))
+        };
+        Ok(match ty.to_ascii_lowercase().as_str() {
+            "rocksdb" => StoreKind::RocksDb {
+                path: path("rocksdb")?,
+            },
+            "sqlite" => StoreKind::Sqlite {
+                path: path("sqlite")?,
+            },
+            "fs" => StoreKind::Fs { path: path("fs")? },
+            t @ ("postgresql" | "mysql") => {
+                let port = match self.get_str(&format!("{p}.port"))? {
+                    None => None,
+                    Some(s) => Some(s.parse::<u16>().map_err(|_| {
+                        self.malformed(format!("[store.{id}] port {s:?} is not a port number"))
+                    })?),
+                };
+                let database = self.get_str(&format!("{p}.database"))?.ok_or_else(|| {
+                    self.malformed(format!("[store.{id}] ({t}) has no `database`"))
+                })?;
+                let conn = SqlConn {
+                    host: self
+                        .get_str(&format!("{p}.host"))?
+                        .unwrap_or_else(|| "localhost".into()),
+                    port,
+                    database,
+                    user: self.get_str(&format!("{p}.user"))?,
+                    password: self.get_str(&format!("{p}.password"))?.map(Secret),
+                    tls: self.get_bool(&format!("{p}.tls.enable"))?,
+                };
+                if t == "postgresql" {
+                    StoreKind::PostgreSql(conn)
+                } else {
+                    StoreKind::MySql(conn)
+                }
+            }
+            other => StoreKind::Other {
+                type_name: other.to_string(),
+            },
+        })
+    }
+
+    /// First `[server.listener.<id>]` with protocol http and no implicit TLS.
+    fn http_listener(&self) -> Result<Option<SocketAddr>, ServerConfigError> {
+        for id in self.children("server.listener") {
+            let p = format!("server.listener.{id}");
+            if self.get_str(&format!("{p}.protocol"))?.as_deref() != Some("http") {
+                continue;
+            }
+            if self.get_bool(&format!("{p}.tls.implicit"))? {
+                continue;
+            }
+            if let Some(bind) = self.get_list(&format!("{p}.bind"))?.into_iter().next() {
+                let addr: SocketAddr = bind.trim().parse().map_err(|_| {
+                    self.malformed(format!(
+                        "[server.listener.{id}] bind {bind:?} is not an address:port"
+                    ))
+                })?;
+                return Ok(Some(loopback_reachable(addr)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A listener bound to the unspecified address (`[::]`, `0.0.0.0`) is reached on 127.0.0.1
+/// (with `[::]` Linux accepts IPv4 too unless bindv6only is set, so 127.0.0.1 works for both).
+fn loopback_reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = addr.ip();
+    if ip.is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml(text: &str) -> Result<ServerConfig, ServerConfigError> {
+        ServerConfig::parse_toml(Path::new("/opt/stalwart/etc/config.toml"), text)
+    }
+    fn json(text: &str) -> Result<ServerConfig, ServerConfigError> {
+        ServerConfig::parse_json(Path::new("/etc/stalwart/config.json"), text)
+    }
+
+    const DEFAULT_015: &str = r#"
+[server.listener.smtp]
+bind = ["[::]:25"]
+protocol = "smtp"
+[server.listener.https]
+bind = ["[::]:443"]
+protocol = "http"
+tls.implicit = true
+[server.listener.http]
+bind = ["[::]:8080"]
+protocol = "http"
+[storage]
+data = "rocksdb"
+fts = "rocksdb"
+blob = "rocksdb"
+lookup = "rocksdb"
+directory = "internal"
+[store.rocksdb]
+type = "rocksdb"
+path = "/opt/stalwart/data"
+compression = "lz4"
+[store.unused]
+type = "sqlite"
+path = "/nowhere.db"
+[directory.internal]
+type = "internal"
+store = "rocksdb"
+"#;
+
+    #[test]
+    fn default_015_config() {
+        let c = toml(DEFAULT_015).unwrap();
+        assert_eq!(c.generation, Generation::Toml);
+        assert_eq!(c.stores.len(), 1, "unused store left out: {:?}", c.stores);
+        assert_eq!(c.stores[0].id, "rocksdb");
+        assert_eq!(
+            c.stores[0].roles,
+            vec!["data", "blob", "fts", "lookup", "directory"]
+        );
+        assert_eq!(
+            c.stores[0].kind,
+            StoreKind::RocksDb {
+                path: "/opt/stalwart/data".into()
+            }
+        );
+        assert_eq!(c.http, Some("127.0.0.1:8080".parse().unwrap()));
+    }
+
+    #[test]
+    fn flattened_dotted_and_quoted_keys() {
+        let dotted = r#"
+storage.data = "rocksdb"
+storage.blob = "blobs"
+store.rocksdb.type = "rocksdb"
+store.rocksdb.path = "/d"
+"store.blobs.type" = "fs"
+"store.blobs.path" = "/b"
+"server.listener.web.bind" = "0.0.0.0:8081"
+"server.listener.web.protocol" = "http"
+"#;
+        let c = toml(dotted).unwrap();
+        assert_eq!(c.stores.len(), 2);
+        assert_eq!(c.stores[0].kind, StoreKind::RocksDb { path: "/d".into() });
+        assert_eq!(c.stores[1].id, "blobs");
+        assert_eq!(c.stores[1].roles, vec!["blob"]);
+        assert_eq!(c.stores[1].kind, StoreKind::Fs { path: "/b".into() });
+        assert_eq!(c.http, Some("127.0.0.1:8081".parse().unwrap()));
+    }
+
+    #[test]
+    fn indexed_bind_and_specific_address() {
+        let c = toml(
+            r#"
+storage.data = "s"
+store.s.type = "sqlite"
+store.s.path = "/x.db"
+"server.listener.h.bind.0000" = "192.0.2.1:8080"
+"server.listener.h.protocol" = "http"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.http, Some("192.0.2.1:8080".parse().unwrap()));
+        assert_eq!(
+            c.stores[0].kind,
+            StoreKind::Sqlite {
+                path: "/x.db".into()
+            }
+        );
+    }
+
+    #[test]
+    fn only_implicit_tls_listener_means_no_http() {
+        let c = toml(
+            r#"
+storage.data = "s"
+store.s.type = "sqlite"
+store.s.path = "/x.db"
+[server.listener.https]
+bind = ["[::]:443"]
+protocol = "http"
+tls.implicit = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.http, None);
+    }
+
+    #[test]
+    fn sql_store_with_macros() {
+        std::env::set_var("SU_TEST_PGPASS", "s3cret");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("dbname");
+        std::fs::write(&f, "  maildb\n").unwrap();
+        let text = format!(
+            r#"
+[storage]
+data = "pg"
+blob = "pg"
+[store.pg]
+type = "postgresql"
+host = "%{{cfg:db.host}}%"
+port = 5433
+database = "%{{file:{}}}%"
+user = "stalwart"
+password = "%{{env:SU_TEST_PGPASS}}%"
+tls.enable = true
+[db]
+host = "db.example"
+"#,
+            f.display()
+        );
+        let c = toml(&text).unwrap();
+        let StoreKind::PostgreSql(conn) = &c.stores[0].kind else {
+            panic!("{:?}", c.stores)
+        };
+        assert_eq!(conn.host, "db.example");
+        assert_eq!(conn.port, Some(5433));
+        assert_eq!(conn.database, "maildb");
+        assert_eq!(conn.user.as_deref(), Some("stalwart"));
+        assert_eq!(conn.password, Some(Secret("s3cret".into())));
+        assert!(conn.tls);
+        let dbg = format!("{c:?}");
+        let ser = serde_json::to_string(&c).unwrap();
+        assert!(
+            !dbg.contains("s3cret") && !ser.contains("s3cret"),
+            "{dbg} {ser}"
+        );
+    }
+
+    #[test]
+    fn unset_env_var_is_named() {
+        let err = toml(
+            r#"
+storage.data = "m"
+store.m.type = "mysql"
+store.m.database = "x"
+store.m.password = "%{env:SU_TEST_DEFINITELY_UNSET}%"
+"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("SU_TEST_DEFINITELY_UNSET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mysql_and_unknown_types() {
+        let c = toml(
+            r#"
+[storage]
+data = "fdb"
+blob = "s3"
+fts = "es"
+lookup = "my"
+[store.fdb]
+type = "foundationdb"
+[store.s3]
+type = "s3"
+bucket = "b"
+[store.es]
+type = "elasticsearch"
+[store.my]
+type = "mysql"
+host = "/run/mysqld/mysqld.sock"
+database = "st"
+"#,
+        )
+        .unwrap();
+        let kinds: Vec<&str> = c.stores.iter().map(|s| s.kind.type_name()).collect();
+        assert_eq!(kinds, vec!["foundationdb", "s3", "elasticsearch", "mysql"]);
+        assert_eq!(
+            c.stores[0].kind,
+            StoreKind::Other {
+                type_name: "foundationdb".into()
+            }
+        );
+        let c = toml("storage.data = \"x\"\nstore.x.type = \"frobnicate\"\n").unwrap();
+        assert_eq!(
+            c.stores[0].kind,
+            StoreKind::Other {
+                type_name: "frobnicate".into()
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_inputs() {
+        for (text, needle) in [
+            ("this is [ not toml", "malformed"),
+            ("storage.data = \"missing\"\n", "missing"),
+            ("[store.a]\ntype=\"rocksdb\"\npath=\"/a\"\n", "storage.data"),
+            ("storage.data = \"a\"\nstore.a.type = \"rocksdb\"\n", "path"),
+            (
+                "storage.data = \"a\"\nstore.a.type=\"rocksdb\"\nstore.a.path=\"/a\"\n\
+                 server.listener.h.protocol=\"http\"\nserver.listener.h.bind=\"nonsense\"\n",
+                "nonsense",
+            ),
+            (
+                "storage.data = \"a\"\nstorage.directory = \"internal\"\nstore.a.type=\"rocksdb\"\n\
+                 store.a.path=\"/a\"\ndirectory.internal.type=\"internal\"\ndirectory.internal.store=\"gone\"\n",
+                "gone",
+            ),
+        ] {
+            let err = toml(text).unwrap_err();
+            assert!(
+                matches!(err, ServerConfigError::Malformed { .. }),
+                "{text}: {err:?}"
+            );
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn ldap_directory_has_no_store() {
+        let c = toml(
+            "storage.data = \"a\"\nstorage.directory = \"ldap\"\nstore.a.type=\"rocksdb\"\n\
+             store.a.path=\"/a\"\ndirectory.ldap.type=\"ldap\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.stores.len(), 1);
+        assert_eq!(c.stores[0].roles, vec!["data"]);
+    }
+
+    #[test]
+    fn json_rocksdb() {
+        let c = json(r#"{"@type":"RocksDb","path":"/var/lib/stalwart/"}"#).unwrap();
+        assert_eq!(c.generation, Generation::Json);
+        assert_eq!(c.http, None);
+        assert_eq!(
+            c.stores[0].kind,
+            StoreKind::RocksDb {
+                path: "/var/lib/stalwart/".into()
+            }
+        );
+        let c = json(r#"{"@type":"Sqlite","path":"/var/lib/stalwart/db.sqlite"}"#).unwrap();
+        assert!(matches!(c.stores[0].kind, StoreKind::Sqlite { .. }));
+        let c = json(r#"{"@type":"FoundationDb"}"#).unwrap();
+        assert_eq!(
+            c.stores[0].kind,
+            StoreKind::Other {
+                type_name: "FoundationDb".into()
+            }
+        );
+    }
+
+    #[test]
+    fn json_sql_secrets() {
+        std::env::set_var("SU_TEST_JSON_SECRET", "envpw");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "filepw\n").unwrap();
+        for (secret, want) in [
+            (r#""plain""#.to_string(), "plain"),
+            (r#"{"@type":"Value","value":"v"}"#.to_string(), "v"),
+            (
+                r#"{"@type":"EnvironmentVariable","variableName":"SU_TEST_JSON_SECRET"}"#
+                    .to_string(),
+                "envpw",
+            ),
+            (
+                format!(r#"{{"@type":"File","filePath":"{}"}}"#, f.display()),
+                "filepw",
+            ),
+        ] {
+            let text = format!(
+                r#"{{"@type":"PostgreSql","host":"db","port":5432,"database":"mail",
+                     "authUsername":"st","authSecret":{secret}}}"#
+            );
+            let c = json(&text).unwrap();
+            let StoreKind::PostgreSql(conn) = &c.stores[0].kind else {
+                panic!()
+            };
+            assert_eq!(conn.password, Some(Secret(want.into())));
+            assert_eq!(conn.user.as_deref(), Some("st"));
+            assert_eq!(conn.port, Some(5432));
+        }
+        let c = json(r#"{"@type":"MySql","database":"m"}"#).unwrap();
+        assert!(matches!(c.stores[0].kind, StoreKind::MySql(_)));
+    }
+
+    #[test]
+    fn json_env_file_fallback_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("stalwart.env"),
+            "# comment\nSU_TEST_ONLY_IN_FILE=\"fromfile\"\n",
+        )
+        .unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(
+            &p,
+            r#"{"@type":"MySql","database":"m","authSecret":{"@type":"EnvironmentVariable","variableName":"SU_TEST_ONLY_IN_FILE"}}"#,
+        )
+        .unwrap();
+        let c = ServerConfig::load(&p).unwrap();
+        let StoreKind::MySql(conn) = &c.stores[0].kind else {
+            panic!()
+        };
+        assert_eq!(conn.password, Some(Secret("fromfile".into())));
+
+        for bad in [
+            "{not json",
+            r#"{"path":"/x"}"#,
+            r#"{"@type":"RocksDb"}"#,
+            r#"{"@type":"PostgreSql","host":"h"}"#,
+            r#"{"@type":"MySql","database":"m","authSecret":{"@type":"EnvironmentVariable","variableName":"SU_TEST_NOPE_UNSET"}}"#,
+            r#"{"@type":"MySql","database":"m","authSecret":{"@type":"Weird"}}"#,
+        ] {
+            let err = json(bad).unwrap_err();
+            assert!(matches!(err, ServerConfigError::Malformed { .. }), "{bad}");
+        }
+    }
+
+    #[test]
+    fn load_missing_file_is_read_error() {
+        let err = ServerConfig::load(Path::new("/nonexistent/config.toml")).unwrap_err();
+        assert!(matches!(err, ServerConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/config.toml"));
     }
 }

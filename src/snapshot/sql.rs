@@ -1,0 +1,291 @@
+//! Logical snapshots through external tools: pg_dump / pg_restore, mariadb-dump / mariadb, and
+//! the server's own `--export` / `--import`.
+//!
+//! Passwords go to the child only, in its environment (PGPASSWORD, MYSQL_PWD): never on a
+//! command line (visible in /proc/*/cmdline to every user), never in our logs or errors.
+
+use super::SnapshotError;
+use crate::serverconfig::SqlConn;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Finds the first of `names` in PATH (and the usual system dirs, as hooks may run with a
+/// minimal PATH).
+pub(crate) fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        dirs.push(PathBuf::from(d));
+    }
+    for name in names {
+        for d in &dirs {
+            let p = d.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+fn need_program(store: &str, names: &[&str], package: &str) -> Result<PathBuf, SnapshotError> {
+    find_program(names).ok_or_else(|| SnapshotError::ToolMissing {
+        store: store.to_string(),
+        tool: names.join(" or "),
+        package: package.to_string(),
+    })
+}
+
+/// Runs a prepared command; on failure the error carries the last lines of its stderr, with
+/// the password (if any) cut out in case a tool echoes it.
+fn run(
+    store: &str,
+    mut cmd: Command,
+    secret: Option<&str>,
+    what: &str,
+) -> Result<Vec<u8>, SnapshotError> {
+    let tool = cmd.get_program().to_string_lossy().to_string();
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = cmd.output().map_err(|e| SnapshotError::Tool {
+        store: store.to_string(),
+        tool: tool.clone(),
+        what: what.to_string(),
+        detail: format!("cannot run it: {e}"),
+    })?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let mut stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if let Some(s) = secret.filter(|s| !s.is_empty()) {
+        stderr = stderr.replace(s, "<redacted>");
+    }
+    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(SnapshotError::Tool {
+        store: store.to_string(),
+        tool,
+        what: what.to_string(),
+        detail: format!("{}: {}", out.status, tail.join(" | ")),
+    })
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+fn pg_command(program: &Path, conn: &SqlConn) -> Command {
+    let mut c = Command::new(program);
+    c.env_remove("PGPASSWORD");
+    c.arg(format!("--host={}", conn.host));
+    if let Some(p) = conn.port {
+        c.arg(format!("--port={p}"));
+    }
+    if let Some(u) = &conn.user {
+        c.arg(format!("--username={u}"));
+    }
+    // -w: never prompt (we may run under dpkg without a terminal).
+    c.arg("--no-password");
+    if let Some(pw) = &conn.password {
+        c.env("PGPASSWORD", &pw.0);
+    }
+    if conn.tls {
+        c.env("PGSSLMODE", "require");
+    }
+    c
+}
+
+/// `pg_dump --format=custom`: a consistent dump (one snapshot transaction), compressed, that
+/// pg_restore can load selectively and with `--clean`.
+pub(crate) fn pg_dump(store: &str, conn: &SqlConn, out: &Path) -> Result<(), SnapshotError> {
+    let prog = need_program(store, &["pg_dump"], "postgresql-client")?;
+    let mut c = pg_command(&prog, conn);
+    c.arg("--format=custom")
+        .arg(OsString::from(format!("--file={}", out.display())))
+        .arg(format!("--dbname={}", conn.database));
+    run(
+        store,
+        c,
+        conn.password.as_ref().map(|s| s.0.as_str()),
+        "dump the database",
+    )?;
+    Ok(())
+}
+
+/// `pg_restore --clean --if-exists` in one transaction: objects of the dump are dropped and
+/// recreated; a failure rolls the whole restore back.
+pub(crate) fn pg_restore(store: &str, conn: &SqlConn, dump: &Path) -> Result<(), SnapshotError> {
+    let prog = need_program(store, &["pg_restore"], "postgresql-client")?;
+    let mut c = pg_command(&prog, conn);
+    c.args([
+        "--clean",
+        "--if-exists",
+        "--single-transaction",
+        "--exit-on-error",
+    ])
+    .arg(format!("--dbname={}", conn.database))
+    .arg(dump);
+    run(
+        store,
+        c,
+        conn.password.as_ref().map(|s| s.0.as_str()),
+        "restore the database",
+    )?;
+    Ok(())
+}
+
+pub(crate) fn pg_size(conn: &SqlConn) -> Option<u64> {
+    let prog = find_program(&["psql"])?;
+    let mut c = pg_command(&prog, conn);
+    c.args([
+        "-X",
+        "-A",
+        "-t",
+        "-c",
+        "SELECT pg_database_size(current_database())",
+    ])
+    .arg(format!("--dbname={}", conn.database));
+    let out = run("", c, None, "size").ok()?;
+    String::from_utf8_lossy(&out).trim().parse().ok()
+}
+
+// ---------------------------------------------------------------- MySQL / MariaDB
+
+fn my_command(program: &Path, conn: &SqlConn) -> Command {
+    let mut c = Command::new(program);
+    c.env_remove("MYSQL_PWD");
+    // --no-defaults: only what the server's config says, not root's ~/.my.cnf.
+    c.arg("--no-defaults");
+    if conn.host.starts_with('/') {
+        c.arg(format!("--socket={}", conn.host))
+            .arg("--protocol=socket");
+    } else {
+        c.arg(format!("--host={}", conn.host));
+        if let Some(p) = conn.port {
+            c.arg(format!("--port={p}")).arg("--protocol=tcp");
+        }
+    }
+    if let Some(u) = &conn.user {
+        c.arg(format!("--user={u}"));
+    }
+    if let Some(pw) = &conn.password {
+        c.env("MYSQL_PWD", &pw.0);
+    }
+    if conn.tls {
+        let is_mariadb = program
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("mariadb"));
+        c.arg(if is_mariadb {
+            "--ssl"
+        } else {
+            "--ssl-mode=REQUIRED"
+        });
+    }
+    c
+}
+
+/// `--single-transaction`: a consistent InnoDB snapshot without locking tables.
+pub(crate) fn mysql_dump(store: &str, conn: &SqlConn, out: &Path) -> Result<(), SnapshotError> {
+    let prog = need_program(
+        store,
+        &["mariadb-dump", "mysqldump"],
+        "mariadb-client (or mysql-client)",
+    )?;
+    let mut c = my_command(&prog, conn);
+    c.args([
+        "--single-transaction",
+        "--quick",
+        "--routines",
+        "--triggers",
+        "--hex-blob",
+        "--add-drop-table",
+    ])
+    .arg(OsString::from(format!("--result-file={}", out.display())))
+    .arg(&conn.database);
+    run(
+        store,
+        c,
+        conn.password.as_ref().map(|s| s.0.as_str()),
+        "dump the database",
+    )?;
+    Ok(())
+}
+
+/// Pipes the dump into `mariadb`: each table is dropped and recreated; the client stops at the
+/// first error (no --force).
+pub(crate) fn mysql_restore(store: &str, conn: &SqlConn, dump: &Path) -> Result<(), SnapshotError> {
+    let prog = need_program(
+        store,
+        &["mariadb", "mysql"],
+        "mariadb-client (or mysql-client)",
+    )?;
+    let mut c = my_command(&prog, conn);
+    c.arg("--binary-mode")
+        .arg(format!("--database={}", conn.database));
+    let f = fs_err::File::open(dump).map_err(|e| super::fsops::io_err("open", dump, e))?;
+    c.stdin(Stdio::from(f.into_parts().0));
+    run(
+        store,
+        c,
+        conn.password.as_ref().map(|s| s.0.as_str()),
+        "restore the database",
+    )?;
+    Ok(())
+}
+
+pub(crate) fn mysql_size(conn: &SqlConn) -> Option<u64> {
+    let prog = find_program(&["mariadb", "mysql"])?;
+    let mut c = my_command(&prog, conn);
+    c.args([
+        "-N",
+        "-B",
+        "-e",
+        "SELECT COALESCE(SUM(data_length+index_length),0) FROM information_schema.tables \
+         WHERE table_schema=DATABASE()",
+    ])
+    .arg(&conn.database);
+    let out = run("", c, None, "size").ok()?;
+    String::from_utf8_lossy(&out).trim().parse().ok()
+}
+
+// ---------------------------------------------------------------- server export / import
+
+/// The server's own logical export (facts: `--export DIR`, server stopped, exit 0 ok / 1
+/// error). CONFIG_PATH is removed from the child's environment because the server ignores its
+/// arguments when it is set (facts). The child runs as the owner of the config (the server's
+/// user), so files the store library creates next to the data are not left owned by root.
+pub(crate) fn server_export_import(
+    store: &str,
+    binary: &Path,
+    config: &Path,
+    flag: &str,
+    dir: &Path,
+    export_types: Option<&str>,
+) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(binary);
+    c.env_remove("CONFIG_PATH")
+        .arg(OsString::from(format!("--config={}", config.display())))
+        .arg(flag)
+        .arg(dir);
+    if let Some(t) = export_types {
+        c.env("EXPORT_TYPES", t);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        if let Ok(m) = std::fs::metadata(config) {
+            if m.uid() != 0 {
+                // The export directory must be writable by that user.
+                let _ = std::os::unix::fs::chown(dir, Some(m.uid()), Some(m.gid()));
+                c.uid(m.uid()).gid(m.gid());
+            }
+        }
+    }
+    let what = if flag == "--export" {
+        "export the data (server --export)"
+    } else {
+        "import the data (server --import)"
+    };
+    run(store, c, None, what)?;
+    Ok(())
+}

@@ -1,0 +1,573 @@
+//! Snapshots of file-based stores (RocksDB-like dir, SQLite, fs blobs), on the host, as root.
+
+use stalwart_upgrade::serverconfig::ServerConfig;
+use stalwart_upgrade::snapshot::{
+    FileKind, How, SnapshotError, SnapshotMeta, Snapshots, StoreMethod,
+};
+use stalwart_upgrade::version::Version;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+fn meta() -> SnapshotMeta {
+    SnapshotMeta {
+        server_version: "0.15.5".parse().unwrap(),
+        target_version: Some("0.16.18".parse::<Version>().unwrap()),
+        class: None,
+        server_binary: PathBuf::from("/nonexistent/stalwart"),
+    }
+}
+
+fn write(p: &Path, data: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+fn sha(p: &Path) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// path -> (kind, sha or link target, mode, uid, gid) of every entry below `dir`.
+fn inventory(dir: &Path) -> BTreeMap<String, (String, String, u32, u32, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let m = p.symlink_metadata().unwrap();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().to_string();
+            let (kind, content) = if m.file_type().is_symlink() {
+                (
+                    "link",
+                    std::fs::read_link(&p).unwrap().display().to_string(),
+                )
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                ("dir", String::new())
+            } else {
+                ("file", sha(&p))
+            };
+            out.insert(
+                rel,
+                (kind.into(), content, m.mode() & 0o7777, m.uid(), m.gid()),
+            );
+        }
+    }
+    out
+}
+
+fn ino(p: &Path) -> u64 {
+    p.symlink_metadata().unwrap().ino()
+}
+
+fn toml_cfg(dir: &Path, text: &str) -> ServerConfig {
+    let p = dir.join("config.toml");
+    std::fs::write(&p, text).unwrap();
+    ServerConfig::load(&p).unwrap()
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+    fn snaps(&self) -> Snapshots {
+        Snapshots::new(&self.path("snapshots"))
+    }
+}
+
+/// A RocksDB-looking directory owned by uid/gid 4242 (as the server's user would own it).
+fn make_rocksdb(dir: &Path) {
+    for (name, size) in [
+        ("000010.sst", 300_000usize),
+        ("000011.sst", 5_000),
+        ("blobs/000012.blob", 70_000),
+        ("MANIFEST-000005", 1_000),
+        ("CURRENT", 16),
+        ("OPTIONS-000007", 4_000),
+        ("000004.log", 20_000),
+        ("LOCK", 0),
+        ("IDENTITY", 36),
+    ] {
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 + name.len()) as u8).collect();
+        write(&dir.join(name), &data);
+    }
+    std::os::unix::fs::symlink("000010.sst", dir.join("latest.sst")).unwrap();
+    let chown = |p: &Path| std::os::unix::fs::lchown(p, Some(4242), Some(4242)).unwrap();
+    for e in [
+        "",
+        "000010.sst",
+        "000011.sst",
+        "blobs",
+        "blobs/000012.blob",
+        "MANIFEST-000005",
+        "CURRENT",
+        "latest.sst",
+    ] {
+        chown(&dir.join(e));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::set_permissions(dir.join("CURRENT"), std::fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+#[test]
+fn rocksdb_links_immutable_copies_mutable_and_restores() {
+    let fx = Fixture::new();
+    let data = fx.path("opt/stalwart/data");
+    make_rocksdb(&data);
+    let original = inventory(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "[storage]\ndata = \"rocksdb\"\nblob = \"rocksdb\"\n[store.rocksdb]\ntype = \"rocksdb\"\npath = \"{}/\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let plan = snaps.plan(&cfg).unwrap();
+    assert_eq!(plan.stores[0].method, StoreMethod::RocksDbFiles);
+    // Only the mutable files need space: the .sst/.blob files are linked.
+    assert_eq!(
+        plan.stores[0].bytes_needed,
+        Some(1_000 + 16 + 4_000 + 20_000 + 36)
+    );
+    assert!(plan.fits());
+
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    assert!(m.id.ends_with("-0.15.5"), "{}", m.id);
+    assert_eq!(m.id.len(), "20261128T120000Z-0.15.5".len());
+    let root_mode = std::fs::metadata(&snaps.root).unwrap().mode() & 0o777;
+    assert_eq!(root_mode, 0o700);
+    let sdir = snaps.root.join(&m.id);
+    assert_eq!(std::fs::metadata(&sdir).unwrap().mode() & 0o777, 0o700);
+    let store = sdir.join("rocksdb");
+    for f in ["000010.sst", "000011.sst", "blobs/000012.blob"] {
+        assert_eq!(
+            ino(&data.join(f)),
+            ino(&store.join(f)),
+            "{f} should be a hard link"
+        );
+    }
+    for f in [
+        "MANIFEST-000005",
+        "CURRENT",
+        "OPTIONS-000007",
+        "000004.log",
+        "LOCK",
+        "IDENTITY",
+    ] {
+        assert_ne!(
+            ino(&data.join(f)),
+            ino(&store.join(f)),
+            "{f} should be a copy"
+        );
+    }
+    assert!(store
+        .join("latest.sst")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        inventory(&store),
+        original,
+        "snapshot differs from the data"
+    );
+    let s = &m.stores[0];
+    assert!(!s.hashed && s.files.iter().all(|f| f.sha256.is_none()));
+    let entry = |p: &str| s.files.iter().find(|f| f.path == p).unwrap();
+    assert_eq!(entry("000010.sst").how, Some(How::HardLink));
+    assert!(matches!(
+        entry("CURRENT").how,
+        Some(How::Reflink | How::CopyFileRange | How::Copy)
+    ));
+    assert_eq!((entry("CURRENT").mode, entry("CURRENT").uid), (0o640, 4242));
+    assert_eq!(entry("latest.sst").kind, FileKind::Symlink);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+
+    // hash after the fact; verify is clean.
+    let hm = snaps.hash(&m.id).unwrap();
+    assert!(hm.hashed());
+    assert_eq!(
+        hm.stores[0]
+            .files
+            .iter()
+            .find(|f| f.path == "000010.sst")
+            .unwrap()
+            .sha256
+            .as_deref(),
+        Some(original["000010.sst"].1.as_str())
+    );
+    let report = snaps.verify(&m.id).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.files_checked, 9);
+
+    // The "new server" compacts, rewrites mutable files, adds files and changes modes.
+    std::fs::remove_file(data.join("000010.sst")).unwrap();
+    write(&data.join("000099.sst"), b"new table");
+    write(
+        &data.join("MANIFEST-000005"),
+        b"rewritten by a newer version",
+    );
+    std::fs::write(data.join("CURRENT"), b"MANIFEST-000100\n").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(
+        inventory(&data),
+        original,
+        "restored data differs from the original"
+    );
+    let dmeta = std::fs::metadata(&data).unwrap();
+    assert_eq!(
+        (dmeta.mode() & 0o7777, dmeta.uid(), dmeta.gid()),
+        (0o750, 4242, 4242)
+    );
+    // No staging or displaced directory left next to the data.
+    let siblings: Vec<_> = std::fs::read_dir(data.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(siblings, vec!["data".to_string()]);
+    // The snapshot survives its restore and still verifies.
+    assert!(snaps.verify(&m.id).unwrap().ok());
+
+    // A second restore after the data dir was deleted entirely.
+    std::fs::remove_dir_all(&data).unwrap();
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(inventory(&data), original);
+}
+
+#[test]
+fn verify_detects_modified_and_missing_files() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    // Before hashing every file is reported unhashed.
+    let r = snaps.verify(&m.id).unwrap();
+    assert!(!r.ok() && r.unhashed.len() == 9, "{r:?}");
+    snaps.hash(&m.id).unwrap();
+    let store = snaps.root.join(&m.id).join("r");
+    std::fs::write(store.join("OPTIONS-000007"), b"tampered").unwrap();
+    std::fs::remove_file(store.join("000011.sst")).unwrap();
+    let r = snaps.verify(&m.id).unwrap();
+    assert_eq!(r.mismatched, vec!["r/OPTIONS-000007".to_string()]);
+    assert_eq!(r.missing, vec!["r/000011.sst".to_string()]);
+    assert!(!r.ok());
+    // A snapshot with a missing file is refused for restore, before anything is touched.
+    let before = inventory(&data);
+    let err = snaps.restore(&m.id, &cfg).unwrap_err();
+    assert!(matches!(err, SnapshotError::Incomplete { .. }), "{err}");
+    assert_eq!(inventory(&data), before);
+}
+
+#[test]
+fn sqlite_files_are_copied_and_restored_without_stale_wal() {
+    let fx = Fixture::new();
+    let db = fx.path("var/db/stalwart.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);")
+        .output();
+    if !matches!(&out, Ok(o) if o.status.success()) {
+        // No sqlite3 CLI: an SQLite-like file is enough for the file-level behaviour.
+        write(&db, &vec![7u8; 100_000]);
+    }
+    write(
+        &PathBuf::from(format!("{}-wal", db.display())),
+        b"wal frames",
+    );
+    std::os::unix::fs::chown(&db, Some(4242), Some(4242)).unwrap();
+    let original = inventory(db.parent().unwrap());
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"sq\"\nstore.sq.type = \"sqlite\"\nstore.sq.path = \"{}\"\n",
+            db.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    assert_eq!(
+        snaps.plan(&cfg).unwrap().stores[0].method,
+        StoreMethod::SqliteFiles
+    );
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    let names: Vec<&str> = m.stores[0].files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(names, vec!["stalwart.db", "stalwart.db-wal"]);
+    let store = snaps.root.join(&m.id).join("sq");
+    assert_ne!(
+        ino(&db),
+        ino(&store.join("stalwart.db")),
+        "SQLite must be copied, not linked"
+    );
+    assert_eq!(sha(&db), sha(&store.join("stalwart.db")));
+
+    // Newer server: rewrites the db, leaves a WAL and SHM the snapshot never had.
+    write(&db, b"newer schema");
+    write(
+        &PathBuf::from(format!("{}-wal", db.display())),
+        b"newer wal",
+    );
+    write(&PathBuf::from(format!("{}-shm", db.display())), b"shm");
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(inventory(db.parent().unwrap()), original);
+}
+
+#[test]
+fn fs_blob_store_is_hard_linked_and_restored() {
+    let fx = Fixture::new();
+    let blobs = fx.path("blobs");
+    for i in 0..20u8 {
+        write(
+            &blobs.join(format!("{:02x}/{:02x}blob", i % 4, i)),
+            &vec![i; 1000 + i as usize],
+        );
+    }
+    let original = inventory(&blobs);
+    let rocks = fx.path("rocks");
+    make_rocksdb(&rocks);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "[storage]\ndata = \"r\"\nblob = \"b\"\n[store.r]\ntype = \"rocksdb\"\npath = \"{}\"\n[store.b]\ntype = \"fs\"\npath = \"{}\"\n",
+            rocks.display(),
+            blobs.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    let s = m.stores.iter().find(|s| s.id == "b").unwrap();
+    assert_eq!(s.method, StoreMethod::FsFiles);
+    assert!(s
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::File)
+        .all(|f| f.how == Some(How::HardLink)));
+    assert_eq!(
+        ino(&blobs.join("00/00blob")),
+        ino(&snaps.root.join(&m.id).join("b/00/00blob"))
+    );
+    std::fs::remove_dir_all(blobs.join("01")).unwrap();
+    write(&blobs.join("ff/new"), b"x");
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(inventory(&blobs), original);
+}
+
+#[test]
+fn prune_keeps_newest_and_protected() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let ids: Vec<String> = (0..4)
+        .map(|_| snaps.create(&cfg, &meta()).unwrap().id)
+        .collect();
+    let listed: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(listed, ids, "list is oldest first");
+    let dry = snaps.prune(1, &[ids[0].clone()], true).unwrap();
+    assert_eq!(
+        dry.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        vec![ids[1].clone(), ids[2].clone()]
+    );
+    assert_eq!(snaps.list().unwrap().len(), 4, "dry run removes nothing");
+    let gone = snaps.prune(1, &[ids[0].clone()], false).unwrap();
+    assert_eq!(gone.len(), 2);
+    let left: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(left, vec![ids[0].clone(), ids[3].clone()]);
+    // keep = 0 still never removes a protected one.
+    snaps.prune(0, &[ids[3].clone()], false).unwrap();
+    let left: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(left, vec![ids[3].clone()]);
+    snaps.remove(&ids[3]).unwrap();
+    assert!(snaps.list().unwrap().is_empty());
+    assert!(matches!(
+        snaps.get(&ids[3]),
+        Err(SnapshotError::NotFound { .. })
+    ));
+    assert!(matches!(
+        snaps.get("../etc"),
+        Err(SnapshotError::InvalidId { .. })
+    ));
+}
+
+#[test]
+fn symlink_out_of_the_data_dir_is_not_followed() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    let secret = fx.path("outside/secret.sst");
+    write(&secret, b"not part of the store");
+    std::os::unix::fs::symlink(&secret, data.join("escape.sst")).unwrap();
+    std::os::unix::fs::symlink("../outside", data.join("escape-dir")).unwrap();
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    let store = snaps.root.join(&m.id).join("r");
+    for l in ["escape.sst", "escape-dir"] {
+        let md = store.join(l).symlink_metadata().unwrap();
+        assert!(md.file_type().is_symlink(), "{l} must stay a symlink");
+    }
+    assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
+    assert!(m.warnings[0].contains("outside"), "{:?}", m.warnings);
+    // Nothing of the outside content is in the snapshot.
+    assert!(!m.stores[0]
+        .files
+        .iter()
+        .any(|f| f.path.starts_with("escape-dir/")));
+    assert_ne!(ino(&secret), ino(&store.join("escape.sst")));
+
+    // A data dir that is itself a symlink is refused (not followed).
+    let link_dir = fx.path("datalink");
+    std::os::unix::fs::symlink(&data, &link_dir).unwrap();
+    let cfg2 = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            link_dir.display()
+        ),
+    );
+    let err = snaps.create(&cfg2, &meta()).unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+    assert_eq!(snaps.list().unwrap().len(), 1);
+    let leftovers = std::fs::read_dir(&snaps.root).unwrap().count();
+    assert_eq!(leftovers, 1, "the failed create left something behind");
+}
+
+#[test]
+fn insecure_root_is_refused() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let root = fx.path("snapshots");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = Snapshots::new(&root).create(&cfg, &meta()).unwrap_err();
+    assert!(matches!(err, SnapshotError::InsecureDir { .. }), "{err}");
+    assert!(err.to_string().contains("chmod 0700"), "{err}");
+}
+
+/// Unmounts the tmpfs even when the test panics.
+struct Mount(PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn enospc_removes_the_partial_snapshot() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    // 3 MiB of mutable files (copied even on the same fs) and more immutable ones (copied too:
+    // the tmpfs is another file system).
+    write(&data.join("000004.log"), &vec![1u8; 3 << 20]);
+    let root_mnt = fx.path("small");
+    std::fs::create_dir(&root_mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
+        .arg(&root_mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "this test needs root to mount a tmpfs");
+    let _guard = Mount(root_mnt.clone());
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = Snapshots::new(&root_mnt.join("snapshots"));
+    let plan = snaps.plan(&cfg).unwrap();
+    assert!(!plan.fits(), "{plan:?}");
+    assert!(snaps.space_advice(&plan, &[]).contains("missing"));
+    let before = inventory(&data);
+    let err = snaps.create(&cfg, &meta()).unwrap_err();
+    assert!(matches!(err, SnapshotError::NoSpace { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("full") && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&snaps.root).unwrap().collect();
+    assert!(left.is_empty(), "partial snapshot left behind: {left:?}");
+    assert_eq!(inventory(&data), before);
+}
+
+#[test]
+fn other_stores_use_the_server_export() {
+    let fx = Fixture::new();
+    // A fake server binary: --export writes a subspace file, --import records what it got.
+    let bin = fx.path("stalwart");
+    let log = fx.path("import.log");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\n[ -n \"$CONFIG_PATH\" ] && exit 3\ncase \"$2\" in\n--export) mkdir -p \"$3\" && printf 'x' > \"$3/subspace_d\" && echo \"$EXPORT_TYPES\" > \"$3/types\";;\n--import) cat \"$3/subspace_d\" > {};;\n*) exit 1;;\nesac\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        "[storage]\ndata = \"fdb\"\nblob = \"s3\"\n[store.fdb]\ntype = \"foundationdb\"\n[store.s3]\ntype = \"s3\"\n",
+    );
+    let snaps = fx.snaps();
+    let plan = snaps.plan(&cfg).unwrap();
+    assert_eq!(plan.stores[0].method, StoreMethod::LogicalExport);
+    assert_eq!(plan.stores[1].method, StoreMethod::Covered);
+    assert_eq!(plan.unknown, vec!["fdb".to_string()]);
+    let mut meta = meta();
+    meta.server_binary = bin;
+    std::env::set_var("CONFIG_PATH", "/must/be/removed");
+    let m = snaps.create(&cfg, &meta).unwrap();
+    std::env::remove_var("CONFIG_PATH");
+    assert!(m.has_logical_export() && m.stores[0].logical_export);
+    assert!(m.stores[0].files.iter().any(|f| f.path == "subspace_d"));
+    snaps.hash(&m.id).unwrap();
+    assert!(snaps.verify(&m.id).unwrap().ok());
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "x");
+}
