@@ -22,6 +22,11 @@
 //! - dnf 5: our marked `[[packages]]` entry in /etc/dnf/versionlock.toml.
 //!
 //! apt files are written when ROOT/etc/apt exists, dnf files when ROOT/etc/dnf exists.
+//! The dnf 4 list only takes effect with dnf-plugins-core's versionlock plugin installed and enabled
+//! (`python3-dnf-plugin-versionlock`; /etc/dnf/plugins/versionlock.conf `enabled = 1`); dnf 5 reads
+//! versionlock.toml itself. Known gap: `dnf versionlock add` (dnf 5) rewrites versionlock.toml
+//! without comments; our entry is still found by its `comment` and replaced, but the admin's
+//! comments in that file are lost by dnf itself, not by us.
 
 use crate::config::Settings;
 use crate::version::{classify, parse_line, Class, Version, VersionError};

@@ -245,3 +245,22 @@ fn env_override_allows_one_run() {
     // nothing was recorded
     assert!(policy::load(&s).unwrap().approvals.is_empty());
 }
+
+#[test]
+fn dnf5_inline_packages_array_is_edited_structurally() {
+    let (_d, s, paths) = setup();
+    fs::write(
+        &paths.dnf5_versionlock,
+        "version = \"1.0\"\npackages = [{ name = \"bash\" }]\n",
+    )
+    .unwrap();
+    policy::hold_at(&s, &paths, Some("0.15")).unwrap();
+    let t: toml::Table = toml::from_str(&read(&paths.dnf5_versionlock)).unwrap();
+    let pkgs = t["packages"].as_array().unwrap();
+    assert_eq!(pkgs.len(), 2);
+    assert_eq!(pkgs[1]["name"].as_str(), Some("stalwart"));
+    assert_eq!(t["version"].as_str(), Some("1.0"));
+    policy::unhold_at(&s, &paths).unwrap();
+    let t: toml::Table = toml::from_str(&read(&paths.dnf5_versionlock)).unwrap();
+    assert_eq!(t["packages"].as_array().unwrap().len(), 1);
+}
