@@ -1,28 +1,65 @@
 //! Stop and start the server's unit over D-Bus (org.freedesktop.systemd1), waiting for the result of
 //! our own job. OWNER: testbed/systemd helper. Interface used by the engine — keep these signatures.
+//!
+//! How a stop or start is done (each step matters, see testbed.md and systemd's D-Bus API):
+//! 1. `Manager.Subscribe` (once per connection), otherwise systemd emits no job signals to us;
+//! 2. subscribe to `JobRemoved` BEFORE calling `StopUnit`/`StartUnit(unit, "replace")`, so a job
+//!    that finishes at once is not missed;
+//! 3. match the signal on the job object path that call returned (other jobs run concurrently);
+//! 4. the job's result: done / skipped are success, canceled / timeout / failed / dependency /
+//!    anything else a [`SystemdError::JobFailed`]; the whole wait is bounded by the caller's timeout;
+//! 5. after a stop, also wait until `MainPID` is 0 and `ActiveState` is inactive or failed: with
+//!    `KillMode=process` (the unit install.sh writes) the job ends when the main process is gone,
+//!    but we check rather than trust that.
+//!
+//! Object paths of units always come from `LoadUnit`/the job, never built by hand (unit names
+//! with `-`, `@`, `\x2d`... are escaped by systemd in its own way).
+//!
+//! The blocking calls run the async zbus API under `zbus::block_on`, with an `async-io` timer
+//! racing the signal stream: no helper thread is left behind when a wait times out.
 
-use std::time::Duration;
+use futures_lite::StreamExt;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::Connection;
+
+const DEST: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
     #[error("cannot reach systemd over D-Bus ({address}): {message}\n  is systemd PID 1 and dbus running? nothing was stopped")]
     Bus { address: String, message: String },
-    #[error("{unit}: {message}")]
+    #[error("{unit}: {message}; check `systemctl status {unit}`")]
     Call { unit: String, message: String },
-    #[error("{unit} is not loaded ({load_state}); check `systemctl status {unit}`")]
+    #[error("{unit} is not loaded ({load_state}); check `systemctl status {unit}`{hint}", hint = not_loaded_hint(unit, load_state))]
     NotLoaded { unit: String, load_state: String },
-    #[error("{op} job for {unit} ended with result '{result}'; see `journalctl -u {unit}`")]
+    #[error("{op} job for {unit} ended with result '{result}'; see `journalctl -u {unit}` and `systemctl status {unit}`")]
     JobFailed {
         unit: String,
         op: &'static str,
         result: String,
     },
-    #[error("{op} of {unit} did not finish within {secs} s; see `systemctl status {unit}`")]
+    #[error("{op} of {unit} did not finish within {secs} s (the job may still be running); see `systemctl status {unit}` and `systemctl list-jobs`")]
     Timeout {
         unit: String,
         op: &'static str,
         secs: u64,
     },
+}
+
+fn not_loaded_hint(unit: &str, load_state: &str) -> String {
+    match load_state {
+        "masked" => format!(" (it is masked: `systemctl unmask {unit}`)"),
+        "not-found" => " (no unit file: is the server installed?)".to_string(),
+        _ => String::new(),
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -38,24 +75,416 @@ pub struct UnitState {
     pub exec_main_status: i32,
 }
 
+/// A connection to systemd's manager.
 pub struct Systemd {
-    _private: (),
+    conn: Connection,
+    address: String,
+}
+
+/// How a stop/start job ended, as systemd's `JobRemoved` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Stop,
+    Start,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Stop => "stop",
+            Op::Start => "start",
+        }
+    }
+    fn method(self) -> &'static str {
+        match self {
+            Op::Stop => "StopUnit",
+            Op::Start => "StartUnit",
+        }
+    }
+}
+
+/// Pure decision: is this `JobRemoved` result a success for `op`?
+fn job_result_ok(op: Op, result: &str) -> bool {
+    match result {
+        "done" => true,
+        // "skipped": the job did not apply to the unit's state (e.g. nothing to do): for a stop,
+        // the unit is not running, which is what we want; for a start it means nothing started.
+        "skipped" => op == Op::Stop,
+        _ => false,
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn prop_str(props: &HashMap<String, OwnedValue>, key: &str) -> String {
+    props
+        .get(key)
+        .and_then(|v| <&str>::try_from(v).ok().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn prop_u32(props: &HashMap<String, OwnedValue>, key: &str) -> u32 {
+    props
+        .get(key)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+fn prop_i32(props: &HashMap<String, OwnedValue>, key: &str) -> i32 {
+    props
+        .get(key)
+        .and_then(|v| i32::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+fn prop_bool(props: &HashMap<String, OwnedValue>, key: &str) -> Option<bool> {
+    props.get(key).and_then(|v| bool::try_from(v).ok())
+}
+
+fn prop_bytes(props: &HashMap<String, OwnedValue>, key: &str) -> Vec<u8> {
+    match props.get(key).map(|v| &**v) {
+        Some(Value::Array(a)) => a.iter().filter_map(|x| u8::try_from(x).ok()).collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl Systemd {
+    /// The system bus: `DBUS_SYSTEM_BUS_ADDRESS` if set, else /run/dbus/system_bus_socket.
     pub fn connect() -> Result<Systemd, SystemdError> {
-        Err(SystemdError::Bus {
-            address: "system".into(),
-            message: "not implemented yet".into(),
+        let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+            .unwrap_or_else(|_| DEFAULT_SYSTEM_BUS.to_string());
+        let conn = zbus::block_on(async { zbus::connection::Builder::system()?.build().await })
+            .map_err(|e| SystemdError::Bus {
+                address: address.clone(),
+                message: e.to_string(),
+            })?;
+        Self::with_connection(conn, address)
+    }
+
+    /// An explicit bus address, e.g. `unix:path=/some/dir/system_bus_socket` (a container's bus).
+    pub fn connect_address(address: &str) -> Result<Systemd, SystemdError> {
+        let conn =
+            zbus::block_on(async { zbus::connection::Builder::address(address)?.build().await })
+                .map_err(|e| SystemdError::Bus {
+                    address: address.to_string(),
+                    message: e.to_string(),
+                })?;
+        Self::with_connection(conn, address.to_string())
+    }
+
+    fn with_connection(conn: Connection, address: String) -> Result<Systemd, SystemdError> {
+        let sys = Systemd { conn, address };
+        // Without Subscribe, systemd sends no JobRemoved to this client.
+        let r: Result<(), zbus::Error> = zbus::block_on(sys.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "Subscribe",
+            &(),
+        ))
+        .map(|_| ());
+        match r {
+            Ok(()) => Ok(sys),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" =>
+            {
+                Ok(sys)
+            }
+            Err(e) => Err(SystemdError::Bus {
+                address: sys.address.clone(),
+                message: format!("Manager.Subscribe: {e}"),
+            }),
+        }
+    }
+
+    /// The bus address this connection uses (for messages).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Stops `unit` and waits (at most `timeout`) for our stop job's result, then for the main
+    /// process to be gone (MainPID 0, ActiveState inactive or failed).
+    pub fn stop(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        let deadline = Instant::now() + timeout;
+        self.run_job(Op::Stop, unit, timeout, deadline)?;
+        // The job is done; confirm the process is gone (bounded by the same deadline).
+        loop {
+            let props = self.unit_props(unit)?;
+            let active = prop_str(&props.unit, "ActiveState");
+            let pid = prop_u32(&props.service, "MainPID");
+            if pid == 0 && matches!(active.as_str(), "inactive" | "failed") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(SystemdError::Timeout {
+                    unit: unit.to_string(),
+                    op: Op::Stop.name(),
+                    secs: ceil_secs(timeout),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts `unit` and waits (at most `timeout`) for our start job's result. Whether the server
+    /// then becomes healthy is the health gate's business. A start skipped because a `Condition*=`
+    /// did not hold (systemd reports the job as done) is reported as result `condition-failed`.
+    pub fn start(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        let deadline = Instant::now() + timeout;
+        self.run_job(Op::Start, unit, timeout, deadline)?;
+        let props = self.unit_props(unit)?;
+        if prop_bool(&props.unit, "ConditionResult") == Some(false)
+            && prop_str(&props.unit, "ActiveState") == "inactive"
+        {
+            return Err(SystemdError::JobFailed {
+                unit: unit.to_string(),
+                op: Op::Start.name(),
+                result: "condition-failed (a Condition*= of the unit did not hold)".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The unit's state (loads the unit first). A unit that is masked, has no unit file or one
+    /// that does not parse is [`SystemdError::NotLoaded`].
+    pub fn state(&self, unit: &str) -> Result<UnitState, SystemdError> {
+        let props = self.unit_props(unit)?;
+        let load_state = prop_str(&props.unit, "LoadState");
+        if load_state != "loaded" {
+            return Err(SystemdError::NotLoaded {
+                unit: unit.to_string(),
+                load_state,
+            });
+        }
+        Ok(UnitState {
+            load_state,
+            active_state: prop_str(&props.unit, "ActiveState"),
+            sub_state: prop_str(&props.unit, "SubState"),
+            main_pid: prop_u32(&props.service, "MainPID"),
+            fragment_path: prop_str(&props.unit, "FragmentPath"),
+            invocation_id: hex(&prop_bytes(&props.unit, "InvocationID")),
+            unit_file_state: prop_str(&props.unit, "UnitFileState"),
+            exec_main_status: prop_i32(&props.service, "ExecMainStatus"),
         })
     }
-    pub fn stop(&self, unit: &str, _timeout: Duration) -> Result<(), SystemdError> {
-        Err(SystemdError::Call { unit: unit.into(), message: "not implemented yet".into() })
+
+    /// `systemctl daemon-reload`: returns when the manager has reloaded.
+    pub fn daemon_reload(&self) -> Result<(), SystemdError> {
+        zbus::block_on(self.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "Reload",
+            &(),
+        ))
+        .map(|_| ())
+        .map_err(|e| self.call_error("daemon-reload", e))
     }
-    pub fn start(&self, unit: &str, _timeout: Duration) -> Result<(), SystemdError> {
-        Err(SystemdError::Call { unit: unit.into(), message: "not implemented yet".into() })
+
+    /// `systemctl reset-failed UNIT`: clears the failed state and the start rate limit.
+    pub fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        zbus::block_on(self.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "ResetFailedUnit",
+            &(unit),
+        ))
+        .map(|_| ())
+        .map_err(|e| self.call_error(unit, e))
     }
-    pub fn state(&self, unit: &str) -> Result<UnitState, SystemdError> {
-        Err(SystemdError::Call { unit: unit.into(), message: "not implemented yet".into() })
+
+    fn call_error(&self, unit: &str, e: zbus::Error) -> SystemdError {
+        match e {
+            zbus::Error::MethodError(name, desc, _) => {
+                let desc = desc.unwrap_or_default();
+                match name.as_str() {
+                    "org.freedesktop.systemd1.NoSuchUnit" => SystemdError::NotLoaded {
+                        unit: unit.to_string(),
+                        load_state: "not-found".to_string(),
+                    },
+                    "org.freedesktop.systemd1.UnitMasked" => SystemdError::NotLoaded {
+                        unit: unit.to_string(),
+                        load_state: "masked".to_string(),
+                    },
+                    _ => SystemdError::Call {
+                        unit: unit.to_string(),
+                        message: format!("{name}: {desc}"),
+                    },
+                }
+            }
+            other => SystemdError::Bus {
+                address: self.address.clone(),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// Queues `op` for `unit` (mode "replace") and waits for our job's JobRemoved.
+    fn run_job(
+        &self,
+        op: Op,
+        unit: &str,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<(), SystemdError> {
+        let timed_out = || SystemdError::Timeout {
+            unit: unit.to_string(),
+            op: op.name(),
+            secs: ceil_secs(timeout),
+        };
+        let result = zbus::block_on(async {
+            let manager = zbus::Proxy::new(&self.conn, DEST, MANAGER_PATH, MANAGER)
+                .await
+                .map_err(|e| self.call_error(unit, e))?;
+            // Subscribe to the signal BEFORE queueing the job.
+            let mut removed = manager
+                .receive_signal("JobRemoved")
+                .await
+                .map_err(|e| self.call_error(unit, e))?;
+            let job: OwnedObjectPath = manager
+                .call(op.method(), &(unit, "replace"))
+                .await
+                .map_err(|e| self.call_error(unit, e))?;
+            let wait = async {
+                while let Some(msg) = removed.next().await {
+                    let Ok((_id, path, _unit, result)) =
+                        msg.body()
+                            .deserialize::<(u32, OwnedObjectPath, String, String)>()
+                    else {
+                        continue;
+                    };
+                    if path == job {
+                        return Ok(result);
+                    }
+                }
+                Err(SystemdError::Bus {
+                    address: self.address.clone(),
+                    message: format!(
+                        "the bus connection closed while waiting for the {} job of {unit}",
+                        op.name()
+                    ),
+                })
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            futures_lite::future::or(wait, async {
+                async_io::Timer::after(left).await;
+                Err(timed_out())
+            })
+            .await
+        })?;
+        if job_result_ok(op, &result) {
+            Ok(())
+        } else {
+            Err(SystemdError::JobFailed {
+                unit: unit.to_string(),
+                op: op.name(),
+                result,
+            })
+        }
+    }
+
+    fn unit_props(&self, unit: &str) -> Result<UnitProps, SystemdError> {
+        zbus::block_on(async {
+            let reply = self
+                .conn
+                .call_method(Some(DEST), MANAGER_PATH, Some(MANAGER), "LoadUnit", &(unit))
+                .await
+                .map_err(|e| self.call_error(unit, e))?;
+            let path: OwnedObjectPath = reply
+                .body()
+                .deserialize()
+                .map_err(|e| self.call_error(unit, e))?;
+            let unit_props = self.get_all(unit, &path, UNIT_IFACE).await?;
+            // Only services have MainPID / ExecMainStatus.
+            let service = if unit.ends_with(".service") {
+                self.get_all(unit, &path, SERVICE_IFACE).await?
+            } else {
+                HashMap::new()
+            };
+            Ok(UnitProps {
+                unit: unit_props,
+                service,
+            })
+        })
+    }
+
+    async fn get_all(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+        iface: &str,
+    ) -> Result<HashMap<String, OwnedValue>, SystemdError> {
+        let reply = self
+            .conn
+            .call_method(Some(DEST), path, Some(PROPERTIES), "GetAll", &(iface))
+            .await
+            .map_err(|e| self.call_error(unit, e))?;
+        reply
+            .body()
+            .deserialize::<HashMap<String, OwnedValue>>()
+            .map_err(|e| self.call_error(unit, e))
+    }
+}
+
+struct UnitProps {
+    unit: HashMap<String, OwnedValue>,
+    service: HashMap<String, OwnedValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_results() {
+        assert!(job_result_ok(Op::Stop, "done"));
+        assert!(job_result_ok(Op::Start, "done"));
+        assert!(job_result_ok(Op::Stop, "skipped"));
+        assert!(!job_result_ok(Op::Start, "skipped"));
+        for bad in [
+            "canceled",
+            "timeout",
+            "failed",
+            "dependency",
+            "invalid",
+            "assert",
+        ] {
+            assert!(!job_result_ok(Op::Stop, bad), "{bad}");
+            assert!(!job_result_ok(Op::Start, bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secs_round_up() {
+        assert_eq!(ceil_secs(Duration::from_millis(500)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn messages_name_unit_and_next_step() {
+        let e = SystemdError::NotLoaded {
+            unit: "stalwart.service".into(),
+            load_state: "masked".into(),
+        };
+        assert!(e.to_string().contains("systemctl unmask stalwart.service"));
+        let e = SystemdError::Timeout {
+            unit: "stalwart.service".into(),
+            op: "stop",
+            secs: 3,
+        };
+        assert!(e.to_string().contains("systemctl status stalwart.service"));
+    }
+
+    #[test]
+    fn connect_to_nothing_is_a_bus_error() {
+        let e = Systemd::connect_address("unix:path=/nonexistent/testbed/bus").err();
+        assert!(matches!(e, Some(SystemdError::Bus { .. })), "{e:?}");
     }
 }

@@ -122,3 +122,17 @@ fn crash_keeps_the_disk_and_boot_again_sees_it() {
     assert_eq!(leftovers(&first), Vec::<String>::new());
     assert_eq!(leftovers(&second), Vec::<String>::new());
 }
+
+#[test]
+fn stop_is_a_clean_shutdown() {
+    if testbed::skip_requested("stop_is_a_clean_shutdown") {
+        return;
+    }
+    let ct = Container::boot().expect("boot");
+    let halted = ct.stop().expect("clean stop");
+    let log = halted.console_log();
+    assert!(
+        log.contains("Reached target") && (log.contains("Power-Off") || log.contains("Halt")),
+        "no shutdown in the console log:\n{log}"
+    );
+}
