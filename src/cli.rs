@@ -1,1 +1,398 @@
-//! Command line (being written).
+//! The command line (spec: "The helper's command line"). Each command maps to one library call;
+//! this module only parses, asks for confirmation on a terminal, prints, and picks the exit code.
+
+use crate::state::StateDir;
+use crate::transaction::{Outcome, RecoverReport, Report};
+use crate::{exit, history, Context, Error, UpgradeRequest};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stalwart-upgrade",
+    version,
+    about = "Upgrade a packaged Stalwart mail server as a transaction that rolls itself back",
+    long_about = "Stops the server over D-Bus, snapshots its data, swaps /opt/stalwart/bin atomically, starts it, checks its health and refreshes the web admin; any failure rolls everything back. A crash-safe journal lets `recover` finish or undo a run that was killed.\n\nExit codes: 0 ok; 1 error; 2 usage; 3 refused by policy or an earlier failure (nothing changed); 4 a check before downtime failed (nothing changed); 5 upgrade failed and was rolled back (old version healthy); 6 neither version healthy (act now); 7 another run holds the lock; 8 status: attention needed; 69 not implemented yet."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Write the man page into DIR (packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub generate_man: Option<PathBuf>,
+    /// Write bash, zsh and fish completions into DIR (packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub generate_completions: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Running version, unit state, last transaction, holds and snapshots; exits 8 when the last
+    /// upgrade failed or a transaction is unfinished (usable as a monitoring check)
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dry run: what an upgrade to that binary would do; changes nothing
+    Plan {
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+        /// SHA256SUMS file that must list the binary
+        #[arg(long, value_name = "FILE")]
+        sha256sums: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upgrade to the server binary at PATH (its version read with `PATH --version`)
+    Upgrade {
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        sha256sums: Option<PathBuf>,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+        /// Try again a version whose upgrade failed before
+        #[arg(long)]
+        retry: bool,
+    },
+    /// Back to the previous (or a kept) release, with the data snapshot when the schema may have moved
+    Rollback {
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Only the binary (safe for patch releases only)
+        #[arg(long)]
+        binary_only: bool,
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Finish or undo an interrupted transaction; idempotent, safe at every boot
+    Recover {
+        /// Boot-time mode (ordered before the server's unit): never start or stop units
+        #[arg(long)]
+        boot: bool,
+    },
+    /// The data snapshots on their own
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCmd,
+    },
+    /// Hold the package at the running release line (apt preferences, dnf versionlock)
+    Hold {
+        /// A line like 0.15 (default: the running version's)
+        line: Option<String>,
+    },
+    /// Remove the hold files
+    Unhold,
+    /// Approve upgrades to a minor/major line (e.g. `allow 0.16`); moves the hold
+    Allow { version: String },
+    /// Show the policy: unattended classes, approvals, holds
+    Policy {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The web admin
+    Webadmin {
+        #[command(subcommand)]
+        action: WebadminCmd,
+    },
+    /// Past transactions with timings and outcomes
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Maintainer-script entry points (the scripts in debian/ and rpm/ are one-liners)
+    Hook {
+        #[command(subcommand)]
+        kind: HookCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Take a snapshot now (stops the server for the copy when --stop is given)
+    Create {
+        #[arg(long)]
+        stop: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash a snapshot against its manifest
+    Verify { id: String },
+    /// Put a snapshot's data back (the server must be stopped, or give --stop)
+    Restore {
+        id: String,
+        #[arg(long)]
+        stop: bool,
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Apply the retention policy
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebadminCmd {
+    /// Refresh the web admin (0.15: REST; 0.16: JMAP)
+    Refresh,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCmd {
+    /// dpkg: `hook deb preinst|postinst|prerm|postrm ARGS...`
+    Deb {
+        script: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// rpm: `hook rpm pre|post|preun|postun|posttrans ARG`
+    Rpm {
+        scriptlet: String,
+        #[arg(default_value = "")]
+        arg: String,
+    },
+}
+
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Entry point used by main: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    if let Some(dir) = &cli.generate_man {
+        return report_err(generate_man(dir));
+    }
+    if let Some(dir) = &cli.generate_completions {
+        return report_err(generate_completions(dir));
+    }
+    let Some(cmd) = cli.command else {
+        let _ = command().print_help();
+        return exit::USAGE;
+    };
+    init_logging();
+    match run(cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stalwart-upgrade: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn report_err(r: std::io::Result<()>) -> i32 {
+    match r {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("stalwart-upgrade: {e}");
+            exit::ERROR
+        }
+    }
+}
+
+fn generate_man(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(command())
+        .section("8")
+        .render(&mut buf)?;
+    std::fs::write(dir.join("stalwart-upgrade.8"), buf)
+}
+
+fn generate_completions(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap_complete::{generate_to, Shell};
+    std::fs::create_dir_all(dir)?;
+    for sh in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        generate_to(sh, &mut command(), "stalwart-upgrade", dir)?;
+    }
+    Ok(())
+}
+
+/// Plain lines on stderr, and structured records (unit, from, to, step, outcome) to the journal
+/// when journald is there.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STALWART_UPGRADE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false);
+    let journald = std::path::Path::new("/run/systemd/journal/socket")
+        .exists()
+        .then(|| {
+            tracing_journald::layer()
+                .ok()
+                .map(|l| l.with_syslog_identifier("stalwart-upgrade".into()))
+        })
+        .flatten();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(journald)
+        .try_init();
+}
+
+fn context(unattended: bool) -> Result<Context, Error> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot);
+    }
+    let settings = crate::config::Settings::load()?;
+    let mut ctx = Context::new(settings);
+    ctx.unattended = unattended || !std::io::stdin().is_terminal();
+    Ok(ctx)
+}
+
+/// Asks on a terminal only; never under dpkg or with --yes.
+fn confirm(question: &str, yes: bool) -> bool {
+    if yes || !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::Usage(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn print_report(r: &Report) -> i32 {
+    match &r.outcome {
+        Outcome::Committed | Outcome::NothingToDo => println!("{}", r.message),
+        Outcome::RolledBack { .. } | Outcome::Failed { .. } => {
+            eprintln!(
+                "\n*** stalwart-upgrade: {}\n",
+                r.message.replace('\n', "\n*** ")
+            );
+        }
+    }
+    for w in &r.warnings {
+        eprintln!("stalwart-upgrade: warning: {w}");
+    }
+    r.exit_code()
+}
+
+fn run(cmd: Command) -> Result<i32, Error> {
+    match cmd {
+        Command::Status { json } => crate::status::run(&context(false)?, json),
+        Command::History { json } => {
+            let ctx = context(false)?;
+            let state = StateDir::open(&ctx.settings.state_dir)?;
+            let list = history::list(&state)?;
+            if json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                println!("no transactions yet");
+            } else {
+                for e in &list {
+                    println!("{e}");
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Plan {
+            to,
+            sha256sums,
+            json,
+        } => {
+            let ctx = context(false)?;
+            let req = UpgradeRequest {
+                target: to,
+                sha256sums,
+                retry: true,
+            };
+            let state = StateDir::open(&ctx.settings.state_dir)?;
+            let m = crate::transaction::Machine::new(&ctx, &state);
+            let plan = crate::upgrade::plan(&m, &req)?;
+            if json {
+                print_json(&plan)?;
+            } else {
+                print!("{plan}");
+            }
+            Ok(exit::OK)
+        }
+        Command::Upgrade {
+            to,
+            sha256sums,
+            yes,
+            retry,
+        } => {
+            let ctx = context(false)?;
+            let req = UpgradeRequest {
+                target: to,
+                sha256sums,
+                retry,
+            };
+            if !yes && std::io::stdin().is_terminal() {
+                let plan = crate::upgrade::preflight(&ctx, &req)?;
+                print!("{plan}");
+                if !confirm("Proceed with the upgrade?", yes) {
+                    return Ok(exit::OK);
+                }
+            }
+            let r = crate::upgrade::run(&ctx, &req)?;
+            Ok(print_report(&r))
+        }
+        Command::Rollback {
+            to,
+            binary_only,
+            yes,
+        } => {
+            let ctx = context(false)?;
+            let req = crate::rollback::RollbackRequest { to, binary_only };
+            if !confirm("Roll back the server?", yes) {
+                return Ok(exit::OK);
+            }
+            let r = crate::rollback::run(&ctx, &req)?;
+            Ok(print_report(&r))
+        }
+        Command::Recover { boot } => {
+            let mut ctx = context(true)?;
+            ctx.boot = boot;
+            let r = crate::transaction::recover(&ctx)?;
+            match &r {
+                RecoverReport::Nothing => println!("no unfinished transaction"),
+                RecoverReport::Finished { report }
+                | RecoverReport::RolledBack { report }
+                | RecoverReport::Failed { report } => {
+                    print_report(report);
+                }
+            }
+            Ok(r.exit_code())
+        }
+        Command::Webadmin {
+            action: WebadminCmd::Refresh,
+        } => {
+            let ctx = context(false)?;
+            let cfg = crate::serverconfig::ServerConfig::load(&ctx.settings.server_config_path())?;
+            let base = crate::health::base_url(&ctx.settings, Some(&cfg));
+            crate::webadmin::refresh(&ctx.settings, cfg.generation, &base)?;
+            println!("web admin refreshed at {base}");
+            Ok(exit::OK)
+        }
+        Command::Hook { kind } => {
+            let ctx = context(true)?;
+            Ok(match kind {
+                HookCmd::Deb { script, args } => crate::hooks::deb(&ctx, &script, &args),
+                HookCmd::Rpm { scriptlet, arg } => crate::hooks::rpm(&ctx, &scriptlet, &arg),
+            })
+        }
+        Command::Snapshot { .. } => Err(Error::NotImplemented("snapshot")),
+        Command::Hold { .. } => Err(Error::NotImplemented("hold")),
+        Command::Unhold => Err(Error::NotImplemented("unhold")),
+        Command::Allow { .. } => Err(Error::NotImplemented("allow")),
+        Command::Policy { .. } => Err(Error::NotImplemented("policy")),
+    }
+}

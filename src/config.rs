@@ -236,7 +236,10 @@ mod tests {
     fn empty_file_gives_install_sh_layout() {
         let s = Settings::parse("").unwrap();
         assert_eq!(s, Settings::default());
-        assert_eq!(s.server_binary(), PathBuf::from("/opt/stalwart/bin/stalwart"));
+        assert_eq!(
+            s.server_binary(),
+            PathBuf::from("/opt/stalwart/bin/stalwart")
+        );
         assert_eq!(s.staged_dir(), PathBuf::from("/opt/stalwart/bin.new"));
     }
 
@@ -252,6 +255,9 @@ mod tests {
         assert_eq!(s.timeouts.stop_secs, 5);
         assert_eq!(s.timeouts.ready_secs, 300);
         assert_eq!(s.snapshots.keep, 7);
-        assert_eq!(s.snapshot_dir(), PathBuf::from("/var/lib/stalwart-upgrade/snapshots"));
+        assert_eq!(
+            s.snapshot_dir(),
+            PathBuf::from("/var/lib/stalwart-upgrade/snapshots")
+        );
     }
 }

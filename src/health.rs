@@ -1,1 +1,214 @@
-//! health (engine; being written)
+//! The health gate after a start: the unit is active and stays active, `/healthz/ready` answers 200,
+//! and the server's log for this start shows no failed migration.
+//!
+//! Why all three: upstream exits 0 after a failed migration (so `Restart=on-failure` does nothing
+//! and an exit code proves nothing), `/healthz/ready` is 503 while a migration runs, and a
+//! Type=simple unit is "active" the moment the process is forked.
+
+use crate::config::Settings;
+use crate::serverconfig::ServerConfig;
+use crate::systemd::{Systemd, SystemdError};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("{unit} stopped during start ({state}, exit status {status}){log}; see `journalctl -u {unit}`")]
+    Exited {
+        unit: String,
+        state: String,
+        status: i32,
+        log: String,
+    },
+    #[error("{unit}: {url} did not answer 200 within {secs} s (last: {last}); see `journalctl -u {unit}`")]
+    NotReady {
+        unit: String,
+        url: String,
+        secs: u64,
+        last: String,
+    },
+    #[error("{unit} logged a failed start: {line:?}; see `journalctl -u {unit}`")]
+    LogFailure { unit: String, line: String },
+    #[error("{unit} restarted while we watched it (pid {before} -> {after}); see `journalctl -u {unit}`")]
+    Restarted {
+        unit: String,
+        before: u32,
+        after: u32,
+    },
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+}
+
+/// Base URL of the plain-HTTP listener: configured, else from the server config, else the port
+/// upstream's own container health check falls back to (http://127.0.0.1:8080).
+pub fn base_url(settings: &Settings, server: Option<&ServerConfig>) -> String {
+    if let Some(u) = &settings.health.url {
+        return u.trim_end_matches('/').to_string();
+    }
+    match server.and_then(|s| s.http) {
+        Some(addr) => format!("http://{addr}"),
+        None => "http://127.0.0.1:8080".into(),
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HealthReport {
+    pub ready_after_ms: u64,
+    pub main_pid: u32,
+}
+
+/// Probes `/healthz/ready` once: Ok(status) or Err(transport error text).
+pub fn probe_ready(base: &str) -> Result<u16, String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(3))
+        .build();
+    match agent.get(&format!("{base}/healthz/ready")).call() {
+        Ok(r) => Ok(r.status()),
+        Err(ureq::Error::Status(code, _)) => Ok(code),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn gate(
+    sys: &Systemd,
+    settings: &Settings,
+    server: Option<&ServerConfig>,
+) -> Result<HealthReport, HealthError> {
+    let unit = settings.unit.as_str();
+    let base = base_url(settings, server);
+    let url = format!("{base}/healthz/ready");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(settings.timeouts.ready_secs);
+    let mut last;
+    let state = loop {
+        let state = sys.state(unit)?;
+        if !matches!(
+            state.active_state.as_str(),
+            "active" | "activating" | "reloading"
+        ) {
+            return Err(exited(unit, &state, settings));
+        }
+        match probe_ready(&base) {
+            Ok(200) => break state,
+            Ok(code) => last = format!("HTTP {code}"),
+            Err(e) => last = e,
+        }
+        if Instant::now() > deadline {
+            return Err(HealthError::NotReady {
+                unit: unit.into(),
+                url,
+                secs: settings.timeouts.ready_secs,
+                last,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ready_after_ms = started.elapsed().as_millis() as u64;
+    std::thread::sleep(Duration::from_secs(settings.timeouts.settle_secs));
+    let after = sys.state(unit)?;
+    if after.active_state != "active" {
+        return Err(exited(unit, &after, settings));
+    }
+    if after.main_pid != state.main_pid {
+        return Err(HealthError::Restarted {
+            unit: unit.into(),
+            before: state.main_pid,
+            after: after.main_pid,
+        });
+    }
+    if let Some(line) = failure_in_log(&after.invocation_id, settings) {
+        return Err(HealthError::LogFailure {
+            unit: unit.into(),
+            line,
+        });
+    }
+    Ok(HealthReport {
+        ready_after_ms,
+        main_pid: after.main_pid,
+    })
+}
+
+fn exited(unit: &str, state: &crate::systemd::UnitState, settings: &Settings) -> HealthError {
+    let log = failure_in_log(&state.invocation_id, settings)
+        .map(|l| format!("; it logged {l:?}"))
+        .unwrap_or_default();
+    HealthError::Exited {
+        unit: unit.into(),
+        state: format!("{}/{}", state.active_state, state.sub_state),
+        status: state.exec_main_status,
+        log,
+    }
+}
+
+/// The log lines of exactly this start (journal field _SYSTEMD_INVOCATION_ID), searched for the
+/// configured failure patterns. No journalctl (or no invocation id) means no verdict from logs.
+pub fn failure_in_log(invocation_id: &str, settings: &Settings) -> Option<String> {
+    if invocation_id.is_empty() {
+        return None;
+    }
+    let out = Command::new("journalctl")
+        .args(["--no-pager", "-q", "-o", "cat"])
+        .arg(format!("_SYSTEMD_INVOCATION_ID={invocation_id}"))
+        .output()
+        .ok()?;
+    find_failure(
+        &String::from_utf8_lossy(&out.stdout),
+        &settings.health.failure_patterns,
+    )
+}
+
+pub fn find_failure(log: &str, patterns: &[String]) -> Option<String> {
+    log.lines()
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            patterns.iter().any(|p| l.contains(&p.to_ascii_lowercase()))
+        })
+        .map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_patterns_are_case_insensitive_and_return_the_line() {
+        let pats = Settings::default().health.failure_patterns;
+        let log = "Stalwart Server v0.15.6 starting\nERROR Failed to migrate database: boom\n";
+        assert_eq!(
+            find_failure(log, &pats).as_deref(),
+            Some("ERROR Failed to migrate database: boom")
+        );
+        assert_eq!(find_failure("all good\n", &pats), None);
+    }
+
+    #[test]
+    fn base_url_prefers_setting_then_listener_then_8080() {
+        let mut s = Settings::default();
+        assert_eq!(base_url(&s, None), "http://127.0.0.1:8080");
+        let cfg = ServerConfig {
+            path: "/x".into(),
+            generation: crate::serverconfig::Generation::Toml,
+            stores: vec![],
+            http: Some("127.0.0.1:9090".parse().unwrap()),
+        };
+        assert_eq!(base_url(&s, Some(&cfg)), "http://127.0.0.1:9090");
+        s.health.url = Some("http://[::1]:1/".into());
+        assert_eq!(base_url(&s, Some(&cfg)), "http://[::1]:1");
+    }
+
+    #[test]
+    fn probe_reports_status_codes_and_transport_errors() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = l.accept().unwrap();
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b).unwrap();
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+        });
+        assert_eq!(probe_ready(&format!("http://{addr}")), Ok(503));
+        h.join().unwrap();
+        assert!(probe_ready(&format!("http://{addr}")).is_err());
+    }
+}

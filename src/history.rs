@@ -1,1 +1,169 @@
-//! history (engine; being written)
+//! Past transactions: the closed journals under STATE_DIR/history, summarised.
+
+use crate::journal::{Ending, Journal, Step, Summary, TxKind};
+use crate::state::StateDir;
+use crate::version::{Class, Version};
+use crate::Error;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub txid: String,
+    pub kind: TxKind,
+    pub from: Version,
+    pub to: Version,
+    pub class: Class,
+    /// Unix time (ms) of the begin record.
+    pub started_at: u64,
+    pub duration_ms: u64,
+    /// Stop started -> health done.
+    pub downtime_ms: Option<u64>,
+    /// None: the transaction is unfinished (the live journal).
+    pub ending: Option<Ending>,
+    pub message: String,
+    pub steps: Vec<StepTime>,
+    pub snapshot: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTime {
+    pub step: Step,
+    pub ms: u64,
+}
+
+impl Entry {
+    pub fn from_summary(sum: &Summary) -> Option<Entry> {
+        let b = sum.begin.as_ref()?;
+        let t = |s: Step| sum.step_times.iter().find(|(x, _, _)| *x == s).copied();
+        Some(Entry {
+            txid: b.txid.clone(),
+            kind: b.kind,
+            from: b.from.clone(),
+            to: b.to.clone(),
+            class: b.class,
+            started_at: sum.first_at,
+            duration_ms: sum.last_at.saturating_sub(sum.first_at),
+            downtime_ms: t(Step::Stop)
+                .zip(t(Step::Health))
+                .map(|(a, b)| b.2.saturating_sub(a.1)),
+            ending: sum.end.as_ref().map(|e| e.0),
+            message: sum
+                .end
+                .as_ref()
+                .map(|e| e.1.clone())
+                .or_else(|| sum.abort.clone())
+                .unwrap_or_default(),
+            steps: sum
+                .step_times
+                .iter()
+                .map(|(s, a, b)| StepTime {
+                    step: *s,
+                    ms: b.saturating_sub(*a),
+                })
+                .collect(),
+            snapshot: sum
+                .note(Step::Snapshot)
+                .filter(|_| sum.done(Step::Snapshot))
+                .map(String::from),
+        })
+    }
+}
+
+/// Closed transactions, oldest first.
+pub fn list(state: &StateDir) -> Result<Vec<Entry>, Error> {
+    let dir = state.history_dir();
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(&dir).map_err(|source| crate::state::StateError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            if let Some(records) = Journal::read(&p)? {
+                if let Some(entry) = Entry::from_summary(&Summary::of(&records)) {
+                    out.push(entry);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.txid.cmp(&b.txid)));
+    Ok(out)
+}
+
+/// The unfinished transaction, if any.
+pub fn unfinished(state: &StateDir) -> Result<Option<Entry>, Error> {
+    Ok(Journal::read(&state.journal_path())?.and_then(|r| Entry::from_summary(&Summary::of(&r))))
+}
+
+pub fn ending_word(e: Option<Ending>) -> &'static str {
+    match e {
+        Some(Ending::Committed) => "committed",
+        Some(Ending::RolledBack) => "rolled back",
+        Some(Ending::Failed) => "FAILED",
+        None => "UNFINISHED",
+    }
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = (self.started_at / 1000) as i64;
+        write!(
+            f,
+            "{} {:?} {} -> {} ({}) {} in {:.1} s",
+            format_time(secs),
+            self.kind,
+            self.from,
+            self.to,
+            self.class,
+            ending_word(self.ending),
+            self.duration_ms as f64 / 1000.0
+        )?;
+        if let Some(d) = self.downtime_ms {
+            write!(f, ", downtime {:.1} s", d as f64 / 1000.0)?;
+        }
+        if !self.steps.is_empty() {
+            let steps: Vec<String> = self
+                .steps
+                .iter()
+                .map(|s| format!("{} {}ms", s.step, s.ms))
+                .collect();
+            write!(f, "\n    steps: {}", steps.join(", "))?;
+        }
+        if self.ending != Some(Ending::Committed) && !self.message.is_empty() {
+            write!(f, "\n    {}", self.message.replace('\n', "\n    "))?;
+        }
+        Ok(())
+    }
+}
+
+/// UTC "YYYY-MM-DD HH:MM:SS" without a date crate (civil-from-days, Howard Hinnant's algorithm).
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_time() {
+        assert_eq!(super::format_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::format_time(1_795_866_534), "2026-11-28 11:48:54Z");
+    }
+}

@@ -1,1 +1,542 @@
-//! journal (engine; being written)
+//! The transaction journal: one JSON record per line, each fsync'd before the step it announces
+//! runs, so that a helper killed at any point leaves a record `recover` can act on.
+//!
+//! Reading is strict except for the very last line: a kill during a write can only tear the final
+//! line (records are appended), so a final line without its newline is dropped; any other
+//! malformed line means the file was damaged by something else, and we refuse to guess.
+
+use crate::version::{Class, Version};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("journal {path} is damaged at line {line} ({message}); nothing was changed. Read it, restore the server by hand if needed, then move the file aside")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("journal {path} already exists: a transaction is unfinished; run `stalwart-upgrade recover`")]
+    Exists { path: PathBuf },
+}
+
+/// The steps of a transaction, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Copy the new binary into bin.new, check `--version` and the checksum; keep the old release.
+    Stage,
+    /// Stop the unit over D-Bus.
+    Stop,
+    /// Snapshot the data.
+    Snapshot,
+    /// Exchange bin.new and bin.
+    Swap,
+    /// (rollback transactions) put an earlier data snapshot back.
+    Restore,
+    /// Start the unit over D-Bus.
+    Start,
+    /// Unit active, /healthz/ready, no failed migration in the log. Past this point, `recover`
+    /// finishes the transaction instead of undoing it.
+    Health,
+    /// Hash the snapshot (off the downtime path).
+    Verify,
+    /// Refresh the web admin; reported, never rolled back.
+    Webadmin,
+}
+
+impl Step {
+    pub const ALL: [Step; 9] = [
+        Step::Stage,
+        Step::Stop,
+        Step::Snapshot,
+        Step::Swap,
+        Step::Restore,
+        Step::Start,
+        Step::Health,
+        Step::Verify,
+        Step::Webadmin,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Stage => "stage",
+            Step::Stop => "stop",
+            Step::Snapshot => "snapshot",
+            Step::Swap => "swap",
+            Step::Restore => "restore",
+            Step::Start => "start",
+            Step::Health => "health",
+            Step::Verify => "verify",
+            Step::Webadmin => "webadmin",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The undo actions of a rollback, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Undo {
+    /// Stop whatever runs now (the new version may be up, or crash-looping).
+    Stop,
+    /// Put the old binary back into bin/.
+    Binary,
+    /// Put the data from before the transaction back.
+    Data,
+    /// Remove bin.new and a partial snapshot.
+    Cleanup,
+    /// Start the old version and health-check it.
+    Start,
+}
+
+impl Undo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Undo::Stop => "undo-stop",
+            Undo::Binary => "undo-binary",
+            Undo::Data => "undo-data",
+            Undo::Cleanup => "undo-cleanup",
+            Undo::Start => "undo-start",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Started,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxKind {
+    Upgrade,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    Committed,
+    /// The old version runs healthy again.
+    RolledBack,
+    /// Neither version could be brought back healthy.
+    Failed,
+}
+
+/// Everything recovery needs to know, written before anything changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Begin {
+    pub txid: String,
+    pub kind: TxKind,
+    pub unit: String,
+    pub from: Version,
+    pub to: Version,
+    pub class: Class,
+    /// Start the old version again on rollback only if it was running before.
+    pub was_active: bool,
+    pub bin_dir: PathBuf,
+    pub staged_dir: PathBuf,
+    pub old_sha256: String,
+    pub new_sha256: String,
+    /// Undo must put the data back (the schema may have moved: minor/major, or a rollback that
+    /// restored older data).
+    pub restore_data: bool,
+    /// Rollback transactions: the earlier snapshot restored forward.
+    pub restore_from: Option<String>,
+    pub server_config: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rec", rename_all = "snake_case")]
+pub enum Record {
+    Begin {
+        at: u64,
+        #[serde(flatten)]
+        begin: Box<Begin>,
+    },
+    Step {
+        at: u64,
+        step: Step,
+        phase: Phase,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// Rollback starts; `reason` is what failed.
+    Abort { at: u64, reason: String },
+    Undo {
+        at: u64,
+        undo: Undo,
+        phase: Phase,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    End {
+        at: u64,
+        ending: Ending,
+        message: String,
+    },
+}
+
+/// Test fault injection: `STALWART_UPGRADE_TEST_KILL_AT=<step>:<started|done>` (steps as in
+/// `Step::as_str`/`Undo::as_str`) makes the helper SIGKILL itself right after that record is on
+/// disk. The crash tests use it to stop the helper at every step deterministically.
+pub const KILL_AT_ENV: &str = "STALWART_UPGRADE_TEST_KILL_AT";
+
+fn kill_point(rec: &Record) -> Option<String> {
+    let (name, phase) = match rec {
+        Record::Step { step, phase, .. } => (step.as_str(), *phase),
+        Record::Undo { undo, phase, .. } => (undo.as_str(), *phase),
+        Record::Begin { .. } => ("begin", Phase::Done),
+        Record::Abort { .. } => ("abort", Phase::Done),
+        Record::End { .. } => return None,
+    };
+    let phase = match phase {
+        Phase::Started => "started",
+        Phase::Done => "done",
+    };
+    Some(format!("{name}:{phase}"))
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Journal {
+    /// Starts a new journal; refuses when one exists (an unfinished transaction must be
+    /// recovered first).
+    pub fn create(path: &Path, begin: Begin) -> Result<Journal, JournalError> {
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => JournalError::Exists {
+                    path: path.to_owned(),
+                },
+                _ => JournalError::Io {
+                    path: path.to_owned(),
+                    source: e,
+                },
+            })?;
+        let mut j = Journal {
+            path: path.to_owned(),
+            file,
+        };
+        if let Some(dir) = path.parent() {
+            crate::state::fsync_dir(dir).map_err(|e| j.io(e))?;
+        }
+        j.append(Record::Begin {
+            at: crate::state::now_ms(),
+            begin: Box::new(begin),
+        })?;
+        Ok(j)
+    }
+
+    /// Reopens an existing journal to append (recovery continues the same record).
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|source| JournalError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Journal {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record and makes it durable before returning.
+    pub fn append(&mut self, rec: Record) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(&rec).map_err(|e| JournalError::Corrupt {
+            path: self.path.clone(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(|e| self.io(e))?;
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        if let (Ok(want), Some(point)) = (std::env::var(KILL_AT_ENV), kill_point(&rec)) {
+            if want == point {
+                tracing::warn!("test fault injection: killing myself at {point}");
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn step(
+        &mut self,
+        step: Step,
+        phase: Phase,
+        note: Option<String>,
+    ) -> Result<(), JournalError> {
+        self.append(Record::Step {
+            at: crate::state::now_ms(),
+            step,
+            phase,
+            note,
+        })
+    }
+
+    pub fn undo(
+        &mut self,
+        undo: Undo,
+        phase: Phase,
+        note: Option<String>,
+    ) -> Result<(), JournalError> {
+        self.append(Record::Undo {
+            at: crate::state::now_ms(),
+            undo,
+            phase,
+            note,
+        })
+    }
+
+    /// Reads a journal; `Ok(None)` when there is none.
+    pub fn read(path: &Path) -> Result<Option<Vec<Record>>, JournalError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        parse(path, &bytes).map(Some)
+    }
+}
+
+/// Parses journal bytes: every complete line must be a record and the first a Begin; an
+/// incomplete final line (torn write) is dropped.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Record>, JournalError> {
+    let corrupt = |line: usize, message: String| JournalError::Corrupt {
+        path: path.to_owned(),
+        line,
+        message,
+    };
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => &bytes[..0],
+    };
+    let mut out = Vec::new();
+    let body = complete.strip_suffix(b"\n").unwrap_or(complete);
+    if body.is_empty() {
+        // Nothing complete yet (killed while writing the begin record): nothing was changed.
+        return Ok(out);
+    }
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let rec: Record =
+            serde_json::from_slice(line).map_err(|e| corrupt(i + 1, e.to_string()))?;
+        if (i == 0) != matches!(rec, Record::Begin { .. }) {
+            return Err(corrupt(
+                i + 1,
+                "a journal starts with exactly one begin record".into(),
+            ));
+        }
+        out.push(rec);
+    }
+    if out.is_empty() && !bytes.is_empty() && complete.is_empty() {
+        // Killed while writing the very first record: nothing was changed yet.
+        return Ok(out);
+    }
+    Ok(out)
+}
+
+/// What a journal says happened, for recovery and history.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub begin: Option<Begin>,
+    pub started: Vec<Step>,
+    pub done: Vec<Step>,
+    pub notes: Vec<(Step, String)>,
+    pub abort: Option<String>,
+    pub undone: Vec<Undo>,
+    pub end: Option<(Ending, String)>,
+    pub first_at: u64,
+    pub last_at: u64,
+    pub step_times: Vec<(Step, u64, u64)>,
+}
+
+impl Summary {
+    pub fn of(records: &[Record]) -> Summary {
+        let mut s = Summary::default();
+        let mut open: Vec<(Step, u64)> = Vec::new();
+        for r in records {
+            match r {
+                Record::Begin { at, begin } => {
+                    s.begin = Some((**begin).clone());
+                    s.first_at = *at;
+                    s.last_at = *at;
+                }
+                Record::Step {
+                    at,
+                    step,
+                    phase,
+                    note,
+                } => {
+                    s.last_at = *at;
+                    match phase {
+                        Phase::Started => {
+                            s.started.push(*step);
+                            open.push((*step, *at));
+                        }
+                        Phase::Done => {
+                            s.done.push(*step);
+                            if let Some(pos) = open.iter().position(|(st, _)| st == step) {
+                                let (_, t0) = open.remove(pos);
+                                s.step_times.push((*step, t0, *at));
+                            }
+                        }
+                    }
+                    if let Some(n) = note {
+                        s.notes.push((*step, n.clone()));
+                    }
+                }
+                Record::Abort { at, reason } => {
+                    s.last_at = *at;
+                    s.abort.get_or_insert_with(|| reason.clone());
+                }
+                Record::Undo {
+                    at, undo, phase, ..
+                } => {
+                    s.last_at = *at;
+                    if *phase == Phase::Done {
+                        s.undone.push(*undo);
+                    }
+                }
+                Record::End {
+                    at,
+                    ending,
+                    message,
+                } => {
+                    s.last_at = *at;
+                    s.end = Some((*ending, message.clone()));
+                }
+            }
+        }
+        s
+    }
+    pub fn started(&self, step: Step) -> bool {
+        self.started.contains(&step)
+    }
+    pub fn done(&self, step: Step) -> bool {
+        self.done.contains(&step)
+    }
+    pub fn note(&self, step: Step) -> Option<&str> {
+        self.notes
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == step)
+            .map(|(_, n)| n.as_str())
+    }
+    /// The last step that was started, for messages.
+    pub fn last_started(&self) -> Option<Step> {
+        self.started.last().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn begin() -> Begin {
+        Begin {
+            txid: "tx1".into(),
+            kind: TxKind::Upgrade,
+            unit: "stalwart.service".into(),
+            from: "0.15.5".parse().unwrap(),
+            to: "0.15.6".parse().unwrap(),
+            class: Class::Patch,
+            was_active: true,
+            bin_dir: "/opt/stalwart/bin".into(),
+            staged_dir: "/opt/stalwart/bin.new".into(),
+            old_sha256: "a".into(),
+            new_sha256: "b".into(),
+            restore_data: false,
+            restore_from: None,
+            server_config: "/opt/stalwart/etc/config.toml".into(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_summarise() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        let mut j = Journal::create(&p, begin()).unwrap();
+        j.step(Step::Stage, Phase::Started, None).unwrap();
+        j.step(Step::Stage, Phase::Done, Some("sha".into()))
+            .unwrap();
+        j.step(Step::Stop, Phase::Started, None).unwrap();
+        let recs = Journal::read(&p).unwrap().unwrap();
+        assert_eq!(recs.len(), 4);
+        let s = Summary::of(&recs);
+        assert_eq!(s.begin.clone().unwrap(), begin());
+        assert!(s.done(Step::Stage) && s.started(Step::Stop) && !s.done(Step::Stop));
+        assert_eq!(s.note(Step::Stage), Some("sha"));
+        assert_eq!(s.last_started(), Some(Step::Stop));
+    }
+
+    #[test]
+    fn second_create_refuses() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        let _j = Journal::create(&p, begin()).unwrap();
+        let e = Journal::create(&p, begin()).err().unwrap();
+        assert!(matches!(e, JournalError::Exists { .. }));
+        assert!(e.to_string().contains("stalwart-upgrade recover"));
+    }
+
+    #[test]
+    fn torn_last_line_is_dropped_but_damage_elsewhere_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        let mut j = Journal::create(&p, begin()).unwrap();
+        j.step(Step::Stage, Phase::Started, None).unwrap();
+        let good = std::fs::read(&p).unwrap();
+
+        let mut torn = good.clone();
+        torn.extend_from_slice(br#"{"rec":"step","at":1,"st"#);
+        let recs = parse(&p, &torn).unwrap();
+        assert_eq!(recs.len(), 2);
+
+        let mut damaged = good.clone();
+        damaged[0] = b'#';
+        let e = parse(&p, &damaged).unwrap_err();
+        assert!(matches!(e, JournalError::Corrupt { line: 1, .. }), "{e}");
+
+        let no_begin = b"{\"rec\":\"abort\",\"at\":1,\"reason\":\"x\"}\n";
+        assert!(parse(&p, no_begin).is_err());
+        assert!(parse(&p, b"").unwrap().is_empty());
+        assert!(parse(&p, b"{\"rec\":\"be").unwrap().is_empty());
+    }
+}

@@ -8,9 +8,11 @@ pub mod history;
 pub mod hooks;
 pub mod journal;
 pub mod policy;
+pub mod rollback;
 pub mod serverconfig;
 pub mod snapshot;
 pub mod state;
+pub mod status;
 pub mod swap;
 pub mod systemd;
 pub mod transaction;
@@ -71,4 +73,66 @@ pub struct UpgradeRequest {
     pub sha256sums: Option<PathBuf>,
     /// Try a version again that failed before (otherwise refused until the admin asks).
     pub retry: bool,
+}
+
+/// The error of a command, wrapping each module's typed error; `exit_code` maps it for the CLI
+/// and the package hooks.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    ServerConfig(#[from] serverconfig::ServerConfigError),
+    #[error(transparent)]
+    Version(#[from] version::VersionError),
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Systemd(#[from] systemd::SystemdError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    Swap(#[from] swap::SwapError),
+    #[error(transparent)]
+    Health(#[from] health::HealthError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Webadmin(#[from] webadmin::WebadminError),
+    /// The policy refused: nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// A check before any downtime failed: nothing was changed.
+    #[error("{0}")]
+    Preflight(String),
+    /// This version failed before and was rolled back; not retried until the admin asks.
+    #[error("the upgrade to {version} failed before (transaction {txid}: {reason}) and was rolled back; it is not retried automatically. Read `stalwart-upgrade history`, then run `stalwart-upgrade upgrade --to PATH --retry` (or reinstall the package) to try again")]
+    PreviouslyFailed {
+        version: version::Version,
+        txid: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("`{0}` is not implemented yet")]
+    NotImplemented(&'static str),
+    #[error("stalwart-upgrade must run as root (it stops services and replaces /opt/stalwart/bin); run it with sudo")]
+    NotRoot,
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Refused(_) | Error::PreviouslyFailed { .. } => exit::REFUSED,
+            Error::Preflight(_) | Error::ServerConfig(_) | Error::Version(_) | Error::Config(_) => {
+                exit::PREFLIGHT
+            }
+            Error::State(state::StateError::Locked { .. }) => exit::LOCKED,
+            Error::Usage(_) => exit::USAGE,
+            Error::NotImplemented(_) => exit::NOT_IMPLEMENTED,
+            _ => exit::ERROR,
+        }
+    }
 }

@@ -1,1 +1,467 @@
-//! swap (engine; being written)
+//! Staging the new binary and exchanging /opt/stalwart/bin with bin.new.
+//!
+//! The spec makes bin/ a directory swapped as a whole, never written in place: the running server's
+//! executable is never modified, and a crash leaves either the old or the new directory at bin/.
+//! renameat2(RENAME_EXCHANGE) swaps the two names in one atomic step and keeps the old directory
+//! (now at bin.new) for the way back.
+
+use crate::state::fsync_dir;
+use crate::version::Version;
+use fs_err as fs;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} --version failed: {message}; is it a Stalwart server binary for this machine?"
+    )]
+    VersionCheck { path: PathBuf, message: String },
+    #[error("{path} reports version {found}, expected {expected}; nothing was changed")]
+    WrongVersion {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{path} has sha256 {found}, but {sums} lists {expected}; the file is damaged or not the packaged release; nothing was changed")]
+    Checksum {
+        path: PathBuf,
+        sums: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{sums} lists no checksum for {name}; nothing was changed")]
+    NotListed { sums: PathBuf, name: String },
+    #[error("cannot find the binary with sha256 {sha256} (version {version}) in {bin}, {staged} or the kept release {release}; restore it by hand (see `stalwart-upgrade history`)")]
+    Lost {
+        bin: PathBuf,
+        staged: PathBuf,
+        release: PathBuf,
+        sha256: String,
+        version: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SwapError + '_ {
+    move |source| SwapError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Env to force the rename fallback (tests of file systems without RENAME_EXCHANGE).
+pub const NO_EXCHANGE_ENV: &str = "STALWART_UPGRADE_NO_EXCHANGE";
+
+pub fn sha256_file(path: &Path) -> Result<String, SwapError> {
+    let mut f = fs::File::open(path).map_err(|e| io(path)(e.into()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs `BINARY --version` (upstream prints the bare version and exits 0), bounded in time.
+pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
+    let fail = |message: String| SwapError::VersionCheck {
+        path: path.to_owned(),
+        message,
+    };
+    let mut child = Command::new(path)
+        .arg("--version")
+        .env_remove("CONFIG_PATH") // upstream ignores arguments when CONFIG_PATH is set
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.try_wait().map_err(|e| fail(e.to_string()))? {
+            Some(_) => break,
+            None if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail("did not exit within 20 s".into()));
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Version::parse_binary_output(text.trim()).map_err(|e| fail(e.to_string()))
+}
+
+/// Looks the file's name up in a SHA256SUMS file (`<hex>  <name>` or `<hex> *<name>`).
+pub fn verify_sha256sums(path: &Path, sums: &Path, actual: &str) -> Result<(), SwapError> {
+    let text = fs::read_to_string(sums).map_err(|e| io(sums)(e.into()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let expected = text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        let (h, n) = (it.next()?, it.next()?);
+        let n = n.trim_start_matches('*');
+        (Path::new(n).file_name()?.to_string_lossy() == name).then(|| h.to_ascii_lowercase())
+    });
+    match expected {
+        None => Err(SwapError::NotListed {
+            sums: sums.to_owned(),
+            name,
+        }),
+        Some(e) if e == actual => Ok(()),
+        Some(e) => Err(SwapError::Checksum {
+            path: path.to_owned(),
+            sums: sums.to_owned(),
+            found: actual.into(),
+            expected: e,
+        }),
+    }
+}
+
+/// Copies a file with its mode, fsyncs it. (Not a rename: the source belongs to the package.)
+pub fn copy_file_durable(from: &Path, to: &Path, mode: u32) -> Result<(), SwapError> {
+    let _ = std::fs::remove_file(to);
+    fs::copy(from, to).map_err(|e| io(to)(e.into()))?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(to)
+        .map_err(|e| io(to)(e.into()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io(to))?;
+    f.sync_all().map_err(io(to))
+}
+
+/// Builds bin.new: a copy of bin/ (same owner and mode, other files kept) with `target` as
+/// bin.new/stalwart, every file and the directories fsync'd. Returns the staged binary's sha256.
+pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<String, SwapError> {
+    remove_dir(staged)?;
+    let md = fs::metadata(bin).map_err(|e| io(bin)(e.into()))?;
+    fs::create_dir(staged).map_err(|e| io(staged)(e.into()))?;
+    for e in fs::read_dir(bin).map_err(|e| io(bin)(e.into()))? {
+        let e = e.map_err(io(bin))?;
+        let ft = e.file_type().map_err(io(&e.path()))?;
+        if e.file_name() == "stalwart" || !ft.is_file() {
+            continue;
+        }
+        let emd = e.metadata().map_err(io(&e.path()))?;
+        let dst = staged.join(e.file_name());
+        copy_file_durable(&e.path(), &dst, emd.permissions().mode() & 0o7777)?;
+        chown(&dst, emd.uid(), emd.gid())?;
+    }
+    let old_bin = bin.join("stalwart");
+    let (uid, gid, mode) = match fs::metadata(&old_bin) {
+        Ok(m) => (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
+        Err(_) => (md.uid(), md.gid(), 0o755),
+    };
+    let new_bin = staged.join("stalwart");
+    copy_file_durable(target, &new_bin, mode)?;
+    chown(&new_bin, uid, gid)?;
+    std::fs::set_permissions(
+        staged,
+        std::fs::Permissions::from_mode(md.permissions().mode()),
+    )
+    .map_err(io(staged))?;
+    chown(staged, md.uid(), md.gid())?;
+    fsync_dir(staged).map_err(io(staged))?;
+    fsync_parent(staged)?;
+    sha256_file(&new_bin)
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), SwapError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io(path))
+}
+
+fn fsync_parent(p: &Path) -> Result<(), SwapError> {
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    fsync_dir(parent).map_err(io(parent))
+}
+
+pub fn remove_dir(dir: &Path) -> Result<(), SwapError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The side directory used by the fallback when RENAME_EXCHANGE is refused.
+fn aside(bin: &Path) -> PathBuf {
+    let mut s = bin.as_os_str().to_owned();
+    s.push(".old");
+    PathBuf::from(s)
+}
+
+/// Exchanges bin and bin.new atomically. Where the file system refuses RENAME_EXCHANGE (EINVAL:
+/// e.g. vfat, some network file systems), falls back to three renames with the unit stopped:
+/// bin -> bin.old, bin.new -> bin, bin.old -> bin.new. A crash between them leaves bin.old,
+/// which `ensure_binary` puts back; the journal records which of the two the transaction wants.
+pub fn exchange(bin: &Path, staged: &Path) -> Result<(), SwapError> {
+    let forced = std::env::var_os(NO_EXCHANGE_ENV).is_some();
+    if !forced {
+        match nix::fcntl::renameat2(
+            None,
+            staged,
+            None,
+            bin,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        ) {
+            Ok(()) => return fsync_parent(bin),
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {
+                tracing::warn!(
+                    "{} does not support RENAME_EXCHANGE; using the three-rename fallback",
+                    bin.display()
+                );
+            }
+            Err(e) => return Err(io(bin)(e.into())),
+        }
+    }
+    let old = aside(bin);
+    fs::rename(bin, &old).map_err(|e| io(bin)(e.into()))?;
+    fsync_parent(bin)?;
+    fs::rename(staged, bin).map_err(|e| io(staged)(e.into()))?;
+    fsync_parent(bin)?;
+    fs::rename(&old, staged).map_err(|e| io(&old)(e.into()))?;
+    fsync_parent(bin)
+}
+
+fn sha_of(dir: &Path) -> Option<String> {
+    let p = dir.join("stalwart");
+    p.is_file().then(|| sha256_file(&p).ok()).flatten()
+}
+
+/// What `ensure_binary` had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    AlreadyThere,
+    ExchangedBack,
+    RestoredFromRelease,
+}
+
+/// Makes bin/stalwart the binary with `want_sha` again, whatever point a swap was interrupted at:
+/// it may already be there, sit in bin.new (exchanged), in bin.old (fallback interrupted), or
+/// only survive as the kept release. Idempotent.
+pub fn ensure_binary(
+    bin: &Path,
+    staged: &Path,
+    release: &Path,
+    want_sha: &str,
+    version: &Version,
+) -> Result<Ensured, SwapError> {
+    let old = aside(bin);
+    if !bin.exists() && old.exists() {
+        // Fallback interrupted between its first and second rename.
+        fs::rename(&old, bin).map_err(|e| io(&old)(e.into()))?;
+        fsync_parent(bin)?;
+    }
+    if sha_of(bin).as_deref() == Some(want_sha) {
+        return Ok(Ensured::AlreadyThere);
+    }
+    for candidate in [staged, old.as_path()] {
+        if sha_of(candidate).as_deref() == Some(want_sha) {
+            if candidate == staged && bin.exists() {
+                exchange(bin, staged)?;
+            } else {
+                remove_dir(bin)?;
+                fs::rename(candidate, bin).map_err(|e| io(candidate)(e.into()))?;
+                fsync_parent(bin)?;
+            }
+            return Ok(Ensured::ExchangedBack);
+        }
+    }
+    if release.is_file() && sha256_file(release)? == want_sha {
+        // Rebuild bin/ around the kept release: stage it, then exchange (or move in if bin/ is gone).
+        stage_from_release(bin, staged, release)?;
+        if bin.exists() {
+            exchange(bin, staged)?;
+        } else {
+            fs::rename(staged, bin).map_err(|e| io(staged)(e.into()))?;
+            fsync_parent(bin)?;
+        }
+        return Ok(Ensured::RestoredFromRelease);
+    }
+    Err(SwapError::Lost {
+        bin: bin.to_owned(),
+        staged: staged.to_owned(),
+        release: release.to_owned(),
+        sha256: want_sha.into(),
+        version: version.to_string(),
+    })
+}
+
+fn stage_from_release(bin: &Path, staged: &Path, release: &Path) -> Result<(), SwapError> {
+    if bin.exists() {
+        stage(bin, staged, release).map(|_| ())
+    } else {
+        remove_dir(staged)?;
+        fs::create_dir(staged).map_err(|e| io(staged)(e.into()))?;
+        copy_file_durable(release, &staged.join("stalwart"), 0o755)?;
+        fsync_dir(staged).map_err(io(staged))
+    }
+}
+
+/// Keeps a copy of a binary as a release (root-only state dir) so a rollback has it even after
+/// dpkg deleted the old package's files.
+pub fn keep_release(binary: &Path, release: &Path) -> Result<String, SwapError> {
+    let sha = sha256_file(binary)?;
+    if release.is_file() && sha256_file(release)? == sha {
+        return Ok(sha);
+    }
+    let dir = release.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir).map_err(|e| io(dir)(e.into()))?;
+    let tmp = dir.join(".stalwart.tmp");
+    copy_file_durable(binary, &tmp, 0o755)?;
+    fs::rename(&tmp, release).map_err(|e| io(release)(e.into()))?;
+    fsync_dir(dir).map_err(io(dir))?;
+    fs::write(dir.join("sha256"), format!("{sha}  stalwart\n")).map_err(|e| io(dir)(e.into()))?;
+    Ok(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(dir: &Path, name: &str, version: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho {version}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn layout() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let bin = t.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        script(&bin, "stalwart", "0.15.5");
+        std::fs::write(bin.join("stalwart-cli"), "cli").unwrap();
+        let new = script(t.path(), "new", "0.15.6");
+        let staged = t.path().join("bin.new");
+        (t, bin, staged, new)
+    }
+
+    #[test]
+    fn stage_then_exchange_keeps_other_files_and_old_dir() {
+        let (_t, bin, staged, new) = layout();
+        let old_sha = sha256_file(&bin.join("stalwart")).unwrap();
+        let sha = stage(&bin, &staged, &new).unwrap();
+        assert_eq!(sha, sha256_file(&new).unwrap());
+        assert_eq!(
+            binary_version(&staged.join("stalwart"))
+                .unwrap()
+                .to_string(),
+            "0.15.6"
+        );
+        exchange(&bin, &staged).unwrap();
+        assert_eq!(sha256_file(&bin.join("stalwart")).unwrap(), sha);
+        assert_eq!(
+            std::fs::read_to_string(bin.join("stalwart-cli")).unwrap(),
+            "cli"
+        );
+        assert_eq!(sha256_file(&staged.join("stalwart")).unwrap(), old_sha);
+    }
+
+    #[test]
+    fn fallback_sequence_swaps_too() {
+        let (_t, bin, staged, new) = layout();
+        let sha = stage(&bin, &staged, &new).unwrap();
+        std::env::set_var(NO_EXCHANGE_ENV, "1");
+        let r = exchange(&bin, &staged);
+        std::env::remove_var(NO_EXCHANGE_ENV);
+        r.unwrap();
+        assert_eq!(sha256_file(&bin.join("stalwart")).unwrap(), sha);
+        assert!(!aside(&bin).exists());
+    }
+
+    #[test]
+    fn ensure_binary_undoes_every_interrupted_state() {
+        let (t, bin, staged, new) = layout();
+        let v: Version = "0.15.5".parse().unwrap();
+        let release = t.path().join("rel/stalwart");
+        let old_sha = keep_release(&bin.join("stalwart"), &release).unwrap();
+        // nothing happened yet
+        assert_eq!(
+            ensure_binary(&bin, &staged, &release, &old_sha, &v).unwrap(),
+            Ensured::AlreadyThere
+        );
+        // exchanged
+        stage(&bin, &staged, &new).unwrap();
+        exchange(&bin, &staged).unwrap();
+        assert_eq!(
+            ensure_binary(&bin, &staged, &release, &old_sha, &v).unwrap(),
+            Ensured::ExchangedBack
+        );
+        assert_eq!(sha256_file(&bin.join("stalwart")).unwrap(), old_sha);
+        // fallback interrupted after bin -> bin.old
+        stage(&bin, &staged, &new).unwrap();
+        std::fs::rename(&bin, aside(&bin)).unwrap();
+        ensure_binary(&bin, &staged, &release, &old_sha, &v).unwrap();
+        assert_eq!(sha256_file(&bin.join("stalwart")).unwrap(), old_sha);
+        // old dir gone entirely: rebuilt from the kept release
+        stage(&bin, &staged, &new).unwrap();
+        exchange(&bin, &staged).unwrap();
+        remove_dir(&staged).unwrap();
+        assert_eq!(
+            ensure_binary(&bin, &staged, &release, &old_sha, &v).unwrap(),
+            Ensured::RestoredFromRelease
+        );
+        assert_eq!(sha256_file(&bin.join("stalwart")).unwrap(), old_sha);
+        // unknown sha: typed error naming the release
+        let e = ensure_binary(&bin, &staged, &release, "feed", &v).unwrap_err();
+        assert!(e.to_string().contains("restore it by hand"), "{e}");
+    }
+
+    #[test]
+    fn sha256sums_lookup() {
+        let t = tempfile::tempdir().unwrap();
+        let f = script(t.path(), "stalwart", "0.15.6");
+        let sha = sha256_file(&f).unwrap();
+        let sums = t.path().join("SHA256SUMS");
+        std::fs::write(&sums, format!("{sha}  stalwart\n")).unwrap();
+        verify_sha256sums(&f, &sums, &sha).unwrap();
+        std::fs::write(&sums, format!("{}  stalwart\n", "0".repeat(64))).unwrap();
+        assert!(matches!(
+            verify_sha256sums(&f, &sums, &sha),
+            Err(SwapError::Checksum { .. })
+        ));
+        std::fs::write(&sums, "abc  other\n").unwrap();
+        assert!(matches!(
+            verify_sha256sums(&f, &sums, &sha),
+            Err(SwapError::NotListed { .. })
+        ));
+    }
+
+    #[test]
+    fn version_check_rejects_garbage() {
+        let t = tempfile::tempdir().unwrap();
+        let f = script(t.path(), "x", "not-a-version");
+        assert!(matches!(
+            binary_version(&f),
+            Err(SwapError::VersionCheck { .. })
+        ));
+    }
+}

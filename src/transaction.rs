@@ -1,1 +1,612 @@
-//! transaction (engine; being written)
+//! The transaction engine: each step is journaled (fsync'd) before and after it runs, a failed step
+//! triggers the undo of everything the journal says was started, and `recover` finishes or undoes
+//! a transaction whose helper was killed at any point.
+//!
+//! Modelled on rustup's `dist/component/transaction.rs` (every change recorded with its undo, rolled
+//! back unless committed), but the record is on disk so the undo survives a crash. The rule for a
+//! killed transaction is deterministic: before `health` was done it is undone (the old version
+//! runs), after it the transaction is finished (the new version runs).
+
+use crate::config::Settings;
+use crate::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind, Undo};
+use crate::serverconfig::ServerConfig;
+use crate::snapshot::Snapshots;
+use crate::state::{FailedUpgrade, StateDir};
+use crate::systemd::Systemd;
+use crate::version::{Class, Version};
+use crate::{health, swap, webadmin, Context, Error};
+use serde::Serialize;
+use std::cell::OnceCell;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Committed,
+    /// The old version runs healthy again.
+    RolledBack {
+        reason: String,
+    },
+    /// Neither version could be brought back healthy: the admin must act.
+    Failed {
+        reason: String,
+    },
+    /// The requested version already runs.
+    NothingToDo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub txid: String,
+    pub kind: TxKind,
+    pub from: Version,
+    pub to: Version,
+    pub class: Class,
+    pub outcome: Outcome,
+    /// Stop issued -> the new version answered ready (ms).
+    pub downtime_ms: Option<u64>,
+    pub snapshot: Option<String>,
+    /// What went wrong without failing the transaction (web admin refresh, hashing).
+    pub warnings: Vec<String>,
+    /// Plain-words account for the admin.
+    pub message: String,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> i32 {
+        match self.outcome {
+            Outcome::Committed | Outcome::NothingToDo => crate::exit::OK,
+            Outcome::RolledBack { .. } => crate::exit::ROLLED_BACK,
+            Outcome::Failed { .. } => crate::exit::BROKEN,
+        }
+    }
+}
+
+/// The resources steps act on: settings, state dir, and a D-Bus connection made on first use.
+pub struct Machine<'a> {
+    pub ctx: &'a Context,
+    pub state: &'a StateDir,
+    sys: OnceCell<Systemd>,
+}
+
+impl<'a> Machine<'a> {
+    pub fn new(ctx: &'a Context, state: &'a StateDir) -> Machine<'a> {
+        Machine {
+            ctx,
+            state,
+            sys: OnceCell::new(),
+        }
+    }
+    pub fn settings(&self) -> &Settings {
+        &self.ctx.settings
+    }
+    pub fn sys(&self) -> Result<&Systemd, Error> {
+        if let Some(s) = self.sys.get() {
+            return Ok(s);
+        }
+        let s = Systemd::connect()?;
+        Ok(self.sys.get_or_init(|| s))
+    }
+    pub fn snapshots(&self) -> Snapshots {
+        Snapshots::new(&self.settings().snapshot_dir())
+    }
+}
+
+/// A running transaction. Dropping it without `commit` or `abort` leaves the journal open, which is
+/// exactly what a crash leaves: `recover` then decides.
+pub struct Transaction<'m, 'a> {
+    m: &'m Machine<'a>,
+    journal: Journal,
+    begin: Begin,
+    records: Vec<Step>,
+    failed_step: Option<Step>,
+}
+
+impl<'m, 'a> Transaction<'m, 'a> {
+    pub fn begin(m: &'m Machine<'a>, begin: Begin) -> Result<Self, Error> {
+        let journal = Journal::create(&m.state.journal_path(), begin.clone())?;
+        tracing::info!(
+            unit = %begin.unit, from = %begin.from, to = %begin.to, txid = %begin.txid,
+            "{:?} {} -> {} ({}) begins", begin.kind, begin.from, begin.to, begin.class
+        );
+        Ok(Transaction {
+            m,
+            journal,
+            begin,
+            records: Vec::new(),
+            failed_step: None,
+        })
+    }
+
+    pub fn machine(&self) -> &'m Machine<'a> {
+        self.m
+    }
+    pub fn begin_record(&self) -> &Begin {
+        &self.begin
+    }
+
+    /// Runs one step between its two journal records. The closure returns a note to journal with
+    /// the Done record (e.g. the snapshot id), which undo and history read back.
+    pub fn step<T>(
+        &mut self,
+        step: Step,
+        f: impl FnOnce(&Machine<'a>, &Begin) -> Result<(T, Option<String>), Error>,
+    ) -> Result<T, Error> {
+        self.journal.step(step, Phase::Started, None)?;
+        self.records.push(step);
+        tracing::info!(unit = %self.begin.unit, step = step.as_str(), "step {step} started");
+        match f(self.m, &self.begin) {
+            Ok((v, note)) => {
+                self.journal.step(step, Phase::Done, note)?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.failed_step = Some(step);
+                tracing::error!(unit = %self.begin.unit, step = step.as_str(), "step {step} failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes everything started, from the journal's own record, and closes the transaction.
+    pub fn abort(mut self, err: &Error) -> Result<Report, Error> {
+        let at = self
+            .failed_step
+            .map(|s| format!(" at step {s}"))
+            .unwrap_or_default();
+        let reason = format!("{}{at}: {err}", self.begin.to);
+        let records = Journal::read(self.journal.path())?.unwrap_or_default();
+        roll_back(self.m, &mut self.journal, &Summary::of(&records), &reason)
+    }
+
+    /// Past the health gate: hashes the snapshot, refreshes the web admin, commits.
+    pub fn commit(mut self) -> Result<Report, Error> {
+        let records = Journal::read(self.journal.path())?.unwrap_or_default();
+        finish(self.m, &mut self.journal, &Summary::of(&records))
+    }
+}
+
+/// Loads the server config named in the journal (the one in use when the transaction began).
+fn server_config(begin: &Begin) -> Result<ServerConfig, Error> {
+    Ok(ServerConfig::load(&begin.server_config)?)
+}
+
+fn release_path(m: &Machine, v: &Version) -> std::path::PathBuf {
+    m.state.release_binary(v)
+}
+
+/// Runs one undo action between journal records.
+fn undo(
+    j: &mut Journal,
+    which: Undo,
+    f: impl FnOnce() -> Result<Option<String>, Error>,
+) -> Result<(), Error> {
+    j.undo(which, Phase::Started, None)?;
+    let note = f()?;
+    j.undo(which, Phase::Done, note)?;
+    Ok(())
+}
+
+/// Puts the system back to where it was before the transaction. Every action checks the actual
+/// state first, so running this again after a kill at any point converges on the same result.
+pub fn roll_back(
+    m: &Machine,
+    j: &mut Journal,
+    sum: &Summary,
+    reason: &str,
+) -> Result<Report, Error> {
+    let begin = sum
+        .begin
+        .clone()
+        .ok_or_else(|| Error::Preflight("journal without a begin record".into()))?;
+    if sum.abort.is_none() {
+        j.append(crate::journal::Record::Abort {
+            at: crate::state::now_ms(),
+            reason: reason.into(),
+        })?;
+    }
+    let reason = sum.abort.clone().unwrap_or_else(|| reason.to_string());
+    tracing::warn!(unit = %begin.unit, from = %begin.from, to = %begin.to, "rolling back: {reason}");
+    let mut did = Vec::new();
+    match undo_actions(m, j, sum, &begin, &mut did) {
+        Ok(()) => {
+            let message = format!(
+                "{kind} of {unit} from {from} to {to} FAILED: {reason}\nRolled back: {did}.\n{next}",
+                kind = kind_word(begin.kind),
+                unit = begin.unit,
+                from = begin.from,
+                to = begin.to,
+                did = did.join("; "),
+                next = match begin.kind {
+                    TxKind::Upgrade => format!(
+                        "{to} will not be retried automatically. Read `stalwart-upgrade history` and `journalctl -u {unit}`, then retry with `stalwart-upgrade upgrade --to PATH --retry` or by reinstalling the package.",
+                        to = begin.to,
+                        unit = begin.unit
+                    ),
+                    TxKind::Rollback => "Nothing else to do; `stalwart-upgrade status` shows the state.".into(),
+                }
+            );
+            close(m, j, &begin, sum, Ending::RolledBack, &message, Vec::new())?;
+            if begin.kind == TxKind::Upgrade {
+                m.state.set_failed(&FailedUpgrade {
+                    version: begin.to.clone(),
+                    from: begin.from.clone(),
+                    txid: begin.txid.clone(),
+                    reason: reason.clone(),
+                    at: crate::state::now(),
+                })?;
+            }
+            tracing::error!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "rolled_back", "{message}");
+            Ok(report(
+                &begin,
+                sum,
+                Outcome::RolledBack { reason },
+                message,
+                Vec::new(),
+            ))
+        }
+        Err(e) => {
+            let message = format!(
+                "{kind} of {unit} from {from} to {to} FAILED: {reason}\nThe rollback failed too: {e}\nDone so far: {did}.\nThe journal {journal} is kept: fix the cause named above, then run `stalwart-upgrade recover` (it continues the rollback).",
+                kind = kind_word(begin.kind),
+                unit = begin.unit,
+                from = begin.from,
+                to = begin.to,
+                did = if did.is_empty() { "nothing".into() } else { did.join("; ") },
+                journal = j.path().display(),
+            );
+            tracing::error!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "failed", "{message}");
+            Ok(report(
+                &begin,
+                sum,
+                Outcome::Failed {
+                    reason: format!("{reason}; rollback: {e}"),
+                },
+                message,
+                Vec::new(),
+            ))
+        }
+    }
+}
+
+fn kind_word(k: TxKind) -> &'static str {
+    match k {
+        TxKind::Upgrade => "Upgrade",
+        TxKind::Rollback => "Rollback",
+    }
+}
+
+fn undo_actions(
+    m: &Machine,
+    j: &mut Journal,
+    sum: &Summary,
+    begin: &Begin,
+    did: &mut Vec<String>,
+) -> Result<(), Error> {
+    let boot = m.ctx.boot;
+    let s = m.settings();
+    if sum.started(Step::Stop) && !boot {
+        undo(j, Undo::Stop, || {
+            m.sys()?.stop(&begin.unit, s.stop_timeout())?;
+            Ok(None)
+        })?;
+        did.push(format!("{} stopped", begin.unit));
+    }
+    if sum.started(Step::Swap) {
+        let release = release_path(m, &begin.from);
+        undo(j, Undo::Binary, || {
+            let r = swap::ensure_binary(
+                &begin.bin_dir,
+                &begin.staged_dir,
+                &release,
+                &begin.old_sha256,
+                &begin.from,
+            )?;
+            Ok(Some(format!("{r:?}")))
+        })?;
+        did.push(format!(
+            "{} binary back in {}",
+            begin.from,
+            begin.bin_dir.display()
+        ));
+    }
+    let data_moved = sum.started(Step::Start) || sum.started(Step::Restore);
+    if begin.restore_data && data_moved {
+        let id = sum
+            .note(Step::Snapshot)
+            .filter(|_| sum.done(Step::Snapshot))
+            .ok_or_else(|| {
+                Error::Preflight(
+                    "the data may have moved but the journal names no finished snapshot".into(),
+                )
+            })?
+            .to_string();
+        undo(j, Undo::Data, || {
+            m.snapshots().restore(&id, &server_config(begin)?)?;
+            Ok(Some(id.clone()))
+        })?;
+        did.push(format!("data restored from snapshot {id}"));
+    } else if !begin.restore_data && sum.started(Step::Snapshot) {
+        did.push(format!(
+            "data kept ({} change: the schema does not move)",
+            begin.class
+        ));
+    }
+    undo(j, Undo::Cleanup, || {
+        swap::remove_dir(&begin.staged_dir)?;
+        if sum.started(Step::Snapshot) && !sum.done(Step::Snapshot) {
+            remove_partial_snapshots(&m.settings().snapshot_dir())?;
+        }
+        Ok(None)
+    })?;
+    if begin.was_active && sum.started(Step::Stop) {
+        if boot {
+            did.push(format!(
+                "{} left for systemd to start after boot-time recovery",
+                begin.unit
+            ));
+        } else {
+            undo(j, Undo::Start, || {
+                m.sys()?.start(&begin.unit, s.start_timeout())?;
+                let cfg = server_config(begin).ok();
+                health::gate(m.sys()?, s, cfg.as_ref())?;
+                Ok(None)
+            })?;
+            did.push(format!("{} started and healthy", begin.from));
+        }
+    }
+    Ok(())
+}
+
+/// Completes a transaction whose health gate passed: hash the snapshot (off the downtime path),
+/// refresh the web admin (reported, not rolled back), then close it as committed.
+pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Error> {
+    let begin = sum
+        .begin
+        .clone()
+        .ok_or_else(|| Error::Preflight("journal without a begin record".into()))?;
+    let mut warnings = Vec::new();
+    if let Some(id) = sum
+        .note(Step::Snapshot)
+        .filter(|_| sum.done(Step::Snapshot))
+    {
+        if !sum.done(Step::Verify) {
+            j.step(Step::Verify, Phase::Started, None)?;
+            match m.snapshots().hash(id) {
+                Ok(_) => j.step(Step::Verify, Phase::Done, None)?,
+                Err(e) => warnings.push(format!("hashing snapshot {id} failed: {e}")),
+            }
+        }
+    }
+    if !m.ctx.boot && !sum.done(Step::Webadmin) && m.settings().webadmin.enabled {
+        j.step(Step::Webadmin, Phase::Started, None)?;
+        match refresh_webadmin(m, &begin) {
+            Ok(()) => j.step(Step::Webadmin, Phase::Done, None)?,
+            Err(e) => {
+                tracing::warn!(unit = %begin.unit, step = "webadmin", "web admin refresh failed: {e}");
+                warnings.push(format!("web admin refresh failed: {e}"));
+            }
+        }
+    }
+    let message = format!(
+        "{kind} of {unit} from {from} to {to} ({class}) committed{w}",
+        kind = kind_word(begin.kind),
+        unit = begin.unit,
+        from = begin.from,
+        to = begin.to,
+        class = begin.class,
+        w = if warnings.is_empty() {
+            String::new()
+        } else {
+            format!("; WARNING: {}", warnings.join("; "))
+        }
+    );
+    close(
+        m,
+        j,
+        &begin,
+        sum,
+        Ending::Committed,
+        &message,
+        warnings.clone(),
+    )?;
+    m.state.clear_failed()?;
+    if begin.kind == TxKind::Upgrade {
+        swap::remove_dir(&begin.staged_dir)?;
+    }
+    prune(m, &begin, &mut warnings);
+    tracing::info!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "committed", "{message}");
+    Ok(report(&begin, sum, Outcome::Committed, message, warnings))
+}
+
+fn refresh_webadmin(m: &Machine, begin: &Begin) -> Result<(), Error> {
+    let cfg = server_config(begin)?;
+    let base = health::base_url(m.settings(), Some(&cfg));
+    webadmin::refresh(m.settings(), cfg.generation, &base)?;
+    Ok(())
+}
+
+fn prune(m: &Machine, begin: &Begin, warnings: &mut Vec<String>) {
+    let _ = (m, begin, warnings);
+}
+
+/// Writes the End record and moves the journal into history.
+fn close(
+    m: &Machine,
+    j: &mut Journal,
+    begin: &Begin,
+    sum: &Summary,
+    ending: Ending,
+    message: &str,
+    _warnings: Vec<String>,
+) -> Result<(), Error> {
+    if sum.end.is_none() {
+        j.append(crate::journal::Record::End {
+            at: crate::state::now_ms(),
+            ending,
+            message: message.into(),
+        })?;
+    }
+    archive(m.state, &begin.txid)
+}
+
+fn archive(state: &StateDir, txid: &str) -> Result<(), Error> {
+    let from = state.journal_path();
+    let to = state.history_dir().join(format!("{txid}.jsonl"));
+    std::fs::rename(&from, &to).map_err(|source| crate::journal::JournalError::Io {
+        path: from.clone(),
+        source,
+    })?;
+    crate::state::fsync_dir(&state.root).map_err(|source| crate::journal::JournalError::Io {
+        path: state.root.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn report(
+    begin: &Begin,
+    sum: &Summary,
+    outcome: Outcome,
+    message: String,
+    warnings: Vec<String>,
+) -> Report {
+    let stop = sum
+        .step_times
+        .iter()
+        .find(|(s, _, _)| *s == Step::Stop)
+        .map(|t| t.1);
+    let healthy = sum
+        .step_times
+        .iter()
+        .find(|(s, _, _)| *s == Step::Health)
+        .map(|t| t.2);
+    Report {
+        txid: begin.txid.clone(),
+        kind: begin.kind,
+        from: begin.from.clone(),
+        to: begin.to.clone(),
+        class: begin.class,
+        outcome,
+        downtime_ms: stop.zip(healthy).map(|(a, b)| b.saturating_sub(a)),
+        snapshot: sum
+            .note(Step::Snapshot)
+            .filter(|_| sum.done(Step::Snapshot))
+            .map(String::from),
+        warnings,
+        message,
+    }
+}
+
+/// What `recover` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum RecoverReport {
+    /// No unfinished transaction.
+    Nothing,
+    /// The transaction had passed its health gate: finished (new version).
+    Finished { report: Report },
+    /// Undone (old version).
+    RolledBack { report: Report },
+    /// The undo could not complete; the journal is kept.
+    Failed { report: Report },
+}
+
+impl RecoverReport {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RecoverReport::Nothing | RecoverReport::Finished { .. } => crate::exit::OK,
+            RecoverReport::RolledBack { .. } => crate::exit::OK,
+            RecoverReport::Failed { .. } => crate::exit::BROKEN,
+        }
+    }
+}
+
+/// Finishes or undoes an interrupted transaction. Takes the lock; idempotent.
+pub fn recover(ctx: &Context) -> Result<RecoverReport, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(std::time::Duration::from_secs(
+        ctx.settings.timeouts.lock_wait_secs,
+    ))?;
+    let m = Machine::new(ctx, &state);
+    recover_locked(&m)
+}
+
+/// `recover` for callers that already hold the lock (upgrade, rollback, hooks).
+pub fn recover_locked(m: &Machine) -> Result<RecoverReport, Error> {
+    let path = m.state.journal_path();
+    let Some(records) = Journal::read(&path)? else {
+        return Ok(RecoverReport::Nothing);
+    };
+    let sum = Summary::of(&records);
+    let Some(begin) = sum.begin.clone() else {
+        // Killed while writing the first record: nothing was changed.
+        std::fs::remove_file(&path).map_err(|source| crate::journal::JournalError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        return Ok(RecoverReport::Nothing);
+    };
+    let mut j = Journal::open(&path)?;
+    if let Some((ending, message)) = &sum.end {
+        // Killed after the End record but before the journal moved into history.
+        close(m, &mut j, &begin, &sum, *ending, message, Vec::new())?;
+        let outcome = match ending {
+            Ending::Committed => Outcome::Committed,
+            Ending::RolledBack => Outcome::RolledBack {
+                reason: message.clone(),
+            },
+            Ending::Failed => Outcome::Failed {
+                reason: message.clone(),
+            },
+        };
+        let r = report(&begin, &sum, outcome, message.clone(), Vec::new());
+        return Ok(match ending {
+            Ending::Committed => RecoverReport::Finished { report: r },
+            _ => RecoverReport::RolledBack { report: r },
+        });
+    }
+    tracing::warn!(unit = %begin.unit, txid = %begin.txid, "recovering an interrupted transaction {} -> {}", begin.from, begin.to);
+    if sum.abort.is_none() && sum.done(Step::Health) {
+        return Ok(RecoverReport::Finished {
+            report: finish(m, &mut j, &sum)?,
+        });
+    }
+    let last = sum
+        .last_started()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| "begin".into());
+    let reason = format!("the helper was interrupted during step {last}");
+    let report = roll_back(m, &mut j, &sum, &reason)?;
+    Ok(match report.outcome {
+        Outcome::Failed { .. } => RecoverReport::Failed { report },
+        _ => RecoverReport::RolledBack { report },
+    })
+}
+
+/// A snapshot interrupted while being made has no manifest.json yet (the manifest is written last):
+/// such directories are what a killed Snapshot step leaves, and nothing refers to them.
+fn remove_partial_snapshots(root: &Path) -> Result<(), Error> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && !p.join("manifest.json").exists() {
+            tracing::warn!("removing the partial snapshot {}", p.display());
+            swap::remove_dir(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unique, sortable transaction id.
+pub fn new_txid(from: &Version, to: &Version) -> String {
+    let ms = crate::state::now_ms();
+    format!("{ms}-{from}-to-{to}")
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

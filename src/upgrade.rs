@@ -1,1 +1,299 @@
-//! upgrade (engine; being written)
+//! An upgrade, as one short list of steps (`steps`), plus the plan/preflight that decides whether it
+//! may run at all — everything that can refuse happens here, before the server is stopped.
+
+use crate::journal::{Begin, Step, TxKind};
+use crate::policy::{self, Verdict};
+use crate::serverconfig::ServerConfig;
+use crate::snapshot::SnapshotMeta;
+use crate::state::StateDir;
+use crate::transaction::{self, Machine, Outcome, Report, Transaction};
+use crate::version::{classify, Class, Version};
+use crate::{health, swap, Context, Error, UpgradeRequest};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What an upgrade would do; `plan` prints it, `run` executes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub unit: String,
+    pub from: Version,
+    pub to: Version,
+    pub class: Class,
+    pub verdict: Verdict,
+    pub target: PathBuf,
+    pub target_sha256: String,
+    pub old_sha256: String,
+    pub unit_active: bool,
+    pub server_config: ServerConfig,
+    /// A rollback must restore the data snapshot: the schema may move (minor/major).
+    pub restore_data: bool,
+    pub health_url: String,
+}
+
+impl Plan {
+    fn begin(&self, ctx: &Context) -> Begin {
+        let s = &ctx.settings;
+        Begin {
+            txid: transaction::new_txid(&self.from, &self.to),
+            kind: TxKind::Upgrade,
+            unit: self.unit.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            class: self.class,
+            was_active: self.unit_active,
+            bin_dir: s.bin_dir(),
+            staged_dir: s.staged_dir(),
+            old_sha256: self.old_sha256.clone(),
+            new_sha256: self.target_sha256.clone(),
+            restore_data: self.restore_data,
+            restore_from: None,
+            server_config: self.server_config.path.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "unit:          {} ({})",
+            self.unit,
+            if self.unit_active {
+                "active"
+            } else {
+                "not active"
+            }
+        )?;
+        writeln!(
+            f,
+            "upgrade:       {} -> {} ({} release)",
+            self.from, self.to, self.class
+        )?;
+        writeln!(
+            f,
+            "binary:        {} (sha256 {})",
+            self.target.display(),
+            self.target_sha256
+        )?;
+        writeln!(
+            f,
+            "server config: {} ({:?} generation)",
+            self.server_config.path.display(),
+            self.server_config.generation
+        )?;
+        for st in &self.server_config.stores {
+            writeln!(
+                f,
+                "store:         {} {:?} roles {}",
+                st.id,
+                kind_name(&st.kind),
+                st.roles.join(",")
+            )?;
+        }
+        writeln!(f, "health:        {}/healthz/ready", self.health_url)?;
+        writeln!(
+            f,
+            "on failure:    roll back to {}{}",
+            self.from,
+            if self.restore_data {
+                " and restore the data snapshot (the schema may move)"
+            } else {
+                " (binary only: patch releases keep the schema)"
+            }
+        )?;
+        match &self.verdict {
+            Verdict::Allowed => writeln!(f, "policy:        allowed"),
+            Verdict::NeedsApproval { message, .. } => {
+                writeln!(f, "policy:        NEEDS APPROVAL: {message}")
+            }
+            Verdict::Refused { message } => writeln!(f, "policy:        REFUSED: {message}"),
+        }
+    }
+}
+
+fn kind_name(k: &crate::serverconfig::StoreKind) -> String {
+    serde_json::to_value(k)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str().map(String::from)))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Plan without changing anything (takes the lock so it sees a settled state).
+pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
+    let m = Machine::new(ctx, &state);
+    transaction::recover_locked(&m)?;
+    let plan = plan(&m, req)?;
+    gate(&plan)?;
+    Ok(plan)
+}
+
+/// The whole upgrade: lock, recover, plan, then the transaction.
+pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
+    let m = Machine::new(ctx, &state);
+    if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
+        return Ok(report);
+    }
+    let plan = plan(&m, req)?;
+    gate(&plan)?;
+    if plan.class == Class::Same {
+        return Ok(nothing_to_do(&plan));
+    }
+    let mut tx = Transaction::begin(&m, plan.begin(ctx))?;
+    match steps(&mut tx, &plan) {
+        Ok(()) => tx.commit(),
+        Err(e) => tx.abort(&e),
+    }
+}
+
+/// The upgrade, step by step (spec: "Upgrade transaction" 2-6). Each step is journaled; a failure
+/// makes `run` undo what the journal says was started.
+fn steps(tx: &mut Transaction, plan: &Plan) -> Result<(), Error> {
+    tx.step(Step::Stage, |m, b| stage(m, b, plan))?;
+    tx.step(Step::Stop, stop)?;
+    tx.step(Step::Snapshot, |m, b| snapshot(m, b, plan))?;
+    tx.step(Step::Swap, exchange)?;
+    tx.step(Step::Start, start)?;
+    tx.step(Step::Health, |m, _| healthy(m, &plan.server_config))?;
+    Ok(())
+}
+
+type StepResult = Result<((), Option<String>), Error>;
+
+/// Keeps the running binary as a release (dpkg deletes the old package's files), then builds bin.new.
+pub(crate) fn stage(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
+    swap::keep_release(
+        &b.bin_dir.join("stalwart"),
+        &m.state.release_binary(&b.from),
+    )?;
+    let sha = swap::stage(&b.bin_dir, &b.staged_dir, &plan.target)?;
+    let staged = b.staged_dir.join("stalwart");
+    let v = swap::binary_version(&staged)?;
+    if v != b.to || sha != b.new_sha256 {
+        return Err(swap::SwapError::WrongVersion {
+            path: staged,
+            found: format!("{v} (sha256 {sha})"),
+            expected: format!("{} (sha256 {})", b.to, b.new_sha256),
+        }
+        .into());
+    }
+    Ok(((), Some(sha)))
+}
+
+pub(crate) fn stop(m: &Machine, b: &Begin) -> StepResult {
+    m.sys()?.stop(&b.unit, m.settings().stop_timeout())?;
+    Ok(((), None))
+}
+
+pub(crate) fn snapshot(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
+    let meta = SnapshotMeta {
+        server_version: b.from.clone(),
+        target_version: Some(b.to.clone()),
+        class: Some(b.class),
+        server_binary: b.bin_dir.join("stalwart"),
+    };
+    let manifest = m.snapshots().create(&plan.server_config, &meta)?;
+    Ok(((), Some(manifest.id)))
+}
+
+pub(crate) fn exchange(_m: &Machine, b: &Begin) -> StepResult {
+    swap::exchange(&b.bin_dir, &b.staged_dir)?;
+    Ok(((), None))
+}
+
+pub(crate) fn start(m: &Machine, b: &Begin) -> StepResult {
+    m.sys()?.start(&b.unit, m.settings().start_timeout())?;
+    Ok(((), None))
+}
+
+pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig) -> StepResult {
+    let r = health::gate(m.sys()?, m.settings(), Some(cfg))?;
+    Ok(((), Some(format!("ready after {} ms", r.ready_after_ms))))
+}
+
+fn gate(plan: &Plan) -> Result<(), Error> {
+    match &plan.verdict {
+        Verdict::Allowed => Ok(()),
+        Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => {
+            Err(Error::Refused(message.clone()))
+        }
+    }
+}
+
+fn nothing_to_do(plan: &Plan) -> Report {
+    Report {
+        txid: String::new(),
+        kind: TxKind::Upgrade,
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        class: plan.class,
+        outcome: Outcome::NothingToDo,
+        downtime_ms: None,
+        snapshot: None,
+        warnings: Vec::new(),
+        message: format!("{} already runs {}; nothing to do", plan.unit, plan.to),
+    }
+}
+
+/// Everything that can refuse, before any downtime: versions, checksum, policy, an earlier failure
+/// of the same version, the server config, the unit.
+pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
+    let s = m.settings();
+    if !req.target.is_file() {
+        return Err(Error::Preflight(format!(
+            "{} does not exist or is not a file; nothing was changed",
+            req.target.display()
+        )));
+    }
+    let current = s.server_binary();
+    if !current.is_file() {
+        return Err(Error::Preflight(format!(
+            "no server binary at {}: nothing to upgrade (a first install is done by the `stalwart` package)",
+            current.display()
+        )));
+    }
+    let from = swap::binary_version(&current)?;
+    let to = swap::binary_version(&req.target)?;
+    let class = classify(&from, &to);
+    let target_sha256 = swap::sha256_file(&req.target)?;
+    if let Some(sums) = &req.sha256sums {
+        swap::verify_sha256sums(&req.target, sums, &target_sha256)?;
+    }
+    if let Some(f) = m.state.failed()? {
+        if f.version == to && !req.retry {
+            return Err(Error::PreviouslyFailed {
+                version: f.version,
+                txid: f.txid,
+                reason: f.reason,
+            });
+        }
+    }
+    let verdict = policy::verdict(s, &from, &to, class, m.ctx.unattended)?;
+    let server_config = ServerConfig::load(&s.server_config_path())?;
+    let unit_state = m.sys()?.state(&s.unit)?;
+    if unit_state.load_state != "loaded" {
+        return Err(crate::systemd::SystemdError::NotLoaded {
+            unit: s.unit.clone(),
+            load_state: unit_state.load_state,
+        }
+        .into());
+    }
+    Ok(Plan {
+        unit: s.unit.clone(),
+        health_url: health::base_url(s, Some(&server_config)),
+        restore_data: class.schema_may_move(),
+        old_sha256: swap::sha256_file(&current)?,
+        unit_active: unit_state.active_state == "active",
+        from,
+        to,
+        class,
+        verdict,
+        target: req.target.clone(),
+        target_sha256,
+        server_config,
+    })
+}

@@ -1,1 +1,261 @@
-//! webadmin (engine; being written)
+//! Refresh the web admin after an upgrade (upstream's manual step "refresh the web admin").
+//!
+//! <= 0.15: `GET /api/update/webadmin` (permission WebadminUpdate): 200 `{"data":null}`, 401/403,
+//! 500 problem+json on a download failure. >= 0.16: JMAP `x:Action/set` creating
+//! `{"@type":"UpdateApps"}`. Upstream waits up to 60 s for the bundle download. A failure here is
+//! reported, never rolled back: the server itself is healthy.
+
+use crate::config::Settings;
+use crate::serverconfig::Generation;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebadminError {
+    #[error("no credentials for the web admin refresh: set [webadmin] credentials_file in /etc/stalwart-upgrade/config.toml to a root-only file holding `user:password` (or `api_<key>`), then run `stalwart-upgrade webadmin refresh`")]
+    NoCredentials,
+    #[error("refusing credentials file {path}: mode {mode:04o} lets others read it; run `chmod 0600 {path}` (owner root)")]
+    InsecureCredentials { path: PathBuf, mode: u32 },
+    #[error("cannot read credentials file {path}: {source}")]
+    Credentials {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("refusing plain HTTP to {url}: only loopback may be reached without TLS; use https:// (and [webadmin] ca_file for a self-signed certificate)")]
+    PlainHttp { url: String },
+    #[error("CA file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
+    #[error("the server refused the credentials for {url} (HTTP {status}); check the user and password in the credentials file")]
+    Unauthorized { url: String, status: u16 },
+    #[error("the account lacks the permission to update the web admin at {url} (HTTP 403); use an admin account")]
+    Forbidden { url: String },
+    #[error("the server could not update the web admin ({url}: HTTP {status}: {detail}); it keeps the old bundle; retry with `stalwart-upgrade webadmin refresh`")]
+    Server {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("web admin refresh at {url} failed: {message}; retry with `stalwart-upgrade webadmin refresh`")]
+    Transport { url: String, message: String },
+}
+
+enum Auth {
+    Basic(String),
+    Bearer(String),
+}
+
+fn read_credentials(path: &Path) -> Result<Auth, WebadminError> {
+    let md = std::fs::metadata(path).map_err(|source| WebadminError::Credentials {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 || md.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(WebadminError::InsecureCredentials {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| WebadminError::Credentials {
+        path: path.to_owned(),
+        source,
+    })?;
+    let t = text.trim();
+    Ok(if t.starts_with("api_") {
+        Auth::Bearer(t.to_string())
+    } else {
+        use base64::Engine;
+        Auth::Basic(base64::engine::general_purpose::STANDARD.encode(t))
+    })
+}
+
+fn is_loopback(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or("");
+    let host = rest.split('/').next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+fn agent(settings: &Settings) -> Result<ureq::Agent, WebadminError> {
+    let mut b = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(settings.webadmin.timeout_secs))
+        .redirects(0);
+    if let Some(ca) = &settings.webadmin.ca_file {
+        let bad = |message: String| WebadminError::CaFile {
+            path: ca.clone(),
+            message,
+        };
+        let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        b = b.tls_config(Arc::new(cfg));
+    }
+    Ok(b.build())
+}
+
+/// Refreshes the web admin of a server of the given generation at `base` (e.g. http://127.0.0.1:8080).
+pub fn refresh(
+    settings: &Settings,
+    generation: Generation,
+    base: &str,
+) -> Result<(), WebadminError> {
+    let base = settings
+        .webadmin
+        .url
+        .as_deref()
+        .unwrap_or(base)
+        .trim_end_matches('/')
+        .to_string();
+    if base.starts_with("http://") && !is_loopback(&base) {
+        return Err(WebadminError::PlainHttp { url: base });
+    }
+    let auth = read_credentials(
+        settings
+            .webadmin
+            .credentials_file
+            .as_deref()
+            .ok_or(WebadminError::NoCredentials)?,
+    )?;
+    let header = match &auth {
+        Auth::Basic(b) => format!("Basic {b}"),
+        Auth::Bearer(t) => format!("Bearer {t}"),
+    };
+    let agent = agent(settings)?;
+    let (url, result) = match generation {
+        Generation::Toml => {
+            let url = format!("{base}/api/update/webadmin");
+            let r = agent.get(&url).set("Authorization", &header).call();
+            (url, r)
+        }
+        Generation::Json => {
+            let url = format!("{base}/jmap");
+            let body = serde_json::json!({
+                "using": ["urn:ietf:params:jmap:core"],
+                "methodCalls": [["x:Action/set", {"create": {"u": {"@type": "UpdateApps"}}}, "0"]]
+            });
+            let r = agent
+                .post(&url)
+                .set("Authorization", &header)
+                .send_json(body);
+            (url, r)
+        }
+    };
+    match result {
+        Ok(resp) => check_body(&url, generation, resp),
+        Err(ureq::Error::Status(status, resp)) => Err(status_error(&url, status, resp)),
+        Err(e) => Err(WebadminError::Transport {
+            url,
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn check_body(
+    url: &str,
+    generation: Generation,
+    resp: ureq::Response,
+) -> Result<(), WebadminError> {
+    let v: serde_json::Value = resp.into_json().map_err(|e| WebadminError::Transport {
+        url: url.into(),
+        message: format!("unreadable answer: {e}"),
+    })?;
+    let ok = match generation {
+        Generation::Toml => v.get("data").is_some(),
+        Generation::Json => v["methodResponses"][0][1]["created"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(WebadminError::Server {
+            url: url.into(),
+            status: 200,
+            detail: v.to_string(),
+        })
+    }
+}
+
+fn status_error(url: &str, status: u16, resp: ureq::Response) -> WebadminError {
+    match status {
+        401 => WebadminError::Unauthorized {
+            url: url.into(),
+            status,
+        },
+        403 => WebadminError::Forbidden { url: url.into() },
+        _ => {
+            let detail = resp
+                .into_json::<serde_json::Value>()
+                .ok()
+                .and_then(|v| {
+                    v.get("detail")
+                        .or_else(|| v.get("title"))
+                        .and_then(|d| d.as_str().map(String::from))
+                })
+                .unwrap_or_else(|| "no detail".into());
+            WebadminError::Server {
+                url: url.into(),
+                status,
+                detail,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback("http://127.0.0.1:8080"));
+        assert!(is_loopback("http://localhost/x"));
+        assert!(is_loopback("http://[::1]:8080"));
+        assert!(!is_loopback("http://10.0.0.1:8080"));
+        assert!(!is_loopback("http://mail.example.org"));
+    }
+
+    #[test]
+    fn world_readable_credentials_refused_with_mode_advice() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("cred");
+        std::fs::write(&p, "admin:secret").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_credentials(&p).err().unwrap().to_string();
+        assert!(e.contains("chmod 0600"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(read_credentials(&p), Ok(Auth::Basic(_))));
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_host_refused() {
+        let mut s = Settings::default();
+        s.webadmin.url = Some("http://mail.example.org:8080".into());
+        let e = refresh(&s, Generation::Toml, "http://127.0.0.1:8080").unwrap_err();
+        assert!(matches!(e, WebadminError::PlainHttp { .. }));
+    }
+}

@@ -1,0 +1,171 @@
+//! `stalwart-upgrade rollback`: back to the previous (or a kept) release. A rollback is itself a
+//! transaction — it snapshots the current data first, so a rollback that fails is undone too.
+
+use crate::journal::{Begin, Step, TxKind};
+use crate::serverconfig::ServerConfig;
+use crate::state::StateDir;
+use crate::transaction::{self, Machine, Report, Transaction};
+use crate::upgrade::{self, Plan};
+use crate::version::{classify, Class, Version};
+use crate::{health, history, swap, Context, Error};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRequest {
+    /// A kept release; default: the version the last committed upgrade came from.
+    pub to: Option<String>,
+    /// Only the binary: refused when the schema may have moved (the old binary would panic).
+    pub binary_only: bool,
+}
+
+pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
+    let m = Machine::new(ctx, &state);
+    if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
+        return Ok(report);
+    }
+    let (plan, restore_from) = plan(&m, req)?;
+    let mut begin = plan_begin(ctx, &plan);
+    begin.restore_from = restore_from.clone();
+    begin.restore_data = restore_from.is_some();
+    let mut tx = Transaction::begin(&m, begin)?;
+    match steps(&mut tx, &plan, restore_from.as_deref()) {
+        Ok(()) => tx.commit(),
+        Err(e) => tx.abort(&e),
+    }
+}
+
+/// The same steps as an upgrade, plus putting the older data back between swap and start.
+fn steps(tx: &mut Transaction, plan: &Plan, restore_from: Option<&str>) -> Result<(), Error> {
+    tx.step(Step::Stage, |m, b| upgrade::stage(m, b, plan))?;
+    tx.step(Step::Stop, upgrade::stop)?;
+    tx.step(Step::Snapshot, |m, b| upgrade::snapshot(m, b, plan))?;
+    tx.step(Step::Swap, upgrade::exchange)?;
+    if let Some(id) = restore_from {
+        tx.step(Step::Restore, |m, _| {
+            m.snapshots().restore(id, &plan.server_config)?;
+            Ok(((), Some(id.to_string())))
+        })?;
+    }
+    tx.step(Step::Start, upgrade::start)?;
+    tx.step(Step::Health, |m, _| {
+        upgrade::healthy(m, &plan.server_config)
+    })?;
+    Ok(())
+}
+
+fn plan_begin(ctx: &Context, plan: &Plan) -> Begin {
+    let s = &ctx.settings;
+    Begin {
+        txid: transaction::new_txid(&plan.from, &plan.to),
+        kind: TxKind::Rollback,
+        unit: plan.unit.clone(),
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        class: plan.class,
+        was_active: plan.unit_active,
+        bin_dir: s.bin_dir(),
+        staged_dir: s.staged_dir(),
+        old_sha256: plan.old_sha256.clone(),
+        new_sha256: plan.target_sha256.clone(),
+        restore_data: false,
+        restore_from: None,
+        server_config: plan.server_config.path.clone(),
+    }
+}
+
+/// Picks the release and, when the schema may have moved since it ran, the snapshot taken
+/// before the upgrade away from it.
+fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Error> {
+    let s = m.settings();
+    let current = swap::binary_version(&s.server_binary())?;
+    let kept = m.state.releases()?;
+    let target: Version = match &req.to {
+        Some(v) => v.parse()?,
+        None => previous_version(m.state, &current)?
+            .or_else(|| kept.iter().find(|v| **v < current).cloned())
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "no earlier release is kept to roll back to from {current}; kept: {}",
+                    list(&kept)
+                ))
+            })?,
+    };
+    let release = m.state.release_binary(&target);
+    if !release.is_file() {
+        return Err(Error::Refused(format!(
+            "release {target} is not kept in {}; kept releases: {}",
+            m.state.releases_dir().display(),
+            list(&kept)
+        )));
+    }
+    // The class of the change being undone (target -> current) says whether the data moved.
+    let forward = classify(&target, &current);
+    let restore_from = if forward.schema_may_move() {
+        if req.binary_only {
+            return Err(Error::Refused(format!(
+                "--binary-only refused: {target} -> {current} is a {forward} change, the schema may have moved and {target} would refuse (panic on) the newer data; roll back with the data snapshot (omit --binary-only)"
+            )));
+        }
+        Some(snapshot_before(m, &target)?)
+    } else {
+        None
+    };
+    let server_config = ServerConfig::load(&s.server_config_path())?;
+    let unit_state = m.sys()?.state(&s.unit)?;
+    let plan = Plan {
+        unit: s.unit.clone(),
+        from: current.clone(),
+        to: target.clone(),
+        class: Class::Downgrade,
+        verdict: crate::policy::Verdict::Allowed,
+        target: release.clone(),
+        target_sha256: swap::sha256_file(&release)?,
+        old_sha256: swap::sha256_file(&s.server_binary())?,
+        unit_active: unit_state.active_state == "active",
+        health_url: health::base_url(s, Some(&server_config)),
+        restore_data: forward.schema_may_move(),
+        server_config,
+    };
+    Ok((plan, restore_from))
+}
+
+fn list(v: &[Version]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The `from` of the last committed upgrade that led to `current`.
+fn previous_version(state: &StateDir, current: &Version) -> Result<Option<Version>, Error> {
+    Ok(history::list(state)?
+        .into_iter()
+        .rev()
+        .find(|e| {
+            e.kind == TxKind::Upgrade
+                && e.ending == Some(crate::journal::Ending::Committed)
+                && &e.to == current
+        })
+        .map(|e| e.from))
+}
+
+/// The newest snapshot taken while `version` was the running server.
+fn snapshot_before(m: &Machine, version: &Version) -> Result<String, Error> {
+    let all = m.snapshots().list()?;
+    all.into_iter()
+        .filter(|s| &s.server_version == version)
+        .max_by_key(|s| s.created_unix_ms)
+        .map(|s| s.id)
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "no data snapshot taken while {version} ran exists in {}; without it {version} would refuse the newer schema. Nothing was changed (see `stalwart-upgrade snapshot list`)",
+                m.settings().snapshot_dir().display()
+            ))
+        })
+}

@@ -1,0 +1,184 @@
+//! `stalwart-upgrade status`: what runs, what happened last, and whether anything needs the admin.
+//! Exits 8 (ATTENTION) when the last upgrade failed or a transaction is unfinished, so it doubles as
+//! a monitoring check.
+
+use crate::history::{self, Entry};
+use crate::journal::Ending;
+use crate::state::{FailedUpgrade, StateDir};
+use crate::systemd::{Systemd, UnitState};
+use crate::{exit, swap, Context, Error};
+use serde::Serialize;
+use std::process::Command;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub unit: String,
+    pub unit_state: Option<UnitState>,
+    pub unit_error: Option<String>,
+    pub binary: String,
+    pub binary_version: Option<String>,
+    pub package_version: Option<String>,
+    pub last_transaction: Option<Entry>,
+    pub unfinished: Option<Entry>,
+    pub failed_upgrade: Option<FailedUpgrade>,
+    pub kept_releases: Vec<String>,
+    pub snapshots: Vec<String>,
+    pub policy: Option<serde_json::Value>,
+    /// Why `status` exits non-zero, in words.
+    pub attention: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+pub fn collect(ctx: &Context) -> Result<Status, Error> {
+    let s = &ctx.settings;
+    let state = StateDir::open(&s.state_dir)?;
+    let (unit_state, unit_error) = match Systemd::connect().and_then(|sys| sys.state(&s.unit)) {
+        Ok(st) => (Some(st), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let binary = s.server_binary();
+    let binary_version = swap::binary_version(&binary).ok().map(|v| v.to_string());
+    let hist = history::list(&state)?;
+    let last = hist.last().cloned();
+    let unfinished = history::unfinished(&state)?;
+    let failed = state.failed()?;
+    let mut attention = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(u) = &unfinished {
+        attention.push(format!(
+            "transaction {} ({} -> {}) is unfinished: run `stalwart-upgrade recover`",
+            u.txid, u.from, u.to
+        ));
+    }
+    if let Some(f) = &failed {
+        attention.push(format!(
+            "the upgrade {} -> {} failed and was rolled back ({}); it will not be retried automatically: read `stalwart-upgrade history`, then `stalwart-upgrade upgrade --to PATH --retry` or reinstall the package",
+            f.from, f.version, f.reason
+        ));
+    }
+    if let Some(l) = &last {
+        if l.ending == Some(Ending::Failed) {
+            attention.push(format!(
+                "the last transaction {} FAILED: {}",
+                l.txid, l.message
+            ));
+        }
+        if l.ending == Some(Ending::Committed) && l.message.contains("WARNING") {
+            warnings.push(l.message.clone());
+        }
+    }
+    if let Some(st) = &unit_state {
+        if st.active_state != "active" {
+            warnings.push(format!(
+                "{} is {}/{}",
+                s.unit, st.active_state, st.sub_state
+            ));
+        }
+    }
+    let snapshots = crate::snapshot::Snapshots::new(&s.snapshot_dir())
+        .list()
+        .map(|l| l.into_iter().map(|m| m.id).collect())
+        .unwrap_or_default();
+    Ok(Status {
+        unit: s.unit.clone(),
+        unit_state,
+        unit_error,
+        binary: binary.display().to_string(),
+        binary_version,
+        package_version: package_version(),
+        last_transaction: last,
+        unfinished,
+        failed_upgrade: failed,
+        kept_releases: state.releases()?.iter().map(|v| v.to_string()).collect(),
+        snapshots,
+        policy: crate::policy::state(s)
+            .ok()
+            .and_then(|p| serde_json::to_value(p).ok()),
+        attention,
+        warnings,
+    })
+}
+
+/// The installed `stalwart` package's version, from dpkg or rpm, if either knows it.
+fn package_version() -> Option<String> {
+    let try_cmd = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    try_cmd("dpkg-query", &["-W", "-f=${Version}", "stalwart"])
+        .or_else(|| try_cmd("rpm", &["-q", "--qf", "%{VERSION}-%{RELEASE}", "stalwart"]))
+}
+
+pub fn run(ctx: &Context, json: bool) -> Result<i32, Error> {
+    let st = collect(ctx)?;
+    if json {
+        let s = serde_json::to_string_pretty(&st).map_err(|e| Error::Usage(e.to_string()))?;
+        println!("{s}");
+    } else {
+        print!("{st}");
+    }
+    Ok(if st.attention.is_empty() {
+        exit::OK
+    } else {
+        exit::ATTENTION
+    })
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.unit_state, &self.unit_error) {
+            (Some(u), _) => writeln!(
+                f,
+                "unit:         {} {}/{} (pid {})",
+                self.unit, u.active_state, u.sub_state, u.main_pid
+            )?,
+            (None, Some(e)) => writeln!(f, "unit:         {} (unknown: {e})", self.unit)?,
+            _ => {}
+        }
+        writeln!(
+            f,
+            "running:      {} ({})",
+            self.binary_version.as_deref().unwrap_or("unknown"),
+            self.binary
+        )?;
+        writeln!(
+            f,
+            "package:      {}",
+            self.package_version
+                .as_deref()
+                .unwrap_or("not installed by a package")
+        )?;
+        match &self.last_transaction {
+            Some(e) => writeln!(f, "last:         {e}")?,
+            None => writeln!(f, "last:         no transaction yet")?,
+        }
+        writeln!(f, "releases:     {}", or_none(&self.kept_releases))?;
+        writeln!(f, "snapshots:    {}", or_none(&self.snapshots))?;
+        if let Some(p) = &self.policy {
+            writeln!(f, "policy:       {p}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "WARNING:      {w}")?;
+        }
+        for a in &self.attention {
+            writeln!(f, "ATTENTION:    {a}")?;
+        }
+        if self.attention.is_empty() {
+            writeln!(f, "state:        ok")?;
+        }
+        Ok(())
+    }
+}
+
+fn or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
