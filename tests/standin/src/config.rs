@@ -3,7 +3,7 @@
 //! * <= 0.15: `config.toml` (facts file, "Two generations"): `[server.listener.<id>]` with `bind`
 //!   and `protocol`, `[storage] data/blob = "<store id>"`, `[store.<id>] type/path`,
 //!   `[authentication.fallback-admin] user/secret`, `%{env:VAR}%` and `%{file:/path}%` macros.
-//! * >= 0.16: `config.json`, one DataStore object such as `{"@type":"RocksDb","path":"..."}`; a
+//! * 0.16 and newer: `config.json`, one DataStore object such as `{"@type":"RocksDb","path":"..."}`; a
 //!   missing file means bootstrap mode (no data store yet).
 
 use std::collections::BTreeMap;

@@ -14,7 +14,7 @@
 //!   `--config`: help, exit 0. Unknown flag: exit 1.
 //! * Two configuration generations: <= 0.15 reads `config.toml` (`[server.listener.<id>]`,
 //!   `[storage]`, `[store.<id>] type/path`, `[authentication.fallback-admin]`, `%{env:VAR}%`);
-//!   >= 0.16 reads `config.json`, one DataStore object (`{"@type":"RocksDb","path":...}`), and
+//!   0.16 and newer read `config.json`, one DataStore object (`{"@type":"RocksDb","path":...}`), and
 //!   a missing file means bootstrap mode.
 //! * Database schema numbers: 0.12.0-0.12.4 = 1, 0.12.5 = 2, 0.13 = 3, 0.14 = 4, 0.15 = 5,
 //!   0.16 = 6 (patch releases keep the number). Migration runs automatically at start; 0.15
