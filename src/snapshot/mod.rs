@@ -34,8 +34,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use fsops::link_stays_inside;
 
-/// Why hard links are safe for the fs blob store: the stand-in server (tests/standin) writes
-/// each blob once under a name derived from its content and never rewrites it.
+/// Why hard links are safe for the fs blob store: the stand-in server writes each blob as a
+/// temp file, fsyncs and renames it to the sha256 of its content, and never modifies it again
+/// (tests/standin/src/blob.rs). Upstream's fs store is not covered by the facts file: `hash` +
+/// `verify` would reveal a blob rewritten in place.
 pub const FS_BLOBS_WRITE_ONCE: &str = "fs blobs are write-once (tests/standin)";
 
 #[derive(Debug, thiserror::Error)]

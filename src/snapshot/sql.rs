@@ -111,26 +111,82 @@ pub(crate) fn pg_dump(store: &str, conn: &SqlConn, out: &Path) -> Result<(), Sna
     Ok(())
 }
 
-/// `pg_restore --clean --if-exists` in one transaction: objects of the dump are dropped and
-/// recreated; a failure rolls the whole restore back.
+/// Restore = `pg_restore --clean --if-exists` turned into SQL and run by `psql` in ONE
+/// transaction, after a prelude that drops every table the store's user owns: a newer server may
+/// have created tables the old one does not know, and `--clean` only drops what is in the dump.
+/// Any error (ON_ERROR_STOP) rolls the whole thing back, leaving the database as it was.
 pub(crate) fn pg_restore(store: &str, conn: &SqlConn, dump: &Path) -> Result<(), SnapshotError> {
-    let prog = need_program(store, &["pg_restore"], "postgresql-client")?;
-    let mut c = pg_command(&prog, conn);
-    c.args([
-        "--clean",
-        "--if-exists",
-        "--single-transaction",
-        "--exit-on-error",
-    ])
-    .arg(format!("--dbname={}", conn.database))
-    .arg(dump);
-    run(
+    check_magic(store, dump, b"PGDMP")?;
+    let restore_prog = need_program(store, &["pg_restore"], "postgresql-client")?;
+    let psql_prog = need_program(store, &["psql"], "postgresql-client")?;
+    let mut gen = Command::new(&restore_prog);
+    gen.args(["--clean", "--if-exists", "--file=-"]).arg(dump);
+    gen.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut gen_child = gen.spawn().map_err(|e| SnapshotError::Tool {
+        store: store.to_string(),
+        tool: restore_prog.display().to_string(),
+        what: "read the dump".into(),
+        detail: format!("cannot run it: {e}"),
+    })?;
+    let Some(sql_out) = gen_child.stdout.take() else {
+        return Err(SnapshotError::Other("pg_restore: no stdout".into()));
+    };
+    let mut c = pg_command(&psql_prog, conn);
+    c.args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!("--dbname={}", conn.database))
+        .args(["-c", PG_DROP_OWNED_TABLES, "-f", "-"])
+        .stdin(Stdio::from(sql_out));
+    let res = run(
         store,
         c,
         conn.password.as_ref().map(|s| s.0.as_str()),
         "restore the database",
-    )?;
-    Ok(())
+    );
+    let gen_out = gen_child.wait_with_output();
+    res?;
+    match gen_out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(SnapshotError::Tool {
+            store: store.to_string(),
+            tool: restore_prog.display().to_string(),
+            what: "read the dump".into(),
+            detail: format!(
+                "{}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+        }),
+        Err(e) => Err(SnapshotError::Tool {
+            store: store.to_string(),
+            tool: restore_prog.display().to_string(),
+            what: "read the dump".into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+const PG_DROP_OWNED_TABLES: &str = "DO $$ DECLARE r record; BEGIN \
+    FOR r IN SELECT schemaname, tablename FROM pg_tables \
+      WHERE tableowner = current_user AND schemaname NOT IN ('pg_catalog','information_schema') \
+    LOOP EXECUTE format('DROP TABLE IF EXISTS %I.%I CASCADE', r.schemaname, r.tablename); \
+    END LOOP; END $$;";
+
+/// Refuses a dump that is not what the tool writes, before the database is touched.
+fn check_magic(store: &str, dump: &Path, magic: &[u8]) -> Result<(), SnapshotError> {
+    use std::io::Read;
+    let mut head = vec![0u8; magic.len()];
+    let ok = fs_err::File::open(dump)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head == magic;
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::Incomplete {
+            id: store.to_string(),
+            problems: vec![format!("{} is not a complete dump", dump.display())],
+        })
+    }
 }
 
 pub(crate) fn pg_size(conn: &SqlConn) -> Option<u64> {
@@ -210,26 +266,108 @@ pub(crate) fn mysql_dump(store: &str, conn: &SqlConn, out: &Path) -> Result<(), 
     Ok(())
 }
 
-/// Pipes the dump into `mariadb`: each table is dropped and recreated; the client stops at the
-/// first error (no --force).
+/// Pipes the dump into `mariadb`, after dropping every table and view of the database (a newer
+/// server may have created tables the old one does not know; the dump only drops its own). The
+/// client stops at the first error (no --force). MySQL DDL is not transactional, so the dump is
+/// checked to be complete (mariadb-dump's "-- Dump completed" trailer) before anything is dropped.
 pub(crate) fn mysql_restore(store: &str, conn: &SqlConn, dump: &Path) -> Result<(), SnapshotError> {
+    check_mysql_trailer(store, dump)?;
     let prog = need_program(
         store,
         &["mariadb", "mysql"],
         "mariadb-client (or mysql-client)",
     )?;
+    let secret = conn.password.as_ref().map(|s| s.0.as_str());
+
+    let mut list = my_command(&prog, conn);
+    list.args([
+        "-N",
+        "-B",
+        "-e",
+        "SELECT table_type, table_name FROM information_schema.tables \
+         WHERE table_schema=DATABASE()",
+    ])
+    .arg(&conn.database);
+    let listed = run(store, list, secret, "list the tables")?;
+    let mut prelude = String::from("SET FOREIGN_KEY_CHECKS=0;\n");
+    for line in String::from_utf8_lossy(&listed).lines() {
+        let Some((ty, name)) = line.split_once('\t') else {
+            continue;
+        };
+        let what = if ty == "VIEW" { "VIEW" } else { "TABLE" };
+        prelude.push_str(&format!(
+            "DROP {what} IF EXISTS `{}`;\n",
+            name.replace('`', "``")
+        ));
+    }
+
     let mut c = my_command(&prog, conn);
     c.arg("--binary-mode")
         .arg(format!("--database={}", conn.database));
-    let f = fs_err::File::open(dump).map_err(|e| super::fsops::io_err("open", dump, e))?;
-    c.stdin(Stdio::from(f.into_parts().0));
-    run(
-        store,
-        c,
-        conn.password.as_ref().map(|s| s.0.as_str()),
-        "restore the database",
-    )?;
-    Ok(())
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let tool = prog.display().to_string();
+    let tool_err = |detail: String| SnapshotError::Tool {
+        store: store.to_string(),
+        tool: tool.clone(),
+        what: "restore the database".into(),
+        detail,
+    };
+    let mut child = c
+        .spawn()
+        .map_err(|e| tool_err(format!("cannot run it: {e}")))?;
+    let Some(mut stdin) = child.stdin.take() else {
+        return Err(tool_err("no stdin".into()));
+    };
+    let dump_path = dump.to_owned();
+    // Written from a thread so a client that stops reading (error) cannot deadlock us.
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        use std::io::Write;
+        stdin.write_all(prelude.as_bytes())?;
+        let mut f = fs_err::File::open(&dump_path)?;
+        std::io::copy(&mut f, &mut stdin)?;
+        stdin.write_all(b"\nSET FOREIGN_KEY_CHECKS=1;\n")?;
+        Ok(())
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| tool_err(e.to_string()))?;
+    let written = writer.join();
+    if !out.status.success() {
+        let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if let Some(s) = secret.filter(|s| !s.is_empty()) {
+            stderr = stderr.replace(s, "<redacted>");
+        }
+        return Err(tool_err(format!("{}: {stderr}", out.status)));
+    }
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(tool_err(format!("feeding the dump failed: {e}"))),
+        Err(_) => Err(tool_err("feeding the dump failed".into())),
+    }
+}
+
+fn check_mysql_trailer(store: &str, dump: &Path) -> Result<(), SnapshotError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let tail = (|| -> std::io::Result<String> {
+        let mut f = fs_err::File::open(dump)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(256)))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).to_string())
+    })();
+    match tail {
+        Ok(t) if t.contains("-- Dump completed") => Ok(()),
+        _ => Err(SnapshotError::Incomplete {
+            id: store.to_string(),
+            problems: vec![format!(
+                "{} has no \"-- Dump completed\" trailer (truncated dump)",
+                dump.display()
+            )],
+        }),
+    }
 }
 
 pub(crate) fn mysql_size(conn: &SqlConn) -> Option<u64> {

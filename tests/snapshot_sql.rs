@@ -1,0 +1,429 @@
+//! Snapshots of SQL stores against REAL PostgreSQL and MariaDB servers started by the tests
+//! themselves (throw-away instances in temp dirs, unix sockets only, stopped on drop, also when
+//! a test panics). Needs root (to run the servers as their system users).
+//!
+//! If a server is not installed the test FAILS (it does not skip): .ci/run must install the apt
+//! packages `postgresql postgresql-client mariadb-server mariadb-client`.
+
+use stalwart_upgrade::serverconfig::ServerConfig;
+use stalwart_upgrade::snapshot::{SnapshotError, SnapshotMeta, Snapshots, StoreMethod};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const PACKAGES: &str = "postgresql postgresql-client mariadb-server mariadb-client";
+
+fn meta() -> SnapshotMeta {
+    SnapshotMeta {
+        server_version: "0.15.5".parse().unwrap(),
+        target_version: Some("0.16.18".parse().unwrap()),
+        class: None,
+        server_binary: PathBuf::from("/nonexistent/stalwart"),
+    }
+}
+
+fn must(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A temp dir that the database's system user can enter.
+fn shared_tempdir() -> tempfile::TempDir {
+    let t = tempfile::Builder::new()
+        .prefix("su-sql-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    t
+}
+
+fn chown_to(path: &Path, user: &str) {
+    must(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{user}:{user}"))
+            .arg(path),
+    );
+}
+
+// ------------------------------------------------------------------ PostgreSQL
+
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    sock: PathBuf,
+    port: u16,
+    _tmp: tempfile::TempDir,
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|rd| {
+                let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("bin")).collect();
+                v.sort();
+                v.into_iter().rev().find(|b| b.join("initdb").is_file())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): \
+                     .ci/run must `apt-get install -y {PACKAGES}`"
+                )
+            });
+        assert!(
+            which("pg_dump").is_some() && which("psql").is_some(),
+            "pg_dump/psql missing: .ci/run must `apt-get install -y {PACKAGES}`"
+        );
+        let tmp = shared_tempdir();
+        let data = tmp.path().join("pgdata");
+        let sock = tmp.path().join("sock");
+        std::fs::create_dir(&sock).unwrap();
+        let pwfile = tmp.path().join("pw");
+        std::fs::write(&pwfile, "super-pw\n").unwrap();
+        chown_to(tmp.path(), "postgres");
+        must(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "scram-sha-256"])
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .current_dir(tmp.path()),
+        );
+        let port = 40000 + (std::process::id() % 20000) as u16;
+        must(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(tmp.path().join("log"))
+                .arg("-o")
+                .arg(format!(
+                    "-k {} -p {port} -c listen_addresses=''",
+                    sock.display()
+                ))
+                .args(["-w", "start"])
+                .current_dir(tmp.path()),
+        );
+        Postgres {
+            bin,
+            data,
+            sock,
+            port,
+            _tmp: tmp,
+        }
+    }
+
+    fn psql(&self, user: &str, pw: &str, db: &str, sql: &str) -> String {
+        must(
+            Command::new("psql")
+                .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+                .arg(format!("--host={}", self.sock.display()))
+                .arg(format!("--port={}", self.port))
+                .arg(format!("--username={user}"))
+                .arg(format!("--dbname={db}"))
+                .args(["-c", sql])
+                .env("PGPASSWORD", pw),
+        )
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn postgresql_dump_and_restore_with_a_real_server() {
+    let pg = Postgres::start();
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE ROLE stalwart LOGIN PASSWORD 'pg-Secret-42'",
+    );
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE DATABASE mail OWNER stalwart",
+    );
+    let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
+    st("CREATE TABLE messages (id int PRIMARY KEY, body bytea NOT NULL)");
+    st("INSERT INTO messages SELECT g, convert_to('message ' || g, 'UTF8') FROM generate_series(1, 500) g");
+    let before = st("SELECT count(*), md5(string_agg(body::text, ',' ORDER BY id)) FROM messages");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("config.toml");
+    std::env::set_var("SU_TEST_PG_PASSWORD", "pg-Secret-42");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\n\
+             database = \"mail\"\nuser = \"stalwart\"\npassword = \"%{{env:SU_TEST_PG_PASSWORD}}%\"\n",
+            pg.sock.display(),
+            pg.port
+        ),
+    )
+    .unwrap();
+    let cfg = ServerConfig::load(&cfg_path).unwrap();
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let plan = snaps.plan(&cfg).unwrap();
+    assert_eq!(plan.stores[0].method, StoreMethod::PgDump);
+    assert!(plan.stores[0].bytes_needed.unwrap_or(0) > 0, "{plan:?}");
+
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    let manifest = std::fs::read_to_string(snaps.root.join(&m.id).join("manifest.json")).unwrap();
+    assert!(
+        !manifest.contains("pg-Secret-42"),
+        "password leaked into the manifest"
+    );
+    assert!(m.stores[0].files.iter().any(|f| f.path == "dump.pgcustom"));
+    snaps.hash(&m.id).unwrap();
+    assert!(snaps.verify(&m.id).unwrap().ok());
+
+    // The "newer server" migrates: rows gone and changed, a new table, a new column.
+    st("DELETE FROM messages WHERE id > 100");
+    st("UPDATE messages SET body = 'x'");
+    st("ALTER TABLE messages ADD COLUMN schema6 int");
+    st("CREATE TABLE only_in_016 (k int)");
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(
+        st("SELECT count(*), md5(string_agg(body::text, ',' ORDER BY id)) FROM messages"),
+        before
+    );
+    assert_eq!(
+        st("SELECT count(*) FROM information_schema.columns WHERE table_name='messages' AND column_name='schema6'"),
+        "0"
+    );
+    assert_eq!(st("SELECT to_regclass('only_in_016') IS NULL"), "t");
+
+    // Wrong password: a typed error that does not contain it.
+    std::env::set_var("SU_TEST_PG_PASSWORD", "wrong-Pw-77");
+    let bad = ServerConfig::load(&cfg_path).unwrap();
+    let err = snaps.create(&bad, &meta()).unwrap_err();
+    assert!(matches!(err, SnapshotError::Tool { .. }), "{err}");
+    assert!(!err.to_string().contains("wrong-Pw-77"), "{err}");
+    assert_eq!(
+        snaps.list().unwrap().len(),
+        1,
+        "failed create left a snapshot"
+    );
+}
+
+// ------------------------------------------------------------------ MariaDB
+
+struct Mariadb {
+    child: Child,
+    sock: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Mariadb {
+    fn start() -> Mariadb {
+        let server = ["mariadbd", "mysqld"]
+            .iter()
+            .find_map(|n| which(n).or_else(|| Some(Path::new("/usr/sbin").join(n)).filter(|p| p.is_file())))
+            .unwrap_or_else(|| {
+                panic!("MariaDB is not installed (no mariadbd): .ci/run must `apt-get install -y {PACKAGES}`")
+            });
+        let install = which("mariadb-install-db")
+            .or_else(|| which("mysql_install_db"))
+            .unwrap_or_else(|| {
+                panic!("mariadb-install-db missing: .ci/run must `apt-get install -y {PACKAGES}`")
+            });
+        assert!(
+            which("mariadb-dump")
+                .or_else(|| which("mysqldump"))
+                .is_some(),
+            "mariadb-dump missing: .ci/run must `apt-get install -y {PACKAGES}`"
+        );
+        let tmp = shared_tempdir();
+        let data = tmp.path().join("data");
+        let sock = tmp.path().join("mysqld.sock");
+        std::fs::create_dir(&data).unwrap();
+        chown_to(tmp.path(), "mysql");
+        must(
+            Command::new(install)
+                .arg("--no-defaults")
+                .arg("--user=mysql")
+                .arg(format!("--datadir={}", data.display()))
+                .arg("--auth-root-authentication-method=socket")
+                .arg("--skip-test-db"),
+        );
+        let child = Command::new(server)
+            .arg("--no-defaults")
+            .arg("--user=mysql")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", sock.display()))
+            .arg(format!("--pid-file={}", tmp.path().join("pid").display()))
+            .arg(format!(
+                "--log-error={}",
+                tmp.path().join("err.log").display()
+            ))
+            .arg("--skip-networking")
+            .spawn()
+            .unwrap();
+        let db = Mariadb {
+            child,
+            sock,
+            _tmp: tmp,
+        };
+        let t0 = Instant::now();
+        while db.try_root("SELECT 1").is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "mariadbd did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        db
+    }
+
+    fn try_root(&self, sql: &str) -> Option<String> {
+        let out = Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.sock.display()))
+            .args(["-uroot", "-N", "-B", "-e", sql])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn root(&self, sql: &str) -> String {
+        self.try_root(sql)
+            .unwrap_or_else(|| panic!("root query failed: {sql}"))
+    }
+
+    fn user(&self, sql: &str) -> String {
+        must(
+            Command::new("mariadb")
+                .arg("--no-defaults")
+                .arg(format!("--socket={}", self.sock.display()))
+                .args(["-ustalwart", "-N", "-B", "mail", "-e", sql])
+                .env("MYSQL_PWD", "my-Secret-42"),
+        )
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        // SIGTERM is mariadbd's clean shutdown.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mariadb_dump_and_restore_with_a_real_server() {
+    let db = Mariadb::start();
+    db.root("CREATE DATABASE mail");
+    db.root("CREATE USER 'stalwart'@'localhost' IDENTIFIED BY 'my-Secret-42'");
+    db.root("GRANT ALL ON mail.* TO 'stalwart'@'localhost'");
+    db.user("CREATE TABLE messages (id INT PRIMARY KEY, body BLOB NOT NULL) ENGINE=InnoDB");
+    let mut values = Vec::new();
+    for i in 1..=500 {
+        values.push(format!(
+            "({i}, CONCAT('message ', {i}, CHAR(0), CHAR(255)))"
+        ));
+    }
+    db.user(&format!("INSERT INTO messages VALUES {}", values.join(",")));
+    let checksum = "SELECT COUNT(*), MD5(GROUP_CONCAT(HEX(body) ORDER BY id)) FROM messages";
+    let before = db.user(checksum);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("config.toml");
+    let pwfile = tmp.path().join("db-password");
+    std::fs::write(&pwfile, "my-Secret-42\n").unwrap();
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[storage]\ndata = \"my\"\nblob = \"my\"\n[store.my]\ntype = \"mysql\"\nhost = \"{}\"\n\
+             database = \"mail\"\nuser = \"stalwart\"\npassword = \"%{{file:{}}}%\"\n",
+            db.sock.display(),
+            pwfile.display()
+        ),
+    )
+    .unwrap();
+    let cfg = ServerConfig::load(&cfg_path).unwrap();
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let plan = snaps.plan(&cfg).unwrap();
+    assert_eq!(plan.stores[0].method, StoreMethod::MysqlDump);
+    assert!(plan.stores[0].bytes_needed.unwrap_or(0) > 0, "{plan:?}");
+
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    let manifest = std::fs::read_to_string(snaps.root.join(&m.id).join("manifest.json")).unwrap();
+    assert!(
+        !manifest.contains("my-Secret-42"),
+        "password leaked into the manifest"
+    );
+    let dump = snaps.root.join(&m.id).join("my/dump.sql");
+    assert!(!std::fs::read_to_string(&dump)
+        .unwrap()
+        .contains("my-Secret-42"));
+
+    db.user("DELETE FROM messages WHERE id > 10");
+    db.user("ALTER TABLE messages ADD COLUMN schema6 INT");
+    db.user("CREATE TABLE only_in_016 (k INT)");
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(db.user(checksum), before);
+    assert_eq!(
+        db.user("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema='mail' AND column_name='schema6'"),
+        "0"
+    );
+    assert_eq!(
+        db.user("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema='mail' AND table_name='only_in_016'"),
+        "0"
+    );
+
+    // A truncated dump is refused before the database is touched.
+    let full = std::fs::read(&dump).unwrap();
+    std::fs::write(&dump, &full[..full.len() / 2]).unwrap();
+    db.user("DELETE FROM messages WHERE id = 1");
+    let err = snaps.restore(&m.id, &cfg).unwrap_err();
+    assert!(matches!(err, SnapshotError::Incomplete { .. }), "{err}");
+    assert_eq!(db.user("SELECT COUNT(*) FROM messages"), "499");
+}
