@@ -136,3 +136,41 @@ fn stop_is_a_clean_shutdown() {
         "no shutdown in the console log:\n{log}"
     );
 }
+
+#[test]
+fn install_sh_style_server_install_becomes_ready() {
+    if testbed::skip_requested("install_sh_style_server_install_becomes_ready") {
+        return;
+    }
+    use testbed::stalwart::{self, ServerLayout};
+    let release = testbed::standin_release("0.15.5", testbed::Fault::None, 50);
+    for layout in [ServerLayout::rocksdb(), ServerLayout::sqlite()] {
+        let ct = Container::boot().expect("boot");
+        stalwart::install_server(&ct, &release, layout).expect("install");
+        let took = stalwart::wait_ready(&ct, std::time::Duration::from_secs(30)).expect("ready");
+        eprintln!("stand-in ready {:.2} s after start", took.as_secs_f64());
+        let version = ct.exec_ok(&[stalwart::BINARY, "--version"]).unwrap();
+        assert_eq!(version.trim(), "0.15.5");
+        let owner = ct
+            .exec_ok(&[
+                "stat",
+                "-c",
+                "%U:%G %a",
+                "/opt/stalwart/data",
+                stalwart::BINARY,
+            ])
+            .unwrap();
+        assert_eq!(owner, "stalwart:stalwart 755\nstalwart:stalwart 755\n");
+        let enabled = ct
+            .exec_ok(&["systemctl", "is-enabled", "stalwart"])
+            .unwrap();
+        assert_eq!(enabled.trim(), "enabled");
+        let d1 = stalwart::digest(&ct).expect("digest");
+        assert!(!d1.is_empty());
+        // The release is visible inside at /target/...
+        let inside = ct
+            .target_path(&release)
+            .expect("release under the target dir");
+        ct.exec_ok(&["test", "-x", &inside]).unwrap();
+    }
+}

@@ -102,8 +102,7 @@ impl ContainerBuilder {
         });
         let name = new_name();
         let dir = tmp_root().join(&name);
-        let c = Container::start(name, dir, rootfs, self.spec);
-        c
+        Container::start(name, dir, rootfs, self.spec)
     }
 }
 
