@@ -390,9 +390,34 @@ fn run(cmd: Command) -> Result<i32, Error> {
             })
         }
         Command::Snapshot { .. } => Err(Error::NotImplemented("snapshot")),
-        Command::Hold { .. } => Err(Error::NotImplemented("hold")),
-        Command::Unhold => Err(Error::NotImplemented("unhold")),
-        Command::Allow { .. } => Err(Error::NotImplemented("allow")),
-        Command::Policy { .. } => Err(Error::NotImplemented("policy")),
+        Command::Hold { line } => {
+            let ctx = context(false)?;
+            let line = match line {
+                Some(l) => l,
+                None => crate::swap::binary_version(&ctx.settings.server_binary())?.line(),
+            };
+            println!("{}", crate::policy::hold(&ctx.settings, Some(&line))?);
+            Ok(exit::OK)
+        }
+        Command::Unhold => {
+            let ctx = context(false)?;
+            println!("{}", crate::policy::unhold(&ctx.settings)?);
+            Ok(exit::OK)
+        }
+        Command::Allow { version } => {
+            let ctx = context(false)?;
+            println!("{}", crate::policy::allow(&ctx.settings, &version)?);
+            Ok(exit::OK)
+        }
+        Command::Policy { json } => {
+            let ctx = context(false)?;
+            let st = crate::policy::state(&ctx.settings)?;
+            if json {
+                print_json(&st)?;
+            } else {
+                println!("{st}");
+            }
+            Ok(exit::OK)
+        }
     }
 }

@@ -156,7 +156,13 @@ impl<'m, 'a> Transaction<'m, 'a> {
             .unwrap_or_default();
         let reason = format!("{}{at}: {err}", self.begin.to);
         let records = Journal::read(self.journal.path())?.unwrap_or_default();
-        roll_back(self.m, &mut self.journal, &Summary::of(&records), &reason)
+        roll_back(
+            self.m,
+            &mut self.journal,
+            &Summary::of(&records),
+            &reason,
+            true,
+        )
     }
 
     /// Past the health gate: hashes the snapshot, refreshes the web admin, commits.
@@ -189,11 +195,14 @@ fn undo(
 
 /// Puts the system back to where it was before the transaction. Every action checks the actual
 /// state first, so running this again after a kill at any point converges on the same result.
+/// `blame_version`: record the target version as failed (not retried automatically). False when
+/// the helper was merely interrupted: that says nothing about the release.
 pub fn roll_back(
     m: &Machine,
     j: &mut Journal,
     sum: &Summary,
     reason: &str,
+    blame_version: bool,
 ) -> Result<Report, Error> {
     let begin = sum
         .begin
@@ -227,7 +236,7 @@ pub fn roll_back(
                 }
             );
             close(m, j, &begin, sum, Ending::RolledBack, &message, Vec::new())?;
-            if begin.kind == TxKind::Upgrade {
+            if begin.kind == TxKind::Upgrade && blame_version {
                 m.state.set_failed(&FailedUpgrade {
                     version: begin.to.clone(),
                     from: begin.from.clone(),
@@ -285,7 +294,10 @@ fn undo_actions(
 ) -> Result<(), Error> {
     let boot = m.ctx.boot;
     let s = m.settings();
-    if sum.started(Step::Stop) && !boot {
+    // Only a started Start can have left the new version running. A Stop that failed (the unit
+    // would not stop) left the old binary and data untouched: stopping again would only repeat
+    // the failure; starting (below) replaces the pending stop job.
+    if sum.started(Step::Start) && !boot {
         undo(j, Undo::Stop, || {
             m.sys()?.stop(&begin.unit, s.stop_timeout())?;
             Ok(None)
@@ -413,6 +425,15 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
     m.state.clear_failed()?;
     if begin.kind == TxKind::Upgrade {
         swap::remove_dir(&begin.staged_dir)?;
+        // The hold follows the new line and the approval that allowed it is used up.
+        if m.settings().policy.manage_holds {
+            if let Err(e) = crate::policy::after_upgrade(m.settings(), &begin.to) {
+                warnings.push(format!(
+                    "moving the package hold to {} failed: {e}",
+                    begin.to.line()
+                ));
+            }
+        }
     }
     prune(m, &begin, &mut warnings);
     tracing::info!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "committed", "{message}");
@@ -577,7 +598,8 @@ pub fn recover_locked(m: &Machine) -> Result<RecoverReport, Error> {
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|| "begin".into());
     let reason = format!("the helper was interrupted during step {last}");
-    let report = roll_back(m, &mut j, &sum, &reason)?;
+    // A rollback that had already begun was caused by a real failure of the release.
+    let report = roll_back(m, &mut j, &sum, &reason, sum.abort.is_some())?;
     Ok(match report.outcome {
         Outcome::Failed { .. } => RecoverReport::Failed { report },
         _ => RecoverReport::RolledBack { report },

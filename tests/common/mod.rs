@@ -1,0 +1,154 @@
+//! Shared scenario harness for the end-to-end tests: a booted container with a stand-in server
+//! installed the way install.sh does, and the helper (host-built, bound at /target) run inside.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+use testbed::stalwart::{self, ServerLayout};
+use testbed::{Container, Fault};
+
+pub const HELPER_CONFIG: &str = "/etc/stalwart-upgrade/config.toml";
+
+/// Short timeouts: the stand-in starts in well under a second.
+pub const DEFAULT_HELPER_CONFIG: &str = r#"
+[timeouts]
+stop_secs = 20
+start_secs = 30
+ready_secs = 20
+settle_secs = 1
+lock_wait_secs = 2
+
+[webadmin]
+credentials_file = "/etc/stalwart-upgrade/webadmin.cred"
+"#;
+
+pub struct Scenario {
+    pub ct: Container,
+    pub helper: String,
+}
+
+pub fn release(version: &str, fault: Fault, migrate_ms: u64) -> std::path::PathBuf {
+    testbed::standin_release(version, fault, migrate_ms)
+}
+
+impl Scenario {
+    /// Boots a container, installs `from` and waits until it is ready, with 20 mail records
+    /// delivered so the data is not just the seed.
+    pub fn new(from: &Path) -> Scenario {
+        Self::with(from, ServerLayout::rocksdb(), DEFAULT_HELPER_CONFIG)
+    }
+
+    pub fn with(from: &Path, layout: ServerLayout, helper_config: &str) -> Scenario {
+        testbed::preflight().expect("testbed preflight");
+        let ct = Container::boot().expect("boot container");
+        stalwart::install_server(&ct, from, layout).expect("install server");
+        stalwart::wait_ready(&ct, Duration::from_secs(30)).expect("server ready");
+        ct.write_file(HELPER_CONFIG, helper_config).unwrap();
+        ct.write_file(
+            "/etc/stalwart-upgrade/webadmin.cred",
+            format!("admin:{}", stalwart::DEFAULT_ADMIN_SECRET),
+        )
+        .unwrap();
+        ct.exec_ok(&["chmod", "0600", "/etc/stalwart-upgrade/webadmin.cred"])
+            .unwrap();
+        let helper = ct
+            .target_path(testbed::target_dir().join("debug/stalwart-upgrade"))
+            .expect("helper binary under target/");
+        let s = Scenario { ct, helper };
+        s.deliver(20);
+        s
+    }
+
+    /// Path of a host file under target/ as the container sees it.
+    pub fn inside(&self, host: &Path) -> String {
+        self.ct.target_path(host).expect("file under target/")
+    }
+
+    /// Runs the helper inside the container (outside any unit, like an admin's shell).
+    pub fn helper(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut full: Vec<String> = vec!["env".into()];
+        for (k, v) in env {
+            full.push(format!("{k}={v}"));
+        }
+        full.push(self.helper.clone());
+        full.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = full.iter().map(|s| s.as_str()).collect();
+        self.ct.exec_timeout(&refs, Duration::from_secs(240))
+    }
+
+    pub fn upgrade(&self, to: &Path, env: &[(&str, &str)]) -> Output {
+        let p = self.inside(to);
+        self.helper(&["upgrade", "--to", &p, "--yes"], env)
+    }
+
+    /// The admin's approval of a minor/major line (the policy refuses them otherwise).
+    pub fn allow(&self, line: &str) {
+        let out = self.helper(&["allow", line], &[]);
+        assert!(out.status.success(), "allow {line}: {}", text(&out));
+    }
+
+    pub fn deliver(&self, n: u32) {
+        let out = self.ct.exec(&[
+            "curl",
+            "-sS",
+            "-f",
+            "-X",
+            "POST",
+            &format!("{}/standin/deliver?n={n}", stalwart::HTTP),
+        ]);
+        assert!(out.status.success(), "deliver failed: {}", text(&out));
+    }
+
+    /// The stand-in's digest of its data: version, schema, record count, content hash.
+    pub fn digest(&self) -> Value {
+        let d = stalwart::digest(&self.ct).expect("digest");
+        serde_json::from_str(&d).expect("digest is JSON")
+    }
+
+    pub fn ready(&self) {
+        stalwart::wait_ready(&self.ct, Duration::from_secs(30)).expect("server ready");
+    }
+
+    /// What bin/stalwart reports.
+    pub fn binary_version(&self) -> String {
+        self.ct
+            .exec_ok(&[stalwart::BINARY, "--version"])
+            .expect("--version")
+            .trim()
+            .to_string()
+    }
+
+    pub fn status_code(&self) -> i32 {
+        self.helper(&["status"], &[]).status.code().unwrap_or(-1)
+    }
+
+    pub fn history_json(&self) -> Value {
+        let out = self.helper(&["history", "--json"], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("history json")
+    }
+}
+
+/// The part of a digest that must not change across a same-schema upgrade or a rollback.
+pub fn data_of(d: &Value) -> (Value, Value, Value) {
+    (
+        d["schema"].clone(),
+        d["records"].clone(),
+        d["sha256"].clone(),
+    )
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
