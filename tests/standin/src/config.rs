@@ -286,8 +286,9 @@ fn load_toml(text: &str) -> Result<ServerConfig, String> {
     if let Some(user) = get_str(&root, &["authentication", "fallback-admin", "user"])? {
         let secret = get_str(&root, &["authentication", "fallback-admin", "secret"])?
             .ok_or("authentication.fallback-admin.secret is missing")?;
-        // Upstream stores a sha512-crypt hash ("$6$...") here and verifies against it; the
-        // stand-in compares the plain secret.
+        // Upstream stores a password hash here (sha512-crypt "$6$..." from --init); the
+        // stand-in verifies "$6$" hashes and compares anything else as a plain secret
+        // (see crypt.rs).
         cfg.admin = Some((user.to_string(), secret.to_string()));
     }
 

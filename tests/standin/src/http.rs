@@ -147,12 +147,12 @@ fn authenticate(app: &App, req: &Request) -> Option<Who> {
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, pass) = decoded.split_once(':')?;
     if let Some((u, p)) = &app.admin {
-        if u == user && p == pass {
+        if u == user && crate::crypt::verify(p, pass) {
             return Some(Who::Admin);
         }
     }
     match app.unprivileged.get(user) {
-        Some(p) if p == pass => Some(Who::Unprivileged),
+        Some(p) if crate::crypt::verify(p, pass) => Some(Who::Unprivileged),
         _ => None,
     }
 }
@@ -296,16 +296,18 @@ fn deliver(app: &App, query: &str) -> Resp {
     let result = (|| -> Result<usize, String> {
         let existing = store.records()?;
         let first = records::next_mail(&existing);
+        let mut batch = Vec::new();
         for i in first..first + n {
             let payload = records::mail_payload(i);
             if let Some(dir) = &app.blob_dir {
                 crate::blob::put(dir, payload.as_bytes())?;
             }
-            store.put(
-                &records::mail_key(i),
-                &records::encode(store.schema(), &payload),
-            )?;
+            batch.push((
+                records::mail_key(i),
+                records::encode(store.schema(), &payload),
+            ));
         }
+        store.put_batch(&batch)?;
         Ok(existing.len() + n as usize)
     })();
     match result {

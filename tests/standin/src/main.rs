@@ -46,12 +46,15 @@
 //!   admin/admin (upstream keeps accounts in its database).
 //! * 0.16 listens on 127.0.0.1:8080; every listener is bound on 127.0.0.1 whatever its address;
 //!   env `STANDIN_HTTP_PORT` overrides the port of both generations.
-//! * The fallback admin secret is compared in plain text (upstream stores a sha512-crypt hash).
+//! * The fallback admin secret: `$6$` sha512-crypt hashes are verified (what upstream's
+//!   `--init` writes), any other value is compared as a plain secret (upstream also accepts
+//!   other hash schemes).
 //! * Endpoints `POST /standin/deliver?n=K` and `GET /standin/digest`.
 
 mod blob;
 mod cli;
 mod config;
+mod crypt;
 mod http;
 mod log;
 mod records;
@@ -101,6 +104,10 @@ fn run(args: &[String]) -> i32 {
         );
         return 1;
     };
+    if cmd == Command::Version {
+        println!("{}", release.version);
+        return 0;
+    }
     let (Some(own), Some(json)) = (
         schema_for(&release.version),
         uses_json_config(&release.version),
@@ -112,11 +119,7 @@ fn run(args: &[String]) -> i32 {
         return 1;
     };
     match cmd {
-        Command::Help => 0,
-        Command::Version => {
-            println!("{}", release.version);
-            0
-        }
+        Command::Help | Command::Version => 0,
         Command::Console => {
             eprintln!("error: the database console is not implemented by the stand-in");
             1
@@ -161,12 +164,15 @@ fn init(dir: &Path) -> i32 {
             return Ok(None);
         }
         let seed = format!("{}{:?}", std::process::id(), std::time::SystemTime::now());
-        let secret = records::hex(&sha2::Digest::finalize(
+        let random = records::hex(&sha2::Digest::finalize(
             <sha2::Sha256 as sha2::Digest>::new_with_prefix(seed.as_bytes()),
-        ))[..16]
-            .to_string();
-        std::fs::write(&cfg, config::default_toml(dir, &secret))?;
-        Ok(Some(secret))
+        ));
+        let (password, salt) = (&random[..16], &random[16..32]);
+        // Like upstream, the config holds a sha512-crypt hash; the password is printed once.
+        let hash =
+            crypt::sha512_crypt(password.as_bytes(), &format!("$6${salt}")).unwrap_or_default();
+        std::fs::write(&cfg, config::default_toml(dir, &hash))?;
+        Ok(Some(password.to_string()))
     })();
     match res {
         Ok(Some(secret)) => {

@@ -345,8 +345,8 @@ impl Rocks {
         r
     }
 
-    /// Appends to the write-ahead log (fsync'd) and to the memtable.
-    pub fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Appends a batch to the write-ahead log (one write + fsync) and to the memtable.
+    pub fn put_batch(&mut self, batch: &[(String, String)]) -> Result<(), String> {
         if self.log.is_none() {
             let n = self.alloc();
             let p = self.dir.join(log_name(n));
@@ -358,15 +358,17 @@ impl Rocks {
             sync_dir(&self.dir)?;
             self.log = Some((n, f));
         }
-        let mut entry = Vec::with_capacity(key.len() + value.len() + 8);
-        put_bytes(&mut entry, key.as_bytes());
-        put_bytes(&mut entry, value.as_bytes());
+        let mut entry = Vec::new();
+        for (key, value) in batch {
+            put_bytes(&mut entry, key.as_bytes());
+            put_bytes(&mut entry, value.as_bytes());
+        }
         if let Some((n, f)) = self.log.as_mut() {
             let p = self.dir.join(log_name(*n));
             f.write_all(&entry).map_err(|e| io(&p, e))?;
             f.sync_data().map_err(|e| io(&p, e))?;
         }
-        self.delta.insert(key.to_string(), value.to_string());
+        self.delta.extend(batch.iter().cloned());
         Ok(())
     }
 

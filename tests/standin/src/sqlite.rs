@@ -90,14 +90,19 @@ impl Sqlite {
             .map_err(|e| self.err(e))
     }
 
-    pub fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO records (k, v) VALUES (?1, ?2)",
-                params![key, value],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+    pub fn put_batch(&mut self, batch: &[(String, String)]) -> Result<(), String> {
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| format!("SQLite error on {}: {e}", path.display());
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut st = tx
+                .prepare("INSERT OR REPLACE INTO records (k, v) VALUES (?1, ?2)")
+                .map_err(err)?;
+            for (k, v) in batch {
+                st.execute(params![k, v]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     pub fn rewrite_all(&mut self, records: Records, schema: u32) -> Result<(), String> {

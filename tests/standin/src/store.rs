@@ -39,10 +39,11 @@ impl Store {
         }
     }
 
-    pub fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Writes a batch durably (one fsync'd log append / one SQLite transaction).
+    pub fn put_batch(&mut self, batch: &[(String, String)]) -> Result<(), String> {
         match self {
-            Store::Rocks(s) => s.put(key, value),
-            Store::Sqlite(s) => s.put(key, value),
+            Store::Rocks(s) => s.put_batch(batch),
+            Store::Sqlite(s) => s.put_batch(batch),
         }
     }
 

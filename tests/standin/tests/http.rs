@@ -249,3 +249,31 @@ fn bootstrap_mode_016_without_config_is_live_not_ready() {
     assert_eq!(s.get("/healthz/ready").status, 503);
     s.stop();
 }
+
+#[test]
+fn init_config_with_sha512_crypt_admin_secret_authenticates() {
+    let env = Env::new();
+    let base = env.path("opt");
+    let out = run(&rel("0.15.5"), &["--init", base.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let password = stdout
+        .split("password '")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .unwrap()
+        .to_string();
+    let cfg = base.join("etc/config.toml");
+    assert!(std::fs::read_to_string(&cfg)
+        .unwrap()
+        .contains("secret = \"$6$"));
+    let mut s = env.start(&rel("0.15.5"), &cfg, &[]);
+    s.wait_ready();
+    assert_eq!(
+        webadmin(s.port, Some(&basic("admin", &password))).status,
+        200
+    );
+    assert_eq!(webadmin(s.port, Some(&basic("admin", "nope"))).status, 401);
+    s.stop();
+    assert!(base.join("data/CURRENT").exists());
+}
