@@ -2,7 +2,9 @@
 //!
 //! * <= 0.15: `config.toml` (facts file, "Two generations"): `[server.listener.<id>]` with `bind`
 //!   and `protocol`, `[storage] data/blob = "<store id>"`, `[store.<id>] type/path`,
-//!   `[authentication.fallback-admin] user/secret`, `%{env:VAR}%` and `%{file:/path}%` macros.
+//!   `[authentication.fallback-admin] user/secret`, `%{env:VAR}%` and `%{file:/path}%` macros;
+//!   nested tables or upstream's flattened form (`"server.listener.h.bind.0000" = "..."`, what
+//!   the server writes when it rewrites its own file) are read alike.
 //! * 0.16 and newer: `config.json`, one DataStore object such as `{"@type":"RocksDb","path":"..."}`; a
 //!   missing file means bootstrap mode (no data store yet).
 
@@ -176,84 +178,104 @@ fn expand(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn expand_value(v: &mut toml::Value) -> Result<(), String> {
+/// Flattens the TOML into upstream's key space: `a.b.c = value`, arrays as `key.0000`,
+/// `key.0001`, ... The server rewrites its own config.toml in this flattened form (quoted keys
+/// such as `"server.listener.http.bind.0000" = "[::]:8080"`), so both forms must be read.
+/// String values get their `%{env:..}%` / `%{file:..}%` macros expanded.
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Flat) -> Result<(), String> {
     match v {
-        toml::Value::String(s) => *s = expand(s)?,
-        toml::Value::Array(a) => a.iter_mut().try_for_each(expand_value)?,
-        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, v)| expand_value(v))?,
-        _ => {}
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&p, v, out)?;
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                flatten(&format!("{prefix}.{i:04}"), v, out)?;
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), expand(s)?);
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
     }
     Ok(())
 }
 
-fn get<'a>(root: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Value> {
-    let mut cur = root.get(path[0])?;
-    for key in &path[1..] {
-        cur = cur.as_table()?.get(*key)?;
+type Flat = BTreeMap<String, String>;
+
+/// A key's value, or the values of its array form `key.0000`, `key.0001`, ...
+fn values<'a>(flat: &'a Flat, key: &str) -> Vec<&'a str> {
+    if let Some(v) = flat.get(key) {
+        return vec![v.as_str()];
     }
-    Some(cur)
+    let prefix = format!("{key}.");
+    flat.range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter(|(k, _)| k[prefix.len()..].bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
-fn get_str<'a>(root: &'a toml::Table, path: &[&str]) -> Result<Option<&'a str>, String> {
-    match get(root, path) {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("{} must be a string", path.join("."))),
-    }
+/// Ids `x` of all keys `<prefix>.x...`.
+fn ids(flat: &Flat, prefix: &str) -> Vec<String> {
+    let p = format!("{prefix}.");
+    let mut out: Vec<String> = flat
+        .range(p.clone()..)
+        .take_while(|(k, _)| k.starts_with(&p))
+        .filter_map(|(k, _)| k[p.len()..].split('.').next().map(str::to_string))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn load_toml(text: &str) -> Result<ServerConfig, String> {
-    let mut root: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
-    for (_, v) in root.iter_mut() {
-        expand_value(v)?;
-    }
+    let root: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
+    let mut flat = Flat::new();
+    flatten("", &toml::Value::Table(root), &mut flat)?;
+    let get = |k: &str| flat.get(k).map(String::as_str);
     let mut cfg = ServerConfig::default();
 
-    if let Some(listeners) = get(&root, &["server", "listener"]) {
-        let listeners = listeners
-            .as_table()
-            .ok_or("server.listener must be a table")?;
-        for (id, l) in listeners {
-            let l = l
-                .as_table()
-                .ok_or_else(|| format!("server.listener.{id} must be a table"))?;
-            if l.get("protocol").and_then(|p| p.as_str()) != Some("http") {
-                continue;
-            }
-            let implicit_tls = l
-                .get("tls")
-                .and_then(|t| t.get("implicit"))
-                .and_then(|i| i.as_bool())
-                .unwrap_or(false);
-            if implicit_tls {
-                // The stand-in speaks no TLS; upstream would serve HTTPS here.
-                crate::info!("Listener {id}: implicit TLS is not served by the stand-in, skipped");
-                continue;
-            }
-            let binds: Vec<&str> = match l.get("bind") {
-                Some(toml::Value::String(s)) => vec![s.as_str()],
-                Some(toml::Value::Array(a)) => a.iter().filter_map(|b| b.as_str()).collect(),
-                _ => return Err(format!("server.listener.{id}.bind is missing")),
-            };
-            for b in binds {
-                let port = b
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .ok_or_else(|| format!("server.listener.{id}.bind {b:?} has no port"))?;
-                if !cfg.http_ports.contains(&port) {
-                    cfg.http_ports.push(port);
-                }
+    for id in ids(&flat, "server.listener") {
+        let key = |k: &str| format!("server.listener.{id}.{k}");
+        if get(&key("protocol")) != Some("http") {
+            continue;
+        }
+        if get(&key("tls.implicit")) == Some("true") {
+            // The stand-in speaks no TLS; upstream would serve HTTPS here.
+            crate::info!("Listener {id}: implicit TLS is not served by the stand-in, skipped");
+            continue;
+        }
+        let binds = values(&flat, &key("bind"));
+        if binds.is_empty() {
+            return Err(format!("server.listener.{id}.bind is missing"));
+        }
+        for b in binds {
+            let port = b
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .ok_or_else(|| format!("server.listener.{id}.bind {b:?} has no port"))?;
+            if !cfg.http_ports.contains(&port) {
+                cfg.http_ports.push(port);
             }
         }
     }
 
     let store = |id: &str| -> Result<(String, Option<PathBuf>), String> {
-        let ty = get_str(&root, &["store", id, "type"])?
+        let ty = get(&format!("store.{id}.type"))
             .ok_or_else(|| format!("store.{id}.type is missing"))?;
-        let path = get_str(&root, &["store", id, "path"])?.map(PathBuf::from);
+        let path = get(&format!("store.{id}.path")).map(PathBuf::from);
         Ok((ty.to_string(), path))
     };
-    if let Some(id) = get_str(&root, &["storage", "data"])? {
+    if let Some(id) = get("storage.data") {
         let (ty, path) = store(id)?;
         let path = path.ok_or_else(|| format!("store.{id}.path is missing"))?;
         cfg.data = Some(match ty.as_str() {
@@ -267,7 +289,7 @@ fn load_toml(text: &str) -> Result<ServerConfig, String> {
             other => return Err(format!("store.{id}: {other:?} cannot be a data store")),
         });
     }
-    if let Some(id) = get_str(&root, &["storage", "blob"])? {
+    if let Some(id) = get("storage.blob") {
         let (ty, path) = store(id)?;
         match ty.as_str() {
             "fs" => {
@@ -283,8 +305,8 @@ fn load_toml(text: &str) -> Result<ServerConfig, String> {
         }
     }
 
-    if let Some(user) = get_str(&root, &["authentication", "fallback-admin", "user"])? {
-        let secret = get_str(&root, &["authentication", "fallback-admin", "secret"])?
+    if let Some(user) = get("authentication.fallback-admin.user") {
+        let secret = get("authentication.fallback-admin.secret")
             .ok_or("authentication.fallback-admin.secret is missing")?;
         // Upstream stores a password hash here (sha512-crypt "$6$..." from --init); the
         // stand-in verifies "$6$" hashes and compares anything else as a plain secret
@@ -293,16 +315,13 @@ fn load_toml(text: &str) -> Result<ServerConfig, String> {
     }
 
     // STAND-IN ONLY (not upstream): [standin] unprivileged-users = { "bob" = "pass" }.
-    if let Some(users) = get(&root, &["standin", "unprivileged-users"]) {
-        let users = users
-            .as_table()
-            .ok_or("standin.unprivileged-users must be a table")?;
-        for (u, p) in users {
-            let p = p
-                .as_str()
-                .ok_or_else(|| format!("standin.unprivileged-users.{u} must be a string"))?;
-            cfg.unprivileged.insert(u.clone(), p.to_string());
+    for user in ids(&flat, "standin.unprivileged-users") {
+        if let Some(p) = get(&format!("standin.unprivileged-users.{user}")) {
+            cfg.unprivileged.insert(user, p.to_string());
         }
+    }
+    if cfg.http_ports.is_empty() {
+        crate::warn!("No plain-HTTP listener configured: nothing will answer HTTP");
     }
     Ok(cfg)
 }
@@ -404,6 +423,26 @@ unprivileged-users = { "bob" = "pass" }
             cfg.unprivileged.get("bob").map(String::as_str),
             Some("pass")
         );
+    }
+
+    #[test]
+    fn flattened_toml_config() {
+        let cfg = load_toml(
+            r#"
+storage.data = "s"
+store.s.type = "rocksdb"
+store.s.path = "/d"
+"server.listener.h.bind.0000" = "192.0.2.1:8090"
+"server.listener.h.bind.0001" = "[::]:8091"
+"server.listener.h.protocol" = "http"
+"authentication.fallback-admin.user" = "admin"
+"authentication.fallback-admin.secret" = "x"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.http_ports, vec![8090, 8091]);
+        assert_eq!(cfg.data, Some(StoreSpec::Rocks("/d".into())));
+        assert_eq!(cfg.admin, Some(("admin".into(), "x".into())));
     }
 
     #[test]
