@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-/// Worker threads per listener (enough for a slow web-admin request plus health checks).
-const WORKERS: usize = 4;
+/// Worker threads per listener (enough for a few stalled web-admin requests plus health checks).
+const WORKERS: usize = 8;
 /// How long fault webadmin-slow sleeps before answering.
 const SLOW_WEBADMIN: Duration = Duration::from_secs(120);
 

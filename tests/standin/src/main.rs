@@ -49,7 +49,11 @@
 //! * The fallback admin secret: `$6$` sha512-crypt hashes are verified (what upstream's
 //!   `--init` writes), any other value is compared as a plain secret (upstream also accepts
 //!   other hash schemes).
-//! * Endpoints `POST /standin/deliver?n=K` and `GET /standin/digest`.
+//! * Endpoints `POST /standin/deliver?n=K` (appends K mail records, 503 while read-only) and
+//!   `GET /standin/digest` (`{"version","schema","records","sha256","blobs"}`; sha256 over the
+//!   sorted keys and payloads WITHOUT the schema tag, so a migration that keeps the data keeps
+//!   the digest, while `schema` tells which schema the files are in).
+//! * A fresh data store is seeded with 50 deterministic records (45 `mail/`, 5 `settings/`).
 
 mod blob;
 mod cli;
