@@ -55,7 +55,15 @@ pub fn rootfs() -> Result<PathBuf> {
             .open(&lock_path)
             .with_context(|| format!("opening {}", lock_path.display()))?;
         // SAFETY: flock on a file descriptor we own; released when `lock` is closed.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let busy = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
+        if busy {
+            eprintln!(
+                "testbed: another process is building the rootfs ({}); waiting for it",
+                lock_path.display()
+            );
+        }
+        // SAFETY: as above.
+        if busy && unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             bail!(
                 "flock {}: {}",
                 lock_path.display(),
@@ -63,12 +71,37 @@ pub fn rootfs() -> Result<PathBuf> {
             );
         }
         if !is_complete(&dest) {
+            remove_leftovers(&root, &dest);
             build(&root, &dest)?;
         }
         drop(lock);
     }
     *guard = Some(dest.clone());
     Ok(dest)
+}
+
+/// Under the build lock: removes killed builds (`.build-*`) and root file systems of other
+/// package lists that no overlay mount uses any more.
+fn remove_leftovers(root: &Path, keep: &Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let old_rootfs = name.starts_with("rootfs-") && path != keep;
+        if !(name.starts_with(".build-") || old_rootfs) || !path.is_dir() {
+            continue;
+        }
+        if mountinfo.contains(&format!("lowerdir={}", path.display())) {
+            continue;
+        }
+        eprintln!("testbed: removing the outdated {}", path.display());
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            eprintln!("testbed: removing {}: {e}", path.display());
+        }
+    }
 }
 
 fn is_complete(dest: &Path) -> bool {
