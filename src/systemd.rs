@@ -31,6 +31,9 @@ const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
+/// Bound on every single D-Bus call (dbus's own default): a wedged systemd makes a call fail,
+/// never hang. Waiting for a job is bounded separately, by the caller's timeout.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(25);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -159,22 +162,31 @@ impl Systemd {
     pub fn connect() -> Result<Systemd, SystemdError> {
         let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
             .unwrap_or_else(|_| DEFAULT_SYSTEM_BUS.to_string());
-        let conn = zbus::block_on(async { zbus::connection::Builder::system()?.build().await })
-            .map_err(|e| SystemdError::Bus {
-                address: address.clone(),
-                message: e.to_string(),
-            })?;
+        let conn = zbus::block_on(async {
+            zbus::connection::Builder::system()?
+                .method_timeout(METHOD_TIMEOUT)
+                .build()
+                .await
+        })
+        .map_err(|e| SystemdError::Bus {
+            address: address.clone(),
+            message: e.to_string(),
+        })?;
         Self::with_connection(conn, address)
     }
 
     /// An explicit bus address, e.g. `unix:path=/some/dir/system_bus_socket` (a container's bus).
     pub fn connect_address(address: &str) -> Result<Systemd, SystemdError> {
-        let conn =
-            zbus::block_on(async { zbus::connection::Builder::address(address)?.build().await })
-                .map_err(|e| SystemdError::Bus {
-                    address: address.to_string(),
-                    message: e.to_string(),
-                })?;
+        let conn = zbus::block_on(async {
+            zbus::connection::Builder::address(address)?
+                .method_timeout(METHOD_TIMEOUT)
+                .build()
+                .await
+        })
+        .map_err(|e| SystemdError::Bus {
+            address: address.to_string(),
+            message: e.to_string(),
+        })?;
         Self::with_connection(conn, address.to_string())
     }
 
@@ -317,6 +329,15 @@ impl Systemd {
                         unit: unit.to_string(),
                         message: format!("{name}: {desc}"),
                     },
+                }
+            }
+            zbus::Error::InputOutput(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                SystemdError::Call {
+                    unit: unit.to_string(),
+                    message: format!(
+                        "systemd did not answer within {} s (is it reloading or wedged?)",
+                        METHOD_TIMEOUT.as_secs()
+                    ),
                 }
             }
             other => SystemdError::Bus {

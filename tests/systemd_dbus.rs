@@ -329,3 +329,66 @@ fn the_stalwart_unit_from_install_sh() {
     let st = sys.state("stalwart.service").unwrap();
     assert_eq!((st.active_state.as_str(), st.main_pid), ("inactive", 0));
 }
+
+#[test]
+fn many_jobs_in_a_row_and_in_parallel_each_get_their_own_result() {
+    if testbed::skip_requested("many_jobs_in_a_row_and_in_parallel_each_get_their_own_result") {
+        return;
+    }
+    let (ct, sys) = boot();
+    for i in 0..4 {
+        add_unit(
+            &ct,
+            &format!("worker{i}.service"),
+            "[Service]\nType=exec\nExecStart=/bin/sleep infinity\n",
+        );
+    }
+    // Back to back: a JobRemoved is never missed (each wait is bounded, so a miss would be a
+    // Timeout here, not a hang).
+    let t = Instant::now();
+    for _ in 0..25 {
+        sys.start("worker0.service", Duration::from_secs(5))
+            .unwrap();
+        sys.stop("worker0.service", Duration::from_secs(5)).unwrap();
+    }
+    eprintln!("25 start+stop cycles in {:?}", t.elapsed());
+    // Concurrent jobs on one connection: each waiter matches its own job path.
+    let sys = std::sync::Arc::new(sys);
+    let handles: Vec<_> = (1..4)
+        .map(|i| {
+            let sys = sys.clone();
+            std::thread::spawn(move || {
+                let unit = format!("worker{i}.service");
+                for _ in 0..10 {
+                    sys.start(&unit, Duration::from_secs(10)).unwrap();
+                    assert_eq!(sys.state(&unit).unwrap().active_state, "active");
+                    sys.stop(&unit, Duration::from_secs(10)).unwrap();
+                    assert_eq!(sys.state(&unit).unwrap().main_pid, 0);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn connect_honours_dbus_system_bus_address() {
+    if testbed::skip_requested("connect_honours_dbus_system_bus_address") {
+        return;
+    }
+    let ct = Container::boot().expect("boot");
+    add_unit(
+        &ct,
+        "only-in-this-container.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    );
+    // Only this test in this binary uses connect(); the others pass the address explicitly.
+    std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", ct.bus_address());
+    let sys = Systemd::connect().expect("connect via DBUS_SYSTEM_BUS_ADDRESS");
+    std::env::remove_var("DBUS_SYSTEM_BUS_ADDRESS");
+    let st = sys.state("only-in-this-container.service").unwrap();
+    assert_eq!(st.load_state, "loaded");
+    assert_eq!(sys.address(), ct.bus_address());
+}
