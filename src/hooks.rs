@@ -1,11 +1,939 @@
-//! dpkg maintainer-script and rpm scriptlet entry points. OWNER: packaging helper.
+//! dpkg maintainer-script and rpm scriptlet entry points (`stalwart-upgrade hook deb|rpm`).
+//!
+//! The scripts in debian/ and rpm/ are one-liners calling these. Two parts:
+//! - [`deb_action`] / [`rpm_action`]: pure functions from (script, arguments) to an [`Action`];
+//! - [`execute`]: carries an action out through an [`Engine`] (the real one is
+//!   [`system::System`]: first install, adoption, purge; tests use a fake) and maps the result to
+//!   the script's exit code.
+//!
+//! Facts the decisions rest on (facts/packaging.md, from Debian Policy 6.5-6.7, deb-preinst(5),
+//! deb-postrm(5), rpm-scriptlets(7)):
+//! - dpkg upgrade order: old `prerm upgrade NEW`, new `preinst upgrade OLD NEW`, unpack, old
+//!   `postrm upgrade NEW`, new `postinst configure OLD`. A failing preinst is unwound (new
+//!   `postrm abort-upgrade`, old `postinst abort-upgrade`) and the old version stays installed: the
+//!   gate (policy, no downtime) belongs there. A failing postinst leaves the package
+//!   Half-Configured, and every later apt run (and unattended-upgrades' AutoFixInterruptedDpkg)
+//!   runs `postinst configure OLD` again: the transaction belongs in postinst, it must be
+//!   idempotent, and it exits non-zero only when neither version runs healthy (spec.md).
+//! - rpm upgrade order: new %pre(2), unpack, new %post(2), old %preun(1), old files erased, old
+//!   %postun(1), new %posttrans. The transaction runs in %posttrans (the old package's scriptlets
+//!   and file removal are over by then); %pre is the gate (a failing %pre skips this package).
+//!   `$1` of %posttrans says nothing useful, so install vs upgrade is read from the system.
 
-// Placeholder until the packaging work lands (same signatures).
-pub fn deb(_ctx: &crate::Context, script: &str, _args: &[String]) -> i32 {
-    eprintln!("stalwart-upgrade: `hook deb {script}` is not implemented yet");
-    crate::exit::NOT_IMPLEMENTED
+pub mod system;
+
+use crate::transaction::{Outcome, RecoverReport, Report};
+use crate::version::Version;
+use crate::{exit, Context, Error, UpgradeRequest};
+use std::io::Write;
+
+/// Environment variable through which the rpm scriptlets pass the package's own version
+/// (`%pre` only gets the instance count in `$1`).
+pub const ENV_PACKAGE_VERSION: &str = "STALWART_PACKAGE_VERSION";
+
+/// What a maintainer script must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing (the server keeps running as it is).
+    Nothing,
+    /// Finish or undo an interrupted transaction (idempotent); nothing else.
+    Recover,
+    /// `postinst abort-remove`: our `prerm remove` stopped the server and the removal was
+    /// abandoned: recover and start it again.
+    RecoverAndStart,
+    /// Recover, then the policy gate for the incoming version, without any downtime; a refusal
+    /// exits non-zero so the package manager keeps the old package.
+    Gate { to: Version },
+    /// Make the system run the payload: a first install, the adoption of an install.sh
+    /// installation, or the upgrade transaction. `previous` is dpkg's last configured version.
+    Converge { previous: Option<String> },
+    /// The package is being removed: stop the server.
+    Stop,
+    /// The package was removed: configuration and data stay; say where.
+    Removed,
+    /// Remove what the packages created (never the data unless the admin opted in).
+    Purge,
+    /// A script or argument we do not know: fail, as Debian's templates do.
+    Unknown { what: String },
 }
-pub fn rpm(_ctx: &crate::Context, scriptlet: &str, _arg: &str) -> i32 {
-    eprintln!("stalwart-upgrade: `hook rpm {scriptlet}` is not implemented yet");
-    crate::exit::NOT_IMPLEMENTED
+
+/// The decision for a dpkg maintainer script and its arguments (deb-preinst(5) etc.).
+pub fn deb_action(script: &str, args: &[String]) -> Action {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let unknown = || Action::Unknown {
+        what: format!("{script} {}", args.join(" "))
+            .trim_end()
+            .to_string(),
+    };
+    match (script, a.as_slice()) {
+        // First install, or reinstall after a removal that kept the config files.
+        ("preinst", ["install", ..]) => Action::Recover,
+        ("preinst", ["upgrade", old, new, ..]) => match Version::parse_dpkg(new) {
+            // A reinstall of the same version changes nothing: no gate.
+            _ if old == new => Action::Recover,
+            Ok(to) => Action::Gate { to },
+            // Not a version we can judge: postinst's preflight will (it reads the binary).
+            Err(_) => Action::Recover,
+        },
+        // Old dpkg without NEW: postinst's preflight judges.
+        ("preinst", ["upgrade", ..]) => Action::Recover,
+        ("preinst", ["abort-upgrade", ..]) => Action::Recover,
+
+        ("postinst", ["configure"]) => Action::Converge { previous: None },
+        ("postinst", ["configure", old, ..]) => Action::Converge {
+            previous: (!old.is_empty()).then(|| old.to_string()),
+        },
+        ("postinst", ["abort-upgrade", ..]) | ("postinst", ["abort-deconfigure", ..]) => {
+            Action::Recover
+        }
+        ("postinst", ["abort-remove", ..]) => Action::RecoverAndStart,
+        ("postinst", ["triggered", ..]) => Action::Nothing,
+
+        // The server keeps running until the new postinst's transaction.
+        ("prerm", ["upgrade", ..])
+        | ("prerm", ["failed-upgrade", ..])
+        | ("prerm", ["deconfigure", ..]) => Action::Nothing,
+        ("prerm", ["remove", ..]) => Action::Stop,
+
+        ("postrm", ["remove", ..]) => Action::Removed,
+        ("postrm", ["purge", ..]) => Action::Purge,
+        ("postrm", ["upgrade", ..]) | ("postrm", ["disappear", ..]) => Action::Nothing,
+        ("postrm", ["failed-upgrade", ..])
+        | ("postrm", ["abort-install", ..])
+        | ("postrm", ["abort-upgrade", ..]) => Action::Recover,
+
+        _ => unknown(),
+    }
+}
+
+/// The decision for an rpm scriptlet, its `$1` and the package's own version (from
+/// [`ENV_PACKAGE_VERSION`]).
+pub fn rpm_action(scriptlet: &str, arg: &str, version: Option<&str>) -> Action {
+    let unknown = || Action::Unknown {
+        what: format!("{scriptlet} {arg}").trim_end().to_string(),
+    };
+    let count: Option<u32> = arg.trim().parse().ok();
+    match (scriptlet, count) {
+        ("pretrans", _) | ("post", _) => Action::Nothing,
+        ("pre", Some(1)) => Action::Recover,
+        ("pre", Some(n)) if n >= 2 => match version.map(Version::parse_rpm) {
+            Some(Ok(to)) => Action::Gate { to },
+            // No version to judge: %posttrans's preflight will.
+            _ => Action::Recover,
+        },
+        ("preun", Some(0)) => Action::Stop,
+        ("preun", Some(_)) => Action::Nothing,
+        ("postun", Some(0)) => Action::Removed,
+        ("postun", Some(_)) => Action::Nothing,
+        ("posttrans", _) => Action::Converge { previous: None },
+        _ => unknown(),
+    }
+}
+
+/// The side effects the hooks need. [`system::System`] is the real system.
+pub trait Engine {
+    /// `transaction::recover`.
+    fn recover(&self, ctx: &Context) -> Result<RecoverReport, Error>;
+    /// Policy verdict for the currently running version -> `to` (no downtime, no binary of `to`
+    /// needed: in preinst/%pre the new files are not unpacked yet). Ok when nothing is
+    /// installed, for a reinstall, and for a version that failed before (postinst reports that).
+    fn gate(&self, ctx: &Context, to: &Version) -> Result<(), Error>;
+    /// `upgrade::run`.
+    fn upgrade(&self, ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error>;
+    /// Version of the package payload's binary.
+    fn payload_version(&self, ctx: &Context) -> Result<Version, Error>;
+    /// Is there a server binary in PREFIX/bin?
+    fn server_installed(&self, ctx: &Context) -> bool;
+    /// Was this installation set up or adopted by a package already?
+    fn managed(&self, ctx: &Context) -> bool;
+    /// First install: user, directories, binary, config, unit enabled and started. Returns
+    /// what was done, one line each.
+    fn install_fresh(&self, ctx: &Context) -> Result<Vec<String>, Error>;
+    /// Take over an existing (install.sh) installation without touching config or data.
+    fn adopt(&self, ctx: &Context) -> Result<Vec<String>, Error>;
+    /// Is systemd the running init (else units cannot be started or stopped: chroot, image build)?
+    fn systemd_running(&self) -> bool;
+    fn daemon_reload(&self, ctx: &Context) -> Result<(), Error>;
+    fn stop(&self, ctx: &Context) -> Result<(), Error>;
+    fn start(&self, ctx: &Context) -> Result<(), Error>;
+    /// Did the admin ask for config and data to go on purge?
+    fn purge_data_requested(&self) -> bool;
+    fn purge(&self, ctx: &Context, with_data: bool) -> Result<Vec<String>, Error>;
+}
+
+/// `hook deb SCRIPT ARGS...`
+pub fn deb(ctx: &Context, script: &str, args: &[String]) -> i32 {
+    let action = deb_action(script, args);
+    execute(&system::System, ctx, &action, &mut std::io::stderr())
+}
+
+/// `hook rpm SCRIPTLET ARG` (the package version comes from [`ENV_PACKAGE_VERSION`]).
+pub fn rpm(ctx: &Context, scriptlet: &str, arg: &str) -> i32 {
+    let version = std::env::var(ENV_PACKAGE_VERSION).ok();
+    let action = rpm_action(scriptlet, arg, version.as_deref());
+    execute(&system::System, ctx, &action, &mut std::io::stderr())
+}
+
+/// Carries out `action`; messages for the admin go to `out` (stderr under dpkg/rpm, which ends
+/// up in apt's term.log and in the mail unattended-upgrades sends). Returns the exit code.
+pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dyn Write) -> i32 {
+    let mut say = |line: &str| {
+        let _ = writeln!(out, "stalwart-upgrade: {line}");
+    };
+    match action {
+        Action::Nothing => exit::OK,
+        Action::Recover => match recover(engine, ctx, &mut say) {
+            Ok(()) => exit::OK,
+            Err(code) => code,
+        },
+        Action::RecoverAndStart => {
+            if let Err(code) = recover(engine, ctx, &mut say) {
+                return code;
+            }
+            if engine.systemd_running() && engine.server_installed(ctx) {
+                if let Err(e) = engine.start(ctx) {
+                    say(&format!(
+                        "could not start {} again after the removal was abandoned: {e}",
+                        ctx.settings.unit
+                    ));
+                }
+            }
+            exit::OK
+        }
+        Action::Gate { to } => {
+            if let Err(code) = recover(engine, ctx, &mut say) {
+                return code;
+            }
+            match engine.gate(ctx, to) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    say(&format!(
+                        "not installing stalwart {to}: {e}\n  nothing was changed; {} keeps running the current version",
+                        ctx.settings.unit
+                    ));
+                    match e.exit_code() {
+                        exit::OK => exit::ERROR,
+                        code => code,
+                    }
+                }
+            }
+        }
+        Action::Converge { previous } => converge(engine, ctx, previous.as_deref(), &mut say),
+        Action::Stop => {
+            if engine.systemd_running() {
+                if let Err(e) = engine.stop(ctx) {
+                    // Like debhelper's `deb-systemd-invoke stop ... || true`: a removal must not
+                    // get stuck on a unit that is already gone.
+                    say(&format!("could not stop {}: {e}", ctx.settings.unit));
+                }
+            }
+            exit::OK
+        }
+        Action::Removed => {
+            let p = ctx.settings.prefix.display();
+            say(&format!(
+                "the server was removed; its configuration and data stay in {p}/etc, {p}/data and {p}/logs, and the binary in {p}/bin"
+            ));
+            say("purging the package (`apt purge stalwart`) removes the binary and the upgrade state but keeps configuration and data unless /etc/stalwart-upgrade/purge-data exists or STALWART_PURGE_DATA=yes is set");
+            exit::OK
+        }
+        Action::Purge => {
+            let with_data = engine.purge_data_requested();
+            match engine.purge(ctx, with_data) {
+                Ok(lines) => {
+                    for l in &lines {
+                        say(l);
+                    }
+                    exit::OK
+                }
+                Err(e) => {
+                    say(&format!("purge incomplete: {e}"));
+                    e.exit_code().max(exit::ERROR)
+                }
+            }
+        }
+        Action::Unknown { what } => {
+            say(&format!("hook called with unknown arguments: {what}"));
+            exit::USAGE
+        }
+    }
+}
+
+/// Recover; Err(exit code) when the state is not settled.
+fn recover(engine: &dyn Engine, ctx: &Context, say: &mut dyn FnMut(&str)) -> Result<(), i32> {
+    match engine.recover(ctx) {
+        Ok(RecoverReport::Nothing) => Ok(()),
+        Ok(RecoverReport::Finished { report }) => {
+            say(&format!(
+                "finished the interrupted upgrade {} -> {}: {}",
+                report.from, report.to, report.message
+            ));
+            Ok(())
+        }
+        Ok(RecoverReport::RolledBack { report }) => {
+            say(&format!(
+                "undid the interrupted upgrade {} -> {}: {}",
+                report.from, report.to, report.message
+            ));
+            Ok(())
+        }
+        Ok(RecoverReport::Failed { report }) => {
+            broken(say, &ctx.settings.unit, &report);
+            Err(exit::BROKEN)
+        }
+        Err(e) => {
+            say(&format!("could not recover the interrupted upgrade: {e}"));
+            Err(e.exit_code().max(exit::ERROR))
+        }
+    }
+}
+
+fn converge(
+    engine: &dyn Engine,
+    ctx: &Context,
+    previous: Option<&str>,
+    say: &mut dyn FnMut(&str),
+) -> i32 {
+    let unit = ctx.settings.unit.as_str();
+    let payload = ctx.settings.payload_dir.join("stalwart");
+    if engine.systemd_running() {
+        // The package may have brought a new unit file.
+        if let Err(e) = engine.daemon_reload(ctx) {
+            say(&format!("systemctl daemon-reload failed: {e}"));
+        }
+    }
+    if let Err(code) = recover(engine, ctx, say) {
+        return code;
+    }
+    if !engine.server_installed(ctx) {
+        return match engine.install_fresh(ctx) {
+            Ok(lines) => {
+                for l in &lines {
+                    say(l);
+                }
+                exit::OK
+            }
+            Err(e) => {
+                say(&format!("first installation failed: {e}"));
+                e.exit_code().max(exit::ERROR)
+            }
+        };
+    }
+    if previous.is_none() && !engine.managed(ctx) {
+        match engine.adopt(ctx) {
+            Ok(lines) => {
+                for l in &lines {
+                    say(l);
+                }
+            }
+            Err(e) => {
+                say(&format!("could not adopt the existing installation: {e}"));
+                return e.exit_code().max(exit::ERROR);
+            }
+        }
+    }
+    if !engine.systemd_running() {
+        say(&format!(
+            "systemd is not running (chroot or image build): {unit} was not upgraded; once the system runs, run `stalwart-upgrade upgrade --to {}`",
+            payload.display()
+        ));
+        return exit::OK;
+    }
+    // Reinstalling the version that failed before is the admin's way to retry it (the engine's
+    // refusal message says so); a `dpkg --configure -a` re-run still has the OLD version here.
+    let retry = match (
+        previous.map(Version::parse_dpkg),
+        engine.payload_version(ctx),
+    ) {
+        (Some(Ok(prev)), Ok(payload_version)) => prev == payload_version,
+        _ => false,
+    };
+    let req = UpgradeRequest {
+        target: payload.clone(),
+        sha256sums: Some(ctx.settings.payload_dir.join("SHA256SUMS")),
+        retry,
+    };
+    match engine.upgrade(ctx, &req) {
+        Ok(report) => outcome(say, unit, &payload, &report),
+        Err(e @ Error::PreviouslyFailed { .. }) => {
+            // Already handled: rolled back when it failed, recorded, reported by `status`.
+            say(&format!(
+                "REMINDER: {unit} still runs the previous version. {e}"
+            ));
+            exit::OK
+        }
+        Err(e @ (Error::Refused(_) | Error::Preflight(_))) => {
+            // Nothing changed and the old version runs: exiting non-zero would leave the package
+            // Half-Configured and make every later apt run fail on it (spec.md).
+            banner(
+                say,
+                &[
+                    format!("STALWART WAS NOT UPGRADED: {e}"),
+                    format!("nothing was changed: {unit} keeps running the current version, although the package now carries {}.", payload.display()),
+                    format!("when the cause is fixed, run `stalwart-upgrade upgrade --to {}`", payload.display()),
+                ],
+            );
+            exit::OK
+        }
+        Err(e) => {
+            say(&format!(
+                "the upgrade could not run: {e}\n  fix the cause, then run `dpkg --configure -a` (or `stalwart-upgrade upgrade --to {}`)",
+                payload.display()
+            ));
+            e.exit_code().max(exit::ERROR)
+        }
+    }
+}
+
+fn outcome(say: &mut dyn FnMut(&str), unit: &str, payload: &std::path::Path, r: &Report) -> i32 {
+    match &r.outcome {
+        Outcome::Committed => {
+            let downtime = r
+                .downtime_ms
+                .map(|ms| format!(" (downtime {ms} ms)"))
+                .unwrap_or_default();
+            say(&format!(
+                "{unit} upgraded {} -> {}{downtime}: {}",
+                r.from, r.to, r.message
+            ));
+            for w in &r.warnings {
+                say(&format!("warning: {w}"));
+            }
+            exit::OK
+        }
+        Outcome::NothingToDo => {
+            say(&r.message);
+            exit::OK
+        }
+        Outcome::RolledBack { reason } => {
+            tracing::error!(unit, txid = %r.txid, "upgrade {} -> {} rolled back: {reason}", r.from, r.to);
+            banner(
+                say,
+                &[
+                    format!("UPGRADE OF STALWART ROLLED BACK: {} -> {} failed: {reason}", r.from, r.to),
+                    format!("{unit} runs {} again and answered its health check; {}", r.from, r.message),
+                    format!("the package stays installed, but {} is NOT running and will not be retried automatically.", r.to),
+                    format!("next: read `stalwart-upgrade history`; to try again: `stalwart-upgrade upgrade --to {} --retry`", payload.display()),
+                ],
+            );
+            exit::OK
+        }
+        Outcome::Failed { .. } => {
+            broken(say, unit, r);
+            exit::BROKEN
+        }
+    }
+}
+
+fn broken(say: &mut dyn FnMut(&str), unit: &str, r: &Report) {
+    let reason = match &r.outcome {
+        Outcome::Failed { reason } | Outcome::RolledBack { reason } => reason.as_str(),
+        _ => "",
+    };
+    tracing::error!(unit, txid = %r.txid, "upgrade {} -> {} failed and could not be rolled back: {reason}", r.from, r.to);
+    banner(
+        say,
+        &[
+            format!(
+                "STALWART IS DOWN: the upgrade {} -> {} failed and the rollback did not bring {} back healthy: {reason}",
+                r.from, r.to, r.from
+            ),
+            r.message.clone(),
+            "see `stalwart-upgrade status` and `journalctl -u stalwart-upgrade-recover -u stalwart`; after fixing, `dpkg --configure -a` runs this step again".to_string(),
+        ],
+    );
+}
+
+fn banner(say: &mut dyn FnMut(&str), lines: &[String]) {
+    let rule = "*".repeat(72);
+    say(&rule);
+    for l in lines {
+        say(l);
+    }
+    say(&rule);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::TxKind;
+    use crate::version::Class;
+    use std::cell::RefCell;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+    fn v(x: &str) -> Version {
+        Version(semver::Version::parse(x).unwrap())
+    }
+
+    #[test]
+    fn deb_table() {
+        use Action::*;
+        let gate = |x: &str| Gate { to: v(x) };
+        let table: Vec<(&str, Vec<&str>, Action)> = vec![
+            ("preinst", vec!["install"], Recover),
+            ("preinst", vec!["install", "0.15.4-1"], Recover),
+            (
+                "preinst",
+                vec!["upgrade", "0.15.4-1", "0.15.5-1"],
+                gate("0.15.5"),
+            ),
+            (
+                "preinst",
+                vec!["upgrade", "1:0.15.4-1", "1:0.16.0~rc1-1"],
+                gate("0.16.0-rc1"),
+            ),
+            ("preinst", vec!["upgrade", "0.15.5-1", "0.15.5-1"], Recover),
+            ("preinst", vec!["upgrade", "0.15.4-1"], Recover),
+            ("preinst", vec!["upgrade", "0.15.4-1", "garbage"], Recover),
+            ("preinst", vec!["abort-upgrade", "0.15.5-1"], Recover),
+            ("postinst", vec!["configure"], Converge { previous: None }),
+            (
+                "postinst",
+                vec!["configure", ""],
+                Converge { previous: None },
+            ),
+            (
+                "postinst",
+                vec!["configure", "0.15.4-1"],
+                Converge {
+                    previous: Some("0.15.4-1".into()),
+                },
+            ),
+            ("postinst", vec!["abort-upgrade", "0.15.5-1"], Recover),
+            ("postinst", vec!["abort-remove"], RecoverAndStart),
+            (
+                "postinst",
+                vec!["abort-remove", "in-favour", "x", "1"],
+                RecoverAndStart,
+            ),
+            (
+                "postinst",
+                vec!["abort-deconfigure", "in-favour", "x", "1"],
+                Recover,
+            ),
+            ("postinst", vec!["triggered", "/usr/lib"], Nothing),
+            ("prerm", vec!["upgrade", "0.15.5-1"], Nothing),
+            ("prerm", vec!["failed-upgrade", "0.15.4-1"], Nothing),
+            ("prerm", vec!["deconfigure", "in-favour", "x", "1"], Nothing),
+            ("prerm", vec!["remove"], Stop),
+            ("postrm", vec!["remove"], Removed),
+            ("postrm", vec!["purge"], Purge),
+            ("postrm", vec!["upgrade", "0.15.5-1"], Nothing),
+            ("postrm", vec!["disappear", "x", "1"], Nothing),
+            (
+                "postrm",
+                vec!["failed-upgrade", "0.15.4-1", "0.15.5-1"],
+                Recover,
+            ),
+            ("postrm", vec!["abort-install"], Recover),
+            ("postrm", vec!["abort-install", "0.15.4-1"], Recover),
+            (
+                "postrm",
+                vec!["abort-upgrade", "0.15.4-1", "0.15.5-1"],
+                Recover,
+            ),
+        ];
+        for (script, args, want) in table {
+            assert_eq!(deb_action(script, &s(&args)), want, "{script} {args:?}");
+        }
+        for (script, args) in [
+            ("postinst", vec![]),
+            ("postinst", vec!["reconfigure", "1"]),
+            ("preinst", vec!["bogus"]),
+            ("config", vec!["configure"]),
+            ("prerm", vec![]),
+        ] {
+            assert!(
+                matches!(deb_action(script, &s(&args)), Unknown { .. }),
+                "{script} {args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rpm_table() {
+        use Action::*;
+        let table: Vec<(&str, &str, Option<&str>, Action)> = vec![
+            ("pretrans", "0", Some("0.15.5"), Nothing),
+            ("pre", "1", Some("0.15.5"), Recover),
+            ("pre", "2", Some("0.15.5"), Gate { to: v("0.15.5") }),
+            (
+                "pre",
+                "3",
+                Some("0.16.0~rc1"),
+                Gate {
+                    to: v("0.16.0-rc1"),
+                },
+            ),
+            ("pre", "2", None, Recover),
+            ("pre", "2", Some("not-a-version"), Recover),
+            ("post", "1", Some("0.15.5"), Nothing),
+            ("post", "2", Some("0.15.5"), Nothing),
+            ("preun", "0", None, Stop),
+            ("preun", "1", None, Nothing),
+            ("postun", "0", None, Removed),
+            ("postun", "1", None, Nothing),
+            (
+                "posttrans",
+                "0",
+                Some("0.15.5"),
+                Converge { previous: None },
+            ),
+            ("posttrans", "", None, Converge { previous: None }),
+        ];
+        for (scriptlet, arg, ver, want) in table {
+            assert_eq!(rpm_action(scriptlet, arg, ver), want, "{scriptlet} {arg}");
+        }
+        for (scriptlet, arg) in [("pre", ""), ("pre", "x"), ("preun", ""), ("trigger", "1")] {
+            assert!(matches!(rpm_action(scriptlet, arg, None), Unknown { .. }));
+        }
+    }
+
+    fn report(outcome: Outcome) -> Report {
+        Report {
+            txid: "tx1".into(),
+            kind: TxKind::Upgrade,
+            from: v("0.15.4"),
+            to: v("0.15.5"),
+            class: Class::Patch,
+            outcome,
+            downtime_ms: Some(1200),
+            snapshot: None,
+            warnings: Vec::new(),
+            message: "msg".into(),
+        }
+    }
+
+    /// Records calls; results configurable per test.
+    struct Fake {
+        calls: RefCell<Vec<String>>,
+        recover: fn() -> Result<RecoverReport, Error>,
+        gate: fn() -> Result<(), Error>,
+        upgrade: fn() -> Result<Report, Error>,
+        installed: bool,
+        managed: bool,
+        systemd: bool,
+        purge_data: bool,
+    }
+
+    impl Default for Fake {
+        fn default() -> Self {
+            Fake {
+                calls: RefCell::new(Vec::new()),
+                recover: || Ok(RecoverReport::Nothing),
+                gate: || Ok(()),
+                upgrade: || Ok(report(Outcome::Committed)),
+                installed: true,
+                managed: true,
+                systemd: true,
+                purge_data: false,
+            }
+        }
+    }
+
+    impl Fake {
+        fn call(&self, c: impl Into<String>) {
+            self.calls.borrow_mut().push(c.into());
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.borrow().clone()
+        }
+    }
+
+    impl Engine for Fake {
+        fn recover(&self, _: &Context) -> Result<RecoverReport, Error> {
+            self.call("recover");
+            (self.recover)()
+        }
+        fn gate(&self, _: &Context, to: &Version) -> Result<(), Error> {
+            self.call(format!("gate {to}"));
+            (self.gate)()
+        }
+        fn upgrade(&self, _: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
+            self.call(format!(
+                "upgrade {} sums={} retry={}",
+                req.target.display(),
+                req.sha256sums.is_some(),
+                req.retry
+            ));
+            (self.upgrade)()
+        }
+        fn payload_version(&self, _: &Context) -> Result<Version, Error> {
+            Ok(v("0.15.5"))
+        }
+        fn server_installed(&self, _: &Context) -> bool {
+            self.installed
+        }
+        fn managed(&self, _: &Context) -> bool {
+            self.managed
+        }
+        fn install_fresh(&self, _: &Context) -> Result<Vec<String>, Error> {
+            self.call("install_fresh");
+            Ok(vec!["installed".into()])
+        }
+        fn adopt(&self, _: &Context) -> Result<Vec<String>, Error> {
+            self.call("adopt");
+            Ok(vec!["adopted".into()])
+        }
+        fn systemd_running(&self) -> bool {
+            self.systemd
+        }
+        fn daemon_reload(&self, _: &Context) -> Result<(), Error> {
+            self.call("daemon_reload");
+            Ok(())
+        }
+        fn stop(&self, _: &Context) -> Result<(), Error> {
+            self.call("stop");
+            Err(Error::Preflight("unit gone".into()))
+        }
+        fn start(&self, _: &Context) -> Result<(), Error> {
+            self.call("start");
+            Ok(())
+        }
+        fn purge_data_requested(&self) -> bool {
+            self.purge_data
+        }
+        fn purge(&self, _: &Context, with_data: bool) -> Result<Vec<String>, Error> {
+            self.call(format!("purge data={with_data}"));
+            Ok(vec!["purged".into()])
+        }
+    }
+
+    fn ctx() -> Context {
+        Context::new(crate::config::Settings::default())
+    }
+
+    fn run(f: &Fake, a: Action) -> (i32, String) {
+        let mut out = Vec::new();
+        let code = execute(f, &ctx(), &a, &mut out);
+        (code, String::from_utf8(out).unwrap())
+    }
+
+    fn converge(prev: Option<&str>) -> Action {
+        Action::Converge {
+            previous: prev.map(String::from),
+        }
+    }
+
+    const PAYLOAD: &str = "upgrade /usr/lib/stalwart/stalwart sums=true";
+
+    #[test]
+    fn upgrade_committed_exits_0() {
+        let f = Fake::default();
+        let (code, out) = run(&f, converge(Some("0.15.4-1")));
+        assert_eq!(code, 0);
+        assert_eq!(
+            f.calls(),
+            [
+                "daemon_reload",
+                "recover",
+                &format!("{PAYLOAD} retry=false")
+            ]
+        );
+        assert!(
+            out.contains("upgraded 0.15.4 -> 0.15.5 (downtime 1200 ms)"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn rolled_back_exits_0_loudly() {
+        let f = Fake {
+            upgrade: || {
+                Ok(report(Outcome::RolledBack {
+                    reason: "health gate: 503".into(),
+                }))
+            },
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, converge(Some("0.15.4-1")));
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("ROLLED BACK: 0.15.4 -> 0.15.5 failed: health gate: 503"),
+            "{out}"
+        );
+        assert!(out.contains("--retry"), "{out}");
+    }
+
+    #[test]
+    fn failed_exits_broken() {
+        let f = Fake {
+            upgrade: || {
+                Ok(report(Outcome::Failed {
+                    reason: "old version unhealthy".into(),
+                }))
+            },
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, converge(Some("0.15.4-1")));
+        assert_eq!(code, exit::BROKEN);
+        assert!(out.contains("STALWART IS DOWN"), "{out}");
+    }
+
+    #[test]
+    fn rerun_after_failure_is_a_reminder_not_a_second_outage() {
+        let f = Fake {
+            upgrade: || {
+                Err(Error::PreviouslyFailed {
+                    version: v("0.15.5"),
+                    txid: "tx1".into(),
+                    reason: "health".into(),
+                })
+            },
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, converge(Some("0.15.4-1")));
+        assert_eq!(code, 0);
+        assert!(out.contains("REMINDER"), "{out}");
+        assert_eq!(f.calls()[2], format!("{PAYLOAD} retry=false"));
+    }
+
+    #[test]
+    fn reinstall_of_the_payload_version_retries() {
+        let f = Fake::default();
+        run(&f, converge(Some("0.15.5-1")));
+        assert_eq!(f.calls()[2], format!("{PAYLOAD} retry=true"));
+    }
+
+    #[test]
+    fn refusal_in_postinst_exits_0_and_locked_does_not() {
+        let f = Fake {
+            upgrade: || Err(Error::Refused("minor needs approval".into())),
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, converge(Some("0.15.4-1")));
+        assert_eq!(code, 0);
+        assert!(out.contains("NOT UPGRADED: minor needs approval"), "{out}");
+        let f = Fake {
+            upgrade: || {
+                Err(Error::State(crate::state::StateError::Locked {
+                    path: "/x".into(),
+                    holder: "pid 1".into(),
+                    secs: 30,
+                }))
+            },
+            ..Fake::default()
+        };
+        assert_eq!(run(&f, converge(Some("0.15.4-1"))).0, exit::LOCKED);
+    }
+
+    #[test]
+    fn first_install_and_adoption() {
+        let f = Fake {
+            installed: false,
+            managed: false,
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, converge(None));
+        assert_eq!(code, 0);
+        assert_eq!(f.calls(), ["daemon_reload", "recover", "install_fresh"]);
+        assert!(out.contains("installed"));
+
+        let f = Fake {
+            managed: false,
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, converge(None));
+        assert_eq!(code, 0);
+        assert_eq!(
+            f.calls(),
+            [
+                "daemon_reload",
+                "recover",
+                "adopt",
+                &format!("{PAYLOAD} retry=false")
+            ]
+        );
+        assert!(out.contains("adopted"));
+
+        // An rpm upgrade of a managed installation: no adoption.
+        let f = Fake::default();
+        run(&f, converge(None));
+        assert!(!f.calls().contains(&"adopt".to_string()));
+    }
+
+    #[test]
+    fn without_systemd_nothing_is_started_or_swapped() {
+        let f = Fake {
+            systemd: false,
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, converge(Some("0.15.4-1")));
+        assert_eq!(code, 0);
+        assert_eq!(f.calls(), ["recover"]);
+        assert!(out.contains("systemd is not running"), "{out}");
+    }
+
+    #[test]
+    fn gate_refusal_exits_non_zero_without_downtime() {
+        let f = Fake {
+            gate: || {
+                Err(Error::Refused(
+                    "0.16 needs `stalwart-upgrade allow 0.16`".into(),
+                ))
+            },
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, Action::Gate { to: v("0.16.0") });
+        assert_eq!(code, exit::REFUSED);
+        assert_eq!(f.calls(), ["recover", "gate 0.16.0"]);
+        assert!(out.contains("not installing stalwart 0.16.0"), "{out}");
+        let f = Fake::default();
+        assert_eq!(run(&f, Action::Gate { to: v("0.15.5") }).0, 0);
+    }
+
+    #[test]
+    fn broken_recovery_blocks() {
+        let f = Fake {
+            recover: || {
+                Ok(RecoverReport::Failed {
+                    report: report(Outcome::Failed { reason: "x".into() }),
+                })
+            },
+            ..Fake::default()
+        };
+        assert_eq!(run(&f, Action::Recover).0, exit::BROKEN);
+        assert_eq!(run(&f, Action::Gate { to: v("0.15.5") }).0, exit::BROKEN);
+        assert_eq!(run(&f, converge(Some("0.15.4-1"))).0, exit::BROKEN);
+        assert!(!f
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("upgrade") || c.starts_with("gate")));
+    }
+
+    #[test]
+    fn stop_failure_does_not_block_removal() {
+        let f = Fake::default();
+        let (code, out) = run(&f, Action::Stop);
+        assert_eq!(code, 0);
+        assert!(out.contains("could not stop"), "{out}");
+    }
+
+    #[test]
+    fn purge_keeps_data_unless_asked() {
+        let f = Fake::default();
+        run(&f, Action::Purge);
+        let f2 = Fake {
+            purge_data: true,
+            ..Fake::default()
+        };
+        run(&f2, Action::Purge);
+        assert_eq!(f.calls(), ["purge data=false"]);
+        assert_eq!(f2.calls(), ["purge data=true"]);
+    }
+
+    #[test]
+    fn abort_remove_restarts() {
+        let f = Fake::default();
+        assert_eq!(run(&f, Action::RecoverAndStart).0, 0);
+        assert_eq!(f.calls(), ["recover", "start"]);
+    }
+
+    #[test]
+    fn unknown_fails() {
+        let f = Fake::default();
+        assert_eq!(run(&f, Action::Unknown { what: "x".into() }).0, exit::USAGE);
+    }
 }
