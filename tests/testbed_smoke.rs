@@ -174,3 +174,33 @@ fn install_sh_style_server_install_becomes_ready() {
         ct.exec_ok(&["test", "-x", &inside]).unwrap();
     }
 }
+
+#[test]
+fn a_degraded_boot_fails_naming_the_unit_and_cleans_up() {
+    if testbed::skip_requested("a_degraded_boot_fails_naming_the_unit_and_cleans_up") {
+        return;
+    }
+    let ct = Container::boot().expect("boot");
+    ct.write_file(
+        "/etc/systemd/system/breaks-boot.service",
+        "[Service]\nType=oneshot\nExecStart=/bin/false\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    ct.exec_ok(&["systemctl", "enable", "breaks-boot.service"])
+        .unwrap();
+    let halted = ct.stop().expect("stop");
+    let dir = halted.upper().unwrap().parent().unwrap().to_path_buf();
+    let err = match halted.boot_again() {
+        Ok(ct) => panic!("{} booted although a unit failed", ct.name()),
+        Err(e) => format!("{e:#}"),
+    };
+    eprintln!("{err}");
+    assert!(
+        err.contains("degraded") && err.contains("breaks-boot.service"),
+        "{err}"
+    );
+    // The failed boot tore itself down.
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(dir.to_str().unwrap()));
+}

@@ -323,6 +323,9 @@ impl Container {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // Plain console log (no colours), and no host sockets leaking in.
+            .env("TERM", "dumb")
+            .env("SYSTEMD_COLORS", "0")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID");
@@ -489,6 +492,20 @@ impl Container {
         let rel = host.as_ref().strip_prefix(crate::target_dir()).ok()?;
         Some(format!("{}/{}", crate::TARGET_IN_CONTAINER, rel.display()))
     }
+    /// The container's journal for `unit` (this boot), for failure messages.
+    pub fn journal(&self, unit: &str) -> String {
+        let out = self.exec(&[
+            "journalctl",
+            "-b",
+            "--no-pager",
+            "-o",
+            "short-monotonic",
+            "-u",
+            unit,
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// What systemd and the kernel printed on the console so far.
     pub fn console_log(&self) -> String {
         read_file_lossy(&self.console)

@@ -6,8 +6,12 @@ use std::sync::Mutex;
 
 pub use stalwart_standin::{Fault, Release};
 
-/// `<target>/debug/stalwart-standin`: the compiled stand-in every release is stamped from.
+/// The compiled stand-in every release is stamped from: `TESTBED_STANDIN_BIN`, else
+/// `<target>/debug/stalwart-standin`.
 pub fn standin_base_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TESTBED_STANDIN_BIN") {
+        return PathBuf::from(p);
+    }
     crate::target_dir().join("debug").join("stalwart-standin")
 }
 
