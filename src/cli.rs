@@ -223,7 +223,8 @@ fn init_logging() {
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .without_time()
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let journald = std::path::Path::new("/run/systemd/journal/socket")
         .exists()
         .then(|| {

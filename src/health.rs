@@ -82,10 +82,13 @@ pub fn gate(
     let mut last;
     let state = loop {
         let state = sys.state(unit)?;
-        if !matches!(
+        // "activating (auto-restart)" is a process that already exited and waits for
+        // Restart=on-failure: the start failed, even if systemd will try again.
+        let running = matches!(
             state.active_state.as_str(),
             "active" | "activating" | "reloading"
-        ) {
+        );
+        if !running || state.sub_state == "auto-restart" {
             return Err(exited(unit, &state, settings));
         }
         match probe_ready(&base) {

@@ -241,6 +241,9 @@ pub fn exchange(bin: &Path, staged: &Path) -> Result<(), SwapError> {
             Err(e) => return Err(io(bin)(e.into())),
         }
     }
+    if forced {
+        tracing::warn!("{NO_EXCHANGE_ENV} is set: using the three-rename fallback");
+    }
     let old = aside(bin);
     fs::rename(bin, &old).map_err(|e| io(bin)(e.into()))?;
     fsync_parent(bin)?;

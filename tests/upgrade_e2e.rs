@@ -195,7 +195,16 @@ fn rollback_after_a_minor_upgrade_restores_binary_and_data() {
     // ...which is true: run 0.14.3 by hand against the migrated data and it panics.
     s.ct.exec_ok(&["systemctl", "stop", "stalwart.service"])
         .unwrap();
-    let old = "/var/lib/stalwart-upgrade/releases/0.14.3/stalwart";
+    // (The kept release lives in the root-only state dir; copy it where the user can run it.)
+    s.ct.exec_ok(&[
+        "install",
+        "-m",
+        "0755",
+        "/var/lib/stalwart-upgrade/releases/0.14.3/stalwart",
+        "/usr/local/bin/old-stalwart",
+    ])
+    .unwrap();
+    let old = "/usr/local/bin/old-stalwart";
     let panic = s.ct.exec(&[
         "runuser",
         "-u",

@@ -44,6 +44,10 @@ fn release_dir() -> Result<PathBuf> {
 /// (under `<target>/testbed-releases/<pid>/`, visible inside containers via
 /// [`crate::Container::target_path`]).
 pub fn make_release(release: &Release) -> Result<PathBuf> {
+    // Parallel tests ask for the same release at once: stamping writes a temp file next to `out`
+    // and renames it, so two stampers of one file must not overlap.
+    static STAMPING: Mutex<()> = Mutex::new(());
+    let _guard = STAMPING.lock().unwrap_or_else(|e| e.into_inner());
     let base = standin_base_binary();
     if !base.is_file() {
         bail!(

@@ -1,0 +1,233 @@
+//! The helper SIGKILLed at every journaled step (and at every undo step of a rollback), then
+//! `recover`: each case must end with a healthy server on consistent data — the OLD version when
+//! killed before the health gate passed, the NEW one after it (the rule in transaction.rs).
+//! Prints the matrix as a table; fails on any cell that is not healthy-and-consistent.
+
+mod common;
+use common::*;
+use std::sync::Mutex;
+use testbed::Fault;
+
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    Old,
+    New,
+}
+
+struct Case {
+    class: &'static str,
+    kill_at: &'static str,
+    /// The release is broken, so the kill lands inside the rollback.
+    broken: bool,
+    expect: Expect,
+}
+
+const FORWARD: &[(&str, Expect)] = &[
+    ("begin:done", Expect::Old),
+    ("stage:started", Expect::Old),
+    ("stage:done", Expect::Old),
+    ("stop:started", Expect::Old),
+    ("stop:done", Expect::Old),
+    ("snapshot:started", Expect::Old),
+    ("snapshot:done", Expect::Old),
+    ("swap:started", Expect::Old),
+    ("swap:done", Expect::Old),
+    ("start:started", Expect::Old),
+    ("start:done", Expect::Old),
+    ("health:started", Expect::Old),
+    ("health:done", Expect::New),
+    ("verify:started", Expect::New),
+    ("verify:done", Expect::New),
+    ("webadmin:started", Expect::New),
+    ("webadmin:done", Expect::New),
+];
+
+const UNDO: &[&str] = &[
+    "abort:done",
+    "undo-stop:started",
+    "undo-stop:done",
+    "undo-binary:started",
+    "undo-binary:done",
+    "undo-data:started",
+    "undo-data:done",
+    "undo-cleanup:done",
+    "undo-start:started",
+];
+
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for class in ["patch", "minor"] {
+        for (p, e) in FORWARD {
+            v.push(Case {
+                class,
+                kill_at: p,
+                broken: false,
+                expect: *e,
+            });
+        }
+    }
+    for p in UNDO {
+        v.push(Case {
+            class: "minor",
+            kill_at: p,
+            broken: true,
+            expect: Expect::Old,
+        });
+    }
+    if let Ok(filter) = std::env::var("CRASH_MATRIX_FILTER") {
+        v.retain(|c| format!("{}:{}", c.class, c.kill_at).contains(&filter));
+    }
+    v
+}
+
+/// Runs one case; Ok(outcome words) or Err(what was wrong).
+fn run(case: &Case) -> Result<String, String> {
+    let (from, to) = match case.class {
+        "patch" => ("0.15.5", "0.15.6"),
+        _ => ("0.14.3", "0.15.5"),
+    };
+    // A minor release that migrates and then never gets ready: the rollback has to restore data.
+    let (fault, cfg) = if case.broken {
+        (
+            Fault::NeverReady,
+            DEFAULT_HELPER_CONFIG.replace("ready_secs = 20", "ready_secs = 3"),
+        )
+    } else {
+        (Fault::None, DEFAULT_HELPER_CONFIG.to_string())
+    };
+    let s = Scenario::with(
+        &release(from, Fault::None, 0),
+        testbed::stalwart::ServerLayout::rocksdb(),
+        &cfg,
+    );
+    if case.class == "minor" {
+        s.allow("0.15");
+    }
+    let before = s.digest();
+    let out = s.upgrade(
+        &release(to, fault, 0),
+        &[("STALWART_UPGRADE_TEST_KILL_AT", case.kill_at)],
+    );
+    if out.status.code().is_some() {
+        return Err(format!(
+            "helper was not killed at {}: {}",
+            case.kill_at,
+            text(&out)
+        ));
+    }
+    let rec = s.helper(&["recover"], &[]);
+    if code(&rec) != 0 {
+        return Err(format!("recover failed: {}", text(&rec)));
+    }
+    let again = s.helper(&["recover"], &[]);
+    if code(&again) != 0 || !text(&again).contains("no unfinished transaction") {
+        return Err(format!("second recover not a no-op: {}", text(&again)));
+    }
+    testbed::stalwart::wait_ready(&s.ct, std::time::Duration::from_secs(30))
+        .map_err(|e| format!("not healthy after recover: {e:#}"))?;
+    let version = s.binary_version();
+    let after = s.digest();
+    let want = match case.expect {
+        Expect::Old => from,
+        Expect::New => to,
+    };
+    if version != want || after["version"] != want {
+        return Err(format!(
+            "expected {want} running, binary {version}, server {}",
+            after["version"]
+        ));
+    }
+    match case.expect {
+        Expect::Old if data_of(&after) != data_of(&before) => {
+            return Err(format!("data differs: before {before} after {after}"))
+        }
+        Expect::New if after["records"] != before["records"] => {
+            return Err(format!("records lost: before {before} after {after}"))
+        }
+        _ => {}
+    }
+    if s.ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists()
+    {
+        return Err("journal still open".into());
+    }
+    Ok(format!(
+        "{want} healthy, data consistent (schema {})",
+        after["schema"]
+    ))
+}
+
+#[test]
+fn kill_at_every_step_then_recover() {
+    let cases = cases();
+    assert!(!cases.is_empty(), "no case selected");
+    let parallel: usize = std::env::var("CRASH_MATRIX_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<(usize, Result<String, String>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for _ in 0..parallel {
+            sc.spawn(|| loop {
+                let i = {
+                    let mut n = next.lock().unwrap();
+                    let i = *n;
+                    *n += 1;
+                    i
+                };
+                let Some(case) = cases.get(i) else { break };
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(case)))
+                    .unwrap_or_else(|p| {
+                        Err(p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "panic".into()))
+                    });
+                results.lock().unwrap().push((i, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|r| r.0);
+    println!(
+        "\n{:<6} {:<8} {:<22} {:<4} {}",
+        "class", "release", "killed at", "ok", "outcome"
+    );
+    let mut bad = 0;
+    for (i, r) in &results {
+        let c = &cases[*i];
+        let (ok, what) = match r {
+            Ok(s) => ("yes", s.clone()),
+            Err(e) => {
+                bad += 1;
+                ("NO", e.clone())
+            }
+        };
+        println!(
+            "{:<6} {:<8} {:<22} {:<4} {}",
+            c.class,
+            if c.broken { "broken" } else { "good" },
+            c.kill_at,
+            ok,
+            what.lines().next().unwrap_or("")
+        );
+    }
+    println!(
+        "{} cases, {} healthy and consistent, {} not",
+        results.len(),
+        results.len() - bad,
+        bad
+    );
+    for (i, r) in &results {
+        if let Err(e) = r {
+            eprintln!("\n=== {}:{} ===\n{e}", cases[*i].class, cases[*i].kill_at);
+        }
+    }
+    assert_eq!(
+        bad, 0,
+        "{bad} crash cases did not end healthy and consistent"
+    );
+}
