@@ -1,0 +1,377 @@
+//! Harness of the package tests (tests/packages_*.rs): builds the .deb/.rpm packages with
+//! `packaging/build` (the helper once per test process, one server package per stand-in release),
+//! publishes them in a local apt or dnf repository bound into a booted container, and runs
+//! apt-get / unattended-upgrades / dnf there.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use testbed::{stalwart, Container, Fault};
+
+/// The helper's settings inside the containers: short timeouts (the stand-in starts in well
+/// under a second), no web-admin refresh (first installs generate a random admin secret).
+pub const HELPER_CONFIG: &str = r#"
+[timeouts]
+stop_secs = 20
+start_secs = 30
+ready_secs = 20
+settle_secs = 1
+lock_wait_secs = 10
+
+[webadmin]
+enabled = false
+"#;
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn work_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = testbed::target_dir()
+            .join("packages-test")
+            .join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir packages-test");
+        d
+    })
+    .clone()
+}
+
+fn packaging_build(args: &[&str], out: &Path) -> Vec<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build");
+    let o = Command::new(&script)
+        .args(args)
+        .arg("--fast")
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run packaging/build");
+    assert!(o.status.success(), "packaging/build {args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// The built packages of one kind: the .deb and the .rpm.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub deb: PathBuf,
+    pub rpm: PathBuf,
+}
+
+fn pick(files: &[PathBuf]) -> Built {
+    let find = |ext: &str| {
+        files
+            .iter()
+            .find(|f| f.extension().is_some_and(|e| e == ext))
+            .unwrap_or_else(|| panic!("no .{ext} in {files:?}"))
+            .clone()
+    };
+    Built {
+        deb: find("deb"),
+        rpm: find("rpm"),
+    }
+}
+
+/// stalwart-upgrade_*.deb / .rpm of the helper binary cargo built for these tests.
+pub fn helper_packages() -> Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let out = work_dir().join("helper");
+        pick(&packaging_build(
+            &[
+                "--helper-only",
+                "--helper-binary",
+                env!("CARGO_BIN_EXE_stalwart-upgrade"),
+            ],
+            &out,
+        ))
+    })
+    .clone()
+}
+
+/// The `stalwart` packages of a stand-in release (cached per release in this process).
+pub fn server_packages(version: &str, fault: Fault, migrate_ms: u64) -> Built {
+    static CACHE: Mutex<Option<HashMap<String, Built>>> = Mutex::new(None);
+    let key = format!("{version}-{fault}-{migrate_ms}");
+    let mut g = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = g.get_or_insert_with(HashMap::new);
+    if let Some(b) = map.get(&key) {
+        return b.clone();
+    }
+    let release = testbed::standin_release(version, fault, migrate_ms);
+    let out = work_dir().join(format!("server-{key}"));
+    let b = pick(&packaging_build(
+        &[
+            "--server-only",
+            "--server-binary",
+            release.to_str().expect("utf-8 path"),
+            "--server-version",
+            version,
+        ],
+        &out,
+    ));
+    map.insert(key, b.clone());
+    b
+}
+
+/// A booted container with a local package repository bound at /srv/repo (read-write: the
+/// index is generated inside, with the container's apt-ftparchive / on the host's createrepo_c).
+pub struct Machine {
+    pub ct: Container,
+    pub repo: PathBuf,
+}
+
+impl Machine {
+    pub fn boot() -> Machine {
+        testbed::preflight().expect("testbed preflight");
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let repo = work_dir().join(format!("repo-{n}"));
+        std::fs::create_dir_all(&repo).expect("mkdir repo");
+        let ct = Container::builder()
+            .bind(&repo, "/srv/repo")
+            .boot()
+            .expect("boot container");
+        ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG)
+            .expect("helper config");
+        Machine { ct, repo }
+    }
+
+    pub fn sh(&self, script: &str) -> Output {
+        self.ct.sh(script)
+    }
+
+    pub fn sh_ok(&self, script: &str) -> String {
+        let o = self.ct.sh(script);
+        assert!(o.status.success(), "{script}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn copy_into_repo(&self, files: &[&Path]) {
+        for f in files {
+            let name = f.file_name().expect("file name");
+            std::fs::copy(f, self.repo.join(name)).expect("copy package into repo");
+        }
+    }
+
+    pub fn helper(&self, args: &[&str]) -> Output {
+        let mut full = vec!["stalwart-upgrade"];
+        full.extend_from_slice(args);
+        self.ct.exec(&full)
+    }
+
+    pub fn status_code(&self) -> i32 {
+        code(&self.helper(&["status"]))
+    }
+
+    pub fn history(&self) -> Vec<Value> {
+        let o = self.helper(&["history", "--json"]);
+        assert!(o.status.success(), "history: {}", text(&o));
+        match serde_json::from_slice(&o.stdout).expect("history json") {
+            Value::Array(a) => a,
+            other => panic!("history is not an array: {other}"),
+        }
+    }
+
+    pub fn ready(&self) {
+        stalwart::wait_ready(&self.ct, Duration::from_secs(30)).expect("server ready");
+    }
+
+    /// What /opt/stalwart/bin/stalwart reports.
+    pub fn running_binary(&self) -> String {
+        self.sh_ok("/opt/stalwart/bin/stalwart --version")
+            .trim()
+            .to_string()
+    }
+
+    /// The unit's invocation and main PID: unchanged means no restart, no outage.
+    pub fn invocation(&self) -> String {
+        self.sh_ok("systemctl show -p InvocationID -p MainPID -p ActiveState stalwart.service")
+    }
+
+    pub fn digest(&self) -> Value {
+        serde_json::from_str(&stalwart::digest(&self.ct).expect("digest")).expect("digest json")
+    }
+
+    pub fn deliver(&self, n: u32) {
+        self.sh_ok(&format!(
+            "curl -sS -f -X POST {}/standin/deliver?n={n}",
+            stalwart::HTTP
+        ));
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// apt
+
+/// apt options of every run: keep a modified conffile (our test config), never prompt.
+pub const APT: &str =
+    "DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::=--force-confold";
+
+impl Machine {
+    /// A container with the flat apt repository /srv/repo as its only source, and
+    /// unattended-upgrades set up for it.
+    pub fn apt() -> Machine {
+        let m = Machine::boot();
+        m.ct.write_file(
+            "/etc/apt/sources.list.d/local.list",
+            "deb [trusted=yes] file:/srv/repo ./\n",
+        )
+        .expect("sources");
+        m.ct.write_file(
+            "/etc/apt/apt.conf.d/51stalwart-test",
+            r#"Dpkg::Options { "--force-confold"; };
+Unattended-Upgrade::Origins-Pattern { "origin=stalwart-test,codename=ci"; };
+Unattended-Upgrade::Package-Blacklist { };
+APT::Periodic::Update-Package-Lists "always";
+APT::Periodic::Unattended-Upgrade "always";
+APT::Periodic::RandomSleep "0";
+"#,
+        )
+        .expect("apt.conf");
+        m
+    }
+
+    /// Copies the .debs into the repository and regenerates Packages and Release.
+    pub fn publish_debs(&self, debs: &[&Path]) {
+        self.copy_into_repo(debs);
+        self.sh_ok(
+            "cd /srv/repo && apt-ftparchive packages . > Packages && \
+             apt-ftparchive -o APT::FTPArchive::Release::Origin=stalwart-test \
+               -o APT::FTPArchive::Release::Label=stalwart-test \
+               -o APT::FTPArchive::Release::Suite=ci -o APT::FTPArchive::Release::Codename=ci \
+               release . > ../Release.tmp && mv ../Release.tmp Release",
+        );
+    }
+
+    pub fn apt_get(&self, args: &str) -> Output {
+        self.sh(&format!("{APT} {args} 2>&1"))
+    }
+
+    pub fn apt_ok(&self, args: &str) -> String {
+        let o = self.apt_get(args);
+        assert!(o.status.success(), "apt-get {args}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `dpkg-query` status and version of a package, e.g. "install ok installed 0.15.6-1".
+    pub fn dpkg_status(&self, pkg: &str) -> String {
+        self.sh_ok(&format!(
+            "dpkg-query -W -f '${{Status}} ${{Version}}' {pkg} 2>/dev/null || true"
+        ))
+    }
+
+    /// `dpkg --audit`: empty when no package is half-installed or half-configured.
+    pub fn dpkg_audit(&self) -> String {
+        self.sh_ok("dpkg --audit")
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// dnf
+
+impl Machine {
+    /// A container whose rpm database knows what dpkg installed (a metadata-only package
+    /// providing every requirement of our packages), with /srv/repo as the only dnf repository.
+    pub fn dnf() -> Machine {
+        let m = Machine::boot();
+        m.ct.write_file(
+            "/etc/yum.repos.d/local.repo",
+            "[local]\nname=local\nbaseurl=file:///srv/repo\ngpgcheck=0\nenabled=1\nmetadata_expire=0\n",
+        )
+        .expect("repo file");
+        let base = base_provides_rpm();
+        let inside = m.ct.target_path(&base).expect("base rpm under target/");
+        m.sh_ok(&format!("rpm -i --justdb --nodeps --force-debian {inside}"));
+        m
+    }
+
+    /// Copies the .rpms into the repository and regenerates its metadata (host createrepo_c).
+    pub fn publish_rpms(&self, rpms: &[&Path]) {
+        self.copy_into_repo(rpms);
+        let o = Command::new("createrepo_c")
+            .arg("--quiet")
+            .arg("--update")
+            .arg(&self.repo)
+            .output()
+            .expect("createrepo_c (apt-get install createrepo-c)");
+        assert!(o.status.success(), "createrepo_c: {}", text(&o));
+    }
+
+    pub fn dnf_run(&self, args: &str) -> Output {
+        self.sh(&format!(
+            "dnf -y --releasever=12 --setopt=install_weak_deps=False {args} 2>&1"
+        ))
+    }
+
+    pub fn rpm_q(&self, pkg: &str) -> String {
+        self.sh_ok(&format!("rpm -q {pkg} || true"))
+            .trim()
+            .to_string()
+    }
+}
+
+/// A noarch package, installed with `--justdb`, that provides what our packages require and
+/// Debian's dpkg provides (libc, /bin/sh, shadow-utils, ...), computed from the built rpms.
+fn base_provides_rpm() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = work_dir().join("debian-base");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut provides = std::collections::BTreeSet::new();
+        let helper = helper_packages().rpm;
+        let server = server_packages("0.15.5", Fault::None, 0).rpm;
+        for rpm in [&helper, &server] {
+            let o = Command::new("rpm")
+                .args(["-qp", "--requires"])
+                .arg(rpm)
+                .output()
+                .expect("rpm -qp");
+            for l in String::from_utf8_lossy(&o.stdout).lines() {
+                let l = l.trim();
+                if l.is_empty() || l.starts_with("rpmlib(") || l.starts_with("stalwart") {
+                    continue;
+                }
+                provides.insert(l.to_string());
+            }
+        }
+        let mut spec = String::from(
+            "Name: debian-base\nVersion: 1\nRelease: 1\nSummary: what dpkg installed\nLicense: MIT\nBuildArch: noarch\n",
+        );
+        for p in &provides {
+            spec.push_str(&format!("Provides: {p}\n"));
+        }
+        spec.push_str("%description\nMetadata only: the files belong to dpkg.\n%files\n");
+        let spec_path = dir.join("debian-base.spec");
+        std::fs::write(&spec_path, spec).expect("write spec");
+        let o = Command::new("rpmbuild")
+            .args(["-bb", "--quiet", "--nodeps"])
+            .arg("--define")
+            .arg(format!("_topdir {}", dir.join("build").display()))
+            .arg("--define")
+            .arg(format!("_rpmdir {}", dir.display()))
+            .arg(&spec_path)
+            .output()
+            .expect("rpmbuild");
+        assert!(o.status.success(), "rpmbuild debian-base: {}", text(&o));
+        dir.join("noarch/debian-base-1-1.noarch.rpm")
+    })
+    .clone()
+}
