@@ -571,3 +571,50 @@ fn other_stores_use_the_server_export() {
     snaps.restore(&m.id, &cfg).unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "x");
 }
+
+#[test]
+fn failed_restore_leaves_the_live_data_untouched() {
+    let fx = Fixture::new();
+    // The data lives on a small tmpfs; the snapshot (a full copy, other file system) does not.
+    let mnt = fx.path("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=5m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "this test needs root to mount a tmpfs");
+    let _guard = Mount(mnt.clone());
+    let data = mnt.join("data");
+    make_rocksdb(&data);
+    write(&data.join("000004.log"), &vec![1u8; 3 << 20]);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    assert!(m.stores[0]
+        .files
+        .iter()
+        .all(|f| f.how != Some(How::HardLink)));
+    write(&data.join("000099.sst"), b"written by the new version");
+    let before = inventory(&data);
+    // Building a second 3.4 MB copy next to the live data does not fit in 5 MiB.
+    let err = snaps.restore(&m.id, &cfg).unwrap_err();
+    assert!(matches!(err, SnapshotError::RestoreNoSpace { .. }), "{err}");
+    assert!(err.to_string().contains("NOT changed"), "{err}");
+    assert_eq!(
+        inventory(&data),
+        before,
+        "a failed restore changed the live data"
+    );
+    let names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, vec!["data".to_string()], "staging dir left behind");
+}

@@ -107,6 +107,11 @@ pub enum SnapshotError {
          refused, nothing was changed"
     )]
     StoreMismatch { id: String, store: String },
+    #[error(
+        "not enough space next to {path} to build the restored copy of store \"{store}\"; the \
+         live data was NOT changed. Free space on that file system and run the restore again"
+    )]
+    RestoreNoSpace { store: String, path: PathBuf },
     #[error("the server config has a store \"{store}\" with an unsafe path: {message}")]
     BadStorePath { store: String, message: String },
 }
@@ -921,7 +926,7 @@ impl Snapshots {
                         _ => PathBuf::from(&snap.source),
                     };
                     let is_rocks = snap.method == StoreMethod::RocksDbFiles;
-                    self.restore_dir(&m.id, &src, &live, is_rocks)?;
+                    self.restore_dir(&snap.id, &m.id, &src, &live, is_rocks)?;
                 }
                 StoreMethod::SqliteFiles => {
                     let live = match &kind {
@@ -970,6 +975,7 @@ impl Snapshots {
     /// removes the displaced tree. A failure before the swap leaves the live data untouched.
     fn restore_dir(
         &self,
+        store: &str,
         id: &str,
         src: &Path,
         live: &Path,
@@ -997,6 +1003,14 @@ impl Snapshots {
             fsops::copy_tree(src, &fresh, &link, &mut warnings).and_then(|_| fsops::syncfs(&fresh));
         if let Err(e) = built {
             let _ = fsops::remove_tree(&fresh);
+            if let SnapshotError::Io { source, .. } = &e {
+                if fsops::is_no_space(source) {
+                    return Err(SnapshotError::RestoreNoSpace {
+                        store: store.to_string(),
+                        path: live.to_owned(),
+                    });
+                }
+            }
             return Err(e);
         }
         fsops::swap_in(&fresh, live, &displaced)?;
@@ -1047,6 +1061,18 @@ impl Snapshots {
         if let Err(e) = result {
             for (stage, _) in &staged {
                 let _ = std::fs::remove_file(stage);
+            }
+            for f in snap.files.iter().filter(|f| f.kind == FileKind::File) {
+                let target_name = f.path.replacen(&db_name, &live_name, 1);
+                let _ = std::fs::remove_file(dir.join(format!("{target_name}.restore-{id}")));
+            }
+            if let SnapshotError::Io { source, .. } = &e {
+                if fsops::is_no_space(source) {
+                    return Err(SnapshotError::RestoreNoSpace {
+                        store: snap.id.clone(),
+                        path: live_db.to_owned(),
+                    });
+                }
             }
             return Err(e);
         }
