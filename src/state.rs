@@ -155,7 +155,7 @@ impl StateDir {
     pub fn releases(&self) -> Result<Vec<Version>, StateError> {
         let dir = self.releases_dir();
         let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(|e| io(&dir)(e.into()))? {
+        for e in fs::read_dir(&dir).map_err(|e| io(&dir)(e))? {
             let e = e.map_err(io(&dir))?;
             if let Some(v) = e
                 .file_name()

@@ -62,7 +62,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SwapError + '_ {
 pub const NO_EXCHANGE_ENV: &str = "STALWART_UPGRADE_NO_EXCHANGE";
 
 pub fn sha256_file(path: &Path) -> Result<String, SwapError> {
-    let mut f = fs::File::open(path).map_err(|e| io(path)(e.into()))?;
+    let mut f = fs::File::open(path).map_err(|e| io(path)(e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -119,7 +119,7 @@ pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
 
 /// Looks the file's name up in a SHA256SUMS file (`<hex>  <name>` or `<hex> *<name>`).
 pub fn verify_sha256sums(path: &Path, sums: &Path, actual: &str) -> Result<(), SwapError> {
-    let text = fs::read_to_string(sums).map_err(|e| io(sums)(e.into()))?;
+    let text = fs::read_to_string(sums).map_err(|e| io(sums)(e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -148,11 +148,11 @@ pub fn verify_sha256sums(path: &Path, sums: &Path, actual: &str) -> Result<(), S
 /// Copies a file with its mode, fsyncs it. (Not a rename: the source belongs to the package.)
 pub fn copy_file_durable(from: &Path, to: &Path, mode: u32) -> Result<(), SwapError> {
     let _ = std::fs::remove_file(to);
-    fs::copy(from, to).map_err(|e| io(to)(e.into()))?;
+    fs::copy(from, to).map_err(|e| io(to)(e))?;
     let f = fs::OpenOptions::new()
         .write(true)
         .open(to)
-        .map_err(|e| io(to)(e.into()))?;
+        .map_err(|e| io(to)(e))?;
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io(to))?;
     f.sync_all().map_err(io(to))
@@ -162,9 +162,9 @@ pub fn copy_file_durable(from: &Path, to: &Path, mode: u32) -> Result<(), SwapEr
 /// bin.new/stalwart, every file and the directories fsync'd. Returns the staged binary's sha256.
 pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<String, SwapError> {
     remove_dir(staged)?;
-    let md = fs::metadata(bin).map_err(|e| io(bin)(e.into()))?;
-    fs::create_dir(staged).map_err(|e| io(staged)(e.into()))?;
-    for e in fs::read_dir(bin).map_err(|e| io(bin)(e.into()))? {
+    let md = fs::metadata(bin).map_err(|e| io(bin)(e))?;
+    fs::create_dir(staged).map_err(|e| io(staged)(e))?;
+    for e in fs::read_dir(bin).map_err(|e| io(bin)(e))? {
         let e = e.map_err(io(bin))?;
         let ft = e.file_type().map_err(io(&e.path()))?;
         if e.file_name() == "stalwart" || !ft.is_file() {
@@ -245,11 +245,11 @@ pub fn exchange(bin: &Path, staged: &Path) -> Result<(), SwapError> {
         tracing::warn!("{NO_EXCHANGE_ENV} is set: using the three-rename fallback");
     }
     let old = aside(bin);
-    fs::rename(bin, &old).map_err(|e| io(bin)(e.into()))?;
+    fs::rename(bin, &old).map_err(|e| io(bin)(e))?;
     fsync_parent(bin)?;
-    fs::rename(staged, bin).map_err(|e| io(staged)(e.into()))?;
+    fs::rename(staged, bin).map_err(|e| io(staged)(e))?;
     fsync_parent(bin)?;
-    fs::rename(&old, staged).map_err(|e| io(&old)(e.into()))?;
+    fs::rename(&old, staged).map_err(|e| io(&old)(e))?;
     fsync_parent(bin)
 }
 
@@ -279,7 +279,7 @@ pub fn ensure_binary(
     let old = aside(bin);
     if !bin.exists() && old.exists() {
         // Fallback interrupted between its first and second rename.
-        fs::rename(&old, bin).map_err(|e| io(&old)(e.into()))?;
+        fs::rename(&old, bin).map_err(|e| io(&old)(e))?;
         fsync_parent(bin)?;
     }
     if sha_of(bin).as_deref() == Some(want_sha) {
@@ -291,7 +291,7 @@ pub fn ensure_binary(
                 exchange(bin, staged)?;
             } else {
                 remove_dir(bin)?;
-                fs::rename(candidate, bin).map_err(|e| io(candidate)(e.into()))?;
+                fs::rename(candidate, bin).map_err(|e| io(candidate)(e))?;
                 fsync_parent(bin)?;
             }
             return Ok(Ensured::ExchangedBack);
@@ -303,7 +303,7 @@ pub fn ensure_binary(
         if bin.exists() {
             exchange(bin, staged)?;
         } else {
-            fs::rename(staged, bin).map_err(|e| io(staged)(e.into()))?;
+            fs::rename(staged, bin).map_err(|e| io(staged)(e))?;
             fsync_parent(bin)?;
         }
         return Ok(Ensured::RestoredFromRelease);
@@ -322,7 +322,7 @@ fn stage_from_release(bin: &Path, staged: &Path, release: &Path) -> Result<(), S
         stage(bin, staged, release).map(|_| ())
     } else {
         remove_dir(staged)?;
-        fs::create_dir(staged).map_err(|e| io(staged)(e.into()))?;
+        fs::create_dir(staged).map_err(|e| io(staged)(e))?;
         copy_file_durable(release, &staged.join("stalwart"), 0o755)?;
         fsync_dir(staged).map_err(io(staged))
     }
@@ -336,12 +336,12 @@ pub fn keep_release(binary: &Path, release: &Path) -> Result<String, SwapError> 
         return Ok(sha);
     }
     let dir = release.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir).map_err(|e| io(dir)(e.into()))?;
+    fs::create_dir_all(dir).map_err(|e| io(dir)(e))?;
     let tmp = dir.join(".stalwart.tmp");
     copy_file_durable(binary, &tmp, 0o755)?;
-    fs::rename(&tmp, release).map_err(|e| io(release)(e.into()))?;
+    fs::rename(&tmp, release).map_err(|e| io(release)(e))?;
     fsync_dir(dir).map_err(io(dir))?;
-    fs::write(dir.join("sha256"), format!("{sha}  stalwart\n")).map_err(|e| io(dir)(e.into()))?;
+    fs::write(dir.join("sha256"), format!("{sha}  stalwart\n")).map_err(|e| io(dir)(e))?;
     Ok(sha)
 }
 

@@ -192,10 +192,7 @@ fn kill_at_every_step_then_recover() {
     });
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|r| r.0);
-    println!(
-        "\n{:<6} {:<8} {:<22} {:<4} {}",
-        "class", "release", "killed at", "ok", "outcome"
-    );
+    println!("\nclass  release  killed at              ok   outcome");
     let mut bad = 0;
     for (i, r) in &results {
         let c = &cases[*i];
