@@ -74,3 +74,128 @@ fn apt_install_upgrade_remove_purge() {
     assert!(out.contains("kept /opt/stalwart/etc"), "{out}");
     m.sh_ok("test ! -e /opt/stalwart/bin && test ! -e /var/lib/stalwart-upgrade && test -f /opt/stalwart/etc/config.toml && test -d /opt/stalwart/data");
 }
+
+#[test]
+fn apt_broken_release_rolls_back_exits_0_and_is_not_retried() {
+    if testbed::skip_requested("apt_broken_release_rolls_back_exits_0_and_is_not_retried") {
+        return;
+    }
+    let m = Machine::apt();
+    install_first(&m, "0.15.5");
+    m.deliver(10);
+    let before = m.digest();
+
+    let broken = server_packages("0.15.6", Fault::NeverReady, 0);
+    m.publish_debs(&[&broken.deb]);
+    m.apt_ok("update");
+    let out = m.apt_ok("upgrade");
+    assert!(out.contains("UPGRADE OF STALWART ROLLED BACK"), "{out}");
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.5");
+    assert_eq!(m.digest()["records"], before["records"]);
+    // Not Half-Configured: apt and unattended-upgrades are not blocked.
+    assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.6-1");
+    assert_eq!(m.dpkg_audit(), "");
+    assert_ne!(m.status_code(), 0, "status must flag the failed upgrade");
+
+    // Later runs cause no second outage.
+    let running = m.invocation();
+    m.apt_ok("upgrade");
+    m.sh_ok("dpkg --configure -a");
+    // What a Half-Configured re-run would execute: the engine refuses the failed version.
+    let o = m.sh("/var/lib/dpkg/info/stalwart.postinst configure 0.15.5-1 2>&1");
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("REMINDER"), "{}", text(&o));
+    assert_eq!(m.invocation(), running, "no restart of the server");
+    m.ready();
+}
+
+#[test]
+fn unattended_upgrades_run_the_transaction() {
+    if testbed::skip_requested("unattended_upgrades_run_the_transaction") {
+        return;
+    }
+    let m = Machine::apt();
+    install_first(&m, "0.15.5");
+
+    let next = server_packages("0.15.6", Fault::None, 0);
+    m.publish_debs(&[&next.deb]);
+    m.apt_ok("update");
+    let o = m.sh("unattended-upgrade -v 2>&1");
+    assert!(o.status.success(), "{}", text(&o));
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.6", "{}", text(&o));
+    assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.6-1");
+
+    // The timer's path, as a real unit: apt-daily.service then apt-daily-upgrade.service.
+    let broken = server_packages("0.15.7", Fault::CrashAtStart, 0);
+    m.publish_debs(&[&broken.deb]);
+    m.sh_ok("systemctl start apt-daily.service && systemctl start apt-daily-upgrade.service");
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.6");
+    assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.7-1");
+    assert_eq!(m.dpkg_audit(), "");
+    let log = m.sh_ok("cat /var/log/unattended-upgrades/unattended-upgrades-dpkg.log");
+    assert!(log.contains("UPGRADE OF STALWART ROLLED BACK"), "{log}");
+    assert_ne!(m.status_code(), 0);
+}
+
+#[test]
+fn apt_adopts_an_install_sh_installation() {
+    if testbed::skip_requested("apt_adopts_an_install_sh_installation") {
+        return;
+    }
+    let m = Machine::apt();
+    let old = testbed::standin_release("0.15.5", Fault::None, 0);
+    testbed::stalwart::install_server(&m.ct, &old, testbed::stalwart::ServerLayout::rocksdb())
+        .expect("install.sh-style install");
+    m.ready();
+    m.deliver(10);
+    let before = m.digest();
+    let config = m.sh_ok("sha256sum /opt/stalwart/etc/config.toml");
+
+    let helper = helper_packages();
+    let server = server_packages("0.15.6", Fault::None, 0);
+    m.publish_debs(&[&helper.deb, &server.deb]);
+    m.apt_ok("update");
+    let out = m.apt_ok("install stalwart");
+    assert!(out.contains("adopting the existing installation"), "{out}");
+    assert!(out.contains("overrides the package's unit"), "{out}");
+    assert!(out.contains("upgraded 0.15.5 -> 0.15.6"), "{out}");
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.6");
+    assert_eq!(m.sh_ok("sha256sum /opt/stalwart/etc/config.toml"), config);
+    assert_eq!(m.digest()["records"], before["records"]);
+    m.sh_ok("test -f /etc/systemd/system/stalwart.service");
+}
+
+#[test]
+fn apt_policy_gate_refuses_a_minor_upgrade_without_downtime() {
+    if testbed::skip_requested("apt_policy_gate_refuses_a_minor_upgrade_without_downtime") {
+        return;
+    }
+    let m = Machine::apt();
+    install_first(&m, "0.14.3");
+    let minor = server_packages("0.15.5", Fault::None, 500);
+    m.publish_debs(&[&minor.deb]);
+    m.apt_ok("update");
+    let running = m.invocation();
+    let o = m.apt_get("install stalwart=0.15.5-1");
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).contains("not installing stalwart 0.15.5"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("allow 0.15"), "{}", text(&o));
+    assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.14.3-1");
+    assert_eq!(m.dpkg_audit(), "");
+    assert_eq!(m.invocation(), running, "the gate causes no downtime");
+
+    let o = m.helper(&["allow", "0.15"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = m.apt_ok("install stalwart=0.15.5-1");
+    assert!(out.contains("upgraded 0.14.3 -> 0.15.5"), "{out}");
+    m.ready();
+    assert_eq!(m.digest()["schema"], 5);
+}
