@@ -618,3 +618,23 @@ fn failed_restore_leaves_the_live_data_untouched() {
         .collect();
     assert_eq!(names, vec!["data".to_string()], "staging dir left behind");
 }
+
+#[test]
+fn snapshot_root_inside_the_data_dir_is_refused() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = Snapshots::new(&data.join("snapshots"));
+    let err = snaps.plan(&cfg).unwrap_err();
+    assert!(matches!(err, SnapshotError::BadStorePath { .. }), "{err}");
+    let err = snaps.create(&cfg, &meta()).unwrap_err();
+    assert!(err.to_string().contains("inside one another"), "{err}");
+    assert!(!data.join("snapshots").exists());
+}

@@ -532,6 +532,7 @@ impl Snapshots {
         meta: &SnapshotMeta,
     ) -> Result<Manifest, SnapshotError> {
         let started = std::time::Instant::now();
+        self.check_root_apart(cfg)?;
         fsops::ensure_private_dir(&self.root)?;
         for s in &cfg.stores {
             if !is_safe_store_id(&s.id) {
@@ -736,6 +737,46 @@ impl Snapshots {
             message: e.to_string(),
         })?;
         fsops::write_atomic(&dir.join(MANIFEST), &data)
+    }
+
+    /// The snapshot root must not lie inside a store's directory (the snapshot would copy
+    /// itself, and a restore would swap the snapshots away), nor a store inside the root.
+    fn check_root_apart(&self, cfg: &ServerConfig) -> Result<(), SnapshotError> {
+        // Resolve the longest existing prefix (the root may not exist yet), keep the rest.
+        let canon = |p: &Path| {
+            let p = trim_slash(p);
+            let mut head = p.clone();
+            let mut tail = Vec::new();
+            loop {
+                if let Ok(c) = std::fs::canonicalize(&head) {
+                    return tail.iter().rev().fold(c, |acc: PathBuf, n| acc.join(n));
+                }
+                match (head.file_name().map(|n| n.to_owned()), head.parent()) {
+                    (Some(n), Some(parent)) => {
+                        tail.push(n);
+                        head = parent.to_owned();
+                    }
+                    _ => return p,
+                }
+            }
+        };
+        let root = canon(&self.root);
+        for s in &cfg.stores {
+            let Some(path) = s.kind.path() else { continue };
+            let path = canon(path);
+            if root.starts_with(&path) || path.starts_with(&root) {
+                return Err(SnapshotError::BadStorePath {
+                    store: s.id.clone(),
+                    message: format!(
+                        "{} and the snapshot directory {} are inside one another; move the \
+                         snapshots elsewhere (`[snapshots] dir` in /etc/stalwart-upgrade/config.toml)",
+                        path.display(),
+                        root.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Reads one snapshot's manifest.
@@ -1172,6 +1213,7 @@ impl Snapshots {
 
     /// What a snapshot of `cfg` would do and cost; checked before the server is stopped.
     pub fn plan(&self, cfg: &ServerConfig) -> Result<SnapshotPlan, SnapshotError> {
+        self.check_root_apart(cfg)?;
         let root_dev = fsops::device_of(&self.root);
         let mut stores = Vec::new();
         for (s, (method, covered_by)) in cfg.stores.iter().zip(methods(&cfg.stores)) {
