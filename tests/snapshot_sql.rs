@@ -419,11 +419,19 @@ fn mariadb_dump_and_restore_with_a_real_server() {
         "0"
     );
 
-    // A truncated dump is refused before the database is touched.
+    // A truncated dump is refused before the database is touched: once caught by the size
+    // check against the manifest, once (same size, trailer gone) by the dump's own trailer.
     let full = std::fs::read(&dump).unwrap();
-    std::fs::write(&dump, &full[..full.len() / 2]).unwrap();
     db.user("DELETE FROM messages WHERE id = 1");
+    std::fs::write(&dump, &full[..full.len() / 2]).unwrap();
     let err = snaps.restore(&m.id, &cfg).unwrap_err();
     assert!(matches!(err, SnapshotError::Incomplete { .. }), "{err}");
+    let mut wiped = full.clone();
+    let n = wiped.len();
+    wiped[n - 200..].fill(b' ');
+    std::fs::write(&dump, &wiped).unwrap();
+    let err = snaps.restore(&m.id, &cfg).unwrap_err();
+    assert!(matches!(err, SnapshotError::BadDump { .. }), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
     assert_eq!(db.user("SELECT COUNT(*) FROM messages"), "499");
 }

@@ -112,6 +112,15 @@ pub enum SnapshotError {
          live data was NOT changed. Free space on that file system and run the restore again"
     )]
     RestoreNoSpace { store: String, path: PathBuf },
+    #[error(
+        "store \"{store}\": the dump {path} is not complete ({message}); restore refused before \
+         the database was touched. Use another snapshot (`stalwart-upgrade snapshot list`)"
+    )]
+    BadDump {
+        store: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("the server config has a store \"{store}\" with an unsafe path: {message}")]
     BadStorePath { store: String, message: String },
 }

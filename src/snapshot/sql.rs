@@ -182,9 +182,10 @@ fn check_magic(store: &str, dump: &Path, magic: &[u8]) -> Result<(), SnapshotErr
     if ok {
         Ok(())
     } else {
-        Err(SnapshotError::Incomplete {
-            id: store.to_string(),
-            problems: vec![format!("{} is not a complete dump", dump.display())],
+        Err(SnapshotError::BadDump {
+            store: store.to_string(),
+            path: dump.to_owned(),
+            message: "it does not start like a pg_dump custom-format file".into(),
         })
     }
 }
@@ -360,12 +361,10 @@ fn check_mysql_trailer(store: &str, dump: &Path) -> Result<(), SnapshotError> {
     })();
     match tail {
         Ok(t) if t.contains("-- Dump completed") => Ok(()),
-        _ => Err(SnapshotError::Incomplete {
-            id: store.to_string(),
-            problems: vec![format!(
-                "{} has no \"-- Dump completed\" trailer (truncated dump)",
-                dump.display()
-            )],
+        _ => Err(SnapshotError::BadDump {
+            store: store.to_string(),
+            path: dump.to_owned(),
+            message: "no \"-- Dump completed\" trailer: the dump was truncated".into(),
         }),
     }
 }
