@@ -390,7 +390,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 HookCmd::Rpm { scriptlet, arg } => crate::hooks::rpm(&ctx, &scriptlet, &arg),
             })
         }
-        Command::Snapshot { .. } => Err(Error::NotImplemented("snapshot")),
+        Command::Snapshot { action } => snapshot_cmd(&context(false)?, action),
         Command::Hold { line } => {
             let ctx = context(false)?;
             let line = match line {
@@ -418,6 +418,136 @@ fn run(cmd: Command) -> Result<i32, Error> {
             } else {
                 println!("{st}");
             }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Stops the unit for the duration of `f` when it runs and `stop` allows it; refuses otherwise:
+/// a RocksDB or SQLite copy of a running server is not consistent.
+fn with_server_stopped<T>(
+    ctx: &Context,
+    stop: bool,
+    what: &str,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let s = &ctx.settings;
+    let sys = crate::systemd::Systemd::connect()?;
+    let active = sys.state(&s.unit)?.active_state == "active";
+    if active && !stop {
+        return Err(Error::Refused(format!(
+            "{} is running; {what} needs it stopped for a consistent copy. Add --stop: it is stopped for the copy and started again",
+            s.unit
+        )));
+    }
+    if active {
+        sys.stop(&s.unit, s.stop_timeout())?;
+    }
+    let r = f();
+    if active {
+        sys.start(&s.unit, s.start_timeout())?;
+        let cfg = crate::serverconfig::ServerConfig::load(&s.server_config_path()).ok();
+        crate::health::gate(&sys, s, cfg.as_ref())?;
+    }
+    r
+}
+
+fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
+    let s = &ctx.settings;
+    let state = StateDir::open(&s.state_dir)?;
+    let snaps = crate::snapshot::Snapshots::new(&s.snapshot_dir());
+    match action {
+        SnapshotCmd::List { json } => {
+            let list = snaps.list()?;
+            if json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                println!("no snapshots in {}", s.snapshot_dir().display());
+            }
+            if !json {
+                for m in &list {
+                    let methods: Vec<String> = m
+                        .stores
+                        .iter()
+                        .map(|st| format!("{}:{}", st.id, st.method.describe()))
+                        .collect();
+                    println!(
+                        "{}  server {}  {} MiB  {}  {}",
+                        m.id,
+                        m.server_version,
+                        m.bytes() >> 20,
+                        if m.hashed() { "hashed" } else { "not hashed" },
+                        methods.join(", ")
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        SnapshotCmd::Verify { id } => {
+            let r = snaps.verify(&id)?;
+            print_json(&r)?;
+            Ok(if r.ok() { exit::OK } else { exit::ERROR })
+        }
+        SnapshotCmd::Prune { dry_run } => {
+            let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
+            // Never the snapshot a rollback of the running release would restore.
+            let protect: Vec<String> = history::list(&state)?
+                .into_iter()
+                .rev()
+                .find(|e| e.ending == Some(crate::journal::Ending::Committed))
+                .and_then(|e| e.snapshot)
+                .into_iter()
+                .collect();
+            let gone = snaps.prune(s.snapshots.keep, &protect, dry_run)?;
+            for m in &gone {
+                println!(
+                    "{} {} ({} MiB)",
+                    if dry_run { "would remove" } else { "removed" },
+                    m.id,
+                    m.bytes() >> 20
+                );
+            }
+            if gone.is_empty() {
+                println!("nothing to prune (keep = {})", s.snapshots.keep);
+            }
+            Ok(exit::OK)
+        }
+        SnapshotCmd::Create { stop } => {
+            let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
+            let cfg = crate::serverconfig::ServerConfig::load(&s.server_config_path())?;
+            let plan = snaps.plan(&cfg)?;
+            if !plan.fits() {
+                return Err(Error::Preflight(snaps.space_advice(&plan, &[])));
+            }
+            let meta = crate::snapshot::SnapshotMeta {
+                server_version: crate::swap::binary_version(&s.server_binary())?,
+                target_version: None,
+                class: None,
+                server_binary: s.server_binary(),
+            };
+            let m =
+                with_server_stopped(ctx, stop, "a snapshot", || Ok(snaps.create(&cfg, &meta)?))?;
+            snaps.hash(&m.id)?;
+            println!("snapshot {} created ({} MiB)", m.id, m.bytes() >> 20);
+            Ok(exit::OK)
+        }
+        SnapshotCmd::Restore { id, stop, yes } => {
+            let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
+            let cfg = crate::serverconfig::ServerConfig::load(&s.server_config_path())?;
+            let m = snaps.get(&id)?;
+            let running = crate::swap::binary_version(&s.server_binary())?;
+            // Data from a newer schema would make the running binary panic at start.
+            if crate::version::classify(&running, &m.server_version).schema_may_move() {
+                return Err(Error::Refused(format!(
+                    "snapshot {id} was taken by {} and may hold a newer schema than {running} reads; use `stalwart-upgrade rollback` or upgrade first",
+                    m.server_version
+                )));
+            }
+            if !confirm(&format!("Replace the live data with snapshot {id}?"), yes) {
+                return Ok(exit::OK);
+            }
+            with_server_stopped(ctx, stop, "a restore", || Ok(snaps.restore(&id, &cfg)?))?;
+            println!("data restored from snapshot {id}");
             Ok(exit::OK)
         }
     }

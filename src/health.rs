@@ -57,6 +57,18 @@ pub struct HealthReport {
     pub main_pid: u32,
 }
 
+/// The health step's journal note; downtime is measured up to this moment, not the settle period.
+pub fn ready_note(ms: u64) -> String {
+    format!("ready after {ms} ms")
+}
+
+pub fn parse_ready_note(note: &str) -> Option<u64> {
+    note.strip_prefix("ready after ")?
+        .strip_suffix(" ms")?
+        .parse()
+        .ok()
+}
+
 /// Probes `/healthz/ready` once: Ok(status) or Err(transport error text).
 pub fn probe_ready(base: &str) -> Result<u16, String> {
     let agent = ureq::AgentBuilder::new()

@@ -34,7 +34,6 @@ pub struct StepTime {
 impl Entry {
     pub fn from_summary(sum: &Summary) -> Option<Entry> {
         let b = sum.begin.as_ref()?;
-        let t = |s: Step| sum.step_times.iter().find(|(x, _, _)| *x == s).copied();
         Some(Entry {
             txid: b.txid.clone(),
             kind: b.kind,
@@ -43,9 +42,7 @@ impl Entry {
             class: b.class,
             started_at: sum.first_at,
             duration_ms: sum.last_at.saturating_sub(sum.first_at),
-            downtime_ms: t(Step::Stop)
-                .zip(t(Step::Health))
-                .map(|(a, b)| b.2.saturating_sub(a.1)),
+            downtime_ms: sum.downtime_ms(),
             ending: sum.end.as_ref().map(|e| e.0),
             message: sum
                 .end

@@ -459,6 +459,19 @@ impl Summary {
             .find(|(s, _)| *s == step)
             .map(|(_, n)| n.as_str())
     }
+    /// Stop issued -> the new version answered ready (health's note), in ms.
+    pub fn downtime_ms(&self) -> Option<u64> {
+        let t = |s: Step| self.step_times.iter().find(|(x, _, _)| *x == s).copied();
+        let (_, stop_at, _) = t(Step::Stop)?;
+        let (_, health_at, health_done) = t(Step::Health)?;
+        let ready = self
+            .note(Step::Health)
+            .and_then(crate::health::parse_ready_note)
+            .map(|ms| health_at + ms)
+            .unwrap_or(health_done);
+        Some(ready.saturating_sub(stop_at))
+    }
+
     /// The last step that was started, for messages.
     pub fn last_started(&self) -> Option<Step> {
         self.started.last().copied()

@@ -113,6 +113,15 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Er
         None
     };
     let server_config = ServerConfig::load(&s.server_config_path())?;
+    let snapshots = m.snapshots();
+    let snapshot = snapshots.plan(&server_config)?;
+    if !snapshot.fits() {
+        let protect: Vec<String> = restore_from.iter().cloned().collect();
+        return Err(Error::Preflight(format!(
+            "{}; nothing was stopped",
+            snapshots.space_advice(&snapshot, &protect)
+        )));
+    }
     let unit_state = m.sys()?.state(&s.unit)?;
     let plan = Plan {
         unit: s.unit.clone(),
@@ -127,6 +136,7 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Er
         health_url: health::base_url(s, Some(&server_config)),
         restore_data: forward.schema_may_move(),
         server_config,
+        snapshot,
     };
     Ok((plan, restore_from))
 }

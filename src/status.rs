@@ -160,7 +160,25 @@ impl std::fmt::Display for Status {
         writeln!(f, "releases:     {}", or_none(&self.kept_releases))?;
         writeln!(f, "snapshots:    {}", or_none(&self.snapshots))?;
         if let Some(p) = &self.policy {
-            writeln!(f, "policy:       {p}")?;
+            let list = |v: &serde_json::Value| match v.as_array() {
+                Some(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => "none".into(),
+            };
+            writeln!(
+                f,
+                "policy:       unattended: {}; hold: {}; approvals: {} (`stalwart-upgrade policy`)",
+                list(&p["unattended"]),
+                p["hold_line"].as_str().unwrap_or("none"),
+                list(&p["approvals"])
+            )?;
         }
         for w in &self.warnings {
             writeln!(f, "WARNING:      {w}")?;

@@ -347,7 +347,7 @@ fn undo_actions(
     undo(j, Undo::Cleanup, || {
         swap::remove_dir(&begin.staged_dir)?;
         if sum.started(Step::Snapshot) && !sum.done(Step::Snapshot) {
-            remove_partial_snapshots(&m.settings().snapshot_dir())?;
+            m.snapshots().remove_partials()?;
         }
         Ok(None)
     })?;
@@ -435,7 +435,7 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
             }
         }
     }
-    prune(m, &begin, &mut warnings);
+    prune(m, sum, &mut warnings);
     tracing::info!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "committed", "{message}");
     Ok(report(&begin, sum, Outcome::Committed, message, warnings))
 }
@@ -447,8 +447,26 @@ fn refresh_webadmin(m: &Machine, begin: &Begin) -> Result<(), Error> {
     Ok(())
 }
 
-fn prune(m: &Machine, begin: &Begin, warnings: &mut Vec<String>) {
-    let _ = (m, begin, warnings);
+/// Retention: keep the newest `snapshots.keep`, and always the one this transaction took (what a
+/// rollback of it restores).
+fn prune(m: &Machine, sum: &Summary, warnings: &mut Vec<String>) {
+    let protect: Vec<String> = sum
+        .note(Step::Snapshot)
+        .filter(|_| sum.done(Step::Snapshot))
+        .map(String::from)
+        .into_iter()
+        .collect();
+    match m
+        .snapshots()
+        .prune(m.settings().snapshots.keep, &protect, false)
+    {
+        Ok(gone) if !gone.is_empty() => {
+            let ids: Vec<&str> = gone.iter().map(|g| g.id.as_str()).collect();
+            tracing::info!("pruned snapshots {}", ids.join(", "));
+        }
+        Ok(_) => {}
+        Err(e) => warnings.push(format!("pruning old snapshots failed: {e}")),
+    }
 }
 
 /// Writes the End record and moves the journal into history.
@@ -492,16 +510,6 @@ fn report(
     message: String,
     warnings: Vec<String>,
 ) -> Report {
-    let stop = sum
-        .step_times
-        .iter()
-        .find(|(s, _, _)| *s == Step::Stop)
-        .map(|t| t.1);
-    let healthy = sum
-        .step_times
-        .iter()
-        .find(|(s, _, _)| *s == Step::Health)
-        .map(|t| t.2);
     Report {
         txid: begin.txid.clone(),
         kind: begin.kind,
@@ -509,7 +517,7 @@ fn report(
         to: begin.to.clone(),
         class: begin.class,
         outcome,
-        downtime_ms: stop.zip(healthy).map(|(a, b)| b.saturating_sub(a)),
+        downtime_ms: sum.downtime_ms(),
         snapshot: sum
             .note(Step::Snapshot)
             .filter(|_| sum.done(Step::Snapshot))
@@ -604,23 +612,6 @@ pub fn recover_locked(m: &Machine) -> Result<RecoverReport, Error> {
         Outcome::Failed { .. } => RecoverReport::Failed { report },
         _ => RecoverReport::RolledBack { report },
     })
-}
-
-/// A snapshot interrupted while being made has no manifest.json yet (the manifest is written last):
-/// such directories are what a killed Snapshot step leaves, and nothing refers to them.
-fn remove_partial_snapshots(root: &Path) -> Result<(), Error> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Ok(());
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if is_dir && !p.join("manifest.json").exists() {
-            tracing::warn!("removing the partial snapshot {}", p.display());
-            swap::remove_dir(&p)?;
-        }
-    }
-    Ok(())
 }
 
 /// Unique, sortable transaction id.

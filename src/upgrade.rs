@@ -26,6 +26,8 @@ pub struct Plan {
     pub old_sha256: String,
     pub unit_active: bool,
     pub server_config: ServerConfig,
+    /// Method, space needed and free for the snapshot of each store.
+    pub snapshot: crate::snapshot::SnapshotPlan,
     /// A rollback must restore the data snapshot: the schema may move (minor/major).
     pub restore_data: bool,
     pub health_url: String,
@@ -91,6 +93,22 @@ impl std::fmt::Display for Plan {
                 st.roles.join(",")
             )?;
         }
+        for st in &self.snapshot.stores {
+            writeln!(
+                f,
+                "snapshot:      {} by {} ({})",
+                st.id,
+                st.method.describe(),
+                st.note
+            )?;
+        }
+        writeln!(
+            f,
+            "space:         {} MiB needed, {} MiB free in {}",
+            self.snapshot.bytes_needed >> 20,
+            self.snapshot.bytes_free >> 20,
+            self.snapshot.root.display()
+        )?;
         writeln!(f, "health:        {}/healthz/ready", self.health_url)?;
         writeln!(
             f,
@@ -212,7 +230,7 @@ pub(crate) fn start(m: &Machine, b: &Begin) -> StepResult {
 
 pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig) -> StepResult {
     let r = health::gate(m.sys()?, m.settings(), Some(cfg))?;
-    Ok(((), Some(format!("ready after {} ms", r.ready_after_ms))))
+    Ok(((), Some(health::ready_note(r.ready_after_ms))))
 }
 
 fn gate(plan: &Plan) -> Result<(), Error> {
@@ -274,6 +292,14 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
     }
     let verdict = policy::verdict(s, &from, &to, class, m.ctx.unattended)?;
     let server_config = ServerConfig::load(&s.server_config_path())?;
+    let snapshots = m.snapshots();
+    let snapshot = snapshots.plan(&server_config)?;
+    if !snapshot.fits() {
+        return Err(Error::Preflight(format!(
+            "{}; nothing was stopped",
+            snapshots.space_advice(&snapshot, &[])
+        )));
+    }
     let unit_state = m.sys()?.state(&s.unit)?;
     if unit_state.load_state != "loaded" {
         return Err(crate::systemd::SystemdError::NotLoaded {
@@ -295,5 +321,6 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
         target: req.target.clone(),
         target_sha256,
         server_config,
+        snapshot,
     })
 }
