@@ -199,3 +199,60 @@ fn apt_policy_gate_refuses_a_minor_upgrade_without_downtime() {
     m.ready();
     assert_eq!(m.digest()["schema"], 5);
 }
+
+/// Power loss in the middle of the postinst transaction (binary swapped, server stopped): dpkg
+/// is left Half-Configured; at boot stalwart-upgrade-recover.service (ordered before
+/// stalwart.service) undoes the swap so the old version starts; `dpkg --configure -a` then runs
+/// the upgrade again and completes it.
+#[test]
+fn apt_power_loss_mid_upgrade_is_recovered_at_boot() {
+    if testbed::skip_requested("apt_power_loss_mid_upgrade_is_recovered_at_boot") {
+        return;
+    }
+    let m = Machine::apt();
+    install_first(&m, "0.15.5");
+    m.deliver(10);
+    let before = m.digest();
+    let next = server_packages("0.15.6", Fault::None, 0);
+    m.publish_debs(&[&next.deb]);
+    m.apt_ok("update");
+    let o = m.sh(&format!(
+        "STALWART_UPGRADE_TEST_KILL_AT=swap:done {APT} upgrade 2>&1"
+    ));
+    assert_ne!(code(&o), 0, "the helper was killed: {}", text(&o));
+    assert!(m.dpkg_audit().contains("stalwart"), "Half-Configured");
+
+    let m = m.crash_and_boot();
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.5", "undone at boot");
+    let journal = m.ct.journal("stalwart-upgrade-recover.service");
+    assert!(
+        journal.contains("Finished") || journal.contains("Deactivated"),
+        "{journal}"
+    );
+    let order = m.sh_ok(
+        "systemctl show -p ExecMainExitTimestampMonotonic stalwart-upgrade-recover.service; \
+         systemctl show -p ExecMainStartTimestampMonotonic stalwart.service",
+    );
+    let nums: Vec<u64> = order
+        .lines()
+        .filter_map(|l| l.split('=').nth(1)?.parse().ok())
+        .collect();
+    assert!(
+        nums.len() == 2 && nums[0] > 0 && nums[0] <= nums[1],
+        "recover before the server: {order}"
+    );
+    assert_eq!(m.digest()["records"], before["records"]);
+
+    let o = m.sh("dpkg --configure -a 2>&1");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("upgraded 0.15.5 -> 0.15.6"),
+        "{}",
+        text(&o)
+    );
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.6");
+    assert_eq!(m.dpkg_audit(), "");
+    assert_eq!(m.status_code(), 0);
+}

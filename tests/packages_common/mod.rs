@@ -42,9 +42,16 @@ pub fn code(o: &Output) -> i32 {
 fn work_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = testbed::target_dir()
-            .join("packages-test")
-            .join(std::process::id().to_string());
+        let parent = testbed::target_dir().join("packages-test");
+        // Leftovers of test processes that are gone.
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let pid = name.to_string_lossy();
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(&*pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let d = parent.join(std::process::id().to_string());
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("mkdir packages-test");
         d
@@ -156,6 +163,13 @@ impl Machine {
 
     pub fn sh(&self, script: &str) -> Output {
         self.ct.sh(script)
+    }
+
+    /// Power loss (no shutdown), then a boot on the same disk.
+    pub fn crash_and_boot(self) -> Machine {
+        let Machine { ct, repo } = self;
+        let ct = ct.crash().boot_again().expect("boot again");
+        Machine { ct, repo }
     }
 
     pub fn sh_ok(&self, script: &str) -> String {
