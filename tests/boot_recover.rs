@@ -1,0 +1,85 @@
+//! Power loss in the middle of an upgrade: the helper is killed at a step, the whole container is
+//! stopped without a shutdown, and booted again. `stalwart-upgrade-recover.service` (ordered before
+//! stalwart.service) must undo (before the health gate passed) or finish (after) the transaction,
+//! and the server must come up healthy on consistent data without anyone running a command.
+
+mod common;
+use common::*;
+use std::time::Duration;
+use testbed::Fault;
+
+fn install_recover_unit(s: &Scenario) {
+    let helper = testbed::target_dir().join("debug/stalwart-upgrade");
+    std::fs::copy(&helper, s.ct.path("/usr/sbin/stalwart-upgrade")).unwrap();
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("systemd/stalwart-upgrade-recover.service"),
+    )
+    .unwrap();
+    s.ct.write_file("/etc/systemd/system/stalwart-upgrade-recover.service", unit)
+        .unwrap();
+    s.ct.exec_ok(&["systemctl", "daemon-reload"]).unwrap();
+    s.ct.exec_ok(&[
+        "systemctl",
+        "enable",
+        "--quiet",
+        "stalwart-upgrade-recover.service",
+    ])
+    .unwrap();
+}
+
+fn crash_and_boot(kill_at: &str, expect: &str) {
+    let s = Scenario::new(&release("0.14.3", Fault::None, 0));
+    install_recover_unit(&s);
+    s.allow("0.15");
+    let before = s.digest();
+    let out = s.upgrade(
+        &release("0.15.5", Fault::None, 0),
+        &[("STALWART_UPGRADE_TEST_KILL_AT", kill_at)],
+    );
+    assert!(
+        out.status.code().is_none(),
+        "helper not killed: {}",
+        text(&out)
+    );
+    let helper = s.helper.clone();
+    let halted = s.ct.crash();
+    let ct = halted.boot_again().expect("boot again after the crash");
+    let s = Scenario { ct, helper };
+    testbed::stalwart::wait_ready(&s.ct, Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nrecover unit log:\n{}",
+            s.ct.journal("stalwart-upgrade-recover.service")
+        )
+    });
+    let log = s.ct.journal("stalwart-upgrade-recover.service");
+    assert!(
+        !s.ct
+            .path("/var/lib/stalwart-upgrade/journal.jsonl")
+            .exists(),
+        "journal open after boot:\n{log}"
+    );
+    assert_eq!(s.binary_version(), expect, "recover log:\n{log}");
+    let after = s.digest();
+    assert_eq!(after["version"], expect);
+    assert_eq!(after["records"], before["records"]);
+    if expect == "0.14.3" {
+        assert_eq!(
+            data_of(&after),
+            data_of(&before),
+            "original data back:\n{log}"
+        );
+    } else {
+        assert_eq!(after["schema"], 5);
+    }
+}
+
+#[test]
+fn crash_after_the_new_version_started_boots_into_the_old_one() {
+    crash_and_boot("start:done", "0.14.3");
+}
+
+#[test]
+fn crash_after_the_health_gate_boots_into_the_new_one() {
+    crash_and_boot("health:done", "0.15.5");
+}
