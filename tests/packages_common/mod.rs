@@ -59,11 +59,18 @@ fn work_dir() -> PathBuf {
     .clone()
 }
 
-fn packaging_build(args: &[&str], out: &Path) -> Vec<PathBuf> {
+/// `packaging/build ARGS --fast --out OUT`: the built files.
+pub fn packaging_build(args: &[&str], out: &Path) -> Vec<PathBuf> {
+    let mut all = args.to_vec();
+    all.push("--fast");
+    packaging_build_as_released(&all, out)
+}
+
+/// `packaging/build ARGS --out OUT`, compressed as for a release.
+pub fn packaging_build_as_released(args: &[&str], out: &Path) -> Vec<PathBuf> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build");
     let o = Command::new(&script)
         .args(args)
-        .arg("--fast")
         .arg("--out")
         .arg(out)
         .output()
