@@ -194,6 +194,11 @@ fn rocksdb_links_immutable_copies_mutable_and_restores() {
     assert_eq!((entry("CURRENT").mode, entry("CURRENT").uid), (0o640, 4242));
     assert_eq!(entry("latest.sst").kind, FileKind::Symlink);
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    assert_eq!(m.config_copy.as_deref(), Some(".server-config/config.toml"));
+    assert_eq!(
+        sha(&sdir.join(".server-config/config.toml")),
+        sha(&fx.path("config.toml"))
+    );
 
     // hash after the fact; verify is clean.
     let hm = snaps.hash(&m.id).unwrap();

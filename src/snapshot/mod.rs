@@ -248,6 +248,10 @@ pub struct Manifest {
     pub hashed_at: Option<String>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// A copy of the server config as it was (relative to the snapshot dir), for the admin:
+    /// the server may rewrite config.toml itself (facts), and a rollback restores only data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_copy: Option<String>,
 }
 
 impl Manifest {
@@ -333,6 +337,8 @@ pub struct Snapshots {
 
 const MANIFEST: &str = "manifest.json";
 const PARTIAL_PREFIX: &str = ".partial-";
+/// Where the copy of the server config goes; a store cannot have this id (it starts with '.').
+const CONFIG_DIR: &str = ".server-config";
 
 fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -598,6 +604,7 @@ impl Snapshots {
             create_seconds: started.elapsed().as_secs_f64(),
             hashed_at: None,
             warnings,
+            config_copy: self.copy_config(&tmp, &cfg.path),
         };
         let finish = || -> Result<(), SnapshotError> {
             // One syncfs makes every link, copy and directory durable before the manifest says
@@ -711,6 +718,24 @@ impl Snapshots {
             out.push(snap);
         }
         Ok((out, warnings))
+    }
+
+    /// Best effort: a config we cannot copy is no reason to refuse the data snapshot (the
+    /// config was read successfully a moment ago; the copy is for reference only).
+    fn copy_config(&self, tmp: &Path, config: &Path) -> Option<String> {
+        let name = config.file_name()?.to_str()?.to_string();
+        let meta = std::fs::symlink_metadata(config)
+            .ok()
+            .filter(|m| m.is_file())?;
+        let dir = tmp.join(CONFIG_DIR);
+        fsops::ensure_private_dir(&dir).ok()?;
+        match fsops::copy_file(config, &dir.join(&name), &meta) {
+            Ok(_) => Some(format!("{CONFIG_DIR}/{name}")),
+            Err(e) => {
+                tracing::warn!("could not keep a copy of the server config: {e}");
+                None
+            }
+        }
     }
 
     fn snapshot_sqlite(&self, db: &Path, dst: &Path) -> Result<Vec<FileEntry>, SnapshotError> {
