@@ -643,3 +643,52 @@ fn snapshot_root_inside_the_data_dir_is_refused() {
     assert!(err.to_string().contains("inside one another"), "{err}");
     assert!(!data.join("snapshots").exists());
 }
+
+#[test]
+fn export_and_import_run_as_the_owner_of_the_config() {
+    let fx = Fixture::new();
+    // World-traversable place for the fake server and its log (the child runs as uid 4242).
+    let pub_dir = fx.path("pub");
+    std::fs::create_dir(&pub_dir).unwrap();
+    std::fs::set_permissions(fx.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&pub_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = pub_dir.join("stalwart");
+    let log = pub_dir.join("import.log");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\n[ \"$(id -u)\" = 4242 ] || {{ echo \"running as $(id -u)\" >&2; exit 1; }}\n\
+             case \"$2\" in\n--export) printf 'y' > \"$3/subspace_d\";;\n\
+             --import) cat \"$3/subspace_d\" > {};;\n*) exit 1;;\nesac\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg_path = pub_dir.join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        "storage.data = \"fdb\"\nstore.fdb.type = \"foundationdb\"\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&cfg_path, Some(4242), Some(4242)).unwrap();
+    let cfg = ServerConfig::load(&cfg_path).unwrap();
+    let snaps = fx.snaps();
+    let mut meta = meta();
+    meta.server_binary = bin;
+    let m = snaps.create(&cfg, &meta).unwrap();
+    let f = m.stores[0]
+        .files
+        .iter()
+        .find(|f| f.path == "subspace_d")
+        .unwrap();
+    assert_eq!(
+        (f.uid, f.size),
+        (0, 1),
+        "export not moved into the snapshot as root's"
+    );
+    let store_dir = snaps.root.join(&m.id).join("fdb");
+    assert_eq!(std::fs::metadata(&store_dir).unwrap().mode() & 0o777, 0o700);
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "y");
+}

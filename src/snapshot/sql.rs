@@ -4,7 +4,7 @@
 //! Passwords go to the child only, in its environment (PGPASSWORD, MYSQL_PWD): never on a
 //! command line (visible in /proc/*/cmdline to every user), never in our logs or errors.
 
-use super::SnapshotError;
+use super::{fsops, SnapshotError};
 use crate::serverconfig::SqlConn;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -388,8 +388,13 @@ pub(crate) fn mysql_size(conn: &SqlConn) -> Option<u64> {
 
 /// The server's own logical export (facts: `--export DIR`, server stopped, exit 0 ok / 1
 /// error). CONFIG_PATH is removed from the child's environment because the server ignores its
-/// arguments when it is set (facts). The child runs as the owner of the config (the server's
-/// user), so files the store library creates next to the data are not left owned by root.
+/// arguments when it is set (facts).
+///
+/// The child runs as the owner of the config (the server's user, when that is not root), so files
+/// the store libraries create next to the data (logs, new tables on import) are not left owned by
+/// root where the server could not open them. That user cannot enter our 0700 snapshot root, so
+/// it works in a private 0700 staging dir of its own under /var/tmp, which we move into the
+/// snapshot (export) or fill from it (import).
 pub(crate) fn server_export_import(
     store: &str,
     binary: &Path,
@@ -400,29 +405,82 @@ pub(crate) fn server_export_import(
 ) -> Result<(), SnapshotError> {
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::CommandExt;
-    let mut c = Command::new(binary);
-    c.env_remove("CONFIG_PATH")
-        .arg(OsString::from(format!("--config={}", config.display())))
-        .arg(flag)
-        .arg(dir);
-    if let Some(t) = export_types {
-        c.env("EXPORT_TYPES", t);
-    }
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        if let Ok(m) = std::fs::metadata(config) {
-            if m.uid() != 0 {
-                // The export directory must be writable by that user.
-                let _ = std::os::unix::fs::chown(dir, Some(m.uid()), Some(m.gid()));
-                c.uid(m.uid()).gid(m.gid());
-            }
-        }
-    }
-    let what = if flag == "--export" {
+    let run_as = if unsafe { libc::geteuid() } == 0 {
+        std::fs::metadata(config)
+            .ok()
+            .filter(|m| m.uid() != 0)
+            .map(|m| (m.uid(), m.gid()))
+    } else {
+        None
+    };
+    let export = flag == "--export";
+    let what = if export {
         "export the data (server --export)"
     } else {
         "import the data (server --import)"
     };
-    run(store, c, None, what)?;
+    let command = |target: &Path| {
+        let mut c = Command::new(binary);
+        c.env_remove("CONFIG_PATH")
+            .arg(OsString::from(format!("--config={}", config.display())))
+            .arg(flag)
+            .arg(target);
+        if let Some(t) = export_types {
+            c.env("EXPORT_TYPES", t);
+        }
+        if let Some((uid, gid)) = run_as {
+            c.uid(uid).gid(gid);
+        }
+        c
+    };
+    let Some((uid, gid)) = run_as else {
+        run(store, command(dir), None, what)?;
+        return Ok(());
+    };
+
+    let staging = tempfile::Builder::new()
+        .prefix(".stalwart-upgrade-export-")
+        .tempdir_in("/var/tmp")
+        .map_err(|e| fsops::io_err("create a staging directory in", Path::new("/var/tmp"), e))?;
+    let work = staging.path().join("data");
+    if export {
+        fsops::ensure_private_dir(&work)?;
+    } else {
+        let mut warnings = Vec::new();
+        fsops::copy_tree(dir, &work, &|_| false, &mut warnings)?;
+    }
+    chown_tree(staging.path(), uid, gid)?;
+    run(store, command(&work), None, what)?;
+    if export {
+        chown_tree(&work, 0, 0)?;
+        // `dir` is the empty store directory create() made: replace it with the export.
+        fsops::remove_tree(dir)?;
+        if std::fs::rename(&work, dir).is_err() {
+            let mut warnings = Vec::new();
+            fsops::copy_tree(&work, dir, &|_| false, &mut warnings)?;
+        }
+        fs_err::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| fsops::io_err("chmod", dir, e))?;
+    }
+    Ok(())
+}
+
+/// lchown of every entry below (and including) `path`.
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), SnapshotError> {
+    let mut stack = vec![path.to_owned()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+            .map_err(|e| fsops::io_err("chown", &p, e))?;
+        let is_dir = std::fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .map_err(|e| fsops::io_err("inspect", &p, e))?;
+        if is_dir {
+            for e in fs_err::read_dir(&p).map_err(|e| fsops::io_err("list", &p, e))? {
+                let e = e.map_err(|e| fsops::io_err("list", &p, e))?;
+                stack.push(e.path());
+            }
+        }
+    }
     Ok(())
 }
