@@ -692,3 +692,42 @@ fn export_and_import_run_as_the_owner_of_the_config() {
     snaps.restore(&m.id, &cfg).unwrap();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "y");
 }
+
+#[test]
+fn restore_into_a_data_dir_that_is_a_mount_point() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    std::fs::create_dir(&data).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=20m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(st.success(), "this test needs root to mount a tmpfs");
+    let _guard = Mount(data.clone());
+    make_rocksdb(&data);
+    let original = inventory(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let plan = snaps.plan(&cfg).unwrap();
+    assert!(
+        plan.stores[0].note.contains("another file system"),
+        "{plan:?}"
+    );
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    std::fs::remove_file(data.join("000010.sst")).unwrap();
+    write(&data.join("000099.sst"), b"new");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    snaps.restore(&m.id, &cfg).unwrap();
+    assert_eq!(inventory(&data), original);
+    let dm = std::fs::metadata(&data).unwrap();
+    assert_eq!((dm.mode() & 0o7777, dm.uid()), (0o750, 4242));
+    // Still the mount point (the tmpfs), not a directory renamed over it.
+    assert_ne!(dm.dev(), std::fs::metadata(fx.tmp.path()).unwrap().dev());
+}

@@ -212,7 +212,7 @@ fn cstr(path: &Path) -> Result<CString, SnapshotError> {
 }
 
 /// Owner, mode and times of a directory or (owner only) a symlink, without following links.
-fn set_attrs_path(
+pub(crate) fn set_attrs_path(
     path: &Path,
     meta: &std::fs::Metadata,
     symlink: bool,
@@ -528,6 +528,46 @@ pub(crate) fn swap_in(fresh: &Path, live: &Path, displaced: &Path) -> Result<(),
         fsync_dir(parent)?;
     }
     Ok(())
+}
+
+/// For a `live` directory that is a mount point: moves its entries (except `fresh` and
+/// `displaced`, both inside it) into `displaced`, then the entries of `fresh` into `live`, then
+/// gives `live` the attributes of `fresh`. Not atomic as a whole; each step is a rename on one
+/// file system, and an interrupted run is repaired by restoring again (the displaced entries are
+/// the data being rolled back, never needed again).
+pub(crate) fn swap_contents(
+    fresh: &Path,
+    live: &Path,
+    displaced: &Path,
+) -> Result<(), SnapshotError> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(displaced)
+        .map_err(|e| io_err("create directory", displaced, e))?;
+    let names = |dir: &Path| -> Result<Vec<std::ffi::OsString>, SnapshotError> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
+            v.push(e.map_err(|e| io_err("list", dir, e))?.file_name());
+        }
+        Ok(v)
+    };
+    // Read before the renames below change the directory's times.
+    let meta = fs::symlink_metadata(fresh).map_err(|e| io_err("inspect", fresh, e))?;
+    let skip = [fresh.file_name(), displaced.file_name()];
+    for n in names(live)? {
+        if skip.contains(&Some(n.as_os_str())) {
+            continue;
+        }
+        fs::rename(live.join(&n), displaced.join(&n))
+            .map_err(|e| io_err("move away", &live.join(&n), e))?;
+    }
+    for n in names(fresh)? {
+        fs::rename(fresh.join(&n), live.join(&n))
+            .map_err(|e| io_err("move into place", &live.join(&n), e))?;
+    }
+    set_attrs_path(live, &meta, false)?;
+    fs::remove_dir(fresh).map_err(|e| io_err("remove", fresh, e))?;
+    fsync_dir(live)
 }
 
 /// Creates `root` (0700, ours) if missing and refuses one that others could write to or that

@@ -1064,12 +1064,25 @@ impl Snapshots {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let fresh = parent.join(format!("{name}.restore-{id}"));
-        let displaced = parent.join(format!("{name}.displaced-{id}"));
+        // A data directory that is a mount point (its own volume) cannot be renamed: its
+        // content is swapped inside it instead.
+        let live_dev = std::fs::symlink_metadata(live).ok().map(|m| m.dev());
+        let mount_point = live_dev.is_some() && live_dev != fsops::device_of(parent);
+        let (fresh, displaced) = if mount_point {
+            (
+                live.join(format!(".stalwart-restore-{id}")),
+                live.join(format!(".stalwart-displaced-{id}")),
+            )
+        } else {
+            (
+                parent.join(format!("{name}.restore-{id}")),
+                parent.join(format!("{name}.displaced-{id}")),
+            )
+        };
         // Leftovers of an interrupted restore are ours and incomplete.
         fsops::remove_tree(&fresh)?;
         fsops::remove_tree(&displaced)?;
-        let same_fs = fsops::device_of(src) == fsops::device_of(parent);
+        let same_fs = fsops::device_of(src) == fsops::device_of(fresh.parent().unwrap_or(parent));
         // Linking back from the snapshot is safe for the same reason linking into it was: the
         // files are immutable, so the snapshot stays valid while the server runs on them.
         let link = move |rel: &str| same_fs && (!is_rocks || rocksdb_immutable(rel));
@@ -1088,7 +1101,11 @@ impl Snapshots {
             }
             return Err(e);
         }
-        fsops::swap_in(&fresh, live, &displaced)?;
+        if mount_point {
+            fsops::swap_contents(&fresh, live, &displaced)?;
+        } else {
+            fsops::swap_in(&fresh, live, &displaced)?;
+        }
         fsops::remove_tree(&displaced)?;
         Ok(())
     }
