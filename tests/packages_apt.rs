@@ -111,7 +111,10 @@ fn apt_broken_release_rolls_back_exits_0_and_is_not_retried() {
 
     // Reinstalling the package is the admin's way to try the same version again.
     let out = m.apt_ok("install --reinstall stalwart");
-    assert!(out.contains("UPGRADE OF STALWART ROLLED BACK"), "retried: {out}");
+    assert!(
+        out.contains("UPGRADE OF STALWART ROLLED BACK"),
+        "retried: {out}"
+    );
     m.ready();
     assert_eq!(m.running_binary(), "0.15.5");
 }
