@@ -189,10 +189,12 @@ fn main() {
         }
         let _ = std::fs::remove_dir_all(dir.join("sqlite.cp"));
         let cp_first = round % 2 == 1;
+        let mut round_cp = (0.0, 0.0);
         if cp_first {
             let (a, b) = cp(&["-a"], &sq_dir, &dir.join("sqlite.cp"));
             t_cp_sq = t_cp_sq.min(a);
             t_cp_sq_sync = t_cp_sq_sync.min(b);
+            round_cp = (a, b);
         }
         sync();
         let (m, t) = timed(|| snaps.create(&cfg_sqlite, &meta).unwrap());
@@ -202,7 +204,12 @@ fn main() {
             let (a, b) = cp(&["-a"], &sq_dir, &dir.join("sqlite.cp"));
             t_cp_sq = t_cp_sq.min(a);
             t_cp_sq_sync = t_cp_sq_sync.min(b);
+            round_cp = (a, b);
         }
+        eprintln!(
+            "  (sqlite round {round}: ours {t:.3} s, cp -a {:.3} s, cp -a + sync {:.3} s)",
+            round_cp.0, round_cp.1
+        );
     }
     let m_sq = m_sq.unwrap();
     let how = m_sq.stores[0].files[0].how;
