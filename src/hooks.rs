@@ -177,8 +177,10 @@ pub fn rpm(ctx: &Context, scriptlet: &str, arg: &str) -> i32 {
 /// Carries out `action`; messages for the admin go to `out` (stderr under dpkg/rpm, which ends
 /// up in apt's term.log and in the mail unattended-upgrades sends). Returns the exit code.
 pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dyn Write) -> i32 {
-    let mut say = |line: &str| {
-        let _ = writeln!(out, "stalwart-upgrade: {line}");
+    let mut say = |text: &str| {
+        for line in text.lines() {
+            let _ = writeln!(out, "stalwart-upgrade: {line}");
+        }
     };
     match action {
         Action::Nothing => exit::OK,
@@ -405,15 +407,22 @@ fn outcome(say: &mut dyn FnMut(&str), unit: &str, payload: &std::path::Path, r: 
             say(&r.message);
             exit::OK
         }
-        Outcome::RolledBack { reason } => {
-            tracing::error!(unit, txid = %r.txid, "upgrade {} -> {} rolled back: {reason}", r.from, r.to);
+        Outcome::RolledBack { .. } => {
+            // The engine's message says why, what was undone and how to retry; it has also
+            // logged the failure to the journal.
             banner(
                 say,
                 &[
-                    format!("UPGRADE OF STALWART ROLLED BACK: {} -> {} failed: {reason}", r.from, r.to),
-                    format!("{unit} runs {} again and answered its health check; {}", r.from, r.message),
-                    format!("the package stays installed, but {} is NOT running and will not be retried automatically.", r.to),
-                    format!("next: read `stalwart-upgrade history`; to try again: `stalwart-upgrade upgrade --to {} --retry`", payload.display()),
+                    format!(
+                        "UPGRADE OF STALWART ROLLED BACK: {} -> {} failed; {unit} runs {} again, healthy.",
+                        r.from, r.to, r.from
+                    ),
+                    r.message.clone(),
+                    format!(
+                        "The package stays installed (apt and unattended-upgrades are not blocked), but {} is NOT running; `stalwart-upgrade status` reports this until it is resolved. To try it again: `stalwart-upgrade upgrade --to {} --retry`.",
+                        r.to,
+                        payload.display()
+                    ),
                 ],
             );
             exit::OK
@@ -430,7 +439,6 @@ fn broken(say: &mut dyn FnMut(&str), unit: &str, r: &Report) {
         Outcome::Failed { reason } | Outcome::RolledBack { reason } => reason.as_str(),
         _ => "",
     };
-    tracing::error!(unit, txid = %r.txid, "upgrade {} -> {} failed and could not be rolled back: {reason}", r.from, r.to);
     banner(
         say,
         &[
@@ -439,7 +447,7 @@ fn broken(say: &mut dyn FnMut(&str), unit: &str, r: &Report) {
                 r.from, r.to, r.from
             ),
             r.message.clone(),
-            "see `stalwart-upgrade status` and `journalctl -u stalwart-upgrade-recover -u stalwart`; after fixing, `dpkg --configure -a` runs this step again".to_string(),
+            format!("see `stalwart-upgrade status` and `journalctl -u {unit} -u stalwart-upgrade-recover`; after fixing, `dpkg --configure -a` runs this step again"),
         ],
     );
 }
@@ -751,9 +759,11 @@ mod tests {
         let (code, out) = run(&f, converge(Some("0.15.4-1")));
         assert_eq!(code, 0);
         assert!(
-            out.contains("ROLLED BACK: 0.15.4 -> 0.15.5 failed: health gate: 503"),
+            out.contains("ROLLED BACK: 0.15.4 -> 0.15.5 failed"),
             "{out}"
         );
+        // The engine's own account (reason, what was undone), every line prefixed.
+        assert!(out.contains("stalwart-upgrade: msg\n"), "{out}");
         assert!(out.contains("--retry"), "{out}");
     }
 
