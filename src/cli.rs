@@ -228,9 +228,10 @@ fn init_logging() {
     let journald = std::path::Path::new("/run/systemd/journal/socket")
         .exists()
         .then(|| {
-            tracing_journald::layer()
-                .ok()
-                .map(|l| l.with_syslog_identifier("stalwart-upgrade".into()))
+            tracing_journald::layer().ok().map(|l| {
+                l.with_syslog_identifier("stalwart-upgrade".into())
+                    .with_field_prefix(None)
+            })
         })
         .flatten();
     let _ = tracing_subscriber::registry()

@@ -126,9 +126,17 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Refused(_) | Error::PreviouslyFailed { .. } => exit::REFUSED,
-            Error::Preflight(_) | Error::ServerConfig(_) | Error::Version(_) | Error::Config(_) => {
-                exit::PREFLIGHT
-            }
+            Error::Preflight(_)
+            | Error::ServerConfig(_)
+            | Error::Version(_)
+            | Error::Config(_)
+            // The checks of the new binary run before anything is stopped.
+            | Error::Swap(
+                swap::SwapError::VersionCheck { .. }
+                | swap::SwapError::WrongVersion { .. }
+                | swap::SwapError::Checksum { .. }
+                | swap::SwapError::NotListed { .. },
+            ) => exit::PREFLIGHT,
             Error::State(state::StateError::Locked { .. }) => exit::LOCKED,
             Error::Usage(_) => exit::USAGE,
             Error::NotImplemented(_) => exit::NOT_IMPLEMENTED,

@@ -29,7 +29,7 @@ pub enum WebadminError {
     CaFile { path: PathBuf, message: String },
     #[error("the server refused the credentials for {url} (HTTP {status}); check the user and password in the credentials file")]
     Unauthorized { url: String, status: u16 },
-    #[error("the account lacks the permission to update the web admin at {url} (HTTP 403); use an admin account")]
+    #[error("the account lacks the permission to update the web admin at {url} (forbidden); use an admin account")]
     Forbidden { url: String },
     #[error("the server could not update the web admin ({url}: HTTP {status}: {detail}); it keeps the old bundle; retry with `stalwart-upgrade webadmin refresh`")]
     Server {
@@ -182,6 +182,23 @@ fn check_body(
         url: url.into(),
         message: format!("unreadable answer: {e}"),
     })?;
+    // JMAP reports errors per method: a refused UpdateApps is a 200 whose `notCreated` says why.
+    let not_created = &v["methodResponses"][0][1]["notCreated"];
+    if generation == Generation::Json && not_created.is_object() {
+        let why = not_created
+            .as_object()
+            .and_then(|m| m.values().next())
+            .cloned()
+            .unwrap_or_default();
+        if why["type"] == "forbidden" {
+            return Err(WebadminError::Forbidden { url: url.into() });
+        }
+        return Err(WebadminError::Server {
+            url: url.into(),
+            status: 200,
+            detail: why.to_string(),
+        });
+    }
     let ok = match generation {
         Generation::Toml => v.get("data").is_some(),
         Generation::Json => v["methodResponses"][0][1]["created"]

@@ -1,0 +1,182 @@
+//! Environment faults and hostile conditions, in booted containers: each must end with a clear
+//! message and the server still running its old version, untouched.
+
+mod common;
+use common::*;
+use testbed::Fault;
+
+fn unchanged(s: &Scenario, before: &serde_json::Value) {
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.5");
+    assert_eq!(data_of(&s.digest()), data_of(before));
+    assert!(!s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists());
+    assert!(!s.ct.path("/opt/stalwart/bin.new").exists());
+}
+
+#[test]
+fn faults_before_downtime_change_nothing() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let pid =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .unwrap();
+    let target = release("0.15.6", Fault::None, 0);
+
+    // D-Bus unavailable: refused before anything is stopped.
+    let out = s.upgrade(
+        &target,
+        &[("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/nonexistent_bus")],
+    );
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("D-Bus") && text(&out).contains("nothing was stopped"),
+        "{}",
+        text(&out)
+    );
+
+    // The unit is unknown (config names another): refused, naming it.
+    s.ct.write_file(
+        HELPER_CONFIG,
+        format!("unit = \"stalwrt.service\"\n{DEFAULT_HELPER_CONFIG}"),
+    )
+    .unwrap();
+    let out = s.upgrade(&target, &[]);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("stalwrt.service"), "{}", text(&out));
+
+    // The helper's own config is malformed: refused, naming the file and the key.
+    s.ct.write_file(HELPER_CONFIG, "[timeouts]\nstop_secs = \"soon\"\n")
+        .unwrap();
+    let out = s.upgrade(&target, &[]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        text(&out).contains(HELPER_CONFIG) && text(&out).contains("stop_secs"),
+        "{}",
+        text(&out)
+    );
+    s.ct.write_file(HELPER_CONFIG, DEFAULT_HELPER_CONFIG)
+        .unwrap();
+
+    // The server config is malformed: refused before downtime, naming it.
+    let cfg = s.ct.path("/opt/stalwart/etc/config.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{good}\n[store.rocksdb\n")).unwrap();
+    let out = s.upgrade(&target, &[]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        text(&out).contains("/opt/stalwart/etc/config.toml"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&cfg, &good).unwrap();
+
+    // A binary that is not a server, and a checksum mismatch: refused before downtime.
+    s.ct.write_file("/root/not-stalwart", "#!/bin/sh\necho hello\n")
+        .unwrap();
+    s.ct.exec_ok(&["chmod", "+x", "/root/not-stalwart"])
+        .unwrap();
+    let out = s.helper(&["upgrade", "--to", "/root/not-stalwart", "--yes"], &[]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    let p = s.inside(&target);
+    s.ct.write_file(
+        "/root/SHA256SUMS",
+        format!(
+            "{}  {}\n",
+            "0".repeat(64),
+            target.file_name().unwrap().to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let out = s.helper(
+        &[
+            "upgrade",
+            "--to",
+            &p,
+            "--sha256sums",
+            "/root/SHA256SUMS",
+            "--yes",
+        ],
+        &[],
+    );
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("sha256"), "{}", text(&out));
+
+    // Not root: refused with a message saying so.
+    let out =
+        s.ct.exec(&["runuser", "-u", "nobody", "--", &s.helper, "status"]);
+    assert_ne!(code(&out), 0);
+    assert!(text(&out).contains("must run as root"), "{}", text(&out));
+
+    // A state dir others can write: refused.
+    s.ct.exec_ok(&["chmod", "0777", "/var/lib/stalwart-upgrade"])
+        .unwrap();
+    let out = s.upgrade(&target, &[]);
+    assert_ne!(code(&out), 0);
+    assert!(
+        text(&out).contains("writable by group or others"),
+        "{}",
+        text(&out)
+    );
+    s.ct.exec_ok(&["chmod", "0700", "/var/lib/stalwart-upgrade"])
+        .unwrap();
+
+    unchanged(&s, &before);
+    let pid_after =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .unwrap();
+    assert_eq!(
+        pid, pid_after,
+        "the server was restarted by a refused upgrade"
+    );
+}
+
+#[test]
+fn no_secret_reaches_logs_journal_or_status() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let mut all = text(&out);
+    for args in [
+        &["status", "--json"][..],
+        &["history", "--json"],
+        &["plan", "--to", "/opt/stalwart/bin/stalwart"],
+        &["snapshot", "list", "--json"],
+    ] {
+        all.push_str(&text(&s.helper(args, &[])));
+    }
+    all.push_str(&s.ct.sh_ok("cat /var/lib/stalwart-upgrade/history/* /var/lib/stalwart-upgrade/snapshots/*/manifest.json").unwrap());
+    all.push_str(
+        &s.ct
+            .sh_ok("journalctl --no-pager -o json -t stalwart-upgrade")
+            .unwrap(),
+    );
+    let secret = testbed::stalwart::DEFAULT_ADMIN_SECRET;
+    assert!(!all.contains(secret), "the admin secret leaked");
+    // The structured journal fields are there.
+    assert!(
+        all.contains("\"OUTCOME\":\"committed\""),
+        "no structured outcome in the journal"
+    );
+    assert!(
+        all.contains("\"STEP\":\"swap\""),
+        "no structured step in the journal"
+    );
+}
+
+#[test]
+fn status_reports_the_install_sh_unit_overriding_the_packaged_one() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/stalwart.service"),
+    )
+    .unwrap();
+    s.ct.write_file("/lib/systemd/system/stalwart.service", unit)
+        .unwrap();
+    s.ct.exec_ok(&["systemctl", "daemon-reload"]).unwrap();
+    let out = s.helper(&["status"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("/etc/systemd/system/stalwart.service overrides the packaged /lib/systemd/system/stalwart.service"), "{}", text(&out));
+}
