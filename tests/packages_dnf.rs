@@ -26,9 +26,10 @@ fn dnf_install_upgrade_broken_release_remove() {
     assert!(out.contains("installed stalwart 0.15.5"), "{out}");
     m.ready();
     assert_eq!(m.running_binary(), "0.15.5");
-    assert!(m
-        .sh_ok("systemctl is-enabled stalwart.service")
-        .contains("enabled"));
+    assert_eq!(
+        m.sh_ok("systemctl is-enabled stalwart.service stalwart-upgrade-recover.service"),
+        "enabled\nenabled\n"
+    );
     m.deliver(10);
     let before = m.digest();
 
