@@ -95,3 +95,21 @@ fn packages_pass_lintian_and_rpmlint() {
     assert!(o.status.success(), "{out}");
     assert!(out.contains("0 errors, 0 warnings"), "{out}");
 }
+
+/// `systemd-analyze security` of the shipped unit stays at most 3.0 (upstream's install.sh unit:
+/// 9.3 "UNSAFE"; ours 1.9 with systemd 252).
+#[test]
+fn server_unit_exposure_is_at_most_3() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/stalwart.service");
+    let o = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=30"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("Overall exposure level for stalwart.service: 1."),
+        "{out}"
+    );
+}
