@@ -26,18 +26,10 @@ lock_wait_secs = 10
 enabled = false
 "#;
 
-pub fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-pub fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
+// The output helpers of the other end-to-end tests.
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{code, text};
 
 fn work_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
