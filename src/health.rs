@@ -116,7 +116,7 @@ pub fn gate(
                 last,
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     };
     let ready_after_ms = started.elapsed().as_millis() as u64;
     std::thread::sleep(Duration::from_secs(settings.timeouts.settle_secs));

@@ -359,7 +359,7 @@ fn undo_actions(
             ));
         } else {
             undo(j, Undo::Start, || {
-                m.sys()?.start(&begin.unit, s.start_timeout())?;
+                crate::upgrade::start_fresh(m, &begin.unit)?;
                 let cfg = server_config(begin).ok();
                 health::gate(m.sys()?, s, cfg.as_ref())?;
                 Ok(None)

@@ -224,8 +224,20 @@ pub(crate) fn exchange(_m: &Machine, b: &Begin) -> StepResult {
 }
 
 pub(crate) fn start(m: &Machine, b: &Begin) -> StepResult {
-    m.sys()?.start(&b.unit, m.settings().start_timeout())?;
+    start_fresh(m, &b.unit)?;
     Ok(((), None))
+}
+
+/// Starts the unit after clearing its failed state and start-rate counter: our own stop/start
+/// pairs (and a crash-looping release we are replacing) count against StartLimitBurst, and a
+/// rate-limited unit would refuse the very start that brings the server back.
+pub(crate) fn start_fresh(m: &Machine, unit: &str) -> Result<(), Error> {
+    let sys = m.sys()?;
+    if let Err(e) = sys.reset_failed(unit) {
+        tracing::debug!("reset-failed {unit}: {e}");
+    }
+    sys.start(unit, m.settings().start_timeout())?;
+    Ok(())
 }
 
 pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig) -> StepResult {
