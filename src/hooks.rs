@@ -49,8 +49,9 @@ pub enum Action {
     Converge { previous: Option<String> },
     /// The package is being removed: stop the server.
     Stop,
-    /// The package was removed: configuration and data stay; say where.
-    Removed,
+    /// The package was removed: configuration and data stay; say where, and how to purge
+    /// (`dpkg`: `apt purge`; rpm has no purge).
+    Removed { rpm: bool },
     /// Remove what the packages created (never the data unless the admin opted in).
     Purge,
     /// A script or argument we do not know: fail, as Debian's templates do.
@@ -95,7 +96,7 @@ pub fn deb_action(script: &str, args: &[String]) -> Action {
         | ("prerm", ["deconfigure", ..]) => Action::Nothing,
         ("prerm", ["remove", ..]) => Action::Stop,
 
-        ("postrm", ["remove", ..]) => Action::Removed,
+        ("postrm", ["remove", ..]) => Action::Removed { rpm: false },
         ("postrm", ["purge", ..]) => Action::Purge,
         ("postrm", ["upgrade", ..]) | ("postrm", ["disappear", ..]) => Action::Nothing,
         ("postrm", ["failed-upgrade", ..])
@@ -123,7 +124,7 @@ pub fn rpm_action(scriptlet: &str, arg: &str, version: Option<&str>) -> Action {
         },
         ("preun", Some(0)) => Action::Stop,
         ("preun", Some(_)) => Action::Nothing,
-        ("postun", Some(0)) => Action::Removed,
+        ("postun", Some(0)) => Action::Removed { rpm: true },
         ("postun", Some(_)) => Action::Nothing,
         ("posttrans", _) => Action::Converge { previous: None },
         _ => unknown(),
@@ -231,12 +232,19 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
             }
             exit::OK
         }
-        Action::Removed => {
+        Action::Removed { rpm } => {
             let p = ctx.settings.prefix.display();
+            let state = ctx.settings.state_dir.display();
             say(&format!(
-                "the server was removed; its configuration and data stay in {p}/etc, {p}/data and {p}/logs, and the binary in {p}/bin"
+                "the server was removed; its configuration and data stay in {p}/etc, {p}/data and {p}/logs, the binary in {p}/bin, the upgrade state in {state}"
             ));
-            say("purging the package (`apt purge stalwart`) removes the binary and the upgrade state but keeps configuration and data unless /etc/stalwart-upgrade/purge-data exists or STALWART_PURGE_DATA=yes is set");
+            if *rpm {
+                say(&format!(
+                    "to remove the binary and the upgrade state too: rm -rf {p}/bin {state}"
+                ));
+            } else {
+                say("purging the package (`apt purge stalwart`) removes the binary and the upgrade state but keeps configuration and data unless /etc/stalwart-upgrade/purge-data exists or STALWART_PURGE_DATA=yes is set");
+            }
             exit::OK
         }
         Action::Purge => {
@@ -526,7 +534,7 @@ mod tests {
             ("prerm", vec!["failed-upgrade", "0.15.4-1"], Nothing),
             ("prerm", vec!["deconfigure", "in-favour", "x", "1"], Nothing),
             ("prerm", vec!["remove"], Stop),
-            ("postrm", vec!["remove"], Removed),
+            ("postrm", vec!["remove"], Removed { rpm: false }),
             ("postrm", vec!["purge"], Purge),
             ("postrm", vec!["upgrade", "0.15.5-1"], Nothing),
             ("postrm", vec!["disappear", "x", "1"], Nothing),
@@ -581,7 +589,7 @@ mod tests {
             ("post", "2", Some("0.15.5"), Nothing),
             ("preun", "0", None, Stop),
             ("preun", "1", None, Nothing),
-            ("postun", "0", None, Removed),
+            ("postun", "0", None, Removed { rpm: true }),
             ("postun", "1", None, Nothing),
             (
                 "posttrans",

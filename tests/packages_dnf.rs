@@ -54,7 +54,9 @@ fn dnf_install_upgrade_broken_release_remove() {
     assert_ne!(m.status_code(), 0);
 
     // Erase: stopped, configuration and data kept.
-    dnf_ok(&m, "remove stalwart");
+    let out = dnf_ok(&m, "remove stalwart");
+    assert!(out.contains("configuration and data stay"), "{out}");
+    assert!(out.contains("rm -rf /opt/stalwart/bin"), "{out}");
     assert_eq!(
         m.sh_ok("systemctl is-active stalwart.service || true")
             .trim(),
