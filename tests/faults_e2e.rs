@@ -180,3 +180,29 @@ fn status_reports_the_install_sh_unit_overriding_the_packaged_one() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(text(&out).contains("/etc/systemd/system/stalwart.service overrides the packaged /lib/systemd/system/stalwart.service"), "{}", text(&out));
 }
+
+#[test]
+fn jumps_upstream_refuses_are_refused_before_any_downtime() {
+    // A 0.13 (schema 3) install asked to go to 0.16: upstream's 0.16 refuses schema 0-4.
+    let s = Scenario::new(&release("0.13.4", Fault::None, 0));
+    let before = s.digest();
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(text(&out).contains("0.15 first"), "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.13.4");
+    assert_eq!(data_of(&s.digest()), data_of(&before));
+
+    // 0.15 -> 0.16, approved: refused with what to read (the migration is not automated yet).
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("STALWART_RECOVERY_MODE") && t.contains("v0_16.md"),
+        "{t}"
+    );
+    assert_eq!(s.binary_version(), "0.15.5");
+}
