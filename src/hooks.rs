@@ -372,8 +372,9 @@ fn converge(
             ));
             exit::OK
         }
-        Err(e @ (Error::Refused(_) | Error::Preflight(_))) => {
-            // Nothing changed and the old version runs: exiting non-zero would leave the package
+        Err(e) if matches!(e.exit_code(), exit::REFUSED | exit::PREFLIGHT) => {
+            // Refused by the policy or a check before any downtime (versions, server config):
+            // nothing changed and the old version runs. Exiting non-zero would leave the package
             // Half-Configured and make every later apt run fail on it (spec.md).
             banner(
                 say,
