@@ -206,3 +206,34 @@ fn jumps_upstream_refuses_are_refused_before_any_downtime() {
     );
     assert_eq!(s.binary_version(), "0.15.5");
 }
+
+#[test]
+fn too_little_space_for_the_snapshot_is_refused_before_downtime() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let pid =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .unwrap();
+    // The snapshots live on their own small file system: nothing can be hard-linked there.
+    s.ct.sh_ok(
+        "mkdir -p /var/lib/stalwart-upgrade/snapshots && \
+         mount -t tmpfs -o size=8m,mode=0700 tmpfs /var/lib/stalwart-upgrade/snapshots",
+    )
+    .unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 4, "{t}");
+    assert!(
+        t.contains("not enough space")
+            && t.contains("missing")
+            && t.contains("nothing was stopped"),
+        "{t}"
+    );
+    unchanged(&s, &before);
+    let pid_after =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .unwrap();
+    assert_eq!(pid, pid_after, "the server was restarted");
+    s.ct.exec_ok(&["umount", "/var/lib/stalwart-upgrade/snapshots"])
+        .unwrap();
+}
