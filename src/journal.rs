@@ -467,7 +467,7 @@ impl Summary {
         let ready = self
             .note(Step::Health)
             .and_then(crate::health::parse_ready_note)
-            .map(|ms| health_at + ms)
+            .map(|ms| health_at.saturating_add(ms))
             .unwrap_or(health_done);
         Some(ready.saturating_sub(stop_at))
     }
