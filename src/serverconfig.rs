@@ -12,7 +12,9 @@
 //! - 0.16 config.json holds one DataStore object, `{"@type":"RocksDb","path":...}`.
 
 use serde::Serialize;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -153,15 +155,22 @@ impl ServerConfig {
             .map_err(|e: toml::de::Error| malformed(e.message().to_string()))?;
         let mut flat = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut flat);
-        let cfg = Flat { path, keys: flat };
+        let cfg = Flat {
+            path,
+            keys: flat,
+            secrets: RefCell::new(Vec::new()),
+            expansions: Cell::new(0),
+        };
 
         // Roles -> store ids. A role that is not set is left out (the server then has no such
         // store of its own or falls back to the data store, which we snapshot anyway).
         let mut uses: Vec<(String, String)> = Vec::new(); // (store id, role)
         let data = cfg.get_str("storage.data")?;
-        if data.is_none() {
+        // Set but empty (`storage.data = ""`, or a macro expanding to nothing) is no store
+        // either: accepting it would mean an upgrade without a data snapshot.
+        if data.as_deref().map_or(true, |d| d.trim().is_empty()) {
             return Err(malformed(
-                "`storage.data` is not set, so the server has no data store to snapshot; \
+                "`storage.data` is not set or empty, so the server has no data store to snapshot; \
                  set it to one of the [store.<id>] tables"
                     .into(),
             ));
@@ -363,7 +372,8 @@ fn env_secret(cfg_path: &Path, name: &str) -> Result<String, ServerConfigError> 
     }
     if let Some(dir) = cfg_path.parent() {
         let env_file = dir.join("stalwart.env");
-        if let Ok(text) = fs_err::read_to_string(&env_file) {
+        // Bounded like a secret file: the config dir may be writable by the server's user.
+        if let Ok(text) = read_small_file(&env_file, 1024 * 1024) {
             for line in text.lines() {
                 let line = line.trim();
                 let line = line.strip_prefix("export ").unwrap_or(line);
@@ -389,16 +399,56 @@ fn env_secret(cfg_path: &Path, name: &str) -> Result<String, ServerConfigError> 
     })
 }
 
+/// The largest file a `%{file:..}%` macro or a 0.16 `File` secret may name: these hold a
+/// password or a short value, never more.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// Reads a file the server config refers to. Only a regular file of at most
+/// [`MAX_SECRET_FILE`] bytes: the helper runs as root inside package upgrades, and a config
+/// naming `/dev/zero`, `/dev/stdin` or a FIFO must not read forever or block. The contents never
+/// appear in an error message.
 fn read_secret_file(cfg_path: &Path, file: &Path) -> Result<String, ServerConfigError> {
-    fs_err::read_to_string(file)
+    read_small_file(file, MAX_SECRET_FILE)
         .map(|s| s.trim().to_string())
-        .map_err(|e| ServerConfigError::Malformed {
+        .map_err(|why| ServerConfigError::Malformed {
             path: cfg_path.to_owned(),
             message: format!(
-                "it refers to the file {}, which cannot be read: {e}",
+                "it refers to the file {}, which cannot be read: {why}",
                 file.display()
             ),
         })
+}
+
+/// A regular file of at most `limit` bytes, as UTF-8 text; Err says why not (never with any of
+/// the contents).
+fn read_small_file(file: &Path, limit: u64) -> Result<String, String> {
+    // Checked before opening (opening a FIFO for reading blocks), and again on the open file.
+    let meta = fs_err::metadata(file).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(file)
+            .map_err(|e| e.to_string())?
+    };
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "it is larger than {limit} bytes, too large for a secret or a value"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".into())
 }
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
@@ -419,17 +469,28 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value
     }
 }
 
+/// Upper bound of macro expansions in one config: a real config has a handful; `%{cfg:..}%`
+/// macros referring to each other many times over would otherwise take exponential time.
+const MAX_EXPANSIONS: u32 = 10_000;
+/// Upper bound of one value after expansion.
+const MAX_EXPANDED_LEN: usize = 64 * 1024;
+
 /// The config as flattened dotted keys.
 struct Flat<'a> {
     path: &'a Path,
     keys: BTreeMap<String, toml::Value>,
+    /// What `%{env:..}%` and `%{file:..}%` macros expanded to: never shown in a message (a config
+    /// writable by the server's user must not make root print files it may not read).
+    secrets: RefCell<Vec<String>>,
+    /// Macro expansions so far (bounded by [`MAX_EXPANSIONS`]).
+    expansions: Cell<u32>,
 }
 
 impl Flat<'_> {
     fn malformed(&self, message: String) -> ServerConfigError {
         ServerConfigError::Malformed {
             path: self.path.to_owned(),
-            message,
+            message: redact(message, &self.secrets.borrow()),
         }
     }
 
@@ -524,6 +585,14 @@ impl Flat<'_> {
         let mut out = String::with_capacity(raw.len());
         let mut rest = raw;
         while let Some(start) = rest.find("%{") {
+            let n = self.expansions.get().saturating_add(1);
+            self.expansions.set(n);
+            if n > MAX_EXPANSIONS {
+                return Err(self.malformed(format!(
+                    "`{key}`: more than {MAX_EXPANSIONS} macro expansions in the config \
+                     (%{{cfg:..}}% macros referring to each other many times over?)"
+                )));
+            }
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find("}%") else {
@@ -534,7 +603,10 @@ impl Flat<'_> {
             let inner = &after[..end];
             let value = match inner.split_once(':') {
                 Some(("env", var)) => match std::env::var(var) {
-                    Ok(v) => v,
+                    Ok(v) => {
+                        self.secrets.borrow_mut().push(v.clone());
+                        v
+                    }
                     Err(_) => {
                         return Err(self.malformed(format!(
                             "`{key}` uses %{{env:{var}}}% but the environment variable {var} is \
@@ -542,7 +614,11 @@ impl Flat<'_> {
                         )))
                     }
                 },
-                Some(("file", file)) => read_secret_file(self.path, Path::new(file))?,
+                Some(("file", file)) => {
+                    let v = read_secret_file(self.path, Path::new(file))?;
+                    self.secrets.borrow_mut().push(v.clone());
+                    v
+                }
                 Some(("cfg", other)) => self.get_str_depth(other, depth + 1)?.ok_or_else(|| {
                     self.malformed(format!(
                         "`{key}` uses %{{cfg:{other}}}% but `{other}` is not set"
@@ -554,6 +630,11 @@ impl Flat<'_> {
                 }
             };
             out.push_str(&value);
+            if out.len() > MAX_EXPANDED_LEN {
+                return Err(self.malformed(format!(
+                    "`{key}` expands to more than {MAX_EXPANDED_LEN} bytes"
+                )));
+            }
             rest = &after[end + 2..];
         }
         out.push_str(rest);
@@ -635,6 +716,21 @@ impl Flat<'_> {
         }
         Ok(None)
     }
+}
+
+/// Removes every value a macro read from a message, also as `{:?}` shows it (messages quote
+/// values with `{:?}`).
+fn redact(mut message: String, secrets: &[String]) -> String {
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        let dbg = format!("{s:?}");
+        let escaped = &dbg[1..dbg.len() - 1];
+        for needle in [s.as_str(), escaped] {
+            if message.contains(needle) {
+                message = message.replace(needle, "<redacted>");
+            }
+        }
+    }
+    message
 }
 
 /// A listener bound to the unspecified address (`[::]`, `0.0.0.0`) is reached on 127.0.0.1
