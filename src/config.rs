@@ -9,6 +9,8 @@ use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = "/etc/stalwart-upgrade/config.toml";
 pub const ENV_PATH: &str = "STALWART_UPGRADE_CONFIG";
+/// Upper bound of every `*_secs` setting: 30 days.
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -188,7 +190,48 @@ impl Settings {
     }
 
     pub fn parse(text: &str) -> Result<Settings, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let s: Settings = toml::from_str(text).map_err(|e| e.to_string())?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Refuses values that parse but cannot be meant: a timeout so large that adding it to the
+    /// clock overflows (a panic deep inside an upgrade), an unattended class nobody can match
+    /// (a typo that would silently hold every upgrade back), an empty failure pattern (it
+    /// matches every log line, so every start would count as failed).
+    fn validate(&self) -> Result<(), String> {
+        let t = &self.timeouts;
+        for (name, secs) in [
+            ("timeouts.stop_secs", t.stop_secs),
+            ("timeouts.start_secs", t.start_secs),
+            ("timeouts.ready_secs", t.ready_secs),
+            ("timeouts.settle_secs", t.settle_secs),
+            ("timeouts.lock_wait_secs", t.lock_wait_secs),
+            ("webadmin.timeout_secs", self.webadmin.timeout_secs),
+        ] {
+            if secs > MAX_TIMEOUT_SECS {
+                return Err(format!(
+                    "`{name}` = {secs} is larger than {MAX_TIMEOUT_SECS} (30 days)"
+                ));
+            }
+        }
+        for c in &self.policy.unattended {
+            if !["patch", "minor", "major"]
+                .iter()
+                .any(|k| c.eq_ignore_ascii_case(k))
+            {
+                return Err(format!(
+                    "`policy.unattended` contains {c:?}; the classes are \"patch\", \"minor\" and \"major\""
+                ));
+            }
+        }
+        if self.health.failure_patterns.iter().any(|p| p.trim().is_empty()) {
+            return Err(
+                "`health.failure_patterns` contains an empty pattern, which matches every log line"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     pub fn bin_dir(&self) -> PathBuf {
