@@ -225,7 +225,12 @@ impl Settings {
                 ));
             }
         }
-        if self.health.failure_patterns.iter().any(|p| p.trim().is_empty()) {
+        if self
+            .health
+            .failure_patterns
+            .iter()
+            .any(|p| p.trim().is_empty())
+        {
             return Err(
                 "`health.failure_patterns` contains an empty pattern, which matches every log line"
                     .into(),

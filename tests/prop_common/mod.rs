@@ -79,10 +79,14 @@ pub fn check<S>(
                     panic!("{name}: failed after {total} cases: {e}");
                 }
                 total += u64::from(batch);
-                // Aim at batches of about a second, so the deadline is kept.
-                if b0.elapsed() < Duration::from_millis(500) && batch < 1 << 20 {
-                    batch *= 2;
-                }
+                // Next batch: at most double, at most a second's worth, and it must fit in the
+                // time left, so the deadline is kept.
+                let per_case = b0.elapsed().as_secs_f64() / f64::from(batch);
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_secs_f64();
+                let fit = (left.min(1.0) / per_case.max(1e-9)) as u64;
+                batch = fit.clamp(1, u64::from(batch) * 2).min(1 << 20) as u32;
             }
             println!(
                 "fuzz: {name}: {total} cases in {:.0} s",
