@@ -146,7 +146,20 @@ impl Version {
     /// What `stalwart --version` prints: the bare version (maybe prefixed by a program name, maybe
     /// `v0.15.5`). Build metadata is dropped; anything but MAJOR.MINOR.PATCH[-PRE] is refused.
     pub fn parse_binary_output(s: &str) -> Result<Version, VersionError> {
-        let t = s.split_whitespace().last().unwrap_or("");
+        // One or two words: the version, maybe after the program name. With more (a banner, a
+        // warning, "built with rustc 1.80.0") the last word may be another program's version.
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let t = match words.as_slice() {
+            [] => "",
+            [v] | [_, v] => v,
+            _ => {
+                return Err(unparseable(
+                    BINARY,
+                    s,
+                    "expected the version, maybe after the program name, and nothing else",
+                ))
+            }
+        };
         let t = t.strip_prefix('v').unwrap_or(t);
         strict_semver(BINARY, s, t)
     }
@@ -457,6 +470,8 @@ mod tests {
             "latest",
             "0.15.5.1",
             "18446744073709551616.0.0",
+            "stalwart 0.15.5 rustc 1.80.0",
+            "warning: x\nstalwart 0.15.5",
         ] {
             let e = Version::parse_binary_output(input).unwrap_err();
             assert!(e.to_string().contains("--version"), "{e}");
