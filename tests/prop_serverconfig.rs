@@ -351,6 +351,83 @@ fn generated_configs_same_in_every_spelling() {
     });
 }
 
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::{json, Value};
+    let f = fixture();
+    let secret = f.secret_file.display().to_string();
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|i| json!(i)),
+        any::<u64>().prop_map(|i| json!(i)),
+        (0u64..70000).prop_map(|i| json!(i)),
+        any::<f64>().prop_map(|x| json!(x)),
+        string_value().prop_map(Value::String),
+        Just(json!({"@type": "Value", "value": CANARY_FILE_VALUE})),
+        Just(json!({"@type": "File", "filePath": secret})),
+        Just(json!({"@type": "File", "filePath": "/dev/zero"})),
+        Just(json!({"@type": "EnvironmentVariable", "variableName": CANARY_ENV})),
+        Just(json!({"@type": "EnvironmentVariable", "variableName": "SU_PROP_DEFINITELY_UNSET"})),
+        Just(json!({"@type": "Weird"})),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map("[a-z@]{1,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// 0.16 DataStore objects with fields of every type, secrets of every kind, maybe wrapped.
+#[test]
+fn generated_json_datastores() {
+    let field = proptest::sample::select(vec![
+        "@type",
+        "path",
+        "host",
+        "port",
+        "database",
+        "authUsername",
+        "authSecret",
+        "useTls",
+        "tls",
+        "tlsEnable",
+        "clusterFile",
+    ]);
+    let ty = proptest::sample::select(vec![
+        "RocksDb",
+        "Sqlite",
+        "FoundationDb",
+        "PostgreSql",
+        "MySql",
+        "rocksdb",
+        "",
+        "S3",
+    ]);
+    check(
+        "serverconfig/json",
+        256,
+        (
+            ty,
+            proptest::collection::btree_map(field, json_value(), 0..8),
+            proptest::sample::select(vec!["", "dataStore", "DataStore", "store", "other"]),
+        ),
+        |(ty, fields, wrap)| {
+            let mut obj: serde_json::Map<String, serde_json::Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            obj.entry("@type").or_insert_with(|| ty.into());
+            let mut v = serde_json::Value::Object(obj);
+            if !wrap.is_empty() {
+                v = serde_json::json!({ wrap: v });
+            }
+            contract(&v.to_string())
+        },
+    );
+}
+
 /// Mutations of real configs: every line dropped, duplicated or cut.
 #[test]
 fn mutated_corpus_configs() {
