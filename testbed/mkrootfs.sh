@@ -6,7 +6,7 @@
 set -eu
 DEST=$1
 MIRROR=${2:-http://deb.debian.org/debian}
-PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,apt-utils,unattended-upgrades,iproute2,ca-certificates,rpm,dnf,curl,procps
+PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,apt-utils,unattended-upgrades,iproute2,ca-certificates,rpm,dnf,dnf-plugins-core,curl,procps
 
 command -v mmdebstrap >/dev/null || {
     echo "mmdebstrap is missing: apt-get install -y --no-install-recommends mmdebstrap systemd-container" >&2
@@ -29,6 +29,10 @@ done
 # rpm on Debian defaults to ~/.rpmdb; the packaging tests need the system database.
 mkdir -p "$DEST/etc/rpm" "$DEST/var/lib/rpm"
 echo '%_dbpath /var/lib/rpm' >> "$DEST/etc/rpm/macros"
+
+# dnf-plugins-core brings the versionlock plugin (the helper's dnf hold) but also enables the
+# `local` plugin, which mirrors every installed rpm into a gpg-checked _dnf_local repository.
+sed -i 's/^enabled *=.*/enabled = 0/' "$DEST/etc/dnf/plugins/local.conf"
 
 # No network inside (--private-network): apt must not try the Debian mirror.
 rm -f "$DEST/etc/apt/sources.list" "$DEST/etc/apt/sources.list.d/"*.list "$DEST/etc/apt/sources.list.d/"*.sources 2>/dev/null || true

@@ -79,8 +79,16 @@ fn dnf_pre_gate_refuses_a_minor_upgrade() {
     let running = m.invocation();
     let minor = server_packages("0.15.5", Fault::None, 0);
     m.publish_rpms(&[&minor.rpm]);
-    // Holds are managed: dnf's versionlock plugin is not installed here, so the %pre gate is
-    // what stops the minor upgrade.
+    // The versionlock hold (installed at first install) hides 0.15.5 from dnf altogether; with
+    // the hold removed by hand, the %pre gate is what stops the minor upgrade (defence in depth).
+    let o = m.dnf_run("upgrade --refresh");
+    assert!(
+        !text(&o).contains("0.15.5"),
+        "the hold hides the minor: {}",
+        text(&o)
+    );
+    assert_eq!(m.invocation(), running);
+    m.sh_ok("sed -i '/stalwart/d' /etc/dnf/plugins/versionlock.list");
     let o = m.dnf_run("upgrade --refresh");
     assert!(
         text(&o).contains("not installing stalwart 0.15.5"),

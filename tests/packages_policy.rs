@@ -92,3 +92,58 @@ fn hold_takes_patches_unattended_and_a_minor_only_after_allow() {
     let policy = m.sh_ok("apt-cache policy stalwart");
     assert!(policy.contains("Installed: 0.15.5-1"), "{policy}");
 }
+
+#[test]
+fn dnf_versionlock_takes_patches_and_a_minor_only_after_allow() {
+    if testbed::skip_requested("dnf_versionlock_takes_patches_and_a_minor_only_after_allow") {
+        return;
+    }
+    let m = Machine::dnf();
+    let dnf_ok = |args: &str| {
+        let o = m.dnf_run(args);
+        assert!(o.status.success(), "dnf {args}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let helper = helper_packages();
+    let a = server_packages("0.14.3", Fault::None, 0);
+    m.publish_rpms(&[&helper.rpm, &a.rpm]);
+    dnf_ok("install stalwart");
+    m.ready();
+    let lock = m.sh_ok("cat /etc/dnf/plugins/versionlock.list");
+    assert!(
+        lock.contains("stalwart-0.14.*"),
+        "hold installed at first install:\n{lock}"
+    );
+
+    let patch = server_packages("0.14.4", Fault::None, 0);
+    let minor = server_packages("0.15.5", Fault::None, 300);
+    m.publish_rpms(&[&patch.rpm, &minor.rpm]);
+    let out = dnf_ok("upgrade --refresh");
+    m.ready();
+    assert_eq!(m.running_binary(), "0.14.4", "{out}");
+    assert!(
+        m.rpm_q("stalwart").starts_with("stalwart-0.14.4-1"),
+        "{}",
+        m.rpm_q("stalwart")
+    );
+    // dnf never selected the minor release: the %pre gate was not even reached.
+    assert!(
+        !out.contains("0.15.5"),
+        "versionlock should hide 0.15.5:\n{out}"
+    );
+
+    let o = m.helper(&["allow", "0.15"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lock = m.sh_ok("cat /etc/dnf/plugins/versionlock.list");
+    assert!(
+        lock.contains("stalwart-0.15.*") && !lock.contains("stalwart-0.14.*"),
+        "{lock}"
+    );
+    dnf_ok("upgrade --refresh");
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.5");
+    assert_eq!(m.digest()["schema"], 5);
+    let last = m.history().last().cloned().unwrap_or_default();
+    assert_eq!(last["ending"], "committed", "{last}");
+    assert!(last["snapshot"].is_string(), "{last}");
+}
