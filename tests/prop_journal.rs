@@ -46,6 +46,7 @@ fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "ready after [0-9]{1,20} ms",
+        (0u64..=u64::MAX).prop_map(|ms| format!("ready after {ms} ms")),
         Just("line\nbreak\r\n\"quoted\" \\ \u{0}".to_string()),
     ]
 }
@@ -319,10 +320,30 @@ fn summary_of_any_records_never_panics() {
             begin: Box::new(begin())
         }),
     ];
+    // A timed transaction (what downtime_ms reads) with hostile timestamps and health notes.
+    let at = || prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64), 0u64..10];
+    let timed = (at(), at(), at(), at(), text()).prop_map(|(a, b, c, d, note)| {
+        let step = |at, step, phase, note| Record::Step {
+            at,
+            step,
+            phase,
+            note,
+        };
+        vec![
+            Record::Begin {
+                at: a,
+                begin: Box::new(begin()),
+            },
+            step(a, Step::Stop, Phase::Started, None),
+            step(b, Step::Stop, Phase::Done, None),
+            step(c, Step::Health, Phase::Started, None),
+            step(d, Step::Health, Phase::Done, Some(note)),
+        ]
+    });
     check(
         "journal/summary",
         512,
-        proptest::collection::vec(rec, 0..16),
+        prop_oneof![proptest::collection::vec(rec, 0..16), timed],
         |recs| {
             summarize(&recs);
             // And through the reader: the same records as journal lines.
