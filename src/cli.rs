@@ -378,7 +378,9 @@ fn run(cmd: Command) -> Result<i32, Error> {
             action: WebadminCmd::Refresh,
         } => {
             let ctx = context(false)?;
-            let cfg = crate::serverconfig::ServerConfig::load(&ctx.settings.server_config_path())?;
+            let running = crate::swap::binary_version(&ctx.settings.server_binary())?;
+            let path = crate::generation::server_config_path(&ctx.settings, &running);
+            let cfg = crate::serverconfig::ServerConfig::load(&path)?;
             let base = crate::health::base_url(&ctx.settings, Some(&cfg));
             crate::webadmin::refresh(&ctx.settings, cfg.generation, &base)?;
             println!("web admin refreshed at {base}");

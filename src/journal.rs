@@ -41,6 +41,10 @@ pub enum Step {
     Swap,
     /// (rollback transactions) put an earlier data snapshot back.
     Restore,
+    /// (0.15 -> 0.16) write config.json from config.toml's data store and point the unit at it.
+    Generation,
+    /// (0.15 -> 0.16) run the new binary once in upstream's recovery mode, which migrates schema 5.
+    Migrate,
     /// Start the unit over D-Bus.
     Start,
     /// Unit active, /healthz/ready, no failed migration in the log. Past this point, `recover`
@@ -53,12 +57,14 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 11] = [
         Step::Stage,
         Step::Stop,
         Step::Snapshot,
         Step::Swap,
         Step::Restore,
+        Step::Generation,
+        Step::Migrate,
         Step::Start,
         Step::Health,
         Step::Verify,
@@ -71,6 +77,8 @@ impl Step {
             Step::Snapshot => "snapshot",
             Step::Swap => "swap",
             Step::Restore => "restore",
+            Step::Generation => "generation",
+            Step::Migrate => "migrate",
             Step::Start => "start",
             Step::Health => "health",
             Step::Verify => "verify",
@@ -93,6 +101,8 @@ pub enum Undo {
     Stop,
     /// Put the old binary back into bin/.
     Binary,
+    /// Remove what the generation step wrote (config.json, the unit drop-in).
+    Generation,
     /// Put the data from before the transaction back.
     Data,
     /// Remove bin.new and a partial snapshot.
@@ -106,6 +116,7 @@ impl Undo {
         match self {
             Undo::Stop => "undo-stop",
             Undo::Binary => "undo-binary",
+            Undo::Generation => "undo-generation",
             Undo::Data => "undo-data",
             Undo::Cleanup => "undo-cleanup",
             Undo::Start => "undo-start",

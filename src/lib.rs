@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod generation;
 pub mod health;
 pub mod history;
 pub mod hooks;

@@ -112,7 +112,12 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Er
     } else {
         None
     };
-    let server_config = ServerConfig::load(&s.server_config_path())?;
+    if crate::generation::is_json(&current) != crate::generation::is_json(&target) {
+        return Err(Error::Refused(format!(
+            "rolling back across the 0.16 line ({current} -> {target}) is not automated yet: {target} needs config.toml and the schema-5 data from the snapshot taken before the upgrade; nothing was changed"
+        )));
+    }
+    let server_config = ServerConfig::load(&crate::generation::server_config_path(s, &current))?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
     if !snapshot.fits() {
@@ -136,6 +141,7 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Er
         health_url: health::base_url(s, Some(&server_config)),
         restore_data: forward.schema_may_move(),
         server_config,
+        generation_json: None,
         snapshot,
     };
     Ok((plan, restore_from))

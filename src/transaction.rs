@@ -297,7 +297,7 @@ fn undo_actions(
     // Only a started Start can have left the new version running. A Stop that failed (the unit
     // would not stop) left the old binary and data untouched: stopping again would only repeat
     // the failure; starting (below) replaces the pending stop job.
-    if sum.started(Step::Start) && !boot {
+    if (sum.started(Step::Start) || sum.started(Step::Migrate)) && !boot {
         undo(j, Undo::Stop, || {
             m.sys()?.stop(&begin.unit, s.stop_timeout())?;
             Ok(None)
@@ -322,7 +322,15 @@ fn undo_actions(
             begin.bin_dir.display()
         ));
     }
-    let data_moved = sum.started(Step::Start) || sum.started(Step::Restore);
+    if sum.started(Step::Generation) {
+        undo(j, Undo::Generation, || {
+            crate::generation::undo(m.settings(), m.sys()?)?;
+            Ok(None)
+        })?;
+        did.push("config.json and the unit drop-in of the 0.16 line removed (config.toml was never changed)".into());
+    }
+    let data_moved =
+        sum.started(Step::Start) || sum.started(Step::Restore) || sum.started(Step::Migrate);
     if begin.restore_data && data_moved {
         let id = sum
             .note(Step::Snapshot)
@@ -441,7 +449,10 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
 }
 
 fn refresh_webadmin(m: &Machine, begin: &Begin) -> Result<(), Error> {
-    let cfg = server_config(begin)?;
+    let cfg = ServerConfig::load(&crate::generation::server_config_path(
+        m.settings(),
+        &begin.to,
+    ))?;
     let base = health::base_url(m.settings(), Some(&cfg));
     webadmin::refresh(m.settings(), cfg.generation, &base)?;
     Ok(())

@@ -8,7 +8,7 @@ use crate::snapshot::SnapshotMeta;
 use crate::state::StateDir;
 use crate::transaction::{self, Machine, Outcome, Report, Transaction};
 use crate::version::{classify, Class, Version};
-use crate::{health, swap, Context, Error, UpgradeRequest};
+use crate::{generation, health, swap, Context, Error, UpgradeRequest};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub struct Plan {
     pub old_sha256: String,
     pub unit_active: bool,
     pub server_config: ServerConfig,
+    /// 0.15 -> 0.16: where config.json goes and what it says (config.toml's data store).
+    pub generation_json: Option<(PathBuf, String)>,
     /// Method, space needed and free for the snapshot of each store.
     pub snapshot: crate::snapshot::SnapshotPlan,
     /// A rollback must restore the data snapshot: the schema may move (minor/major).
@@ -109,6 +111,14 @@ impl std::fmt::Display for Plan {
             self.snapshot.bytes_free >> 20,
             self.snapshot.root.display()
         )?;
+        if let Some((path, _)) = &self.generation_json {
+            writeln!(
+                f,
+                "0.16 line:     writes {} from the data store, points the unit at it (drop-in), and starts {} once with STALWART_RECOVERY_MODE=1: upstream's migration of schema 5 -> 6 WIPES settings, directory, reports, tasks and quotas (e-mail is kept); config.toml is left as it is for a rollback",
+                path.display(),
+                self.to
+            )?;
+        }
         writeln!(f, "health:        {}/healthz/ready", self.health_url)?;
         writeln!(
             f,
@@ -175,6 +185,17 @@ fn steps(tx: &mut Transaction, plan: &Plan) -> Result<(), Error> {
     tx.step(Step::Stop, stop)?;
     tx.step(Step::Snapshot, |m, b| snapshot(m, b, plan))?;
     tx.step(Step::Swap, exchange)?;
+    if let Some((_, json)) = &plan.generation_json {
+        tx.step(Step::Generation, |m, _| {
+            generation::apply(m.settings(), m.sys()?, &plan.server_config, json)?;
+            Ok(((), None))
+        })?;
+        tx.step(Step::Migrate, |m, b| {
+            let start = || start_fresh(m, &b.unit);
+            generation::migrate(m.settings(), m.sys()?, start, &plan.server_config)?;
+            Ok(((), None))
+        })?;
+    }
     tx.step(Step::Start, start)?;
     tx.step(Step::Health, |m, _| healthy(m, &plan.server_config))?;
     Ok(())
@@ -245,20 +266,27 @@ pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig) -> StepResult {
     Ok(((), Some(health::ready_note(r.ready_after_ms))))
 }
 
-/// 0.16 changed shape (config.json instead of config.toml, JMAP management) and migrates a 0.15
-/// database only in recovery mode, wiping settings (facts: stalwart.md). Running a 0.16 binary
-/// with the 0.15 config and unit would only fail and roll back, so it is refused up front, with
-/// what to read. (Jumps the policy already refused keep the policy's message.)
-fn refuse_generation_change(from: &Version, to: &Version, verdict: &Verdict) -> Result<(), Error> {
-    let json = |v: &Version| v.0.major > 0 || v.0.minor >= 16;
-    if json(from) == json(to) || matches!(verdict, Verdict::Refused { .. }) {
-        return Ok(());
+/// 0.15 -> 0.16 (facts: stalwart.md): only from the last 0.15 schema (the policy already refuses
+/// older jumps), only for data stores whose carry-over is plain, and never over a config.json the
+/// admin already has.
+fn generation_plan(
+    s: &crate::config::Settings,
+    from: &Version,
+    to: &Version,
+    verdict: &Verdict,
+    cfg: &ServerConfig,
+) -> Result<Option<(PathBuf, String)>, Error> {
+    if !generation::crosses(from, to) || matches!(verdict, Verdict::Refused { .. }) {
+        return Ok(None);
     }
-    Err(Error::Refused(format!(
-        "{from} -> {to} crosses the 0.16 line: upstream replaced config.toml by config.json, moved management to JMAP, and migrates a 0.15 database (schema 5 -> 6) only when started with STALWART_RECOVERY_MODE=1, wiping settings, directory, reports, tasks and quotas. This helper does not automate that migration yet; nothing was changed. Read {doc} and migrate by hand (after `stalwart-upgrade snapshot create --stop`), or stay on the {line} line with `stalwart-upgrade hold {line}`",
-        doc = policy::upgrading_doc(to),
-        line = from.line()
-    )))
+    let existing = generation::paths(s).config_json;
+    if existing.exists() {
+        return Err(Error::Preflight(format!(
+            "{} already exists: the 0.16 config would replace it; move it aside (it is not used by {from}) and run the upgrade again; nothing was changed",
+            existing.display()
+        )));
+    }
+    generation::data_store_json(cfg).map(|json| Some((existing, json)))
 }
 
 fn gate(plan: &Plan) -> Result<(), Error> {
@@ -319,8 +347,8 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
         }
     }
     let verdict = policy::verdict(s, &from, &to, class, m.ctx.unattended)?;
-    refuse_generation_change(&from, &to, &verdict)?;
-    let server_config = ServerConfig::load(&s.server_config_path())?;
+    let server_config = ServerConfig::load(&generation::server_config_path(s, &from))?;
+    let generation_json = generation_plan(s, &from, &to, &verdict, &server_config)?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
     if !snapshot.fits() {
@@ -350,6 +378,7 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
         target: req.target.clone(),
         target_sha256,
         server_config,
+        generation_json,
         snapshot,
     })
 }

@@ -193,18 +193,6 @@ fn jumps_upstream_refuses_are_refused_before_any_downtime() {
     s.ready();
     assert_eq!(s.binary_version(), "0.13.4");
     assert_eq!(data_of(&s.digest()), data_of(&before));
-
-    // 0.15 -> 0.16, approved: refused with what to read (the migration is not automated yet).
-    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
-    s.allow("0.16");
-    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
-    assert_eq!(code(&out), 3, "{}", text(&out));
-    let t = text(&out);
-    assert!(
-        t.contains("STALWART_RECOVERY_MODE") && t.contains("v0_16.md"),
-        "{t}"
-    );
-    assert_eq!(s.binary_version(), "0.15.5");
 }
 
 #[test]

@@ -1,0 +1,179 @@
+//! Crossing upstream's 0.16 line (facts: stalwart.md). 0.16 reads config.json (one DataStore
+//! object) instead of config.toml, and migrates a 0.15 database (schema 5 -> 6) only when started
+//! with `STALWART_RECOVERY_MODE=1` — a migration that wipes settings, directory, reports, tasks and
+//! quotas (e-mail is kept).
+//!
+//! The helper never rewrites config.toml (the 0.15 server owns it) and never edits the unit file:
+//! it writes config.json next to config.toml, points the unit at it with a drop-in, and runs the
+//! one recovery-mode start through the unit itself (its user, capabilities and sandbox) with a
+//! runtime drop-in that a reboot would discard. Undo removes exactly these files, so a rollback
+//! leaves config.toml, the unit and (with the data snapshot) the data as they were.
+
+use crate::config::Settings;
+use crate::serverconfig::{ServerConfig, StoreKind};
+use crate::systemd::Systemd;
+use crate::version::Version;
+use crate::Error;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+/// >= 0.16 servers read config.json and are managed over JMAP.
+pub fn is_json(v: &Version) -> bool {
+    v.0.major > 0 || v.0.minor >= 16
+}
+
+pub fn crosses(from: &Version, to: &Version) -> bool {
+    !is_json(from) && is_json(to)
+}
+
+/// The server config the running version reads: the configured one, else config.json for
+/// >= 0.16 (when present), else config.toml. After a 0.15 -> 0.16 upgrade both files exist.
+pub fn server_config_path(s: &Settings, running: &Version) -> PathBuf {
+    if let Some(p) = &s.server_config {
+        return p.clone();
+    }
+    let json = s.prefix.join("etc/config.json");
+    if is_json(running) && json.exists() {
+        json
+    } else {
+        s.server_config_path()
+    }
+}
+
+pub struct Paths {
+    pub config_json: PathBuf,
+    /// Persistent drop-in: ExecStart with config.json.
+    pub dropin: PathBuf,
+    /// Runtime drop-in (/run): recovery mode for the one migrating start.
+    pub recovery_dropin: PathBuf,
+}
+
+pub fn paths(s: &Settings) -> Paths {
+    let name = "50-stalwart-upgrade-0.16.conf";
+    Paths {
+        config_json: s.prefix.join("etc/config.json"),
+        dropin: PathBuf::from(format!("/etc/systemd/system/{}.d/{name}", s.unit)),
+        recovery_dropin: PathBuf::from(format!(
+            "/run/systemd/system/{}.d/50-stalwart-upgrade-recovery.conf",
+            s.unit
+        )),
+    }
+}
+
+/// The 0.16 DataStore object for config.toml's `storage.data` store. Only the stores whose
+/// carry-over is plain (a path) are automated; SQL stores would need their credentials rewritten
+/// into 0.16's secret objects, which is the admin's call.
+pub fn data_store_json(cfg: &ServerConfig) -> Result<String, Error> {
+    let store = cfg
+        .stores
+        .iter()
+        .find(|s| s.roles.iter().any(|r| r == "data"))
+        .ok_or_else(|| Error::Preflight(format!("{} names no data store", cfg.path.display())))?;
+    let v = match &store.kind {
+        StoreKind::RocksDb { path } => serde_json::json!({"@type": "RocksDb", "path": path}),
+        StoreKind::Sqlite { path } => serde_json::json!({"@type": "Sqlite", "path": path}),
+        other => {
+            return Err(Error::Refused(format!(
+                "the data store `{}` is a {} store: only RocksDB and SQLite data stores are carried over to 0.16's config.json automatically; write config.json by hand (see UPGRADING/v0_16.md) and upgrade with upstream's procedure",
+                store.id,
+                other.type_name()
+            )))
+        }
+    };
+    serde_json::to_string_pretty(&v).map_err(|e| Error::Preflight(e.to_string()))
+}
+
+fn dropin_text(s: &Settings, config_json: &std::path::Path) -> String {
+    let bin = s.server_binary();
+    format!(
+        "# Written by stalwart-upgrade when it upgraded this server to 0.16: 0.16 reads config.json.\n\
+         # Removed again if that upgrade is rolled back.\n\
+         [Unit]\nConditionPathExists=\nConditionPathExists={json}\n\
+         [Service]\nExecStart=\nExecStart={bin} --config={json}\n",
+        json = config_json.display(),
+        bin = bin.display()
+    )
+}
+
+fn write_owned_like(
+    path: &std::path::Path,
+    text: &str,
+    like: &std::path::Path,
+) -> Result<(), Error> {
+    crate::state::write_atomic(path, text.as_bytes(), 0o640)?;
+    if let Ok(md) = std::fs::metadata(like) {
+        std::os::unix::fs::lchown(path, Some(md.uid()), Some(md.gid())).map_err(|source| {
+            crate::state::StateError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(md.mode() & 0o777));
+    }
+    Ok(())
+}
+
+fn mkdir_parent(p: &std::path::Path) -> Result<(), Error> {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).map_err(|source| crate::state::StateError::Io {
+            path: d.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes config.json (owned like config.toml) and the unit drop-in, then reloads systemd.
+pub fn apply(s: &Settings, sys: &Systemd, cfg: &ServerConfig, json: &str) -> Result<(), Error> {
+    let p = paths(s);
+    write_owned_like(&p.config_json, json, &cfg.path)?;
+    mkdir_parent(&p.dropin)?;
+    crate::state::write_atomic(&p.dropin, dropin_text(s, &p.config_json).as_bytes(), 0o644)?;
+    sys.daemon_reload()?;
+    Ok(())
+}
+
+/// Removes what `apply` and `migrate` wrote; idempotent.
+pub fn undo(s: &Settings, sys: &Systemd) -> Result<(), Error> {
+    let p = paths(s);
+    for f in [&p.recovery_dropin, &p.dropin, &p.config_json] {
+        match std::fs::remove_file(f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(crate::state::StateError::Io {
+                    path: f.clone(),
+                    source: e,
+                }
+                .into())
+            }
+            _ => {}
+        }
+    }
+    sys.daemon_reload()?;
+    Ok(())
+}
+
+/// The recovery-mode start: through the unit, with a runtime drop-in adding
+/// STALWART_RECOVERY_MODE=1, until the server is ready (the migration done); then stopped and the
+/// drop-in removed, so the normal start that follows runs without it.
+pub fn migrate(
+    s: &Settings,
+    sys: &Systemd,
+    start: impl FnOnce() -> Result<(), Error>,
+    cfg: &ServerConfig,
+) -> Result<(), Error> {
+    let p = paths(s);
+    mkdir_parent(&p.recovery_dropin)?;
+    crate::state::write_atomic(
+        &p.recovery_dropin,
+        b"# stalwart-upgrade: the one start that migrates a 0.15 database (upstream's recovery mode)\n[Service]\nEnvironment=STALWART_RECOVERY_MODE=1\n",
+        0o644,
+    )?;
+    sys.daemon_reload()?;
+    let result = start().and_then(|()| Ok(crate::health::gate(sys, s, Some(cfg)).map(|_| ())?));
+    let stopped = sys.stop(&s.unit, s.stop_timeout());
+    let _ = std::fs::remove_file(&p.recovery_dropin);
+    sys.daemon_reload()?;
+    result?;
+    stopped?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Across upstream's 0.16 line, in booted containers: 0.15 -> 0.16 with approval (config.json
+//! written from config.toml's data store, the unit pointed at it, one recovery-mode start that
+//! migrates schema 5 -> 6 and wipes settings), and a broken 0.16 release rolled back completely:
+//! binary, config.toml, unit and data as before.
+
+mod common;
+use common::*;
+use testbed::Fault;
+
+const DROPIN: &str = "/etc/systemd/system/stalwart.service.d/50-stalwart-upgrade-0.16.conf";
+const JSON: &str = "/opt/stalwart/etc/config.json";
+const TOML: &str = "/opt/stalwart/etc/config.toml";
+
+fn sha(s: &Scenario, path: &str) -> String {
+    s.ct.exec_ok(&["sha256sum", path]).unwrap()
+}
+
+#[test]
+fn upgrade_from_0_15_to_0_16_with_approval() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let toml = sha(&s, TOML);
+    let target = release("0.16.18", Fault::None, 500);
+    let refused = s.upgrade(&target, &[]);
+    assert_eq!(code(&refused), 3, "needs approval: {}", text(&refused));
+    s.allow("0.16");
+    let plan = s.helper(&["plan", "--to", &s.inside(&target)], &[]);
+    assert!(
+        text(&plan).contains("STALWART_RECOVERY_MODE=1") && text(&plan).contains("WIPES settings"),
+        "{}",
+        text(&plan)
+    );
+
+    let out = s.upgrade(&target, &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.16.18");
+    let after = s.digest();
+    assert_eq!(after["schema"], 6, "{after}");
+    let (b, a) = (
+        before["records"].as_u64().unwrap(),
+        after["records"].as_u64().unwrap(),
+    );
+    assert!(
+        a < b && a > 0,
+        "mail kept, settings wiped: {before} -> {after}"
+    );
+    let json = s.ct.exec_ok(&["cat", JSON]).unwrap();
+    assert!(
+        json.contains("\"RocksDb\"") && json.contains("/opt/stalwart/data"),
+        "{json}"
+    );
+    assert_eq!(sha(&s, TOML), toml, "config.toml untouched");
+    let exec =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "ExecStart", "stalwart.service"])
+            .unwrap();
+    assert!(exec.contains("config.json"), "{exec}");
+    let env =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "Environment", "stalwart.service"])
+            .unwrap();
+    assert!(
+        !env.contains("RECOVERY"),
+        "recovery mode must be off after the migration: {env}"
+    );
+    let h = s.history_json();
+    let last = &h[h.as_array().unwrap().len() - 1];
+    let steps: Vec<&str> = last["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"generation") && steps.contains(&"migrate"),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn broken_0_16_release_is_rolled_back_to_0_15_completely() {
+    let s = Scenario::with(
+        &release("0.15.5", Fault::None, 0),
+        testbed::stalwart::ServerLayout::rocksdb(),
+        &DEFAULT_HELPER_CONFIG.replace("ready_secs = 20", "ready_secs = 4"),
+    );
+    let before = s.digest();
+    let toml = sha(&s, TOML);
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.18", Fault::NeverReady, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "{t}");
+    assert!(t.contains("config.json and the unit drop-in"), "{t}");
+    assert!(t.contains("data restored from snapshot"), "{t}");
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.5");
+    assert_eq!(data_of(&s.digest()), data_of(&before), "schema-5 data back");
+    assert_eq!(sha(&s, TOML), toml);
+    assert!(!s.ct.path(JSON).exists(), "config.json removed");
+    assert!(!s.ct.path(DROPIN).exists(), "drop-in removed");
+    let exec =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "ExecStart", "stalwart.service"])
+            .unwrap();
+    assert!(exec.contains("config.toml"), "{exec}");
+}
