@@ -266,6 +266,39 @@ pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig) -> StepResult {
     Ok(((), Some(health::ready_note(r.ready_after_ms))))
 }
 
+/// bin.new is a full copy of bin/ with the new binary, on the same file system as bin/ (the
+/// exchange is a rename): a disk that cannot hold it is found here, before anything is stopped.
+fn check_staging_space(s: &crate::config::Settings, target: &std::path::Path) -> Result<(), Error> {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let others: u64 = std::fs::read_dir(s.bin_dir())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name() != "stalwart")
+                .map(|e| size(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0);
+    let margin = 16 << 20;
+    let need = size(target) + others + margin;
+    let st = nix::sys::statvfs::statvfs(&s.prefix).map_err(|e| {
+        Error::Preflight(format!(
+            "cannot read the free space of {}: {e}",
+            s.prefix.display()
+        ))
+    })?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < need {
+        return Err(Error::Preflight(format!(
+            "not enough space in {} to stage the new binary as {}: {} MiB needed (including a 16 MiB margin), {} MiB free; free some space there and run the upgrade again; nothing was stopped",
+            s.prefix.display(),
+            s.staged_dir().display(),
+            need >> 20,
+            free >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// 0.15 -> 0.16 (facts: stalwart.md): only from the last 0.15 schema (the policy already refuses
 /// older jumps), only for data stores whose carry-over is plain, and never over a config.json the
 /// admin already has.
@@ -347,6 +380,7 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
         }
     }
     let verdict = policy::verdict(s, &from, &to, class, m.ctx.unattended)?;
+    check_staging_space(s, &req.target)?;
     let server_config = ServerConfig::load(&generation::server_config_path(s, &from))?;
     let generation_json = generation_plan(s, &from, &to, &verdict, &server_config)?;
     let snapshots = m.snapshots();

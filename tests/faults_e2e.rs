@@ -225,3 +225,41 @@ fn too_little_space_for_the_snapshot_is_refused_before_downtime() {
     s.ct.exec_ok(&["umount", "/var/lib/stalwart-upgrade/snapshots"])
         .unwrap();
 }
+
+#[test]
+fn a_full_opt_stalwart_is_refused_before_downtime() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    // /opt/stalwart on its own small file system with room for what is there, not for bin.new.
+    let used: u64 =
+        s.ct.sh_ok("du -sm /opt/stalwart | cut -f1")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    s.ct.sh_ok(&format!(
+        "systemctl stop stalwart && cp -a /opt/stalwart /root/opt-stalwart && \
+         mount -t tmpfs -o size={}m tmpfs /opt/stalwart && cp -a /root/opt-stalwart/. /opt/stalwart/ && \
+         systemctl start stalwart",
+        used + 8
+    ))
+    .unwrap();
+    s.ready();
+    let pid =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 4, "{t}");
+    assert!(
+        t.contains("not enough space in /opt/stalwart") && t.contains("nothing was stopped"),
+        "{t}"
+    );
+    unchanged(&s, &before);
+    let pid_after =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .unwrap();
+    assert_eq!(pid, pid_after, "the server was restarted");
+    s.ct.sh_ok("systemctl stop stalwart && umount /opt/stalwart")
+        .unwrap();
+}
