@@ -85,7 +85,16 @@ pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
         path: path.to_owned(),
         message,
     };
-    let mut child = Command::new(path)
+    let mut cmd = Command::new(path);
+    // A binary root does not own (install.sh gives /opt/stalwart to the service user) runs as its
+    // owner: whoever can replace it must not get code run as root by our version check.
+    if let Ok(md) = std::fs::metadata(path) {
+        if md.uid() != 0 {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(md.uid()).gid(md.gid());
+        }
+    }
+    let mut child = cmd
         .arg("--version")
         .env_remove("CONFIG_PATH") // upstream ignores arguments when CONFIG_PATH is set
         .stdin(Stdio::null())
@@ -158,12 +167,75 @@ pub fn copy_file_durable(from: &Path, to: &Path, mode: u32) -> Result<(), SwapEr
     f.sync_all().map_err(io(to))
 }
 
-/// Builds bin.new: a copy of bin/ (same owner and mode, other files kept) with `target` as
-/// bin.new/stalwart, every file and the directories fsync'd. Returns the staged binary's sha256.
-pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<String, SwapError> {
+/// bin.new, built and checked while it belongs to root; `hand_over` gives it the owners bin/ has.
+#[derive(Debug)]
+pub struct Staged {
+    pub sha256: String,
+    dir: std::fs::File,
+    dir_owner: (u32, u32, u32),
+    files: Vec<(std::ffi::OsString, u32, u32)>,
+}
+
+/// Opens `name` for writing inside the directory `dir`, refusing to follow a symlink.
+fn create_in(
+    dir: &std::fs::File,
+    name: &std::ffi::OsStr,
+    mode: u32,
+) -> Result<std::fs::File, SwapError> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        Path::new(name),
+        flags,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| io(Path::new(name))(e.into()))?;
+    // SAFETY: `fd` was just returned by openat and is owned by nothing else.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+fn copy_into(
+    dir: &std::fs::File,
+    name: &std::ffi::OsStr,
+    from: &Path,
+    mode: u32,
+) -> Result<(), SwapError> {
+    let mut src = fs::File::open(from).map_err(|e| io(from)(e))?;
+    let mut dst = create_in(dir, name, mode)?;
+    std::io::copy(&mut src, &mut dst).map_err(io(from))?;
+    dst.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io(from))?;
+    dst.sync_all().map_err(io(from))
+}
+
+/// Builds bin.new: a copy of bin/ (other files kept) with `target` as bin.new/stalwart, every file
+/// and the directory fsync'd. Everything is written through a handle on the directory we created,
+/// with O_NOFOLLOW, and stays root-owned (0700) until `hand_over`: install.sh gives /opt/stalwart
+/// to the service user, who could otherwise plant a symlink at bin.new or change the binary
+/// between our write and the root-run `--version` check.
+pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<Staged, SwapError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     remove_dir(staged)?;
     let md = fs::metadata(bin).map_err(|e| io(bin)(e))?;
-    fs::create_dir(staged).map_err(|e| io(staged)(e))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(staged)
+        .map_err(io(staged))?;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(staged)
+        .map_err(io(staged))?;
+    let dmd = dir.metadata().map_err(io(staged))?;
+    if dmd.uid() != nix::unistd::geteuid().as_raw() || dmd.permissions().mode() & 0o077 != 0 {
+        return Err(io(staged)(std::io::Error::other(
+            "replaced while being created (someone else owns it now); refusing to stage",
+        )));
+    }
+    let mut files = Vec::new();
     for e in fs::read_dir(bin).map_err(|e| io(bin)(e))? {
         let e = e.map_err(io(bin))?;
         let ft = e.file_type().map_err(io(&e.path()))?;
@@ -171,31 +243,55 @@ pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<String, SwapErr
             continue;
         }
         let emd = e.metadata().map_err(io(&e.path()))?;
-        let dst = staged.join(e.file_name());
-        copy_file_durable(&e.path(), &dst, emd.permissions().mode() & 0o7777)?;
-        chown(&dst, emd.uid(), emd.gid())?;
+        copy_into(
+            &dir,
+            &e.file_name(),
+            &e.path(),
+            emd.permissions().mode() & 0o7777,
+        )?;
+        files.push((e.file_name(), emd.uid(), emd.gid()));
     }
     let old_bin = bin.join("stalwart");
     let (uid, gid, mode) = match fs::metadata(&old_bin) {
         Ok(m) => (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
         Err(_) => (md.uid(), md.gid(), 0o755),
     };
-    let new_bin = staged.join("stalwart");
-    copy_file_durable(target, &new_bin, mode)?;
-    chown(&new_bin, uid, gid)?;
-    std::fs::set_permissions(
-        staged,
-        std::fs::Permissions::from_mode(md.permissions().mode()),
-    )
-    .map_err(io(staged))?;
-    chown(staged, md.uid(), md.gid())?;
-    fsync_dir(staged).map_err(io(staged))?;
+    copy_into(&dir, std::ffi::OsStr::new("stalwart"), target, mode)?;
+    files.push(("stalwart".into(), uid, gid));
+    dir.sync_all().map_err(io(staged))?;
     fsync_parent(staged)?;
-    sha256_file(&new_bin)
+    Ok(Staged {
+        sha256: sha256_file(&staged.join("stalwart"))?,
+        dir,
+        dir_owner: (md.uid(), md.gid(), md.permissions().mode() & 0o7777),
+        files,
+    })
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), SwapError> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io(path))
+/// Gives bin.new's files and directory the owners and mode bin/ has (after the checks).
+pub fn hand_over(staged: &Staged) -> Result<(), SwapError> {
+    use std::os::fd::AsRawFd;
+    let fd = staged.dir.as_raw_fd();
+    for (name, uid, gid) in &staged.files {
+        nix::unistd::fchownat(
+            Some(fd),
+            Path::new(name),
+            Some(nix::unistd::Uid::from_raw(*uid)),
+            Some(nix::unistd::Gid::from_raw(*gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io(Path::new(name))(e.into()))?;
+    }
+    let (uid, gid, mode) = staged.dir_owner;
+    nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(mode))
+        .map_err(|e| io(Path::new("bin.new"))(e.into()))?;
+    nix::unistd::fchown(
+        fd,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .map_err(|e| io(Path::new("bin.new"))(e.into()))?;
+    staged.dir.sync_all().map_err(io(Path::new("bin.new")))
 }
 
 fn fsync_parent(p: &Path) -> Result<(), SwapError> {
@@ -319,7 +415,7 @@ pub fn ensure_binary(
 
 fn stage_from_release(bin: &Path, staged: &Path, release: &Path) -> Result<(), SwapError> {
     if bin.exists() {
-        stage(bin, staged, release).map(|_| ())
+        hand_over(&stage(bin, staged, release)?)
     } else {
         remove_dir(staged)?;
         fs::create_dir(staged).map_err(|e| io(staged)(e))?;
@@ -371,7 +467,9 @@ mod tests {
     fn stage_then_exchange_keeps_other_files_and_old_dir() {
         let (_t, bin, staged, new) = layout();
         let old_sha = sha256_file(&bin.join("stalwart")).unwrap();
-        let sha = stage(&bin, &staged, &new).unwrap();
+        let st = stage(&bin, &staged, &new).unwrap();
+        hand_over(&st).unwrap();
+        let sha = st.sha256.clone();
         assert_eq!(sha, sha256_file(&new).unwrap());
         assert_eq!(
             binary_version(&staged.join("stalwart"))
@@ -391,7 +489,9 @@ mod tests {
     #[test]
     fn fallback_sequence_swaps_too() {
         let (_t, bin, staged, new) = layout();
-        let sha = stage(&bin, &staged, &new).unwrap();
+        let st = stage(&bin, &staged, &new).unwrap();
+        hand_over(&st).unwrap();
+        let sha = st.sha256.clone();
         std::env::set_var(NO_EXCHANGE_ENV, "1");
         let r = exchange(&bin, &staged);
         std::env::remove_var(NO_EXCHANGE_ENV);
@@ -412,7 +512,7 @@ mod tests {
             Ensured::AlreadyThere
         );
         // exchanged
-        stage(&bin, &staged, &new).unwrap();
+        hand_over(&stage(&bin, &staged, &new).unwrap()).unwrap();
         exchange(&bin, &staged).unwrap();
         assert_eq!(
             ensure_binary(&bin, &staged, &release, &old_sha, &v).unwrap(),
@@ -420,12 +520,12 @@ mod tests {
         );
         assert_eq!(sha256_file(&bin.join("stalwart")).unwrap(), old_sha);
         // fallback interrupted after bin -> bin.old
-        stage(&bin, &staged, &new).unwrap();
+        hand_over(&stage(&bin, &staged, &new).unwrap()).unwrap();
         std::fs::rename(&bin, aside(&bin)).unwrap();
         ensure_binary(&bin, &staged, &release, &old_sha, &v).unwrap();
         assert_eq!(sha256_file(&bin.join("stalwart")).unwrap(), old_sha);
         // old dir gone entirely: rebuilt from the kept release
-        stage(&bin, &staged, &new).unwrap();
+        hand_over(&stage(&bin, &staged, &new).unwrap()).unwrap();
         exchange(&bin, &staged).unwrap();
         remove_dir(&staged).unwrap();
         assert_eq!(
@@ -436,6 +536,44 @@ mod tests {
         // unknown sha: typed error naming the release
         let e = ensure_binary(&bin, &staged, &release, "feed", &v).unwrap_err();
         assert!(e.to_string().contains("restore it by hand"), "{e}");
+    }
+
+    #[test]
+    fn staging_never_follows_a_planted_symlink_and_stays_root_owned_until_handed_over() {
+        let (t, bin, staged, new) = layout();
+        std::os::unix::fs::chown(&bin, Some(65534), Some(65534)).unwrap();
+        std::os::unix::fs::chown(bin.join("stalwart"), Some(65534), Some(65534)).unwrap();
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &staged).unwrap();
+        let st = stage(&bin, &staged, &new).unwrap();
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "symlink followed"
+        );
+        let md = std::fs::symlink_metadata(&staged).unwrap();
+        assert!(md.is_dir() && md.uid() == 0 && md.permissions().mode() & 0o777 == 0o700);
+        assert_eq!(std::fs::metadata(staged.join("stalwart")).unwrap().uid(), 0);
+        hand_over(&st).unwrap();
+        let md = std::fs::metadata(&staged).unwrap();
+        assert_eq!((md.uid(), md.gid()), (65534, 65534));
+        assert_eq!(
+            std::fs::metadata(staged.join("stalwart")).unwrap().uid(),
+            65534
+        );
+    }
+
+    #[test]
+    fn version_check_runs_a_binary_root_does_not_own_as_its_owner() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = t.path().join("stalwart");
+        std::fs::write(&p, "#!/bin/sh\necho 0.0.$(id -u)\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.0");
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
     }
 
     #[test]

@@ -209,7 +209,8 @@ pub(crate) fn stage(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
         &b.bin_dir.join("stalwart"),
         &m.state.release_binary(&b.from),
     )?;
-    let sha = swap::stage(&b.bin_dir, &b.staged_dir, &plan.target)?;
+    let staged_dir = swap::stage(&b.bin_dir, &b.staged_dir, &plan.target)?;
+    let sha = staged_dir.sha256.clone();
     let staged = b.staged_dir.join("stalwart");
     let v = swap::binary_version(&staged)?;
     if v != b.to || sha != b.new_sha256 {
@@ -220,6 +221,7 @@ pub(crate) fn stage(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
         }
         .into());
     }
+    swap::hand_over(&staged_dir)?;
     Ok(((), Some(sha)))
 }
 

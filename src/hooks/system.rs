@@ -217,7 +217,7 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
     let staged = s.staged_dir();
     swap::remove_dir(&staged)?;
     if bin.exists() {
-        swap::stage(&bin, &staged, &payload)?;
+        swap::hand_over(&swap::stage(&bin, &staged, &payload)?)?;
         swap::exchange(&bin, &staged)?;
         swap::remove_dir(&staged)?;
     } else {
