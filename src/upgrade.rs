@@ -301,6 +301,29 @@ fn check_staging_space(s: &crate::config::Settings, target: &std::path::Path) ->
     Ok(())
 }
 
+/// A store on a read-only file system can be neither migrated by the new version nor restored
+/// by a rollback: refused before anything is stopped.
+fn check_stores_writable(cfg: &ServerConfig) -> Result<(), Error> {
+    for st in &cfg.stores {
+        let Some(path) = st.kind.path() else { continue };
+        let probe = if path.exists() {
+            path
+        } else {
+            path.parent().unwrap_or(path)
+        };
+        if let Ok(v) = nix::sys::statvfs::statvfs(probe) {
+            if v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+                return Err(Error::Preflight(format!(
+                    "the store `{}` at {} is on a read-only file system: the new version could not migrate it and a rollback could not restore it; remount it read-write (and check why it went read-only), then run the upgrade again; nothing was stopped",
+                    st.id,
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// 0.15 -> 0.16 (facts: stalwart.md): only from the last 0.15 schema (the policy already refuses
 /// older jumps), only for data stores whose carry-over is plain, and never over a config.json the
 /// admin already has.
@@ -384,6 +407,7 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
     let verdict = policy::verdict(s, &from, &to, class, m.ctx.unattended)?;
     check_staging_space(s, &req.target)?;
     let server_config = ServerConfig::load(&generation::server_config_path(s, &from))?;
+    check_stores_writable(&server_config)?;
     let generation_json = generation_plan(s, &from, &to, &verdict, &server_config)?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;

@@ -263,3 +263,65 @@ fn a_full_opt_stalwart_is_refused_before_downtime() {
     s.ct.sh_ok("systemctl stop stalwart && umount /opt/stalwart")
         .unwrap();
 }
+
+#[test]
+fn a_read_only_data_store_is_refused_before_downtime() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    // Stop, make the data dir a read-only bind mount, start again (the stand-in reads it fine
+    // until it must write).
+    s.ct.sh_ok(
+        "systemctl stop stalwart && mount --bind /opt/stalwart/data /opt/stalwart/data && \
+         mount -o remount,bind,ro /opt/stalwart/data",
+    )
+    .unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 4, "{t}");
+    assert!(
+        t.contains("read-only file system") && t.contains("/opt/stalwart/data"),
+        "{t}"
+    );
+    assert_eq!(s.binary_version(), "0.15.5");
+    assert!(!s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists());
+    s.ct.sh_ok("umount /opt/stalwart/data").unwrap();
+}
+
+#[test]
+fn when_neither_version_starts_the_admin_is_told_and_recover_finishes_after_the_fix() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    // From now on every start of the unit fails (the running server is not affected): the new
+    // version cannot start, and neither can the old one during the rollback.
+    s.ct.write_file(
+        "/etc/systemd/system/stalwart.service.d/block.conf",
+        "[Service]\nExecStartPre=/bin/sh -c 'test ! -e /run/block-start'\n",
+    )
+    .unwrap();
+    s.ct.sh_ok("touch /run/block-start && systemctl daemon-reload")
+        .unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 6, "expected BROKEN: {t}");
+    assert!(
+        t.contains("The rollback failed too") && t.contains("stalwart-upgrade recover"),
+        "{t}"
+    );
+    // The journal is kept: status flags the unfinished transaction.
+    let st = s.helper(&["status"], &[]);
+    assert_eq!(code(&st), 8, "{}", text(&st));
+    assert!(text(&st).contains("unfinished"), "{}", text(&st));
+    // The admin fixes the cause; recover continues the rollback.
+    s.ct.sh_ok("rm /run/block-start").unwrap();
+    let rec = s.helper(&["recover"], &[]);
+    assert_eq!(code(&rec), 0, "{}", text(&rec));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.5");
+    assert_eq!(data_of(&s.digest()), data_of(&before));
+    assert!(!s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists());
+}
