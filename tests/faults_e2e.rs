@@ -325,3 +325,35 @@ fn when_neither_version_starts_the_admin_is_told_and_recover_finishes_after_the_
         .path("/var/lib/stalwart-upgrade/journal.jsonl")
         .exists());
 }
+
+#[test]
+fn a_masked_unit_is_refused_before_downtime() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let pid =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .unwrap();
+    // (A mask in /run would be shadowed by install.sh's unit in /etc: move that to /lib first.)
+    s.ct.sh_ok(
+        "mv /etc/systemd/system/stalwart.service /lib/systemd/system/ && systemctl daemon-reload && \
+         systemctl mask stalwart.service",
+    )
+    .unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_ne!(code(&out), 0, "{t}");
+    assert!(
+        t.contains("masked") && t.contains("systemctl unmask stalwart.service"),
+        "{t}"
+    );
+    assert_eq!(s.binary_version(), "0.15.5");
+    assert!(!s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists());
+    s.ct.exec_ok(&["systemctl", "unmask", "stalwart.service"])
+        .unwrap();
+    let pid_after =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .unwrap();
+    assert_eq!(pid, pid_after, "the running server was not touched");
+}
