@@ -21,6 +21,14 @@ fn ready_loop(ct: &Container) -> Duration {
     t.elapsed()
 }
 
+/// ru_maxrss (KiB) over terminated, waited-for descendants: includes the helper run through
+/// nsenter, which waits for it.
+fn children_maxrss_kib() -> i64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map(|u| u.max_rss())
+        .unwrap_or(0)
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
@@ -41,6 +49,9 @@ fn main() -> anyhow::Result<()> {
         .target_path(testbed::target_dir().join("debug/stalwart-upgrade"))
         .ok_or_else(|| anyhow::anyhow!("helper not under target/"))?;
 
+    // Peak RSS of the waited-for descendants so far (curl, systemctl, nsenter): the baseline that
+    // the helper's own peak must exceed to show up below.
+    let before_rss = children_maxrss_kib();
     let mut bare = Vec::new();
     let mut upgrade = Vec::new();
     let mut whole = Vec::new();
@@ -89,5 +100,17 @@ fn main() -> anyhow::Result<()> {
         "  whole `upgrade` command:          {:>7.1} ms (stage, snapshot hashing, commit included)",
         w.as_secs_f64() * 1e3
     );
+    let after_rss = children_maxrss_kib();
+    if after_rss > before_rss {
+        println!(
+            "  peak RSS of the helper:           {:>7.1} MiB (getrusage of waited-for descendants)",
+            after_rss as f64 / 1024.0
+        );
+    } else {
+        println!(
+            "  peak RSS of the helper:        <= {:>7.1} MiB (no larger than the other tools run)",
+            before_rss as f64 / 1024.0
+        );
+    }
     Ok(())
 }
