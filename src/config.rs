@@ -173,20 +173,53 @@ impl Settings {
     pub fn load() -> Result<Settings, ConfigError> {
         match std::env::var_os(ENV_PATH) {
             Some(p) => Self::load_from(Path::new(&p)),
-            None if Path::new(DEFAULT_PATH).exists() => Self::load_from(Path::new(DEFAULT_PATH)),
+            None if Path::new(DEFAULT_PATH).exists()
+                || Path::new(DEFAULT_PATH).with_file_name("config.d").is_dir() =>
+            {
+                Self::load_from(Path::new(DEFAULT_PATH))
+            }
             None => Ok(Settings::default()),
         }
     }
 
+    /// Reads `path`, then merges every `config.d/*.toml` next to it in name order (later files
+    /// win, tables merge key by key). Admins put their changes in a drop-in so the packaged
+    /// config.toml (a conffile) stays unmodified: dpkg then never asks a conffile question on a
+    /// helper upgrade, which would make unattended-upgrades skip it.
     pub fn load_from(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
+        let dir = path.with_file_name("config.d");
+        // Drop-ins alone (no main file) are fine too.
+        let mut merged = if !path.exists() && dir.is_dir() {
+            toml::Table::new()
+        } else {
+            read_table(path)?
+        };
+        let mut dropins: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dropins.sort();
+        for d in &dropins {
+            let overlay = read_table(d)?;
+            merge(&mut merged, overlay);
+            // Validate each drop-in on its own so an unknown key names the file it is in.
+            toml::Value::Table(read_table(d)?)
+                .try_into::<Settings>()
+                .map_err(|e| ConfigError::Parse {
+                    path: d.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        toml::Value::Table(merged)
+            .try_into::<Settings>()
+            .map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
     }
 
     pub fn parse(text: &str) -> Result<Settings, String> {
@@ -276,6 +309,28 @@ impl Settings {
     }
 }
 
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (k, v) in overlay {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +350,29 @@ mod tests {
     fn unknown_key_is_an_error_naming_it() {
         let e = Settings::parse("unti = \"x\"").unwrap_err();
         assert!(e.contains("unti"), "{e}");
+    }
+
+    #[test]
+    fn drop_ins_merge_in_name_order_and_name_their_file_on_error() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("config.toml");
+        std::fs::write(&base, "# all defaults\n[timeouts]\nstop_secs = 10\n").unwrap();
+        let d = t.path().join("config.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(
+            d.join("10-site.toml"),
+            "[timeouts]\nready_secs = 7\n[snapshots]\nkeep = 5\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("20-host.toml"), "[snapshots]\nkeep = 9\n").unwrap();
+        std::fs::write(d.join("README"), "not toml").unwrap();
+        let s = Settings::load_from(&base).unwrap();
+        assert_eq!(s.timeouts.stop_secs, 10);
+        assert_eq!(s.timeouts.ready_secs, 7);
+        assert_eq!(s.snapshots.keep, 9);
+        std::fs::write(d.join("30-typo.toml"), "[snapshots]\nkepe = 1\n").unwrap();
+        let e = Settings::load_from(&base).unwrap_err().to_string();
+        assert!(e.contains("30-typo.toml") && e.contains("kepe"), "{e}");
     }
 
     #[test]
