@@ -115,6 +115,9 @@ pub enum Error {
         txid: String,
         reason: String,
     },
+    /// A system tool the packages rely on (useradd, the server's --init, ...) failed.
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
     #[error("{0}")]
     Usage(String),
     #[error("`{0}` is not implemented yet")]

@@ -17,7 +17,6 @@ use crate::version::{Class, Version};
 use crate::{health, swap, webadmin, Context, Error};
 use serde::Serialize;
 use std::cell::OnceCell;
-use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -98,7 +97,6 @@ pub struct Transaction<'m, 'a> {
     m: &'m Machine<'a>,
     journal: Journal,
     begin: Begin,
-    records: Vec<Step>,
     failed_step: Option<Step>,
 }
 
@@ -113,7 +111,6 @@ impl<'m, 'a> Transaction<'m, 'a> {
             m,
             journal,
             begin,
-            records: Vec::new(),
             failed_step: None,
         })
     }
@@ -133,7 +130,6 @@ impl<'m, 'a> Transaction<'m, 'a> {
         f: impl FnOnce(&Machine<'a>, &Begin) -> Result<(T, Option<String>), Error>,
     ) -> Result<T, Error> {
         self.journal.step(step, Phase::Started, None)?;
-        self.records.push(step);
         tracing::info!(unit = %self.begin.unit, step = step.as_str(), "step {step} started");
         match f(self.m, &self.begin) {
             Ok((v, note)) => {
@@ -235,7 +231,7 @@ pub fn roll_back(
                     TxKind::Rollback => "Nothing else to do; `stalwart-upgrade status` shows the state.".into(),
                 }
             );
-            close(m, j, &begin, sum, Ending::RolledBack, &message, Vec::new())?;
+            close(m, j, &begin, sum, Ending::RolledBack, &message)?;
             if begin.kind == TxKind::Upgrade && blame_version {
                 m.state.set_failed(&FailedUpgrade {
                     version: begin.to.clone(),
@@ -421,15 +417,7 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
             format!("; WARNING: {}", warnings.join("; "))
         }
     );
-    close(
-        m,
-        j,
-        &begin,
-        sum,
-        Ending::Committed,
-        &message,
-        warnings.clone(),
-    )?;
+    close(m, j, &begin, sum, Ending::Committed, &message)?;
     m.state.clear_failed()?;
     if begin.kind == TxKind::Upgrade {
         swap::remove_dir(&begin.staged_dir)?;
@@ -488,7 +476,6 @@ fn close(
     sum: &Summary,
     ending: Ending,
     message: &str,
-    _warnings: Vec<String>,
 ) -> Result<(), Error> {
     if sum.end.is_none() {
         j.append(crate::journal::Record::End {
@@ -590,7 +577,7 @@ pub fn recover_locked(m: &Machine) -> Result<RecoverReport, Error> {
     let mut j = Journal::open(&path)?;
     if let Some((ending, message)) = &sum.end {
         // Killed after the End record but before the journal moved into history.
-        close(m, &mut j, &begin, &sum, *ending, message, Vec::new())?;
+        close(m, &mut j, &begin, &sum, *ending, message)?;
         let outcome = match ending {
             Ending::Committed => Outcome::Committed,
             Ending::RolledBack => Outcome::RolledBack {
@@ -629,8 +616,4 @@ pub fn recover_locked(m: &Machine) -> Result<RecoverReport, Error> {
 pub fn new_txid(from: &Version, to: &Version) -> String {
     let ms = crate::state::now_ms();
     format!("{ms}-{from}-to-{to}")
-}
-
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }

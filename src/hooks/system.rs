@@ -11,7 +11,7 @@ use crate::transaction::{RecoverReport, Report};
 use crate::version::Version;
 use crate::{health, serverconfig::ServerConfig, Context, Error, UpgradeRequest};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// The service user (upstream's install.sh: `useradd stalwart -s /usr/sbin/nologin -M -r -U`).
@@ -35,10 +35,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 fn command_failed(what: &str, detail: String) -> Error {
-    Error::Swap(SwapError::Io {
-        path: PathBuf::from(what),
-        source: std::io::Error::other(detail),
-    })
+    Error::Command {
+        what: what.to_string(),
+        detail,
+    }
 }
 
 /// Runs a command; Ok(stdout) on success.
