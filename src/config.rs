@@ -214,12 +214,17 @@ impl Settings {
                     message: e.to_string(),
                 })?;
         }
-        toml::Value::Table(merged)
+        let settings = toml::Value::Table(merged)
             .try_into::<Settings>()
             .map_err(|e| ConfigError::Parse {
                 path: path.to_owned(),
                 message: e.to_string(),
-            })
+            })?;
+        settings.validate().map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(settings)
     }
 
     pub fn parse(text: &str) -> Result<Settings, String> {

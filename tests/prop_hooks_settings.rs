@@ -380,3 +380,33 @@ fn corpus_regressions() {
         }
     }
 }
+
+/// The real load path (config.toml merged with config.d/*.toml drop-ins) refuses what
+/// `Settings::parse` refuses: the corpus files, as the main file and as a drop-in.
+#[test]
+fn load_from_validates_like_parse() {
+    for p in corpus("settings") {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let want_ok = Settings::parse(&text).is_ok();
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::write(&main, &text).unwrap();
+        let got = Settings::load_from(&main);
+        assert_eq!(
+            got.is_ok(),
+            want_ok,
+            "{} as config.toml: {got:?}",
+            p.display()
+        );
+        std::fs::write(&main, "").unwrap();
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        std::fs::write(dir.path().join("config.d/50-admin.toml"), &text).unwrap();
+        let got = Settings::load_from(&main);
+        assert_eq!(
+            got.is_ok(),
+            want_ok,
+            "{} as a drop-in: {got:?}",
+            p.display()
+        );
+    }
+}
