@@ -1,87 +1,87 @@
-//! The demo behind `scripts/demo`: a throw-away systemd container, a (stand-in) Stalwart server
-//! installed the way upstream's install.sh does, and stalwart-upgrade doing its job in it.
+//! The demo behind `scripts/demo`, the main job end to end: build the packages (the helper, and
+//! the `stalwart` package around three stand-in server releases), boot a throw-away systemd
+//! container with a local apt repository, `apt-get install stalwart`, then `apt-get upgrade` to a
+//! patch release (the maintainer scripts run the transaction) and to a broken release (rolled back
+//! automatically, apt left clean), and show what an admin would look at.
 
-use std::process::Output;
-use std::time::{Duration, Instant};
-use testbed::stalwart::{self, ServerLayout};
-use testbed::{Container, Fault};
+#[path = "../tests/packages_common/mod.rs"]
+mod packages_common;
 
-fn show(title: &str, out: &Output) {
-    println!("\n$ {title}   (exit {})", out.status.code().unwrap_or(-1));
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !err.trim().is_empty() {
-        print!("{err}");
-    }
+use packages_common::{helper_packages, server_packages, text, Machine};
+use std::time::Instant;
+use testbed::Fault;
+
+fn step(title: &str) {
+    println!("\n== {title}");
 }
 
-fn main() -> anyhow::Result<()> {
-    testbed::preflight()?;
-    testbed::cleanup_stale()?;
+fn show(cmd: &str, out: &str) {
+    println!("\n$ {cmd}");
+    print!("{out}");
+}
+
+fn main() {
+    if let Err(e) = testbed::preflight() {
+        eprintln!("demo: {e:#}");
+        std::process::exit(1);
+    }
     let t0 = Instant::now();
+    step("building the packages with packaging/build (helper + stalwart 0.15.5, 0.15.6, and a broken 0.15.7)");
+    let helper = helper_packages();
+    let a = server_packages("0.15.5", Fault::None, 0);
+    let b = server_packages("0.15.6", Fault::None, 0);
+    let broken = server_packages("0.15.7", Fault::CrashAtStart, 0);
+    for p in [&helper.deb, &a.deb, &b.deb, &broken.deb] {
+        println!("   {}", p.display());
+    }
+
+    step("booting a Debian bookworm container with systemd and a local apt repository");
+    let m = Machine::apt();
+    m.publish_debs(&[&helper.deb, &a.deb]);
+    m.apt_ok("update");
+    show("apt-get install stalwart", &m.apt_ok("install stalwart"));
+    m.ready();
+    m.deliver(20);
+    println!("   data digest: {}", m.digest());
+    show("stalwart-upgrade status", &text(&m.helper(&["status"])));
+
+    step("a patch release is published: `apt-get upgrade` runs the transaction");
+    m.publish_debs(&[&b.deb]);
+    m.apt_ok("update");
+    show("apt-get upgrade", &m.apt_ok("upgrade"));
+    m.ready();
     println!(
-        "== booting a Debian bookworm container with systemd (rootfs cached after the first run)"
+        "   running {}; data digest: {}",
+        m.running_binary(),
+        m.digest()
     );
-    let ct = Container::boot()?;
+
+    step("a broken release (0.15.7 crashes at start) is published: rolled back, apt left clean");
+    m.publish_debs(&[&broken.deb]);
+    m.apt_ok("update");
+    show("apt-get upgrade", &text(&m.apt_get("upgrade")));
+    m.ready();
     println!(
-        "   booted {} in {:.2} s",
-        ct.name(),
-        ct.boot_duration().as_secs_f64()
+        "   running {}; data digest: {}",
+        m.running_binary(),
+        m.digest()
     );
-    let helper = ct
-        .target_path(testbed::target_dir().join("debug/stalwart-upgrade"))
-        .ok_or_else(|| anyhow::anyhow!("helper binary not under target/"))?;
-    let run = |args: &[&str]| {
-        let mut full = vec![helper.as_str()];
-        full.extend_from_slice(args);
-        ct.exec_timeout(&full, Duration::from_secs(300))
-    };
-
-    println!("== installing the (stand-in) Stalwart 0.15.5 server the way install.sh does");
-    stalwart::install_server(
-        &ct,
-        &testbed::standin_release("0.15.5", Fault::None, 0),
-        ServerLayout::rocksdb(),
-    )?;
-    stalwart::wait_ready(&ct, Duration::from_secs(30))?;
-    ct.write_file(
-        "/etc/stalwart-upgrade/webadmin.cred",
-        format!("admin:{}", stalwart::DEFAULT_ADMIN_SECRET),
-    )?;
-    ct.write_file(
-        "/etc/stalwart-upgrade/config.toml",
-        "[webadmin]\ncredentials_file = \"/etc/stalwart-upgrade/webadmin.cred\"\n[timeouts]\nready_secs = 15\n",
-    )?;
-    ct.exec_ok(&["chmod", "0600", "/etc/stalwart-upgrade/webadmin.cred"])?;
-    println!("   data digest: {}", stalwart::digest(&ct)?);
-    show("stalwart-upgrade status", &run(&["status"]));
-
-    let inside = |p: std::path::PathBuf| ct.target_path(p).unwrap_or_default();
-    let good = inside(testbed::standin_release("0.15.6", Fault::None, 0));
     show(
-        &format!("stalwart-upgrade plan --to {good}"),
-        &run(&["plan", "--to", &good]),
+        "dpkg --audit (empty: nothing half-configured)",
+        &m.dpkg_audit(),
     );
-    println!("\n== a patch upgrade 0.15.5 -> 0.15.6");
     show(
-        "stalwart-upgrade upgrade --to ... --yes",
-        &run(&["upgrade", "--to", &good, "--yes"]),
+        "dpkg-query -W stalwart stalwart-upgrade",
+        &m.sh_ok("dpkg-query -W stalwart stalwart-upgrade"),
     );
-    println!("   data digest: {}", stalwart::digest(&ct)?);
-
-    println!("\n== a broken release (0.15.7 crashes at start): rolled back automatically");
-    let bad = inside(testbed::standin_release("0.15.7", Fault::CrashAtStart, 0));
     show(
-        "stalwart-upgrade upgrade --to ... --yes",
-        &run(&["upgrade", "--to", &bad, "--yes"]),
+        "stalwart-upgrade status   (exits 8: the last upgrade failed)",
+        &text(&m.helper(&["status"])),
     );
-    println!("   data digest: {}", stalwart::digest(&ct)?);
-    show("stalwart-upgrade status", &run(&["status"]));
-    show("stalwart-upgrade history", &run(&["history"]));
+    show("stalwart-upgrade history", &text(&m.helper(&["history"])));
 
-    println!(
-        "\n== done in {:.1} s; tearing the container down",
+    step(&format!(
+        "done in {:.0} s; tearing the container down",
         t0.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ));
 }

@@ -176,7 +176,9 @@ pub fn main() -> i32 {
         let _ = command().print_help();
         return exit::USAGE;
     };
-    init_logging();
+    // apt runs maintainer scripts on a pty: colours would end up in apt's output and term.log.
+    let plain = matches!(cmd, Command::Hook { .. }) || std::env::var_os("NO_COLOR").is_some();
+    init_logging(!plain && std::io::stderr().is_terminal());
     match run(cmd) {
         Ok(code) => code,
         Err(e) => {
@@ -216,7 +218,7 @@ fn generate_completions(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// Plain lines on stderr, and structured records (unit, from, to, step, outcome) to the journal
 /// when journald is there.
-fn init_logging() {
+fn init_logging(ansi: bool) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("STALWART_UPGRADE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -224,7 +226,7 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .without_time()
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(ansi);
     let journald = std::path::Path::new("/run/systemd/journal/socket")
         .exists()
         .then(|| {

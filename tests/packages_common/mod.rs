@@ -100,12 +100,12 @@ pub fn helper_packages() -> Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
         let out = work_dir().join("helper");
+        // (Not CARGO_BIN_EXE_*: the demo example builds this harness too, and cargo sets that only
+        // for integration tests.)
+        let bin = testbed::target_dir().join("debug/stalwart-upgrade");
+        let bin = bin.to_string_lossy();
         pick(&packaging_build(
-            &[
-                "--helper-only",
-                "--helper-binary",
-                env!("CARGO_BIN_EXE_stalwart-upgrade"),
-            ],
+            &["--helper-only", "--helper-binary", &bin],
             &out,
         ))
     })
