@@ -143,6 +143,8 @@ pub trait Engine {
     fn upgrade(&self, ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error>;
     /// Version of the package payload's binary.
     fn payload_version(&self, ctx: &Context) -> Result<Version, Error>;
+    /// The full version (with revision) of the package being configured, as dpkg knows it.
+    fn package_version(&self) -> Option<String>;
     /// Is there a server binary in PREFIX/bin?
     fn server_installed(&self, ctx: &Context) -> bool;
     /// Was this installation set up or adopted by a package already?
@@ -349,13 +351,13 @@ fn converge(
         ));
         return exit::OK;
     }
-    // Reinstalling the version that failed before is the admin's way to retry it (the engine's
-    // refusal message says so); a `dpkg --configure -a` re-run still has the OLD version here.
-    let retry = match (
-        previous.map(Version::parse_dpkg),
-        engine.payload_version(ctx),
-    ) {
-        (Some(Ok(prev)), Ok(payload_version)) => prev == payload_version,
+    // Reinstalling the very package that failed before is the admin's way to retry it (the
+    // engine's refusal message says so). The full dpkg versions are compared: a new revision of
+    // the same upstream release (0.15.6-2 after 0.15.6-1 failed) arriving through
+    // unattended-upgrades carries the same binary and must not be retried on its own; a
+    // `dpkg --configure -a` re-run still has the OLD version here.
+    let retry = match (previous, engine.package_version()) {
+        (Some(prev), Some(now)) => prev == now,
         _ => false,
     };
     let req = UpgradeRequest {
@@ -633,6 +635,7 @@ mod tests {
         managed: bool,
         systemd: bool,
         purge_data: bool,
+        package: &'static str,
     }
 
     impl Default for Fake {
@@ -646,6 +649,7 @@ mod tests {
                 managed: true,
                 systemd: true,
                 purge_data: false,
+                package: "0.15.5-1",
             }
         }
     }
@@ -679,6 +683,9 @@ mod tests {
         }
         fn payload_version(&self, _: &Context) -> Result<Version, Error> {
             Ok(v("0.15.5"))
+        }
+        fn package_version(&self) -> Option<String> {
+            Some(self.package.to_string())
         }
         fn server_installed(&self, _: &Context) -> bool {
             self.installed
@@ -814,6 +821,16 @@ mod tests {
         let f = Fake::default();
         run(&f, converge(Some("0.15.5-1")));
         assert_eq!(f.calls()[2], format!("{PAYLOAD} retry=true"));
+    }
+
+    #[test]
+    fn a_new_revision_of_a_failed_release_is_not_retried_unattended() {
+        let f = Fake {
+            package: "0.15.5-2",
+            ..Fake::default()
+        };
+        run(&f, converge(Some("0.15.5-1")));
+        assert_eq!(f.calls()[2], format!("{PAYLOAD} retry=false"));
     }
 
     #[test]

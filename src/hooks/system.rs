@@ -98,6 +98,16 @@ impl Engine for System {
         )?)
     }
 
+    fn package_version(&self) -> Option<String> {
+        // dpkg exports the package a maintainer script belongs to; its status already carries the
+        // version being configured.
+        let pkg = std::env::var("DPKG_MAINTSCRIPT_PACKAGE").unwrap_or_else(|_| "stalwart".into());
+        run(Command::new("dpkg-query").args(["-W", "-f=${Version}", &pkg]))
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
     fn server_installed(&self, ctx: &Context) -> bool {
         ctx.settings.server_binary().is_file()
     }
