@@ -212,15 +212,18 @@ pub fn roll_back(
     }
     let reason = sum.abort.clone().unwrap_or_else(|| reason.to_string());
     tracing::warn!(unit = %begin.unit, from = %begin.from, to = %begin.to, "rolling back: {reason}");
+    let headline = format!(
+        "{kind} of {unit} from {from} to {to} FAILED: {reason}",
+        kind = kind_word(begin.kind),
+        unit = begin.unit,
+        from = begin.from,
+        to = begin.to,
+    );
     let mut did = Vec::new();
     match undo_actions(m, j, sum, &begin, &mut did) {
         Ok(()) => {
             let message = format!(
-                "{kind} of {unit} from {from} to {to} FAILED: {reason}\nRolled back: {did}.\n{next}",
-                kind = kind_word(begin.kind),
-                unit = begin.unit,
-                from = begin.from,
-                to = begin.to,
+                "{headline}\nRolled back: {did}.\n{next}",
                 did = did.join("; "),
                 next = match begin.kind {
                     TxKind::Upgrade => format!(
@@ -252,11 +255,7 @@ pub fn roll_back(
         }
         Err(e) => {
             let message = format!(
-                "{kind} of {unit} from {from} to {to} FAILED: {reason}\nThe rollback failed too: {e}\nDone so far: {did}.\nThe journal {journal} is kept: fix the cause named above, then run `stalwart-upgrade recover` (it continues the rollback).",
-                kind = kind_word(begin.kind),
-                unit = begin.unit,
-                from = begin.from,
-                to = begin.to,
+                "{headline}\nThe rollback failed too: {e}\nDone so far: {did}.\nThe journal {journal} is kept: fix the cause named above, then run `stalwart-upgrade recover` (it continues the rollback).",
                 did = if did.is_empty() { "nothing".into() } else { did.join("; ") },
                 journal = j.path().display(),
             );

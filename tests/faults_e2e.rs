@@ -20,9 +20,7 @@ fn unchanged(s: &Scenario, before: &serde_json::Value) {
 fn faults_before_downtime_change_nothing() {
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
     let before = s.digest();
-    let pid =
-        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
-            .unwrap();
+    let pid = s.main_pid();
     let target = release("0.15.6", Fault::None, 0);
 
     // D-Bus unavailable: refused before anything is stopped.
@@ -124,9 +122,7 @@ fn faults_before_downtime_change_nothing() {
         .unwrap();
 
     unchanged(&s, &before);
-    let pid_after =
-        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
-            .unwrap();
+    let pid_after = s.main_pid();
     assert_eq!(
         pid, pid_after,
         "the server was restarted by a refused upgrade"
@@ -199,9 +195,7 @@ fn jumps_upstream_refuses_are_refused_before_any_downtime() {
 fn too_little_space_for_the_snapshot_is_refused_before_downtime() {
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
     let before = s.digest();
-    let pid =
-        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
-            .unwrap();
+    let pid = s.main_pid();
     // The snapshots live on their own small file system: nothing can be hard-linked there.
     s.ct.sh_ok(
         "mkdir -p /var/lib/stalwart-upgrade/snapshots && \
@@ -218,9 +212,7 @@ fn too_little_space_for_the_snapshot_is_refused_before_downtime() {
         "{t}"
     );
     unchanged(&s, &before);
-    let pid_after =
-        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
-            .unwrap();
+    let pid_after = s.main_pid();
     assert_eq!(pid, pid_after, "the server was restarted");
     s.ct.exec_ok(&["umount", "/var/lib/stalwart-upgrade/snapshots"])
         .unwrap();
@@ -245,9 +237,7 @@ fn a_full_opt_stalwart_is_refused_before_downtime() {
     ))
     .unwrap();
     s.ready();
-    let pid =
-        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
-            .unwrap();
+    let pid = s.main_pid();
     let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
     let t = text(&out);
     assert_eq!(code(&out), 4, "{t}");
@@ -256,9 +246,7 @@ fn a_full_opt_stalwart_is_refused_before_downtime() {
         "{t}"
     );
     unchanged(&s, &before);
-    let pid_after =
-        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
-            .unwrap();
+    let pid_after = s.main_pid();
     assert_eq!(pid, pid_after, "the server was restarted");
     s.ct.sh_ok("systemctl stop stalwart && umount /opt/stalwart")
         .unwrap();
@@ -329,9 +317,7 @@ fn when_neither_version_starts_the_admin_is_told_and_recover_finishes_after_the_
 #[test]
 fn a_masked_unit_is_refused_before_downtime() {
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
-    let pid =
-        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
-            .unwrap();
+    let pid = s.main_pid();
     // (A mask in /run would be shadowed by install.sh's unit in /etc: move that to /lib first.)
     s.ct.sh_ok(
         "mv /etc/systemd/system/stalwart.service /lib/systemd/system/ && systemctl daemon-reload && \
@@ -352,8 +338,6 @@ fn a_masked_unit_is_refused_before_downtime() {
         .exists());
     s.ct.exec_ok(&["systemctl", "unmask", "stalwart.service"])
         .unwrap();
-    let pid_after =
-        s.ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
-            .unwrap();
+    let pid_after = s.main_pid();
     assert_eq!(pid, pid_after, "the running server was not touched");
 }

@@ -120,6 +120,13 @@ impl Scenario {
             .to_string()
     }
 
+    /// The server's main PID as systemd sees it (unchanged = the server was not restarted).
+    pub fn main_pid(&self) -> String {
+        self.ct
+            .exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])
+            .expect("systemctl show")
+    }
+
     pub fn status_code(&self) -> i32 {
         self.helper(&["status"], &[]).status.code().unwrap_or(-1)
     }
