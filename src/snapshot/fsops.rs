@@ -184,21 +184,26 @@ fn set_attrs_fd(
         if libc::fchmod(fd, meta.mode() & 0o7777) != 0 {
             return Err(io_err("chmod", path, last_os_error()));
         }
-        let times = [
-            libc::timespec {
-                tv_sec: meta.atime() as libc::time_t,
-                tv_nsec: meta.atime_nsec() as _,
-            },
-            libc::timespec {
-                tv_sec: meta.mtime() as libc::time_t,
-                tv_nsec: meta.mtime_nsec() as _,
-            },
-        ];
+        let times = times_of(meta);
         if libc::futimens(fd, times.as_ptr()) != 0 {
             return Err(io_err("set times of", path, last_os_error()));
         }
     }
     Ok(())
+}
+
+/// Access and modification times of `meta`, as futimens/utimensat take them.
+fn times_of(meta: &std::fs::Metadata) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: meta.atime() as libc::time_t,
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        libc::timespec {
+            tv_sec: meta.mtime() as libc::time_t,
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    ]
 }
 
 fn cstr(path: &Path) -> Result<CString, SnapshotError> {
@@ -229,16 +234,7 @@ pub(crate) fn set_attrs_path(
         if libc::chmod(c.as_ptr(), meta.mode() & 0o7777) != 0 {
             return Err(io_err("chmod", path, last_os_error()));
         }
-        let times = [
-            libc::timespec {
-                tv_sec: meta.atime() as libc::time_t,
-                tv_nsec: meta.atime_nsec() as _,
-            },
-            libc::timespec {
-                tv_sec: meta.mtime() as libc::time_t,
-                tv_nsec: meta.mtime_nsec() as _,
-            },
-        ];
+        let times = times_of(meta);
         if libc::utimensat(
             libc::AT_FDCWD,
             c.as_ptr(),
