@@ -11,10 +11,11 @@
 //! - 0.15 string values may contain `%{env:VAR}%`, `%{file:/path}%` and `%{cfg:key}%` macros.
 //! - 0.16 config.json holds one DataStore object, `{"@type":"RocksDb","path":...}`.
 
+mod files;
+
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -372,8 +373,9 @@ fn env_secret(cfg_path: &Path, name: &str) -> Result<String, ServerConfigError> 
     }
     if let Some(dir) = cfg_path.parent() {
         let env_file = dir.join("stalwart.env");
-        // Bounded like a secret file: the config dir may be writable by the server's user.
-        if let Ok(text) = read_small_file(&env_file, 1024 * 1024) {
+        // Read like a secret file: the config dir may be writable by the server's user.
+        let reader = files::Reader::for_config(cfg_path);
+        if let Ok(text) = files::read_as(&reader, &env_file, 1024 * 1024) {
             for line in text.lines() {
                 let line = line.trim();
                 let line = line.strip_prefix("export ").unwrap_or(line);
@@ -403,12 +405,11 @@ fn env_secret(cfg_path: &Path, name: &str) -> Result<String, ServerConfigError> 
 /// password or a short value, never more.
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
-/// Reads a file the server config refers to. Only a regular file of at most
-/// [`MAX_SECRET_FILE`] bytes: the helper runs as root inside package upgrades, and a config
-/// naming `/dev/zero`, `/dev/stdin` or a FIFO must not read forever or block. The contents never
-/// appear in an error message.
+/// Reads a file the server config refers to: a regular file of at most [`MAX_SECRET_FILE`]
+/// bytes, read with the identity of whoever controls the config (see [`files`]). The contents
+/// never appear in an error message.
 fn read_secret_file(cfg_path: &Path, file: &Path) -> Result<String, ServerConfigError> {
-    read_small_file(file, MAX_SECRET_FILE)
+    files::read_as(&files::Reader::for_config(cfg_path), file, MAX_SECRET_FILE)
         .map(|s| s.trim().to_string())
         .map_err(|why| ServerConfigError::Malformed {
             path: cfg_path.to_owned(),
@@ -417,38 +418,6 @@ fn read_secret_file(cfg_path: &Path, file: &Path) -> Result<String, ServerConfig
                 file.display()
             ),
         })
-}
-
-/// A regular file of at most `limit` bytes, as UTF-8 text; Err says why not (never with any of
-/// the contents).
-fn read_small_file(file: &Path, limit: u64) -> Result<String, String> {
-    // Checked before opening (opening a FIFO for reading blocks), and again on the open file.
-    let meta = fs_err::metadata(file).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("it is not a regular file".into());
-    }
-    let f = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(file)
-            .map_err(|e| e.to_string())?
-    };
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("it is not a regular file".into());
-    }
-    let mut bytes = Vec::new();
-    f.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!(
-            "it is larger than {limit} bytes, too large for a secret or a value"
-        ));
-    }
-    String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".into())
 }
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
