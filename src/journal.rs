@@ -206,6 +206,10 @@ pub enum Record {
 /// `Step::as_str`/`Undo::as_str`) makes the helper SIGKILL itself right after that record is on
 /// disk. The crash tests use it to stop the helper at every step deterministically.
 pub const KILL_AT_ENV: &str = "STALWART_UPGRADE_TEST_KILL_AT";
+/// Test fault injection: `STALWART_UPGRADE_TEST_PAUSE_AT=<step>:<started|done>` makes the
+/// helper SIGSTOP itself there, so that a test can change the world under it (fill a disk) and
+/// let it go on with SIGCONT.
+pub const PAUSE_AT_ENV: &str = "STALWART_UPGRADE_TEST_PAUSE_AT";
 
 fn kill_point(rec: &Record) -> Option<String> {
     let (name, phase) = match rec {
@@ -294,10 +298,15 @@ impl Journal {
         line.push(b'\n');
         self.file.write_all(&line).map_err(|e| self.io(e))?;
         self.file.sync_data().map_err(|e| self.io(e))?;
-        if let (Ok(want), Some(point)) = (std::env::var(KILL_AT_ENV), kill_point(&rec)) {
-            if want == point {
+        if let Some(point) = kill_point(&rec) {
+            use nix::sys::signal::{raise, Signal};
+            if std::env::var(KILL_AT_ENV).is_ok_and(|want| want == point) {
                 tracing::warn!("test fault injection: killing myself at {point}");
-                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+                let _ = raise(Signal::SIGKILL);
+            }
+            if std::env::var(PAUSE_AT_ENV).is_ok_and(|want| want == point) {
+                tracing::warn!("test fault injection: stopping myself at {point}");
+                let _ = raise(Signal::SIGSTOP);
             }
         }
         Ok(())

@@ -22,6 +22,12 @@ pub enum SwapError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot copy {from} to {to}: {source}")]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "{path} --version failed: {message}; is it a Stalwart server binary for this machine?"
     )]
@@ -197,18 +203,28 @@ fn create_in(
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
+/// Copies `from` to `name` in `dir` (the directory at `dir_path`, named in errors).
 fn copy_into(
-    dir: &std::fs::File,
+    (dir, dir_path): (&std::fs::File, &Path),
     name: &std::ffi::OsStr,
     from: &Path,
     mode: u32,
 ) -> Result<(), SwapError> {
+    let to = dir_path.join(name);
+    let copy_err = |source| SwapError::Copy {
+        from: from.to_owned(),
+        to: to.clone(),
+        source,
+    };
     let mut src = fs::File::open(from).map_err(|e| io(from)(e))?;
-    let mut dst = create_in(dir, name, mode)?;
-    std::io::copy(&mut src, &mut dst).map_err(io(from))?;
+    let mut dst = create_in(dir, name, mode).map_err(|e| match e {
+        SwapError::Io { source, .. } => copy_err(source),
+        other => other,
+    })?;
+    std::io::copy(&mut src, &mut dst).map_err(copy_err)?;
     dst.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io(from))?;
-    dst.sync_all().map_err(io(from))
+        .map_err(copy_err)?;
+    dst.sync_all().map_err(copy_err)
 }
 
 /// Builds bin.new: a copy of bin/ (other files kept) with `target` as bin.new/stalwart, every file
@@ -244,7 +260,7 @@ pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<Staged, SwapErr
         }
         let emd = e.metadata().map_err(io(&e.path()))?;
         copy_into(
-            &dir,
+            (&dir, staged),
             &e.file_name(),
             &e.path(),
             emd.permissions().mode() & 0o7777,
@@ -256,7 +272,12 @@ pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<Staged, SwapErr
         Ok(m) => (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
         Err(_) => (md.uid(), md.gid(), 0o755),
     };
-    copy_into(&dir, std::ffi::OsStr::new("stalwart"), target, mode)?;
+    copy_into(
+        (&dir, staged),
+        std::ffi::OsStr::new("stalwart"),
+        target,
+        mode,
+    )?;
     files.push(("stalwart".into(), uid, gid));
     dir.sync_all().map_err(io(staged))?;
     fsync_parent(staged)?;

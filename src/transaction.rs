@@ -152,13 +152,11 @@ impl<'m, 'a> Transaction<'m, 'a> {
             .unwrap_or_default();
         let reason = format!("{}{at}: {err}", self.begin.to);
         let records = Journal::read(self.journal.path())?.unwrap_or_default();
-        roll_back(
-            self.m,
-            &mut self.journal,
-            &Summary::of(&records),
-            &reason,
-            true,
-        )
+        let sum = Summary::of(&records);
+        // An attempt that took the server down is not repeated unattended (no second outage
+        // without the admin); one that failed before the stop (staging) changed nothing.
+        let blame = sum.started(Step::Stop);
+        roll_back(self.m, &mut self.journal, &sum, &reason, blame)
     }
 
     /// Past the health gate: hashes the snapshot, refreshes the web admin, commits.
@@ -226,10 +224,18 @@ pub fn roll_back(
                 "{headline}\nRolled back: {did}.\n{next}",
                 did = did.join("; "),
                 next = match begin.kind {
-                    TxKind::Upgrade => format!(
+                    TxKind::Upgrade if blame_version => format!(
                         "{to} will not be retried automatically. Read `stalwart-upgrade history` and `journalctl -u {unit}`, then retry with `stalwart-upgrade upgrade --to PATH --retry` or by reinstalling the package.",
                         to = begin.to,
                         unit = begin.unit
+                    ),
+                    TxKind::Upgrade if !sum.started(Step::Stop) => format!(
+                        "{unit} was not stopped by this attempt. Fix the cause named above, then run the upgrade again (`stalwart-upgrade upgrade --to PATH`, or reinstall the package).",
+                        unit = begin.unit
+                    ),
+                    TxKind::Upgrade => format!(
+                        "The upgrade was interrupted, which says nothing against {to}: run it again with `stalwart-upgrade upgrade --to PATH` or by reinstalling the package.",
+                        to = begin.to
                     ),
                     TxKind::Rollback => "Nothing else to do; `stalwart-upgrade status` shows the state.".into(),
                 }
@@ -347,13 +353,20 @@ fn undo_actions(
             begin.class
         ));
     }
+    let partial_snapshot = sum.started(Step::Snapshot) && !sum.done(Step::Snapshot);
     undo(j, Undo::Cleanup, || {
         swap::remove_dir(&begin.staged_dir)?;
-        if sum.started(Step::Snapshot) && !sum.done(Step::Snapshot) {
+        if partial_snapshot {
             m.snapshots().remove_partials()?;
         }
         Ok(None)
     })?;
+    if sum.started(Step::Stage) {
+        did.push(format!("{} removed", begin.staged_dir.display()));
+    }
+    if partial_snapshot {
+        did.push("the unfinished snapshot removed".into());
+    }
     if begin.was_active && sum.started(Step::Stop) {
         if boot {
             did.push(format!(

@@ -341,3 +341,118 @@ fn a_masked_unit_is_refused_before_downtime() {
     let pid_after = s.main_pid();
     assert_eq!(pid, pid_after, "the running server was not touched");
 }
+
+/// ENOSPC past the preflight: the snapshot file system fills up while the snapshot is being
+/// written (the server is already stopped). The partial snapshot goes, the old version comes
+/// back on its untouched data, and the admin is told the cause and how to retry.
+#[test]
+fn a_disk_filling_up_during_the_snapshot_rolls_back_to_the_old_version() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let snaps = "/var/lib/stalwart-upgrade/snapshots";
+    // Its own file system, so every file is copied there (no hard links across file systems)
+    // and room enough that the preflight lets the upgrade go.
+    s.ct.sh_ok(&format!(
+        "mkdir -p {snaps} && mount -t tmpfs -o size=80m,mode=0700 tmpfs {snaps}"
+    ))
+    .unwrap();
+    let target = release("0.15.6", Fault::None, 0);
+    let out = s.upgrade_pausing(
+        &target,
+        "snapshot:started",
+        &format!("dd if=/dev/zero of={snaps}/.filler bs=1M 2>/dev/null; df -h {snaps}"),
+    );
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "{t}");
+    assert!(
+        t.contains(&format!("the file system holding {snaps} is full"))
+            && t.contains("step snapshot")
+            && t.contains("the unfinished snapshot removed; 0.15.5 started and healthy"),
+        "{t}"
+    );
+    assert!(t.contains("will not be retried automatically"), "{t}");
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.5");
+    assert_eq!(data_of(&s.digest()), data_of(&before));
+    let left = s.ct.sh_ok(&format!("ls -A {snaps}")).unwrap();
+    assert_eq!(
+        left.trim(),
+        ".filler",
+        "a partial snapshot was left: {left}"
+    );
+    assert_eq!(s.status_code(), 8, "status must ask for attention");
+
+    // The admin frees the space and retries: it goes through.
+    s.ct.sh_ok(&format!("rm {snaps}/.filler")).unwrap();
+    let out = s.upgrade(&target, &[]);
+    assert_eq!(
+        code(&out),
+        3,
+        "a failed release is not retried without --retry: {}",
+        text(&out)
+    );
+    let p = s.inside(&target);
+    let out = s.helper(&["upgrade", "--to", &p, "--yes", "--retry"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.6");
+    assert_eq!(data_of(&s.digest()), data_of(&before));
+    assert_eq!(s.status_code(), 0);
+    s.ct.sh_ok(&format!("systemctl stop stalwart; umount {snaps}"))
+        .unwrap();
+}
+
+/// ENOSPC past the preflight while the new binary is staged (before the stop): nothing was
+/// stopped, the half-written bin.new goes, and a run after freeing space needs no --retry.
+#[test]
+fn a_disk_filling_up_while_staging_stops_nothing() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let used: u64 =
+        s.ct.sh_ok("du -sm /opt/stalwart | cut -f1")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    s.ct.sh_ok(&format!(
+        "systemctl stop stalwart && cp -a /opt/stalwart /root/opt-stalwart && \
+         mount -t tmpfs -o size={}m tmpfs /opt/stalwart && cp -a /root/opt-stalwart/. /opt/stalwart/ && \
+         systemctl start stalwart",
+        used + 64
+    ))
+    .unwrap();
+    s.ready();
+    let pid = s.main_pid();
+    let target = release("0.15.6", Fault::None, 0);
+    let out = s.upgrade_pausing(
+        &target,
+        "stage:started",
+        "dd if=/dev/zero of=/opt/stalwart/.filler bs=1M 2>/dev/null; df -h /opt/stalwart",
+    );
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "{t}");
+    assert!(
+        t.contains("No space left on device")
+            && t.contains("/opt/stalwart/bin.new")
+            && t.contains("step stage")
+            && t.contains("was not stopped by this attempt"),
+        "{t}"
+    );
+    s.ct.sh_ok("rm /opt/stalwart/.filler").unwrap();
+    unchanged(&s, &before);
+    assert_eq!(s.main_pid(), pid, "the server was restarted");
+    assert_eq!(
+        s.status_code(),
+        0,
+        "nothing to attend to: {}",
+        text(&s.helper(&["status"], &[]))
+    );
+
+    let out = s.upgrade(&target, &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.6");
+    assert_eq!(data_of(&s.digest()), data_of(&before));
+    s.ct.sh_ok("systemctl stop stalwart && umount /opt/stalwart")
+        .unwrap();
+}

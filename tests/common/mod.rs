@@ -83,6 +83,34 @@ impl Scenario {
         self.helper(&["upgrade", "--to", &p, "--yes"], env)
     }
 
+    /// Runs an upgrade that stops itself (SIGSTOP) once the journal has `pause_at`
+    /// (`step:started|done`), runs `meanwhile` (a shell script) while it is stopped, then lets it
+    /// go on: a change to the world past every preflight check, at a known step.
+    pub fn upgrade_pausing(&self, to: &Path, pause_at: &str, meanwhile: &str) -> Output {
+        let script = format!(
+            r#"STALWART_UPGRADE_TEST_PAUSE_AT={pause_at} {helper} upgrade --to {to} --yes >/root/paused.out 2>&1 &
+pid=$!
+state=
+for _ in $(seq 1 600); do
+  state=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)
+  [ "$state" = T ] && break
+  [ -z "$state" ] && break
+  sleep 0.05
+done
+if [ "$state" != T ]; then echo "the helper never paused at {pause_at} (state '$state')"; cat /root/paused.out; exit 99; fi
+( {meanwhile} ) >&2
+kill -CONT $pid
+wait $pid
+rc=$?
+cat /root/paused.out
+exit $rc
+"#,
+            helper = self.helper,
+            to = self.inside(to),
+        );
+        self.ct.sh(&script)
+    }
+
     /// The admin's approval of a minor/major line (the policy refuses them otherwise).
     pub fn allow(&self, line: &str) {
         let out = self.helper(&["allow", line], &[]);
