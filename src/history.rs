@@ -9,6 +9,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     pub txid: String,
+    /// Order among the transactions (0: written before the journal had it).
+    pub seq: u64,
     pub kind: TxKind,
     pub from: Version,
     pub to: Version,
@@ -36,12 +38,13 @@ impl Entry {
         let b = sum.begin.as_ref()?;
         Some(Entry {
             txid: b.txid.clone(),
+            seq: b.seq,
             kind: b.kind,
             from: b.from.clone(),
             to: b.to.clone(),
             class: b.class,
             started_at: sum.first_at,
-            duration_ms: sum.last_at.saturating_sub(sum.first_at),
+            duration_ms: sum.first.ms_until(&sum.last),
             downtime_ms: sum.downtime_ms(),
             ending: sum.end.as_ref().map(|e| e.0),
             message: sum
@@ -55,7 +58,7 @@ impl Entry {
                 .iter()
                 .map(|(s, a, b)| StepTime {
                     step: *s,
-                    ms: b.saturating_sub(*a),
+                    ms: a.ms_until(b),
                 })
                 .collect(),
             snapshot: sum
@@ -84,8 +87,23 @@ pub fn list(state: &StateDir) -> Result<Vec<Entry>, Error> {
             }
         }
     }
-    out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.txid.cmp(&b.txid)));
+    // By sequence, not by the wall clock: it may have been set back between two transactions.
+    out.sort_by(|a, b| (a.seq, a.started_at, &a.txid).cmp(&(b.seq, b.started_at, &b.txid)));
     Ok(out)
+}
+
+/// The sequence number of the next transaction.
+pub fn next_seq(state: &StateDir) -> Result<u64, Error> {
+    let last = match list(state) {
+        Ok(l) => l.iter().map(|e| e.seq).max().unwrap_or(0),
+        Err(Error::State(crate::state::StateError::Io { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            0
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(last + 1)
 }
 
 /// The unfinished transaction, if any.

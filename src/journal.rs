@@ -152,6 +152,11 @@ pub enum Ending {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Begin {
     pub txid: String,
+    /// Order of this transaction among the state dir's transactions (1, 2, ...): history and
+    /// rollback go by it, not by the wall clock, which may have been set back in between.
+    /// 0 in journals written before it existed.
+    #[serde(default)]
+    pub seq: u64,
     pub kind: TxKind,
     pub unit: String,
     pub from: Version,
@@ -176,11 +181,16 @@ pub struct Begin {
 pub enum Record {
     Begin {
         at: u64,
+        /// `state::mono_stamp`: durations survive the wall clock being set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mono: Option<String>,
         #[serde(flatten)]
         begin: Box<Begin>,
     },
     Step {
         at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mono: Option<String>,
         step: Step,
         phase: Phase,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +207,8 @@ pub enum Record {
     },
     End {
         at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mono: Option<String>,
         ending: Ending,
         message: String,
     },
@@ -257,6 +269,7 @@ impl Journal {
         }
         j.append(Record::Begin {
             at: crate::state::now_ms(),
+            mono: crate::state::mono_stamp(),
             begin: Box::new(begin),
         })?;
         Ok(j)
@@ -320,6 +333,7 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.append(Record::Step {
             at: crate::state::now_ms(),
+            mono: crate::state::mono_stamp(),
             step,
             phase,
             note,
@@ -404,37 +418,73 @@ pub struct Summary {
     pub end: Option<(Ending, String)>,
     pub first_at: u64,
     pub last_at: u64,
-    pub step_times: Vec<(Step, u64, u64)>,
+    /// Begin and End (or the last record) as stamps, for the duration.
+    pub first: Stamp,
+    pub last: Stamp,
+    /// Each finished step: started, done.
+    pub step_times: Vec<(Step, Stamp, Stamp)>,
+}
+
+/// When a record was written: wall clock (`at`, for display) and, when recorded, the monotonic
+/// stamp (for durations: the wall clock may have been set in between).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stamp {
+    pub at: u64,
+    pub mono: Option<String>,
+}
+
+impl Stamp {
+    fn new(at: u64, mono: &Option<String>) -> Stamp {
+        Stamp {
+            at,
+            mono: mono.clone(),
+        }
+    }
+
+    /// Milliseconds from `self` to `later`: monotonic when both stamps are from the same boot,
+    /// else by the wall clock (never negative).
+    pub fn ms_until(&self, later: &Stamp) -> u64 {
+        match (&self.mono, &later.mono) {
+            (Some(a), Some(b)) => crate::state::mono_elapsed(a, b),
+            _ => None,
+        }
+        .unwrap_or_else(|| later.at.saturating_sub(self.at))
+    }
 }
 
 impl Summary {
     pub fn of(records: &[Record]) -> Summary {
         let mut s = Summary::default();
-        let mut open: Vec<(Step, u64)> = Vec::new();
+        let mut open: Vec<(Step, Stamp)> = Vec::new();
         for r in records {
             match r {
-                Record::Begin { at, begin } => {
+                Record::Begin { at, mono, begin } => {
                     s.begin = Some((**begin).clone());
                     s.first_at = *at;
                     s.last_at = *at;
+                    s.first = Stamp::new(*at, mono);
+                    s.last = s.first.clone();
                 }
                 Record::Step {
                     at,
+                    mono,
                     step,
                     phase,
                     note,
                 } => {
                     s.last_at = *at;
+                    let stamp = Stamp::new(*at, mono);
+                    s.last = stamp.clone();
                     match phase {
                         Phase::Started => {
                             s.started.push(*step);
-                            open.push((*step, *at));
+                            open.push((*step, stamp));
                         }
                         Phase::Done => {
                             s.done.push(*step);
                             if let Some(pos) = open.iter().position(|(st, _)| st == step) {
                                 let (_, t0) = open.remove(pos);
-                                s.step_times.push((*step, t0, *at));
+                                s.step_times.push((*step, t0, stamp));
                             }
                         }
                     }
@@ -444,22 +494,26 @@ impl Summary {
                 }
                 Record::Abort { at, reason } => {
                     s.last_at = *at;
+                    s.last = Stamp::new(*at, &None);
                     s.abort.get_or_insert_with(|| reason.clone());
                 }
                 Record::Undo {
                     at, undo, phase, ..
                 } => {
                     s.last_at = *at;
+                    s.last = Stamp::new(*at, &None);
                     if *phase == Phase::Done {
                         s.undone.push(*undo);
                     }
                 }
                 Record::End {
                     at,
+                    mono,
                     ending,
                     message,
                 } => {
                     s.last_at = *at;
+                    s.last = Stamp::new(*at, mono);
                     s.end = Some((*ending, message.clone()));
                 }
             }
@@ -481,15 +535,18 @@ impl Summary {
     }
     /// Stop issued -> the new version answered ready (health's note), in ms.
     pub fn downtime_ms(&self) -> Option<u64> {
-        let t = |s: Step| self.step_times.iter().find(|(x, _, _)| *x == s).copied();
-        let (_, stop_at, _) = t(Step::Stop)?;
-        let (_, health_at, health_done) = t(Step::Health)?;
-        let ready = self
-            .note(Step::Health)
-            .and_then(crate::health::parse_ready_note)
-            .map(|ms| health_at.saturating_add(ms))
-            .unwrap_or(health_done);
-        Some(ready.saturating_sub(stop_at))
+        let t = |s: Step| self.step_times.iter().find(|(x, _, _)| *x == s);
+        let (_, stop, _) = t(Step::Stop)?;
+        let (_, health, health_done) = t(Step::Health)?;
+        Some(
+            match self
+                .note(Step::Health)
+                .and_then(crate::health::parse_ready_note)
+            {
+                Some(ready_ms) => stop.ms_until(health).saturating_add(ready_ms),
+                None => stop.ms_until(health_done),
+            },
+        )
     }
 
     /// The last step that was started, for messages.
@@ -505,6 +562,7 @@ mod tests {
     fn begin() -> Begin {
         Begin {
             txid: "tx1".into(),
+            seq: 0,
             kind: TxKind::Upgrade,
             unit: "stalwart.service".into(),
             from: "0.15.5".parse().unwrap(),

@@ -59,6 +59,7 @@ fn plan_begin(ctx: &Context, plan: &Plan) -> Begin {
     let s = &ctx.settings;
     Begin {
         txid: transaction::new_txid(&plan.from, &plan.to),
+        seq: 0,
         kind: TxKind::Rollback,
         unit: plan.unit.clone(),
         from: plan.from.clone(),
@@ -108,7 +109,7 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Er
                 "--binary-only refused: {target} -> {current} is a {forward} change, the schema may have moved and {target} would refuse (panic on) the newer data; roll back with the data snapshot (omit --binary-only)"
             )));
         }
-        Some(snapshot_before(m, &target)?)
+        Some(snapshot_before(m, &target, &current)?)
     } else {
         None
     };
@@ -171,13 +172,31 @@ fn previous_version(state: &StateDir, current: &Version) -> Result<Option<Versio
         .map(|e| e.from))
 }
 
-/// The newest snapshot taken while `version` was the running server.
-fn snapshot_before(m: &Machine, version: &Version) -> Result<String, Error> {
+/// The snapshot to put back when going from `current` back to `version`: the one the last
+/// committed upgrade `version` -> `current` took (its journal names it), else the newest
+/// snapshot taken while `version` ran. Newest by sequence, never by the wall clock: after the
+/// clock was set back, an older failed attempt's snapshot could look newer and its stale data
+/// would be restored.
+fn snapshot_before(m: &Machine, version: &Version, current: &Version) -> Result<String, Error> {
     let all = m.snapshots().list()?;
-    all.into_iter()
-        .filter(|s| &s.server_version == version)
-        .max_by_key(|s| s.created_unix_ms)
-        .map(|s| s.id)
+    let upgrade_took = history::list(m.state)?
+        .into_iter()
+        .rev()
+        .find(|e| {
+            e.kind == TxKind::Upgrade
+                && e.ending == Some(crate::journal::Ending::Committed)
+                && &e.from == version
+                && &e.to == current
+        })
+        .and_then(|e| e.snapshot)
+        .filter(|id| all.iter().any(|s| &s.id == id));
+    upgrade_took
+        .or_else(|| {
+            all.into_iter()
+                .rev()
+                .find(|s| &s.server_version == version)
+                .map(|s| s.id)
+        })
         .ok_or_else(|| {
             Error::Refused(format!(
                 "no data snapshot taken while {version} ran exists in {}; without it {version} would refuse the newer schema. Nothing was changed (see `stalwart-upgrade snapshot list`)",

@@ -101,7 +101,8 @@ pub struct Transaction<'m, 'a> {
 }
 
 impl<'m, 'a> Transaction<'m, 'a> {
-    pub fn begin(m: &'m Machine<'a>, begin: Begin) -> Result<Self, Error> {
+    pub fn begin(m: &'m Machine<'a>, mut begin: Begin) -> Result<Self, Error> {
+        begin.seq = crate::history::next_seq(m.state)?;
         let journal = Journal::create(&m.state.journal_path(), begin.clone())?;
         tracing::info!(
             unit = %begin.unit, from = %begin.from, to = %begin.to, txid = %begin.txid,
@@ -492,6 +493,7 @@ fn close(
     if sum.end.is_none() {
         j.append(crate::journal::Record::End {
             at: crate::state::now_ms(),
+            mono: crate::state::mono_stamp(),
             ending,
             message: message.into(),
         })?;

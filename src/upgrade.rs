@@ -40,6 +40,7 @@ impl Plan {
         let s = &ctx.settings;
         Begin {
             txid: transaction::new_txid(&self.from, &self.to),
+            seq: 0,
             kind: TxKind::Upgrade,
             unit: self.unit.clone(),
             from: self.from.clone(),

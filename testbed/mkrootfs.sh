@@ -6,7 +6,9 @@
 set -eu
 DEST=$1
 MIRROR=${2:-http://deb.debian.org/debian}
-PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,apt-utils,unattended-upgrades,iproute2,ca-certificates,rpm,dnf,dnf-plugins-core,curl,procps
+# faketime: the clock-jump tests run the helper under libfaketime (the container shares the
+# host's clock, which the tests must not set).
+PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,apt-utils,unattended-upgrades,iproute2,ca-certificates,rpm,dnf,dnf-plugins-core,curl,procps,faketime
 
 command -v mmdebstrap >/dev/null || {
     echo "mmdebstrap is missing: apt-get install -y --no-install-recommends mmdebstrap systemd-container" >&2

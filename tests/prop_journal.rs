@@ -18,6 +18,7 @@ const JPATH: &str = "/var/lib/stalwart-upgrade/journal";
 fn begin() -> Begin {
     Begin {
         txid: "20261128T120000-1".into(),
+        seq: 0,
         kind: TxKind::Upgrade,
         unit: "stalwart.service".into(),
         from: Version::parse_binary_output("0.15.5").unwrap(),
@@ -84,6 +85,7 @@ fn write_journal(ops: &[Op]) -> Vec<u8> {
             Op::End(ending, message) => j
                 .append(Record::End {
                     at: 2,
+                    mono: None,
                     ending,
                     message,
                 })
@@ -298,6 +300,19 @@ fn arbitrary_bytes_are_ok_or_corrupt() {
     );
 }
 
+/// Monotonic stamps as a damaged journal may hold them: well-formed (same or another boot, any
+/// number) or anything at all.
+fn mono() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (
+            proptest::sample::select(vec!["aaaa1111", "bbbb2222"]),
+            any::<u64>()
+        )
+            .prop_map(|(b, ms)| format!("{b}:{ms}")),
+        text(),
+    ]
+}
+
 /// Records a hostile or damaged-but-parseable journal can hold: any timestamps, any notes.
 #[test]
 fn summary_of_any_records_never_panics() {
@@ -306,10 +321,12 @@ fn summary_of_any_records_never_panics() {
             any::<u64>(),
             proptest::sample::select(Step::ALL.to_vec()),
             any::<bool>(),
-            proptest::option::of(text())
+            proptest::option::of(text()),
+            proptest::option::of(mono()),
         )
-            .prop_map(|(at, step, done, note)| Record::Step {
+            .prop_map(|(at, step, done, note, mono)| Record::Step {
                 at,
+                mono,
                 step,
                 phase: if done { Phase::Done } else { Phase::Started },
                 note,
@@ -317,29 +334,40 @@ fn summary_of_any_records_never_panics() {
         (any::<u64>(), text()).prop_map(|(at, reason)| Record::Abort { at, reason }),
         any::<u64>().prop_map(|at| Record::Begin {
             at,
+            mono: None,
             begin: Box::new(begin())
         }),
     ];
     // A timed transaction (what downtime_ms reads) with hostile timestamps and health notes.
     let at = || prop_oneof![any::<u64>(), Just(u64::MAX), Just(0u64), 0u64..10];
-    let timed = (at(), at(), at(), at(), text()).prop_map(|(a, b, c, d, note)| {
-        let step = |at, step, phase, note| Record::Step {
-            at,
-            step,
-            phase,
-            note,
-        };
-        vec![
-            Record::Begin {
-                at: a,
-                begin: Box::new(begin()),
-            },
-            step(a, Step::Stop, Phase::Started, None),
-            step(b, Step::Stop, Phase::Done, None),
-            step(c, Step::Health, Phase::Started, None),
-            step(d, Step::Health, Phase::Done, Some(note)),
-        ]
-    });
+    let timed = (
+        at(),
+        at(),
+        at(),
+        at(),
+        text(),
+        proptest::collection::vec(proptest::option::of(mono()), 4),
+    )
+        .prop_map(|(a, b, c, d, note, monos)| {
+            let step = |at, i: usize, step, phase, note| Record::Step {
+                at,
+                mono: monos[i].clone(),
+                step,
+                phase,
+                note,
+            };
+            vec![
+                Record::Begin {
+                    at: a,
+                    mono: None,
+                    begin: Box::new(begin()),
+                },
+                step(a, 0, Step::Stop, Phase::Started, None),
+                step(b, 1, Step::Stop, Phase::Done, None),
+                step(c, 2, Step::Health, Phase::Started, None),
+                step(d, 3, Step::Health, Phase::Done, Some(note)),
+            ]
+        });
     check(
         "journal/summary",
         512,

@@ -232,6 +232,11 @@ pub struct StoreSnapshot {
 pub struct Manifest {
     pub id: String,
     pub format: u32,
+    /// Order among the snapshots (1, 2, ...): `list`, retention and rollback go by it, not by
+    /// the wall clock, which may have been set back between two snapshots. 0 in manifests
+    /// written before it existed.
+    #[serde(default)]
+    pub seq: u64,
     /// RFC 3339 UTC.
     pub created_at: String,
     pub created_unix_ms: u64,
@@ -557,6 +562,7 @@ impl Snapshots {
         // Leftovers of an interrupted create are never usable: clear them.
         self.remove_partials()?;
 
+        let seq = self.list()?.iter().map(|m| m.seq).max().unwrap_or(0) + 1;
         let (ms, stamp, created_at) = now();
         let mut id = format!("{stamp}-{}", meta.server_version);
         let mut n = 1;
@@ -592,6 +598,7 @@ impl Snapshots {
         let manifest = Manifest {
             id: id.clone(),
             format: 1,
+            seq,
             created_at,
             created_unix_ms: ms,
             server_version: meta.server_version.clone(),
@@ -853,7 +860,9 @@ impl Snapshots {
                 Err(err) => tracing::warn!(snapshot = %name, "skipping snapshot: {err}"),
             }
         }
-        out.sort_by(|a, b| (a.created_unix_ms, &a.id).cmp(&(b.created_unix_ms, &b.id)));
+        out.sort_by(|a, b| {
+            (a.seq, a.created_unix_ms, &a.id).cmp(&(b.seq, b.created_unix_ms, &b.id))
+        });
         Ok(out)
     }
 

@@ -87,8 +87,20 @@ impl Scenario {
     /// (`step:started|done`), runs `meanwhile` (a shell script) while it is stopped, then lets it
     /// go on: a change to the world past every preflight check, at a known step.
     pub fn upgrade_pausing(&self, to: &Path, pause_at: &str, meanwhile: &str) -> Output {
+        self.upgrade_pausing_with(to, &[], pause_at, meanwhile)
+    }
+
+    /// `upgrade_pausing` with more environment for the helper.
+    pub fn upgrade_pausing_with(
+        &self,
+        to: &Path,
+        env: &[(&str, &str)],
+        pause_at: &str,
+        meanwhile: &str,
+    ) -> Output {
+        let env: String = env.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
         let script = format!(
-            r#"STALWART_UPGRADE_TEST_PAUSE_AT={pause_at} {helper} upgrade --to {to} --yes >/root/paused.out 2>&1 &
+            r#"{env}STALWART_UPGRADE_TEST_PAUSE_AT={pause_at} {helper} upgrade --to {to} --yes >/root/paused.out 2>&1 &
 pid=$!
 state=
 for _ in $(seq 1 600); do
