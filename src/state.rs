@@ -19,6 +19,12 @@ pub enum StateError {
     },
     #[error("refusing to use {path}: it is {problem}; it must be owned by root with mode 0700 (run `chown root:root {path} && chmod 0700 {path}` after checking who changed it)")]
     Unsafe { path: PathBuf, problem: String },
+    #[error("refusing to use the state directory {state}: {path} above it is {problem}, so whoever can write there could put another directory in its place; make {path} owned by root and not writable by group or others")]
+    UnsafeParent {
+        state: PathBuf,
+        path: PathBuf,
+        problem: String,
+    },
     #[error("another stalwart-upgrade ({holder}) holds {path} and did not finish within {secs} s; wait for it, or check `stalwart-upgrade status`")]
     Locked {
         path: PathBuf,
@@ -67,6 +73,7 @@ impl StateDir {
                 .create(root)
                 .map_err(io(root))?;
         }
+        check_parents(root)?;
         check_private_dir(root)?;
         for sub in ["history", "releases"] {
             let p = root.join(sub);
@@ -76,6 +83,9 @@ impl StateDir {
                     .create(&p)
                     .map_err(io(&p))?;
             }
+            // Whatever is in there was put by root, but a symlink (a restored backup, a
+            // hand-made link) would carry journals and kept releases elsewhere: refused too.
+            check_private_dir(&p)?;
         }
         Ok(StateDir {
             root: root.to_owned(),
@@ -196,6 +206,34 @@ pub fn check_private_dir(path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Every directory above the state dir: root's (or ours), and not writable by group or others
+/// unless sticky (like /tmp, where others cannot rename what is ours).
+fn check_parents(root: &Path) -> Result<(), StateError> {
+    let abs = std::fs::canonicalize(root).map_err(io(root))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    for dir in abs.ancestors().skip(1) {
+        let md = std::fs::metadata(dir).map_err(io(dir))?;
+        let problem = if md.uid() != 0 && md.uid() != euid {
+            Some(format!("owned by uid {}", md.uid()))
+        } else if md.mode() & 0o022 != 0 && md.mode() & 0o1000 == 0 {
+            Some(format!(
+                "writable by group or others (mode {:04o})",
+                md.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(StateError::UnsafeParent {
+                state: root.to_owned(),
+                path: dir.to_owned(),
+                problem,
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -296,6 +334,45 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn refuses_symlinked_subdirs_and_parents_others_may_write() {
+        let t = tempfile::tempdir().unwrap();
+        // A symlinked history dir (to a private dir elsewhere) is refused, not followed.
+        let root = t.path().join("state");
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
+        StateDir::open(&root).unwrap();
+        std::fs::remove_dir(root.join("history")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("history")).unwrap();
+        let err = StateDir::open(&root).unwrap_err();
+        assert!(
+            matches!(&err, StateError::Unsafe { path, .. } if path.ends_with("history")),
+            "{err}"
+        );
+
+        // A parent anybody may write (not sticky): refused, naming the parent.
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = StateDir::open(&open.join("state")).unwrap_err();
+        assert!(
+            matches!(&err, StateError::UnsafeParent { path, .. } if path == &open),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .contains("writable by group or others (mode 0777)"));
+        // Sticky (like /tmp): others cannot rename what is ours.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        StateDir::open(&open.join("state2")).unwrap();
+        // A parent owned by another user: refused.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&open, Some(65534), Some(65534)).unwrap();
+        let err = StateDir::open(&open.join("state2")).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    }
 
     #[test]
     fn creates_private_dir_and_refuses_world_writable() {

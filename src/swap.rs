@@ -92,13 +92,9 @@ pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
         message,
     };
     let mut cmd = Command::new(path);
-    // A binary root does not own (install.sh gives /opt/stalwart to the service user) runs as its
-    // owner: whoever can replace it must not get code run as root by our version check.
-    if let Ok(md) = std::fs::metadata(path) {
-        if md.uid() != 0 {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(md.uid()).gid(md.gid());
-        }
+    if let Some((uid, gid)) = who_controls(path) {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(gid);
     }
     let mut child = cmd
         .arg("--version")
@@ -130,6 +126,47 @@ pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Version::parse_binary_output(text.trim()).map_err(|e| fail(e.to_string()))
+}
+
+/// Whom a binary's version check must run as: None (root) only when nobody else can change
+/// what `path` executes. install.sh gives /opt/stalwart to the service user, who may replace
+/// bin/stalwart (or make it a symlink to a root-owned file, then swap it for a script between our
+/// check and the exec): so the owner of the file, of the symlink and of the directories holding
+/// them all count, and the first that is not root is who runs it. Anything writable by group or
+/// others runs as nobody.
+fn who_controls(path: &Path) -> Option<(u32, u32)> {
+    const NOBODY: (u32, u32) = (65534, 65534);
+    let mut candidates = vec![path.to_owned()];
+    if let Some(dir) = path.parent() {
+        candidates.push(dir.to_owned());
+    }
+    if let Ok(target) = std::fs::canonicalize(path) {
+        if let Some(dir) = target.parent() {
+            candidates.push(dir.to_owned());
+        }
+        candidates.push(target);
+    }
+    for p in &candidates {
+        for md in [std::fs::symlink_metadata(p), std::fs::metadata(p)]
+            .into_iter()
+            .flatten()
+        {
+            if md.file_type().is_symlink() {
+                if md.uid() != 0 {
+                    return Some((md.uid(), md.gid()));
+                }
+                continue;
+            }
+            let sticky_dir = md.is_dir() && md.mode() & 0o1000 != 0;
+            if md.uid() != 0 {
+                return Some((md.uid(), md.gid()));
+            }
+            if md.mode() & 0o022 != 0 && !sticky_dir {
+                return Some(NOBODY);
+            }
+        }
+    }
+    None
 }
 
 /// Looks the file's name up in a SHA256SUMS file (`<hex>  <name>` or `<hex> *<name>`).
@@ -255,7 +292,23 @@ pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<Staged, SwapErr
     for e in fs::read_dir(bin).map_err(|e| io(bin)(e))? {
         let e = e.map_err(io(bin))?;
         let ft = e.file_type().map_err(io(&e.path()))?;
-        if e.file_name() == "stalwart" || !ft.is_file() {
+        if e.file_name() == "stalwart" {
+            continue;
+        }
+        if ft.is_symlink() {
+            // Kept as the same symlink, never followed (it may point anywhere).
+            let lmd = e.metadata().map_err(io(&e.path()))?;
+            let target = fs::read_link(e.path()).map_err(|e| io(bin)(e))?;
+            nix::unistd::symlinkat(
+                &target,
+                Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+                Path::new(&e.file_name()),
+            )
+            .map_err(|err| io(&staged.join(e.file_name()))(err.into()))?;
+            files.push((e.file_name(), lmd.uid(), lmd.gid()));
+            continue;
+        }
+        if !ft.is_file() {
             continue;
         }
         let emd = e.metadata().map_err(io(&e.path()))?;
@@ -479,6 +532,8 @@ mod tests {
         std::fs::create_dir(&bin).unwrap();
         script(&bin, "stalwart", "0.15.5");
         std::fs::write(bin.join("stalwart-cli"), "cli").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", bin.join("shadow-link")).unwrap();
+        std::os::unix::fs::lchown(bin.join("shadow-link"), Some(65534), Some(65534)).unwrap();
         let new = script(t.path(), "new", "0.15.6");
         let staged = t.path().join("bin.new");
         (t, bin, staged, new)
@@ -505,6 +560,14 @@ mod tests {
             "cli"
         );
         assert_eq!(sha256_file(&staged.join("stalwart")).unwrap(), old_sha);
+        // The admin's symlink in bin/ is the same symlink in the new bin/, with its owner.
+        let link = bin.join("shadow-link").symlink_metadata().unwrap();
+        assert!(link.file_type().is_symlink());
+        assert_eq!(link.uid(), 65534);
+        assert_eq!(
+            std::fs::read_link(bin.join("shadow-link")).unwrap(),
+            Path::new("/etc/shadow")
+        );
     }
 
     #[test]
@@ -594,6 +657,38 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.0");
         std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
+    }
+
+    #[test]
+    fn version_check_runs_as_whoever_could_change_what_runs() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = real.join("stalwart");
+        std::fs::write(&p, "#!/bin/sh\necho 0.0.$(id -u)\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.0");
+
+        // Root's file in a directory the service user owns (install.sh's bin/): they could
+        // swap it between our check and the exec.
+        std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
+        std::os::unix::fs::chown(&real, Some(0), Some(0)).unwrap();
+
+        // A symlink the service user owns, to root's binary, in a root-owned directory.
+        let bin = t.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let link = bin.join("stalwart");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        assert_eq!(binary_version(&link).unwrap().to_string(), "0.0.0");
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        assert_eq!(binary_version(&link).unwrap().to_string(), "0.0.65534");
+
+        // A directory anybody may write: nobody.
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
     }
 
