@@ -356,6 +356,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
         } => {
             let ctx = context(false)?;
             let req = crate::rollback::RollbackRequest { to, binary_only };
+            print!("{}", crate::rollback::preview(&ctx, &req)?);
             if !confirm("Roll back the server?", yes) {
                 return Ok(exit::OK);
             }

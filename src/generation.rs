@@ -8,6 +8,10 @@
 //! one recovery-mode start through the unit itself (its user, capabilities and sandbox) with a
 //! runtime drop-in that a reboot would discard. Undo removes exactly these files, so a rollback
 //! leaves config.toml, the unit and (with the data snapshot) the data as they were.
+//!
+//! Going back below the line later (`rollback` from 0.16 to the kept 0.15 release) sets the same
+//! two files aside into the state dir (`set_aside`), so the unit runs config.toml again; the data
+//! comes from the snapshot taken before the upgrade (schema 5: 0.15 panics on schema 6).
 
 use crate::config::Settings;
 use crate::serverconfig::{ServerConfig, StoreKind};
@@ -175,5 +179,78 @@ pub fn migrate(
     sys.daemon_reload()?;
     result?;
     stopped?;
+    Ok(())
+}
+
+/// Where a rollback below the 0.16 line keeps config.json and the unit drop-in (root-only).
+pub fn aside_dir(state: &crate::state::StateDir, txid: &str) -> PathBuf {
+    state.root.join("aside").join(txid)
+}
+
+fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| {
+        crate::state::StateError::Io {
+            path: path.to_owned(),
+            source,
+        }
+        .into()
+    }
+}
+
+/// The files `set_aside` moves: (live path, name in the aside dir).
+fn aside_files(s: &Settings) -> [(PathBuf, &'static str); 2] {
+    let p = paths(s);
+    [
+        (p.config_json, "config.json"),
+        (p.dropin, "unit-drop-in.conf"),
+    ]
+}
+
+/// Rolling back below 0.16: moves config.json and the unit drop-in into `aside` (a copy made
+/// durable before the live file goes: the two may be on different file systems), removes a
+/// leftover recovery drop-in, reloads systemd. Idempotent: a file already moved is skipped.
+pub fn set_aside(s: &Settings, sys: &Systemd, aside: &std::path::Path) -> Result<(), Error> {
+    std::fs::create_dir_all(aside).map_err(io_err(aside))?;
+    for (live, name) in aside_files(s) {
+        let kept = aside.join(name);
+        match std::fs::read(&live) {
+            Ok(bytes) => {
+                crate::state::write_atomic(&kept, &bytes, 0o600)?;
+                std::fs::remove_file(&live).map_err(io_err(&live))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&live)(e)),
+        }
+    }
+    match std::fs::remove_file(paths(s).recovery_dropin) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io_err(&paths(s).recovery_dropin)(e))
+        }
+        _ => {}
+    }
+    sys.daemon_reload()?;
+    Ok(())
+}
+
+/// Undo of `set_aside`: config.json back (owned like config.toml, as `apply` wrote it), the
+/// drop-in back, systemd reloaded. Idempotent.
+pub fn put_back(s: &Settings, sys: &Systemd, aside: &std::path::Path) -> Result<(), Error> {
+    for (live, name) in aside_files(s) {
+        let kept = aside.join(name);
+        let bytes = match std::fs::read(&kept) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&kept)(e)),
+        };
+        if name == "config.json" {
+            let text = String::from_utf8_lossy(&bytes);
+            write_owned_like(&live, &text, &s.server_config_path())?;
+        } else {
+            mkdir_parent(&live)?;
+            crate::state::write_atomic(&live, &bytes, 0o644)?;
+        }
+        std::fs::remove_file(&kept).map_err(io_err(&kept))?;
+    }
+    sys.daemon_reload()?;
     Ok(())
 }

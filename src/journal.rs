@@ -43,6 +43,9 @@ pub enum Step {
     Restore,
     /// (0.15 -> 0.16) write config.json from config.toml's data store and point the unit at it.
     Generation,
+    /// (rollback from >= 0.16 to <= 0.15) set config.json and the unit drop-in aside, so the unit
+    /// runs config.toml again.
+    GenerationBack,
     /// (0.15 -> 0.16) run the new binary once in upstream's recovery mode, which migrates schema 5.
     Migrate,
     /// Start the unit over D-Bus.
@@ -57,13 +60,14 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 11] = [
+    pub const ALL: [Step; 12] = [
         Step::Stage,
         Step::Stop,
         Step::Snapshot,
         Step::Swap,
         Step::Restore,
         Step::Generation,
+        Step::GenerationBack,
         Step::Migrate,
         Step::Start,
         Step::Health,
@@ -78,6 +82,7 @@ impl Step {
             Step::Swap => "swap",
             Step::Restore => "restore",
             Step::Generation => "generation",
+            Step::GenerationBack => "generation_back",
             Step::Migrate => "migrate",
             Step::Start => "start",
             Step::Health => "health",
@@ -103,6 +108,8 @@ pub enum Undo {
     Binary,
     /// Remove what the generation step wrote (config.json, the unit drop-in).
     Generation,
+    /// Put back what the generation_back step set aside.
+    GenerationBack,
     /// Put the data from before the transaction back.
     Data,
     /// Remove bin.new and a partial snapshot.
@@ -117,6 +124,7 @@ impl Undo {
             Undo::Stop => "undo-stop",
             Undo::Binary => "undo-binary",
             Undo::Generation => "undo-generation",
+            Undo::GenerationBack => "undo-generation-back",
             Undo::Data => "undo-data",
             Undo::Cleanup => "undo-cleanup",
             Undo::Start => "undo-start",

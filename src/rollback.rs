@@ -25,33 +25,83 @@ pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
     if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
         return Ok(report);
     }
-    let (plan, restore_from) = plan(&m, req)?;
+    let (plan, back) = plan(&m, req)?;
     let mut begin = plan_begin(ctx, &plan);
-    begin.restore_from = restore_from.clone();
-    begin.restore_data = restore_from.is_some();
+    begin.restore_from = back.restore_from.clone();
+    begin.restore_data = back.restore_from.is_some();
     let mut tx = Transaction::begin(&m, begin)?;
-    match steps(&mut tx, &plan, restore_from.as_deref()) {
+    match steps(&mut tx, &plan, &back) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),
     }
 }
 
-/// The same steps as an upgrade, plus putting the older data back between swap and start.
-fn steps(tx: &mut Transaction, plan: &Plan, restore_from: Option<&str>) -> Result<(), Error> {
+/// What `rollback` would do, for the admin before it runs (takes the lock to see a settled state).
+pub fn preview(ctx: &Context, req: &RollbackRequest) -> Result<String, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
+    let m = Machine::new(ctx, &state);
+    let (plan, back) = plan(&m, req)?;
+    let mut out = format!(
+        "rollback:      {} from {} to the kept release {}\n",
+        plan.unit, plan.from, plan.to
+    );
+    if let Some(id) = &back.restore_from {
+        let taken = m
+            .snapshots()
+            .get(id)
+            .map(|s| s.created_at)
+            .unwrap_or_else(|_| "?".into());
+        out += &format!(
+            "data:          snapshot {id} (taken {taken}, while {} ran) is put back: the schema moved since. Everything since then, mail included, is first kept in a new snapshot of the current data, not deleted\n",
+            plan.to
+        );
+    } else {
+        out += "data:          kept as it is (the schema did not move)\n";
+    }
+    if let Some(toml) = &back.below_016 {
+        out += &format!(
+            "config:        config.json and the unit drop-in are set aside: {} runs {} again\n",
+            plan.to,
+            toml.path.display()
+        );
+    }
+    Ok(out)
+}
+
+/// What going back needs beyond an upgrade's plan.
+pub struct Back {
+    /// The snapshot to put back (the schema moved since `to` ran).
+    pub restore_from: Option<String>,
+    /// Going below the 0.16 line: config.toml, which `to` reads again (and the snapshot's stores
+    /// are named after).
+    pub below_016: Option<ServerConfig>,
+}
+
+/// The same steps as an upgrade, plus, between swap and start: the 0.16 files set aside (below
+/// the 0.16 line) and the older data put back.
+fn steps(tx: &mut Transaction, plan: &Plan, back: &Back) -> Result<(), Error> {
+    // The server config `to` reads: config.toml again below the 0.16 line.
+    let to_config = back.below_016.as_ref().unwrap_or(&plan.server_config);
     tx.step(Step::Stage, |m, b| upgrade::stage(m, b, plan))?;
     tx.step(Step::Stop, upgrade::stop)?;
     tx.step(Step::Snapshot, |m, b| upgrade::snapshot(m, b, plan))?;
     tx.step(Step::Swap, upgrade::exchange)?;
-    if let Some(id) = restore_from {
+    if back.below_016.is_some() {
+        tx.step(Step::GenerationBack, |m, b| {
+            let aside = crate::generation::aside_dir(m.state, &b.txid);
+            crate::generation::set_aside(m.settings(), m.sys()?, &aside)?;
+            Ok(((), Some(aside.display().to_string())))
+        })?;
+    }
+    if let Some(id) = &back.restore_from {
         tx.step(Step::Restore, |m, _| {
-            m.snapshots().restore(id, &plan.server_config)?;
+            m.snapshots().restore(id, to_config)?;
             Ok(((), Some(id.to_string())))
         })?;
     }
     tx.step(Step::Start, upgrade::start)?;
-    tx.step(Step::Health, |m, _| {
-        upgrade::healthy(m, &plan.server_config)
-    })?;
+    tx.step(Step::Health, |m, _| upgrade::healthy(m, to_config))?;
     Ok(())
 }
 
@@ -78,7 +128,7 @@ fn plan_begin(ctx: &Context, plan: &Plan) -> Begin {
 
 /// Picks the release and, when the schema may have moved since it ran, the snapshot taken
 /// before the upgrade away from it.
-fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Error> {
+fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     let s = m.settings();
     let current = swap::binary_version(&s.server_binary())?;
     let kept = m.state.releases()?;
@@ -113,11 +163,7 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Er
     } else {
         None
     };
-    if crate::generation::is_json(&current) != crate::generation::is_json(&target) {
-        return Err(Error::Refused(format!(
-            "rolling back across the 0.16 line ({current} -> {target}) is not automated yet: {target} needs config.toml and the schema-5 data from the snapshot taken before the upgrade; nothing was changed"
-        )));
-    }
+    let below_016 = below_016(m, &current, &target, restore_from.as_deref())?;
     let server_config = ServerConfig::load(&crate::generation::server_config_path(s, &current))?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
@@ -145,7 +191,52 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Option<String>), Er
         generation_json: None,
         snapshot,
     };
-    Ok((plan, restore_from))
+    Ok((
+        plan,
+        Back {
+            restore_from,
+            below_016,
+        },
+    ))
+}
+
+/// From >= 0.16 back to <= 0.15: config.toml (never changed by the upgrade) must still be there
+/// and the snapshot to restore must be one taken with it (schema 5, stores named as in it).
+/// Returns config.toml's reading; None when the rollback stays on one side of the line.
+fn below_016(
+    m: &Machine,
+    current: &Version,
+    target: &Version,
+    restore_from: Option<&str>,
+) -> Result<Option<ServerConfig>, Error> {
+    use crate::generation::is_json;
+    match (is_json(current), is_json(target)) {
+        (true, false) => {}
+        (false, true) => {
+            return Err(Error::Refused(format!(
+                "{current} -> {target} crosses the 0.16 line upwards: that is an upgrade (config.json, recovery-mode migration); run `stalwart-upgrade upgrade --to PATH` instead. Nothing was changed"
+            )))
+        }
+        _ => return Ok(None),
+    }
+    let toml_path = m.settings().server_config_path();
+    let toml = ServerConfig::load(&toml_path).map_err(|e| {
+        Error::Refused(format!(
+            "going back to {target} needs the config.toml it ran with, which the upgrade left in place: {e}. Nothing was changed"
+        ))
+    })?;
+    let id = restore_from.ok_or_else(|| {
+        Error::Refused(format!("going back to {target} needs the data snapshot from before the upgrade to {current}; nothing was changed"))
+    })?;
+    let snap = m.snapshots().get(id)?;
+    if snap.generation != crate::serverconfig::Generation::Toml {
+        return Err(Error::Refused(format!(
+            "snapshot {id} was taken with {} ({:?} generation), not with config.toml; {target} cannot use it. Nothing was changed",
+            snap.config_path.display(),
+            snap.generation
+        )));
+    }
+    Ok(Some(toml))
 }
 
 fn list(v: &[Version]) -> String {

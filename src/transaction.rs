@@ -324,6 +324,15 @@ fn undo_actions(
             begin.bin_dir.display()
         ));
     }
+    if sum.started(Step::GenerationBack) {
+        // Before the data: the data undo reads the store from config.json.
+        let aside = crate::generation::aside_dir(m.state, &begin.txid);
+        undo(j, Undo::GenerationBack, || {
+            crate::generation::put_back(m.settings(), m.sys()?, &aside)?;
+            Ok(None)
+        })?;
+        did.push("config.json and the unit drop-in of the 0.16 line put back".into());
+    }
     if sum.started(Step::Generation) {
         undo(j, Undo::Generation, || {
             crate::generation::undo(m.settings(), m.sys()?)?;
@@ -417,8 +426,16 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
             }
         }
     }
+    // A rollback that put older data back says where the newer data went (nothing is deleted).
+    let data = match (&begin.restore_from, sum.note(Step::Snapshot)) {
+        (Some(older), Some(kept)) if begin.kind == TxKind::Rollback => format!(
+            "; the data is snapshot {older}'s again, and the data as it was under {from} is kept in snapshot {kept} (`stalwart-upgrade snapshot list`)",
+            from = begin.from
+        ),
+        _ => String::new(),
+    };
     let message = format!(
-        "{kind} of {unit} from {from} to {to} ({class}) committed{w}",
+        "{kind} of {unit} from {from} to {to} ({class}) committed{data}{w}",
         kind = kind_word(begin.kind),
         unit = begin.unit,
         from = begin.from,
@@ -498,7 +515,15 @@ fn close(
             message: message.into(),
         })?;
     }
-    archive(m.state, &begin.txid)
+    archive(m.state, &begin.txid)?;
+    // What a rollback below 0.16 set aside is in the snapshot it took too (config copy).
+    let aside = crate::generation::aside_dir(m.state, &begin.txid);
+    if aside.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&aside) {
+            tracing::warn!("cannot remove {}: {e}", aside.display());
+        }
+    }
+    Ok(())
 }
 
 fn archive(state: &StateDir, txid: &str) -> Result<(), Error> {

@@ -58,6 +58,24 @@ const GENERATION: &[(&str, Expect)] = &[
     ("webadmin:started", Expect::New),
 ];
 
+/// `rollback` from 0.16.18 back to 0.15.5 after a committed 0.15 -> 0.16 upgrade: config.json and
+/// the drop-in set aside, the schema-5 snapshot restored. Old = 0.16.18 on its data, New = 0.15.5
+/// on the data from before the upgrade.
+const BACK_BELOW_016: &[(&str, Expect)] = &[
+    ("begin:done", Expect::Old),
+    ("stop:done", Expect::Old),
+    ("snapshot:done", Expect::Old),
+    ("swap:done", Expect::Old),
+    ("generation_back:started", Expect::Old),
+    ("generation_back:done", Expect::Old),
+    ("restore:started", Expect::Old),
+    ("restore:done", Expect::Old),
+    ("start:done", Expect::Old),
+    ("health:started", Expect::Old),
+    ("health:done", Expect::New),
+    ("webadmin:started", Expect::New),
+];
+
 const UNDO: &[&str] = &[
     "abort:done",
     "undo-stop:started",
@@ -90,6 +108,14 @@ fn cases() -> Vec<Case> {
             expect: *e,
         });
     }
+    for (p, e) in BACK_BELOW_016 {
+        v.push(Case {
+            class: "<0.16",
+            kill_at: p,
+            broken: false,
+            expect: *e,
+        });
+    }
     for p in UNDO {
         v.push(Case {
             class: "minor",
@@ -106,6 +132,9 @@ fn cases() -> Vec<Case> {
 
 /// Runs one case; Ok(outcome words) or Err(what was wrong).
 fn run(case: &Case) -> Result<String, String> {
+    if case.class == "<0.16" {
+        return run_back_below_016(case);
+    }
     let (from, to) = match case.class {
         "patch" => ("0.15.5", "0.15.6"),
         "0.16" => ("0.15.5", "0.16.18"),
@@ -142,16 +171,7 @@ fn run(case: &Case) -> Result<String, String> {
             text(&out)
         ));
     }
-    let rec = s.helper(&["recover"], &[]);
-    if code(&rec) != 0 {
-        return Err(format!("recover failed: {}", text(&rec)));
-    }
-    let again = s.helper(&["recover"], &[]);
-    if code(&again) != 0 || !text(&again).contains("no unfinished transaction") {
-        return Err(format!("second recover not a no-op: {}", text(&again)));
-    }
-    testbed::stalwart::wait_ready(&s.ct, std::time::Duration::from_secs(30))
-        .map_err(|e| format!("not healthy after recover: {e:#}"))?;
+    recover_twice(&s)?;
     let version = s.binary_version();
     let after = s.digest();
     let want = match case.expect {
@@ -183,14 +203,87 @@ fn run(case: &Case) -> Result<String, String> {
         }
         _ => {}
     }
+    closed(&s)?;
+    Ok(format!(
+        "{want} healthy, data consistent (schema {})",
+        after["schema"]
+    ))
+}
+
+fn closed(s: &Scenario) -> Result<(), String> {
     if s.ct
         .path("/var/lib/stalwart-upgrade/journal.jsonl")
         .exists()
     {
         return Err("journal still open".into());
     }
+    Ok(())
+}
+
+/// `recover` twice: the first finishes or undoes, the second has nothing to do.
+fn recover_twice(s: &Scenario) -> Result<(), String> {
+    let rec = s.helper(&["recover"], &[]);
+    if code(&rec) != 0 {
+        return Err(format!("recover failed: {}", text(&rec)));
+    }
+    let again = s.helper(&["recover"], &[]);
+    if code(&again) != 0 || !text(&again).contains("no unfinished transaction") {
+        return Err(format!("second recover not a no-op: {}", text(&again)));
+    }
+    testbed::stalwart::wait_ready(&s.ct, std::time::Duration::from_secs(30))
+        .map(|_| ())
+        .map_err(|e| format!("not healthy after recover: {e:#}"))
+}
+
+/// A committed 0.15.5 -> 0.16.18 upgrade, more mail on 0.16, then `rollback` killed at the case's
+/// step and recovered.
+fn run_back_below_016(case: &Case) -> Result<String, String> {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.allow("0.16");
+    let before = s.digest();
+    let up = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    if code(&up) != 0 {
+        return Err(format!("the upgrade to 0.16.18 failed: {}", text(&up)));
+    }
+    s.ready();
+    s.deliver(3);
+    let on_016 = s.digest();
+    let out = s.helper(
+        &["rollback", "--yes"],
+        &[("STALWART_UPGRADE_TEST_KILL_AT", case.kill_at)],
+    );
+    if out.status.code().is_some() {
+        return Err(format!(
+            "helper was not killed at {}: {}",
+            case.kill_at,
+            text(&out)
+        ));
+    }
+    recover_twice(&s)?;
+    let (want, want_data, config) = match case.expect {
+        Expect::Old => ("0.16.18", &on_016, "config.json"),
+        Expect::New => ("0.15.5", &before, "config.toml"),
+    };
+    let version = s.binary_version();
+    let after = s.digest();
+    if version != want || after["version"] != want {
+        return Err(format!(
+            "expected {want} running, binary {version}, server {}",
+            after["version"]
+        ));
+    }
+    if data_of(&after) != data_of(want_data) {
+        return Err(format!("data differs: expected {want_data} got {after}"));
+    }
+    let exec =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "ExecStart", "stalwart.service"])
+            .map_err(|e| e.to_string())?;
+    if !exec.contains(config) {
+        return Err(format!("the unit does not run {config}: {exec}"));
+    }
+    closed(&s)?;
     Ok(format!(
-        "{want} healthy, data consistent (schema {})",
+        "{want} healthy on {config}, data consistent (schema {})",
         after["schema"]
     ))
 }
@@ -230,7 +323,7 @@ fn kill_at_every_step_then_recover() {
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|r| r.0);
     use std::fmt::Write as _;
-    let mut table = String::from("\nclass  release  killed at              ok   outcome\n");
+    let mut table = String::from("\nclass  release  killed at                ok   outcome\n");
     let mut bad = 0;
     for (i, r) in &results {
         let c = &cases[*i];
@@ -243,7 +336,7 @@ fn kill_at_every_step_then_recover() {
         };
         let _ = writeln!(
             table,
-            "{:<6} {:<8} {:<22} {:<4} {}",
+            "{:<6} {:<8} {:<24} {:<4} {}",
             c.class,
             if c.broken { "broken" } else { "good" },
             c.kill_at,

@@ -1,7 +1,7 @@
 //! Across upstream's 0.16 line, in booted containers: 0.15 -> 0.16 with approval (config.json
 //! written from config.toml's data store, the unit pointed at it, one recovery-mode start that
 //! migrates schema 5 -> 6 and wipes settings), and a broken 0.16 release rolled back completely:
-//! binary, config.toml, unit and data as before.
+//! binary, config.toml, unit and data as before; and `rollback` from 0.16 back below the line.
 
 mod common;
 use common::*;
@@ -101,4 +101,93 @@ fn broken_0_16_release_is_rolled_back_to_0_15_completely() {
         s.ct.exec_ok(&["systemctl", "show", "-P", "ExecStart", "stalwart.service"])
             .unwrap();
     assert!(exec.contains("config.toml"), "{exec}");
+}
+
+#[test]
+fn rollback_from_0_16_returns_to_config_toml_and_the_schema_5_data() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let toml = sha(&s, TOML);
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    s.deliver(4);
+    let json = s.ct.exec_ok(&["cat", JSON]).unwrap();
+
+    let rb = s.helper(&["rollback", "--yes"], &[]);
+    let t = text(&rb);
+    assert_eq!(code(&rb), 0, "{t}");
+    // Told before: which data comes back, that the newer data is kept, the config switch.
+    assert!(
+        t.contains("rollback:      stalwart.service from 0.16.18 to the kept release 0.15.5")
+            && t.contains("is put back")
+            && t.contains("kept in a new snapshot")
+            && t.contains("config.json and the unit drop-in are set aside"),
+        "{t}"
+    );
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.5");
+    let after = s.digest();
+    assert_eq!(after["schema"], 5, "{after}");
+    assert_eq!(
+        data_of(&after),
+        data_of(&before),
+        "the data from before the upgrade"
+    );
+    assert_eq!(sha(&s, TOML), toml, "config.toml untouched");
+    assert!(!s.ct.path(JSON).exists(), "config.json set aside");
+    assert!(!s.ct.path(DROPIN).exists(), "drop-in set aside");
+    let exec =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "ExecStart", "stalwart.service"])
+            .unwrap();
+    assert!(exec.contains("config.toml"), "{exec}");
+    assert!(
+        !s.ct.path("/var/lib/stalwart-upgrade/aside").exists()
+            || s.ct
+                .sh_ok("ls -A /var/lib/stalwart-upgrade/aside")
+                .unwrap()
+                .trim()
+                .is_empty(),
+        "the aside copy is cleared on commit"
+    );
+
+    // The 0.16 data is kept: the commit names the snapshot, which holds config.json and the
+    // schema-6 store as they were.
+    let kept = t
+        .split("is kept in snapshot ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no kept snapshot named: {t}"));
+    let list = s.helper(&["snapshot", "list", "--json"], &[]);
+    let snaps: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let snap = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == kept)
+        .unwrap_or_else(|| panic!("{kept} not in {snaps:#}"));
+    assert_eq!(snap["server_version"], "0.16.18");
+    let copy = snap["config_copy"].as_str().expect("config copy");
+    let copied =
+        s.ct.exec_ok(&[
+            "cat",
+            &format!("/var/lib/stalwart-upgrade/snapshots/{kept}/{copy}"),
+        ])
+        .unwrap();
+    assert_eq!(copied, json);
+
+    // Up again: the same upgrade works from here (config.json written anew).
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    assert_eq!(
+        code(&out),
+        3,
+        "a used approval must be given again: {}",
+        text(&out)
+    );
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.16.18");
 }
