@@ -1,7 +1,8 @@
 //! Power loss in the middle of an upgrade: the helper is killed at a step, the whole container is
 //! stopped without a shutdown, and booted again. `stalwart-upgrade-recover.service` (ordered before
 //! stalwart.service) must undo (before the health gate passed) or finish (after) the transaction,
-//! and the server must come up healthy on consistent data without anyone running a command.
+//! and the server must come up healthy on consistent data without anyone running a command (a
+//! sample of steps of a minor upgrade, and one of a rollback below the 0.16 line).
 
 mod common;
 use common::*;
@@ -82,4 +83,65 @@ fn crash_after_the_new_version_started_boots_into_the_old_one() {
 #[test]
 fn crash_after_the_health_gate_boots_into_the_new_one() {
     crash_and_boot("health:done", "0.15.5");
+}
+
+#[test]
+fn crash_while_snapshotting_boots_into_the_old_one() {
+    crash_and_boot("snapshot:started", "0.14.3");
+}
+
+#[test]
+fn crash_mid_swap_boots_into_the_old_one() {
+    crash_and_boot("swap:started", "0.14.3");
+}
+
+/// A `rollback` from 0.16.18 below the line, the machine crashing after the schema-5 data was put
+/// back: at boot, config.json and the unit drop-in must be back (and systemd reloaded) before
+/// stalwart.service starts, and the 0.16 data restored, so 0.16.18 comes up on its own data.
+#[test]
+fn crash_in_a_rollback_below_0_16_boots_into_0_16_on_its_data() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    install_recover_unit(&s);
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    s.deliver(3);
+    let on_016 = s.digest();
+    let out = s.helper(
+        &["rollback", "--yes"],
+        &[("STALWART_UPGRADE_TEST_KILL_AT", "restore:done")],
+    );
+    assert!(
+        out.status.code().is_none(),
+        "helper not killed: {}",
+        text(&out)
+    );
+    assert!(!s.ct.path("/opt/stalwart/etc/config.json").exists());
+    let helper = s.helper.clone();
+    let ct =
+        s.ct.crash()
+            .boot_again()
+            .expect("boot again after the crash");
+    let s = Scenario { ct, helper };
+    testbed::stalwart::wait_ready(&s.ct, Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nrecover unit log:\n{}",
+            s.ct.journal("stalwart-upgrade-recover.service")
+        )
+    });
+    let log = s.ct.journal("stalwart-upgrade-recover.service");
+    assert_eq!(s.binary_version(), "0.16.18", "recover log:\n{log}");
+    let after = s.digest();
+    assert_eq!(after["version"], "0.16.18");
+    assert_eq!(data_of(&after), data_of(&on_016), "recover log:\n{log}");
+    assert!(s.ct.path("/opt/stalwart/etc/config.json").exists());
+    let exec =
+        s.ct.exec_ok(&["systemctl", "show", "-P", "ExecStart", "stalwart.service"])
+            .unwrap();
+    assert!(exec.contains("config.json"), "{exec}\n{log}");
+    assert!(!s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists());
 }
