@@ -422,7 +422,26 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
             Ok(()) => j.step(Step::Webadmin, Phase::Done, None)?,
             Err(e) => {
                 tracing::warn!(unit = %begin.unit, step = "webadmin", "web admin refresh failed: {e}");
-                warnings.push(format!("web admin refresh failed: {e}"));
+                let hint = match &e {
+                    // Upstream's recovery-mode migration wipes the directory and settings the
+                    // 0.15 admin account lived in (facts: "Schema and migrations").
+                    Error::Webadmin(
+                        webadmin::WebadminError::Unauthorized { .. }
+                        | webadmin::WebadminError::Forbidden { .. },
+                    ) if sum.started(Step::Generation) => format!(
+                        " (expected right after crossing to 0.16: its migration wiped the accounts the old credentials belonged to; set up the admin in {to}, put its user:password in {cred}, then run `stalwart-upgrade webadmin refresh`)",
+                        to = begin.to,
+                        cred = m
+                            .settings()
+                            .webadmin
+                            .credentials_file
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "the [webadmin] credentials_file".into())
+                    ),
+                    _ => String::new(),
+                };
+                warnings.push(format!("web admin refresh failed: {e}{hint}"));
             }
         }
     }

@@ -33,6 +33,15 @@ fn upgrade_from_0_15_to_0_16_with_approval() {
 
     let out = s.upgrade(&target, &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
+    // The 0.15 admin is gone with the migration: the refresh fails, and the warning says why and
+    // what to do.
+    assert!(
+        text(&out).contains("web admin refresh failed")
+            && text(&out).contains("its migration wiped the accounts")
+            && text(&out).contains("stalwart-upgrade webadmin refresh"),
+        "{}",
+        text(&out)
+    );
     s.ready();
     assert_eq!(s.binary_version(), "0.16.18");
     let after = s.digest();
