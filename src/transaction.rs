@@ -241,15 +241,30 @@ pub fn roll_back(
                     TxKind::Rollback => "Nothing else to do; `stalwart-upgrade status` shows the state.".into(),
                 }
             );
-            close(m, j, &begin, sum, Ending::RolledBack, &message)?;
+            let mut message = message;
+            // The server is back: from here on a failure to write (a full disk) must not hide
+            // that, only add what it means. The marker goes first: a kill before the close
+            // repeats this rollback, which writes it again.
             if begin.kind == TxKind::Upgrade && blame_version {
-                m.state.set_failed(&FailedUpgrade {
+                if let Err(e) = m.state.set_failed(&FailedUpgrade {
                     version: begin.to.clone(),
                     from: begin.from.clone(),
                     txid: begin.txid.clone(),
                     reason: reason.clone(),
                     at: crate::state::now(),
-                })?;
+                }) {
+                    message += &format!(
+                        "\nWARNING: {to} could not be recorded as failed ({e}), so an unattended run may try it again; free space there, or hold the package (`stalwart-upgrade hold`).",
+                        to = begin.to
+                    );
+                }
+            }
+            if let Err(e) = close(m, j, &begin, sum, Ending::RolledBack, &message) {
+                message += &format!(
+                    "\nWARNING: the journal {journal} could not be closed ({e}); free space there, then run `stalwart-upgrade recover` to close it (it checks each undo again, and may restart {unit} once).",
+                    journal = j.path().display(),
+                    unit = begin.unit
+                );
             }
             tracing::error!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "rolled_back", "{message}");
             Ok(report(

@@ -456,3 +456,51 @@ fn a_disk_filling_up_while_staging_stops_nothing() {
     s.ct.sh_ok("systemctl stop stalwart && umount /opt/stalwart")
         .unwrap();
 }
+
+/// The file system of the state dir (journal, snapshots) fills up while the server is down: the
+/// old version must still come back, and the admin must learn why and what to do.
+#[test]
+fn a_full_state_dir_while_the_server_is_down_still_brings_the_old_version_back() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let state = "/var/lib/stalwart-upgrade";
+    s.ct.sh_ok(&format!(
+        "mkdir -p {state} && mount -t tmpfs -o size=128m,mode=0700 tmpfs {state}"
+    ))
+    .unwrap();
+    let target = release("0.15.6", Fault::None, 0);
+    let out = s.upgrade_pausing(
+        &target,
+        "stop:done",
+        &format!("dd if=/dev/zero of={state}/.filler bs=1M 2>/dev/null; df -h {state}"),
+    );
+    let t = text(&out);
+    // Rolled back, and said so, although the failure marker could not be written.
+    assert_eq!(code(&out), 5, "{t}");
+    assert!(
+        t.contains(&format!(
+            "the file system holding {state}/snapshots is full"
+        )) && t.contains("0.15.5 started and healthy")
+            && t.contains("could not be recorded as failed")
+            && t.contains("No space left on device"),
+        "{t}"
+    );
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.5", "{t}");
+    assert_eq!(data_of(&s.digest()), data_of(&before), "{t}");
+
+    // Space freed: nothing is left to settle, and the release may simply be tried again.
+    s.ct.sh_ok(&format!("rm {state}/.filler")).unwrap();
+    let rec = s.helper(&["recover"], &[]);
+    assert!(
+        text(&rec).contains("no unfinished transaction"),
+        "{}",
+        text(&rec)
+    );
+    let out = s.upgrade(&target, &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.6");
+    s.ct.sh_ok(&format!("systemctl stop stalwart; umount {state}"))
+        .unwrap();
+}
