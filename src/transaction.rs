@@ -481,10 +481,21 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
             format!("; WARNING: {}", warnings.join("; "))
         }
     );
-    close(m, j, &begin, sum, Ending::Committed, &message)?;
-    m.state.clear_failed()?;
+    // The new version runs healthy: what cannot be written from here on (a full disk) becomes a
+    // warning, never an error that would hide it.
+    if let Err(e) = close(m, j, &begin, sum, Ending::Committed, &message) {
+        warnings.push(format!(
+            "the journal {} could not be closed ({e}); free space there, then run `stalwart-upgrade recover`, which only closes it",
+            j.path().display()
+        ));
+    }
+    if let Err(e) = m.state.clear_failed() {
+        warnings.push(format!("clearing the failure marker failed: {e}"));
+    }
     if begin.kind == TxKind::Upgrade {
-        swap::remove_dir(&begin.staged_dir)?;
+        if let Err(e) = swap::remove_dir(&begin.staged_dir) {
+            warnings.push(format!("removing the staged binary failed: {e}"));
+        }
         // The hold follows the new line and the approval that allowed it is used up.
         if m.settings().policy.manage_holds {
             if let Err(e) = crate::policy::after_upgrade(m.settings(), &begin.to) {
