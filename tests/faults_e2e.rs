@@ -140,6 +140,9 @@ fn no_secret_reaches_logs_journal_or_status() {
         &["history", "--json"],
         &["plan", "--to", "/opt/stalwart/bin/stalwart"],
         &["snapshot", "list", "--json"],
+        &["rollback", "--yes"],
+        &["status"],
+        &["history"],
     ] {
         all.push_str(&text(&s.helper(args, &[])));
     }
