@@ -29,6 +29,25 @@ fn install_recover_unit(s: &Scenario) {
     .unwrap();
 }
 
+/// Stops the container without a shutdown, boots it again and waits until the server is ready
+/// (the recover unit ran first); returns the new scenario and the recover unit's log.
+fn power_loss(s: Scenario) -> (Scenario, String) {
+    let helper = s.helper.clone();
+    let ct =
+        s.ct.crash()
+            .boot_again()
+            .expect("boot again after the crash");
+    let s = Scenario { ct, helper };
+    testbed::stalwart::wait_ready(&s.ct, Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nrecover unit log:\n{}",
+            s.ct.journal("stalwart-upgrade-recover.service")
+        )
+    });
+    let log = s.ct.journal("stalwart-upgrade-recover.service");
+    (s, log)
+}
+
 fn crash_and_boot(kill_at: &str, expect: &str) {
     let s = Scenario::new(&release("0.14.3", Fault::None, 0));
     install_recover_unit(&s);
@@ -43,17 +62,7 @@ fn crash_and_boot(kill_at: &str, expect: &str) {
         "helper not killed: {}",
         text(&out)
     );
-    let helper = s.helper.clone();
-    let halted = s.ct.crash();
-    let ct = halted.boot_again().expect("boot again after the crash");
-    let s = Scenario { ct, helper };
-    testbed::stalwart::wait_ready(&s.ct, Duration::from_secs(60)).unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\nrecover unit log:\n{}",
-            s.ct.journal("stalwart-upgrade-recover.service")
-        )
-    });
-    let log = s.ct.journal("stalwart-upgrade-recover.service");
+    let (s, log) = power_loss(s);
     assert!(
         !s.ct
             .path("/var/lib/stalwart-upgrade/journal.jsonl")
@@ -118,19 +127,7 @@ fn crash_in_a_rollback_below_0_16_boots_into_0_16_on_its_data() {
         text(&out)
     );
     assert!(!s.ct.path("/opt/stalwart/etc/config.json").exists());
-    let helper = s.helper.clone();
-    let ct =
-        s.ct.crash()
-            .boot_again()
-            .expect("boot again after the crash");
-    let s = Scenario { ct, helper };
-    testbed::stalwart::wait_ready(&s.ct, Duration::from_secs(60)).unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\nrecover unit log:\n{}",
-            s.ct.journal("stalwart-upgrade-recover.service")
-        )
-    });
-    let log = s.ct.journal("stalwart-upgrade-recover.service");
+    let (s, log) = power_loss(s);
     assert_eq!(s.binary_version(), "0.16.18", "recover log:\n{log}");
     let after = s.digest();
     assert_eq!(after["version"], "0.16.18");

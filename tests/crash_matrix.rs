@@ -164,26 +164,13 @@ fn run(case: &Case) -> Result<String, String> {
         &release(to, fault, 0),
         &[("STALWART_UPGRADE_TEST_KILL_AT", case.kill_at)],
     );
-    if out.status.code().is_some() {
-        return Err(format!(
-            "helper was not killed at {}: {}",
-            case.kill_at,
-            text(&out)
-        ));
-    }
+    was_killed(&out, case.kill_at)?;
     recover_twice(&s)?;
-    let version = s.binary_version();
-    let after = s.digest();
     let want = match case.expect {
         Expect::Old => from,
         Expect::New => to,
     };
-    if version != want || after["version"] != want {
-        return Err(format!(
-            "expected {want} running, binary {version}, server {}",
-            after["version"]
-        ));
-    }
+    let after = running(&s, want)?;
     match case.expect {
         Expect::Old if data_of(&after) != data_of(&before) => {
             return Err(format!("data differs: before {before} after {after}"))
@@ -208,6 +195,26 @@ fn run(case: &Case) -> Result<String, String> {
         "{want} healthy, data consistent (schema {})",
         after["schema"]
     ))
+}
+
+fn was_killed(out: &std::process::Output, at: &str) -> Result<(), String> {
+    match out.status.code() {
+        None => Ok(()),
+        Some(_) => Err(format!("helper was not killed at {at}: {}", text(out))),
+    }
+}
+
+/// The binary and the server both say `want`; returns the server's digest.
+fn running(s: &Scenario, want: &str) -> Result<serde_json::Value, String> {
+    let version = s.binary_version();
+    let after = s.digest();
+    if version != want || after["version"] != want {
+        return Err(format!(
+            "expected {want} running, binary {version}, server {}",
+            after["version"]
+        ));
+    }
+    Ok(after)
 }
 
 fn closed(s: &Scenario) -> Result<(), String> {
@@ -252,26 +259,13 @@ fn run_back_below_016(case: &Case) -> Result<String, String> {
         &["rollback", "--yes"],
         &[("STALWART_UPGRADE_TEST_KILL_AT", case.kill_at)],
     );
-    if out.status.code().is_some() {
-        return Err(format!(
-            "helper was not killed at {}: {}",
-            case.kill_at,
-            text(&out)
-        ));
-    }
+    was_killed(&out, case.kill_at)?;
     recover_twice(&s)?;
     let (want, want_data, config) = match case.expect {
         Expect::Old => ("0.16.18", &on_016, "config.json"),
         Expect::New => ("0.15.5", &before, "config.toml"),
     };
-    let version = s.binary_version();
-    let after = s.digest();
-    if version != want || after["version"] != want {
-        return Err(format!(
-            "expected {want} running, binary {version}, server {}",
-            after["version"]
-        ));
-    }
+    let after = running(&s, want)?;
     if data_of(&after) != data_of(want_data) {
         return Err(format!("data differs: expected {want_data} got {after}"));
     }

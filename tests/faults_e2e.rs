@@ -16,6 +16,25 @@ fn unchanged(s: &Scenario, before: &serde_json::Value) {
     assert!(!s.ct.path("/opt/stalwart/bin.new").exists());
 }
 
+/// Moves /opt/stalwart onto a tmpfs of its own with `spare_mib` MiB beyond what is there; the
+/// server is restarted on it and ready.
+fn opt_stalwart_on_a_small_fs(s: &Scenario, spare_mib: u64) {
+    let used: u64 =
+        s.ct.sh_ok("du -sm /opt/stalwart | cut -f1")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    s.ct.sh_ok(&format!(
+        "systemctl stop stalwart && cp -a /opt/stalwart /root/opt-stalwart && \
+         mount -t tmpfs -o size={}m tmpfs /opt/stalwart && cp -a /root/opt-stalwart/. /opt/stalwart/ && \
+         systemctl start stalwart",
+        used + spare_mib
+    ))
+    .unwrap();
+    s.ready();
+}
+
 #[test]
 fn faults_before_downtime_change_nothing() {
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
@@ -226,20 +245,7 @@ fn a_full_opt_stalwart_is_refused_before_downtime() {
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
     let before = s.digest();
     // /opt/stalwart on its own small file system with room for what is there, not for bin.new.
-    let used: u64 =
-        s.ct.sh_ok("du -sm /opt/stalwart | cut -f1")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-    s.ct.sh_ok(&format!(
-        "systemctl stop stalwart && cp -a /opt/stalwart /root/opt-stalwart && \
-         mount -t tmpfs -o size={}m tmpfs /opt/stalwart && cp -a /root/opt-stalwart/. /opt/stalwart/ && \
-         systemctl start stalwart",
-        used + 8
-    ))
-    .unwrap();
-    s.ready();
+    opt_stalwart_on_a_small_fs(&s, 8);
     let pid = s.main_pid();
     let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
     let t = text(&out);
@@ -411,20 +417,7 @@ fn a_disk_filling_up_during_the_snapshot_rolls_back_to_the_old_version() {
 fn a_disk_filling_up_while_staging_stops_nothing() {
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
     let before = s.digest();
-    let used: u64 =
-        s.ct.sh_ok("du -sm /opt/stalwart | cut -f1")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-    s.ct.sh_ok(&format!(
-        "systemctl stop stalwart && cp -a /opt/stalwart /root/opt-stalwart && \
-         mount -t tmpfs -o size={}m tmpfs /opt/stalwart && cp -a /root/opt-stalwart/. /opt/stalwart/ && \
-         systemctl start stalwart",
-        used + 64
-    ))
-    .unwrap();
-    s.ready();
+    opt_stalwart_on_a_small_fs(&s, 64);
     let pid = s.main_pid();
     let target = release("0.15.6", Fault::None, 0);
     let out = s.upgrade_pausing(
