@@ -185,6 +185,7 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         target_sha256: swap::sha256_file(&release)?,
         old_sha256: swap::sha256_file(&s.server_binary())?,
         unit_active: unit_state.active_state == "active",
+        unit_warning: unit_state.override_warning(&s.unit),
         health_url: health::base_url(s, Some(&server_config)),
         restore_data: forward.schema_may_move(),
         server_config,

@@ -68,7 +68,7 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         }
     }
     if let Some(st) = &unit_state {
-        if let Some(w) = unit_override_warning(&s.unit, &st.fragment_path) {
+        if let Some(w) = st.override_warning(&s.unit) {
             warnings.push(w);
         }
         if st.active_state != "active" {
@@ -100,22 +100,6 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         attention,
         warnings,
     })
-}
-
-/// install.sh writes its unit to /etc/systemd/system, which overrides the one a package ships in
-/// /lib/systemd/system: the packaged unit's hardening and settings are then silently ignored.
-fn unit_override_warning(unit: &str, fragment: &str) -> Option<String> {
-    if !fragment.starts_with("/etc/systemd/system/") {
-        return None;
-    }
-    let shipped = ["/lib/systemd/system", "/usr/lib/systemd/system"]
-        .iter()
-        .map(|d| std::path::Path::new(d).join(unit))
-        .find(|p| p.exists())?;
-    Some(format!(
-        "{fragment} overrides the packaged {} (install.sh writes its own unit there); the packaged unit's settings are not in effect. If nothing in it is yours, remove it and run `systemctl daemon-reload`",
-        shipped.display()
-    ))
 }
 
 /// The installed `stalwart` package's version, from dpkg or rpm, if either knows it.

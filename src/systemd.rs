@@ -78,6 +78,26 @@ pub struct UnitState {
     pub exec_main_status: i32,
 }
 
+impl UnitState {
+    /// install.sh writes its unit to /etc/systemd/system, which overrides the one a package ships
+    /// in /lib/systemd/system: the packaged unit's hardening and settings are then silently
+    /// ignored. Some(warning) when that is the case.
+    pub fn override_warning(&self, unit: &str) -> Option<String> {
+        let fragment = &self.fragment_path;
+        if !fragment.starts_with("/etc/systemd/system/") {
+            return None;
+        }
+        let shipped = ["/lib/systemd/system", "/usr/lib/systemd/system"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(unit))
+            .find(|p| p.exists())?;
+        Some(format!(
+            "{fragment} overrides the packaged {} (install.sh writes its own unit there); the packaged unit's settings are not in effect. If nothing in it is yours, remove it and run `systemctl daemon-reload`",
+            shipped.display()
+        ))
+    }
+}
+
 /// A connection to systemd's manager.
 pub struct Systemd {
     conn: Connection,

@@ -25,6 +25,8 @@ pub struct Plan {
     pub target_sha256: String,
     pub old_sha256: String,
     pub unit_active: bool,
+    /// The unit in effect is not the packaged one (install.sh's, in /etc/systemd/system).
+    pub unit_warning: Option<String>,
     pub server_config: ServerConfig,
     /// 0.15 -> 0.16: where config.json goes and what it says (config.toml's data store).
     pub generation_json: Option<(PathBuf, String)>,
@@ -120,6 +122,9 @@ impl std::fmt::Display for Plan {
                 self.to
             )?;
         }
+        if let Some(w) = &self.unit_warning {
+            writeln!(f, "warning:       {w}")?;
+        }
         writeln!(f, "health:        {}/healthz/ready", self.health_url)?;
         writeln!(
             f,
@@ -171,6 +176,9 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
     gate(&plan)?;
     if plan.class == Class::Same {
         return Ok(nothing_to_do(&plan));
+    }
+    if let Some(w) = &plan.unit_warning {
+        tracing::warn!(unit = %plan.unit, "{w}");
     }
     let mut tx = Transaction::begin(&m, plan.begin(ctx))?;
     match steps(&mut tx, &plan) {
@@ -432,6 +440,7 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
         restore_data: class.schema_may_move(),
         old_sha256: swap::sha256_file(&current)?,
         unit_active: unit_state.active_state == "active",
+        unit_warning: unit_state.override_warning(&s.unit),
         from,
         to,
         class,

@@ -194,9 +194,17 @@ fn status_reports_the_install_sh_unit_overriding_the_packaged_one() {
     s.ct.write_file("/lib/systemd/system/stalwart.service", unit)
         .unwrap();
     s.ct.exec_ok(&["systemctl", "daemon-reload"]).unwrap();
+    let warning = "/etc/systemd/system/stalwart.service overrides the packaged /lib/systemd/system/stalwart.service";
     let out = s.helper(&["status"], &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(text(&out).contains("/etc/systemd/system/stalwart.service overrides the packaged /lib/systemd/system/stalwart.service"), "{}", text(&out));
+    assert!(text(&out).contains(warning), "{}", text(&out));
+    // plan and the upgrade say it too (the upgrade goes on: the unit works, only unhardened).
+    let target = release("0.15.6", Fault::None, 0);
+    let plan = s.helper(&["plan", "--to", &s.inside(&target)], &[]);
+    assert!(text(&plan).contains(warning), "{}", text(&plan));
+    let out = s.upgrade(&target, &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains(warning), "{}", text(&out));
 }
 
 #[test]
