@@ -13,7 +13,7 @@ use std::path::PathBuf;
     name = "stalwart-upgrade",
     version,
     about = "Upgrade a packaged Stalwart mail server as a transaction that rolls itself back",
-    long_about = "Stops the server over D-Bus, snapshots its data, swaps /opt/stalwart/bin atomically, starts it, checks its health and refreshes the web admin; any failure rolls everything back. A crash-safe journal lets `recover` finish or undo a run that was killed.\n\nExit codes: 0 ok; 1 error; 2 usage; 3 refused by policy or an earlier failure (nothing changed); 4 a check before downtime failed (nothing changed); 5 upgrade failed and was rolled back (old version healthy); 6 neither version healthy (act now); 7 another run holds the lock; 8 status: attention needed; 69 not implemented yet."
+    long_about = "Stops the server over D-Bus, snapshots its data, swaps /opt/stalwart/bin atomically, starts it, checks its health and refreshes the web admin; any failure rolls everything back. A crash-safe journal lets `recover` finish or undo a run that was killed.\n\nExit codes: 0 ok; 1 error; 2 usage; 3 refused by policy or an earlier failure (nothing changed); 4 a check before downtime failed (nothing changed); 5 upgrade failed and was rolled back (old version healthy); 6 neither version healthy (act now); 7 another run holds the lock; 8 status: attention needed."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -40,8 +40,6 @@ pub mod exit {
     pub const LOCKED: i32 = 7;
     /// `status`: the last upgrade failed or a transaction is unfinished.
     pub const ATTENTION: i32 = 8;
-    /// The command exists but is not implemented yet.
-    pub const NOT_IMPLEMENTED: i32 = 69;
 }
 
 /// Everything a command needs: settings, plus how it was invoked.
@@ -120,8 +118,6 @@ pub enum Error {
     Command { what: String, detail: String },
     #[error("{0}")]
     Usage(String),
-    #[error("`{0}` is not implemented yet")]
-    NotImplemented(&'static str),
     #[error("stalwart-upgrade must run as root (it stops services and replaces /opt/stalwart/bin); run it with sudo")]
     NotRoot,
 }
@@ -143,7 +139,6 @@ impl Error {
             ) => exit::PREFLIGHT,
             Error::State(state::StateError::Locked { .. }) => exit::LOCKED,
             Error::Usage(_) => exit::USAGE,
-            Error::NotImplemented(_) => exit::NOT_IMPLEMENTED,
             _ => exit::ERROR,
         }
     }
