@@ -81,6 +81,25 @@ pub fn probe_ready(base: &str) -> Result<u16, String> {
     }
 }
 
+/// Before any downtime: the running server must answer `base`/healthz/ready with 200 within
+/// `within`. Otherwise the gate after the upgrade could not tell a healthy new version either, and
+/// a health URL that points nowhere would turn every upgrade into an outage and a rollback.
+/// Err says what the last probe got.
+pub fn check_running(base: &str, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match probe_ready(base) {
+            Ok(200) => return Ok(()),
+            Ok(code) => format!("HTTP {code}"),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn gate(
     sys: &Systemd,
     settings: &Settings,

@@ -64,6 +64,23 @@ fn faults_before_downtime_change_nothing() {
     assert_ne!(code(&out), 0, "{}", text(&out));
     assert!(text(&out).contains("stalwrt.service"), "{}", text(&out));
 
+    // A health URL the running server does not answer (a listener moved, a typo): refused, since
+    // the health check after the upgrade could only fail and roll back.
+    s.ct.write_file(
+        HELPER_CONFIG,
+        format!("[health]\nurl = \"http://127.0.0.1:8099\"\n{DEFAULT_HELPER_CONFIG}"),
+    )
+    .unwrap();
+    let out = s.upgrade(&target, &[]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        text(&out).contains("does not answer http://127.0.0.1:8099/healthz/ready")
+            && text(&out).contains("nothing was stopped")
+            && text(&out).contains("[health] url"),
+        "{}",
+        text(&out)
+    );
+
     // The helper's own config is malformed: refused, naming the file and the key.
     s.ct.write_file(HELPER_CONFIG, "[timeouts]\nstop_secs = \"soon\"\n")
         .unwrap();
