@@ -73,6 +73,24 @@ fn apt_install_upgrade_remove_purge() {
     let out = m.apt_ok("purge stalwart");
     assert!(out.contains("kept /opt/stalwart/etc"), "{out}");
     m.sh_ok("test ! -e /opt/stalwart/bin && test ! -e /var/lib/stalwart-upgrade && test -f /opt/stalwart/etc/config.toml && test -d /opt/stalwart/data");
+
+    // Installed again over the kept data: the first start of the packaged binary (which could
+    // migrate it) comes after a snapshot of that data.
+    let out = m.apt_ok("install stalwart");
+    assert!(
+        out.contains("snapshotted the data kept from an earlier installation"),
+        "{out}"
+    );
+    m.ready();
+    assert_eq!(
+        m.digest()["records"],
+        after["records"],
+        "the kept data is served"
+    );
+    let list = m.sh_ok("stalwart-upgrade snapshot list --json");
+    let snaps: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(snaps.as_array().map(|a| a.len()), Some(1), "{snaps:#}");
+    assert!(snaps[0]["hashed_at"].is_string(), "{snaps:#}");
 }
 
 #[test]

@@ -246,11 +246,23 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
     ));
 
     let config = s.server_config_path();
+    let mut may_start = true;
     if config.exists() {
         done.push(format!(
             "kept the existing server config {}",
             config.display()
         ));
+        match snapshot_kept_data(ctx, &config, &version) {
+            Ok(Some(line)) => done.push(line),
+            Ok(None) => {}
+            Err(e) => {
+                may_start = false;
+                done.push(format!(
+                    "NOT STARTED: the data kept from an earlier installation could not be snapshotted ({e}), and {version} may migrate it at its first start, so it was neither enabled nor started; back the data up, then run `systemctl enable --now {}`",
+                    s.unit
+                ));
+            }
+        }
     } else {
         done.extend(init_config(ctx, &config, uid, gid));
     }
@@ -265,20 +277,69 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
         }
     }
 
-    // Enabled like %systemd_post / deb-systemd-helper would; works without a running systemd.
+    if may_start {
+        done.extend(enable_and_start(sys, ctx, &config));
+    }
+    mark_managed(ctx, &format!("installed {version}"))?;
+    Ok(done)
+}
+
+/// Enabled like %systemd_post / deb-systemd-helper would (works without a running systemd), and
+/// started when systemd runs.
+fn enable_and_start(sys: &System, ctx: &Context, config: &Path) -> Vec<String> {
+    let s = &ctx.settings;
+    let mut done = Vec::new();
     if let Err(e) = run(Command::new("systemctl").args(["enable", "--quiet", &s.unit])) {
         done.push(format!("warning: could not enable {}: {e}", s.unit));
     }
     if sys.systemd_running() {
-        done.push(start_first(ctx, &config));
+        done.push(start_first(ctx, config));
     } else {
         done.push(format!(
             "systemd is not running: {} is enabled and starts at the next boot",
             s.unit
         ));
     }
-    mark_managed(ctx, &format!("installed {version}"))?;
-    Ok(done)
+    done
+}
+
+/// A first install over data an earlier installation left (`purge` keeps it by default, or a
+/// hand-made installation without bin/) starts the packaged binary on data another version wrote,
+/// and a newer binary migrates it at that first start (facts: "Migration runs automatically at
+/// start"): that data is snapshotted first. Ok(None) when there is no data to keep.
+fn snapshot_kept_data(
+    ctx: &Context,
+    config: &Path,
+    version: &crate::version::Version,
+) -> Result<Option<String>, Error> {
+    use crate::serverconfig::StoreKind;
+    let cfg = ServerConfig::load(config)?;
+    let non_empty = |p: &Path| match std::fs::read_dir(p) {
+        Ok(mut rd) => rd.next().is_some(),
+        Err(_) => p.is_file(),
+    };
+    let has_data = cfg.stores.iter().any(|st| match &st.kind {
+        StoreKind::RocksDb { path } | StoreKind::Sqlite { path } | StoreKind::Fs { path } => {
+            non_empty(path)
+        }
+        _ => true,
+    });
+    if !has_data {
+        return Ok(None);
+    }
+    let snapshots = crate::snapshot::Snapshots::new(&ctx.settings.snapshot_dir());
+    let meta = crate::snapshot::SnapshotMeta {
+        server_version: version.clone(),
+        target_version: None,
+        class: None,
+        server_binary: ctx.settings.server_binary(),
+    };
+    let m = snapshots.create(&cfg, &meta)?;
+    snapshots.hash(&m.id)?;
+    Ok(Some(format!(
+        "snapshotted the data kept from an earlier installation before {version} first starts on it: snapshot {id} (`stalwart-upgrade snapshot restore {id}` puts it back)",
+        id = m.id
+    )))
 }
 
 /// The server writes its own default config (0.15: `--init PREFIX`, which also prints the
