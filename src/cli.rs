@@ -56,6 +56,9 @@ pub enum Command {
         /// Try again a version whose upgrade failed before
         #[arg(long)]
         retry: bool,
+        /// This server is a cluster node and every other node is stopped (upstream requires it)
+        #[arg(long)]
+        cluster_stopped: bool,
     },
     /// Back to the previous (or a kept) release, with the data snapshot when the schema may have moved
     Rollback {
@@ -64,6 +67,9 @@ pub enum Command {
         /// Only the binary (safe for patch releases only)
         #[arg(long)]
         binary_only: bool,
+        /// This server is a cluster node and every other node is stopped (upstream requires it)
+        #[arg(long)]
+        cluster_stopped: bool,
         #[arg(long, short)]
         yes: bool,
     },
@@ -316,6 +322,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 target: to,
                 sha256sums,
                 retry: true,
+                cluster_stopped: false,
             };
             let state = StateDir::open(&ctx.settings.state_dir)?;
             let m = crate::transaction::Machine::new(&ctx, &state);
@@ -332,12 +339,14 @@ fn run(cmd: Command) -> Result<i32, Error> {
             sha256sums,
             yes,
             retry,
+            cluster_stopped,
         } => {
             let ctx = context(false)?;
             let req = UpgradeRequest {
                 target: to,
                 sha256sums,
                 retry,
+                cluster_stopped,
             };
             if !yes && std::io::stdin().is_terminal() {
                 let plan = crate::upgrade::preflight(&ctx, &req)?;
@@ -352,10 +361,15 @@ fn run(cmd: Command) -> Result<i32, Error> {
         Command::Rollback {
             to,
             binary_only,
+            cluster_stopped,
             yes,
         } => {
             let ctx = context(false)?;
-            let req = crate::rollback::RollbackRequest { to, binary_only };
+            let req = crate::rollback::RollbackRequest {
+                to,
+                binary_only,
+                cluster_stopped,
+            };
             print!("{}", crate::rollback::preview(&ctx, &req)?);
             if !confirm("Roll back the server?", yes) {
                 return Ok(exit::OK);

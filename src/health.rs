@@ -224,6 +224,7 @@ mod tests {
             generation: crate::serverconfig::Generation::Toml,
             stores: vec![],
             http: Some("127.0.0.1:9090".parse().unwrap()),
+            cluster: None,
         };
         assert_eq!(base_url(&s, Some(&cfg)), "http://127.0.0.1:9090");
         s.health.url = Some("http://[::1]:1/".into());

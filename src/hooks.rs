@@ -364,6 +364,8 @@ fn converge(
         target: payload.clone(),
         sha256sums: Some(ctx.settings.payload_dir.join("SHA256SUMS")),
         retry,
+        // Unattended: nobody can have stopped the other nodes of a cluster.
+        cluster_stopped: false,
     };
     match engine.upgrade(ctx, &req) {
         Ok(report) => outcome(say, unit, &payload, &report),

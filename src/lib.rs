@@ -72,6 +72,9 @@ pub struct UpgradeRequest {
     pub sha256sums: Option<PathBuf>,
     /// Try a version again that failed before (otherwise refused until the admin asks).
     pub retry: bool,
+    /// The admin says every other node of this server's cluster is stopped (upstream requires it
+    /// for an upgrade; a cluster node is refused without it).
+    pub cluster_stopped: bool,
 }
 
 /// The error of a command, wrapping each module's typed error; `exit_code` maps it for the CLI

@@ -16,6 +16,8 @@ pub struct RollbackRequest {
     pub to: Option<String>,
     /// Only the binary: refused when the schema may have moved (the old binary would panic).
     pub binary_only: bool,
+    /// Every other node of this server's cluster is stopped (see `upgrade::cluster_gate`).
+    pub cluster_stopped: bool,
 }
 
 pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
@@ -164,7 +166,11 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         None
     };
     let below_016 = below_016(m, &current, &target, restore_from.as_deref())?;
+    if let Some(toml) = &below_016 {
+        upgrade::cluster_gate(toml, &target, req.cluster_stopped)?;
+    }
     let server_config = ServerConfig::load(&crate::generation::server_config_path(s, &current))?;
+    upgrade::cluster_gate(&server_config, &target, req.cluster_stopped)?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
     if !snapshot.fits() {

@@ -125,6 +125,11 @@ pub struct ServerConfig {
     pub stores: Vec<Store>,
     /// First plain-HTTP listener, as a loopback-reachable address (for /healthz).
     pub http: Option<SocketAddr>,
+    /// The `[cluster]` keys that make this server a node of a cluster (0.15: `cluster.node-id`,
+    /// `cluster.coordinator`), as `key = value` for messages; None for a single server. 0.16 keeps
+    /// its cluster settings in the database, out of our sight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// The roles of `[storage]` in the order we report them.
@@ -218,6 +223,7 @@ impl ServerConfig {
             generation: Generation::Toml,
             stores,
             http: cfg.http_listener()?,
+            cluster: cfg.cluster(),
         })
     }
 
@@ -315,6 +321,7 @@ impl ServerConfig {
             // 0.16 keeps listeners in the database, not in config.json; the health module
             // defaults to 127.0.0.1:8080 (upstream's container health check falls back to it).
             http: None,
+            cluster: None,
         })
     }
 }
@@ -664,6 +671,19 @@ impl Flat<'_> {
         })
     }
 
+    /// `cluster.node-id` / `cluster.coordinator` (upstream's cluster settings), if set.
+    fn cluster(&self) -> Option<String> {
+        ["cluster.node-id", "cluster.coordinator"]
+            .iter()
+            .find_map(|key| {
+                let shown = match self.keys.get(*key)? {
+                    toml::Value::String(s) => format!("{s:?}"),
+                    other => other.to_string(),
+                };
+                Some(format!("{key} = {shown}"))
+            })
+    }
+
     /// First `[server.listener.<id>]` with protocol http and no implicit TLS.
     fn http_listener(&self) -> Result<Option<SocketAddr>, ServerConfigError> {
         for id in self.children("server.listener") {
@@ -770,6 +790,26 @@ store = "rocksdb"
             }
         );
         assert_eq!(c.http, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.cluster, None);
+    }
+
+    #[test]
+    fn cluster_node_in_any_spelling() {
+        let c = toml(&format!("{DEFAULT_015}\n[cluster]\nnode-id = 1\n")).unwrap();
+        assert_eq!(c.cluster.as_deref(), Some("cluster.node-id = 1"));
+        let c = toml(&format!(
+            "\"cluster.coordinator\" = \"peer-to-peer\"\n{DEFAULT_015}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.cluster.as_deref(),
+            Some("cluster.coordinator = \"peer-to-peer\"")
+        );
+        let c = json(r#"{"@type":"RocksDb","path":"/var/lib/stalwart/"}"#).unwrap();
+        assert_eq!(
+            c.cluster, None,
+            "0.16 keeps cluster settings in its database"
+        );
     }
 
     #[test]

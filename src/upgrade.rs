@@ -122,6 +122,12 @@ impl std::fmt::Display for Plan {
                 self.to
             )?;
         }
+        if let Some(node) = &self.server_config.cluster {
+            writeln!(
+                f,
+                "cluster:       a cluster node ({node}): every other node must be stopped first (upstream); needs --cluster-stopped"
+            )?;
+        }
         if let Some(w) = &self.unit_warning {
             writeln!(f, "warning:       {w}")?;
         }
@@ -160,7 +166,7 @@ pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
     let m = Machine::new(ctx, &state);
     transaction::recover_locked(&m)?;
     let plan = plan(&m, req)?;
-    gate(&plan)?;
+    gate(&plan, req)?;
     Ok(plan)
 }
 
@@ -173,7 +179,7 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
         return Ok(report);
     }
     let plan = plan(&m, req)?;
-    gate(&plan)?;
+    gate(&plan, req)?;
     if plan.class == Class::Same {
         return Ok(nothing_to_do(&plan));
     }
@@ -356,12 +362,31 @@ fn generation_plan(
     generation::data_store_json(cfg).map(|json| Some((existing, json)))
 }
 
-fn gate(plan: &Plan) -> Result<(), Error> {
+fn gate(plan: &Plan, req: &UpgradeRequest) -> Result<(), Error> {
     match &plan.verdict {
-        Verdict::Allowed => Ok(()),
+        Verdict::Allowed => {}
         Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => {
-            Err(Error::Refused(message.clone()))
+            return Err(Error::Refused(message.clone()))
         }
+    }
+    cluster_gate(&plan.server_config, &plan.to, req.cluster_stopped)
+}
+
+/// Upstream: every node of a cluster must be stopped before an upgrade (in 0.16 one node left on
+/// 0.15 corrupts data), and a minor release migrates the shared store under the other nodes'
+/// feet. This helper stops only its own node, so it goes on only when the admin says the others
+/// are stopped; unattended runs (package hooks) never can.
+pub(crate) fn cluster_gate(
+    cfg: &ServerConfig,
+    to: &Version,
+    others_stopped: bool,
+) -> Result<(), Error> {
+    match &cfg.cluster {
+        Some(node) if !others_stopped => Err(Error::Refused(format!(
+            "this server is a node of a cluster ({node} in {}): upstream requires every node stopped before an upgrade, and this helper stops only this one. Stop the other nodes, then run `stalwart-upgrade upgrade --to PATH --cluster-stopped` (or `rollback --cluster-stopped`) here, then on each other node. Nothing was changed; {to} was not installed",
+            cfg.path.display()
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -525,3 +525,46 @@ fn a_full_state_dir_while_the_server_is_down_still_brings_the_old_version_back()
     s.ct.sh_ok(&format!("systemctl stop stalwart; umount {state}"))
         .unwrap();
 }
+
+/// A node of a cluster: upstream requires every node stopped before an upgrade, and the helper
+/// stops only this one, so it goes on only when the admin says the others are stopped.
+#[test]
+fn a_cluster_node_is_upgraded_only_when_the_admin_says_the_other_nodes_are_stopped() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let pid = s.main_pid();
+    s.ct.sh_ok("printf '\\n[cluster]\\nnode-id = 2\\ncoordinator = \"peer-to-peer\"\\n' >> /opt/stalwart/etc/config.toml")
+        .unwrap();
+    let target = release("0.15.6", Fault::None, 0);
+    let plan = s.helper(&["plan", "--to", &s.inside(&target)], &[]);
+    assert!(
+        text(&plan).contains("cluster:       a cluster node (cluster.node-id = 2)"),
+        "{}",
+        text(&plan)
+    );
+    let out = s.upgrade(&target, &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 3, "{t}");
+    assert!(
+        t.contains("this server is a node of a cluster (cluster.node-id = 2")
+            && t.contains("--cluster-stopped")
+            && t.contains("Nothing was changed"),
+        "{t}"
+    );
+    unchanged(&s, &before);
+    assert_eq!(s.main_pid(), pid, "the server was restarted");
+
+    let p = s.inside(&target);
+    let out = s.helper(&["upgrade", "--to", &p, "--yes", "--cluster-stopped"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.6");
+    assert_eq!(data_of(&s.digest()), data_of(&before));
+    // A rollback is an upgrade of the cluster too.
+    let out = s.helper(&["rollback", "--yes"], &[]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let out = s.helper(&["rollback", "--yes", "--cluster-stopped"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.5");
+}
