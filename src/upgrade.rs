@@ -383,7 +383,7 @@ pub(crate) fn cluster_gate(
 ) -> Result<(), Error> {
     match &cfg.cluster {
         Some(node) if !others_stopped => Err(Error::Refused(format!(
-            "this server is a node of a cluster ({node} in {}): upstream requires every node stopped before an upgrade, and this helper stops only this one. Stop the other nodes, then run `stalwart-upgrade upgrade --to PATH --cluster-stopped` (or `rollback --cluster-stopped`) here, then on each other node. Nothing was changed; {to} was not installed",
+            "this server is a node of a cluster ({node} in {}): upstream requires every node stopped before an upgrade, and this helper stops only this one. Stop the other nodes, then run `stalwart-upgrade upgrade --to PATH --cluster-stopped` (or `rollback --cluster-stopped`) here, then on each other node. Nothing was changed: the server does not run {to}",
             cfg.path.display()
         ))),
         _ => Ok(()),
