@@ -45,9 +45,12 @@ pub fn base_url(settings: &Settings, server: Option<&ServerConfig>) -> String {
     if let Some(u) = &settings.health.url {
         return u.trim_end_matches('/').to_string();
     }
-    match server.and_then(|s| s.http) {
-        Some(addr) => format!("http://{addr}"),
-        None => "http://127.0.0.1:8080".into(),
+    // Plain HTTP first; an HTTPS-only server on its first TLS listener (as upstream's container
+    // health check does, https://127.0.0.1:443), reached on loopback (see `tls`).
+    match (server.and_then(|s| s.http), server.and_then(|s| s.https)) {
+        (Some(addr), _) => format!("http://{addr}"),
+        (None, Some(addr)) => format!("https://{addr}"),
+        (None, None) => "http://127.0.0.1:8080".into(),
     }
 }
 
@@ -71,9 +74,11 @@ pub fn parse_ready_note(note: &str) -> Option<u64> {
 
 /// Probes `/healthz/ready` once: Ok(status) or Err(transport error text).
 pub fn probe_ready(base: &str) -> Result<u16, String> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(3))
-        .build();
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3));
+    if base.starts_with("https://") && crate::tls::is_loopback(base) {
+        agent = agent.tls_config(crate::tls::loopback_config().map_err(|e| e.to_string())?);
+    }
+    let agent = agent.build();
     match agent.get(&format!("{base}/healthz/ready")).call() {
         Ok(r) => Ok(r.status()),
         Err(ureq::Error::Status(code, _)) => Ok(code),
@@ -224,9 +229,15 @@ mod tests {
             generation: crate::serverconfig::Generation::Toml,
             stores: vec![],
             http: Some("127.0.0.1:9090".parse().unwrap()),
+            https: Some("127.0.0.1:9443".parse().unwrap()),
             cluster: None,
         };
         assert_eq!(base_url(&s, Some(&cfg)), "http://127.0.0.1:9090");
+        let https_only = ServerConfig {
+            http: None,
+            ..cfg.clone()
+        };
+        assert_eq!(base_url(&s, Some(&https_only)), "https://127.0.0.1:9443");
         s.health.url = Some("http://[::1]:1/".into());
         assert_eq!(base_url(&s, Some(&cfg)), "http://[::1]:1");
     }

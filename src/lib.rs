@@ -16,6 +16,7 @@ pub mod state;
 pub mod status;
 pub mod swap;
 pub mod systemd;
+pub mod tls;
 pub mod transaction;
 pub mod upgrade;
 pub mod version;

@@ -125,6 +125,9 @@ pub struct ServerConfig {
     pub stores: Vec<Store>,
     /// First plain-HTTP listener, as a loopback-reachable address (for /healthz).
     pub http: Option<SocketAddr>,
+    /// First HTTP listener with implicit TLS, likewise (used when there is no plain one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<SocketAddr>,
     /// The `[cluster]` keys that make this server a node of a cluster (0.15: `cluster.node-id`,
     /// `cluster.coordinator`), as `key = value` for messages; None for a single server. 0.16 keeps
     /// its cluster settings in the database, out of our sight.
@@ -222,7 +225,8 @@ impl ServerConfig {
             path: path.to_owned(),
             generation: Generation::Toml,
             stores,
-            http: cfg.http_listener()?,
+            http: cfg.http_listener(false)?,
+            https: cfg.http_listener(true)?,
             cluster: cfg.cluster(),
         })
     }
@@ -321,6 +325,7 @@ impl ServerConfig {
             // 0.16 keeps listeners in the database, not in config.json; the health module
             // defaults to 127.0.0.1:8080 (upstream's container health check falls back to it).
             http: None,
+            https: None,
             cluster: None,
         })
     }
@@ -684,14 +689,14 @@ impl Flat<'_> {
             })
     }
 
-    /// First `[server.listener.<id>]` with protocol http and no implicit TLS.
-    fn http_listener(&self) -> Result<Option<SocketAddr>, ServerConfigError> {
+    /// First `[server.listener.<id>]` with protocol http and (`tls`) or without implicit TLS.
+    fn http_listener(&self, tls: bool) -> Result<Option<SocketAddr>, ServerConfigError> {
         for id in self.children("server.listener") {
             let p = format!("server.listener.{id}");
             if self.get_str(&format!("{p}.protocol"))?.as_deref() != Some("http") {
                 continue;
             }
-            if self.get_bool(&format!("{p}.tls.implicit"))? {
+            if self.get_bool(&format!("{p}.tls.implicit"))? != tls {
                 continue;
             }
             if let Some(bind) = self.get_list(&format!("{p}.bind"))?.into_iter().next() {
@@ -790,6 +795,7 @@ store = "rocksdb"
             }
         );
         assert_eq!(c.http, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.https, Some("127.0.0.1:443".parse().unwrap()));
         assert_eq!(c.cluster, None);
     }
 
@@ -869,6 +875,7 @@ tls.implicit = true
         )
         .unwrap();
         assert_eq!(c.http, None);
+        assert_eq!(c.https, Some("127.0.0.1:443".parse().unwrap()));
     }
 
     #[test]

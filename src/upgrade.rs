@@ -463,7 +463,7 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
     if unit_state.active_state == "active" {
         health::check_running(&health_url, Duration::from_secs(10)).map_err(|why| {
             Error::Preflight(format!(
-                "the running server does not answer {health_url}/healthz/ready ({why}), so the health check after the upgrade could not pass either; nothing was stopped. If the server is starting or migrating, wait and retry; if its HTTP listener is elsewhere, set `[health] url` in /etc/stalwart-upgrade/config.toml (a server with only HTTPS listeners needs a plain-HTTP one on loopback, e.g. `bind = \"127.0.0.1:8080\"`)"
+                "the running server does not answer {health_url}/healthz/ready ({why}), so the health check after the upgrade could not pass either; nothing was stopped. If the server is starting or migrating, wait and retry; if it answers HTTP elsewhere, set `[health] url` in /etc/stalwart-upgrade/config.toml"
             ))
         })?;
     }

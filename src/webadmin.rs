@@ -7,9 +7,9 @@
 
 use crate::config::Settings;
 use crate::serverconfig::Generation;
+use crate::tls;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,22 +71,9 @@ fn read_credentials(path: &Path) -> Result<Auth, WebadminError> {
     })
 }
 
-fn is_loopback(url: &str) -> bool {
-    let rest = url.strip_prefix("http://").unwrap_or("");
-    let host = rest.split('/').next().unwrap_or("");
-    let host = match host.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
-}
-
-fn agent(settings: &Settings) -> Result<ureq::Agent, WebadminError> {
+/// The client: the CA file when one is configured; the server's own certificate on loopback
+/// (see `tls`); the system's roots otherwise.
+fn agent(settings: &Settings, base: &str) -> Result<ureq::Agent, WebadminError> {
     let mut b = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(settings.webadmin.timeout_secs))
         .redirects(0);
@@ -105,13 +92,13 @@ fn agent(settings: &Settings) -> Result<ureq::Agent, WebadminError> {
         if roots.is_empty() {
             return Err(bad("no PEM certificate in it".into()));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        b = b.tls_config(Arc::new(cfg));
+        b = b.tls_config(tls::roots_config(roots).map_err(|e| bad(e.to_string()))?);
+    } else if base.starts_with("https://") && tls::is_loopback(base) {
+        let cfg = tls::loopback_config().map_err(|e| WebadminError::Transport {
+            url: base.into(),
+            message: e.to_string(),
+        })?;
+        b = b.tls_config(cfg);
     }
     Ok(b.build())
 }
@@ -129,7 +116,7 @@ pub fn refresh(
         .unwrap_or(base)
         .trim_end_matches('/')
         .to_string();
-    if base.starts_with("http://") && !is_loopback(&base) {
+    if base.starts_with("http://") && !tls::is_loopback(&base) {
         return Err(WebadminError::PlainHttp { url: base });
     }
     let auth = read_credentials(
@@ -143,7 +130,7 @@ pub fn refresh(
         Auth::Basic(b) => format!("Basic {b}"),
         Auth::Bearer(t) => format!("Bearer {t}"),
     };
-    let agent = agent(settings)?;
+    let agent = agent(settings, &base)?;
     let (url, result) = match generation {
         Generation::Toml => {
             let url = format!("{base}/api/update/webadmin");
@@ -245,15 +232,6 @@ fn status_error(url: &str, status: u16, resp: ureq::Response) -> WebadminError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_detection() {
-        assert!(is_loopback("http://127.0.0.1:8080"));
-        assert!(is_loopback("http://localhost/x"));
-        assert!(is_loopback("http://[::1]:8080"));
-        assert!(!is_loopback("http://10.0.0.1:8080"));
-        assert!(!is_loopback("http://mail.example.org"));
-    }
 
     #[test]
     fn world_readable_credentials_refused_with_mode_advice() {

@@ -277,3 +277,58 @@ fn swap_falls_back_to_renames_where_exchange_is_refused() {
     assert_eq!(s.binary_version(), "0.15.6");
     assert!(!s.ct.path("/opt/stalwart/bin.old").exists());
 }
+
+/// A server whose only HTTP listener has implicit TLS (self-signed, for the mail domain): the
+/// health gate and the web-admin refresh reach it on https://127.0.0.1 (see src/tls.rs).
+#[test]
+fn an_https_only_server_is_upgraded_over_tls_on_loopback() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.ct.sh_ok(
+        "cd /opt/stalwart/etc && \
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+           -subj /CN=mail.example.org -keyout key.pem -out cert.pem 2>/dev/null && \
+         sed -i 's/^\\[server.listener.http\\]$/[server.listener.https]/; \
+                 s/^bind = \\[\"127.0.0.1:8080\"\\]$/bind = [\"127.0.0.1:8443\"]\\ntls.implicit = true/' config.toml && \
+         printf '\\n[certificate.default]\\ncert = \"%%{file:/opt/stalwart/etc/cert.pem}%%\"\\nprivate-key = \"%%{file:/opt/stalwart/etc/key.pem}%%\"\\n' >> config.toml && \
+         chown stalwart:stalwart key.pem cert.pem && chmod 0600 key.pem && \
+         systemctl restart stalwart",
+    )
+    .unwrap();
+    let https = |path: &str| {
+        s.ct.sh_ok(&format!(
+            "for i in $(seq 1 100); do curl -sfk https://127.0.0.1:8443{path} && exit 0; sleep 0.1; done; exit 1"
+        ))
+        .unwrap()
+    };
+    https("/healthz/ready");
+    let plain = s.ct.sh("curl -sf http://127.0.0.1:8080/healthz/ready");
+    assert!(!plain.status.success(), "no plain-HTTP listener is left");
+    let before: serde_json::Value = serde_json::from_str(&https("/standin/digest")).unwrap();
+
+    let target = release("0.15.6", Fault::None, 0);
+    let plan = s.helper(&["plan", "--to", &s.inside(&target)], &[]);
+    assert!(
+        text(&plan).contains("health:        https://127.0.0.1:8443/healthz/ready"),
+        "{}",
+        text(&plan)
+    );
+    let out = s.upgrade(&target, &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 0, "{t}");
+    assert!(!t.contains("web admin refresh failed"), "{t}");
+    let after: serde_json::Value = serde_json::from_str(&https("/standin/digest")).unwrap();
+    assert_eq!(after["version"], "0.15.6");
+    assert_eq!(data_of(&after), data_of(&before));
+    let h = s.history_json();
+    let last = h.as_array().unwrap().last().unwrap().clone();
+    let steps: Vec<&str> = last["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"webadmin"),
+        "web admin refreshed: {steps:?}"
+    );
+}

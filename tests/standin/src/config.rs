@@ -29,6 +29,11 @@ pub struct ServerConfig {
     pub blob_dir: Option<PathBuf>,
     /// Ports of the plain-HTTP listeners (always bound on 127.0.0.1).
     pub http_ports: Vec<u16>,
+    /// Ports of the HTTP listeners with implicit TLS (127.0.0.1), served only when a
+    /// certificate is configured.
+    pub https_ports: Vec<u16>,
+    /// `[certificate.<id>]` `cert` and `private-key` (PEM), from `%{file:PATH}%` or inline.
+    pub certificate: Option<(Vec<u8>, Vec<u8>)>,
     /// Fallback administrator (user, plain secret).
     pub admin: Option<(String, String)>,
     /// STAND-IN ONLY (not upstream): users who authenticate but lack WebadminUpdate.
@@ -139,6 +144,8 @@ fn load_json(text: &str) -> Result<ServerConfig, String> {
         data: Some(data),
         blob_dir: None,
         http_ports: Vec::new(),
+        https_ports: Vec::new(),
+        certificate: None,
         admin: Some((user, secret)),
         unprivileged,
     })
@@ -249,11 +256,7 @@ fn load_toml(text: &str) -> Result<ServerConfig, String> {
         if get(&key("protocol")) != Some("http") {
             continue;
         }
-        if get(&key("tls.implicit")) == Some("true") {
-            // The stand-in speaks no TLS; upstream would serve HTTPS here.
-            crate::info!("Listener {id}: implicit TLS is not served by the stand-in, skipped");
-            continue;
-        }
+        let tls = get(&key("tls.implicit")) == Some("true");
         let binds = values(&flat, &key("bind"));
         if binds.is_empty() {
             return Err(format!("server.listener.{id}.bind is missing"));
@@ -263,8 +266,13 @@ fn load_toml(text: &str) -> Result<ServerConfig, String> {
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .ok_or_else(|| format!("server.listener.{id}.bind {b:?} has no port"))?;
-            if !cfg.http_ports.contains(&port) {
-                cfg.http_ports.push(port);
+            let ports = if tls {
+                &mut cfg.https_ports
+            } else {
+                &mut cfg.http_ports
+            };
+            if !ports.contains(&port) {
+                ports.push(port);
             }
         }
     }
@@ -320,8 +328,26 @@ fn load_toml(text: &str) -> Result<ServerConfig, String> {
             cfg.unprivileged.insert(user, p.to_string());
         }
     }
-    if cfg.http_ports.is_empty() {
-        crate::warn!("No plain-HTTP listener configured: nothing will answer HTTP");
+    // [certificate.<id>] cert / private-key, PEM text or `%{file:PATH}%` (upstream's usual form).
+    if let Some(id) = ids(&flat, "certificate").into_iter().next() {
+        let pem = |k: &str| -> Result<Vec<u8>, String> {
+            let v = get(&format!("certificate.{id}.{k}"))
+                .ok_or_else(|| format!("certificate.{id}.{k} is missing"))?;
+            match v.strip_prefix("%{file:").and_then(|r| r.strip_suffix("}%")) {
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| format!("certificate.{id}.{k}: cannot read {path}: {e}")),
+                None => Ok(v.as_bytes().to_vec()),
+            }
+        };
+        cfg.certificate = Some((pem("cert")?, pem("private-key")?));
+    }
+    if !cfg.https_ports.is_empty() && cfg.certificate.is_none() {
+        // Upstream would serve a self-signed certificate; the stand-in serves no TLS then.
+        crate::info!("TLS listeners without a [certificate]: not served by the stand-in");
+        cfg.https_ports.clear();
+    }
+    if cfg.http_ports.is_empty() && cfg.https_ports.is_empty() {
+        crate::warn!("No HTTP listener configured: nothing will answer HTTP");
     }
     Ok(cfg)
 }

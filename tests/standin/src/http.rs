@@ -81,14 +81,34 @@ fn unauthorized() -> Resp {
     r
 }
 
-/// Binds every port on 127.0.0.1 and starts the worker threads.
-pub fn serve(app: Arc<App>, ports: &[u16]) -> Result<(), String> {
-    for port in ports {
+/// Binds every port on 127.0.0.1 (the `https` ones with the certificate) and starts the
+/// worker threads.
+pub fn serve(
+    app: Arc<App>,
+    ports: &[u16],
+    https: &[u16],
+    certificate: Option<&(Vec<u8>, Vec<u8>)>,
+) -> Result<(), String> {
+    let plain = ports.iter().map(|p| (*p, false));
+    let tls = https.iter().map(|p| (*p, true));
+    for (port, tls) in plain.chain(tls) {
         let addr = format!("127.0.0.1:{port}");
-        let server =
-            Server::http(&addr).map_err(|e| format!("Failed to bind listener to {addr}: {e}"))?;
+        let server = match (tls, certificate) {
+            (true, Some((cert, key))) => Server::https(
+                &addr,
+                tiny_http::SslConfig {
+                    certificate: cert.clone(),
+                    private_key: key.clone(),
+                },
+            ),
+            _ => Server::http(&addr),
+        }
+        .map_err(|e| format!("Failed to bind listener to {addr}: {e}"))?;
         let server = Arc::new(server);
-        crate::info!("Listening for HTTP on {addr}");
+        crate::info!(
+            "Listening for {} on {addr}",
+            if tls { "HTTPS" } else { "HTTP" }
+        );
         for _ in 0..WORKERS {
             let server = server.clone();
             let app = app.clone();

@@ -29,6 +29,9 @@
 //!   byte 123, the subspace byte and a u32 LE schema version; `--import` refuses another schema
 //!   version; the server must be stopped; exit 0 ok / 1 error.
 //! * Health: `GET /healthz/live` always 200, `GET /healthz/ready` 200 with a data store.
+//! * `[server.listener.<id>] protocol = "http"` with `tls.implicit = true` serves HTTPS with the
+//!   `[certificate.<id>]` `cert` / `private-key` PEM (`%{file:PATH}%`). (Upstream falls back to
+//!   a self-signed certificate when none is configured; the stand-in then serves no TLS.)
 //! * Web admin refresh: 0.15 `GET /api/update/webadmin` (200 `{"data":null}`, 401 with
 //!   `WWW-Authenticate: Bearer` + `Basic realm="Stalwart Server"`, 403, 500 as
 //!   `application/problem+json`); 0.16 JMAP `x:Action/set` creating `{"@type":"UpdateApps"}`.
@@ -314,7 +317,12 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         unprivileged: cfg.unprivileged.clone(),
         state_counter: AtomicU64::new(0),
     });
-    if let Err(e) = http::serve(app.clone(), &cfg.http_ports) {
+    if let Err(e) = http::serve(
+        app.clone(),
+        &cfg.http_ports,
+        &cfg.https_ports,
+        cfg.certificate.as_ref(),
+    ) {
         error!("{e}");
         return 1;
     }
