@@ -106,6 +106,17 @@ fn check_all(version: &str) {
     let g = generation(version);
     let (ok, _d1) = settings(&format!("admin:{SECRET}"), 10);
     refresh(&ok, g, &srv.base).unwrap_or_else(|e| panic!("{version}: {e}"));
+    // An API key in the credentials file is sent as `Bearer api_...` (facts: "auth").
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode(format!("admin:{SECRET}"));
+    let (api, _d5) = settings(&format!("api_{key}"), 10);
+    refresh(&api, g, &srv.base).unwrap_or_else(|e| panic!("{version} with an API key: {e}"));
+    let wrong_key = base64::engine::general_purpose::STANDARD.encode("admin:nope");
+    let (bad_api, _d6) = settings(&format!("api_{wrong_key}"), 10);
+    assert!(matches!(
+        refresh(&bad_api, g, &srv.base),
+        Err(WebadminError::Unauthorized { .. })
+    ));
 
     let (wrong, _d2) = settings("admin:nope", 10);
     let e = refresh(&wrong, g, &srv.base).unwrap_err();
