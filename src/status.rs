@@ -67,6 +67,11 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
             warnings.push(l.message.clone());
         }
     }
+    match package_mismatch(s, binary_version.as_deref(), failed.as_ref(), last.as_ref()) {
+        Some(Mismatch::Attention(a)) => attention.push(a),
+        Some(Mismatch::Warning(w)) => warnings.push(w),
+        None => {}
+    }
     if let Some(st) = &unit_state {
         if let Some(w) = st.override_warning(&s.unit) {
             warnings.push(w);
@@ -100,6 +105,50 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         attention,
         warnings,
     })
+}
+
+enum Mismatch {
+    Attention(String),
+    Warning(String),
+}
+
+/// The package's server binary (the payload) is not what runs. The package hooks never leave
+/// apt or dnf failing for a refusal before downtime (a minor line not approved, a cluster node,
+/// a health URL the server does not answer): they print a banner and the old version goes on
+/// running, so monitoring has to learn it here.
+fn package_mismatch(
+    s: &crate::config::Settings,
+    running: Option<&str>,
+    failed: Option<&FailedUpgrade>,
+    last: Option<&Entry>,
+) -> Option<Mismatch> {
+    let payload = s.payload_dir.join("stalwart");
+    if !payload.is_file() {
+        return None;
+    }
+    let packaged = swap::binary_version(&payload).ok()?.to_string();
+    if Some(packaged.as_str()) == running {
+        return None;
+    }
+    let running = running.unwrap_or("an unknown version");
+    if failed.is_some_and(|f| f.version.to_string() == packaged) {
+        return None; // said above: the failed upgrade
+    }
+    let rolled_back_by_hand = last.is_some_and(|l| {
+        l.kind == crate::journal::TxKind::Rollback
+            && l.ending == Some(Ending::Committed)
+            && l.from.to_string() == packaged
+    });
+    if rolled_back_by_hand {
+        return Some(Mismatch::Warning(format!(
+            "the package carries {packaged} but {running} runs since your rollback; `stalwart-upgrade hold` keeps the package manager from bringing {packaged} back unattended"
+        )));
+    }
+    Some(Mismatch::Attention(format!(
+        "the package carries {packaged} ({}) but {running} runs: its upgrade did not happen (refused before any downtime; the reason is in the package manager's log); fix it, then run `stalwart-upgrade upgrade --to {}`",
+        payload.display(),
+        payload.display()
+    )))
 }
 
 /// The installed `stalwart` package's version, from dpkg or rpm, if either knows it.

@@ -283,3 +283,43 @@ fn apt_power_loss_mid_upgrade_is_recovered_at_boot() {
     assert_eq!(m.dpkg_audit(), "");
     assert_eq!(m.status_code(), 0);
 }
+
+/// A refusal before downtime inside `apt upgrade` (here: the health URL points nowhere) leaves apt
+/// clean and the old version running; `status` must then flag that the package's version does
+/// not run, and its advice must work.
+#[test]
+fn apt_upgrade_refused_before_downtime_is_flagged_by_status() {
+    if testbed::skip_requested("apt_upgrade_refused_before_downtime_is_flagged_by_status") {
+        return;
+    }
+    let m = Machine::apt();
+    install_first(&m, "0.15.5");
+    m.sh_ok("mkdir -p /etc/stalwart-upgrade/config.d && printf '[health]\\nurl = \"http://127.0.0.1:8099\"\\n' > /etc/stalwart-upgrade/config.d/50-test.toml");
+    let next = server_packages("0.15.6", Fault::None, 0);
+    m.publish_debs(&[&next.deb]);
+    m.apt_ok("update");
+    let running = m.invocation();
+    let out = m.apt_ok("upgrade");
+    assert!(out.contains("STALWART WAS NOT UPGRADED"), "{out}");
+    assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.6-1");
+    assert_eq!(m.dpkg_audit(), "");
+    assert_eq!(m.running_binary(), "0.15.5");
+    assert_eq!(m.invocation(), running, "no restart of the server");
+
+    let st = m.helper(&["status"]);
+    assert_eq!(code(&st), 8, "{}", text(&st));
+    assert!(
+        text(&st)
+            .contains("the package carries 0.15.6 (/usr/lib/stalwart/stalwart) but 0.15.5 runs"),
+        "{}",
+        text(&st)
+    );
+
+    // The admin fixes the cause and runs what status said.
+    m.sh_ok("rm /etc/stalwart-upgrade/config.d/50-test.toml");
+    let up = m.helper(&["upgrade", "--to", "/usr/lib/stalwart/stalwart"]);
+    assert_eq!(code(&up), 0, "{}", text(&up));
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.6");
+    assert_eq!(m.status_code(), 0);
+}
