@@ -136,7 +136,8 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     let kept = m.state.releases()?;
     let target: Version = match &req.to {
         Some(v) => v.parse()?,
-        None => previous_version(m.state, &current)?
+        None => committed_upgrade(m.state, &current, None)?
+            .map(|e| e.from)
             .or_else(|| kept.iter().find(|v| **v < current).cloned())
             .ok_or_else(|| {
                 Error::Refused(format!(
@@ -257,17 +258,18 @@ fn list(v: &[Version]) -> String {
     }
 }
 
-/// The `from` of the last committed upgrade that led to `current`.
-fn previous_version(state: &StateDir, current: &Version) -> Result<Option<Version>, Error> {
-    Ok(history::list(state)?
-        .into_iter()
-        .rev()
-        .find(|e| {
-            e.kind == TxKind::Upgrade
-                && e.ending == Some(crate::journal::Ending::Committed)
-                && &e.to == current
-        })
-        .map(|e| e.from))
+/// The last committed upgrade that led to `current` (from `from`, when given).
+fn committed_upgrade(
+    state: &StateDir,
+    current: &Version,
+    from: Option<&Version>,
+) -> Result<Option<history::Entry>, Error> {
+    Ok(history::list(state)?.into_iter().rev().find(|e| {
+        e.kind == TxKind::Upgrade
+            && e.ending == Some(crate::journal::Ending::Committed)
+            && &e.to == current
+            && from.map_or(true, |f| &e.from == f)
+    }))
 }
 
 /// The snapshot to put back when going from `current` back to `version`: the one the last
@@ -277,15 +279,7 @@ fn previous_version(state: &StateDir, current: &Version) -> Result<Option<Versio
 /// would be restored.
 fn snapshot_before(m: &Machine, version: &Version, current: &Version) -> Result<String, Error> {
     let all = m.snapshots().list()?;
-    let upgrade_took = history::list(m.state)?
-        .into_iter()
-        .rev()
-        .find(|e| {
-            e.kind == TxKind::Upgrade
-                && e.ending == Some(crate::journal::Ending::Committed)
-                && &e.from == version
-                && &e.to == current
-        })
+    let upgrade_took = committed_upgrade(m.state, current, Some(version))?
         .and_then(|e| e.snapshot)
         .filter(|id| all.iter().any(|s| &s.id == id));
     upgrade_took

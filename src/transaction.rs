@@ -211,13 +211,7 @@ pub fn roll_back(
     }
     let reason = sum.abort.clone().unwrap_or_else(|| reason.to_string());
     tracing::warn!(unit = %begin.unit, from = %begin.from, to = %begin.to, "rolling back: {reason}");
-    let headline = format!(
-        "{kind} of {unit} from {from} to {to} FAILED: {reason}",
-        kind = kind_word(begin.kind),
-        unit = begin.unit,
-        from = begin.from,
-        to = begin.to,
-    );
+    let headline = format!("{} FAILED: {reason}", title(&begin));
     let mut did = Vec::new();
     match undo_actions(m, j, sum, &begin, &mut did) {
         Ok(()) => {
@@ -295,11 +289,16 @@ pub fn roll_back(
     }
 }
 
-fn kind_word(k: TxKind) -> &'static str {
-    match k {
+/// "Upgrade of stalwart.service from 0.15.5 to 0.15.6": how every closing message starts.
+fn title(begin: &Begin) -> String {
+    let kind = match begin.kind {
         TxKind::Upgrade => "Upgrade",
         TxKind::Rollback => "Rollback",
-    }
+    };
+    format!(
+        "{kind} of {} from {} to {}",
+        begin.unit, begin.from, begin.to
+    )
 }
 
 fn undo_actions(
@@ -469,11 +468,8 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
         _ => String::new(),
     };
     let message = format!(
-        "{kind} of {unit} from {from} to {to} ({class}) committed{data}{w}",
-        kind = kind_word(begin.kind),
-        unit = begin.unit,
-        from = begin.from,
-        to = begin.to,
+        "{title} ({class}) committed{data}{w}",
+        title = title(&begin),
         class = begin.class,
         w = if warnings.is_empty() {
             String::new()
