@@ -6,9 +6,7 @@ use common::*;
 use testbed::Fault;
 
 fn unchanged(s: &Scenario, before: &serde_json::Value) {
-    s.ready();
-    assert_eq!(s.binary_version(), "0.15.5");
-    assert_eq!(data_of(&s.digest()), data_of(before));
+    s.serves("0.15.5", before);
     assert!(!s
         .ct
         .path("/var/lib/stalwart-upgrade/journal.jsonl")
@@ -33,6 +31,19 @@ fn opt_stalwart_on_a_small_fs(s: &Scenario, spare_mib: u64) {
     ))
     .unwrap();
     s.ready();
+}
+
+/// Mounts a root-only tmpfs of `mib` MiB at `dir` (created if missing).
+fn private_fs(s: &Scenario, dir: &str, mib: u64) {
+    s.ct.sh_ok(&format!(
+        "mkdir -p {dir} && mount -t tmpfs -o size={mib}m,mode=0700 tmpfs {dir}"
+    ))
+    .unwrap();
+}
+
+/// A script filling the file system of `dir` with `dir/.filler` (ENOSPC for whoever writes next).
+fn fill(dir: &str) -> String {
+    format!("dd if=/dev/zero of={dir}/.filler bs=1M 2>/dev/null; df -h {dir}")
 }
 
 #[test]
@@ -233,9 +244,7 @@ fn jumps_upstream_refuses_are_refused_before_any_downtime() {
     let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
     assert_eq!(code(&out), 3, "{}", text(&out));
     assert!(text(&out).contains("0.15 first"), "{}", text(&out));
-    s.ready();
-    assert_eq!(s.binary_version(), "0.13.4");
-    assert_eq!(data_of(&s.digest()), data_of(&before));
+    s.serves("0.13.4", &before);
 }
 
 #[test]
@@ -244,11 +253,7 @@ fn too_little_space_for_the_snapshot_is_refused_before_downtime() {
     let before = s.digest();
     let pid = s.main_pid();
     // The snapshots live on their own small file system: nothing can be hard-linked there.
-    s.ct.sh_ok(
-        "mkdir -p /var/lib/stalwart-upgrade/snapshots && \
-         mount -t tmpfs -o size=8m,mode=0700 tmpfs /var/lib/stalwart-upgrade/snapshots",
-    )
-    .unwrap();
+    private_fs(&s, "/var/lib/stalwart-upgrade/snapshots", 8);
     let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
     let t = text(&out);
     assert_eq!(code(&out), 4, "{t}");
@@ -339,9 +344,7 @@ fn when_neither_version_starts_the_admin_is_told_and_recover_finishes_after_the_
     s.ct.sh_ok("rm /run/block-start").unwrap();
     let rec = s.helper(&["recover"], &[]);
     assert_eq!(code(&rec), 0, "{}", text(&rec));
-    s.ready();
-    assert_eq!(s.binary_version(), "0.15.5");
-    assert_eq!(data_of(&s.digest()), data_of(&before));
+    s.serves("0.15.5", &before);
     assert!(!s
         .ct
         .path("/var/lib/stalwart-upgrade/journal.jsonl")
@@ -386,16 +389,9 @@ fn a_disk_filling_up_during_the_snapshot_rolls_back_to_the_old_version() {
     let snaps = "/var/lib/stalwart-upgrade/snapshots";
     // Its own file system, so every file is copied there (no hard links across file systems)
     // and room enough that the preflight lets the upgrade go.
-    s.ct.sh_ok(&format!(
-        "mkdir -p {snaps} && mount -t tmpfs -o size=80m,mode=0700 tmpfs {snaps}"
-    ))
-    .unwrap();
+    private_fs(&s, snaps, 80);
     let target = release("0.15.6", Fault::None, 0);
-    let out = s.upgrade_pausing(
-        &target,
-        "snapshot:started",
-        &format!("dd if=/dev/zero of={snaps}/.filler bs=1M 2>/dev/null; df -h {snaps}"),
-    );
+    let out = s.upgrade_pausing(&target, "snapshot:started", &fill(snaps));
     let t = text(&out);
     assert_eq!(code(&out), 5, "{t}");
     assert!(
@@ -405,9 +401,7 @@ fn a_disk_filling_up_during_the_snapshot_rolls_back_to_the_old_version() {
         "{t}"
     );
     assert!(t.contains("will not be retried automatically"), "{t}");
-    s.ready();
-    assert_eq!(s.binary_version(), "0.15.5");
-    assert_eq!(data_of(&s.digest()), data_of(&before));
+    s.serves("0.15.5", &before);
     let left = s.ct.sh_ok(&format!("ls -A {snaps}")).unwrap();
     assert_eq!(
         left.trim(),
@@ -428,9 +422,7 @@ fn a_disk_filling_up_during_the_snapshot_rolls_back_to_the_old_version() {
     let p = s.inside(&target);
     let out = s.helper(&["upgrade", "--to", &p, "--yes", "--retry"], &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    s.ready();
-    assert_eq!(s.binary_version(), "0.15.6");
-    assert_eq!(data_of(&s.digest()), data_of(&before));
+    s.serves("0.15.6", &before);
     assert_eq!(s.status_code(), 0);
     s.ct.sh_ok(&format!("systemctl stop stalwart; umount {snaps}"))
         .unwrap();
@@ -445,11 +437,7 @@ fn a_disk_filling_up_while_staging_stops_nothing() {
     opt_stalwart_on_a_small_fs(&s, 64);
     let pid = s.main_pid();
     let target = release("0.15.6", Fault::None, 0);
-    let out = s.upgrade_pausing(
-        &target,
-        "stage:started",
-        "dd if=/dev/zero of=/opt/stalwart/.filler bs=1M 2>/dev/null; df -h /opt/stalwart",
-    );
+    let out = s.upgrade_pausing(&target, "stage:started", &fill("/opt/stalwart"));
     let t = text(&out);
     assert_eq!(code(&out), 5, "{t}");
     assert!(
@@ -471,9 +459,7 @@ fn a_disk_filling_up_while_staging_stops_nothing() {
 
     let out = s.upgrade(&target, &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    s.ready();
-    assert_eq!(s.binary_version(), "0.15.6");
-    assert_eq!(data_of(&s.digest()), data_of(&before));
+    s.serves("0.15.6", &before);
     s.ct.sh_ok("systemctl stop stalwart && umount /opt/stalwart")
         .unwrap();
 }
@@ -485,16 +471,9 @@ fn a_full_state_dir_while_the_server_is_down_still_brings_the_old_version_back()
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
     let before = s.digest();
     let state = "/var/lib/stalwart-upgrade";
-    s.ct.sh_ok(&format!(
-        "mkdir -p {state} && mount -t tmpfs -o size=128m,mode=0700 tmpfs {state}"
-    ))
-    .unwrap();
+    private_fs(&s, state, 128);
     let target = release("0.15.6", Fault::None, 0);
-    let out = s.upgrade_pausing(
-        &target,
-        "stop:done",
-        &format!("dd if=/dev/zero of={state}/.filler bs=1M 2>/dev/null; df -h {state}"),
-    );
+    let out = s.upgrade_pausing(&target, "stop:done", &fill(state));
     let t = text(&out);
     // Rolled back, and said so, although the failure marker could not be written.
     assert_eq!(code(&out), 5, "{t}");
@@ -557,9 +536,7 @@ fn a_cluster_node_is_upgraded_only_when_the_admin_says_the_other_nodes_are_stopp
     let p = s.inside(&target);
     let out = s.helper(&["upgrade", "--to", &p, "--yes", "--cluster-stopped"], &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    s.ready();
-    assert_eq!(s.binary_version(), "0.15.6");
-    assert_eq!(data_of(&s.digest()), data_of(&before));
+    s.serves("0.15.6", &before);
     // A rollback is an upgrade of the cluster too.
     let out = s.helper(&["rollback", "--yes"], &[]);
     assert_eq!(code(&out), 3, "{}", text(&out));

@@ -493,6 +493,18 @@ fn insecure_root_is_refused() {
 
 /// Unmounts the tmpfs even when the test panics.
 struct Mount(PathBuf);
+impl Mount {
+    /// Mounts a tmpfs with `options` (e.g. `size=5m`) at the existing directory `dir`.
+    fn tmpfs(dir: &Path, options: &str) -> Mount {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "this test needs root to mount a tmpfs");
+        Mount(dir.to_owned())
+    }
+}
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
@@ -509,13 +521,7 @@ fn enospc_removes_the_partial_snapshot() {
     write(&data.join("000004.log"), &vec![1u8; 3 << 20]);
     let root_mnt = fx.path("small");
     std::fs::create_dir(&root_mnt).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs"])
-        .arg(&root_mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "this test needs root to mount a tmpfs");
-    let _guard = Mount(root_mnt.clone());
+    let _guard = Mount::tmpfs(&root_mnt, "size=2m,mode=0700");
     let cfg = toml_cfg(
         fx.tmp.path(),
         &format!(
@@ -583,13 +589,7 @@ fn failed_restore_leaves_the_live_data_untouched() {
     // The data lives on a small tmpfs; the snapshot (a full copy, other file system) does not.
     let mnt = fx.path("small");
     std::fs::create_dir(&mnt).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=5m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "this test needs root to mount a tmpfs");
-    let _guard = Mount(mnt.clone());
+    let _guard = Mount::tmpfs(&mnt, "size=5m");
     let data = mnt.join("data");
     make_rocksdb(&data);
     write(&data.join("000004.log"), &vec![1u8; 3 << 20]);
@@ -698,13 +698,7 @@ fn restore_into_a_data_dir_that_is_a_mount_point() {
     let fx = Fixture::new();
     let data = fx.path("data");
     std::fs::create_dir(&data).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=20m", "tmpfs"])
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(st.success(), "this test needs root to mount a tmpfs");
-    let _guard = Mount(data.clone());
+    let _guard = Mount::tmpfs(&data, "size=20m");
     make_rocksdb(&data);
     let original = inventory(&data);
     let cfg = toml_cfg(

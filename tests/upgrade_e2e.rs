@@ -26,19 +26,15 @@ fn patch_upgrade_commits_and_keeps_the_old_release() {
         .ct
         .path("/var/lib/stalwart-upgrade/releases/0.15.5/stalwart")
         .is_file());
-    let h = s.history_json();
-    let last = &h[h.as_array().unwrap().len() - 1];
-    assert_eq!(last["ending"], "committed", "{h}");
-    let steps: Vec<&str> = last["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["step"].as_str().unwrap())
-        .collect();
+    let (last, steps) = s.last_steps();
+    assert_eq!(last["ending"], "committed", "{last}");
     for want in [
         "stage", "stop", "snapshot", "swap", "start", "health", "webadmin",
     ] {
-        assert!(steps.contains(&want), "step {want} missing in {steps:?}");
+        assert!(
+            steps.iter().any(|x| x == want),
+            "step {want} missing in {steps:?}"
+        );
     }
     assert_eq!(s.status_code(), 0);
     assert!(!s.ct.path("/opt/stalwart/bin.new").exists());
@@ -174,9 +170,7 @@ fn server_that_ignores_stop_keeps_running_the_old_version() {
     let t = text(&out);
     assert_eq!(code(&out), 5, "{t}");
     assert!(t.contains("stop") && t.contains("within 3 s"), "{t}");
-    s.ready();
-    assert_eq!(s.binary_version(), "0.15.5");
-    assert_eq!(data_of(&s.digest()), data_of(&before));
+    s.serves("0.15.5", &before);
 }
 
 #[test]
@@ -319,16 +313,9 @@ fn an_https_only_server_is_upgraded_over_tls_on_loopback() {
     let after: serde_json::Value = serde_json::from_str(&https("/standin/digest")).unwrap();
     assert_eq!(after["version"], "0.15.6");
     assert_eq!(data_of(&after), data_of(&before));
-    let h = s.history_json();
-    let last = h.as_array().unwrap().last().unwrap().clone();
-    let steps: Vec<&str> = last["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["step"].as_str().unwrap())
-        .collect();
+    let (_, steps) = s.last_steps();
     assert!(
-        steps.contains(&"webadmin"),
+        steps.iter().any(|x| x == "webadmin"),
         "web admin refreshed: {steps:?}"
     );
 }

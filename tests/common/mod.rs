@@ -171,6 +171,31 @@ exit $rc
         self.helper(&["status"], &[]).status.code().unwrap_or(-1)
     }
 
+    /// Ready, running `version` (the binary says so), on the same data as `before`.
+    #[track_caller]
+    pub fn serves(&self, version: &str, before: &Value) {
+        self.ready();
+        assert_eq!(self.binary_version(), version);
+        assert_eq!(data_of(&self.digest()), data_of(before), "data differs");
+    }
+
+    /// The last transaction of the history and the names of its finished steps.
+    pub fn last_steps(&self) -> (Value, Vec<String>) {
+        let h = self.history_json();
+        let last = h
+            .as_array()
+            .and_then(|a| a.last())
+            .cloned()
+            .unwrap_or_else(|| panic!("no transaction in the history: {h}"));
+        let steps = last["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|x| x["step"].as_str().expect("step name").to_string())
+            .collect();
+        (last, steps)
+    }
+
     pub fn history_json(&self) -> Value {
         let out = self.helper(&["history", "--json"], &[]);
         assert!(out.status.success(), "{}", text(&out));
