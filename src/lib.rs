@@ -24,6 +24,10 @@ pub mod webadmin;
 
 use std::path::PathBuf;
 
+/// uid and gid of `nobody`: the identity taken for "anybody" when a file that others may write
+/// decides what the helper reads or runs (`serverconfig` file macros, `swap` version checks).
+pub(crate) const NOBODY: u32 = 65534;
+
 /// Exit codes (documented in the README and the man page).
 pub mod exit {
     pub const OK: i32 = 0;

@@ -135,7 +135,6 @@ pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
 /// them all count, and the first that is not root is who runs it. Anything writable by group or
 /// others runs as nobody.
 fn who_controls(path: &Path) -> Option<(u32, u32)> {
-    const NOBODY: (u32, u32) = (65534, 65534);
     let mut candidates = vec![path.to_owned()];
     if let Some(dir) = path.parent() {
         candidates.push(dir.to_owned());
@@ -162,7 +161,7 @@ fn who_controls(path: &Path) -> Option<(u32, u32)> {
                 return Some((md.uid(), md.gid()));
             }
             if md.mode() & 0o022 != 0 && !sticky_dir {
-                return Some(NOBODY);
+                return Some((crate::NOBODY, crate::NOBODY));
             }
         }
     }

@@ -10,6 +10,7 @@
 //! runs as that user. The kernel makes the check (permissions, ACLs, every directory on the
 //! way), on a thread of our own whose file-system uid/gid alone are changed.
 
+use crate::NOBODY;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -27,9 +28,6 @@ pub(super) enum Reader {
         groups: Vec<u32>,
     },
 }
-
-/// `nobody`: takes the place of "any user" for a root-owned config that others may write.
-const NOBODY: u32 = 65534;
 
 impl Reader {
     /// The reader for the config at `cfg_path`: its owner when that is not root; `nobody` (with
