@@ -215,7 +215,7 @@ pub fn roll_back(
     let mut did = Vec::new();
     match undo_actions(m, j, sum, &begin, &mut did) {
         Ok(()) => {
-            let message = format!(
+            let mut message = format!(
                 "{headline}\nRolled back: {did}.\n{next}",
                 did = did.join("; "),
                 next = match begin.kind {
@@ -235,7 +235,6 @@ pub fn roll_back(
                     TxKind::Rollback => "Nothing else to do; `stalwart-upgrade status` shows the state.".into(),
                 }
             );
-            let mut message = message;
             // The server is back: from here on a failure to write (a full disk) must not hide
             // that, only add what it means. The marker goes first: a kill before the close
             // repeats this rollback, which writes it again.
