@@ -259,6 +259,20 @@ fn context(unattended: bool) -> Result<Context, Error> {
     Ok(ctx)
 }
 
+/// Is this hook part of removing the package (prerm/postrm remove or purge, rpm %preun/%postun
+/// of the last instance)?
+fn hook_removes(kind: &HookCmd) -> bool {
+    use crate::hooks::Action;
+    let action = match kind {
+        HookCmd::Deb { script, args } => crate::hooks::deb_action(script, args),
+        HookCmd::Rpm { scriptlet, arg } => crate::hooks::rpm_action(scriptlet, arg, None),
+    };
+    matches!(
+        action,
+        Action::Stop | Action::Removed { .. } | Action::Purge
+    )
+}
+
 /// Asks on a terminal only; never under dpkg or with --yes.
 fn confirm(question: &str, yes: bool) -> bool {
     if yes || !std::io::stdin().is_terminal() {
@@ -398,13 +412,29 @@ fn run(cmd: Command) -> Result<i32, Error> {
             let running = crate::swap::binary_version(&ctx.settings.server_binary())?;
             let path = crate::generation::server_config_path(&ctx.settings, &running);
             let cfg = crate::serverconfig::ServerConfig::load(&path)?;
-            let base = crate::health::base_url(&ctx.settings, Some(&cfg));
-            crate::webadmin::refresh(&ctx.settings, cfg.generation, &base)?;
-            println!("web admin refreshed at {base}");
+            let sys = crate::systemd::Systemd::connect()?;
+            let pids = crate::transaction::unit_pids(&sys, &ctx.settings.unit);
+            let endpoint = crate::webadmin::Endpoint::of(&ctx.settings, Some(&cfg), pids);
+            crate::webadmin::refresh(&ctx.settings, cfg.generation, &endpoint)?;
+            println!("web admin refreshed at {}", endpoint.base());
             Ok(exit::OK)
         }
         Command::Hook { kind } => {
-            let ctx = context(true)?;
+            let ctx = match context(true) {
+                Ok(ctx) => ctx,
+                // A broken helper config must not make the package impossible to remove: the
+                // removal steps fall back to the defaults (and say so); everything else stops.
+                Err(Error::Config(e)) if hook_removes(&kind) => {
+                    eprintln!(
+                        "stalwart-upgrade: warning: {e}
+stalwart-upgrade: removing with the default settings instead"
+                    );
+                    let mut ctx = Context::new(crate::config::Settings::default());
+                    ctx.unattended = true;
+                    ctx
+                }
+                Err(e) => return Err(e),
+            };
             Ok(match kind {
                 HookCmd::Deb { script, args } => crate::hooks::deb(&ctx, &script, &args),
                 HookCmd::Rpm { scriptlet, arg } => crate::hooks::rpm(&ctx, &scriptlet, &arg),
@@ -566,8 +596,20 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             if !confirm(&format!("Replace the live data with snapshot {id}?"), yes) {
                 return Ok(exit::OK);
             }
-            with_server_stopped(ctx, stop, "a restore", || Ok(snaps.restore(&id, &cfg)?))?;
+            let displaced = crate::snapshot::Displaced::Keep {
+                origin: format!("the live data replaced by `snapshot restore {id}`"),
+                version: running.clone(),
+            };
+            let restored = with_server_stopped(ctx, stop, "a restore", || {
+                Ok(snaps.restore(&id, Some(&cfg), &displaced)?)
+            })?;
             println!("data restored from snapshot {id}");
+            if let Some(kept) = &restored.kept {
+                println!("the data it replaced is kept in snapshot {kept}");
+            }
+            for p in &restored.left_in_place {
+                println!("the data it replaced is kept at {}", p.display());
+            }
             Ok(exit::OK)
         }
     }

@@ -14,12 +14,12 @@
 //! comes from the snapshot taken before the upgrade (schema 5: 0.15 panics on schema 6).
 
 use crate::config::Settings;
+use crate::fsutil::Dir;
 use crate::serverconfig::{ServerConfig, StoreKind};
 use crate::systemd::Systemd;
 use crate::version::Version;
 use crate::Error;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// >= 0.16 servers read config.json and are managed over JMAP.
 pub fn is_json(v: &Version) -> bool {
@@ -99,22 +99,48 @@ fn dropin_text(s: &Settings, config_json: &std::path::Path) -> String {
     )
 }
 
-fn write_owned_like(
-    path: &std::path::Path,
-    text: &str,
-    like: &std::path::Path,
-) -> Result<(), Error> {
-    crate::state::write_atomic(path, text.as_bytes(), 0o640)?;
-    if let Ok(md) = std::fs::metadata(like) {
-        std::os::unix::fs::lchown(path, Some(md.uid()), Some(md.gid())).map_err(|source| {
-            crate::state::StateError::Io {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(md.mode() & 0o777));
-    }
+/// Writes `path` (in a directory the server's user may write: etc/) with the owner and mode of
+/// `like` (config.toml), set on the new file's descriptor before it is renamed into place:
+/// nothing is ever done through the name, which that user could point elsewhere.
+fn write_owned_like(path: &Path, text: &str, like: &Path) -> Result<(), Error> {
+    let fs = |e: crate::fsutil::FsError| Error::Swap(crate::swap::SwapError::from(e));
+    let (dir, name) = Dir::open_parent(path).map_err(fs)?;
+    let like_meta = Dir::open_parent(like)
+        .ok()
+        .and_then(|(d, n)| d.stat(n).ok().flatten())
+        .filter(|m| m.kind == crate::fsutil::Kind::File);
+    let (owner, mode) = match like_meta {
+        Some(m) => (Some((m.uid, m.gid)), m.mode & 0o777),
+        None => (None, 0o640),
+    };
+    dir.write_atomic(name, text.as_bytes(), mode, owner)
+        .map_err(fs)?;
     Ok(())
+}
+
+/// Reads `path` (regular file, not followed through a symlink) or None when it is missing.
+fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    let fs = |e: crate::fsutil::FsError| Error::Swap(crate::swap::SwapError::from(e));
+    let (dir, name) = match Dir::open_parent(path) {
+        Ok(x) => x,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(fs(e)),
+    };
+    match dir.read_file(&name, 4 << 20) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(fs(e)),
+    }
+}
+
+/// Removes the file `path` through its directory (a missing one is fine).
+fn remove_nofollow(path: &Path) -> Result<(), Error> {
+    let fs = |e: crate::fsutil::FsError| Error::Swap(crate::swap::SwapError::from(e));
+    match Dir::open_parent(path) {
+        Ok((dir, name)) => dir.remove_file(name).map_err(fs),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(fs(e)),
+    }
 }
 
 fn mkdir_parent(p: &std::path::Path) -> Result<(), Error> {
@@ -141,16 +167,7 @@ pub fn apply(s: &Settings, sys: &Systemd, cfg: &ServerConfig, json: &str) -> Res
 pub fn undo(s: &Settings, sys: &Systemd) -> Result<(), Error> {
     let p = paths(s);
     for f in [&p.recovery_dropin, &p.dropin, &p.config_json] {
-        match std::fs::remove_file(f) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(crate::state::StateError::Io {
-                    path: f.clone(),
-                    source: e,
-                }
-                .into())
-            }
-            _ => {}
-        }
+        remove_nofollow(f)?;
     }
     sys.daemon_reload()?;
     Ok(())
@@ -213,13 +230,9 @@ pub fn set_aside(s: &Settings, sys: &Systemd, aside: &std::path::Path) -> Result
     std::fs::create_dir_all(aside).map_err(io_err(aside))?;
     for (live, name) in aside_files(s) {
         let kept = aside.join(name);
-        match std::fs::read(&live) {
-            Ok(bytes) => {
-                crate::state::write_atomic(&kept, &bytes, 0o600)?;
-                std::fs::remove_file(&live).map_err(io_err(&live))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&live)(e)),
+        if let Some(bytes) = read_nofollow(&live)? {
+            crate::state::write_atomic(&kept, &bytes, 0o600)?;
+            remove_nofollow(&live)?;
         }
     }
     match std::fs::remove_file(paths(s).recovery_dropin) {

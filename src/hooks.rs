@@ -154,8 +154,10 @@ pub trait Engine {
     fn install_fresh(&self, ctx: &Context) -> Result<Vec<String>, Error>;
     /// Take over an existing (install.sh) installation without touching config or data.
     fn adopt(&self, ctx: &Context) -> Result<Vec<String>, Error>;
-    /// Is systemd the running init (else units cannot be started or stopped: chroot, image build)?
-    fn systemd_running(&self) -> bool;
+    /// May the hooks start and stop units? Not when systemd is not the running init, inside a
+    /// chroot (a bind-mounted /run would reach the host's systemd), or when policy-rc.d forbids
+    /// it (image builds): Err says which.
+    fn units_controllable(&self, ctx: &Context) -> Result<(), String>;
     fn daemon_reload(&self, ctx: &Context) -> Result<(), Error>;
     fn stop(&self, ctx: &Context) -> Result<(), Error>;
     fn start(&self, ctx: &Context) -> Result<(), Error>;
@@ -195,7 +197,7 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
             if let Err(code) = recover(engine, ctx, &mut say) {
                 return code;
             }
-            if engine.systemd_running() && engine.server_installed(ctx) {
+            if engine.units_controllable(ctx).is_ok() && engine.server_installed(ctx) {
                 if let Err(e) = engine.start(ctx) {
                     say(&format!(
                         "could not start {} again after the removal was abandoned: {e}",
@@ -225,7 +227,7 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
         }
         Action::Converge { previous } => converge(engine, ctx, previous.as_deref(), &mut say),
         Action::Stop => {
-            if engine.systemd_running() {
+            if engine.units_controllable(ctx).is_ok() {
                 if let Err(e) = engine.stop(ctx) {
                     // Like debhelper's `deb-systemd-invoke stop ... || true`: a removal must not
                     // get stuck on a unit that is already gone.
@@ -308,7 +310,7 @@ fn converge(
 ) -> i32 {
     let unit = ctx.settings.unit.as_str();
     let payload = ctx.settings.payload_dir.join("stalwart");
-    if engine.systemd_running() {
+    if engine.units_controllable(ctx).is_ok() {
         // The package may have brought a new unit file.
         if let Err(e) = engine.daemon_reload(ctx) {
             say(&format!("systemctl daemon-reload failed: {e}"));
@@ -344,9 +346,9 @@ fn converge(
             }
         }
     }
-    if !engine.systemd_running() {
+    if let Err(why) = engine.units_controllable(ctx) {
         say(&format!(
-            "systemd is not running (chroot or image build): {unit} was not upgraded; once the system runs, run `stalwart-upgrade upgrade --to {}`",
+            "{why}: {unit} was not upgraded; once the system runs, run `stalwart-upgrade upgrade --to {}`",
             payload.display()
         ));
         return exit::OK;
@@ -703,8 +705,12 @@ mod tests {
             self.call("adopt");
             Ok(vec!["adopted".into()])
         }
-        fn systemd_running(&self) -> bool {
-            self.systemd
+        fn units_controllable(&self, _: &Context) -> Result<(), String> {
+            if self.systemd {
+                Ok(())
+            } else {
+                Err("systemd is not running".into())
+            }
         }
         fn daemon_reload(&self, _: &Context) -> Result<(), Error> {
             self.call("daemon_reload");

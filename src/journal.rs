@@ -222,7 +222,8 @@ pub enum Record {
     },
 }
 
-/// Test fault injection: `STALWART_UPGRADE_TEST_KILL_AT=<step>:<started|done>` (steps as in
+/// Test fault injection (only in a build with the `fault-injection` feature, which scripts/test
+/// enables and the packages never do): `STALWART_UPGRADE_TEST_KILL_AT=<step>:<started|done>` (steps as in
 /// `Step::as_str`/`Undo::as_str`) makes the helper SIGKILL itself right after that record is on
 /// disk. The crash tests use it to stop the helper at every step deterministically.
 pub const KILL_AT_ENV: &str = "STALWART_UPGRADE_TEST_KILL_AT";
@@ -231,6 +232,7 @@ pub const KILL_AT_ENV: &str = "STALWART_UPGRADE_TEST_KILL_AT";
 /// let it go on with SIGCONT.
 pub const PAUSE_AT_ENV: &str = "STALWART_UPGRADE_TEST_PAUSE_AT";
 
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 fn kill_point(rec: &Record) -> Option<String> {
     let (name, phase) = match rec {
         Record::Step { step, phase, .. } => (step.as_str(), *phase),
@@ -319,6 +321,7 @@ impl Journal {
         line.push(b'\n');
         self.file.write_all(&line).map_err(|e| self.io(e))?;
         self.file.sync_data().map_err(|e| self.io(e))?;
+        #[cfg(feature = "fault-injection")]
         if let Some(point) = kill_point(&rec) {
             use nix::sys::signal::{raise, Signal};
             if std::env::var(KILL_AT_ENV).is_ok_and(|want| want == point) {

@@ -1,13 +1,16 @@
 //! stalwart-upgrade: a Stalwart server upgrade as a crash-safe transaction.
 //! See docs/DESIGN.md for the map of modules.
 
+pub mod child;
 pub mod cli;
 pub mod config;
+pub mod fsutil;
 pub mod generation;
 pub mod health;
 pub mod history;
 pub mod hooks;
 pub mod journal;
+pub mod listener;
 pub mod policy;
 pub mod rollback;
 pub mod serverconfig;

@@ -87,7 +87,7 @@ fn steps(tx: &mut Transaction, plan: &Plan, back: &Back) -> Result<(), Error> {
     let to_config = back.below_016.as_ref().unwrap_or(&plan.server_config);
     tx.step(Step::Stage, |m, b| upgrade::stage(m, b, plan))?;
     tx.step(Step::Stop, upgrade::stop)?;
-    tx.step(Step::Snapshot, |m, b| upgrade::snapshot(m, b, plan))?;
+    let taken = tx.step(Step::Snapshot, |m, b| upgrade::snapshot(m, b, plan))?;
     tx.step(Step::Swap, upgrade::exchange)?;
     if back.below_016.is_some() {
         tx.step(Step::GenerationBack, |m, b| {
@@ -97,8 +97,18 @@ fn steps(tx: &mut Transaction, plan: &Plan, back: &Back) -> Result<(), Error> {
         })?;
     }
     if let Some(id) = &back.restore_from {
-        tx.step(Step::Restore, |m, _| {
-            m.snapshots().restore(id, to_config)?;
+        tx.step(Step::Restore, |m, b| {
+            // The data being replaced was just snapshotted (`taken`, server stopped since):
+            // only what is not proven to be that tree is kept besides.
+            let displaced = crate::snapshot::Displaced::Discard {
+                covered_by: taken.clone(),
+                origin: format!(
+                    "the data {} ran on, replaced by rollback {}",
+                    b.from, b.txid
+                ),
+                version: b.from.clone(),
+            };
+            m.snapshots().restore(id, Some(to_config), &displaced)?;
             Ok(((), Some(id.to_string())))
         })?;
     }

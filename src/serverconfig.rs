@@ -139,22 +139,67 @@ pub struct ServerConfig {
 const ROLES: [&str; 5] = ["data", "blob", "fts", "lookup", "directory"];
 
 impl ServerConfig {
+    /// Reads the config at `path`: opened once, through its directory (no symlink anywhere on
+    /// the way, none at the end), a regular file of at most [`MAX_CONFIG`] bytes (a FIFO or
+    /// /dev/zero in its place must not hang or exhaust the helper under dpkg). Files its macros
+    /// and secrets name are then read as whoever controls it, decided from that same descriptor
+    /// and its directory (`files::Reader::for_file`).
     pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
-        let text = fs_err::read_to_string(path).map_err(|e| ServerConfigError::Read {
+        let read_err = |e: crate::fsutil::FsError| ServerConfigError::Read {
             path: path.to_owned(),
-            source: std::io::Error::new(e.kind(), e.to_string()),
+            source: std::io::Error::new(e.source.kind(), e.to_string()),
+        };
+        let (dir, name) = crate::fsutil::Dir::open_parent(path).map_err(read_err)?;
+        let (file, meta) = dir.open_file(&name).map_err(read_err)?;
+        let dir_meta = dir.meta().map_err(read_err)?;
+        let mut bytes = Vec::new();
+        use std::io::Read;
+        (&file)
+            .take(MAX_CONFIG + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ServerConfigError::Read {
+                path: path.to_owned(),
+                source: e,
+            })?;
+        if bytes.len() as u64 > MAX_CONFIG {
+            return Err(ServerConfigError::Malformed {
+                path: path.to_owned(),
+                message: format!(
+                    "it is larger than {} MiB, which no Stalwart config is",
+                    MAX_CONFIG >> 20
+                ),
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|_| ServerConfigError::Malformed {
+            path: path.to_owned(),
+            message: "it is not UTF-8 text".into(),
         })?;
+        let reader = files::Reader::for_file(&meta, &dir_meta);
         let is_json = path.extension().is_some_and(|e| e == "json")
             || (path.extension().is_none() && text.trim_start().starts_with('{'));
         if is_json {
-            Self::parse_json(path, &text)
+            Self::parse_json_as(path, &text, &reader)
         } else {
-            Self::parse_toml(path, &text)
+            Self::parse_toml_as(path, &text, &reader)
         }
     }
 
-    /// Parses config.toml text (<= 0.15). `path` is only used in messages and for the result.
+    /// Parses config.toml text (<= 0.15); files it names are read as whoever controls `path`.
     pub fn parse_toml(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
+        Self::parse_toml_as(path, text, &files::Reader::for_config(path))
+    }
+
+    /// Parses config.json text (>= 0.16); files it names are read as whoever controls `path`.
+    pub fn parse_json(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
+        Self::parse_json_as(path, text, &files::Reader::for_config(path))
+    }
+
+    /// Parses config.toml text (<= 0.15). `path` is only used in messages and for the result.
+    fn parse_toml_as(
+        path: &Path,
+        text: &str,
+        reader: &files::Reader,
+    ) -> Result<ServerConfig, ServerConfigError> {
         let malformed = |message: String| ServerConfigError::Malformed {
             path: path.to_owned(),
             message,
@@ -166,6 +211,7 @@ impl ServerConfig {
         flatten("", &toml::Value::Table(table), &mut flat);
         let cfg = Flat {
             path,
+            reader,
             keys: flat,
             secrets: RefCell::new(Vec::new()),
             expansions: Cell::new(0),
@@ -231,8 +277,11 @@ impl ServerConfig {
         })
     }
 
-    /// Parses config.json text (>= 0.16).
-    pub fn parse_json(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
+    fn parse_json_as(
+        path: &Path,
+        text: &str,
+        reader: &files::Reader,
+    ) -> Result<ServerConfig, ServerConfigError> {
         let malformed = |message: String| ServerConfigError::Malformed {
             path: path.to_owned(),
             message,
@@ -289,7 +338,7 @@ impl ServerConfig {
                 let user = get_str("authUsername")?;
                 let password = match ds.get("authSecret") {
                     None | Some(serde_json::Value::Null) => None,
-                    Some(v) => Some(json_secret(path, v)?),
+                    Some(v) => Some(json_secret(path, v, reader)?),
                 };
                 let tls = ["useTls", "tls", "tlsEnable"]
                     .iter()
@@ -332,7 +381,11 @@ impl ServerConfig {
 }
 
 /// A 0.16 secret: a plain string or `{"@type":"Value"|"EnvironmentVariable"|"File",...}`.
-fn json_secret(path: &Path, v: &serde_json::Value) -> Result<Secret, ServerConfigError> {
+fn json_secret(
+    path: &Path,
+    v: &serde_json::Value,
+    reader: &files::Reader,
+) -> Result<Secret, ServerConfigError> {
     let malformed = |message: String| ServerConfigError::Malformed {
         path: path.to_owned(),
         message,
@@ -359,7 +412,7 @@ fn json_secret(path: &Path, v: &serde_json::Value) -> Result<Secret, ServerConfi
                             .into(),
                     )
                 })?;
-            env_secret(path, name).map(Secret)
+            env_secret(path, name, reader).map(Secret)
         }
         Some("File") => {
             let file = field("filePath")
@@ -368,7 +421,7 @@ fn json_secret(path: &Path, v: &serde_json::Value) -> Result<Secret, ServerConfi
                 .ok_or_else(|| {
                     malformed("authSecret {\"@type\":\"File\"} has no \"filePath\"".into())
                 })?;
-            read_secret_file(path, Path::new(file)).map(Secret)
+            read_secret_file(path, Path::new(file), reader).map(Secret)
         }
         other => Err(malformed(format!(
             "authSecret has an unknown \"@type\" {other:?} (expected Value, EnvironmentVariable or File)"
@@ -379,15 +432,18 @@ fn json_secret(path: &Path, v: &serde_json::Value) -> Result<Secret, ServerConfi
 /// The value of an environment variable the server's config refers to. Under systemd the
 /// server gets its environment from the unit's EnvironmentFile (facts: 0.16 installs
 /// /etc/stalwart/stalwart.env), which we do not inherit: look there (next to the config) too.
-fn env_secret(cfg_path: &Path, name: &str) -> Result<String, ServerConfigError> {
+fn env_secret(
+    cfg_path: &Path,
+    name: &str,
+    reader: &files::Reader,
+) -> Result<String, ServerConfigError> {
     if let Ok(v) = std::env::var(name) {
         return Ok(v);
     }
     if let Some(dir) = cfg_path.parent() {
         let env_file = dir.join("stalwart.env");
         // Read like a secret file: the config dir may be writable by the server's user.
-        let reader = files::Reader::for_config(cfg_path);
-        if let Ok(text) = files::read_as(&reader, &env_file, 1024 * 1024) {
+        if let Ok(text) = files::read_as(reader, &env_file, 1024 * 1024) {
             for line in text.lines() {
                 let line = line.trim();
                 let line = line.strip_prefix("export ").unwrap_or(line);
@@ -413,6 +469,9 @@ fn env_secret(cfg_path: &Path, name: &str) -> Result<String, ServerConfigError> 
     })
 }
 
+/// The largest server config read: 0.15 configs are a few KiB, a 0.16 config.json less.
+const MAX_CONFIG: u64 = 4 << 20;
+
 /// The largest file a `%{file:..}%` macro or a 0.16 `File` secret may name: these hold a
 /// password or a short value, never more.
 const MAX_SECRET_FILE: u64 = 64 * 1024;
@@ -420,8 +479,12 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// Reads a file the server config refers to: a regular file of at most [`MAX_SECRET_FILE`]
 /// bytes, read with the identity of whoever controls the config (see [`files`]). The contents
 /// never appear in an error message.
-fn read_secret_file(cfg_path: &Path, file: &Path) -> Result<String, ServerConfigError> {
-    files::read_as(&files::Reader::for_config(cfg_path), file, MAX_SECRET_FILE)
+fn read_secret_file(
+    cfg_path: &Path,
+    file: &Path,
+    reader: &files::Reader,
+) -> Result<String, ServerConfigError> {
+    files::read_as(reader, file, MAX_SECRET_FILE)
         .map(|s| s.trim().to_string())
         .map_err(|why| ServerConfigError::Malformed {
             path: cfg_path.to_owned(),
@@ -459,6 +522,8 @@ const MAX_EXPANDED_LEN: usize = 64 * 1024;
 /// The config as flattened dotted keys.
 struct Flat<'a> {
     path: &'a Path,
+    /// Whose identity reads the files that macros name.
+    reader: &'a files::Reader,
     keys: BTreeMap<String, toml::Value>,
     /// What `%{env:..}%` and `%{file:..}%` macros expanded to: never shown in a message (a config
     /// writable by the server's user must not make root print files it may not read).
@@ -596,7 +661,7 @@ impl Flat<'_> {
                     }
                 },
                 Some(("file", file)) => {
-                    let v = read_secret_file(self.path, Path::new(file))?;
+                    let v = read_secret_file(self.path, Path::new(file), self.reader)?;
                     self.secrets.borrow_mut().push(v.clone());
                     v
                 }

@@ -5,18 +5,18 @@
 //! renameat2(RENAME_EXCHANGE) swaps the two names in one atomic step and keeps the old directory
 //! (now at bin.new) for the way back.
 
-use crate::state::fsync_dir;
+use crate::child::Program;
+use crate::fsutil::{self, Dir, FsError, Kind};
 use crate::version::Version;
-use fs_err as fs;
-use sha2::{Digest, Sha256};
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -64,41 +64,45 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SwapError + '_ {
     }
 }
 
-/// Env to force the rename fallback (tests of file systems without RENAME_EXCHANGE).
+/// Env to force the rename fallback (tests of file systems without RENAME_EXCHANGE); only in a
+/// build with the `fault-injection` feature.
 pub const NO_EXCHANGE_ENV: &str = "STALWART_UPGRADE_NO_EXCHANGE";
 
+/// sha256 of the regular file at `path` (no symlink followed anywhere on the way).
 pub fn sha256_file(path: &Path) -> Result<String, SwapError> {
-    let mut f = fs::File::open(path).map_err(|e| io(path)(e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    Ok(Program::open(path)?.sha256()?)
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    fsutil::hex(bytes)
 }
 
 /// Runs `BINARY --version` (upstream prints the bare version and exits 0), bounded in time.
 pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
+    let prog = Program::open(path).map_err(|e| SwapError::VersionCheck {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    program_version(&prog)
+}
+
+/// `--version` of an opened binary, executed through its descriptor (what runs is what was
+/// opened), never as root: as whoever could change that file, else as nobody. A version check
+/// needs no privilege, and the file may be one the service user handed us.
+pub fn program_version(prog: &Program) -> Result<Version, SwapError> {
+    let path = prog.path();
     let fail = |message: String| SwapError::VersionCheck {
         path: path.to_owned(),
         message,
     };
-    let mut cmd = Command::new(path);
-    if let Some((uid, gid)) = who_controls(path) {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(uid).gid(gid);
-    }
-    let mut child = cmd
+    let run_as = if rustix::process::geteuid().is_root() {
+        Some(prog.controller().unwrap_or((crate::NOBODY, crate::NOBODY)))
+    } else {
+        None
+    };
+    let mut child = prog
+        .command(run_as)
         .arg("--version")
-        .env_remove("CONFIG_PATH") // upstream ignores arguments when CONFIG_PATH is set
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -128,49 +132,10 @@ pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
     Version::parse_binary_output(text.trim()).map_err(|e| fail(e.to_string()))
 }
 
-/// Whom a binary's version check must run as: None (root) only when nobody else can change
-/// what `path` executes. install.sh gives /opt/stalwart to the service user, who may replace
-/// bin/stalwart (or make it a symlink to a root-owned file, then swap it for a script between our
-/// check and the exec): so the owner of the file, of the symlink and of the directories holding
-/// them all count, and the first that is not root is who runs it. Anything writable by group or
-/// others runs as nobody.
-fn who_controls(path: &Path) -> Option<(u32, u32)> {
-    let mut candidates = vec![path.to_owned()];
-    if let Some(dir) = path.parent() {
-        candidates.push(dir.to_owned());
-    }
-    if let Ok(target) = std::fs::canonicalize(path) {
-        if let Some(dir) = target.parent() {
-            candidates.push(dir.to_owned());
-        }
-        candidates.push(target);
-    }
-    for p in &candidates {
-        for md in [std::fs::symlink_metadata(p), std::fs::metadata(p)]
-            .into_iter()
-            .flatten()
-        {
-            if md.file_type().is_symlink() {
-                if md.uid() != 0 {
-                    return Some((md.uid(), md.gid()));
-                }
-                continue;
-            }
-            let sticky_dir = md.is_dir() && md.mode() & 0o1000 != 0;
-            if md.uid() != 0 {
-                return Some((md.uid(), md.gid()));
-            }
-            if md.mode() & 0o022 != 0 && !sticky_dir {
-                return Some((crate::NOBODY, crate::NOBODY));
-            }
-        }
-    }
-    None
-}
-
 /// Looks the file's name up in a SHA256SUMS file (`<hex>  <name>` or `<hex> *<name>`).
 pub fn verify_sha256sums(path: &Path, sums: &Path, actual: &str) -> Result<(), SwapError> {
-    let text = fs::read_to_string(sums).map_err(|e| io(sums)(e))?;
+    let (dir, name) = Dir::open_parent(sums)?;
+    let text = String::from_utf8_lossy(&dir.read_file(&name, 1 << 20)?).to_string();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -196,238 +161,170 @@ pub fn verify_sha256sums(path: &Path, sums: &Path, actual: &str) -> Result<(), S
     }
 }
 
-/// Copies a file with its mode, fsyncs it. (Not a rename: the source belongs to the package.)
-pub fn copy_file_durable(from: &Path, to: &Path, mode: u32) -> Result<(), SwapError> {
-    let _ = std::fs::remove_file(to);
-    fs::copy(from, to).map_err(|e| io(to)(e))?;
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(to)
-        .map_err(|e| io(to)(e))?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io(to))?;
-    f.sync_all().map_err(io(to))
+/// Copies the regular file `from` (opened without following symlinks) to the new `name` in
+/// `dir` with `mode`, fsync'd. Returns the copy's sha256 (of what was written).
+fn copy_into(dir: &Dir, name: &OsStr, from: &Path, mode: u32) -> Result<String, SwapError> {
+    let to = dir.path().join(name);
+    let copy_err = |source: std::io::Error| SwapError::Copy {
+        from: from.to_owned(),
+        to: to.clone(),
+        source,
+    };
+    let (sdir, sname) = Dir::open_parent(from)?;
+    let (src, meta) = sdir.open_file(&sname)?;
+    let dst = dir
+        .create_file(name, 0o600)
+        .map_err(|e| copy_err(e.source))?;
+    fsutil::copy_content(&src, &dst, meta.size, &to).map_err(|e| copy_err(e.source))?;
+    fsutil::set_mode(&dst, &to, mode).map_err(|e| copy_err(e.source))?;
+    dst.sync_all().map_err(copy_err)?;
+    drop(dst);
+    let (check, _) = dir.open_file(name)?;
+    Ok(fsutil::sha256_of(&check, &to)?)
 }
 
 /// bin.new, built and checked while it belongs to root; `hand_over` gives it the owners bin/ has.
 #[derive(Debug)]
 pub struct Staged {
     pub sha256: String,
-    dir: std::fs::File,
+    dir: Dir,
     dir_owner: (u32, u32, u32),
-    files: Vec<(std::ffi::OsString, u32, u32)>,
+    files: Vec<(OsString, u32, u32)>,
 }
 
-/// Opens `name` for writing inside the directory `dir`, refusing to follow a symlink.
-fn create_in(
-    dir: &std::fs::File,
-    name: &std::ffi::OsStr,
-    mode: u32,
-) -> Result<std::fs::File, SwapError> {
-    use nix::fcntl::OFlag;
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = nix::fcntl::openat(
-        Some(dir.as_raw_fd()),
-        Path::new(name),
-        flags,
-        nix::sys::stat::Mode::from_bits_truncate(mode),
-    )
-    .map_err(|e| io(Path::new(name))(e.into()))?;
-    // SAFETY: `fd` was just returned by openat and is owned by nothing else.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+/// The directory holding `path` and its name, for a directory we create or replace there.
+fn parent_and_name(path: &Path) -> Result<(Dir, OsString), SwapError> {
+    Ok(Dir::open_parent(path)?)
 }
 
-/// Copies `from` to `name` in `dir` (the directory at `dir_path`, named in errors).
-fn copy_into(
-    (dir, dir_path): (&std::fs::File, &Path),
-    name: &std::ffi::OsStr,
-    from: &Path,
-    mode: u32,
-) -> Result<(), SwapError> {
-    let to = dir_path.join(name);
-    let copy_err = |source| SwapError::Copy {
-        from: from.to_owned(),
-        to: to.clone(),
-        source,
-    };
-    let mut src = fs::File::open(from).map_err(|e| io(from)(e))?;
-    let mut dst = create_in(dir, name, mode).map_err(|e| match e {
-        SwapError::Io { source, .. } => copy_err(source),
-        other => other,
-    })?;
-    std::io::copy(&mut src, &mut dst).map_err(copy_err)?;
-    dst.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(copy_err)?;
-    dst.sync_all().map_err(copy_err)
-}
-
-/// Builds bin.new: a copy of bin/ (other files kept) with `target` as bin.new/stalwart, every file
-/// and the directory fsync'd. Everything is written through a handle on the directory we created,
-/// with O_NOFOLLOW, and stays root-owned (0700) until `hand_over`: install.sh gives /opt/stalwart
-/// to the service user, who could otherwise plant a symlink at bin.new or change the binary
-/// between our write and the root-run `--version` check.
+/// Builds `staged` (bin.new) as root's 0700 directory: every other entry of `bin` (files
+/// copied with their mode, symlinks recreated as symlinks, never followed) plus `target` as
+/// `stalwart`. Entries of `bin` are read through its descriptor, owner and mode from `fstat` of
+/// what is read.
 pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<Staged, SwapError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    remove_dir(staged)?;
-    let md = fs::metadata(bin).map_err(|e| io(bin)(e))?;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(staged)
-        .map_err(io(staged))?;
-    let dir = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(staged)
-        .map_err(io(staged))?;
-    let dmd = dir.metadata().map_err(io(staged))?;
-    if dmd.uid() != nix::unistd::geteuid().as_raw() || dmd.permissions().mode() & 0o077 != 0 {
-        return Err(io(staged)(std::io::Error::other(
-            "replaced while being created (someone else owns it now); refusing to stage",
-        )));
-    }
+    let bin_dir = Dir::open(bin)?;
+    let bin_meta = bin_dir.meta()?;
+    let (parent, staged_name) = parent_and_name(staged)?;
+    parent.remove_tree(&staged_name)?;
+    let dir = parent.create_dir(&staged_name, 0o700)?;
     let mut files = Vec::new();
-    for e in fs::read_dir(bin).map_err(|e| io(bin)(e))? {
-        let e = e.map_err(io(bin))?;
-        let ft = e.file_type().map_err(io(&e.path()))?;
-        if e.file_name() == "stalwart" {
+    for name in bin_dir.entries()? {
+        if name == "stalwart" {
             continue;
         }
-        if ft.is_symlink() {
-            // Kept as the same symlink, never followed (it may point anywhere).
-            let lmd = e.metadata().map_err(io(&e.path()))?;
-            let target = fs::read_link(e.path()).map_err(|e| io(bin)(e))?;
-            nix::unistd::symlinkat(
-                &target,
-                Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
-                Path::new(&e.file_name()),
-            )
-            .map_err(|err| io(&staged.join(e.file_name()))(err.into()))?;
-            files.push((e.file_name(), lmd.uid(), lmd.gid()));
+        let Some(m) = bin_dir.stat(&name)? else {
             continue;
+        };
+        match m.kind {
+            Kind::Symlink => {
+                let target = bin_dir.read_link(&name)?;
+                dir.symlink(&target, &name)?;
+                files.push((name, m.uid, m.gid));
+            }
+            Kind::File => {
+                let (src, fm) = bin_dir.open_file(&name)?;
+                let to = dir.path().join(&name);
+                let dst = dir.create_file(&name, 0o600)?;
+                fsutil::copy_content(&src, &dst, fm.size, &to)?;
+                fsutil::set_mode(&dst, &to, fm.mode)?;
+                dst.sync_all().map_err(io(&to))?;
+                files.push((name, fm.uid, fm.gid));
+            }
+            _ => {}
         }
-        if !ft.is_file() {
-            continue;
-        }
-        let emd = e.metadata().map_err(io(&e.path()))?;
-        copy_into(
-            (&dir, staged),
-            &e.file_name(),
-            &e.path(),
-            emd.permissions().mode() & 0o7777,
-        )?;
-        files.push((e.file_name(), emd.uid(), emd.gid()));
     }
-    let old_bin = bin.join("stalwart");
-    let (uid, gid, mode) = match fs::metadata(&old_bin) {
-        Ok(m) => (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
-        Err(_) => (md.uid(), md.gid(), 0o755),
+    let (uid, gid, mode) = match bin_dir.stat("stalwart")? {
+        Some(m) if m.kind == Kind::File => (m.uid, m.gid, m.mode),
+        _ => (bin_meta.uid, bin_meta.gid, 0o755),
     };
-    copy_into(
-        (&dir, staged),
-        std::ffi::OsStr::new("stalwart"),
-        target,
-        mode,
-    )?;
+    let sha256 = copy_into(&dir, OsStr::new("stalwart"), target, mode)?;
     files.push(("stalwart".into(), uid, gid));
-    dir.sync_all().map_err(io(staged))?;
-    fsync_parent(staged)?;
+    dir.fsync()?;
+    parent.fsync()?;
     Ok(Staged {
-        sha256: sha256_file(&staged.join("stalwart"))?,
+        sha256,
         dir,
-        dir_owner: (md.uid(), md.gid(), md.permissions().mode() & 0o7777),
+        dir_owner: (bin_meta.uid, bin_meta.gid, bin_meta.mode),
         files,
     })
 }
 
-/// Gives bin.new's files and directory the owners and mode bin/ has (after the checks).
+impl Staged {
+    /// The staged server binary, opened from bin.new (still root's 0700).
+    pub fn program(&self) -> Result<Program, SwapError> {
+        Ok(Program::open(&self.dir.path().join("stalwart"))?)
+    }
+}
+
+/// Gives bin.new and its entries the owners (and bin.new the mode) that bin/ has: through the
+/// descriptor of bin.new, which nobody else could write so far.
 pub fn hand_over(staged: &Staged) -> Result<(), SwapError> {
-    use std::os::fd::AsRawFd;
-    let fd = staged.dir.as_raw_fd();
     for (name, uid, gid) in &staged.files {
-        nix::unistd::fchownat(
-            Some(fd),
-            Path::new(name),
-            Some(nix::unistd::Uid::from_raw(*uid)),
-            Some(nix::unistd::Gid::from_raw(*gid)),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| io(Path::new(name))(e.into()))?;
+        staged.dir.chown_entry(name, *uid, *gid)?;
     }
     let (uid, gid, mode) = staged.dir_owner;
-    nix::sys::stat::fchmod(fd, nix::sys::stat::Mode::from_bits_truncate(mode))
-        .map_err(|e| io(Path::new("bin.new"))(e.into()))?;
-    nix::unistd::fchown(
-        fd,
-        Some(nix::unistd::Uid::from_raw(uid)),
-        Some(nix::unistd::Gid::from_raw(gid)),
-    )
-    .map_err(|e| io(Path::new("bin.new"))(e.into()))?;
-    staged.dir.sync_all().map_err(io(Path::new("bin.new")))
+    staged.dir.set_mode(mode)?;
+    staged.dir.set_owner(uid, gid)?;
+    staged.dir.fsync()?;
+    Ok(())
 }
 
-fn fsync_parent(p: &Path) -> Result<(), SwapError> {
-    let parent = p.parent().unwrap_or(Path::new("/"));
-    fsync_dir(parent).map_err(io(parent))
-}
-
+/// Removes a directory tree of ours (bin.new, a staged release); a missing one is fine.
 pub fn remove_dir(dir: &Path) -> Result<(), SwapError> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(dir)(e)),
-        _ => Ok(()),
+    match Dir::open_parent(dir) {
+        Ok((parent, name)) => Ok(parent.remove_tree(name)?),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// The side directory used by the fallback when RENAME_EXCHANGE is refused.
 fn aside(bin: &Path) -> PathBuf {
     let mut s = bin.as_os_str().to_owned();
     s.push(".old");
     PathBuf::from(s)
 }
 
-/// Exchanges bin and bin.new atomically. Where the file system refuses RENAME_EXCHANGE (EINVAL:
-/// e.g. vfat, some network file systems), falls back to three renames with the unit stopped:
-/// bin -> bin.old, bin.new -> bin, bin.old -> bin.new. A crash between them leaves bin.old,
-/// which `ensure_binary` puts back; the journal records which of the two the transaction wants.
+fn name_of(p: &Path) -> OsString {
+    p.file_name().map(|n| n.to_owned()).unwrap_or_default()
+}
+
+/// Exchanges bin/ and bin.new (siblings) atomically, through the directory holding them.
 pub fn exchange(bin: &Path, staged: &Path) -> Result<(), SwapError> {
-    let forced = std::env::var_os(NO_EXCHANGE_ENV).is_some();
+    let (parent, bin_name) = parent_and_name(bin)?;
+    let staged_name = name_of(staged);
+    let forced = cfg!(feature = "fault-injection") && std::env::var_os(NO_EXCHANGE_ENV).is_some();
     if !forced {
-        match nix::fcntl::renameat2(
-            None,
-            staged,
-            None,
-            bin,
-            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-        ) {
-            Ok(()) => return fsync_parent(bin),
-            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {
-                tracing::warn!(
-                    "{} does not support RENAME_EXCHANGE; using the three-rename fallback",
-                    bin.display()
-                );
-            }
-            Err(e) => return Err(io(bin)(e.into())),
+        if parent.exchange(&staged_name, &parent, &bin_name)? {
+            parent.fsync()?;
+            return Ok(());
         }
-    }
-    if forced {
+        tracing::warn!(
+            "{} does not support RENAME_EXCHANGE; using the three-rename fallback",
+            bin.display()
+        );
+    } else {
         tracing::warn!("{NO_EXCHANGE_ENV} is set: using the three-rename fallback");
     }
-    let old = aside(bin);
-    fs::rename(bin, &old).map_err(|e| io(bin)(e))?;
-    fsync_parent(bin)?;
-    fs::rename(staged, bin).map_err(|e| io(staged)(e))?;
-    fsync_parent(bin)?;
-    fs::rename(&old, staged).map_err(|e| io(&old)(e))?;
-    fsync_parent(bin)
+    let old = name_of(&aside(bin));
+    parent.rename_noreplace(&bin_name, &parent, &old)?;
+    parent.fsync()?;
+    parent.rename_noreplace(&staged_name, &parent, &bin_name)?;
+    parent.fsync()?;
+    parent.rename_noreplace(&old, &parent, &staged_name)?;
+    parent.fsync()?;
+    Ok(())
 }
 
 fn sha_of(dir: &Path) -> Option<String> {
-    let p = dir.join("stalwart");
-    p.is_file().then(|| sha256_file(&p).ok()).flatten()
+    Program::open(&dir.join("stalwart"))
+        .ok()
+        .and_then(|p| p.sha256().ok())
 }
 
-/// What `ensure_binary` had to do.
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ensured {
     AlreadyThere,
@@ -435,9 +332,8 @@ pub enum Ensured {
     RestoredFromRelease,
 }
 
-/// Makes bin/stalwart the binary with `want_sha` again, whatever point a swap was interrupted at:
-/// it may already be there, sit in bin.new (exchanged), in bin.old (fallback interrupted), or
-/// only survive as the kept release. Idempotent.
+/// Makes bin/ hold the binary with sha256 `want_sha` again, whatever state an interrupted
+/// exchange left: bin/, bin.new, bin.old, or rebuilt from the kept release.
 pub fn ensure_binary(
     bin: &Path,
     staged: &Path,
@@ -445,35 +341,34 @@ pub fn ensure_binary(
     want_sha: &str,
     version: &Version,
 ) -> Result<Ensured, SwapError> {
+    let (parent, bin_name) = parent_and_name(bin)?;
     let old = aside(bin);
-    if !bin.exists() && old.exists() {
-        // Fallback interrupted between its first and second rename.
-        fs::rename(&old, bin).map_err(|e| io(&old)(e))?;
-        fsync_parent(bin)?;
+    if !exists(bin) && exists(&old) {
+        parent.rename_noreplace(name_of(&old), &parent, &bin_name)?;
+        parent.fsync()?;
     }
     if sha_of(bin).as_deref() == Some(want_sha) {
         return Ok(Ensured::AlreadyThere);
     }
     for candidate in [staged, old.as_path()] {
         if sha_of(candidate).as_deref() == Some(want_sha) {
-            if candidate == staged && bin.exists() {
+            if candidate == staged && exists(bin) {
                 exchange(bin, staged)?;
             } else {
-                remove_dir(bin)?;
-                fs::rename(candidate, bin).map_err(|e| io(candidate)(e))?;
-                fsync_parent(bin)?;
+                parent.remove_tree(&bin_name)?;
+                parent.rename_noreplace(name_of(candidate), &parent, &bin_name)?;
+                parent.fsync()?;
             }
             return Ok(Ensured::ExchangedBack);
         }
     }
-    if release.is_file() && sha256_file(release)? == want_sha {
-        // Rebuild bin/ around the kept release: stage it, then exchange (or move in if bin/ is gone).
+    if exists(release) && sha256_file(release)? == want_sha {
         stage_from_release(bin, staged, release)?;
-        if bin.exists() {
+        if exists(bin) {
             exchange(bin, staged)?;
         } else {
-            fs::rename(staged, bin).map_err(|e| io(staged)(e))?;
-            fsync_parent(bin)?;
+            parent.rename_noreplace(name_of(staged), &parent, &bin_name)?;
+            parent.fsync()?;
         }
         return Ok(Ensured::RestoredFromRelease);
     }
@@ -487,36 +382,68 @@ pub fn ensure_binary(
 }
 
 fn stage_from_release(bin: &Path, staged: &Path, release: &Path) -> Result<(), SwapError> {
-    if bin.exists() {
+    if exists(bin) {
         hand_over(&stage(bin, staged, release)?)
     } else {
-        remove_dir(staged)?;
-        fs::create_dir(staged).map_err(|e| io(staged)(e))?;
-        copy_file_durable(release, &staged.join("stalwart"), 0o755)?;
-        fsync_dir(staged).map_err(io(staged))
+        fresh_bin(staged, release)
     }
+}
+
+/// A new bin-like directory `dir` (0755) holding only `binary` as `stalwart` (0755): the first
+/// install's bin/ is built this way, as bin.new, then renamed into place.
+pub fn fresh_bin(dir: &Path, binary: &Path) -> Result<(), SwapError> {
+    let (parent, name) = parent_and_name(dir)?;
+    parent.remove_tree(&name)?;
+    let d = parent.create_dir(&name, 0o700)?;
+    copy_into(&d, OsStr::new("stalwart"), binary, 0o755)?;
+    d.set_mode(0o755)?;
+    d.fsync()?;
+    parent.fsync()?;
+    Ok(())
+}
+
+/// Renames the directory `from` to the absent `to` (siblings), durably.
+pub fn rename_dir(from: &Path, to: &Path) -> Result<(), SwapError> {
+    let (parent, from_name) = parent_and_name(from)?;
+    parent.rename_noreplace(from_name, &parent, name_of(to))?;
+    parent.fsync()?;
+    Ok(())
 }
 
 /// Keeps a copy of a binary as a release (root-only state dir) so a rollback has it even after
 /// dpkg deleted the old package's files.
 pub fn keep_release(binary: &Path, release: &Path) -> Result<String, SwapError> {
     let sha = sha256_file(binary)?;
-    if release.is_file() && sha256_file(release)? == sha {
+    if exists(release) && sha256_file(release)? == sha {
         return Ok(sha);
     }
-    let dir = release.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir).map_err(|e| io(dir)(e))?;
-    let tmp = dir.join(".stalwart.tmp");
-    copy_file_durable(binary, &tmp, 0o755)?;
-    fs::rename(&tmp, release).map_err(|e| io(release)(e))?;
-    fsync_dir(dir).map_err(io(dir))?;
-    fs::write(dir.join("sha256"), format!("{sha}  stalwart\n")).map_err(|e| io(dir)(e))?;
+    let dir_path = release.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir_path).map_err(io(dir_path))?;
+    let dir = Dir::open(dir_path)?;
+    dir.remove_file(".stalwart.tmp")?;
+    let copied = copy_into(&dir, OsStr::new(".stalwart.tmp"), binary, 0o755)?;
+    if copied != sha {
+        dir.remove_file(".stalwart.tmp")?;
+        return Err(SwapError::WrongVersion {
+            path: binary.to_owned(),
+            found: format!("sha256 {copied} while it was copied"),
+            expected: format!("sha256 {sha}"),
+        });
+    }
+    dir.rename(".stalwart.tmp", &dir, name_of(release))?;
+    dir.write_atomic(
+        "sha256",
+        format!("{sha}  stalwart\n").as_bytes(),
+        0o600,
+        None,
+    )?;
     Ok(sha)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn script(dir: &Path, name: &str, version: &str) -> PathBuf {
         let p = dir.join(name);
@@ -570,6 +497,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "fault-injection")]
     fn fallback_sequence_swaps_too() {
         let (_t, bin, staged, new) = layout();
         let st = stage(&bin, &staged, &new).unwrap();
@@ -648,47 +576,37 @@ mod tests {
     }
 
     #[test]
-    fn version_check_runs_a_binary_root_does_not_own_as_its_owner() {
+    fn version_check_never_runs_as_root() {
         let t = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let p = t.path().join("stalwart");
         std::fs::write(&p, "#!/bin/sh\necho 0.0.$(id -u)\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.0");
-        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        // Root's own file: nobody runs it (a version check needs no privilege).
+        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
+        // Someone else's: they run it (they could change it anyway).
+        std::os::unix::fs::chown(&p, Some(4242), Some(4242)).unwrap();
+        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.4242");
+        // Writable by others: nobody.
+        std::os::unix::fs::chown(&p, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
     }
 
     #[test]
-    fn version_check_runs_as_whoever_could_change_what_runs() {
+    fn version_check_refuses_a_symlink_and_runs_what_it_opened() {
         let t = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let real = t.path().join("real");
-        std::fs::create_dir(&real).unwrap();
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let p = real.join("stalwart");
-        std::fs::write(&p, "#!/bin/sh\necho 0.0.$(id -u)\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.0");
-
-        // Root's file in a directory the service user owns (install.sh's bin/): they could
-        // swap it between our check and the exec.
-        std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
-        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
-        std::os::unix::fs::chown(&real, Some(0), Some(0)).unwrap();
-
-        // A symlink the service user owns, to root's binary, in a root-owned directory.
-        let bin = t.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let link = bin.join("stalwart");
-        std::os::unix::fs::symlink(&p, &link).unwrap();
-        assert_eq!(binary_version(&link).unwrap().to_string(), "0.0.0");
-        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
-        assert_eq!(binary_version(&link).unwrap().to_string(), "0.0.65534");
-
-        // A directory anybody may write: nobody.
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
+        let real = script(t.path(), "real", "0.15.5");
+        let link = t.path().join("stalwart");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(matches!(
+            binary_version(&link),
+            Err(SwapError::VersionCheck { .. })
+        ));
+        // The descriptor, not the name, is what runs.
+        let prog = Program::open(&real).unwrap();
+        std::fs::remove_file(&real).unwrap();
+        script(t.path(), "real", "9.9.9");
+        assert_eq!(program_version(&prog).unwrap().to_string(), "0.15.5");
     }
 
     #[test]

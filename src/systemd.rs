@@ -241,17 +241,33 @@ impl Systemd {
     }
 
     /// Stops `unit` and waits (at most `timeout`) for our stop job's result, then for the main
-    /// process to be gone (MainPID 0, ActiveState inactive or failed).
+    /// process to be gone (MainPID 0, ActiveState inactive or failed), then for its cgroup to be
+    /// empty: with `KillMode=process` (install.sh's unit) other processes of the service user
+    /// survive the stop and could still write the data we snapshot or restore, so whatever is
+    /// left is killed (SIGKILL, logged).
     pub fn stop(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
         let deadline = Instant::now() + timeout;
         self.run_job(Op::Stop, unit, timeout, deadline)?;
         // The job is done; confirm the process is gone (bounded by the same deadline).
+        let mut killed = false;
         loop {
             let props = self.unit_props(unit)?;
             let active = prop_str(&props.unit, "ActiveState");
             let pid = prop_u32(&props.service, "MainPID");
             if pid == 0 && matches!(active.as_str(), "inactive" | "failed") {
-                return Ok(());
+                let left = self.unit_processes(unit)?;
+                if left.is_empty() {
+                    return Ok(());
+                }
+                if !killed {
+                    tracing::warn!(
+                        unit,
+                        "{unit} is stopped but processes of it are left ({}): killing them, so that nothing writes the data while it is snapshotted or restored",
+                        left.iter().map(|(pid, cmd)| format!("{pid} {cmd}")).collect::<Vec<_>>().join(", ")
+                    );
+                    self.kill_all(unit, libc::SIGKILL)?;
+                    killed = true;
+                }
             }
             if Instant::now() >= deadline {
                 return Err(SystemdError::Timeout {
@@ -304,6 +320,46 @@ impl Systemd {
             unit_file_state: prop_str(&props.unit, "UnitFileState"),
             exec_main_status: prop_i32(&props.service, "ExecMainStatus"),
         })
+    }
+
+    /// The processes in the unit's cgroup: (pid, command line).
+    pub fn unit_processes(&self, unit: &str) -> Result<Vec<(u32, String)>, SystemdError> {
+        let r = zbus::block_on(self.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "GetUnitProcesses",
+            &(unit),
+        ));
+        match r {
+            Ok(reply) => {
+                let procs: Vec<(String, u32, String)> = reply
+                    .body()
+                    .deserialize()
+                    .map_err(|e| self.call_error(unit, e))?;
+                Ok(procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect())
+            }
+            // An inactive unit that was garbage-collected has no cgroup and no processes.
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(self.call_error(unit, e)),
+        }
+    }
+
+    /// `systemctl kill --kill-whom=all --signal=SIG UNIT`.
+    pub fn kill_all(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        zbus::block_on(self.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "KillUnit",
+            &(unit, "all", signal),
+        ))
+        .map(|_| ())
+        .map_err(|e| self.call_error(unit, e))
     }
 
     /// `systemctl daemon-reload`: returns when the manager has reloaded.

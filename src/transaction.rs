@@ -365,11 +365,35 @@ fn undo_actions(
                 )
             })?
             .to_string();
+        let mut restored = crate::snapshot::Restored::default();
         undo(j, Undo::Data, || {
-            m.snapshots().restore(&id, &server_config(begin)?)?;
+            // The data the new version ran on (mail may have arrived meanwhile) is kept.
+            let displaced = crate::snapshot::Displaced::Keep {
+                origin: format!(
+                    "the data {} ran on, set aside when transaction {} was rolled back",
+                    begin.to, begin.txid
+                ),
+                version: begin.to.clone(),
+            };
+            // The live config only adds a consistency check; the targets are the snapshot's.
+            let current = server_config(begin).ok();
+            restored = m.snapshots().restore(&id, current.as_ref(), &displaced)?;
             Ok(Some(id.clone()))
         })?;
         did.push(format!("data restored from snapshot {id}"));
+        if let Some(kept) = &restored.kept {
+            did.push(format!(
+                "the data {} ran on is kept in snapshot {kept}",
+                begin.to
+            ));
+        }
+        for p in &restored.left_in_place {
+            did.push(format!(
+                "the data {} ran on is kept at {} (another file system than the snapshots)",
+                begin.to,
+                p.display()
+            ));
+        }
     } else if !begin.restore_data && sum.started(Step::Snapshot) {
         did.push(format!(
             "data kept ({} change: the schema does not move)",
@@ -511,9 +535,17 @@ fn refresh_webadmin(m: &Machine, begin: &Begin) -> Result<(), Error> {
         m.settings(),
         &begin.to,
     ))?;
-    let base = health::base_url(m.settings(), Some(&cfg));
-    webadmin::refresh(m.settings(), cfg.generation, &base)?;
+    let pids = unit_pids(m.sys()?, &m.settings().unit);
+    let endpoint = webadmin::Endpoint::of(m.settings(), Some(&cfg), pids);
+    webadmin::refresh(m.settings(), cfg.generation, &endpoint)?;
     Ok(())
+}
+
+/// The pids of the unit's processes (none when systemd cannot say).
+pub(crate) fn unit_pids(sys: &crate::systemd::Systemd, unit: &str) -> Vec<u32> {
+    sys.unit_processes(unit)
+        .map(|v| v.into_iter().map(|(pid, _)| pid).collect())
+        .unwrap_or_default()
 }
 
 /// Retention: keep the newest `snapshots.keep`, and always the one this transaction took (what a

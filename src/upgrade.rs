@@ -245,7 +245,12 @@ pub(crate) fn stop(m: &Machine, b: &Begin) -> StepResult {
     Ok(((), None))
 }
 
-pub(crate) fn snapshot(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
+/// Returns the snapshot's id (also journaled as the step's note).
+pub(crate) fn snapshot(
+    m: &Machine,
+    b: &Begin,
+    plan: &Plan,
+) -> Result<(String, Option<String>), Error> {
     let meta = SnapshotMeta {
         server_version: b.from.clone(),
         target_version: Some(b.to.clone()),
@@ -253,7 +258,7 @@ pub(crate) fn snapshot(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
         server_binary: b.bin_dir.join("stalwart"),
     };
     let manifest = m.snapshots().create(&plan.server_config, &meta)?;
-    Ok(((), Some(manifest.id)))
+    Ok((manifest.id.clone(), Some(manifest.id)))
 }
 
 pub(crate) fn exchange(_m: &Machine, b: &Begin) -> StepResult {

@@ -39,6 +39,75 @@ pub enum WebadminError {
     },
     #[error("web admin refresh at {url} failed: {message}; retry with `stalwart-upgrade webadmin refresh`")]
     Transport { url: String, message: String },
+    #[error("the credentials were not sent to {url}: no process of {unit} listens there (the address comes from the server's config, which its user can change); if the management API is elsewhere, set [webadmin] url in /etc/stalwart-upgrade/config.toml, then run `stalwart-upgrade webadmin refresh`")]
+    NotTheServer { url: String, unit: String },
+}
+
+/// Where the management API is, and why it may be given the credentials.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// Set by root in the helper's config (`[webadmin] url`, else `[health] url`).
+    Configured(String),
+    /// The server's own listener, from its config or upstream's default: trusted only when a
+    /// process of `unit` (`pids`, its cgroup) holds the socket listening there.
+    Server {
+        base: String,
+        unit: String,
+        pids: Vec<u32>,
+    },
+}
+
+impl Endpoint {
+    /// The endpoint for a server with config `cfg`; `pids` are the unit's processes.
+    pub fn of(
+        settings: &Settings,
+        cfg: Option<&crate::serverconfig::ServerConfig>,
+        pids: Vec<u32>,
+    ) -> Endpoint {
+        if let Some(u) = settings
+            .webadmin
+            .url
+            .as_ref()
+            .or(settings.health.url.as_ref())
+        {
+            return Endpoint::Configured(u.trim_end_matches('/').to_string());
+        }
+        Endpoint::Server {
+            base: crate::health::base_url(settings, cfg),
+            unit: settings.unit.clone(),
+            pids,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        match self {
+            Endpoint::Configured(b) | Endpoint::Server { base: b, .. } => b,
+        }
+    }
+
+    /// Refuses a server endpoint whose socket no process of the unit holds.
+    fn check(&self) -> Result<(), WebadminError> {
+        let Endpoint::Server { base, unit, pids } = self else {
+            return Ok(());
+        };
+        let not_ours = || WebadminError::NotTheServer {
+            url: base.clone(),
+            unit: unit.clone(),
+        };
+        let hostport = base
+            .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"))
+            .unwrap_or("");
+        let addr: std::net::SocketAddr = hostport.parse().map_err(|_| not_ours())?;
+        if !addr.ip().is_loopback() {
+            return Err(not_ours());
+        }
+        let inodes = crate::listener::listening_inodes(addr);
+        if inodes.is_empty() || !crate::listener::held_by(&inodes, pids) {
+            return Err(not_ours());
+        }
+        Ok(())
+    }
 }
 
 enum Auth {
@@ -103,22 +172,17 @@ fn agent(settings: &Settings, base: &str) -> Result<ureq::Agent, WebadminError> 
     Ok(b.build())
 }
 
-/// Refreshes the web admin of a server of the given generation at `base` (e.g. http://127.0.0.1:8080).
+/// Refreshes the web admin of a server of the given generation at `endpoint`.
 pub fn refresh(
     settings: &Settings,
     generation: Generation,
-    base: &str,
+    endpoint: &Endpoint,
 ) -> Result<(), WebadminError> {
-    let base = settings
-        .webadmin
-        .url
-        .as_deref()
-        .unwrap_or(base)
-        .trim_end_matches('/')
-        .to_string();
+    let base = endpoint.base().to_string();
     if base.starts_with("http://") && !tls::is_loopback(&base) {
         return Err(WebadminError::PlainHttp { url: base });
     }
+    endpoint.check()?;
     let auth = read_credentials(
         settings
             .webadmin
@@ -250,7 +314,34 @@ mod tests {
     fn plain_http_to_a_remote_host_refused() {
         let mut s = Settings::default();
         s.webadmin.url = Some("http://mail.example.org:8080".into());
-        let e = refresh(&s, Generation::Toml, "http://127.0.0.1:8080").unwrap_err();
+        let e = refresh(&s, Generation::Toml, &Endpoint::of(&s, None, vec![])).unwrap_err();
         assert!(matches!(e, WebadminError::PlainHttp { .. }));
+    }
+
+    #[test]
+    fn credentials_go_only_to_a_socket_of_the_servers_own_processes() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let ours = Endpoint::Server {
+            base: base.clone(),
+            unit: "stalwart.service".into(),
+            pids: vec![std::process::id()],
+        };
+        ours.check().unwrap();
+        let theirs = Endpoint::Server {
+            base,
+            unit: "stalwart.service".into(),
+            pids: vec![],
+        };
+        assert!(matches!(
+            theirs.check(),
+            Err(WebadminError::NotTheServer { .. })
+        ));
+        let nobody_there = Endpoint::Server {
+            base: "http://127.0.0.1:1".into(),
+            unit: "stalwart.service".into(),
+            pids: vec![std::process::id()],
+        };
+        assert!(nobody_there.check().is_err());
     }
 }

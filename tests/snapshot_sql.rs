@@ -7,6 +7,14 @@
 
 use stalwart_upgrade::serverconfig::ServerConfig;
 use stalwart_upgrade::snapshot::{SnapshotError, SnapshotMeta, Snapshots, StoreMethod};
+
+/// What a restore does with the data it replaces: kept as a snapshot (the helper's default).
+fn keep() -> stalwart_upgrade::snapshot::Displaced {
+    stalwart_upgrade::snapshot::Displaced::Keep {
+        origin: "replaced by a test restore".into(),
+        version: "0.15.6".parse().unwrap(),
+    }
+}
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -215,7 +223,7 @@ fn postgresql_dump_and_restore_with_a_real_server() {
     st("UPDATE messages SET body = 'x'");
     st("ALTER TABLE messages ADD COLUMN schema6 int");
     st("CREATE TABLE only_in_016 (k int)");
-    snaps.restore(&m.id, &cfg).unwrap();
+    snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
     assert_eq!(
         st("SELECT count(*), md5(string_agg(body::text, ',' ORDER BY id)) FROM messages"),
         before
@@ -232,11 +240,17 @@ fn postgresql_dump_and_restore_with_a_real_server() {
     let err = snaps.create(&bad, &meta()).unwrap_err();
     assert!(matches!(err, SnapshotError::Tool { .. }), "{err}");
     assert!(!err.to_string().contains("wrong-Pw-77"), "{err}");
-    assert_eq!(
-        snaps.list().unwrap().len(),
-        1,
-        "failed create left a snapshot"
-    );
+    // The snapshot, and the database as the "newer server" left it, kept by the restore.
+    let all = snaps.list().unwrap();
+    assert_eq!(all.len(), 2, "failed create left a snapshot: {all:?}");
+    let kept = all
+        .iter()
+        .find(|x| x.origin.is_some())
+        .expect("the replaced data is kept");
+    assert!(kept.stores[0]
+        .files
+        .iter()
+        .any(|f| f.path == "dump.pgcustom" && f.size > 0));
 }
 
 // ------------------------------------------------------------------ MariaDB
@@ -408,7 +422,7 @@ fn mariadb_dump_and_restore_with_a_real_server() {
     db.user("DELETE FROM messages WHERE id > 10");
     db.user("ALTER TABLE messages ADD COLUMN schema6 INT");
     db.user("CREATE TABLE only_in_016 (k INT)");
-    snaps.restore(&m.id, &cfg).unwrap();
+    snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
     assert_eq!(db.user(checksum), before);
     assert_eq!(
         db.user("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema='mail' AND column_name='schema6'"),
@@ -424,13 +438,13 @@ fn mariadb_dump_and_restore_with_a_real_server() {
     let full = std::fs::read(&dump).unwrap();
     db.user("DELETE FROM messages WHERE id = 1");
     std::fs::write(&dump, &full[..full.len() / 2]).unwrap();
-    let err = snaps.restore(&m.id, &cfg).unwrap_err();
+    let err = snaps.restore(&m.id, Some(&cfg), &keep()).unwrap_err();
     assert!(matches!(err, SnapshotError::Incomplete { .. }), "{err}");
     let mut wiped = full.clone();
     let n = wiped.len();
     wiped[n - 200..].fill(b' ');
     std::fs::write(&dump, &wiped).unwrap();
-    let err = snaps.restore(&m.id, &cfg).unwrap_err();
+    let err = snaps.restore(&m.id, Some(&cfg), &keep()).unwrap_err();
     assert!(matches!(err, SnapshotError::BadDump { .. }), "{err}");
     assert!(err.to_string().contains("truncated"), "{err}");
     assert_eq!(db.user("SELECT COUNT(*) FROM messages"), "499");

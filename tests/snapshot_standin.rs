@@ -6,6 +6,14 @@
 
 use stalwart_upgrade::serverconfig::{ServerConfig, StoreKind};
 use stalwart_upgrade::snapshot::{How, SnapshotMeta, Snapshots, StoreMethod};
+
+/// What a restore does with the data it replaces: kept as a snapshot (the helper's default).
+fn keep() -> stalwart_upgrade::snapshot::Displaced {
+    stalwart_upgrade::snapshot::Displaced::Keep {
+        origin: "replaced by a test restore".into(),
+        version: "0.15.6".parse().unwrap(),
+    }
+}
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -179,7 +187,7 @@ fn scenario(data_type: &str) {
     );
     drop(s);
 
-    snaps.restore(&m.id, &cfg).unwrap();
+    snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
     let mut s = Server::start(&old, &cfg_path, port, &log("old3"));
     s.wait_ready(Duration::from_secs(30))
         .expect("0.14.3 did not start after the restore");

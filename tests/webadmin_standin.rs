@@ -82,6 +82,17 @@ fn start(version: &str, fault: Fault) -> Server {
     }
 }
 
+impl Server {
+    /// The stand-in's listener, trusted because this process (the "unit") holds its socket.
+    fn endpoint(&self) -> stalwart_upgrade::webadmin::Endpoint {
+        stalwart_upgrade::webadmin::Endpoint::Server {
+            base: self.base.clone(),
+            unit: "stalwart.service".into(),
+            pids: vec![self.child.id()],
+        }
+    }
+}
+
 fn settings(cred: &str, timeout: u64) -> (Settings, tempfile::TempDir) {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("cred");
@@ -105,21 +116,21 @@ fn check_all(version: &str) {
     let srv = start(version, Fault::None);
     let g = generation(version);
     let (ok, _d1) = settings(&format!("admin:{SECRET}"), 10);
-    refresh(&ok, g, &srv.base).unwrap_or_else(|e| panic!("{version}: {e}"));
+    refresh(&ok, g, &srv.endpoint()).unwrap_or_else(|e| panic!("{version}: {e}"));
     // An API key in the credentials file is sent as `Bearer api_...` (facts: "auth").
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.encode(format!("admin:{SECRET}"));
     let (api, _d5) = settings(&format!("api_{key}"), 10);
-    refresh(&api, g, &srv.base).unwrap_or_else(|e| panic!("{version} with an API key: {e}"));
+    refresh(&api, g, &srv.endpoint()).unwrap_or_else(|e| panic!("{version} with an API key: {e}"));
     let wrong_key = base64::engine::general_purpose::STANDARD.encode("admin:nope");
     let (bad_api, _d6) = settings(&format!("api_{wrong_key}"), 10);
     assert!(matches!(
-        refresh(&bad_api, g, &srv.base),
+        refresh(&bad_api, g, &srv.endpoint()),
         Err(WebadminError::Unauthorized { .. })
     ));
 
     let (wrong, _d2) = settings("admin:nope", 10);
-    let e = refresh(&wrong, g, &srv.base).unwrap_err();
+    let e = refresh(&wrong, g, &srv.endpoint()).unwrap_err();
     assert!(
         matches!(e, WebadminError::Unauthorized { .. }),
         "{version}: {e}"
@@ -127,7 +138,7 @@ fn check_all(version: &str) {
     assert!(!e.to_string().contains("nope"));
 
     let (bob, _d3) = settings("bob:pass", 10);
-    let e = refresh(&bob, g, &srv.base).unwrap_err();
+    let e = refresh(&bob, g, &srv.endpoint()).unwrap_err();
     assert!(
         matches!(e, WebadminError::Forbidden { .. }),
         "{version}: {e}"
@@ -135,7 +146,7 @@ fn check_all(version: &str) {
     assert!(e.to_string().contains("permission"), "{version}: {e}");
 
     let failing = start(version, Fault::WebadminFails);
-    let e = refresh(&ok, g, &failing.base).unwrap_err();
+    let e = refresh(&ok, g, &failing.endpoint()).unwrap_err();
     assert!(
         matches!(e, WebadminError::Server { status: 500, .. }),
         "{version}: {e}"
@@ -145,7 +156,7 @@ fn check_all(version: &str) {
     let slow = start(version, Fault::WebadminSlow);
     let (quick, _d4) = settings(&format!("admin:{SECRET}"), 2);
     let t = Instant::now();
-    let e = refresh(&quick, g, &slow.base).unwrap_err();
+    let e = refresh(&quick, g, &slow.endpoint()).unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(10), "timeout not bounded");
     assert!(
         matches!(e, WebadminError::Transport { .. }),

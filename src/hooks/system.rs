@@ -3,6 +3,7 @@
 //! install.sh installation, and purge.
 
 use super::Engine;
+use crate::fsutil::Dir;
 use crate::policy::{self, HoldPaths, Verdict};
 use crate::state::StateDir;
 use crate::swap::{self, SwapError};
@@ -10,7 +11,7 @@ use crate::systemd::Systemd;
 use crate::transaction::{RecoverReport, Report};
 use crate::version::Version;
 use crate::{health, serverconfig::ServerConfig, Context, Error, UpgradeRequest};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -124,9 +125,8 @@ impl Engine for System {
         adopt(ctx)
     }
 
-    fn systemd_running(&self) -> bool {
-        // sd_booted(3).
-        Path::new("/run/systemd/system").is_dir()
+    fn units_controllable(&self, ctx: &Context) -> Result<(), String> {
+        units_controllable(&ctx.settings.unit)
     }
 
     fn daemon_reload(&self, _ctx: &Context) -> Result<(), Error> {
@@ -173,20 +173,30 @@ fn ensure_user(prefix: &Path) -> Result<Option<String>, Error> {
     Ok(Some(format!("created the system user and group {USER}")))
 }
 
-/// Creates `dir` (0750, owned by the service user) if it does not exist; an existing one is the
-/// admin's and is left alone.
-fn ensure_server_dir(dir: &Path, uid: u32, gid: u32) -> Result<bool, Error> {
-    if dir.exists() {
+/// Creates `name` in `prefix` (0750, owned by the service user) if it does not exist, through
+/// the prefix's descriptor (owner and mode set on the new directory's own descriptor); an
+/// existing one is the admin's and is left alone.
+fn ensure_server_dir(prefix: &Dir, name: &str, uid: u32, gid: u32) -> Result<bool, Error> {
+    if prefix.stat(name).map_err(swap::SwapError::from)?.is_some() {
         return Ok(false);
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(io_err(dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).map_err(io_err(dir))?;
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io_err(dir))?;
+    let d = prefix
+        .create_dir(name, 0o750)
+        .map_err(swap::SwapError::from)?;
+    d.set_owner(uid, gid).map_err(swap::SwapError::from)?;
     Ok(true)
+}
+
+/// The install prefix, created root's 0755 when missing.
+fn open_prefix(prefix: &Path) -> Result<Dir, Error> {
+    if std::fs::symlink_metadata(prefix).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(prefix)
+            .map_err(io_err(prefix))?;
+    }
+    Ok(Dir::open(prefix).map_err(swap::SwapError::from)?)
 }
 
 /// First install: user, PREFIX/{etc,data,logs}, the payload (checksum verified) as PREFIX/bin,
@@ -197,9 +207,10 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
     let mut done = Vec::new();
     let payload = s.payload_dir.join("stalwart");
     let sums = s.payload_dir.join("SHA256SUMS");
-    let sha = swap::sha256_file(&payload)?;
+    let program = crate::child::Program::open(&payload).map_err(swap::SwapError::from)?;
+    let sha = program.sha256().map_err(swap::SwapError::from)?;
     swap::verify_sha256sums(&payload, &sums, &sha)?;
-    let version = swap::binary_version(&payload)?;
+    let version = swap::program_version(&program)?;
 
     done.extend(ensure_user(&s.prefix)?);
     let user = nix::unistd::User::from_name(USER)
@@ -207,17 +218,13 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
         .flatten()
         .ok_or_else(|| command_failed("getpwnam", format!("user {USER} does not exist")))?;
     let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
-    if !s.prefix.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&s.prefix)
-            .map_err(io_err(&s.prefix))?;
-    }
+    let prefix = open_prefix(&s.prefix)?;
     for sub in ["etc", "data", "logs"] {
-        let d = s.prefix.join(sub);
-        if ensure_server_dir(&d, uid, gid)? {
-            done.push(format!("created {} (owner {USER}, 0750)", d.display()));
+        if ensure_server_dir(&prefix, sub, uid, gid)? {
+            done.push(format!(
+                "created {} (owner {USER}, 0750)",
+                s.prefix.join(sub).display()
+            ));
         }
     }
     StateDir::open(&s.state_dir)?;
@@ -226,19 +233,13 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
     let bin = s.bin_dir();
     let staged = s.staged_dir();
     swap::remove_dir(&staged)?;
-    if bin.exists() {
+    if prefix.stat("bin").map_err(swap::SwapError::from)?.is_some() {
         swap::hand_over(&swap::stage(&bin, &staged, &payload)?)?;
         swap::exchange(&bin, &staged)?;
         swap::remove_dir(&staged)?;
     } else {
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&staged)
-            .map_err(io_err(&staged))?;
-        swap::copy_file_durable(&payload, &staged.join("stalwart"), 0o755)?;
-        crate::state::fsync_dir(&staged).map_err(io_err(&staged))?;
-        std::fs::rename(&staged, &bin).map_err(io_err(&bin))?;
-        crate::state::fsync_dir(&s.prefix).map_err(io_err(&s.prefix))?;
+        swap::fresh_bin(&staged, &payload)?;
+        swap::rename_dir(&staged, &bin)?;
     }
     done.push(format!(
         "installed stalwart {version} as {} (sha256 {sha})",
@@ -284,6 +285,44 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
     Ok(done)
 }
 
+/// May package scripts start and stop `unit`? Err(why not):
+/// - systemd must be the running init (sd_booted(3): /run/systemd/system);
+/// - not inside a chroot: with /run bind-mounted from the host, the bus reaches the host's
+///   systemd, whose units are not this root's (`/` is not PID 1's root then);
+/// - Debian's policy-rc.d (invoke-rc.d(8)) must not forbid it: exit 101 means "action
+///   forbidden", which image builds and containers set.
+fn units_controllable(unit: &str) -> Result<(), String> {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return Err("systemd is not running (chroot or image build)".into());
+    }
+    if in_chroot() {
+        return Err("this runs in a chroot (its / is not the running system's), so the running system's services are not touched".into());
+    }
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    if policy.is_file() {
+        let mut c = Command::new(policy);
+        crate::child::clear_env(&mut c);
+        if let Ok(st) = c.arg(unit).arg("start").status() {
+            if st.code() == Some(101) {
+                return Err(format!(
+                    "{} forbids starting and stopping services (exit 101)",
+                    policy.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Like systemd-detect-virt --chroot: our root is not the root of PID 1.
+fn in_chroot() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata("/"), std::fs::metadata("/proc/1/root")) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 /// Enabled like %systemd_post / deb-systemd-helper would (works without a running systemd), and
 /// started when systemd runs.
 fn enable_and_start(sys: &System, ctx: &Context, config: &Path) -> Vec<String> {
@@ -292,13 +331,12 @@ fn enable_and_start(sys: &System, ctx: &Context, config: &Path) -> Vec<String> {
     if let Err(e) = run(Command::new("systemctl").args(["enable", "--quiet", &s.unit])) {
         done.push(format!("warning: could not enable {}: {e}", s.unit));
     }
-    if sys.systemd_running() {
-        done.push(start_first(ctx, config));
-    } else {
-        done.push(format!(
-            "systemd is not running: {} is enabled and starts at the next boot",
+    match sys.units_controllable(ctx) {
+        Ok(()) => done.push(start_first(ctx, config)),
+        Err(why) => done.push(format!(
+            "{why}: {} is enabled and starts at the next boot",
             s.unit
-        ));
+        )),
     }
     done
 }
@@ -342,19 +380,24 @@ fn snapshot_kept_data(
     )))
 }
 
-/// The server writes its own default config (0.15: `--init PREFIX`, which also prints the
-/// generated administrator password); 0.16 has no --init and starts its setup wizard when the
+/// The server writes its own default config (0.15: `--init PREFIX`), run as the service user
+/// (so what it writes is theirs without any chown by root, and it can write nothing else). Upstream
+/// prints the generated administrator password on stderr (measured with the real 0.15.5), so
+/// both streams are kept for the admin. 0.16 has no --init and starts its setup wizard when the
 /// config is missing.
 fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> {
     let s = &ctx.settings;
     let mut done = Vec::new();
-    match run(Command::new(s.server_binary())
-        .arg("--init")
-        .arg(&s.prefix)
-        .env_remove("CONFIG_PATH"))
-    {
-        Ok(stdout) => {
-            for l in stdout.lines().filter(|l| !l.trim().is_empty()) {
+    let ran = crate::child::Program::open(&s.server_binary())
+        .map_err(|e| command_failed("open the server binary", e.to_string()))
+        .and_then(|p| {
+            let mut c = p.command(Some((uid, gid)));
+            c.arg("--init").arg(&s.prefix).current_dir("/");
+            run_both(&mut c)
+        });
+    match ran {
+        Ok(text) => {
+            for l in text.lines().filter(|l| !l.trim().is_empty()) {
                 done.push(format!("stalwart --init: {l}"));
             }
         }
@@ -366,21 +409,34 @@ fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> 
             s.unit
         )),
     }
-    // --init ran as root: hand what it wrote to the service user (it rewrites its config).
-    for p in [
-        config.to_path_buf(),
-        s.prefix.join("data"),
-        s.prefix.join("logs"),
-    ] {
-        if p.exists() {
-            let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
+    // The config holds the admin's password hash: not for others to read.
+    if let Ok((dir, name)) = Dir::open_parent(config) {
+        if let Ok((f, _)) = dir.open_file(&name) {
+            let _ = crate::fsutil::set_mode(&f, config, 0o640);
+            done.push(format!("created the server config {}", config.display()));
         }
     }
-    if config.exists() {
-        let _ = std::fs::set_permissions(config, std::fs::Permissions::from_mode(0o640));
-        done.push(format!("created the server config {}", config.display()));
-    }
     done
+}
+
+/// Runs a command; Ok(stdout followed by stderr) on success.
+fn run_both(cmd: &mut Command) -> Result<String, Error> {
+    let what = format!("{:?}", cmd.get_args().collect::<Vec<_>>());
+    let out = cmd
+        .output()
+        .map_err(|e| command_failed(&what, e.to_string()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(command_failed(
+            &what,
+            format!("{}: {}", out.status, text.trim()),
+        ));
+    }
+    Ok(text)
 }
 
 /// Starts the unit on first install and waits for the health gate; a failure is reported, not
@@ -417,10 +473,14 @@ fn mark_managed(ctx: &Context, what: &str) -> Result<(), Error> {
 }
 
 /// An installation made by upstream's install.sh (binary, config, data, unit in
-/// /etc/systemd/system): nothing is touched; the packages take over upgrading it.
+/// /etc/systemd/system): config and data are not touched; the packages take over upgrading it.
+/// install.sh gives all of PREFIX to the service user, who could then replace the server binary
+/// or the directories root swaps: PREFIX and bin/ are taken back for root (the server writes only
+/// etc, data and logs).
 fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     let s = &ctx.settings;
     let mut done = Vec::new();
+    done.extend(take_back_for_root(&s.prefix)?);
     let version = swap::binary_version(&s.server_binary())
         .map(|v| v.to_string())
         .unwrap_or_else(|e| format!("unknown version ({e})"));
@@ -438,6 +498,68 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     }
     mark_managed(ctx, &format!("adopted {version}"))?;
     done.push("from now on `apt upgrade`/`dnf upgrade` upgrade it as a transaction with rollback (see `stalwart-upgrade status`)".into());
+    Ok(done)
+}
+
+/// PREFIX, then bin/, then bin/'s entries become root's and not writable by others, each
+/// through its own descriptor, outermost first: once a directory is root's, nobody else can
+/// swap what is in it.
+fn take_back_for_root(prefix: &Path) -> Result<Vec<String>, Error> {
+    let fs = |e: crate::fsutil::FsError| Error::Swap(swap::SwapError::from(e));
+    let mut done = Vec::new();
+    let take = |what: &str,
+                fd: &dyn std::os::fd::AsFd,
+                path: &Path,
+                m: crate::fsutil::Meta,
+                done: &mut Vec<String>|
+     -> Result<(), Error> {
+        if m.uid != 0 || m.gid != 0 || m.mode & 0o022 != 0 {
+            crate::fsutil::set_owner(fd.as_fd(), path, 0, 0).map_err(fs)?;
+            crate::fsutil::set_mode(fd.as_fd(), path, m.mode & !0o022).map_err(fs)?;
+            done.push(format!(
+                "{what} {} now belongs to root (it was uid {} mode {:o}): the server's user must not be able to replace the binary root runs and swaps",
+                path.display(),
+                m.uid,
+                m.mode
+            ));
+        }
+        Ok(())
+    };
+    let pdir = Dir::open(prefix).map_err(fs)?;
+    take(
+        "the install prefix",
+        &pdir,
+        prefix,
+        pdir.meta().map_err(fs)?,
+        &mut done,
+    )?;
+    let Ok(bin) = pdir.open_dir("bin") else {
+        return Ok(done);
+    };
+    let bin_path = prefix.join("bin");
+    take(
+        "the binary directory",
+        &bin,
+        &bin_path,
+        bin.meta().map_err(fs)?,
+        &mut done,
+    )?;
+    for name in bin.entries().map_err(fs)? {
+        let Some(m) = bin.stat(&name).map_err(fs)? else {
+            continue;
+        };
+        let path = bin_path.join(&name);
+        match m.kind {
+            crate::fsutil::Kind::File => {
+                let (f, fm) = bin.open_file(&name).map_err(fs)?;
+                take("the binary", &f, &path, fm, &mut done)?;
+            }
+            crate::fsutil::Kind::Symlink if m.uid != 0 => {
+                bin.chown_entry(&name, 0, 0).map_err(fs)?;
+            }
+            _ => {}
+        }
+    }
     Ok(done)
 }
 
@@ -546,22 +668,67 @@ mod tests {
 
     #[test]
     fn server_dirs_are_created_private_and_existing_ones_left_alone() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let t = tempfile::tempdir().unwrap();
-        let (uid, gid) = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
+        let prefix = Dir::open(t.path()).unwrap();
+        assert!(ensure_server_dir(&prefix, "data", 4242, 4343).unwrap());
         let d = t.path().join("data");
-        assert!(ensure_server_dir(&d, uid, gid).unwrap());
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o750);
+        let md = std::fs::metadata(&d).unwrap();
+        assert_eq!(md.mode() & 0o777, 0o750);
+        assert_eq!((md.uid(), md.gid()), (4242, 4343));
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(!ensure_server_dir(&d, uid, gid).unwrap());
+        assert!(!ensure_server_dir(&prefix, "data", 4242, 4343).unwrap());
         assert_eq!(std::fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        // A symlink planted where a directory is to be created is left alone, not followed.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), t.path().join("logs")).unwrap();
+        assert!(!ensure_server_dir(&prefix, "logs", 4242, 4343).unwrap());
+        assert_eq!(std::fs::metadata(elsewhere.path()).unwrap().uid(), 0);
+    }
+
+    #[test]
+    fn adoption_takes_the_prefix_and_bin_back_for_root() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("opt/stalwart");
+        for d in ["bin", "etc", "data"] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        std::fs::write(p.join("bin/stalwart"), "x").unwrap();
+        std::fs::write(p.join("etc/config.toml"), "x").unwrap();
+        for q in [
+            p.clone(),
+            p.join("bin"),
+            p.join("bin/stalwart"),
+            p.join("etc"),
+            p.join("data"),
+            p.join("etc/config.toml"),
+        ] {
+            std::os::unix::fs::chown(&q, Some(4242), Some(4242)).unwrap();
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let lines = take_back_for_root(&p).unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        for q in [p.clone(), p.join("bin"), p.join("bin/stalwart")] {
+            let m = std::fs::metadata(&q).unwrap();
+            assert_eq!((m.uid(), m.gid()), (0, 0), "{}", q.display());
+            assert_eq!(m.mode() & 0o022, 0, "{}", q.display());
+        }
+        // The server's own directories stay theirs.
+        for q in [p.join("etc"), p.join("data"), p.join("etc/config.toml")] {
+            assert_eq!(
+                std::fs::metadata(&q).unwrap().uid(),
+                4242,
+                "{}",
+                q.display()
+            );
+        }
+        assert!(take_back_for_root(&p).unwrap().is_empty(), "idempotent");
     }
 
     #[test]
     fn managed_marker() {
+        use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().unwrap();
         let ctx = ctx_in(t.path());
         assert!(!System.managed(&ctx));

@@ -43,6 +43,23 @@ impl Reader {
         }
     }
 
+    /// The reader for a config opened as `file` in the directory `dir` (both from `fstat` of the
+    /// descriptors read): its owner when that is not root; else the directory's owner when that
+    /// is not root (they can put another file in its place); `nobody` when root owns both but
+    /// others may write either.
+    pub(super) fn for_file(file: &crate::fsutil::Meta, dir: &crate::fsutil::Meta) -> Reader {
+        if nix::unistd::geteuid().as_raw() != 0 {
+            return Reader::Helper;
+        }
+        if file.uid == 0 && dir.uid != 0 {
+            return Self::from_owner(dir.uid, dir.gid, dir.mode & !0o022);
+        }
+        if file.uid == 0 && dir.writable_by_others() {
+            return Self::from_owner(0, dir.gid, 0o002);
+        }
+        Self::from_owner(file.uid, file.gid, file.mode)
+    }
+
     fn from_owner(uid: u32, gid: u32, mode: u32) -> Reader {
         if uid == 0 && mode & 0o022 == 0 {
             return Reader::Helper;

@@ -1,0 +1,234 @@
+//! What a snapshot records: the manifest of each store's files, and the plan of a snapshot that
+//! is yet to be taken.
+
+use crate::fsutil::Identity;
+use crate::serverconfig::Generation;
+use crate::version::{Class, Version};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What the caller knows about the snapshot it asks for (recorded in the manifest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub server_version: Version,
+    pub target_version: Option<Version>,
+    pub class: Option<Class>,
+    /// The server binary, for the `--export` fallback.
+    pub server_binary: PathBuf,
+}
+
+/// How one store is snapshotted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreMethod {
+    /// RocksDB directory: immutable table files hard-linked, the rest copied.
+    RocksDbFiles,
+    /// SQLite database file and its -wal/-shm/-journal, copied.
+    SqliteFiles,
+    /// fs blob store: write-once blobs hard-linked.
+    FsFiles,
+    /// `pg_dump --format=custom`.
+    PgDump,
+    /// `mariadb-dump --single-transaction`.
+    MysqlDump,
+    /// The server's own `--export` (logical; restore runs `--import`).
+    LogicalExport,
+    /// Inside another store's directory, or exported together with another store.
+    Covered,
+}
+
+impl StoreMethod {
+    pub fn describe(self) -> &'static str {
+        match self {
+            StoreMethod::RocksDbFiles => {
+                "hard links for immutable .sst/.blob files, copies of the rest"
+            }
+            StoreMethod::SqliteFiles => {
+                "copy (reflink where supported) of the database file and its -wal/-shm"
+            }
+            StoreMethod::FsFiles => "hard links of the write-once blob files",
+            StoreMethod::PgDump => "pg_dump --format=custom",
+            StoreMethod::MysqlDump => "mariadb-dump --single-transaction",
+            StoreMethod::LogicalExport => "logical export with the server's --export (slow)",
+            StoreMethod::Covered => "covered by another store's snapshot",
+        }
+    }
+}
+
+/// How one file got into the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum How {
+    HardLink,
+    Reflink,
+    CopyFileRange,
+    Copy,
+    /// Written by a dump/export tool.
+    Tool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the store's snapshot directory ("." is the directory itself).
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<How>,
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreSnapshot {
+    pub id: String,
+    /// rocksdb, sqlite, fs, postgresql, mysql, or the config's type name.
+    pub kind: String,
+    pub roles: Vec<String>,
+    pub method: StoreMethod,
+    /// True for the server's `--export`: a logical copy, restored by `--import`.
+    pub logical_export: bool,
+    /// The data directory / file, or `postgresql://user@host:port/db` (never a password). A
+    /// restore puts file-based stores back exactly here, never where the server config (which
+    /// the server's user can edit) points at restore time.
+    pub source: String,
+    /// The directory holding `source` when the snapshot was taken: a restore refuses to write
+    /// into any other (one put in its place since, e.g. through a symlink, is not the store's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_parent: Option<Identity>,
+    /// `source` itself (directory or SQLite file) when the snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<Identity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_by: Option<String>,
+    pub files: Vec<FileEntry>,
+    /// Every regular file has its sha256.
+    pub hashed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub id: String,
+    pub format: u32,
+    /// Order among the snapshots (1, 2, ...): `list`, retention and rollback go by it, not by
+    /// the wall clock, which may have been set back between two snapshots. 0 in manifests
+    /// written before it existed.
+    #[serde(default)]
+    pub seq: u64,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub created_unix_ms: u64,
+    pub server_version: Version,
+    pub target_version: Option<Version>,
+    pub class: Option<Class>,
+    pub server_binary: PathBuf,
+    pub config_path: PathBuf,
+    pub generation: Generation,
+    pub stores: Vec<StoreSnapshot>,
+    /// How long `create` took (the part of the downtime the snapshot costs).
+    pub create_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashed_at: Option<String>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// A copy of the server config as it was (relative to the snapshot dir), with its owner and
+    /// mode: a restore takes the SQL connections from it (root-only here), not from the live
+    /// config the server's user may have changed since; and the admin can read it (the server
+    /// may rewrite config.toml itself, facts, and a rollback restores only data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_copy: Option<String>,
+    /// Why this snapshot exists when it is not a snapshot taken on purpose: the data a restore
+    /// displaced (what a server ran on since), kept rather than deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+impl Manifest {
+    pub fn hashed(&self) -> bool {
+        self.stores.iter().all(|s| s.hashed)
+    }
+    /// Sum of the sizes of the regular files in the snapshot.
+    pub fn bytes(&self) -> u64 {
+        self.stores
+            .iter()
+            .flat_map(|s| &s.files)
+            .filter(|f| f.kind == FileKind::File)
+            .map(|f| f.size)
+            .sum()
+    }
+    pub fn has_logical_export(&self) -> bool {
+        self.stores.iter().any(|s| s.logical_export)
+    }
+}
+
+/// Result of `verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub id: String,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+    /// `store/path` whose content no longer matches the recorded sha256.
+    pub mismatched: Vec<String>,
+    /// `store/path` listed in the manifest but missing (or no longer a regular file).
+    pub missing: Vec<String>,
+    /// `store/path` with no recorded sha256 (the snapshot was never hashed).
+    pub unhashed: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.mismatched.is_empty() && self.missing.is_empty() && self.unhashed.is_empty()
+    }
+}
+
+/// What a snapshot of the current config would do and cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorePlan {
+    pub id: String,
+    pub kind: String,
+    pub method: StoreMethod,
+    pub source: String,
+    /// Size of the store's data (files) or of the database (as the server reports it).
+    pub data_bytes: Option<u64>,
+    /// Space the snapshot takes: ~0 for hard links, the size for copies, an estimate for
+    /// dumps; None when unknown (logical export, unreachable database).
+    pub bytes_needed: Option<u64>,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotPlan {
+    pub root: PathBuf,
+    pub stores: Vec<StorePlan>,
+    pub bytes_needed: u64,
+    pub bytes_free: u64,
+    /// Kept free on top of what is needed (metadata, growth of a dump estimate).
+    pub margin: u64,
+    /// Stores whose size we could not estimate.
+    pub unknown: Vec<String>,
+}
+
+impl SnapshotPlan {
+    pub fn fits(&self) -> bool {
+        self.bytes_needed.saturating_add(self.margin) <= self.bytes_free
+    }
+    /// How many bytes are missing (0 when it fits).
+    pub fn shortfall(&self) -> u64 {
+        self.bytes_needed
+            .saturating_add(self.margin)
+            .saturating_sub(self.bytes_free)
+    }
+}

@@ -1,0 +1,165 @@
+//! What a snapshot would do and cost, checked before the server is stopped.
+
+use super::methods::{methods, rocksdb_immutable, sql_source, sqlite_files};
+use super::{fsops, human, sql, SnapshotError, SnapshotPlan, Snapshots, StoreMethod, StorePlan};
+use crate::serverconfig::{ServerConfig, StoreKind};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+impl Snapshots {
+    /// What a snapshot of `cfg` would do and cost; checked before the server is stopped.
+    pub fn plan(&self, cfg: &ServerConfig) -> Result<SnapshotPlan, SnapshotError> {
+        self.check_root_apart(cfg)?;
+        let root_dev = fsops::device_of(&self.root);
+        let mut stores = Vec::new();
+        for (s, (method, covered_by)) in cfg.stores.iter().zip(methods(&cfg.stores)) {
+            let mut p = StorePlan {
+                id: s.id.clone(),
+                kind: s.kind.type_name().to_string(),
+                method,
+                source: String::new(),
+                data_bytes: None,
+                bytes_needed: None,
+                note: method.describe().to_string(),
+            };
+            match (&s.kind, method) {
+                (_, StoreMethod::Covered) => {
+                    p.source = s
+                        .kind
+                        .path()
+                        .map(|x| x.display().to_string())
+                        .unwrap_or_default();
+                    p.bytes_needed = Some(0);
+                    p.note = format!(
+                        "covered by the snapshot of store \"{}\"",
+                        covered_by.unwrap_or_default()
+                    );
+                }
+                (StoreKind::RocksDb { path }, _) | (StoreKind::Fs { path }, _) => {
+                    p.source = path.display().to_string();
+                    let same_fs = root_dev.is_some() && fsops::device_of(path) == root_dev;
+                    let is_rocks = matches!(s.kind, StoreKind::RocksDb { .. });
+                    let (linkable, other) =
+                        tree_bytes(path, &|rel| !is_rocks || rocksdb_immutable(rel));
+                    p.data_bytes = Some(linkable + other);
+                    p.bytes_needed = Some(if same_fs { other } else { linkable + other });
+                    if !same_fs {
+                        p.note = format!(
+                            "full copy: {} is on another file system than the snapshots",
+                            path.display()
+                        );
+                    }
+                }
+                (StoreKind::Sqlite { path }, _) => {
+                    p.source = path.display().to_string();
+                    let size: u64 = sqlite_files(path)
+                        .iter()
+                        .filter_map(|f| std::fs::symlink_metadata(f).ok())
+                        .filter(|m| m.is_file())
+                        .map(|m| m.blocks() * 512)
+                        .sum();
+                    p.data_bytes = Some(size);
+                    p.bytes_needed = Some(size);
+                }
+                (StoreKind::PostgreSql(c), _) => {
+                    p.source = sql_source("postgresql", c);
+                    p.data_bytes = sql::pg_size(c, super::tool_identity(&cfg.path, None));
+                    // A custom-format dump is compressed; the database size bounds it.
+                    p.bytes_needed = p.data_bytes;
+                }
+                (StoreKind::MySql(c), _) => {
+                    p.source = sql_source("mysql", c);
+                    p.data_bytes = sql::mysql_size(c, super::tool_identity(&cfg.path, None));
+                    // Text dump: roughly the data size (hex-encoded blobs may double it).
+                    p.bytes_needed = p.data_bytes;
+                }
+                (StoreKind::Other { .. }, _) => {
+                    p.source = "server --export".into();
+                }
+            }
+            stores.push(p);
+        }
+        let unknown: Vec<String> = stores
+            .iter()
+            .filter(|p| p.bytes_needed.is_none())
+            .map(|p| p.id.clone())
+            .collect();
+        let bytes_needed = stores.iter().filter_map(|p| p.bytes_needed).sum();
+        Ok(SnapshotPlan {
+            root: self.root.clone(),
+            bytes_free: fsops::bytes_free(&self.root)?,
+            stores,
+            bytes_needed,
+            margin: 64 << 20,
+            unknown,
+        })
+    }
+
+    /// A message for an admin when `plan.fits()` is false: how much is missing and which
+    /// snapshots (not in `protect`) a prune would free.
+    pub fn space_advice(&self, plan: &SnapshotPlan, protect: &[String]) -> String {
+        let mut msg = format!(
+            "not enough space for the snapshot in {}: {} needed (plus {} margin), {} free, \
+             {} missing",
+            plan.root.display(),
+            human(plan.bytes_needed),
+            human(plan.margin),
+            human(plan.bytes_free),
+            human(plan.shortfall())
+        );
+        let candidates: Vec<(String, u64)> = self
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| !protect.contains(&m.id))
+            .filter_map(|m| self.reclaimable(&m.id).ok().map(|b| (m.id, b)))
+            .collect();
+        if candidates.is_empty() {
+            msg.push_str("; no snapshot can be pruned: free space on that file system");
+        } else {
+            msg.push_str("; `stalwart-upgrade snapshot prune` could free: ");
+            let parts: Vec<String> = candidates
+                .iter()
+                .map(|(id, b)| format!("{id} ({})", human(*b)))
+                .collect();
+            msg.push_str(&parts.join(", "));
+        }
+        msg
+    }
+}
+
+/// Size of a tree, split into (immutable-and-linkable bytes, other bytes), in allocated blocks:
+/// a copy of a sparse file costs what it holds, not its length. Estimates only (the server
+/// runs while we look), read as metadata, nothing opened.
+fn tree_bytes(dir: &Path, immutable: &dyn Fn(&str) -> bool) -> (u64, u64) {
+    let mut linkable = 0;
+    let mut other = 0;
+    let mut stack = vec![(dir.to_owned(), String::new())];
+    while let Some((d, rel)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let r = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push((e.path(), r));
+            } else if m.is_file() {
+                let bytes = m.blocks() * 512;
+                if immutable(&r) {
+                    linkable += bytes;
+                } else {
+                    other += bytes;
+                }
+            }
+        }
+    }
+    (linkable, other)
+}

@@ -1,0 +1,669 @@
+//! Putting a snapshot back, with the server stopped.
+//!
+//! Where each store goes is what the snapshot recorded when it was taken (its path, and the
+//! identity of the directory holding it), never what the live config says at restore time: the
+//! server's user can edit that config, and a config pointing a store at /etc would otherwise make
+//! root swap a copy in and take the original away. The SQL connections come from the config
+//! copy the snapshot keeps (root-only), checked against the source the snapshot recorded.
+//!
+//! Nothing a restore displaces is deleted unless it is proven to be data another snapshot holds
+//! (`Displaced::Discard`, only for the tree that snapshot recorded, by identity): the displaced
+//! data is what a server ran on since the snapshot — mail delivered in between — and is kept as a
+//! snapshot of its own (`Restored::kept`).
+
+use super::create::tool_files;
+use super::methods::{rocksdb_immutable, sql_source, sqlite_names, trim_slash};
+use super::StoreSnapshot;
+use super::{fsops, now, sql, FileKind, Manifest, SnapshotError, Snapshots, StoreMethod};
+use crate::fsutil::{Dir, Kind};
+use crate::serverconfig::{ServerConfig, SqlConn, StoreKind};
+use crate::version::Version;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
+/// What becomes of the data a restore replaces.
+#[derive(Debug, Clone)]
+pub enum Displaced {
+    /// Kept as a new snapshot: `origin` says what it is (for `snapshot list` and the report),
+    /// `version` which server ran on it.
+    Keep { origin: String, version: Version },
+    /// Removed where it is exactly what snapshot `covered_by` (taken with the server stopped
+    /// since) recorded; kept as under `Keep` otherwise.
+    Discard {
+        covered_by: String,
+        origin: String,
+        version: Version,
+    },
+}
+
+/// What a restore did with the data it replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// The snapshot that now holds the displaced data.
+    pub kept: Option<String>,
+    /// Displaced data that could not be moved into the snapshot root (another file system):
+    /// left next to the store, under these names.
+    pub left_in_place: Vec<PathBuf>,
+}
+
+/// The snapshot being filled with displaced data: built in `.displaced-for-<id>` so that an
+/// interrupted restore's leftovers are never mistaken for an unfinished `create` (whose
+/// leftovers are deleted) and are kept when the restore runs again.
+struct Keeper<'a> {
+    snaps: &'a Snapshots,
+    root: Dir,
+    name: String,
+    dir: Option<Dir>,
+    stores: Vec<StoreSnapshot>,
+    left_in_place: Vec<PathBuf>,
+}
+
+impl<'a> Keeper<'a> {
+    fn dir(&mut self) -> Result<&Dir, SnapshotError> {
+        if self.dir.is_none() {
+            let d = match self.root.open_dir(&self.name) {
+                Ok(d) => d,
+                Err(_) => self.root.create_dir(&self.name, 0o700)?,
+            };
+            self.dir = Some(d);
+        }
+        self.dir
+            .as_ref()
+            .ok_or_else(|| SnapshotError::Other("no directory for the displaced data".into()))
+    }
+
+    /// A free entry name for store `id` in the keep directory.
+    fn slot(&mut self, id: &str) -> Result<String, SnapshotError> {
+        let d = self.dir()?;
+        let mut name = id.to_string();
+        let mut n = 1;
+        while d.stat(&name)?.is_some() {
+            n += 1;
+            name = format!("{id}.{n}");
+        }
+        Ok(name)
+    }
+
+    /// Moves the displaced tree or file `name` of `from` in as store `snap`. On another file
+    /// system it stays next to the store (listed in the report): a directory under its
+    /// displaced name already, a file renamed to `aside` first (its live name is about to be
+    /// taken by the restored file).
+    fn take(
+        &mut self,
+        from: &Dir,
+        name: &OsStr,
+        snap: &StoreSnapshot,
+        kind: Kind,
+        aside: &OsStr,
+    ) -> Result<(), SnapshotError> {
+        let slot = match kind {
+            Kind::Dir => self.slot(&snap.id)?,
+            _ => {
+                // SQLite: the files of one store go into one directory.
+                let d = self.dir()?;
+                if d.stat(&snap.id)?.is_none() {
+                    d.create_dir(&snap.id, 0o700)?;
+                }
+                snap.id.clone()
+            }
+        };
+        let moved = {
+            let d = self.dir()?;
+            let (target_dir, target_name) = match kind {
+                Kind::Dir => (d.try_clone()?, OsString::from(&slot)),
+                _ => (d.open_dir(&slot)?, name.to_owned()),
+            };
+            match from.rename_noreplace(name, &target_dir, &target_name) {
+                Ok(()) => true,
+                // Another file system than the snapshots (a data volume of its own): copied,
+                // then removed from the store, where it must not stay (the server would find it
+                // inside its data directory).
+                Err(e) if e.source.raw_os_error() == Some(libc::EXDEV) => {
+                    match copy_across(from, name, &target_dir, &target_name, kind) {
+                        Ok(()) => {
+                            from.remove_tree(name)?;
+                            true
+                        }
+                        Err(e) => {
+                            let _ = target_dir.remove_tree(&target_name);
+                            tracing::warn!(
+                                "could not copy the displaced data into the snapshots: {e}"
+                            );
+                            false
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if !moved {
+            if kind != Kind::Dir {
+                from.rename_noreplace(name, from, aside)?;
+                self.left_in_place.push(from.path().join(aside));
+            } else {
+                self.left_in_place.push(from.path().join(name));
+            }
+            return Ok(());
+        }
+        if !self.stores.iter().any(|s| s.id == slot) {
+            self.stores.push(StoreSnapshot {
+                id: slot,
+                files: Vec::new(),
+                hashed: false,
+                covered_by: None,
+                source_parent: None,
+                source_identity: None,
+                ..snap.clone()
+            });
+        }
+        Ok(())
+    }
+
+    /// Turns what was moved in into a snapshot (its manifest lists the files; hashing comes
+    /// later, `snapshot verify` says so). None when nothing was displaced.
+    fn finish(
+        mut self,
+        origin: &str,
+        version: &Version,
+        from: &Manifest,
+    ) -> Result<Option<String>, SnapshotError> {
+        let Some(dir) = self.dir.take() else {
+            return Ok(None);
+        };
+        for s in &mut self.stores {
+            let d = dir.open_dir(&s.id)?;
+            s.files = match s.method {
+                StoreMethod::PgDump | StoreMethod::MysqlDump | StoreMethod::LogicalExport => {
+                    tool_files(&d)?
+                }
+                // The files of a SQLite store sit directly in its directory.
+                StoreMethod::SqliteFiles => fsops::list_tree(&d)?
+                    .into_iter()
+                    .filter(|e| e.path != ".")
+                    .collect(),
+                _ => fsops::list_tree(&d)?,
+            };
+        }
+        if self.stores.is_empty() {
+            self.root.remove_tree(&self.name)?;
+            return Ok(None);
+        }
+        let (ms, stamp, created_at) = now();
+        let id = self.snaps.free_id(&stamp, &version.to_string());
+        let manifest = Manifest {
+            id: id.clone(),
+            format: 1,
+            seq: self.snaps.next_seq()?,
+            created_at,
+            created_unix_ms: ms,
+            server_version: version.clone(),
+            target_version: None,
+            class: None,
+            server_binary: from.server_binary.clone(),
+            config_path: from.config_path.clone(),
+            generation: from.generation,
+            stores: std::mem::take(&mut self.stores),
+            create_seconds: 0.0,
+            hashed_at: None,
+            warnings: Vec::new(),
+            config_copy: None,
+            origin: Some(origin.to_string()),
+        };
+        Snapshots::finish(&self.root, &dir, &self.name, &manifest)?;
+        tracing::info!(snapshot = %id, "the data the restore replaced is kept as snapshot {id}");
+        Ok(Some(id))
+    }
+}
+
+/// Copies the entry `name` of `from` (a directory tree or a file) to `to/to_name`.
+fn copy_across(
+    from: &Dir,
+    name: &OsStr,
+    to: &Dir,
+    to_name: &OsStr,
+    kind: Kind,
+) -> Result<(), SnapshotError> {
+    if kind == Kind::Dir {
+        let src = from.open_dir(name)?;
+        let how = fsops::TreeCopy {
+            link: &|_| false,
+            owner: None,
+        };
+        let mut warnings = Vec::new();
+        fsops::copy_tree(&src, to, to_name, &how, &mut warnings)?;
+    } else {
+        let (f, m) = from.open_file(name)?;
+        fsops::copy_file_into(&f, &m, to, to_name, None)?;
+    }
+    Ok(())
+}
+
+/// Where displaced data of a restore of snapshot `id` is collected.
+fn keep_dir_name(id: &str) -> String {
+    format!(".displaced-for-{id}")
+}
+
+impl Snapshots {
+    /// Cheap completeness check before a restore: every file is there with its size.
+    fn check_complete(&self, m: &Manifest) -> Result<(), SnapshotError> {
+        let dir = self.dir_of(&m.id)?;
+        let mut problems = Vec::new();
+        for s in &m.stores {
+            for f in &s.files {
+                let p = dir.join(&s.id).join(&f.path);
+                match (std::fs::symlink_metadata(&p), f.kind) {
+                    (Ok(md), FileKind::File) if md.is_file() && md.len() == f.size => {}
+                    (Ok(md), FileKind::File) if md.is_file() => problems.push(format!(
+                        "{}/{} has {} bytes instead of {}",
+                        s.id,
+                        f.path,
+                        md.len(),
+                        f.size
+                    )),
+                    (Ok(md), FileKind::Dir) if md.is_dir() => {}
+                    (Ok(md), FileKind::Symlink) if md.file_type().is_symlink() => {}
+                    _ => problems.push(format!("{}/{} is missing", s.id, f.path)),
+                }
+                if problems.len() > 10 {
+                    break;
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SnapshotError::Incomplete {
+                id: m.id.clone(),
+                problems,
+            })
+        }
+    }
+
+    /// The SQL connections of the snapshot's stores, from its own copy of the server config.
+    fn sql_conns(&self, m: &Manifest) -> Result<Vec<(String, SqlConn)>, SnapshotError> {
+        let needs = m
+            .stores
+            .iter()
+            .any(|s| matches!(s.method, StoreMethod::PgDump | StoreMethod::MysqlDump));
+        if !needs {
+            return Ok(Vec::new());
+        }
+        let copy = m.config_copy.as_ref().ok_or_else(|| SnapshotError::Other(format!(
+            "snapshot {} keeps no copy of the server config, which the database connection of its SQL store is taken from; restore it with pg_restore / mariadb by hand",
+            m.id
+        )))?;
+        let cfg = ServerConfig::load(&self.dir_of(&m.id)?.join(copy))
+            .map_err(|e| SnapshotError::Other(e.to_string()))?;
+        let mut out = Vec::new();
+        for s in &m.stores {
+            let found = cfg.stores.iter().find(|c| c.id == s.id);
+            let conn = match (s.method, found.map(|c| &c.kind)) {
+                (StoreMethod::PgDump, Some(StoreKind::PostgreSql(c))) => c,
+                (StoreMethod::MysqlDump, Some(StoreKind::MySql(c))) => c,
+                (StoreMethod::PgDump | StoreMethod::MysqlDump, _) => {
+                    return Err(SnapshotError::StoreMismatch {
+                        id: m.id.clone(),
+                        store: s.id.clone(),
+                    })
+                }
+                _ => continue,
+            };
+            let scheme = if s.method == StoreMethod::PgDump {
+                "postgresql"
+            } else {
+                "mysql"
+            };
+            if sql_source(scheme, conn) != s.source {
+                return Err(SnapshotError::StoreMismatch {
+                    id: m.id.clone(),
+                    store: s.id.clone(),
+                });
+            }
+            out.push((s.id.clone(), conn.clone()));
+        }
+        Ok(out)
+    }
+
+    /// Server stopped. Puts every store of snapshot `id` back where it was taken from. `current`
+    /// (the config the server will run with) only adds a check: each of its stores must be in
+    /// the snapshot, since restoring half of the data would mix versions.
+    pub fn restore(
+        &self,
+        id: &str,
+        current: Option<&ServerConfig>,
+        displaced: &Displaced,
+    ) -> Result<Restored, SnapshotError> {
+        let m = self.get(id)?;
+        let root = fsops::open_private_dir(&self.root)?;
+        self.check_complete(&m)?;
+        if let Some(cfg) = current {
+            for s in &cfg.stores {
+                if !m.stores.iter().any(|x| x.id == s.id) {
+                    return Err(SnapshotError::StoreMismatch {
+                        id: id.to_string(),
+                        store: s.id.clone(),
+                    });
+                }
+            }
+        }
+        let conns = self.sql_conns(&m)?;
+        let (origin, version, covered_by) = match displaced {
+            Displaced::Keep { origin, version } => (origin, version, None),
+            Displaced::Discard {
+                covered_by,
+                origin,
+                version,
+            } => (origin, version, Some(self.get(covered_by)?)),
+        };
+        // An interrupted restore's displaced data comes first, as a snapshot of its own.
+        let mut leftover = Keeper {
+            snaps: self,
+            root: root.try_clone()?,
+            name: keep_dir_name(id),
+            dir: root.open_dir(keep_dir_name(id)).ok(),
+            stores: Vec::new(),
+            left_in_place: Vec::new(),
+        };
+        if let Some(d) = &leftover.dir {
+            for n in d.entries()? {
+                let n = n.to_string_lossy().to_string();
+                if let Some(s) = m
+                    .stores
+                    .iter()
+                    .find(|s| n == s.id || n.starts_with(&format!("{}.", s.id)))
+                {
+                    leftover.stores.push(StoreSnapshot { id: n, ..s.clone() });
+                }
+            }
+        }
+        let earlier =
+            leftover.finish(&format!("{origin} (an interrupted restore)"), version, &m)?;
+        let mut keep = Keeper {
+            snaps: self,
+            root: root.try_clone()?,
+            name: keep_dir_name(id),
+            dir: None,
+            stores: Vec::new(),
+            left_in_place: Vec::new(),
+        };
+        let src_root = root.open_dir(id)?;
+        let mut import: Option<&StoreSnapshot> = None;
+        for snap in &m.stores {
+            let proven = |live: Option<crate::fsutil::Identity>| match (&covered_by, live) {
+                (Some(c), Some(live)) => c.stores.iter().any(|s| {
+                    s.id == snap.id && s.source == snap.source && s.source_identity == Some(live)
+                }),
+                _ => false,
+            };
+            match snap.method {
+                StoreMethod::Covered => {}
+                StoreMethod::RocksDbFiles | StoreMethod::FsFiles => {
+                    let src = src_root.open_dir(&snap.id)?;
+                    let rocks = snap.method == StoreMethod::RocksDbFiles;
+                    restore_dir(&m.id, snap, &src, rocks, &mut keep, &proven)?;
+                }
+                StoreMethod::SqliteFiles => {
+                    let src = src_root.open_dir(&snap.id)?;
+                    restore_sqlite(&m.id, snap, &src, &mut keep, &proven)?;
+                }
+                StoreMethod::PgDump | StoreMethod::MysqlDump => {
+                    let conn = conns
+                        .iter()
+                        .find(|(s, _)| s == &snap.id)
+                        .map(|(_, c)| c)
+                        .ok_or_else(|| SnapshotError::StoreMismatch {
+                            id: id.to_string(),
+                            store: snap.id.clone(),
+                        })?;
+                    let pg = snap.method == StoreMethod::PgDump;
+                    let run_as = super::tool_identity(&m.config_path, None);
+                    // The database as it is now is dumped first: nothing the server wrote since
+                    // the snapshot is lost.
+                    let slot = keep.slot(&snap.id)?;
+                    let kd = keep.dir()?.create_dir(&slot, 0o700)?;
+                    let file = if pg { "dump.pgcustom" } else { "dump.sql" };
+                    let mut out = kd.create_file(file, 0o600)?;
+                    if pg {
+                        sql::pg_dump(&snap.id, conn, run_as, &mut out)?;
+                    } else {
+                        sql::mysql_dump(&snap.id, conn, run_as, &mut out)?;
+                    }
+                    keep.stores.push(StoreSnapshot {
+                        id: slot,
+                        ..snap.clone()
+                    });
+                    let (dump, _) = src_root.open_dir(&snap.id)?.open_file(file)?;
+                    if pg {
+                        sql::pg_restore(&snap.id, conn, run_as, dump)?;
+                    } else {
+                        sql::mysql_restore(&snap.id, conn, run_as, dump)?;
+                    }
+                }
+                StoreMethod::LogicalExport => import = Some(snap),
+            }
+        }
+        // The import runs last, once the file-based stores it may write into are back.
+        if let Some(snap) = import {
+            let program = crate::child::Program::open(&m.server_binary)?;
+            let run_as = super::tool_identity(&m.config_path, Some(&program));
+            let slot = keep.slot(&snap.id)?;
+            {
+                let kd = keep.dir()?;
+                sql::server_export_import(
+                    &snap.id,
+                    &program,
+                    &m.config_path,
+                    sql::Direction::Export,
+                    (kd, OsStr::new(&slot)),
+                    None,
+                    run_as,
+                )?;
+            }
+            keep.stores.push(StoreSnapshot {
+                id: slot,
+                ..snap.clone()
+            });
+            sql::server_export_import(
+                &snap.id,
+                &program,
+                &m.config_path,
+                sql::Direction::Import,
+                (&src_root, OsStr::new(&snap.id)),
+                None,
+                run_as,
+            )?;
+        }
+        let left_in_place = std::mem::take(&mut keep.left_in_place);
+        let kept = keep.finish(origin, version, &m)?;
+        tracing::info!(snapshot = %id, "snapshot restored");
+        Ok(Restored {
+            kept: kept.or(earlier),
+            left_in_place,
+        })
+    }
+}
+
+/// The directory holding a recorded store path, checked to be the one the snapshot was taken
+/// from.
+fn open_recorded_parent(
+    snap: &StoreSnapshot,
+    path: &Path,
+) -> Result<(Dir, OsString), SnapshotError> {
+    let (parent, name) = Dir::open_parent(path).map_err(|e| SnapshotError::BadStorePath {
+        store: snap.id.clone(),
+        message: e.to_string(),
+    })?;
+    if let Some(want) = snap.source_parent {
+        let got = parent.meta()?.id;
+        if got != want {
+            return Err(SnapshotError::Replaced {
+                store: snap.id.clone(),
+                path: parent.path().to_owned(),
+            });
+        }
+    }
+    Ok((parent, name))
+}
+
+/// A directory store: builds `.<name>.restore-<id>` from the snapshot next to the live
+/// directory, makes it durable, swaps it in (RENAME_EXCHANGE), and hands the displaced tree to
+/// `keep`. A failure before the swap leaves the live data untouched.
+fn restore_dir(
+    id: &str,
+    snap: &StoreSnapshot,
+    src: &Dir,
+    is_rocks: bool,
+    keep: &mut Keeper,
+    proven: &dyn Fn(Option<crate::fsutil::Identity>) -> bool,
+) -> Result<(), SnapshotError> {
+    let live_path = trim_slash(Path::new(&snap.source));
+    let (parent, name) = open_recorded_parent(snap, &live_path)?;
+    let live = parent.stat(&name)?;
+    if let Some(l) = &live {
+        if l.kind != Kind::Dir {
+            return Err(SnapshotError::BadStorePath {
+                store: snap.id.clone(),
+                message: format!(
+                    "{} is not a directory now (a symlink is not followed); nothing was changed",
+                    live_path.display()
+                ),
+            });
+        }
+    }
+    let live_id = live.map(|l| l.id);
+    // A data directory that is a mount point (its own volume) cannot be renamed: its content is
+    // swapped inside it instead.
+    let mount_point =
+        live.is_some_and(|l| l.id.dev != parent.meta().map(|m| m.id.dev).unwrap_or(l.id.dev));
+    let (work, fresh, displaced) = if mount_point {
+        (
+            parent.open_dir(&name)?,
+            OsString::from(format!(".stalwart-restore-{id}")),
+            OsString::from(format!(".stalwart-displaced-{id}")),
+        )
+    } else {
+        let n = name.to_string_lossy();
+        (
+            parent.try_clone()?,
+            OsString::from(format!(".{n}.restore-{id}")),
+            OsString::from(format!(".{n}.displaced-{id}")),
+        )
+    };
+    // Our own unfinished copy goes; displaced data of an interrupted restore is kept.
+    work.remove_tree(&fresh)?;
+    if work.stat(&displaced)?.is_some() {
+        keep.take(&work, &displaced, snap, Kind::Dir, &displaced)?;
+    }
+    // Linking back from the snapshot is safe for the same reason linking into it was: the
+    // files are immutable, so the snapshot stays valid while the server runs on them.
+    let link = move |rel: &str| !is_rocks || rocksdb_immutable(rel);
+    let how = fsops::TreeCopy {
+        link: &link,
+        owner: None,
+    };
+    let mut warnings = Vec::new();
+    let built = fsops::copy_tree(src, &work, &fresh, &how, &mut warnings)
+        .and_then(|(_, d)| Ok(d.syncfs()?));
+    if let Err(e) = built {
+        let _ = work.remove_tree(&fresh);
+        if let SnapshotError::Io { source, .. } = &e {
+            if fsops::is_no_space(source) {
+                return Err(SnapshotError::RestoreNoSpace {
+                    store: snap.id.clone(),
+                    path: live_path,
+                });
+            }
+        }
+        return Err(e);
+    }
+    if mount_point {
+        fsops::swap_contents(&work, &fresh, &displaced)?;
+    } else {
+        fsops::swap_in(&work, &fresh, &name, &displaced)?;
+    }
+    if work.stat(&displaced)?.is_some() {
+        if proven(live_id) {
+            work.remove_tree(&displaced)?;
+        } else {
+            keep.take(&work, &displaced, snap, Kind::Dir, &displaced)?;
+        }
+    }
+    Ok(())
+}
+
+/// SQLite: every file of the snapshot is staged as `.<file>.restore-<id>` next to the live one;
+/// the live db and its companions (-wal/-shm/-journal) are moved away to `keep` (a stale WAL must
+/// never meet the restored db), then the staged files are renamed in, the db last.
+fn restore_sqlite(
+    id: &str,
+    snap: &StoreSnapshot,
+    src: &Dir,
+    keep: &mut Keeper,
+    proven: &dyn Fn(Option<crate::fsutil::Identity>) -> bool,
+) -> Result<(), SnapshotError> {
+    let live_db = PathBuf::from(&snap.source);
+    let (dir, db_name) = open_recorded_parent(snap, &live_db)?;
+    let live_names = sqlite_names(&db_name);
+    let stage_of = |n: &OsStr| OsString::from(format!(".{}.restore-{id}", n.to_string_lossy()));
+    let mut staged: Vec<(OsString, OsString)> = Vec::new();
+    let result = (|| -> Result<(), SnapshotError> {
+        for f in snap.files.iter().filter(|f| f.kind == FileKind::File) {
+            let target = OsString::from(&f.path);
+            if !live_names.contains(&target) {
+                continue;
+            }
+            let stage = stage_of(&target);
+            dir.remove_file(&stage)?;
+            let (from, meta) = src.open_file(&f.path)?;
+            fsops::copy_file_into(&from, &meta, &dir, &stage, None)?;
+            staged.push((stage, target));
+        }
+        dir.syncfs()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (stage, _) in &staged {
+            let _ = dir.remove_file(stage);
+        }
+        if let SnapshotError::Io { source, .. } = &e {
+            if fsops::is_no_space(source) {
+                return Err(SnapshotError::RestoreNoSpace {
+                    store: snap.id.clone(),
+                    path: live_db,
+                });
+            }
+        }
+        return Err(e);
+    }
+    let db_identity = dir.stat(&db_name)?.map(|m| m.id);
+    let discard = proven(db_identity);
+    // Companions first, the db file last.
+    for n in live_names.iter().skip(1).chain(live_names.first()) {
+        match dir.stat(n)? {
+            Some(m) if m.kind == Kind::File => {
+                if discard {
+                    dir.remove_file(n)?;
+                } else {
+                    let aside = format!(".{}.displaced-{id}", n.to_string_lossy());
+                    keep.take(&dir, n, snap, Kind::File, OsStr::new(&aside))?;
+                }
+            }
+            Some(_) => {
+                return Err(SnapshotError::BadStorePath {
+                    store: snap.id.clone(),
+                    message: format!(
+                        "{} is not a regular file; nothing more was changed",
+                        dir.path().join(n).display()
+                    ),
+                })
+            }
+            None => {}
+        }
+    }
+    staged.sort_by_key(|(_, t)| *t == db_name);
+    for (stage, target) in &staged {
+        dir.rename(stage, &dir, target)?;
+    }
+    dir.fsync()?;
+    Ok(())
+}
