@@ -74,7 +74,10 @@ pub fn parse_ready_note(note: &str) -> Option<u64> {
 
 /// Probes `/healthz/ready` once: Ok(status) or Err(transport error text).
 pub fn probe_ready(base: &str) -> Result<u16, String> {
-    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3));
+    // No redirects: the answer of the server itself counts, not wherever it points.
+    let mut agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(3))
+        .redirects(0);
     if base.starts_with("https://") && crate::tls::is_loopback(base) {
         agent = agent.tls_config(crate::tls::loopback_config().map_err(|e| e.to_string())?);
     }
@@ -155,7 +158,7 @@ pub fn gate(
             after: after.main_pid,
         });
     }
-    if let Some(line) = failure_in_log(&after.invocation_id, settings) {
+    if let Some(line) = failure_in_log(&after, settings) {
         return Err(HealthError::LogFailure {
             unit: unit.into(),
             line,
@@ -168,7 +171,7 @@ pub fn gate(
 }
 
 fn exited(unit: &str, state: &crate::systemd::UnitState, settings: &Settings) -> HealthError {
-    let log = failure_in_log(&state.invocation_id, settings)
+    let log = failure_in_log(state, settings)
         .map(|l| format!("; it logged {l:?}"))
         .unwrap_or_default();
     HealthError::Exited {
@@ -179,15 +182,20 @@ fn exited(unit: &str, state: &crate::systemd::UnitState, settings: &Settings) ->
     }
 }
 
-/// The log lines of exactly this start (journal field _SYSTEMD_INVOCATION_ID), searched for the
-/// configured failure patterns. No journalctl (or no invocation id) means no verdict from logs.
-pub fn failure_in_log(invocation_id: &str, settings: &Settings) -> Option<String> {
-    if invocation_id.is_empty() {
+/// The log lines of exactly this start (journal field _SYSTEMD_INVOCATION_ID) written by the
+/// server's own main process (_PID): another process of the unit (an ExecStartPost, a child the
+/// service user started) must not be able to veto an upgrade and blacklist a release. Searched
+/// for the configured failure patterns; no journalctl (or no invocation id) means no verdict.
+pub fn failure_in_log(state: &crate::systemd::UnitState, settings: &Settings) -> Option<String> {
+    if state.invocation_id.is_empty() || state.exec_main_pid == 0 {
         return None;
     }
-    let out = Command::new("journalctl")
+    let mut c = Command::new("journalctl");
+    crate::child::clear_env(&mut c);
+    let out = c
         .args(["--no-pager", "-q", "-o", "cat"])
-        .arg(format!("_SYSTEMD_INVOCATION_ID={invocation_id}"))
+        .arg(format!("_SYSTEMD_INVOCATION_ID={}", state.invocation_id))
+        .arg(format!("_PID={}", state.exec_main_pid))
         .output()
         .ok()?;
     find_failure(
@@ -254,6 +262,18 @@ mod tests {
             s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
         });
         assert_eq!(probe_ready(&format!("http://{addr}")), Ok(503));
+        h.join().unwrap();
+        // A redirect is the answer, not followed (to wherever the server's user points it).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut s, _) = l.accept().unwrap();
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b).unwrap();
+            s.write_all(b"HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:1/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+        });
+        assert_eq!(probe_ready(&format!("http://{addr}")), Ok(302));
         h.join().unwrap();
         assert!(probe_ready(&format!("http://{addr}")).is_err());
     }

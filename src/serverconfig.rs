@@ -1176,4 +1176,57 @@ database = "st"
         assert!(matches!(err, ServerConfigError::Read { .. }));
         assert!(err.to_string().contains("/nonexistent/config.toml"));
     }
+
+    /// Finding 6: the config is opened once, never through a symlink, never a FIFO or device,
+    /// never more than 4 MiB; whose identity reads the files it names comes from that open file
+    /// and its directory.
+    #[test]
+    fn the_config_is_read_once_and_safely() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let secret = t.path().join("root-secret");
+        std::fs::write(&secret, "root's password").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let real = t.path().join("real.toml");
+        std::fs::write(&real, "").unwrap();
+        let link = t.path().join("config.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = ServerConfig::load(&link).unwrap_err();
+        assert!(matches!(e, ServerConfigError::Read { .. }), "{e}");
+        let fifo = t.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = ServerConfig::load(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = ServerConfig::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let big = t.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG + 1) as usize]).unwrap();
+        let e = ServerConfig::load(&big).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+
+        // A root-owned config in a directory the service user owns: they could replace it, so
+        // files it names are read as them (here: refused), not as root.
+        let etc = t.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&etc, Some(crate::NOBODY), Some(crate::NOBODY)).unwrap();
+        let cfg = etc.join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "storage.data = \"s\"\nstore.s.type = \"postgresql\"\nstore.s.host = \"h\"\nstore.s.database = \"d\"\nstore.s.password = \"%{{file:{}}}%\"\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let e = ServerConfig::load(&cfg).unwrap_err();
+        assert!(e.to_string().contains("Permission denied"), "{e}");
+        assert!(!e.to_string().contains("root's password"), "{e}");
+        // In a directory of root's, root's own config may name root's files.
+        std::os::unix::fs::chown(&etc, Some(0), Some(0)).unwrap();
+        let c = ServerConfig::load(&cfg).unwrap();
+        assert!(
+            matches!(&c.stores[0].kind, StoreKind::PostgreSql(x) if x.password.as_ref().map(|p| p.0.as_str()) == Some("root's password"))
+        );
+    }
 }

@@ -76,6 +76,8 @@ pub struct UnitState {
     pub invocation_id: String,
     pub unit_file_state: String,
     pub exec_main_status: i32,
+    /// The main process of the last start (also after it exited).
+    pub exec_main_pid: u32,
 }
 
 impl UnitState {
@@ -319,6 +321,7 @@ impl Systemd {
             invocation_id: hex(&prop_bytes(&props.unit, "InvocationID")),
             unit_file_state: prop_str(&props.unit, "UnitFileState"),
             exec_main_status: prop_i32(&props.service, "ExecMainStatus"),
+            exec_main_pid: prop_u32(&props.service, "ExecMainPID"),
         })
     }
 

@@ -292,12 +292,18 @@ pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig) -> StepResult {
 /// exchange is a rename): a disk that cannot hold it is found here, before anything is stopped.
 fn check_staging_space(s: &crate::config::Settings, target: &std::path::Path) -> Result<(), Error> {
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let others: u64 = std::fs::read_dir(s.bin_dir())
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_name() != "stalwart")
-                .map(|e| size(&e.path()))
-                .sum()
+    let others: u64 = crate::fsutil::Dir::open(&s.bin_dir())
+        .and_then(|d| {
+            let mut sum = 0;
+            for n in d.entries()? {
+                if n != "stalwart" {
+                    sum += d
+                        .stat(&n)?
+                        .filter(|m| m.kind == crate::fsutil::Kind::File)
+                        .map_or(0, |m| m.size);
+                }
+            }
+            Ok(sum)
         })
         .unwrap_or(0);
     let margin = 16 << 20;

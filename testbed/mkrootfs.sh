@@ -7,8 +7,9 @@ set -eu
 DEST=$1
 MIRROR=${2:-http://deb.debian.org/debian}
 # faketime: the clock-jump tests run the helper under libfaketime (the container shares the
-# host's clock, which the tests must not set).
-PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,apt-utils,unattended-upgrades,iproute2,ca-certificates,rpm,dnf,dnf-plugins-core,curl,procps,faketime
+# host's clock, which the tests must not set). strace: the security tests check that the helper
+# reaches nothing below the server's directories by a path (tests/security_e2e.rs).
+PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,apt-utils,unattended-upgrades,iproute2,ca-certificates,rpm,dnf,dnf-plugins-core,curl,procps,faketime,strace
 
 command -v mmdebstrap >/dev/null || {
     echo "mmdebstrap is missing: apt-get install -y --no-install-recommends mmdebstrap systemd-container" >&2

@@ -449,3 +449,156 @@ fn mariadb_dump_and_restore_with_a_real_server() {
     assert!(err.to_string().contains("truncated"), "{err}");
     assert_eq!(db.user("SELECT COUNT(*) FROM messages"), "499");
 }
+
+// ------------------------------------------------------------------ the server's user as attacker
+//
+// The server config is the service user's to write. What it says about a SQL store must not make
+// root's tools do anything the server itself could not (README "Security", findings 2 and 3).
+
+/// A config owned by an unprivileged uid (the service user), in a directory of theirs.
+fn hostile_config(tmp: &Path, text: &str) -> ServerConfig {
+    let dir = tmp.join("etc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("config.toml");
+    std::fs::write(&p, text).unwrap();
+    for q in [&dir, &p] {
+        std::os::unix::fs::chown(q, Some(4242), Some(4242)).unwrap();
+    }
+    ServerConfig::load(&p).unwrap()
+}
+
+#[test]
+fn a_database_name_that_is_an_option_never_reaches_mariadb_dump() {
+    let db = Mariadb::start();
+    let tmp = shared_tempdir();
+    // Reproduced with Debian 12's client before the fix: a second --result-file truncated any
+    // file as root; --plugin-dir made the client load a shared object of the attacker's.
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "root's file\n").unwrap();
+    for database in [
+        format!("--result-file={}", victim.display()),
+        "--plugin-dir=/opt/stalwart/data/p".to_string(),
+        "mail --execute=DROP".to_string(),
+    ] {
+        let cfg = hostile_config(
+            tmp.path(),
+            &format!(
+                "[storage]\ndata = \"my\"\n[store.my]\ntype = \"mysql\"\nhost = \"{}\"\ndatabase = \"{}\"\nuser = \"stalwart\"\n",
+                db.sock.display(),
+                database
+            ),
+        );
+        let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+        // preflight: the size query must not run either
+        let plan = snaps.plan(&cfg).unwrap();
+        assert_eq!(plan.stores[0].data_bytes, None, "{database}");
+        let err = snaps.create(&cfg, &meta()).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::UnsafeValue { .. }),
+            "{database}: {err}"
+        );
+        assert!(
+            err.to_string().contains("not passed to the database tools"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file\n");
+        assert!(snaps.list().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn mariadb_tools_run_as_the_servers_user_not_as_root() {
+    // root@localhost authenticates by the OS user over the socket (Debian's default): a config
+    // naming user "root" must get the server's user's rights, not root's.
+    let db = Mariadb::start();
+    db.root("CREATE DATABASE secrets");
+    db.root("CREATE TABLE secrets.t (k INT)");
+    let tmp = shared_tempdir();
+    let cfg = hostile_config(
+        tmp.path(),
+        &format!(
+            "[storage]\ndata = \"my\"\n[store.my]\ntype = \"mysql\"\nhost = \"{}\"\ndatabase = \"secrets\"\nuser = \"root\"\n",
+            db.sock.display()
+        ),
+    );
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let err = snaps.create(&cfg, &meta()).unwrap_err();
+    assert!(matches!(err, SnapshotError::Tool { .. }), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("access denied"),
+        "{err}"
+    );
+    assert!(snaps.list().unwrap().is_empty());
+}
+
+#[test]
+fn postgresql_conninfo_and_root_password_files_are_not_used() {
+    let pg = Postgres::start();
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE ROLE stalwart LOGIN PASSWORD 'pg-Secret-42'",
+    );
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE DATABASE mail OWNER stalwart",
+    );
+    let tmp = shared_tempdir();
+    // A password file of root's (PGPASSFILE in root's environment, as ~/.pgpass would be): it
+    // knows the superuser's password. A config that names no password must not borrow it.
+    let passfile = tmp.path().join("root.pgpass");
+    std::fs::write(
+        &passfile,
+        "*:*:*:postgres:super-pw\n*:*:*:stalwart:pg-Secret-42\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::env::set_var("PGPASSFILE", &passfile);
+    let cfg = hostile_config(
+        tmp.path(),
+        &format!(
+            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"postgres\"\n",
+            pg.sock.display(),
+            pg.port
+        ),
+    );
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let err = snaps.create(&cfg, &meta()).unwrap_err();
+    std::env::remove_var("PGPASSFILE");
+    assert!(matches!(err, SnapshotError::Tool { .. }), "{err}");
+    assert!(!err.to_string().contains("super-pw"), "{err}");
+    // libpq would expand a database name with `=` into connection options (another host, a
+    // password file, a client key): such a name is refused before any tool runs.
+    for database in [
+        "mail host=/tmp passfile=/root/.pgpass".to_string(),
+        "postgresql://postgres@localhost/mail".to_string(),
+        "mail sslkey=/etc/shadow".to_string(),
+    ] {
+        let cfg = hostile_config(
+            tmp.path(),
+            &format!(
+                "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"{database}\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
+                pg.sock.display(),
+                pg.port
+            ),
+        );
+        let err = snaps.create(&cfg, &meta()).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::UnsafeValue { .. }),
+            "{database}: {err}"
+        );
+    }
+    // With its own password the server's user gets its own database, as the server would.
+    let cfg = hostile_config(
+        tmp.path(),
+        &format!(
+            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
+            pg.sock.display(),
+            pg.port
+        ),
+    );
+    snaps.create(&cfg, &meta()).unwrap();
+}

@@ -2,6 +2,7 @@
 
 use super::methods::{methods, rocksdb_immutable, sql_source, sqlite_files};
 use super::{fsops, human, sql, SnapshotError, SnapshotPlan, Snapshots, StoreMethod, StorePlan};
+use crate::fsutil::{Dir, Kind};
 use crate::serverconfig::{ServerConfig, StoreKind};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -129,37 +130,37 @@ impl Snapshots {
 }
 
 /// Size of a tree, split into (immutable-and-linkable bytes, other bytes), in allocated blocks:
-/// a copy of a sparse file costs what it holds, not its length. Estimates only (the server
-/// runs while we look), read as metadata, nothing opened.
+/// a copy of a sparse file costs what it holds, not its length. Estimates only (the server runs
+/// while we look), walked through directory descriptors like the copy itself.
 fn tree_bytes(dir: &Path, immutable: &dyn Fn(&str) -> bool) -> (u64, u64) {
-    let mut linkable = 0;
-    let mut other = 0;
-    let mut stack = vec![(dir.to_owned(), String::new())];
-    while let Some((d, rel)) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
+    fn walk(d: &Dir, rel: &str, immutable: &dyn Fn(&str) -> bool, acc: &mut (u64, u64)) {
+        for name in d.entries().unwrap_or_default() {
+            let n = name.to_string_lossy();
             let r = if rel.is_empty() {
-                name.clone()
+                n.to_string()
             } else {
-                format!("{rel}/{name}")
+                format!("{rel}/{n}")
             };
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push((e.path(), r));
-            } else if m.is_file() {
-                let bytes = m.blocks() * 512;
-                if immutable(&r) {
-                    linkable += bytes;
-                } else {
-                    other += bytes;
+            match d.stat(&name) {
+                Ok(Some(m)) if m.kind == Kind::Dir => {
+                    if let Ok(sub) = d.open_dir(&name) {
+                        walk(&sub, &r, immutable, acc);
+                    }
                 }
+                Ok(Some(m)) if m.kind == Kind::File => {
+                    if immutable(&r) {
+                        acc.0 += m.allocated;
+                    } else {
+                        acc.1 += m.allocated;
+                    }
+                }
+                _ => {}
             }
         }
     }
-    (linkable, other)
+    let mut acc = (0, 0);
+    if let Ok(d) = Dir::open(dir) {
+        walk(&d, "", immutable, &mut acc);
+    }
+    acc
 }

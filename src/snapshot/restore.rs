@@ -347,6 +347,21 @@ impl Snapshots {
             }
         }
         let conns = self.sql_conns(&m)?;
+        // Dumps are checked before anything is changed (MySQL DDL is not transactional).
+        let src_root = root.open_dir(id)?;
+        for snap in &m.stores {
+            match snap.method {
+                StoreMethod::PgDump => {
+                    let (f, _) = src_root.open_dir(&snap.id)?.open_file("dump.pgcustom")?;
+                    sql::check_pg_magic(&snap.id, &f)?;
+                }
+                StoreMethod::MysqlDump => {
+                    let (f, _) = src_root.open_dir(&snap.id)?.open_file("dump.sql")?;
+                    sql::check_mysql_trailer(&snap.id, &f)?;
+                }
+                _ => {}
+            }
+        }
         let (origin, version, covered_by) = match displaced {
             Displaced::Keep { origin, version } => (origin, version, None),
             Displaced::Discard {
@@ -386,7 +401,6 @@ impl Snapshots {
             stores: Vec::new(),
             left_in_place: Vec::new(),
         };
-        let src_root = root.open_dir(id)?;
         let mut import: Option<&StoreSnapshot> = None;
         for snap in &m.stores {
             let proven = |live: Option<crate::fsutil::Identity>| match (&covered_by, live) {
@@ -495,7 +509,10 @@ fn open_recorded_parent(
     })?;
     if let Some(want) = snap.source_parent {
         let got = parent.meta()?.id;
-        if got != want {
+        // Only root can mount, so a new device number is a remount (overlayfs and btrfs give
+        // one per mount, e.g. after the reboot that boot-time recovery runs in), never the
+        // service user's doing; within a device the inode must be the recorded one.
+        if got.dev == want.dev && got.ino != want.ino {
             return Err(SnapshotError::Replaced {
                 store: snap.id.clone(),
                 path: parent.path().to_owned(),

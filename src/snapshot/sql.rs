@@ -268,18 +268,7 @@ pub(crate) fn pg_restore(
     dump: std::fs::File,
 ) -> Result<(), SnapshotError> {
     check_conn(store, conn)?;
-    let mut head = [0u8; 5];
-    {
-        use std::os::unix::fs::FileExt;
-        let ok = dump.read_exact_at(&mut head, 0).is_ok() && &head == b"PGDMP";
-        if !ok {
-            return Err(SnapshotError::BadDump {
-                store: store.to_string(),
-                path: PathBuf::from("dump.pgcustom"),
-                message: "it does not start like a pg_dump custom-format file".into(),
-            });
-        }
-    }
+    check_pg_magic(store, &dump)?;
     let restore_prog = need_program(store, &["pg_restore"], "postgresql-client")?;
     let psql_prog = need_program(store, &["psql"], "postgresql-client")?;
     // pg_restore turns the dump (on its stdin) into SQL on its stdout, which is psql's stdin.
@@ -342,6 +331,20 @@ pub(crate) fn pg_restore(
             e.to_string(),
         )),
     }
+}
+
+/// Refuses a dump that is not what pg_dump writes, before the database is touched.
+pub(crate) fn check_pg_magic(store: &str, dump: &std::fs::File) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 5];
+    if dump.read_exact_at(&mut head, 0).is_ok() && &head == b"PGDMP" {
+        return Ok(());
+    }
+    Err(SnapshotError::BadDump {
+        store: store.to_string(),
+        path: PathBuf::from("dump.pgcustom"),
+        message: "it does not start like a pg_dump custom-format file".into(),
+    })
 }
 
 const PG_DROP_OWNED_TABLES: &str = "DO $$ DECLARE r record; BEGIN \
@@ -485,7 +488,7 @@ pub(crate) fn mysql_restore(
     Ok(())
 }
 
-fn check_mysql_trailer(store: &str, dump: &std::fs::File) -> Result<(), SnapshotError> {
+pub(crate) fn check_mysql_trailer(store: &str, dump: &std::fs::File) -> Result<(), SnapshotError> {
     use std::os::unix::fs::FileExt;
     let tail = (|| -> std::io::Result<String> {
         let len = dump.metadata()?.len();
