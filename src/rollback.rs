@@ -31,8 +31,9 @@ pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
     let mut begin = plan_begin(ctx, &plan);
     begin.restore_from = back.restore_from.clone();
     begin.restore_data = back.restore_from.is_some();
+    let known = m.snapshots().prehash(&plan.server_config);
     let mut tx = Transaction::begin(&m, begin)?;
-    match steps(&mut tx, &plan, &back) {
+    match steps(&mut tx, &plan, &back, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),
     }
@@ -82,12 +83,17 @@ pub struct Back {
 
 /// The same steps as an upgrade, plus, between swap and start: the 0.16 files set aside (below
 /// the 0.16 line) and the older data put back.
-fn steps(tx: &mut Transaction, plan: &Plan, back: &Back) -> Result<(), Error> {
+fn steps(
+    tx: &mut Transaction,
+    plan: &Plan,
+    back: &Back,
+    known: &crate::snapshot::PreHash,
+) -> Result<(), Error> {
     // The server config `to` reads: config.toml again below the 0.16 line.
     let to_config = back.below_016.as_ref().unwrap_or(&plan.server_config);
     tx.step(Step::Stage, |m, b| upgrade::stage(m, b, plan))?;
     tx.step(Step::Stop, upgrade::stop)?;
-    let taken = tx.step(Step::Snapshot, |m, b| upgrade::snapshot(m, b, plan))?;
+    let taken = tx.step(Step::Snapshot, |m, b| upgrade::snapshot(m, b, plan, known))?;
     tx.step(Step::Swap, upgrade::exchange)?;
     if back.below_016.is_some() {
         tx.step(Step::GenerationBack, |m, b| {

@@ -3,10 +3,11 @@
 //! A server with only HTTPS listeners is reached on loopback (`https://127.0.0.1:443`, what
 //! upstream's own container health check probes). Its certificate names the mail domain, not
 //! 127.0.0.1, and is often self-signed, so on loopback no name or chain check can pass: there the
-//! helper accepts the certificate the server presents (signatures are still checked). That trusts
-//! nothing a plain-HTTP request to loopback (which the helper also allows) would not: only a
-//! process on this machine can answer on 127.0.0.1. Any other host is checked against the CA file
-//! (`[webadmin] ca_file`) or the system roots.
+//! helper accepts the certificate the server presents (signatures are still checked). Any process
+//! of this machine can listen on loopback, the service user's too, so that alone proves nothing:
+//! credentials go there only after `webadmin::Endpoint` checked that the listening socket belongs
+//! to a process of the server's own unit; the health probe sends none. Any other host is checked
+//! against the CA file (`[webadmin] ca_file`) or the system roots.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};

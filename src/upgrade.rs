@@ -4,7 +4,7 @@
 use crate::journal::{Begin, Step, TxKind};
 use crate::policy::{self, Verdict};
 use crate::serverconfig::ServerConfig;
-use crate::snapshot::SnapshotMeta;
+use crate::snapshot::{PreHash, SnapshotMeta};
 use crate::state::StateDir;
 use crate::transaction::{self, Machine, Outcome, Report, Transaction};
 use crate::version::{classify, Class, Version};
@@ -186,8 +186,10 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
     if let Some(w) = &plan.unit_warning {
         tracing::warn!(unit = %plan.unit, "{w}");
     }
+    // Before the stop: the files the snapshot will link are hashed while the server runs.
+    let known = m.snapshots().prehash(&plan.server_config);
     let mut tx = Transaction::begin(&m, plan.begin(ctx))?;
-    match steps(&mut tx, &plan) {
+    match steps(&mut tx, &plan, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),
     }
@@ -195,10 +197,10 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
 
 /// The upgrade, step by step (spec: "Upgrade transaction" 2-6). Each step is journaled; a failure
 /// makes `run` undo what the journal says was started.
-fn steps(tx: &mut Transaction, plan: &Plan) -> Result<(), Error> {
+fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error> {
     tx.step(Step::Stage, |m, b| stage(m, b, plan))?;
     tx.step(Step::Stop, stop)?;
-    tx.step(Step::Snapshot, |m, b| snapshot(m, b, plan))?;
+    tx.step(Step::Snapshot, |m, b| snapshot(m, b, plan, known))?;
     tx.step(Step::Swap, exchange)?;
     if let Some((_, json)) = &plan.generation_json {
         tx.step(Step::Generation, |m, _| {
@@ -250,6 +252,7 @@ pub(crate) fn snapshot(
     m: &Machine,
     b: &Begin,
     plan: &Plan,
+    known: &PreHash,
 ) -> Result<(String, Option<String>), Error> {
     let meta = SnapshotMeta {
         server_version: b.from.clone(),
@@ -257,7 +260,9 @@ pub(crate) fn snapshot(
         class: Some(b.class),
         server_binary: b.bin_dir.join("stalwart"),
     };
-    let manifest = m.snapshots().create(&plan.server_config, &meta)?;
+    let manifest = m
+        .snapshots()
+        .create_with(&plan.server_config, &meta, known)?;
     Ok((manifest.id.clone(), Some(manifest.id)))
 }
 

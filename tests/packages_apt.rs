@@ -194,6 +194,33 @@ fn apt_adopts_an_install_sh_installation() {
     assert_eq!(m.sh_ok("sha256sum /opt/stalwart/etc/config.toml"), config);
     assert_eq!(m.digest()["records"], before["records"]);
     m.sh_ok("test -f /etc/systemd/system/stalwart.service");
+    // install.sh gave all of /opt/stalwart to the service user: the prefix and bin/ are root's
+    // now (they could have replaced the binary root runs), the server's own directories stay
+    // theirs.
+    assert!(out.contains("now belongs to root"), "{out}");
+    assert_eq!(
+        m.sh_ok("stat -c '%U %a' /opt/stalwart /opt/stalwart/bin /opt/stalwart/bin/stalwart")
+            .trim(),
+        "root 755\nroot 755\nroot 755"
+    );
+    assert_eq!(
+        m.sh_ok("stat -c %U /opt/stalwart/etc /opt/stalwart/data /opt/stalwart/etc/config.toml")
+            .trim(),
+        "stalwart\nstalwart\nstalwart"
+    );
+    let o = m.ct.exec(&[
+        "runuser",
+        "-u",
+        "stalwart",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /opt/stalwart/bin/stalwart",
+    ]);
+    assert!(
+        !o.status.success(),
+        "the service user can still replace the binary"
+    );
 }
 
 #[test]

@@ -205,7 +205,16 @@ fn rocksdb_links_immutable_copies_mutable_and_restores() {
         "snapshot differs from the data"
     );
     let s = &m.stores[0];
-    assert!(!s.hashed && s.files.iter().all(|f| f.sha256.is_none()));
+    // Linked files are hashed as they are linked; the private copies only later (`hash`).
+    assert!(!s.hashed);
+    for f in s.files.iter().filter(|f| f.kind == FileKind::File) {
+        assert_eq!(
+            f.sha256.is_some(),
+            f.how == Some(How::HardLink),
+            "{}: {f:?}",
+            f.path
+        );
+    }
     let entry = |p: &str| s.files.iter().find(|f| f.path == p).unwrap();
     assert_eq!(entry("000010.sst").how, Some(How::HardLink));
     assert!(matches!(
@@ -288,9 +297,12 @@ fn verify_detects_modified_and_missing_files() {
     );
     let snaps = fx.snaps();
     let m = snaps.create(&cfg, &meta()).unwrap();
-    // Before hashing every file is reported unhashed.
+    // Before hashing every copied file is reported unhashed (the 3 linked ones are hashed).
     let r = snaps.verify(&m.id).unwrap();
-    assert!(!r.ok() && r.unhashed.len() == 9, "{r:?}");
+    assert!(
+        !r.ok() && r.unhashed.len() == 6 && r.files_checked == 3,
+        "{r:?}"
+    );
     snaps.hash(&m.id).unwrap();
     let store = snaps.root.join(&m.id).join("r");
     std::fs::write(store.join("OPTIONS-000007"), b"tampered").unwrap();
@@ -745,4 +757,45 @@ fn restore_into_a_data_dir_that_is_a_mount_point() {
     assert_eq!((dm.mode() & 0o7777, dm.uid()), (0o750, 4242));
     // Still the mount point (the tmpfs), not a directory renamed over it.
     assert_ne!(dm.dev(), std::fs::metadata(fx.tmp.path()).unwrap().dev());
+}
+
+/// A hard-linked file shares its inode with the live data, which the service user owns: its
+/// hash is taken when it is linked (from a pre-hash of the unchanged inode, or now), so a change
+/// made through the live name afterwards shows up in `verify` instead of being blessed by `hash`.
+#[test]
+fn linked_files_are_hashed_as_linked_not_after() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    // Server running: the immutable files are pre-hashed.
+    let known = snaps.prehash(&cfg);
+    assert_eq!(known.len(), 3, "000010.sst, 000011.sst, blobs/000012.blob");
+    // A table the "server" rewrote since the pre-hash (its ctime moved): hashed at link time.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(data.join("000011.sst"), b"rewritten before the stop").unwrap();
+    let m = snaps.create_with(&cfg, &meta(), &known).unwrap();
+    let linked: Vec<_> = m.stores[0]
+        .files
+        .iter()
+        .filter(|f| f.how == Some(stalwart_upgrade::snapshot::How::HardLink))
+        .collect();
+    assert_eq!(linked.len(), 3);
+    assert!(linked.iter().all(|f| f.sha256.is_some()), "{linked:?}");
+    // After the restart, the live name changes the shared inode in place.
+    let live = data.join("000010.sst");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&live).unwrap();
+    std::io::Write::write_all(&mut f, b"tampered through the live name").unwrap();
+    drop(f);
+    snaps.hash(&m.id).unwrap();
+    let r = snaps.verify(&m.id).unwrap();
+    assert_eq!(r.mismatched, vec!["r/000010.sst".to_string()], "{r:?}");
+    assert!(r.missing.is_empty() && r.unhashed.is_empty(), "{r:?}");
 }

@@ -17,11 +17,14 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 impl Snapshots {
-    /// Server stopped. Fast: no hashing (see `hash`).
-    pub fn create(
+    /// Server stopped. The hard-linked files are hashed as they are linked (see `prehash`),
+    /// from `known` where their inode is unchanged since it was pre-hashed; the private copies
+    /// are hashed later (see `hash`).
+    pub fn create_with(
         &self,
         cfg: &ServerConfig,
         meta: &SnapshotMeta,
+        known: &super::prehash::PreHash,
     ) -> Result<Manifest, SnapshotError> {
         let started = std::time::Instant::now();
         self.check_root_apart(cfg)?;
@@ -40,7 +43,7 @@ impl Snapshots {
         let partial = format!("{PARTIAL_PREFIX}{id}");
         let tmp = root.create_dir(&partial, 0o700)?;
 
-        let (stores, warnings) = match self.create_in(&tmp, cfg, meta) {
+        let (stores, warnings) = match self.create_in(&tmp, cfg, meta, known) {
             Ok(x) => x,
             Err((store, e)) => {
                 // Nothing of the live data was touched: only our partial snapshot goes.
@@ -105,12 +108,22 @@ impl Snapshots {
         id
     }
 
+    /// [`Snapshots::create_with`] without pre-hashes: every linked file is hashed now.
+    pub fn create(
+        &self,
+        cfg: &ServerConfig,
+        meta: &SnapshotMeta,
+    ) -> Result<Manifest, SnapshotError> {
+        self.create_with(cfg, meta, &super::prehash::PreHash::default())
+    }
+
     #[allow(clippy::type_complexity)]
     fn create_in(
         &self,
         tmp: &Dir,
         cfg: &ServerConfig,
         meta: &SnapshotMeta,
+        known: &super::prehash::PreHash,
     ) -> Result<(Vec<StoreSnapshot>, Vec<String>), (String, SnapshotError)> {
         let mut warnings = Vec::new();
         let mut out = Vec::new();
@@ -152,6 +165,7 @@ impl Snapshots {
                     let how = fsops::TreeCopy {
                         link: &link,
                         owner: None,
+                        hash_links: Some(known),
                     };
                     let (files, _) =
                         fsops::copy_tree(&src, tmp, name, &how, &mut warnings).map_err(fail)?;

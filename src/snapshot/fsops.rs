@@ -116,6 +116,10 @@ pub(crate) struct TreeCopy<'a> {
     /// Give every copied entry this owner instead of the source's (a staging tree for a tool
     /// that runs as another user).
     pub owner: Option<(u32, u32)>,
+    /// Hash every hard-linked file now (reusing these hashes of unchanged inodes): a linked
+    /// inode stays writable through the live name, so its hash must describe it as linked
+    /// (`prehash`). None: no hashing (a restore links files the snapshot already hashed).
+    pub hash_links: Option<&'a super::prehash::PreHash>,
 }
 
 /// Copies the tree of the open directory `src` into the new directory `dst_name` of `dst_parent`
@@ -217,7 +221,14 @@ fn copy_dir(
                 } else {
                     copy_file_into(&f, &fm, dst, &name, how.owner)?
                 };
-                entries.push(entry(&rel, FileKind::File, &fm, None, Some(h)));
+                let mut e = entry(&rel, FileKind::File, &fm, None, Some(h));
+                if let (true, Some(known)) = (linked, how.hash_links) {
+                    e.sha256 = Some(match known.lookup(&fm) {
+                        Some(sha) => sha.to_string(),
+                        None => fsutil::sha256_of(&f, &src.path().join(&name))?,
+                    });
+                }
+                entries.push(e);
             }
             Kind::Special => warnings.push(format!(
                 "{} is not a regular file, directory or symlink (socket/fifo/device): skipped",

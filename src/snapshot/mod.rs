@@ -26,6 +26,7 @@ mod hash;
 mod manifest;
 mod methods;
 mod plan;
+mod prehash;
 mod restore;
 mod sql;
 
@@ -37,6 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use fsops::link_stays_inside;
 pub use manifest::*;
 pub use methods::rocksdb_immutable;
+pub use prehash::PreHash;
 pub use restore::{Displaced, Restored};
 
 /// Why hard links are safe for the fs blob store: the stand-in server writes each blob as a
@@ -263,9 +265,9 @@ impl Snapshots {
         Ok(out)
     }
 
-    /// Server may be running: fills in sha256 of every file. Hard links and reflinks of
-    /// immutable files keep their content while the server runs (it never rewrites them), and
-    /// every mutable file is a private copy, so the hashes describe the data as it was at stop.
+    /// Server may be running: fills in the sha256 of every file not hashed yet. Those are the
+    /// private copies (mutable files, root-only in the snapshot), so the hashes describe the
+    /// data as it was at stop; hard-linked files got theirs when they were linked.
     pub fn hash(&self, id: &str) -> Result<Manifest, SnapshotError> {
         let mut m = self.get(id)?;
         let dir = self.dir_of(id)?;
@@ -273,7 +275,9 @@ impl Snapshots {
         let mut slots: Vec<(usize, usize)> = Vec::new();
         for (si, s) in m.stores.iter().enumerate() {
             for (fi, f) in s.files.iter().enumerate() {
-                if f.kind == FileKind::File {
+                // Linked files were hashed as they were linked (`prehash`): hashing them now
+                // would describe whatever the live name made of them since.
+                if f.kind == FileKind::File && f.sha256.is_none() {
                     jobs.push((dir.join(&s.id).join(&f.path), f.size));
                     slots.push((si, fi));
                 }

@@ -228,6 +228,7 @@ fn copy_across(
         let how = fsops::TreeCopy {
             link: &|_| false,
             owner: None,
+            hash_links: None,
         };
         let mut warnings = Vec::new();
         fsops::copy_tree(&src, to, to_name, &how, &mut warnings)?;
@@ -577,6 +578,7 @@ fn restore_dir(
     let how = fsops::TreeCopy {
         link: &link,
         owner: None,
+        hash_links: None,
     };
     let mut warnings = Vec::new();
     let built = fsops::copy_tree(src, &work, &fresh, &how, &mut warnings)

@@ -574,6 +574,7 @@ pub(crate) fn server_export_import(
             let how = fsops::TreeCopy {
                 link: &|_| false,
                 owner: run_as,
+                hash_links: None,
             };
             let mut warnings = Vec::new();
             fsops::copy_tree(&src, &staging_dir, OsStr::new("data"), &how, &mut warnings)?;
@@ -604,6 +605,7 @@ pub(crate) fn server_export_import(
         let how = fsops::TreeCopy {
             link: &|_| false,
             owner: Some((0, 0)),
+            hash_links: None,
         };
         let mut warnings = Vec::new();
         let (_, dst) = fsops::copy_tree(&work, parent, name, &how, &mut warnings)?;
