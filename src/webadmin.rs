@@ -39,6 +39,8 @@ pub enum WebadminError {
     },
     #[error("web admin refresh at {url} failed: {message}; retry with `stalwart-upgrade webadmin refresh`")]
     Transport { url: String, message: String },
+    #[error("after the web admin refresh {url} answers HTTP {status}: the server reported success but could not fetch or unpack the bundle, and has dropped the old one; check the resourceUrl of its Application objects and the server's log, then run `stalwart-upgrade webadmin refresh`")]
+    NotServed { url: String, status: u16 },
     #[error("the credentials were not sent to {url}: no process of {unit} listens there (the address comes from the server's config, which its user can change); if the management API is elsewhere, set [webadmin] url in /etc/stalwart-upgrade/config.toml, then run `stalwart-upgrade webadmin refresh`")]
     NotTheServer { url: String, unit: String },
 }
@@ -203,8 +205,10 @@ pub fn refresh(
         }
         Generation::Json => {
             let url = format!("{base}/jmap");
+            // The registry's methods (x:...) need upstream's own capability (measured with the
+            // real 0.16: core alone is refused).
             let body = serde_json::json!({
-                "using": ["urn:ietf:params:jmap:core"],
+                "using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
                 "methodCalls": [["x:Action/set", {"create": {"u": {"@type": "UpdateApps"}}}, "0"]]
             });
             let r = agent
@@ -215,12 +219,39 @@ pub fn refresh(
         }
     };
     match result {
-        Ok(resp) => check_body(&url, generation, resp),
+        Ok(resp) => {
+            check_body(&url, generation, resp)?;
+            if generation == Generation::Json {
+                check_served(&agent, &base)?;
+            }
+            Ok(())
+        }
         Err(ureq::Error::Status(status, resp)) => Err(status_error(&url, status, resp)),
         Err(e) => Err(WebadminError::Transport {
             url,
             message: e.to_string(),
         }),
+    }
+}
+
+/// 0.16's UpdateApps answers success even when the bundle could not be fetched, after it
+/// deleted the cached one (measured): only `GET /admin/` tells whether the web admin is there.
+fn check_served(agent: &ureq::Agent, base: &str) -> Result<(), WebadminError> {
+    let url = format!("{base}/admin/");
+    let status = match agent.get(&url).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => {
+            return Err(WebadminError::Transport {
+                url,
+                message: e.to_string(),
+            })
+        }
+    };
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(WebadminError::NotServed { url, status })
     }
 }
 

@@ -285,6 +285,10 @@ impl Mariadb {
         let sock = tmp.path().join("mysqld.sock");
         std::fs::create_dir(&data).unwrap();
         chown_to(tmp.path(), "mysql");
+        // One bootstrap at a time: parallel mariadb-install-db runs failed now and then under
+        // load ("Installation of system tables failed").
+        static BOOTSTRAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = BOOTSTRAP.lock().unwrap_or_else(|e| e.into_inner());
         must(
             Command::new(install)
                 .arg("--no-defaults")

@@ -477,6 +477,34 @@ impl Container {
             self.bus_dir.join("system_bus_socket").display()
         )
     }
+    /// Runs `f` on a thread of its own that has entered the container's network namespace:
+    /// sockets it opens reach the container's loopback (its servers on 127.0.0.1), so test
+    /// clients speak HTTP, SMTP and IMAP to them from the host, without a process inside.
+    pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let ns = format!("/proc/{}/ns/net", self.leader);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = std::fs::File::open(&ns)
+                    .unwrap_or_else(|e| panic!("container {}: open {ns}: {e}", self.name));
+                // SAFETY: setns on a descriptor we own; it changes this thread's network
+                // namespace only (the thread ends with `f`).
+                let rc = unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
+                };
+                assert_eq!(
+                    rc,
+                    0,
+                    "container {}: setns({ns}): {}",
+                    self.name,
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
     /// From launching nspawn to `running`.
     pub fn boot_duration(&self) -> Duration {
         self.boot_duration

@@ -7,12 +7,17 @@
 //!   system bus reachable from the host ([`Container::bus_address`]).
 //! * [`stalwart`]: install the (stand-in) server the way upstream's install.sh does.
 //! * [`standin_release`]: stamp stand-in releases (version, fault, migration time).
+//! * [`real`], [`real_server`], [`mail`]: the real-server tier: upstream's own binaries installed
+//!   as install.sh does, their management APIs, SMTP in and JMAP out.
 //!
 //! Needs root, `systemd-nspawn` (package systemd-container) and `mmdebstrap`. Tests fail loudly when
 //! these are missing; `TESTBED_SKIP=1` is the explicit opt-out (see [`skip_requested`]).
 
 mod container;
+pub mod mail;
 mod proc;
+pub mod real;
+pub mod real_server;
 mod rootfs;
 pub mod stalwart;
 pub mod standin;

@@ -4,9 +4,13 @@
 //! * `GET /healthz/live`: always 200. `GET /healthz/ready`: 200 once started with a data store,
 //!   503 otherwise (the stand-in also answers 503 while migrating and with fault never-ready).
 //! * 0.15: `GET /api/update/webadmin` (permission WebadminUpdate): 200 `{"data":null}`; 401
-//!   without/wrong credentials (`WWW-Authenticate: Bearer` and `Basic realm="Stalwart Server"`);
-//!   403 without the permission; 500 on failure; errors as `application/problem+json`.
-//! * 0.16: `POST /jmap` with `x:Action/set` creating `{"@type":"UpdateApps"}`.
+//!   without/wrong credentials with no `WWW-Authenticate` header (measured with the real 0.15.5:
+//!   only /jmap sends `Bearer` and `Basic realm="Stalwart Server"`); 403 without the permission;
+//!   500 on failure; errors as `application/problem+json`.
+//! * 0.16: `POST /jmap` with `x:Action/set` creating `{"@type":"UpdateApps"}`. Measured with the
+//!   real 0.16.18: UpdateApps answers `created` even when the bundle cannot be fetched, after it
+//!   dropped the cached one, so `GET /admin/` then answers 404 (fault webadmin-fails does that
+//!   here); otherwise `/admin/` serves the bundle (200).
 //!
 //! STAND-IN ONLY endpoints (not upstream, for tests): `POST /standin/deliver?n=K` and
 //! `GET /standin/digest`.
@@ -41,6 +45,8 @@ pub struct App {
     pub admin: Option<(String, String)>,
     pub unprivileged: BTreeMap<String, String>,
     pub state_counter: AtomicU64,
+    /// 0.16: a web UI bundle is cached and served under /admin/.
+    pub webui: AtomicBool,
 }
 
 enum Who {
@@ -71,11 +77,17 @@ fn problem(status: u16, title: &str, detail: &str) -> Resp {
     r
 }
 
-fn unauthorized() -> Resp {
+/// 401. Upstream names the schemes (`WWW-Authenticate`) on /jmap only, not under /api.
+fn unauthorized(schemes: bool) -> Resp {
     let mut r = problem(401, "Unauthorized", "You have to authenticate first.");
-    for v in ["Bearer", "Basic realm=\"Stalwart Server\""] {
-        if let Some(h) = header("WWW-Authenticate", v) {
-            r.add_header(h);
+    if schemes {
+        for v in [
+            "Bearer realm=\"Stalwart Server\"",
+            "Basic realm=\"Stalwart Server\"",
+        ] {
+            if let Some(h) = header("WWW-Authenticate", v) {
+                r.add_header(h);
+            }
         }
     }
     r
@@ -137,6 +149,21 @@ fn handle(app: &App, mut req: Request) {
         }
         (Method::Get, "/api/update/webadmin") if !app.json_generation => webadmin(app, &req),
         (Method::Post, "/jmap" | "/jmap/") if app.json_generation => jmap(app, &mut req),
+        (Method::Get, "/admin/") if app.json_generation => {
+            if app.webui.load(Ordering::SeqCst) {
+                let mut r = Response::from_data(b"<!doctype html><title>webui</title>".to_vec());
+                if let Some(h) = header("Content-Type", "text/html") {
+                    r.add_header(h);
+                }
+                r
+            } else {
+                problem(
+                    404,
+                    "Not Found",
+                    "The requested resource does not exist on this server.",
+                )
+            }
+        }
         (Method::Post, "/standin/deliver") => deliver(app, query),
         (Method::Get, "/standin/digest") => digest(app),
         _ => problem(404, "Not Found", "The requested resource does not exist."),
@@ -202,7 +229,7 @@ fn webadmin_fault(app: &App) -> Option<Resp> {
 
 fn webadmin(app: &App, req: &Request) -> Resp {
     match authenticate(app, req) {
-        None => unauthorized(),
+        None => unauthorized(false),
         Some(Who::Unprivileged) => problem(
             403,
             "Forbidden",
@@ -221,7 +248,7 @@ fn webadmin(app: &App, req: &Request) -> Resp {
 fn jmap(app: &App, req: &mut Request) -> Resp {
     let who = authenticate(app, req);
     let Some(who) = who else {
-        return unauthorized();
+        return unauthorized(true);
     };
     let mut body = String::new();
     if req
@@ -269,8 +296,15 @@ fn jmap(app: &App, req: &mut Request) -> Resp {
                     );
                     continue;
                 }
-                if let Some(r) = webadmin_fault(app) {
+                if app.release.fault == Fault::WebadminFails {
+                    // The real 0.16: the cached bundle is deleted first, the failed fetch is
+                    // only logged, and the action still counts as created.
+                    app.webui.store(false, Ordering::SeqCst);
+                    crate::error!("Failed to unpack application for prefixes: admin, account (stand-in fault webadmin-fails)");
+                } else if let Some(r) = webadmin_fault(app) {
                     return r;
+                } else {
+                    app.webui.store(true, Ordering::SeqCst);
                 }
                 crate::info!("Applications updated (UpdateApps)");
                 let n = app.state_counter.fetch_add(1, Ordering::SeqCst) + 1;

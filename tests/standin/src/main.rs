@@ -316,6 +316,7 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         admin: cfg.admin.clone(),
         unprivileged: cfg.unprivileged.clone(),
         state_counter: AtomicU64::new(0),
+        webui: AtomicBool::new(true),
     });
     if let Err(e) = http::serve(
         app.clone(),

@@ -1,0 +1,340 @@
+//! A real Stalwart release installed in a container as upstream's install.sh installs its
+//! generation, plus the accounts and mail a test checks across an upgrade.
+//!
+//! - 0.15: `/opt/stalwart/{bin,etc,data,logs}` all owned by the service user, config.toml, the
+//!   unit install.sh 0.15 writes (`stalwart::UNIT_FILE`).
+//! - 0.16 with `PREFIX=/opt/stalwart`: bin/ root's, etc/ logs/ data/ the service user's (0750),
+//!   `etc/stalwart.env` root:stalwart 0640, config.json, the unit install.sh 0.16 writes
+//!   (`EnvironmentFile=-`, `--config=.../config.json`, no ConditionPathExists). install.sh itself
+//!   writes no config.json (the server would start in bootstrap mode); the test writes what the
+//!   setup wizard would, and pins the administrator with `STALWART_RECOVERY_ADMIN` in the env file.
+//!
+//! Offline quirks measured with the real binaries (the containers have no network): 0.15 applies
+//! its default rate limits and reloads nothing while the spam-filter rules cannot be fetched, so
+//! the config points them at a local file, turns pyzor and the inbound limiters off, and the
+//! first start is followed by one `GET /api/reload`; 0.16's settings reload fails until pyzor is
+//! off.
+
+use crate::mail::{self, Jmap016, Rest015};
+use crate::real::{Backend, RealRelease};
+use crate::Container;
+use anyhow::{bail, Context, Result};
+use std::time::Duration;
+
+pub const HTTP: &str = "http://127.0.0.1:8080";
+pub const SMTP: &str = "127.0.0.1:25";
+pub const ADMIN: &str = "admin";
+/// 0.16 checks password strength: test passwords are long and uncommon.
+pub const ADMIN_SECRET: &str = "Adm1n-staple-battery-42";
+pub const DOMAIN: &str = "example.org";
+
+/// The unit install.sh 0.16 writes with PREFIX=/opt/stalwart, verbatim.
+pub const UNIT_FILE_016: &str = "\
+[Unit]
+Description=Stalwart
+Conflicts=postfix.service sendmail.service exim4.service
+After=network-online.target
+
+[Service]
+Type=simple
+LimitNOFILE=65536
+KillMode=process
+KillSignal=SIGINT
+Restart=on-failure
+RestartSec=5
+EnvironmentFile=-/opt/stalwart/etc/stalwart.env
+ExecStart=/opt/stalwart/bin/stalwart --config=/opt/stalwart/etc/config.json
+SyslogIdentifier=stalwart
+User=stalwart
+Group=stalwart
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// A mail account of the fixture.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub local: String,
+    pub password: String,
+}
+
+impl Account {
+    pub fn address(&self) -> String {
+        format!("{}@{DOMAIN}", self.local)
+    }
+    /// What the server of `generation016` takes as the login: 0.15 the account name, 0.16 the
+    /// full address (measured: a bare name is 401 there).
+    pub fn login(&self, generation016: bool) -> String {
+        if generation016 {
+            self.address()
+        } else {
+            self.local.clone()
+        }
+    }
+}
+
+/// A real server in a container.
+#[derive(Debug, Clone)]
+pub struct RealServer {
+    pub release: RealRelease,
+    pub backend: Backend,
+}
+
+/// The fixture's accounts.
+pub fn alice() -> Account {
+    Account {
+        local: "alice".into(),
+        password: "Tr0ub4dor-alice-x9".into(),
+    }
+}
+pub fn bob() -> Account {
+    Account {
+        local: "bob".into(),
+        password: "Corr3ct-horse-bob-7".into(),
+    }
+}
+
+impl RealServer {
+    /// Installs `release` like install.sh, starts it and waits until it answers.
+    pub fn install(ct: &Container, release: &RealRelease, backend: Backend) -> Result<RealServer> {
+        let s = RealServer {
+            release: release.clone(),
+            backend,
+        };
+        ct.sh_ok(
+            "id -u stalwart >/dev/null 2>&1 || useradd stalwart -s /usr/sbin/nologin -M -r -U",
+        )?;
+        ct.sh_ok(&format!(
+            "mkdir -p /opt/stalwart/bin /opt/stalwart/etc /opt/stalwart/data /opt/stalwart/logs && \
+             cp {} /opt/stalwart/bin/stalwart && chmod 0755 /opt/stalwart/bin/stalwart",
+            release.in_container()
+        ))?;
+        if release.is_016() {
+            s.install_016(ct)?;
+        } else {
+            s.install_015(ct)?;
+        }
+        ct.exec_ok(&["systemctl", "daemon-reload"])?;
+        ct.exec_ok(&["systemctl", "enable", "--quiet", "stalwart.service"])?;
+        ct.exec_ok(&["systemctl", "start", "stalwart.service"])?;
+        s.wait_ready(ct)?;
+        if release.is_016() {
+            ct.in_netns(|| s.jmap().disable_pyzor())?;
+        } else {
+            ct.in_netns(|| s.rest().reload())?;
+        }
+        Ok(s)
+    }
+
+    fn install_015(&self, ct: &Container) -> Result<()> {
+        let store = match self.backend {
+            Backend::Sqlite => "[store.sqlite]\ntype = \"sqlite\"\npath = \"/opt/stalwart/data/index.sqlite3\"\n",
+            Backend::RocksDb => "[store.rocksdb]\ntype = \"rocksdb\"\npath = \"/opt/stalwart/data\"\ncompression = \"lz4\"\n",
+        };
+        let id = match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::RocksDb => "rocksdb",
+        };
+        let config = format!(
+            r#"[server]
+hostname = "mx.{DOMAIN}"
+
+[server.listener.smtp]
+bind = "127.0.0.1:25"
+protocol = "smtp"
+
+[server.listener.submission]
+bind = "127.0.0.1:587"
+protocol = "smtp"
+
+[server.listener.imap]
+bind = "127.0.0.1:143"
+protocol = "imap"
+
+[server.listener.pop3]
+bind = "127.0.0.1:110"
+protocol = "pop3"
+
+[server.listener.http]
+bind = "127.0.0.1:8080"
+protocol = "http"
+
+[storage]
+data = "{id}"
+fts = "{id}"
+blob = "{id}"
+lookup = "{id}"
+directory = "internal"
+
+{store}
+[directory.internal]
+type = "internal"
+store = "{id}"
+
+[tracer.log]
+type = "log"
+level = "info"
+path = "/opt/stalwart/logs"
+prefix = "stalwart.log"
+rotate = "daily"
+ansi = false
+enable = true
+
+[authentication.fallback-admin]
+user = "{ADMIN}"
+secret = "{ADMIN_SECRET}"
+
+[webadmin]
+resource = "file:///opt/stalwart/webadmin.zip"
+
+[spam-filter]
+resource = "file:///opt/stalwart/etc/spam-filter.toml"
+
+[spam-filter.pyzor]
+enable = false
+
+[queue.limiter.inbound.ip]
+enable = false
+
+[queue.limiter.inbound.sender]
+enable = false
+"#
+        );
+        ct.write_file("/opt/stalwart/etc/config.toml", config)?;
+        ct.write_file(
+            "/opt/stalwart/etc/spam-filter.toml",
+            "[version]\nspam-filter = \"2.0.99\"\nserver = \"0.15.0\"\n",
+        )?;
+        ct.write_file(
+            "/etc/systemd/system/stalwart.service",
+            crate::stalwart::UNIT_FILE,
+        )?;
+        // install.sh 0.15: all of /opt/stalwart is the service user's.
+        ct.exec_ok(&["chown", "-R", "stalwart:stalwart", "/opt/stalwart"])?;
+        Ok(())
+    }
+
+    fn install_016(&self, ct: &Container) -> Result<()> {
+        let store = match self.backend {
+            Backend::Sqlite => r#"{"@type":"Sqlite","path":"/opt/stalwart/data/stalwart.db"}"#,
+            Backend::RocksDb => r#"{"@type":"RocksDb","path":"/opt/stalwart/data"}"#,
+        };
+        ct.write_file("/opt/stalwart/etc/config.json", store)?;
+        ct.write_file(
+            "/opt/stalwart/etc/stalwart.env",
+            format!(
+                "# Environment variables for the Stalwart service (install.sh's template, with the\n\
+                 # administrator pinned as it suggests).\n\
+                 #STALWART_HOSTNAME=mail.example.com\n\
+                 #STALWART_RECOVERY_MODE=true\n\
+                 STALWART_RECOVERY_ADMIN={ADMIN}:{ADMIN_SECRET}\n"
+            ),
+        )?;
+        ct.write_file("/etc/systemd/system/stalwart.service", UNIT_FILE_016)?;
+        // install.sh 0.16: conf, log and data dirs the service user's (0750), the env file
+        // root:stalwart 0640, bin/ root's.
+        ct.sh_ok(
+            "chown stalwart:stalwart /opt/stalwart/etc /opt/stalwart/logs /opt/stalwart/data /opt/stalwart/etc/config.json && \
+             chmod 0750 /opt/stalwart/etc /opt/stalwart/logs /opt/stalwart/data && \
+             chown root:stalwart /opt/stalwart/etc/stalwart.env && chmod 0640 /opt/stalwart/etc/stalwart.env",
+        )?;
+        Ok(())
+    }
+
+    /// Is the running generation >= 0.16 (after a crossing, the installed release is not).
+    pub fn is_016(&self) -> bool {
+        self.release.is_016()
+    }
+
+    pub fn wait_ready(&self, ct: &Container) -> Result<Duration> {
+        ct.in_netns(|| mail::wait_ready(HTTP, Duration::from_secs(90)))
+            .with_context(|| {
+                format!(
+                    "the real Stalwart {} in {} did not become ready; journal:\n{}",
+                    self.release.version,
+                    ct.name(),
+                    ct.journal("stalwart.service")
+                )
+            })
+    }
+
+    pub fn rest(&self) -> Rest015 {
+        Rest015::new(HTTP, ADMIN, ADMIN_SECRET)
+    }
+    pub fn jmap(&self) -> Jmap016 {
+        Jmap016::new(HTTP, ADMIN, ADMIN_SECRET)
+    }
+
+    /// The fixture on `generation016`'s API: the domain, alice (with an alias), bob.
+    pub fn populate(ct: &Container, generation016: bool) -> Result<()> {
+        let (a, b) = (alice(), bob());
+        ct.in_netns(|| -> Result<()> {
+            if generation016 {
+                let j = Jmap016::new(HTTP, ADMIN, ADMIN_SECRET);
+                let d = j.domain(DOMAIN)?;
+                j.user(&a.local, &d, &a.password, &["alice.smith"], false)?;
+                j.user(&b.local, &d, &b.password, &[], false)?;
+            } else {
+                let r = Rest015::new(HTTP, ADMIN, ADMIN_SECRET);
+                r.domain(DOMAIN)?;
+                r.user(
+                    &a.local,
+                    &a.password,
+                    &[&a.address(), &format!("alice.smith@{DOMAIN}")],
+                    &[],
+                )?;
+                r.user(&b.local, &b.password, &[&b.address()], &[])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Delivers a message with `subject` to `to` over SMTP and waits until they see it.
+    pub fn deliver(ct: &Container, generation016: bool, to: &Account, subject: &str) -> Result<()> {
+        ct.in_netns(|| -> Result<()> {
+            mail::smtp_send(
+                SMTP,
+                "sender@external.test",
+                &[&to.address()],
+                subject,
+                "Hello.\n",
+            )?;
+            mail::wait_for_mail(HTTP, &to.login(generation016), &to.password, subject)
+        })
+    }
+
+    /// `who` logs in with their password and sees every one of `subjects`.
+    pub fn sees(
+        ct: &Container,
+        generation016: bool,
+        who: &Account,
+        subjects: &[&str],
+    ) -> Result<()> {
+        let seen =
+            ct.in_netns(|| mail::jmap_subjects(HTTP, &who.login(generation016), &who.password))?;
+        for s in subjects {
+            if !seen.iter().any(|x| x == s) {
+                bail!("{} does not see {s:?} (sees {seen:?})", who.address());
+            }
+        }
+        Ok(())
+    }
+
+    /// sha256 of the executable the unit's main process runs (/proc/PID/exe), i.e. what runs,
+    /// not what the file on disk is.
+    pub fn running_sha256(ct: &Container) -> Result<String> {
+        let pid = ct.exec_ok(&["systemctl", "show", "-P", "MainPID", "stalwart.service"])?;
+        let pid = pid.trim();
+        if pid == "0" || pid.is_empty() {
+            bail!("stalwart.service has no main process");
+        }
+        let out = ct.exec_ok(&["sha256sum", &format!("/proc/{pid}/exe")])?;
+        Ok(out
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string())
+    }
+}
