@@ -137,6 +137,29 @@ pub fn server_packages(version: &str, fault: Fault, migrate_ms: u64) -> Built {
     b
 }
 
+/// The `stalwart` packages around a real upstream binary (testbed::real), cached per release.
+pub fn real_server_packages(release: &testbed::real::RealRelease) -> Built {
+    static CACHE: Mutex<Option<HashMap<String, Built>>> = Mutex::new(None);
+    let mut g = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = g.get_or_insert_with(HashMap::new);
+    if let Some(b) = map.get(&release.version) {
+        return b.clone();
+    }
+    let out = work_dir().join(format!("real-server-{}", release.version));
+    let b = pick(&packaging_build(
+        &[
+            "--server-only",
+            "--server-binary",
+            release.path.to_str().expect("utf-8 path"),
+            "--server-version",
+            &release.version,
+        ],
+        &out,
+    ));
+    map.insert(release.version.clone(), b.clone());
+    b
+}
+
 /// A booted container with a local package repository bound at /srv/repo (read-write: the
 /// index is generated inside, with the container's apt-ftparchive / on the host's createrepo_c).
 pub struct Machine {

@@ -8,11 +8,23 @@ use std::path::PathBuf;
 pub enum Command {
     Help,
     Version,
-    Serve { config: PathBuf },
-    Export { config: PathBuf, dir: PathBuf },
-    Import { config: PathBuf, dir: PathBuf },
-    Init { dir: PathBuf },
+    Serve {
+        config: PathBuf,
+    },
+    Export {
+        config: PathBuf,
+        dir: PathBuf,
+    },
+    Import {
+        config: PathBuf,
+        dir: PathBuf,
+    },
+    Init {
+        dir: PathBuf,
+    },
     Console,
+    /// `--export`/`--import` without `--config`: upstream prints a line and exits 0.
+    MissingConfig,
 }
 
 pub const HELP: &str = "\
@@ -51,8 +63,13 @@ pub fn parse(args: &[String], config_env: Option<String>) -> Result<Command, Str
         let mut value = |name: &str| -> Result<PathBuf, String> {
             match inline.clone().or_else(|| it.next().cloned()) {
                 Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
+                // A flag without its value reads, upstream, as an unknown command.
                 _ => Err(format!(
-                    "error: a value is required for '{name}' but none was supplied"
+                    "Unrecognized command '{}', try '--help'.",
+                    name.split_whitespace()
+                        .next()
+                        .unwrap_or(name)
+                        .trim_start_matches('-')
                 )),
             }
         };
@@ -64,9 +81,11 @@ pub fn parse(args: &[String], config_env: Option<String>) -> Result<Command, Str
             "-i" | "--import" => import = Some(value("--import <DIR>")?),
             "-I" | "--init" => init = Some(value("--init <DIR>")?),
             "-o" | "--console" => console = true,
+            // Upstream's wording (measured with the real 0.15.5 and 0.16.18), exit 1.
             other => {
                 return Err(format!(
-                    "error: unexpected argument '{other}' found\n\nUsage: stalwart [OPTIONS]\n\nFor more information, try '--help'."
+                    "Unrecognized command '{}', try '--help'.",
+                    other.trim_start_matches('-')
                 ))
             }
         }
@@ -78,6 +97,9 @@ pub fn parse(args: &[String], config_env: Option<String>) -> Result<Command, Str
         return Ok(Command::Console);
     }
     let Some(config) = config else {
+        if export.is_some() || import.is_some() {
+            return Ok(Command::MissingConfig);
+        }
         return Ok(Command::Help);
     };
     Ok(match (export, import) {

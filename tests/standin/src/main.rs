@@ -1,17 +1,24 @@
 //! # stalwart-standin: a TEST DOUBLE of the Stalwart mail server
 //!
-//! **This is not Stalwart.** Upstream release binaries cannot be downloaded where this project
-//! is built and tested, so the tests of `stalwart-upgrade` run this stand-in instead. It imitates
-//! only the documented behaviour of upstream Stalwart that the upgrade helper depends on. The
-//! facts it imitates were read from Stalwart's public source (tags v0.15.5 and v0.16.18) and its
-//! public documentation, as collected in the project's facts file (`stalwart.md`); nothing here
-//! was checked against a running upstream server.
+//! **This is not Stalwart.** The project's tests use it for what a real binary cannot do on
+//! demand: crash at a chosen moment, never become ready, migrate slowly, fail a migration, answer
+//! the web-admin refresh with an error. Everything else is tested against upstream's real
+//! binaries too (the real-server tier, `testbed::real`, tests/real_*.rs), and where the two
+//! disagree the stand-in is wrong: the facts below were read from upstream's source (tags v0.15.5
+//! and v0.16.18) and, where marked "measured", checked against the real 0.15.4/0.15.5 and
+//! 0.16.17/0.16.18 binaries.
 //!
-//! Facts imitated (source: upstream v0.15.5 / v0.16.18 source and docs, via the facts file):
+//! Facts imitated:
 //! * Flags of both generations: `-c/--config <path>` (also `--config=<path>`), `-e/--export DIR`,
 //!   `-i/--import DIR`, `-V/--version` (bare version, exit 0), `-h/--help`; 0.15 also
-//!   `-I/--init DIR`. Env `CONFIG_PATH`, when set, makes the server ignore all arguments. No
-//!   `--config`: help, exit 0. Unknown flag: exit 1.
+//!   `-I/--init DIR`. Env `CONFIG_PATH`, when set, makes the server ignore all arguments. Measured:
+//!   no `--config` prints the help on stderr, exit 0; an unknown flag or a flag without its value
+//!   is "Unrecognized command 'X', try '--help'.", exit 1; `-e DIR` without `--config` is
+//!   "Missing '--config' argument for import/export.", exit 0; 0.16 answers `--init DIR` with
+//!   "Missing value for argument 'init', try '--help'.", exit 1.
+//! * `--init DIR` (0.15, measured): writes DIR/etc/config.toml (over an existing one) and prints
+//!   "✅ Configuration file written to ..." and "🔑 Your administrator account is 'admin' with
+//!   password '<PW>'." on stderr, exit 0.
 //! * Two configuration generations: <= 0.15 reads `config.toml` (`[server.listener.<id>]`,
 //!   `[storage]`, `[store.<id>] type/path`, `[authentication.fallback-admin]`, `%{env:VAR}%`);
 //!   0.16 and newer read `config.json`, one DataStore object (`{"@type":"RocksDb","path":...}`), and
@@ -19,12 +26,17 @@
 //! * Database schema numbers: 0.12.0-0.12.4 = 1, 0.12.5 = 2, 0.13 = 3, 0.14 = 4, 0.15 = 5,
 //!   0.16 = 6 (patch releases keep the number). Migration runs automatically at start; 0.15
 //!   migrations are long and read-only ("No new e-mail can be received").
-//! * A binary that finds a HIGHER schema than it knows panics ("Unknown database schema
-//!   version"), so a rollback after a minor upgrade needs the old data back.
+//! * Nothing listens until the migration and the start-up are done (connection refused), and
+//!   until then SIGINT/SIGTERM kill the process outright (upstream's handlers come later).
+//! * A binary that finds a HIGHER schema than it knows panics (exit 101; measured: "Unknown
+//!   database schema version, expected 5 or below, found 6").
 //! * A failed migration exits 0 (not 1).
-//! * 0.16 refuses schema 0-4 ("upgrade to 0.15 first"); it migrates 5 -> 6 only with
-//!   `STALWART_RECOVERY_MODE=1`, and that migration wipes settings (and directory, reports,
-//!   tasks, quotas; modelled here as the `settings/` records).
+//! * 0.16 refuses schema 0-4 ("upgrade to 0.15 first") and, without `STALWART_RECOVERY_MODE=1`,
+//!   schema 5 ("Upgrading to version 0.16 is a multi-step process"), both as panics "Migration
+//!   aborted: ..." (exit 101, measured), and the latter only after writing into the 0.15 database
+//!   (measured: the real 0.15.5 then refuses it), so a rollback must restore the data. With
+//!   recovery mode it migrates 5 -> 6, which wipes settings (and directory, reports, tasks,
+//!   quotas; modelled here as the `settings/` records).
 //! * `--export`: one LZ4-framed file per subspace `DIR/subspace_<char>`, starting with marker
 //!   byte 123, the subspace byte and a u32 LE schema version; `--import` refuses another schema
 //!   version; the server must be stopped; exit 0 ok / 1 error.
@@ -32,10 +44,12 @@
 //! * `[server.listener.<id>] protocol = "http"` with `tls.implicit = true` serves HTTPS with the
 //!   `[certificate.<id>]` `cert` / `private-key` PEM (`%{file:PATH}%`). (Upstream falls back to
 //!   a self-signed certificate when none is configured; the stand-in then serves no TLS.)
-//! * Web admin refresh: 0.15 `GET /api/update/webadmin` (200 `{"data":null}`, 401 with
-//!   `WWW-Authenticate: Bearer` + `Basic realm="Stalwart Server"`, 403, 500 as
-//!   `application/problem+json`); 0.16 JMAP `x:Action/set` creating `{"@type":"UpdateApps"}`.
-//! * The systemd unit stops the server with SIGINT (`KillSignal=SIGINT`); SIGTERM works too.
+//! * Web admin refresh: 0.15 `GET /api/update/webadmin` (200 `{"data":null}`; measured: a 401
+//!   without any `WWW-Authenticate` header under /api, 403, 500 as `application/problem+json`);
+//!   0.16 JMAP `x:Action/set` creating `{"@type":"UpdateApps"}` (measured: reported as created
+//!   even when the bundle is lost, `/admin/` then 404).
+//! * The systemd unit stops the server with SIGINT (`KillSignal=SIGINT`); SIGTERM works too; both
+//!   exit 0 after a fixed 1 s sleep (measured: 1.02-1.08 s).
 //!
 //! Stand-in inventions (NOT upstream, for tests only):
 //! * A *release* is this binary with a trailer (see `stalwart_standin::release`): version,
@@ -100,7 +114,12 @@ fn run(args: &[String]) -> i32 {
         }
     };
     if cmd == Command::Help {
-        print!("{}", cli::HELP);
+        // Upstream prints its help on stderr, exit 0.
+        eprint!("{}", cli::HELP);
+        return 0;
+    }
+    if cmd == Command::MissingConfig {
+        eprintln!("Missing '--config' argument for import/export.");
         return 0;
     }
     let Some(release) = read_trailer(Path::new("/proc/self/exe")) else {
@@ -126,15 +145,14 @@ fn run(args: &[String]) -> i32 {
         return 1;
     };
     match cmd {
-        Command::Help | Command::Version => 0,
+        Command::Help | Command::Version | Command::MissingConfig => 0,
         Command::Console => {
             eprintln!("error: the database console is not implemented by the stand-in");
             1
         }
         Command::Init { .. } if json => {
-            eprintln!(
-                "error: unexpected argument '--init' found\n\nFor more information, try '--help'."
-            );
+            // 0.16 has no --init: its parser then wants a value for an unknown argument.
+            eprintln!("Missing value for argument 'init', try '--help'.");
             1
         }
         Command::Init { dir } => init(&dir),
@@ -158,41 +176,37 @@ fn report(r: Result<(), String>, what: &str) -> i32 {
     }
 }
 
-/// `-I/--init DIR` (0.15): writes DIR/etc/config.toml (unless it exists) and creates
-/// DIR/data and DIR/logs.
+/// `-I/--init DIR` (0.15): writes DIR/etc/config.toml (over an existing one, as upstream does)
+/// and creates DIR/data and DIR/logs; both lines go to stderr (measured with the real 0.15.5).
 fn init(dir: &Path) -> i32 {
     let etc = dir.join("etc");
     let cfg = etc.join("config.toml");
-    let res = (|| -> std::io::Result<Option<String>> {
+    let res = (|| -> std::io::Result<String> {
         for d in [&etc, &dir.join("data"), &dir.join("logs")] {
             std::fs::create_dir_all(d)?;
-        }
-        if cfg.exists() {
-            return Ok(None);
         }
         let seed = format!("{}{:?}", std::process::id(), std::time::SystemTime::now());
         let random = records::hex(&sha2::Digest::finalize(
             <sha2::Sha256 as sha2::Digest>::new_with_prefix(seed.as_bytes()),
         ));
-        let (password, salt) = (&random[..16], &random[16..32]);
+        let (password, salt) = (
+            std::env::var("STALWART_ADMIN_PASSWORD").unwrap_or_else(|_| random[..10].to_string()),
+            &random[16..32],
+        );
         // Like upstream, the config holds a sha512-crypt hash; the password is printed once.
         let hash =
             crypt::sha512_crypt(password.as_bytes(), &format!("$6${salt}")).unwrap_or_default();
         std::fs::write(&cfg, config::default_toml(dir, &hash))?;
-        Ok(Some(password.to_string()))
+        Ok(password)
     })();
     match res {
-        Ok(Some(secret)) => {
-            println!("Configuration file written to {}", cfg.display());
-            println!("Administrator account 'admin' with password '{secret}'");
-            0
-        }
-        Ok(None) => {
-            println!("Configuration file {} already exists", cfg.display());
+        Ok(secret) => {
+            eprintln!("✅ Configuration file written to {}", cfg.display());
+            eprintln!("🔑 Your administrator account is 'admin' with password '{secret}'.");
             0
         }
         Err(e) => {
-            eprintln!("Failed to initialise {}: {e}", dir.display());
+            eprintln!("Failed to create directory: {e}");
             1
         }
     }
@@ -251,7 +265,11 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         return 1;
     }
     let ignore_stop = release.fault == Fault::IgnoreStop;
-    setup_signals(ignore_stop);
+    // Until start-up is done SIGINT/SIGTERM keep their default action, as upstream (its handlers
+    // come later): a stop during a migration kills the process outright.
+    if ignore_stop {
+        setup_signals(true);
+    }
 
     let mut store = None;
     let mut migration = None;
@@ -277,27 +295,29 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         }
         let stored = s.schema();
         if stored > own {
-            // Upstream panics here (facts file: "Unknown database schema version").
-            panic!("Unknown database schema version {stored}");
+            // Upstream panics here (exit 101), with this text (measured with the real 0.15.5).
+            panic!("Unknown database schema version, expected {own} or below, found {stored}");
         }
         if stored < own {
             let mut wipe_settings = false;
             if json && stored < 5 {
-                error!(
-                    "Database schema {stored} is too old for Stalwart v{}: upgrade to 0.15 first, \
-                     then to this version",
-                    release.version
-                );
-                return 1;
+                // Upstream: a panic ("Migration aborted: ..."), exit 101.
+                panic!("Migration aborted: Stalwart v{} cannot migrate a database of schema {stored}: upgrade to 0.15 first, then to this version", release.version);
             }
             if json && stored == 5 {
                 if std::env::var("STALWART_RECOVERY_MODE").as_deref() != Ok("1") {
-                    error!(
-                        "Database schema 5 (0.15) cannot be migrated to schema {own} automatically: \
-                         start once with STALWART_RECOVERY_MODE=1 to migrate (this wipes settings, \
-                         directory, reports, tasks and quotas; e-mail is kept)"
-                    );
-                    return 1;
+                    // Upstream writes into the old database before it refuses (its node-id
+                    // lease, default settings objects: measured, the real 0.15.5 then reports
+                    // "Data corruption detected"), so a rollback must restore the snapshot.
+                    let lease = vec![(
+                        format!("{}node-lease-016", records::SETTINGS_PREFIX),
+                        records::encode(stored, "node 0 leased by 0.16"),
+                    )];
+                    let mut s = s;
+                    if let Err(e) = s.put_batch(&lease).and_then(|()| s.flush()) {
+                        error!("Failed to lease a node id: {e}");
+                    }
+                    panic!("Migration aborted: Upgrading to version 0.16 is a multi-step process, please read https://github.com/stalwartlabs/stalwart/blob/main/UPGRADING/v0_16.md");
                 }
                 wipe_settings = true;
             }
@@ -318,16 +338,6 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         state_counter: AtomicU64::new(0),
         webui: AtomicBool::new(true),
     });
-    if let Err(e) = http::serve(
-        app.clone(),
-        &cfg.http_ports,
-        &cfg.https_ports,
-        cfg.certificate.as_ref(),
-    ) {
-        error!("{e}");
-        return 1;
-    }
-
     if let Some((from, wipe_settings)) = migration {
         info!("Migrating database from schema {from} to {own}");
         info!("The database is read-only during the migration: no new e-mail can be received");
@@ -354,6 +364,18 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         info!("Migration completed");
     }
 
+    // Upstream listens only once the migration and the start-up are done: connection refused
+    // until then (facts: "Sockets listen only after the migration").
+    setup_signals(ignore_stop);
+    if let Err(e) = http::serve(
+        app.clone(),
+        &cfg.http_ports,
+        &cfg.https_ports,
+        cfg.certificate.as_ref(),
+    ) {
+        error!("{e}");
+        return 1;
+    }
     let has_store = app.store.lock().map(|s| s.is_some()).unwrap_or(false);
     app.read_only.store(false, Ordering::SeqCst);
     if !has_store {
@@ -377,6 +399,8 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
     );
     app.ready.store(false, Ordering::SeqCst);
     app.read_only.store(true, Ordering::SeqCst);
+    // Upstream sleeps a fixed second before it exits (measured: stops take 1.02-1.08 s).
+    std::thread::sleep(Duration::from_secs(1));
     let mut guard = match app.store.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),

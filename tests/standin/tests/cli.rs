@@ -35,27 +35,42 @@ fn unstamped_binary_refuses_to_run_but_prints_help() {
     assert!(out.stdout.is_empty());
     let out = run(Path::new(BIN), &["--help"], &[]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("--config"));
+    assert!(text(&out.stderr).contains("--config"));
 }
 
 #[test]
 fn unknown_flag_exits_1() {
+    // Upstream's words (measured with the real 0.15.5 and 0.16.18).
     let out = run(&rel("0.15.5"), &["--frobnicate"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--frobnicate"));
-    let out = run(&rel("0.16.18"), &["-c"], &[]);
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "Unrecognized command 'frobnicate', try '--help'."
+    );
+    let out = run(&rel("0.16.18"), &["--config"], &[]);
     assert_eq!(out.status.code(), Some(1), "missing value");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "Unrecognized command 'config', try '--help'."
+    );
+    let out = run(&rel("0.16.18"), &["-e", "/tmp/x"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("Missing '--config' argument for import/export."));
+    let out = run(&rel("0.16.18"), &["--init", "/tmp/x"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Missing value for argument 'init'"));
 }
 
 #[test]
 fn no_config_prints_help_exit_0() {
     for v in ["0.15.5", "0.16.18"] {
+        // Upstream prints its help on stderr.
         let out = run(&rel(v), &[], &[]);
         assert_eq!(out.status.code(), Some(0));
-        assert!(text(&out.stdout).contains("Usage: stalwart"));
+        assert!(text(&out.stderr).contains("Usage: stalwart"));
         let out = run(&rel(v), &["-h"], &[]);
         assert_eq!(out.status.code(), Some(0));
-        assert!(text(&out.stdout).contains("Usage: stalwart"));
+        assert!(text(&out.stderr).contains("Usage: stalwart"));
     }
 }
 
