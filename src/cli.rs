@@ -415,7 +415,11 @@ fn run(cmd: Command) -> Result<i32, Error> {
             let sys = crate::systemd::Systemd::connect()?;
             let pids = crate::transaction::unit_pids(&sys, &ctx.settings.unit);
             let endpoint = crate::webadmin::Endpoint::of(&ctx.settings, Some(&cfg), pids);
-            crate::webadmin::refresh(&ctx.settings, cfg.generation, &endpoint)?;
+            let admin = sys
+                .server_env(&ctx.settings.unit)
+                .ok()
+                .and_then(|e| e.recovery_admin());
+            crate::webadmin::refresh(&ctx.settings, cfg.generation, &endpoint, admin)?;
             println!("web admin refreshed at {}", endpoint.base());
             Ok(exit::OK)
         }
@@ -490,14 +494,22 @@ fn with_server_stopped<T>(
             s.unit
         )));
     }
+    let listeners = if active {
+        crate::listener::probe_all(&crate::transaction::unit_pids(&sys, &s.unit))
+    } else {
+        Vec::new()
+    };
     if active {
         sys.stop(&s.unit, s.stop_timeout())?;
     }
     let r = f();
     if active {
         sys.start(&s.unit, s.start_timeout())?;
-        let cfg = crate::serverconfig::ServerConfig::load(&s.server_config_path()).ok();
-        crate::health::gate(&sys, s, cfg.as_ref())?;
+        let running = crate::swap::binary_version(&s.server_binary())?;
+        let path = crate::generation::server_config_path(s, &running);
+        let cfg = crate::serverconfig::ServerConfig::load(&path).ok();
+        let expect = crate::health::Expect::normal(s, cfg.as_ref(), &running, listeners);
+        crate::health::gate(&sys, s, cfg.as_ref(), &expect)?;
     }
     r
 }

@@ -41,6 +41,17 @@ pub struct Settings {
     pub snapshots: SnapshotSettings,
     pub policy: PolicySettings,
     pub webadmin: WebadminSettings,
+    pub install: InstallSettings,
+}
+
+/// What a first install of the `stalwart` package sets up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstallSettings {
+    /// From 0.16 on: leave config.json unwritten, so the server starts upstream's setup
+    /// wizard (bootstrap mode, a temporary password in `journalctl -u stalwart`) instead of
+    /// a normal server with the administrator pinned in PREFIX/etc/stalwart.env.
+    pub bootstrap: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -65,6 +76,9 @@ pub struct HealthSettings {
     /// Log lines (substrings, case-insensitive) that mean the start failed although the process
     /// may exit 0: upstream exits 0 after a failed migration.
     pub failure_patterns: Vec<String>,
+    /// Where >= 0.16 writes its log files (its default tracer's path, which the packaged unit
+    /// creates with LogsDirectory=); 0.15's come from config.toml's `[tracer.*]`.
+    pub log_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +126,7 @@ impl Default for Settings {
             snapshots: SnapshotSettings::default(),
             policy: PolicySettings::default(),
             webadmin: WebadminSettings::default(),
+            install: InstallSettings::default(),
         }
     }
 }
@@ -135,8 +150,10 @@ impl Default for HealthSettings {
             failure_patterns: vec![
                 "migration failed".into(),
                 "failed to migrate".into(),
+                "migration aborted".into(),
                 "unknown database schema version".into(),
             ],
+            log_dir: PathBuf::from("/var/log/stalwart"),
         }
     }
 }

@@ -87,16 +87,50 @@ pub fn data_store_json(cfg: &ServerConfig) -> Result<String, Error> {
     serde_json::to_string_pretty(&v).map_err(|e| Error::Preflight(e.to_string()))
 }
 
+/// The drop-in that makes the unit run >= 0.16: config.json, the env file (install.sh's 0.16
+/// unit reads it; its 0.15 unit, which the crossing of an adopted installation keeps, does not),
+/// the dangerous variables unset, and no ConditionPathExists (a missing config.json is upstream's
+/// setup wizard, not a reason not to start).
 fn dropin_text(s: &Settings, config_json: &std::path::Path) -> String {
     let bin = s.server_binary();
     format!(
-        "# Written by stalwart-upgrade when it upgraded this server to 0.16: 0.16 reads config.json.\n\
-         # Removed again if that upgrade is rolled back.\n\
-         [Unit]\nConditionPathExists=\nConditionPathExists={json}\n\
-         [Service]\nExecStart=\nExecStart={bin} --config={json}\n",
+        "# Written by stalwart-upgrade: Stalwart >= 0.16 reads config.json and its environment file.\n\
+         # Removed again when the server goes back below the 0.16 line.\n\
+         [Unit]\nConditionPathExists=\n\
+         [Service]\nEnvironmentFile=-{env}\nUnsetEnvironment=DANGER_FORCE_MIGRATE CONFIG_PATH\n\
+         ExecStart=\nExecStart={bin} --config={json}\n",
         json = config_json.display(),
+        env = s.prefix.join("etc/stalwart.env").display(),
         bin = bin.display()
     )
+}
+
+/// Points the unit at the generation of `version`: the 0.16 drop-in written for >= 0.16, removed
+/// below. Returns whether anything changed (then systemd was reloaded).
+pub fn point_unit(s: &Settings, sys: &Systemd, version: &Version) -> Result<bool, Error> {
+    let changed = write_unit_dropin(s, version)?;
+    if changed {
+        sys.daemon_reload()?;
+    }
+    Ok(changed)
+}
+
+/// [`point_unit`] without the reload (a first install without a running systemd).
+pub fn write_unit_dropin(s: &Settings, version: &Version) -> Result<bool, Error> {
+    let p = paths(s);
+    let want = is_json(version).then(|| dropin_text(s, &p.config_json));
+    let have = std::fs::read_to_string(&p.dropin).ok();
+    if want == have {
+        return Ok(false);
+    }
+    match want {
+        Some(text) => {
+            mkdir_parent(&p.dropin)?;
+            crate::state::write_atomic(&p.dropin, text.as_bytes(), 0o644)?;
+        }
+        None => remove_nofollow(&p.dropin)?,
+    }
+    Ok(true)
 }
 
 /// Writes `path` (in a directory the server's user may write: etc/) with the owner and mode of
@@ -190,7 +224,9 @@ pub fn migrate(
         0o644,
     )?;
     sys.daemon_reload()?;
-    let result = start().and_then(|()| Ok(crate::health::gate(sys, s, Some(cfg)).map(|_| ())?));
+    let expect = crate::health::Expect::recovery();
+    let result =
+        start().and_then(|()| Ok(crate::health::gate(sys, s, Some(cfg), &expect).map(|_| ())?));
     let stopped = sys.stop(&s.unit, s.stop_timeout());
     let _ = std::fs::remove_file(&p.recovery_dropin);
     sys.daemon_reload()?;

@@ -1,9 +1,19 @@
-//! The health gate after a start: the unit is active and stays active, `/healthz/ready` answers 200,
-//! and the server's log for this start shows no failed migration.
+//! The health gate after a start. Healthy means, for a mail server:
+//! - the unit is active and stays active, with the same main process;
+//! - `/healthz/ready` answers 200 (429 is retried), from a socket a process of the unit holds
+//!   (not a listener of the service user's standing in for a server that failed);
+//! - on >= 0.16, the server runs in normal mode: `/healthz/ready` is 200 in bootstrap and recovery
+//!   mode too (measured), but only in normal mode is the anonymous JMAP session's `apiUrl`
+//!   absolute (measured with the real 0.16.17/0.16.18);
+//! - every listener the unit had before the stop answers again with the same kind of greeting
+//!   (SMTP 220, IMAP `* OK`, POP3 `+OK`, ...), recorded before the downtime (`listener::Probe`);
+//! - nothing the server's main process wrote to the journal for this start, nor an ERROR line
+//!   its log files got since this start (0.15's file tracer, 0.16's /var/log/stalwart), says a
+//!   migration failed or aborted or the process panicked.
 //!
-//! Why all three: upstream exits 0 after a failed migration (so `Restart=on-failure` does nothing
-//! and an exit code proves nothing), `/healthz/ready` is 503 while a migration runs, and a
-//! Type=simple unit is "active" the moment the process is forked.
+//! Why all of it: upstream exits 0 after a failed migration (so `Restart=on-failure` does nothing
+//! and an exit code proves nothing), a Type=simple unit is "active" the moment the process is
+//! forked, and in normal mode upstream logs to files, not the journal.
 
 use crate::config::Settings;
 use crate::serverconfig::ServerConfig;
@@ -35,8 +45,77 @@ pub enum HealthError {
         before: u32,
         after: u32,
     },
+    #[error("{unit} answers {url} in recovery or bootstrap mode, not in normal mode (only its HTTP port, no mail){hint}; see `journalctl -u {unit}`")]
+    NotNormalMode {
+        unit: String,
+        url: String,
+        hint: String,
+    },
+    #[error("{unit} is up but these listeners it had before do not answer as they did: {missing}; see `journalctl -u {unit}` and the server's log")]
+    ListenersMissing { unit: String, missing: String },
+    #[error("{url} answers, but no process of {unit} holds that socket: something else listens there; see `ss -ltnp` and `journalctl -u {unit}`")]
+    NotTheServer { unit: String, url: String },
     #[error(transparent)]
     Systemd(#[from] SystemdError),
+}
+
+/// What a start must bring up.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// The crossing's migrating start: upstream's recovery mode (no mode check, no listeners).
+    pub recovery: bool,
+    /// The listeners that must answer again (recorded before the stop).
+    pub listeners: Vec<crate::listener::Probe>,
+    /// Log files of the server to search (0.15 tracer; 0.16 `[health] log_dir`).
+    pub log_files: Vec<crate::serverconfig::LogFiles>,
+    /// >= 0.16: check the mode over JMAP.
+    pub json_generation: bool,
+    /// Why a non-normal mode may be (the env file sets recovery mode, config.json is missing).
+    pub mode_hint: String,
+}
+
+impl Expect {
+    /// A normal start of `version`, configured by `cfg` (settings give 0.16's log dir).
+    pub fn normal(
+        settings: &Settings,
+        cfg: Option<&ServerConfig>,
+        version: &crate::version::Version,
+        listeners: Vec<crate::listener::Probe>,
+    ) -> Expect {
+        let json = crate::generation::is_json(version);
+        let mut log_files = cfg.map(|c| c.log_files.clone()).unwrap_or_default();
+        if json {
+            log_files.push(crate::serverconfig::LogFiles {
+                dir: settings.health.log_dir.clone(),
+                prefix: "stalwart.log".into(),
+            });
+        }
+        let mode_hint = match cfg {
+            Some(c) if json && !c.path.exists() => format!(
+                " ({} is missing: upstream starts in bootstrap mode then)",
+                c.path.display()
+            ),
+            _ => format!(
+                " (is STALWART_RECOVERY_MODE set in the server's environment, e.g. {}/etc/stalwart.env?)",
+                settings.prefix.display()
+            ),
+        };
+        Expect {
+            recovery: false,
+            listeners,
+            log_files,
+            json_generation: json,
+            mode_hint,
+        }
+    }
+
+    /// The crossing's recovery-mode start.
+    pub fn recovery() -> Expect {
+        Expect {
+            recovery: true,
+            ..Expect::default()
+        }
+    }
 }
 
 /// Base URL of the plain-HTTP listener: configured, else from the server config, else the port
@@ -112,6 +191,7 @@ pub fn gate(
     sys: &Systemd,
     settings: &Settings,
     server: Option<&ServerConfig>,
+    expect: &Expect,
 ) -> Result<HealthReport, HealthError> {
     let unit = settings.unit.as_str();
     let base = base_url(settings, server);
@@ -128,8 +208,9 @@ pub fn gate(
             "active" | "activating" | "reloading"
         );
         if !running || state.sub_state == "auto-restart" {
-            return Err(exited(unit, &state, settings));
+            return Err(exited(unit, &state, settings, expect));
         }
+        // 429 (upstream's anonymous rate limit) is retried like any other answer but 200.
         match probe_ready(&base) {
             Ok(200) => break state,
             Ok(code) => last = format!("HTTP {code}"),
@@ -146,10 +227,35 @@ pub fn gate(
         std::thread::sleep(Duration::from_millis(50));
     };
     let ready_after_ms = started.elapsed().as_millis() as u64;
+    // The server's own socket answered, not a listener someone else put on that port (only for
+    // the address from the server's config or the default; a URL root set is root's business).
+    if settings.health.url.is_none() && tls_or_plain_loopback(&base) {
+        let pids = unit_pids(sys, unit);
+        if let Some(addr) = base_addr(&base) {
+            let inodes = crate::listener::listening_inodes(addr);
+            if !crate::listener::held_by(&inodes, &pids) {
+                return Err(HealthError::NotTheServer {
+                    unit: unit.into(),
+                    url,
+                });
+            }
+        }
+    }
+    if expect.json_generation
+        && !expect.recovery
+        && server_mode(&base) == Some(Mode::RecoveryOrBootstrap)
+    {
+        return Err(HealthError::NotNormalMode {
+            unit: unit.into(),
+            url: format!("{base}/jmap/session"),
+            hint: expect.mode_hint.clone(),
+        });
+    }
+    wait_listeners(unit, &expect.listeners, deadline)?;
     std::thread::sleep(Duration::from_secs(settings.timeouts.settle_secs));
     let after = sys.state(unit)?;
     if after.active_state != "active" {
-        return Err(exited(unit, &after, settings));
+        return Err(exited(unit, &after, settings, expect));
     }
     if after.main_pid != state.main_pid {
         return Err(HealthError::Restarted {
@@ -158,7 +264,9 @@ pub fn gate(
             after: after.main_pid,
         });
     }
-    if let Some(line) = failure_in_log(&after, settings) {
+    if let Some(line) = failure_in_log(&after, settings)
+        .or_else(|| failure_in_files(&expect.log_files, after.exec_main_start_secs(), settings))
+    {
         return Err(HealthError::LogFailure {
             unit: unit.into(),
             line,
@@ -170,8 +278,90 @@ pub fn gate(
     })
 }
 
-fn exited(unit: &str, state: &crate::systemd::UnitState, settings: &Settings) -> HealthError {
+fn unit_pids(sys: &Systemd, unit: &str) -> Vec<u32> {
+    sys.unit_processes(unit)
+        .map(|v| v.into_iter().map(|(p, _)| p).collect())
+        .unwrap_or_default()
+}
+
+fn tls_or_plain_loopback(base: &str) -> bool {
+    crate::tls::is_loopback(base)
+}
+
+/// The socket address of an `http(s)://IP:PORT` base URL.
+fn base_addr(base: &str) -> Option<std::net::SocketAddr> {
+    base.strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))?
+        .parse()
+        .ok()
+}
+
+/// Every expected listener answers with its greeting, polled until `deadline`.
+fn wait_listeners(
+    unit: &str,
+    want: &[crate::listener::Probe],
+    deadline: Instant,
+) -> Result<(), HealthError> {
+    loop {
+        let missing: Vec<String> = want
+            .iter()
+            .filter(|p| crate::listener::greet(p.addr) != Some(p.greeting))
+            .map(|p| p.to_string())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(HealthError::ListenersMissing {
+                unit: unit.into(),
+                missing: missing.join(", "),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What the anonymous JMAP session says about 0.16's mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Recovery and bootstrap mode (bootstrap is recovery mode on an in-memory store).
+    RecoveryOrBootstrap,
+}
+
+/// 0.16's mode, told without credentials (measured with the real 0.16.17/0.16.18): in normal
+/// mode the anonymous `/jmap/session` has an absolute `apiUrl` (`https://<hostname>/jmap/`); in
+/// recovery and bootstrap mode it is relative (`/jmap/`). None when the session cannot be read.
+pub fn server_mode(base: &str) -> Option<Mode> {
+    let mut agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .redirects(0);
+    if base.starts_with("https://") && crate::tls::is_loopback(base) {
+        agent = agent.tls_config(crate::tls::loopback_config().ok()?);
+    }
+    let v: serde_json::Value = agent
+        .build()
+        .get(&format!("{base}/jmap/session"))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()?;
+    let api = v.get("apiUrl")?.as_str()?;
+    Some(if api.starts_with('/') {
+        Mode::RecoveryOrBootstrap
+    } else {
+        Mode::Normal
+    })
+}
+
+fn exited(
+    unit: &str,
+    state: &crate::systemd::UnitState,
+    settings: &Settings,
+    expect: &Expect,
+) -> HealthError {
     let log = failure_in_log(state, settings)
+        .or_else(|| failure_in_files(&expect.log_files, state.exec_main_start_secs(), settings))
         .map(|l| format!("; it logged {l:?}"))
         .unwrap_or_default();
     HealthError::Exited {
@@ -204,6 +394,75 @@ pub fn failure_in_log(state: &crate::systemd::UnitState, settings: &Settings) ->
     )
 }
 
+/// The server's log files of `sources` written since `since` (Unix seconds): the first ERROR
+/// line (upstream's format: `<RFC 3339 time> ERROR <event> (<id>) ...`) with a failure pattern,
+/// timestamped at or after the start. Read through descriptors: the directory is the server's
+/// user's. Only the last 4 MiB of each file are read.
+pub fn failure_in_files(
+    sources: &[crate::serverconfig::LogFiles],
+    since: Option<u64>,
+    settings: &Settings,
+) -> Option<String> {
+    let since = since?;
+    for src in sources {
+        let Ok(dir) = crate::fsutil::Dir::open(&src.dir) else {
+            continue;
+        };
+        for name in dir.entries().unwrap_or_default() {
+            if !name.to_string_lossy().starts_with(&src.prefix) {
+                continue;
+            }
+            let Ok((f, m)) = dir.open_file(&name) else {
+                continue;
+            };
+            if (m.mtime.0 as u64) + 1 < since {
+                continue;
+            }
+            use std::io::{Read, Seek};
+            let mut f = f;
+            let _ = f.seek(std::io::SeekFrom::Start(m.size.saturating_sub(4 << 20)));
+            let mut text = String::new();
+            if (&f).take(4 << 20).read_to_string(&mut text).is_err() {
+                continue;
+            }
+            let fresh: String = text
+                .lines()
+                .filter(|l| {
+                    let mut it = l.split_whitespace();
+                    let ts = it.next().and_then(parse_rfc3339);
+                    let level = it.next();
+                    ts.is_some_and(|t| t + 1 >= since) && level == Some("ERROR")
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if let Some(line) = find_failure(&fresh, &settings.health.failure_patterns) {
+                return Some(line);
+            }
+        }
+    }
+    None
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` as Unix seconds.
+fn parse_rfc3339(ts: &str) -> Option<u64> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, mo, da) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = time.split('.').next()?;
+    let mut t = time.split(':').map(|x| x.parse::<i64>());
+    let (h, mi, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from civil (Howard Hinnant).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
+}
+
 pub fn find_failure(log: &str, patterns: &[String]) -> Option<String> {
     log.lines()
         .find(|l| {
@@ -229,6 +488,38 @@ mod tests {
     }
 
     #[test]
+    fn log_files_count_error_lines_of_this_start_only() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Settings::default();
+        std::fs::write(
+            t.path().join("stalwart.log.2026-12-01"),
+            "2026-12-01T09:00:00Z ERROR Server startup error (server.startup-error) details = \"Failed to migrate database, aborting startup.\"\n\
+             2026-12-01T10:00:05Z INFO Failed to migrate database is not an error line here\n\
+             2026-12-01T10:00:06Z ERROR Resource error (resource.error) details = \"Webadmin bundle not found\"\n",
+        )
+        .unwrap();
+        let src = vec![crate::serverconfig::LogFiles {
+            dir: t.path().to_owned(),
+            prefix: "stalwart.log".into(),
+        }];
+        let start_10 = parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
+        let start_9 = parse_rfc3339("2026-12-01T08:59:00Z").unwrap();
+        // Touch the file so its mtime is after both starts.
+        assert_eq!(
+            failure_in_files(&src, Some(start_10), &s),
+            None,
+            "an older start's line"
+        );
+        let found = failure_in_files(&src, Some(start_9), &s).unwrap();
+        assert!(found.contains("Failed to migrate database"), "{found}");
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2026-11-28T12:00:00.123Z"),
+            Some(1_795_867_200)
+        );
+    }
+
+    #[test]
     fn base_url_prefers_setting_then_listener_then_8080() {
         let mut s = Settings::default();
         assert_eq!(base_url(&s, None), "http://127.0.0.1:8080");
@@ -239,6 +530,7 @@ mod tests {
             http: Some("127.0.0.1:9090".parse().unwrap()),
             https: Some("127.0.0.1:9443".parse().unwrap()),
             cluster: None,
+            log_files: vec![],
         };
         assert_eq!(base_url(&s, Some(&cfg)), "http://127.0.0.1:9090");
         let https_only = ServerConfig {

@@ -38,6 +38,9 @@ pub enum Action {
     Nothing,
     /// Finish or undo an interrupted transaction (idempotent); nothing else.
     Recover,
+    /// A first install (preinst install / %pre 1): recover, and refuse, before any file is
+    /// unpacked, to install a second server beside one the package cannot adopt.
+    InstallGate,
     /// `postinst abort-remove`: our `prerm remove` stopped the server and the removal was
     /// abandoned: recover and start it again.
     RecoverAndStart,
@@ -68,7 +71,7 @@ pub fn deb_action(script: &str, args: &[String]) -> Action {
     };
     match (script, a.as_slice()) {
         // First install, or reinstall after a removal that kept the config files.
-        ("preinst", ["install", ..]) => Action::Recover,
+        ("preinst", ["install", ..]) => Action::InstallGate,
         ("preinst", ["upgrade", old, new, ..]) => match Version::parse_dpkg(new) {
             // A reinstall of the same version changes nothing: no gate.
             _ if old == new => Action::Recover,
@@ -116,7 +119,7 @@ pub fn rpm_action(scriptlet: &str, arg: &str, version: Option<&str>) -> Action {
     let count: Option<u32> = arg.trim().parse().ok();
     match (scriptlet, count) {
         ("pretrans", _) | ("post", _) => Action::Nothing,
-        ("pre", Some(1)) => Action::Recover,
+        ("pre", Some(1)) => Action::InstallGate,
         ("pre", Some(n)) if n >= 2 => match version.map(Version::parse_rpm) {
             Some(Ok(to)) => Action::Gate { to },
             // No version to judge: %posttrans's preflight will.
@@ -154,6 +157,9 @@ pub trait Engine {
     fn install_fresh(&self, ctx: &Context) -> Result<Vec<String>, Error>;
     /// Take over an existing (install.sh) installation without touching config or data.
     fn adopt(&self, ctx: &Context) -> Result<Vec<String>, Error>;
+    /// A server the package cannot adopt runs here (install.sh's FHS layout): why, and what to
+    /// do. None when there is none.
+    fn foreign_installation(&self, ctx: &Context) -> Option<String>;
     /// May the hooks start and stop units? Not when systemd is not the running init, inside a
     /// chroot (a bind-mounted /run would reach the host's systemd), or when policy-rc.d forbids
     /// it (image builds): Err says which.
@@ -189,6 +195,18 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
     };
     match action {
         Action::Nothing => exit::OK,
+        Action::InstallGate => {
+            if let Err(code) = recover(engine, ctx, &mut say) {
+                return code;
+            }
+            match engine.foreign_installation(ctx) {
+                None => exit::OK,
+                Some(why) => {
+                    banner(&mut say, &[format!("NOT INSTALLING stalwart: {why}")]);
+                    exit::ERROR
+                }
+            }
+        }
         Action::Recover => match recover(engine, ctx, &mut say) {
             Ok(()) => exit::OK,
             Err(code) => code,
@@ -495,8 +513,8 @@ mod tests {
         use Action::*;
         let gate = |x: &str| Gate { to: v(x) };
         let table: Vec<(&str, Vec<&str>, Action)> = vec![
-            ("preinst", vec!["install"], Recover),
-            ("preinst", vec!["install", "0.15.4-1"], Recover),
+            ("preinst", vec!["install"], InstallGate),
+            ("preinst", vec!["install", "0.15.4-1"], InstallGate),
             (
                 "preinst",
                 vec!["upgrade", "0.15.4-1", "0.15.5-1"],
@@ -580,7 +598,7 @@ mod tests {
         use Action::*;
         let table: Vec<(&str, &str, Option<&str>, Action)> = vec![
             ("pretrans", "0", Some("0.15.5"), Nothing),
-            ("pre", "1", Some("0.15.5"), Recover),
+            ("pre", "1", Some("0.15.5"), InstallGate),
             ("pre", "2", Some("0.15.5"), Gate { to: v("0.15.5") }),
             (
                 "pre",
@@ -640,6 +658,7 @@ mod tests {
         systemd: bool,
         purge_data: bool,
         package: &'static str,
+        foreign: Option<String>,
     }
 
     impl Default for Fake {
@@ -654,6 +673,7 @@ mod tests {
                 systemd: true,
                 purge_data: false,
                 package: "0.15.5-1",
+                foreign: None,
             }
         }
     }
@@ -704,6 +724,9 @@ mod tests {
         fn adopt(&self, _: &Context) -> Result<Vec<String>, Error> {
             self.call("adopt");
             Ok(vec!["adopted".into()])
+        }
+        fn foreign_installation(&self, _: &Context) -> Option<String> {
+            self.foreign.clone()
         }
         fn units_controllable(&self, _: &Context) -> Result<(), String> {
             if self.systemd {
@@ -979,5 +1002,27 @@ mod tests {
     fn unknown_fails() {
         let f = Fake::default();
         assert_eq!(run(&f, Action::Unknown { what: "x".into() }).0, exit::USAGE);
+    }
+
+    #[test]
+    fn a_first_install_beside_a_foreign_server_is_refused_before_unpacking() {
+        assert_eq!(
+            deb_action("preinst", &["install".into()]),
+            Action::InstallGate
+        );
+        assert_eq!(rpm_action("pre", "1", None), Action::InstallGate);
+        let f = Fake::default();
+        assert_eq!(run(&f, Action::InstallGate).0, exit::OK);
+        let f = Fake {
+            foreign: Some("install.sh's FHS layout runs here".into()),
+            ..Fake::default()
+        };
+        let (code, out) = run(&f, Action::InstallGate);
+        assert_eq!(code, exit::ERROR);
+        assert!(
+            out.contains("NOT INSTALLING") && out.contains("FHS"),
+            "{out}"
+        );
+        assert_eq!(f.calls(), vec!["recover".to_string()]);
     }
 }

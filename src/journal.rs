@@ -114,6 +114,8 @@ pub enum Undo {
     Data,
     /// Remove bin.new and a partial snapshot.
     Cleanup,
+    /// Put the server config back from the snapshot's copy when it is gone.
+    Config,
     /// Start the old version and health-check it.
     Start,
 }
@@ -127,6 +129,7 @@ impl Undo {
             Undo::GenerationBack => "undo-generation-back",
             Undo::Data => "undo-data",
             Undo::Cleanup => "undo-cleanup",
+            Undo::Config => "undo-config",
             Undo::Start => "undo-start",
         }
     }
@@ -182,6 +185,10 @@ pub struct Begin {
     /// Rollback transactions: the earlier snapshot restored forward.
     pub restore_from: Option<String>,
     pub server_config: PathBuf,
+    /// The unit's listeners before the stop, with their greetings: the old version must answer
+    /// on them again after an undo (and the new one after a same-generation upgrade).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<crate::listener::Probe>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -587,6 +594,7 @@ mod tests {
             restore_data: false,
             restore_from: None,
             server_config: "/opt/stalwart/etc/config.toml".into(),
+            listeners: vec![],
         }
     }
 

@@ -14,6 +14,7 @@ pub mod listener;
 pub mod policy;
 pub mod rollback;
 pub mod serverconfig;
+pub mod serverenv;
 pub mod snapshot;
 pub mod state;
 pub mod status;

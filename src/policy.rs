@@ -168,6 +168,22 @@ pub fn decide(d: &Decision<'_>) -> Verdict {
         Class::Same => return Verdict::Allowed, // a reinstall
         Class::Patch | Class::Minor | Class::Major => {}
     }
+    // Upstream's 1.0 (branch v1.0.0, unreleased) keeps schema number 6 but moves its key and has
+    // no migration code from 0.16 yet: a 1.x binary on 0.16 data would abort. Told apart by the
+    // binary's version, never by the schema number (facts: "1.0").
+    if to.0.major >= 1 && from.0.major == 0 {
+        return Verdict::Refused {
+            message: format!(
+                "{from} -> {to}: upstream has published no upgrade path from 0.x to {}.x yet (its \
+                 1.0 moves the schema key and ships no 0.16 -> 1.0 migration), and this helper does \
+                 not know one; nothing was changed. Keep the package on the {} line \
+                 (`stalwart-upgrade hold`) until upstream publishes UPGRADING/v1_0.md and a helper \
+                 release supports it",
+                to.0.major,
+                from.line()
+            ),
+        };
+    }
     // Upstream 0.16 refuses a database of schema 0-4 (anything before 0.15): it must pass 0.15's
     // migration first. Later lines can only be stricter.
     let from_before_015 = from.0.major == 0 && from.0.minor < 15;
@@ -1115,16 +1131,21 @@ mod tests {
                 &["patch"],
                 &[],
                 &[Override::Class(Class::Minor)],
-                "0.16.2",
-                "1.0.0",
+                "1.2.0",
+                "2.0.0",
                 true
             ),
             Verdict::NeedsApproval { .. }
         ));
         assert_eq!(
-            decide_with(&["patch"], &["1"], &[], "0.16.2", "1.0.0", true),
+            decide_with(&["patch"], &["2"], &[], "1.2.0", "2.0.0", true),
             Verdict::Allowed
         );
+        // 0.x -> 1.x has no published path: refused whatever was approved.
+        assert!(matches!(
+            decide_with(&["patch"], &["1"], &[], "0.16.2", "1.0.0", true),
+            Verdict::Refused { .. }
+        ));
     }
 
     #[test]
@@ -1218,5 +1239,32 @@ mod tests {
             e.contains("value = \"0.15\"") && e.contains("value = \"0.16~\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_1_x_target_is_refused_whatever_was_approved() {
+        for (from, to) in [
+            ("0.16.18", "1.0.0"),
+            ("0.15.5", "1.2.3"),
+            ("0.16.18", "1.0.0-rc1"),
+        ] {
+            let (f, t): (Version, Version) = (from.parse().unwrap(), to.parse().unwrap());
+            let classes = vec!["patch".to_string(), "minor".into(), "major".into()];
+            let approved = vec![t.line()];
+            let v = decide(&Decision {
+                unattended_classes: &classes,
+                approved_lines: &approved,
+                overrides: &[],
+                from: &f,
+                to: &t,
+                class: classify(&f, &t),
+                unattended: false,
+            });
+            let Verdict::Refused { message } = v else {
+                panic!("{from} -> {to}: {v:?}")
+            };
+            assert!(message.contains("no upgrade path"), "{message}");
+            assert!(message.contains("stalwart-upgrade hold"), "{message}");
+        }
     }
 }

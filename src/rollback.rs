@@ -119,7 +119,19 @@ fn steps(
         })?;
     }
     tx.step(Step::Start, upgrade::start)?;
-    tx.step(Step::Health, |m, _| upgrade::healthy(m, to_config))?;
+    // Below the 0.16 line the 0.15 listeners come back with config.toml, not 0.16's.
+    let listeners = if back.below_016.is_some() {
+        Vec::new()
+    } else {
+        plan.listeners.clone()
+    };
+    let expect = health::Expect::normal(
+        tx.machine().settings(),
+        Some(to_config),
+        &plan.to,
+        listeners,
+    );
+    tx.step(Step::Health, |m, _| upgrade::healthy(m, to_config, &expect))?;
     Ok(())
 }
 
@@ -141,6 +153,7 @@ fn plan_begin(ctx: &Context, plan: &Plan) -> Begin {
         restore_data: false,
         restore_from: None,
         server_config: plan.server_config.path.clone(),
+        listeners: plan.listeners.clone(),
     }
 }
 
@@ -198,6 +211,8 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         )));
     }
     let unit_state = m.sys()?.state(&s.unit)?;
+    upgrade::check_env(m)?;
+    let listeners = upgrade::running_listeners(m, &unit_state)?;
     let plan = Plan {
         unit: s.unit.clone(),
         from: current.clone(),
@@ -214,6 +229,7 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         server_config,
         generation_json: None,
         snapshot,
+        listeners,
     };
     Ok((
         plan,

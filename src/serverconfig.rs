@@ -133,6 +133,18 @@ pub struct ServerConfig {
     /// its cluster settings in the database, out of our sight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Where the server logs (0.15: every enabled `[tracer.<id>] type = "log"`: directory and
+    /// file prefix; daily files `<prefix>.<date>`). 0.16 keeps its tracers in the database: empty
+    /// here, the helper's `[health] log_dir` says where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_files: Vec<LogFiles>,
+}
+
+/// Log files of the server: `dir/<prefix>*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogFiles {
+    pub dir: PathBuf,
+    pub prefix: String,
 }
 
 /// The roles of `[storage]` in the order we report them.
@@ -274,6 +286,7 @@ impl ServerConfig {
             http: cfg.http_listener(false)?,
             https: cfg.http_listener(true)?,
             cluster: cfg.cluster(),
+            log_files: cfg.log_files()?,
         })
     }
 
@@ -376,6 +389,7 @@ impl ServerConfig {
             http: None,
             https: None,
             cluster: None,
+            log_files: Vec::new(),
         })
     }
 }
@@ -742,6 +756,32 @@ impl Flat<'_> {
     }
 
     /// `cluster.node-id` / `cluster.coordinator` (upstream's cluster settings), if set.
+    /// The enabled file tracers (`[tracer.<id>] type = "log"`, `path`, `prefix` default
+    /// "stalwart.log", `enable` default true).
+    fn log_files(&self) -> Result<Vec<LogFiles>, ServerConfigError> {
+        let mut out = Vec::new();
+        for id in self.children("tracer") {
+            let key = |k: &str| format!("tracer.{id}.{k}");
+            if self.get_str(&key("type"))?.as_deref() != Some("log") {
+                continue;
+            }
+            if self.get_str(&key("enable"))?.as_deref() == Some("false") {
+                continue;
+            }
+            let Some(dir) = self.get_str(&key("path"))? else {
+                continue;
+            };
+            let prefix = self
+                .get_str(&key("prefix"))?
+                .unwrap_or_else(|| "stalwart.log".into());
+            out.push(LogFiles {
+                dir: PathBuf::from(dir),
+                prefix,
+            });
+        }
+        Ok(out)
+    }
+
     fn cluster(&self) -> Option<String> {
         ["cluster.node-id", "cluster.coordinator"]
             .iter()

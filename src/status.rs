@@ -1,6 +1,7 @@
 //! `stalwart-upgrade status`: what runs, what happened last, and whether anything needs the admin.
-//! Exits 8 (ATTENTION) when the last upgrade failed or a transaction is unfinished, so it doubles as
-//! a monitoring check.
+//! Exits 8 (ATTENTION) when the last upgrade failed, a transaction is unfinished, the package's
+//! binary is not what runs, the server is not running, or (>= 0.16) it answers in bootstrap or
+//! recovery mode, so it doubles as a monitoring check.
 
 use crate::history::{self, Entry};
 use crate::journal::Ending;
@@ -76,11 +77,41 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         if let Some(w) = st.override_warning(&s.unit) {
             warnings.push(w);
         }
+        // A mail server that is not running needs the admin, whatever the reason.
         if st.active_state != "active" {
-            warnings.push(format!(
-                "{} is {}/{}",
-                s.unit, st.active_state, st.sub_state
+            attention.push(format!(
+                "{unit} is {}/{}: the mail server is not running; see `journalctl -u {unit}`, then `systemctl start {unit}`",
+                st.active_state,
+                st.sub_state,
+                unit = s.unit
             ));
+        } else if let Some(v) = binary_version
+            .as_deref()
+            .and_then(|v| v.parse::<crate::version::Version>().ok())
+            .filter(crate::generation::is_json)
+        {
+            // 0.16 answers /healthz/ready in bootstrap and recovery mode too: only its session
+            // tells (health::server_mode).
+            let path = crate::generation::server_config_path(s, &v);
+            let cfg = crate::serverconfig::ServerConfig::load(&path).ok();
+            let base = crate::health::base_url(s, cfg.as_ref());
+            if crate::health::server_mode(&base) == Some(crate::health::Mode::RecoveryOrBootstrap) {
+                let why = if !path.exists() {
+                    format!(
+                        "{} is missing, so it runs upstream's setup wizard",
+                        path.display()
+                    )
+                } else {
+                    format!(
+                        "STALWART_RECOVERY_MODE is set in its environment (e.g. {}/etc/stalwart.env)",
+                        s.prefix.display()
+                    )
+                };
+                attention.push(format!(
+                    "{} answers in bootstrap or recovery mode ({why}): it takes no mail; fix that, then `systemctl restart {}`",
+                    s.unit, s.unit
+                ));
+            }
         }
     }
     let snapshots = crate::snapshot::Snapshots::new(&s.snapshot_dir())

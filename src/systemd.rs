@@ -78,9 +78,16 @@ pub struct UnitState {
     pub exec_main_status: i32,
     /// The main process of the last start (also after it exited).
     pub exec_main_pid: u32,
+    /// When that process started (µs since the epoch, realtime; 0 if never).
+    pub exec_main_start_us: u64,
 }
 
 impl UnitState {
+    /// When the main process of the last start started (Unix seconds), if it did.
+    pub fn exec_main_start_secs(&self) -> Option<u64> {
+        (self.exec_main_start_us > 0).then_some(self.exec_main_start_us / 1_000_000)
+    }
+
     /// install.sh writes its unit to /etc/systemd/system, which overrides the one a package ships
     /// in /lib/systemd/system: the packaged unit's hardening and settings are then silently
     /// ignored. Some(warning) when that is the case.
@@ -322,7 +329,51 @@ impl Systemd {
             unit_file_state: prop_str(&props.unit, "UnitFileState"),
             exec_main_status: prop_i32(&props.service, "ExecMainStatus"),
             exec_main_pid: prop_u32(&props.service, "ExecMainPID"),
+            exec_main_start_us: props
+                .service
+                .get("ExecMainStartTimestamp")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
         })
+    }
+
+    /// The environment the unit gives the server (`Environment=`, `EnvironmentFile=`,
+    /// `UnsetEnvironment=`), see `serverenv`.
+    pub fn server_env(&self, unit: &str) -> Result<crate::serverenv::ServerEnv, SystemdError> {
+        let props = self.unit_props(unit)?;
+        let strings = |k: &str| -> Vec<String> {
+            match props.service.get(k).map(|v| &**v) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| <&str>::try_from(x).ok().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let files: Vec<(std::path::PathBuf, bool)> =
+            match props.service.get("EnvironmentFiles").map(|v| &**v) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| match x {
+                        Value::Structure(st) => {
+                            let f = st.fields();
+                            let path = f.first().and_then(|p| <&str>::try_from(p).ok())?;
+                            let optional = f
+                                .get(1)
+                                .and_then(|b| bool::try_from(b).ok())
+                                .unwrap_or(false);
+                            Some((std::path::PathBuf::from(path), optional))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+        Ok(crate::serverenv::ServerEnv::from_unit(
+            &strings("Environment"),
+            &files,
+            &strings("UnsetEnvironment"),
+        ))
     }
 
     /// The processes in the unit's cgroup: (pid, command line).

@@ -421,10 +421,29 @@ fn undo_actions(
                 begin.unit
             ));
         } else {
+            if let Some(id) = sum
+                .note(Step::Snapshot)
+                .filter(|_| sum.done(Step::Snapshot))
+            {
+                let mut put_back = false;
+                undo(j, Undo::Config, || {
+                    put_back = m.snapshots().put_back_config(id)?;
+                    Ok(None)
+                })?;
+                if put_back {
+                    did.push(format!(
+                        "{} was missing: put back from snapshot {id}",
+                        begin.server_config.display()
+                    ));
+                }
+            }
             undo(j, Undo::Start, || {
                 crate::upgrade::start_fresh(m, &begin.unit)?;
                 let cfg = server_config(begin).ok();
-                health::gate(m.sys()?, s, cfg.as_ref())?;
+                // The old version, on its listeners of before the transaction.
+                let expect =
+                    health::Expect::normal(s, cfg.as_ref(), &begin.from, begin.listeners.clone());
+                health::gate(m.sys()?, s, cfg.as_ref(), &expect)?;
                 Ok(None)
             })?;
             did.push(format!("{} started and healthy", begin.from));
@@ -535,9 +554,14 @@ fn refresh_webadmin(m: &Machine, begin: &Begin) -> Result<(), Error> {
         m.settings(),
         &begin.to,
     ))?;
-    let pids = unit_pids(m.sys()?, &m.settings().unit);
+    let sys = m.sys()?;
+    let pids = unit_pids(sys, &m.settings().unit);
     let endpoint = webadmin::Endpoint::of(m.settings(), Some(&cfg), pids);
-    webadmin::refresh(m.settings(), cfg.generation, &endpoint)?;
+    let admin = sys
+        .server_env(&m.settings().unit)
+        .ok()
+        .and_then(|e| e.recovery_admin());
+    webadmin::refresh(m.settings(), cfg.generation, &endpoint, admin)?;
     Ok(())
 }
 

@@ -35,6 +35,8 @@ pub struct Plan {
     /// A rollback must restore the data snapshot: the schema may move (minor/major).
     pub restore_data: bool,
     pub health_url: String,
+    /// What the unit listens on now (recorded before the stop, checked after the start).
+    pub listeners: Vec<crate::listener::Probe>,
 }
 
 impl Plan {
@@ -56,7 +58,20 @@ impl Plan {
             restore_data: self.restore_data,
             restore_from: None,
             server_config: self.server_config.path.clone(),
+            listeners: self.listeners.clone(),
         }
+    }
+
+    /// What the health gate after the start expects: the new version in normal mode, with every
+    /// listener of the old one again (not across the 0.16 line: 0.16 brings its own default
+    /// listeners, and what is missing is said after the commit).
+    pub fn expect(&self, settings: &crate::config::Settings) -> health::Expect {
+        let listeners = if self.generation_json.is_some() {
+            Vec::new()
+        } else {
+            self.listeners.clone()
+        };
+        health::Expect::normal(settings, Some(&self.server_config), &self.to, listeners)
     }
 }
 
@@ -132,6 +147,14 @@ impl std::fmt::Display for Plan {
             writeln!(f, "warning:       {w}")?;
         }
         writeln!(f, "health:        {}/healthz/ready", self.health_url)?;
+        if !self.listeners.is_empty() {
+            let l: Vec<String> = self.listeners.iter().map(|p| p.to_string()).collect();
+            writeln!(
+                f,
+                "listeners:     {} (each must answer again)",
+                l.join(", ")
+            )?;
+        }
         writeln!(
             f,
             "on failure:    roll back to {}{}",
@@ -214,7 +237,10 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
         })?;
     }
     tx.step(Step::Start, start)?;
-    tx.step(Step::Health, |m, _| healthy(m, &plan.server_config))?;
+    let expect = plan.expect(tx.machine().settings());
+    tx.step(Step::Health, |m, _| {
+        healthy(m, &plan.server_config, &expect)
+    })?;
     Ok(())
 }
 
@@ -288,9 +314,30 @@ pub(crate) fn start_fresh(m: &Machine, unit: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig) -> StepResult {
-    let r = health::gate(m.sys()?, m.settings(), Some(cfg))?;
+pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig, expect: &health::Expect) -> StepResult {
+    let r = health::gate(m.sys()?, m.settings(), Some(cfg), expect)?;
     Ok(((), Some(health::ready_note(r.ready_after_ms))))
+}
+
+/// What the server's environment must not say (`serverenv`): refused before any downtime.
+pub(crate) fn check_env(m: &Machine) -> Result<(), Error> {
+    let s = m.settings();
+    match m.sys()?.server_env(&s.unit)?.refusals().first() {
+        Some(r) => Err(Error::Refused(format!("{r}; nothing was changed"))),
+        None => Ok(()),
+    }
+}
+
+/// The listeners of the running unit, each with its greeting (none when it is not running).
+pub(crate) fn running_listeners(
+    m: &Machine,
+    unit_state: &crate::systemd::UnitState,
+) -> Result<Vec<crate::listener::Probe>, Error> {
+    if unit_state.active_state != "active" {
+        return Ok(Vec::new());
+    }
+    let pids = crate::transaction::unit_pids(m.sys()?, &m.settings().unit);
+    Ok(crate::listener::probe_all(&pids))
 }
 
 /// bin.new is a full copy of bin/ with the new binary, on the same file system as bin/ (the
@@ -476,6 +523,8 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
         .into());
     }
     let health_url = health::base_url(s, Some(&server_config));
+    check_env(m)?;
+    let listeners = running_listeners(m, &unit_state)?;
     if unit_state.active_state == "active" {
         health::check_running(&health_url, Duration::from_secs(10)).map_err(|why| {
             Error::Preflight(format!(
@@ -499,5 +548,6 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
         server_config,
         generation_json,
         snapshot,
+        listeners,
     })
 }

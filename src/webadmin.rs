@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebadminError {
-    #[error("no credentials for the web admin refresh: set [webadmin] credentials_file in /etc/stalwart-upgrade/config.toml to a root-only file holding `user:password` (or `api_<key>`), then run `stalwart-upgrade webadmin refresh`")]
+    #[error("no credentials for the web admin refresh: set [webadmin] credentials_file in /etc/stalwart-upgrade/config.toml to a root-only file holding `user:password` (or `api_<key>`), or (0.16) STALWART_RECOVERY_ADMIN=user:password in the server's stalwart.env, then run `stalwart-upgrade webadmin refresh`")]
     NoCredentials,
     #[error("refusing credentials file {path}: mode {mode:04o} lets others read it; run `chmod 0600 {path}` (owner root)")]
     InsecureCredentials { path: PathBuf, mode: u32 },
@@ -174,24 +174,46 @@ fn agent(settings: &Settings, base: &str) -> Result<ureq::Agent, WebadminError> 
     Ok(b.build())
 }
 
-/// Refreshes the web admin of a server of the given generation at `endpoint`.
+/// The credentials: `[webadmin] credentials_file`, else the file a 0.15 first install of the
+/// package keeps (`hooks::system::CREDENTIALS_FILE`), else 0.16's `STALWART_RECOVERY_ADMIN` from
+/// the server's environment (what a 0.16 first install pins).
+fn credentials(
+    settings: &Settings,
+    recovery_admin: Option<(String, String)>,
+) -> Result<Auth, WebadminError> {
+    if let Some(f) = &settings.webadmin.credentials_file {
+        return read_credentials(f);
+    }
+    let kept = Path::new(crate::hooks::system::CREDENTIALS_FILE);
+    if kept.exists() {
+        return read_credentials(kept);
+    }
+    match recovery_admin {
+        Some((u, p)) => {
+            use base64::Engine;
+            Ok(Auth::Basic(
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")),
+            ))
+        }
+        None => Err(WebadminError::NoCredentials),
+    }
+}
+
+/// Refreshes the web admin of a server of the given generation at `endpoint`. `recovery_admin`
+/// is 0.16's `STALWART_RECOVERY_ADMIN` from the server's environment, used when no credentials
+/// file is there.
 pub fn refresh(
     settings: &Settings,
     generation: Generation,
     endpoint: &Endpoint,
+    recovery_admin: Option<(String, String)>,
 ) -> Result<(), WebadminError> {
     let base = endpoint.base().to_string();
     if base.starts_with("http://") && !tls::is_loopback(&base) {
         return Err(WebadminError::PlainHttp { url: base });
     }
     endpoint.check()?;
-    let auth = read_credentials(
-        settings
-            .webadmin
-            .credentials_file
-            .as_deref()
-            .ok_or(WebadminError::NoCredentials)?,
-    )?;
+    let auth = credentials(settings, recovery_admin)?;
     let header = match &auth {
         Auth::Basic(b) => format!("Basic {b}"),
         Auth::Bearer(t) => format!("Bearer {t}"),
@@ -345,7 +367,7 @@ mod tests {
     fn plain_http_to_a_remote_host_refused() {
         let mut s = Settings::default();
         s.webadmin.url = Some("http://mail.example.org:8080".into());
-        let e = refresh(&s, Generation::Toml, &Endpoint::of(&s, None, vec![])).unwrap_err();
+        let e = refresh(&s, Generation::Toml, &Endpoint::of(&s, None, vec![]), None).unwrap_err();
         assert!(matches!(e, WebadminError::PlainHttp { .. }));
     }
 

@@ -85,6 +85,7 @@ const UNDO: &[&str] = &[
     "undo-data:started",
     "undo-data:done",
     "undo-cleanup:done",
+    "undo-config:started",
     "undo-start:started",
 ];
 

@@ -193,3 +193,70 @@ fn rollback_from_0_16_returns_to_config_toml_and_the_schema_5_data() {
     s.ready();
     assert_eq!(s.binary_version(), "0.16.18");
 }
+
+/// A 0.16 installation: 0.15.5 crossed to 0.16.17 with approval.
+fn on_0_16_17() -> Scenario {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.17", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    s
+}
+
+/// 0.16 without its config.json starts upstream's bootstrap wizard: ready, but on an empty
+/// in-memory store with no mail listeners. The gate must call that a failure, and the rollback
+/// must put config.json back before it starts the old release, or that one comes up in
+/// bootstrap mode too.
+#[test]
+fn a_0_16_that_comes_up_in_bootstrap_mode_is_rolled_back_with_its_config_put_back() {
+    let s = on_0_16_17();
+    let before = s.digest();
+    let json = sha(&s, JSON);
+    let stat = |s: &Scenario| s.ct.exec_ok(&["stat", "-c", "%U:%G %a", JSON]).unwrap();
+    let owner = stat(&s);
+    let out = s.upgrade_pausing(
+        &release("0.16.18", Fault::None, 0),
+        "swap:done",
+        &format!("rm {JSON}"),
+    );
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "{t}");
+    assert!(
+        t.contains("bootstrap mode") || t.contains("recovery"),
+        "{t}"
+    );
+    assert!(t.contains("was missing: put back from snapshot"), "{t}");
+    assert_eq!(sha(&s, JSON), json, "config.json back, byte for byte");
+    assert_eq!(stat(&s), owner, "owner and mode of before");
+    s.serves("0.16.17", &before);
+    // Healthy again, and `status` still tells monitoring that an upgrade failed.
+    assert_eq!(s.status_code(), 8);
+}
+
+/// `STALWART_RECOVERY_MODE` in stalwart.env keeps any 0.16 in recovery mode (no mail): refused
+/// before anything is stopped, with the file and what to do. So is a 1.x target.
+#[test]
+fn recovery_mode_in_the_env_file_and_a_1_x_target_are_refused_before_any_downtime() {
+    let s = on_0_16_17();
+    let pid = s.main_pid();
+    // And a 1.x release, for which upstream has published no path from 0.16 yet.
+    let out = s.upgrade(&release("1.0.0", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(text(&out).contains("no upgrade path"), "{}", text(&out));
+    s.ct.write_file(
+        "/opt/stalwart/etc/stalwart.env",
+        "STALWART_RECOVERY_MODE=true\n",
+    )
+    .unwrap();
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 3, "{t}");
+    assert!(
+        t.contains("STALWART_RECOVERY_MODE") && t.contains("/opt/stalwart/etc/stalwart.env"),
+        "{t}"
+    );
+    assert!(t.contains("nothing was changed"), "{t}");
+    assert_eq!(s.main_pid(), pid, "not stopped");
+    assert_eq!(s.binary_version(), "0.16.17");
+}

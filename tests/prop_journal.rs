@@ -32,6 +32,7 @@ fn begin() -> Begin {
         restore_data: true,
         restore_from: None,
         server_config: "/opt/stalwart/etc/config.toml".into(),
+        listeners: vec![],
     }
 }
 
@@ -59,6 +60,7 @@ fn op() -> impl Strategy<Value = Op> {
         Undo::Binary,
         Undo::Data,
         Undo::Cleanup,
+        Undo::Config,
         Undo::Start,
     ]);
     let phase = prop_oneof![Just(Phase::Started), Just(Phase::Done)];

@@ -116,21 +116,22 @@ fn check_all(version: &str) {
     let srv = start(version, Fault::None);
     let g = generation(version);
     let (ok, _d1) = settings(&format!("admin:{SECRET}"), 10);
-    refresh(&ok, g, &srv.endpoint()).unwrap_or_else(|e| panic!("{version}: {e}"));
+    refresh(&ok, g, &srv.endpoint(), None).unwrap_or_else(|e| panic!("{version}: {e}"));
     // An API key in the credentials file is sent as `Bearer api_...` (facts: "auth").
     use base64::Engine;
     let key = base64::engine::general_purpose::STANDARD.encode(format!("admin:{SECRET}"));
     let (api, _d5) = settings(&format!("api_{key}"), 10);
-    refresh(&api, g, &srv.endpoint()).unwrap_or_else(|e| panic!("{version} with an API key: {e}"));
+    refresh(&api, g, &srv.endpoint(), None)
+        .unwrap_or_else(|e| panic!("{version} with an API key: {e}"));
     let wrong_key = base64::engine::general_purpose::STANDARD.encode("admin:nope");
     let (bad_api, _d6) = settings(&format!("api_{wrong_key}"), 10);
     assert!(matches!(
-        refresh(&bad_api, g, &srv.endpoint()),
+        refresh(&bad_api, g, &srv.endpoint(), None),
         Err(WebadminError::Unauthorized { .. })
     ));
 
     let (wrong, _d2) = settings("admin:nope", 10);
-    let e = refresh(&wrong, g, &srv.endpoint()).unwrap_err();
+    let e = refresh(&wrong, g, &srv.endpoint(), None).unwrap_err();
     assert!(
         matches!(e, WebadminError::Unauthorized { .. }),
         "{version}: {e}"
@@ -138,7 +139,7 @@ fn check_all(version: &str) {
     assert!(!e.to_string().contains("nope"));
 
     let (bob, _d3) = settings("bob:pass", 10);
-    let e = refresh(&bob, g, &srv.endpoint()).unwrap_err();
+    let e = refresh(&bob, g, &srv.endpoint(), None).unwrap_err();
     assert!(
         matches!(e, WebadminError::Forbidden { .. }),
         "{version}: {e}"
@@ -147,7 +148,7 @@ fn check_all(version: &str) {
 
     // 0.15 answers 500; 0.16 answers success and serves nothing (measured): both are failures.
     let failing = start(version, Fault::WebadminFails);
-    let e = refresh(&ok, g, &failing.endpoint()).unwrap_err();
+    let e = refresh(&ok, g, &failing.endpoint(), None).unwrap_err();
     match g {
         Generation::Toml => assert!(
             matches!(e, WebadminError::Server { status: 500, .. }),
@@ -163,7 +164,7 @@ fn check_all(version: &str) {
     let slow = start(version, Fault::WebadminSlow);
     let (quick, _d4) = settings(&format!("admin:{SECRET}"), 2);
     let t = Instant::now();
-    let e = refresh(&quick, g, &slow.endpoint()).unwrap_err();
+    let e = refresh(&quick, g, &slow.endpoint(), None).unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(10), "timeout not bounded");
     assert!(
         matches!(e, WebadminError::Transport { .. }),

@@ -125,6 +125,10 @@ impl Engine for System {
         adopt(ctx)
     }
 
+    fn foreign_installation(&self, ctx: &Context) -> Option<String> {
+        fhs_installation(ctx)
+    }
+
     fn units_controllable(&self, ctx: &Context) -> Result<(), String> {
         units_controllable(&ctx.settings.unit)
     }
@@ -246,7 +250,16 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
         s.server_binary().display()
     ));
 
-    let config = s.server_config_path();
+    let json = crate::generation::is_json(&version);
+    let config = if json {
+        crate::generation::paths(s).config_json
+    } else {
+        s.server_config_path()
+    };
+    if json {
+        // The packaged unit runs config.toml; >= 0.16 gets its drop-in (config.json, env file).
+        crate::generation::write_unit_dropin(s, &version)?;
+    }
     let mut may_start = true;
     if config.exists() {
         done.push(format!(
@@ -264,6 +277,8 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
                 ));
             }
         }
+    } else if json {
+        done.extend(init_016(ctx, &config, gid)?);
     } else {
         done.extend(init_config(ctx, &config, uid, gid));
     }
@@ -400,6 +415,24 @@ fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> 
             for l in text.lines().filter(|l| !l.trim().is_empty()) {
                 done.push(format!("stalwart --init: {l}"));
             }
+            // Upstream prints the administrator's password once: kept root-only, where the
+            // web-admin refresh finds it.
+            let pw = text
+                .split("with password '")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+                .filter(|p| !p.is_empty());
+            if let Some(pw) = pw {
+                let cred = Path::new(CREDENTIALS_FILE);
+                if !cred.exists() {
+                    match crate::state::write_atomic(cred, format!("admin:{pw}\n").as_bytes(), 0o600) {
+                        Ok(()) => done.push(format!(
+                            "the administrator's credential is kept in {CREDENTIALS_FILE} (root-only), for the web-admin refresh"
+                        )),
+                        Err(e) => done.push(format!("warning: could not keep the credential in {CREDENTIALS_FILE}: {e}")),
+                    }
+                }
+            }
         }
         Err(e) => done.push(format!(
             "warning: `{} --init {}` failed ({e}); write {} yourself, then `systemctl start {}`",
@@ -417,6 +450,112 @@ fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> 
         }
     }
     done
+}
+
+/// Where the package puts the administrator's credential of a 0.15 first install (upstream's
+/// `--init` prints the password once; the web-admin refresh reads it from here).
+pub const CREDENTIALS_FILE: &str = "/etc/stalwart-upgrade/webadmin.cred";
+
+/// A random password of `n` letters and digits (from the kernel's random source).
+fn random_password(n: usize) -> Result<String, Error> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut bytes = vec![0u8; n * 2];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| command_failed("read /dev/urandom", e.to_string()))?;
+    // Rejection sampling keeps the characters uniform.
+    let limit = 256 - 256 % ALPHABET.len();
+    let mut out = String::new();
+    for b in bytes {
+        if (b as usize) < limit && out.len() < n {
+            out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+        }
+    }
+    if out.len() < n {
+        return random_password(n);
+    }
+    Ok(out)
+}
+
+/// 0.16 has no `--init`: the package writes what upstream's setup wizard would write, so the
+/// server starts in normal mode on a persistent store under the package's layout: config.json
+/// with RocksDB (upstream's default store) in PREFIX/data, and the administrator pinned in
+/// PREFIX/etc/stalwart.env (the env file install.sh writes, root:stalwart 0640; 0.16 reads
+/// `STALWART_RECOVERY_ADMIN=user:pass` in every mode). With `[install] bootstrap = true` no
+/// config.json is written and upstream's wizard runs instead.
+fn init_016(ctx: &Context, config: &Path, gid: u32) -> Result<Vec<String>, Error> {
+    let s = &ctx.settings;
+    let fs = |e: crate::fsutil::FsError| Error::Swap(swap::SwapError::from(e));
+    let mut done = Vec::new();
+    let etc = Dir::open(&s.prefix.join("etc")).map_err(fs)?;
+    let env_path = s.prefix.join("etc/stalwart.env");
+    let mut admin = None;
+    if etc.stat("stalwart.env").map_err(fs)?.is_none() {
+        let mut text = String::from(
+            "# Environment of the Stalwart server (read by stalwart.service; root:stalwart 0640).\n\
+             # STALWART_RECOVERY_ADMIN is an administrator in every mode: log in with it at\n\
+             # http://HOST:8080/admin, and make a permanent administrator there.\n\
+             #STALWART_HOSTNAME=mail.example.com\n\
+             #STALWART_PUBLIC_URL=https://mail.example.com\n",
+        );
+        if !s.install.bootstrap {
+            let pw = random_password(24)?;
+            text.push_str(&format!("STALWART_RECOVERY_ADMIN=admin:{pw}\n"));
+            admin = Some(pw);
+        }
+        etc.write_atomic("stalwart.env", text.as_bytes(), 0o640, Some((0, gid)))
+            .map_err(fs)?;
+        done.push(format!(
+            "created {} (root:{USER}, 0640)",
+            env_path.display()
+        ));
+    }
+    if s.install.bootstrap {
+        done.push(format!(
+            "bootstrap mode ([install] bootstrap = true): {} is not written; the server starts upstream's setup wizard at http://{}:8080/admin with a temporary password it prints once (`journalctl -u {} | grep -A8 'bootstrap mode'`); the wizard writes the config, then restart the server",
+            config.display(),
+            hostname(),
+            s.unit
+        ));
+        return Ok(done);
+    }
+    let store = serde_json::json!({"@type": "RocksDb", "path": s.prefix.join("data")});
+    let (dir, name) = Dir::open_parent(config).map_err(fs)?;
+    let text = serde_json::to_string_pretty(&store)
+        .map_err(|e| command_failed("config.json", e.to_string()))?;
+    // The server's user rewrites nothing here, but upstream's wizard writes this file: theirs.
+    let owner = dir.meta().map_err(fs)?;
+    dir.write_atomic(&name, text.as_bytes(), 0o640, Some((owner.uid, owner.gid)))
+        .map_err(fs)?;
+    done.push(format!(
+        "created the server config {} (RocksDB in {})",
+        config.display(),
+        s.prefix.join("data").display()
+    ));
+    done.push(match admin {
+        Some(_) => format!(
+            "LOG IN at http://{}:8080/admin as `admin` with the password of STALWART_RECOVERY_ADMIN in {} (sudo grep RECOVERY_ADMIN {}); the helper's web-admin refresh uses it too",
+            hostname(),
+            env_path.display(),
+            env_path.display()
+        ),
+        None => format!(
+            "{} already existed and was kept; log in with the STALWART_RECOVERY_ADMIN it sets (if it sets none, the server has no administrator: add STALWART_RECOVERY_ADMIN=admin:PASSWORD there and restart {})",
+            env_path.display(),
+            s.unit
+        ),
+    });
+    Ok(done)
+}
+
+/// This machine's name, for the login hints.
+pub(crate) fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_str()
+        .map(String::from)
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Runs a command; Ok(stdout followed by stderr) on success.
@@ -445,9 +584,13 @@ fn start_first(ctx: &Context, config: &Path) -> String {
     let s = &ctx.settings;
     let r = (|| -> Result<String, Error> {
         let sys = Systemd::connect()?;
+        // The unit's drop-in (>= 0.16) was written after the hook's own reload.
+        sys.daemon_reload()?;
         sys.start(&s.unit, s.start_timeout())?;
         let cfg = ServerConfig::load(config).ok();
-        let h = health::gate(&sys, s, cfg.as_ref())?;
+        let version = swap::binary_version(&s.server_binary())?;
+        let expect = health::Expect::normal(s, cfg.as_ref(), &version, Vec::new());
+        let h = health::gate(&sys, s, cfg.as_ref(), &expect)?;
         Ok(format!(
             "started {}; ready after {} ms",
             s.unit, h.ready_after_ms
@@ -496,9 +639,54 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
             local_unit.display()
         ));
     }
+    // >= 0.16 (install.sh 0.16 with PREFIX=/opt/stalwart): the unit in effect, whichever it is,
+    // gets the drop-in of its generation (config.json, the env file).
+    if let Ok(v) = swap::binary_version(&s.server_binary()) {
+        if crate::generation::write_unit_dropin(s, &v)? {
+            if units_controllable(&s.unit).is_ok() {
+                Systemd::connect()?.daemon_reload()?;
+            }
+            done.push(format!(
+                "{} runs {} with config.json and {} (drop-in {})",
+                s.unit,
+                v,
+                s.prefix.join("etc/stalwart.env").display(),
+                crate::generation::paths(s).dropin.display()
+            ));
+        }
+    }
     mark_managed(ctx, &format!("adopted {version}"))?;
     done.push("from now on `apt upgrade`/`dnf upgrade` upgrade it as a transaction with rollback (see `stalwart-upgrade status`)".into());
     Ok(done)
+}
+
+/// upstream's install.sh without a PREFIX installs 0.16 in the FHS layout (facts):
+/// /usr/local/bin/stalwart, /etc/stalwart/{config.json,stalwart.env}, /var/lib/stalwart, and its
+/// unit in /etc/systemd/system running /usr/local/bin/stalwart. The package manages PREFIX
+/// (/opt/stalwart): installed beside that, it would run a second server. Some(what to do) when
+/// such an installation is here and PREFIX holds none.
+fn fhs_installation(ctx: &Context) -> Option<String> {
+    let s = &ctx.settings;
+    if s.server_binary().exists() {
+        return None;
+    }
+    let bin = Path::new("/usr/local/bin/stalwart");
+    let unit = Path::new("/etc/systemd/system").join(&s.unit);
+    let unit_runs_it = std::fs::read_to_string(&unit)
+        .map(|t| t.contains("/usr/local/bin/stalwart"))
+        .unwrap_or(false);
+    if !bin.exists() || !(unit_runs_it || Path::new("/etc/stalwart/config.json").exists()) {
+        return None;
+    }
+    let p = s.prefix.display();
+    Some(format!(
+        "upstream's install.sh installed Stalwart here in its FHS layout (/usr/local/bin/stalwart, /etc/stalwart, /var/lib/stalwart{}), and the package would run a second server beside it in {p}. Nothing was installed. To have the package take it over, move it to the {p} layout install.sh uses with a PREFIX, keeping the data where it is: \
+         systemctl stop {unit} && mkdir -p {p}/bin {p}/etc && mv /usr/local/bin/stalwart {p}/bin/ && mv /etc/stalwart/config.json /etc/stalwart/stalwart.env {p}/etc/ && chown stalwart:stalwart {p}/etc && rm {unitpath} && systemctl daemon-reload; \
+         then install the package again: it adopts {p} (config.json still points at /var/lib/stalwart)",
+        if unit_runs_it { format!(", {}", unit.display()) } else { String::new() },
+        unit = s.unit,
+        unitpath = unit.display()
+    ))
 }
 
 /// PREFIX, then bin/, then bin/'s entries become root's and not writable by others, each

@@ -325,6 +325,27 @@ impl Snapshots {
         Ok(out)
     }
 
+    /// Puts the server config snapshot `id` kept back at the path it was copied from, with its
+    /// owner and mode, when nothing is there now (a server started without its config is not
+    /// the version of before: 0.16 comes up in bootstrap mode, 0.15 exits). An existing file,
+    /// even a changed one, is the admin's or the server's and is left alone. Ok(false): nothing
+    /// to do.
+    pub fn put_back_config(&self, id: &str) -> Result<bool, SnapshotError> {
+        let m = self.get(id)?;
+        let Some(copy) = m.config_copy.as_ref() else {
+            return Ok(false);
+        };
+        let (dest, name) = Dir::open_parent(&m.config_path)?;
+        if dest.stat(&name)?.is_some() {
+            return Ok(false);
+        }
+        let (from, from_name) = Dir::open_parent(&self.dir_of(id)?.join(copy))?;
+        let (_, meta) = from.open_file(&from_name)?;
+        let text = from.read_file(&from_name, 16 << 20)?;
+        dest.write_atomic(&name, &text, meta.mode & 0o7777, Some((meta.uid, meta.gid)))?;
+        Ok(true)
+    }
+
     /// Server stopped. Puts every store of snapshot `id` back where it was taken from. `current`
     /// (the config the server will run with) only adds a check: each of its stores must be in
     /// the snapshot, since restoring half of the data would mix versions.

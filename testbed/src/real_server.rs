@@ -269,15 +269,25 @@ enable = false
 
     /// The fixture on `generation016`'s API: the domain, alice (with an alias), bob.
     pub fn populate(ct: &Container, generation016: bool) -> Result<()> {
+        Self::populate_as(ct, generation016, ADMIN, ADMIN_SECRET)
+    }
+
+    /// `populate` with another administrator (a package's generated one).
+    pub fn populate_as(
+        ct: &Container,
+        generation016: bool,
+        admin: &str,
+        secret: &str,
+    ) -> Result<()> {
         let (a, b) = (alice(), bob());
         ct.in_netns(|| -> Result<()> {
             if generation016 {
-                let j = Jmap016::new(HTTP, ADMIN, ADMIN_SECRET);
+                let j = Jmap016::new(HTTP, admin, secret);
                 let d = j.domain(DOMAIN)?;
                 j.user(&a.local, &d, &a.password, &["alice.smith"], false)?;
                 j.user(&b.local, &d, &b.password, &[], false)?;
             } else {
-                let r = Rest015::new(HTTP, ADMIN, ADMIN_SECRET);
+                let r = Rest015::new(HTTP, admin, secret);
                 r.domain(DOMAIN)?;
                 r.user(
                     &a.local,

@@ -6,7 +6,8 @@
 //!   nested tables or upstream's flattened form (`"server.listener.h.bind.0000" = "..."`, what
 //!   the server writes when it rewrites its own file) are read alike.
 //! * 0.16 and newer: `config.json`, one DataStore object such as `{"@type":"RocksDb","path":"..."}`; a
-//!   missing file means bootstrap mode (no data store yet).
+//!   missing file means bootstrap mode (measured: an in-memory store, ready, a temporary
+//!   administrator printed on stderr unless `STALWART_RECOVERY_ADMIN` is set).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,35 @@ pub struct ServerConfig {
     pub admin: Option<(String, String)>,
     /// STAND-IN ONLY (not upstream): users who authenticate but lack WebadminUpdate.
     pub unprivileged: BTreeMap<String, String>,
+    /// 0.16: which of upstream's start modes this configuration and environment give.
+    pub mode: Mode,
+}
+
+/// 0.16's start modes (0.15 is always `Normal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Normal,
+    /// `STALWART_RECOVERY_MODE=1`: only the HTTP port, registry access, no mail.
+    Recovery,
+    /// No config.json: recovery mode on an in-memory store, the setup wizard.
+    Bootstrap,
+}
+
+/// Upstream's `STALWART_RECOVERY_ADMIN=user:secret` (both trimmed, both non-empty): an
+/// administrator in every 0.16 mode.
+pub fn recovery_admin() -> Option<(String, String)> {
+    let v = std::env::var("STALWART_RECOVERY_ADMIN").ok()?;
+    let (u, p) = v.split_once(':')?;
+    let (u, p) = (u.trim(), p.trim());
+    (!u.is_empty() && !p.is_empty()).then(|| (u.to_string(), p.to_string()))
+}
+
+fn recovery_mode_env() -> bool {
+    matches!(
+        std::env::var("STALWART_RECOVERY_MODE").as_deref(),
+        Ok("1") | Ok("true")
+    )
 }
 
 /// Port the stand-in listens on for >= 0.16, which has no listeners in its config file
@@ -60,13 +90,11 @@ pub fn load(path: &Path, json_generation: bool) -> Result<ServerConfig, String> 
         .as_deref()
         .is_some_and(|t| t.trim_start().starts_with('{'));
     let mut cfg = match (json_generation, text) {
-        (true, None) => {
-            crate::warn!(
-                "Configuration file {} not found: bootstrap mode, no data store configured",
-                path.display()
-            );
-            ServerConfig::default()
-        }
+        (true, None) => ServerConfig {
+            mode: Mode::Bootstrap,
+            admin: recovery_admin(),
+            ..ServerConfig::default()
+        },
         (true, Some(_)) if !looks_json => {
             return Err(format!(
                 "Configuration file {} is not a config.json DataStore object (it looks like a \
@@ -87,6 +115,9 @@ pub fn load(path: &Path, json_generation: bool) -> Result<ServerConfig, String> 
     };
     if json_generation {
         cfg.http_ports = vec![DEFAULT_HTTP_PORT_016];
+        if cfg.mode == Mode::Normal && recovery_mode_env() {
+            cfg.mode = Mode::Recovery;
+        }
     }
     // STAND-IN ONLY: lets host tests run several servers at once.
     if let Ok(p) = std::env::var("STANDIN_HTTP_PORT") {
@@ -126,10 +157,16 @@ fn load_json(text: &str) -> Result<ServerConfig, String> {
         }
         other => return Err(format!("unknown DataStore type {other:?}")),
     };
-    // Upstream 0.16 keeps accounts in its database (registry); the stand-in takes the
-    // administrator from env STALWART_ADMIN_USER / STALWART_ADMIN_SECRET, default admin/admin.
-    let user = std::env::var("STALWART_ADMIN_USER").unwrap_or_else(|_| "admin".into());
-    let secret = std::env::var("STALWART_ADMIN_SECRET").unwrap_or_else(|_| "admin".into());
+    // Upstream 0.16 keeps accounts in its database (registry), and STALWART_RECOVERY_ADMIN is
+    // an administrator in every mode. The stand-in has no accounts: without that variable it
+    // takes one from env STALWART_ADMIN_USER / STALWART_ADMIN_SECRET, default admin/admin
+    // (STAND-IN ONLY, standing in for an account made through the API).
+    let (user, secret) = recovery_admin().unwrap_or_else(|| {
+        (
+            std::env::var("STALWART_ADMIN_USER").unwrap_or_else(|_| "admin".into()),
+            std::env::var("STALWART_ADMIN_SECRET").unwrap_or_else(|_| "admin".into()),
+        )
+    });
     // STAND-IN ONLY: "bob:pass,carol:pw" = users without the update permission.
     let mut unprivileged = BTreeMap::new();
     if let Ok(list) = std::env::var("STANDIN_UNPRIVILEGED_USERS") {
@@ -148,6 +185,7 @@ fn load_json(text: &str) -> Result<ServerConfig, String> {
         certificate: None,
         admin: Some((user, secret)),
         unprivileged,
+        mode: Mode::Normal,
     })
 }
 

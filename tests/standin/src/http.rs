@@ -36,6 +36,7 @@ const SLOW_WEBADMIN: Duration = Duration::from_secs(120);
 pub struct App {
     pub release: Release,
     pub json_generation: bool,
+    pub mode: crate::config::Mode,
     pub store: Mutex<Option<Store>>,
     /// True while the store must not be written (before start-up finished, during migration).
     pub read_only: AtomicBool,
@@ -148,6 +149,7 @@ fn handle(app: &App, mut req: Request) {
             }
         }
         (Method::Get, "/api/update/webadmin") if !app.json_generation => webadmin(app, &req),
+        (Method::Get, "/jmap/session" | "/.well-known/jmap") if app.json_generation => session(app),
         (Method::Post, "/jmap" | "/jmap/") if app.json_generation => jmap(app, &mut req),
         (Method::Get, "/admin/") if app.json_generation => {
             if app.webui.load(Ordering::SeqCst) {
@@ -169,6 +171,29 @@ fn handle(app: &App, mut req: Request) {
         _ => problem(404, "Not Found", "The requested resource does not exist."),
     };
     let _ = req.respond(resp);
+}
+
+/// Anonymous JMAP session (0.16). Measured: `apiUrl` is absolute (`https://<hostname>/jmap/`)
+/// in normal mode and relative (`/jmap/`) in recovery and bootstrap mode; nothing else in the
+/// anonymous answers names the mode.
+fn session(app: &App) -> Resp {
+    let api = if app.mode == crate::config::Mode::Normal {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("https://{host}/jmap/")
+    } else {
+        "/jmap/".to_string()
+    };
+    json_resp(
+        200,
+        &json!({
+            "capabilities": {"urn:ietf:params:jmap:core": {}, "urn:stalwart:jmap": {}},
+            "accounts": {}, "primaryAccounts": {}, "username": "",
+            "apiUrl": api, "downloadUrl": "", "uploadUrl": "", "eventSourceUrl": "",
+            "state": "0"
+        }),
+    )
 }
 
 fn authenticate(app: &App, req: &Request) -> Option<Who> {
@@ -265,6 +290,11 @@ fn jmap(app: &App, req: &mut Request) -> Resp {
     let Some(calls) = request.get("methodCalls").and_then(Value::as_array) else {
         return problem(400, "Bad Request", "Missing methodCalls.");
     };
+    // Upstream's x: methods exist only under its own capability (measured).
+    let stalwart_capability = request
+        .get("using")
+        .and_then(Value::as_array)
+        .is_some_and(|u| u.iter().any(|c| c == "urn:stalwart:jmap"));
     let mut responses = Vec::new();
     for call in calls {
         let (Some(name), Some(args), Some(call_id)) = (
@@ -274,8 +304,12 @@ fn jmap(app: &App, req: &mut Request) -> Resp {
         ) else {
             return problem(400, "Bad Request", "Malformed method call.");
         };
-        if name != "x:Action/set" {
+        if name != "x:Action/set" || !stalwart_capability {
             responses.push(json!(["error", {"type": "unknownMethod"}, call_id]));
+            continue;
+        }
+        if app.mode == crate::config::Mode::Bootstrap {
+            responses.push(json!(["error", {"type": "forbidden", "description": "The server is in bootstrap mode. Only the 'Bootstrap' object type can be accessed until the bootstrap process is complete."}, call_id]));
             continue;
         }
         let mut created = serde_json::Map::new();

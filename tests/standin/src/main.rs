@@ -252,8 +252,13 @@ fn wait_for_stop(ignore: bool) -> i32 {
 }
 
 fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
+    // Measured with the real 0.15.5: a missing or unreadable config.toml ends the process
+    // silently with exit 0.
+    if !json && std::fs::File::open(config_path).is_err() {
+        return 0;
+    }
     info!("Stalwart Server v{} starting", release.version);
-    let cfg = match config::load(config_path, json) {
+    let mut cfg = match config::load(config_path, json) {
         Ok(c) => c,
         Err(e) => {
             error!("Failed to load configuration: {e}");
@@ -326,9 +331,13 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         store = Some(s);
     }
 
+    if cfg.mode == config::Mode::Bootstrap {
+        bootstrap_notice(&mut cfg);
+    }
     let app = Arc::new(http::App {
         release: release.clone(),
         json_generation: json,
+        mode: cfg.mode,
         store: Mutex::new(store),
         read_only: AtomicBool::new(true),
         ready: AtomicBool::new(false),
@@ -378,7 +387,10 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
     }
     let has_store = app.store.lock().map(|s| s.is_some()).unwrap_or(false);
     app.read_only.store(false, Ordering::SeqCst);
-    if !has_store {
+    if cfg.mode == config::Mode::Bootstrap {
+        // Upstream's bootstrap mode runs on an in-memory store and is ready (measured).
+        app.ready.store(true, Ordering::SeqCst);
+    } else if !has_store {
         warn!("No data store configured: /healthz/ready answers 503");
     } else if release.fault == Fault::NeverReady {
         warn!("Stand-in fault never-ready: /healthz/ready answers 503");
@@ -413,6 +425,22 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
     }
     info!("Stalwart Server stopped");
     0
+}
+
+/// 0.16 bootstrap mode (no config.json): upstream prints a temporary administrator in a box on
+/// stderr unless STALWART_RECOVERY_ADMIN is set (measured with the real 0.16.18).
+fn bootstrap_notice(cfg: &mut config::ServerConfig) {
+    warn!("Server started in bootstrap mode (server.bootstrap-mode) details = \"No configuration file was found. Port 8080 is open for initial setup.\"");
+    if cfg.admin.is_some() {
+        return;
+    }
+    let seed = format!("{}{:?}", std::process::id(), std::time::SystemTime::now());
+    let random = records::hex(&sha2::Digest::finalize(
+        <sha2::Sha256 as sha2::Digest>::new_with_prefix(seed.as_bytes()),
+    ));
+    let password = random[..16].to_string();
+    eprintln!("🔑 Stalwart bootstrap mode - temporary administrator account\n   username: admin\n   password: {password}");
+    cfg.admin = Some(("admin".into(), password));
 }
 
 fn seed_blobs(dir: &Path, store: &Store) -> Result<(), String> {

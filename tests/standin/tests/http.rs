@@ -7,8 +7,16 @@ use stalwart_standin::Fault;
 use std::time::Duration;
 
 fn update_apps(port: u16, auth: Option<&str>) -> Resp {
+    update_apps_using(
+        port,
+        auth,
+        &["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
+    )
+}
+
+fn update_apps_using(port: u16, auth: Option<&str>, using: &[&str]) -> Resp {
     let body = serde_json::json!({
-        "using": ["urn:ietf:params:jmap:core"],
+        "using": using,
         "methodCalls": [["x:Action/set", {"create": {"u1": {"@type": "UpdateApps"}}}, "c0"]]
     })
     .to_string();
@@ -128,7 +136,73 @@ fn jmap_update_apps_on_016() {
         webadmin(s.port, Some(&basic("admin", "topsecret"))).status,
         404
     );
+    // Like the real 0.16.18: x: methods only under upstream's own capability.
+    let r = update_apps_using(
+        s.port,
+        Some(&basic("admin", "topsecret")),
+        &["urn:ietf:params:jmap:core"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["methodResponses"][0][1]["type"], "unknownMethod", "{v}");
     s.stop();
+}
+
+fn api_url(port: u16) -> String {
+    let r = http(port, "GET", "/jmap/session", &[], "");
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["apiUrl"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn modes_of_016_show_in_the_anonymous_session_like_upstream() {
+    let env = Env::new();
+    let cfg = env.json(Kind::Rocks);
+    let admin = [("STALWART_RECOVERY_ADMIN", "root: s3cret ")];
+    let mut s = env.start(&rel("0.16.18"), &cfg, &admin);
+    s.wait_ready();
+    assert!(api_url(s.port).starts_with("https://"), "normal mode");
+    // STALWART_RECOVERY_ADMIN is an administrator in every mode (trimmed).
+    assert_eq!(
+        update_apps(s.port, Some(&basic("root", "s3cret"))).status,
+        200
+    );
+    s.stop();
+    let mut s = env.start(
+        &rel("0.16.18"),
+        &cfg,
+        &[("STALWART_RECOVERY_MODE", "1"), admin[0]],
+    );
+    s.wait_ready();
+    assert_eq!(api_url(s.port), "/jmap/", "recovery mode");
+    s.stop();
+    // No config.json: bootstrap mode, ready on an in-memory store, a temporary administrator
+    // on stderr, and nothing but the Bootstrap object reachable.
+    let mut s = env.start(&rel("0.16.18"), &env.path("missing.json"), &[]);
+    s.wait_ready();
+    assert_eq!(api_url(s.port), "/jmap/", "bootstrap mode");
+    let log = s.log();
+    let pw = log
+        .lines()
+        .find_map(|l| l.strip_prefix("   password: "))
+        .unwrap_or_else(|| panic!("no temporary password in {log}"))
+        .to_string();
+    let r = update_apps(s.port, Some(&basic("admin", &pw)));
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["methodResponses"][0][1]["type"], "forbidden", "{v}");
+    s.stop();
+}
+
+#[test]
+fn a_015_without_its_config_file_exits_0_silently_like_upstream() {
+    let env = Env::new();
+    let out = env.run(
+        &rel("0.15.5"),
+        &["--config", env.path("nowhere.toml").to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty() && out.stdout.is_empty(), "{out:?}");
 }
 
 #[test]
@@ -242,16 +316,6 @@ fn sigterm_stops_cleanly_and_logs() {
     let log = s.log();
     assert!(log.contains("Stalwart Server v0.16.18 starting"), "{log}");
     assert!(log.contains("SIGTERM"), "{log}");
-}
-
-#[test]
-fn bootstrap_mode_016_without_config_is_live_not_ready() {
-    let env = Env::new();
-    let mut s = env.start(&rel("0.16.18"), &env.path("missing.json"), &[]);
-    s.wait_live();
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(s.get("/healthz/ready").status, 503);
-    s.stop();
 }
 
 #[test]
