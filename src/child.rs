@@ -101,6 +101,21 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Another test thread that forks while a script is being written leaves a copy of the
+    /// write descriptor in its child until that child execs, and exec then fails with ETXTBSY:
+    /// a race of the test process, retried.
+    fn output(mut cmd: std::process::Command) -> std::process::Output {
+        for _ in 0..100 {
+            match cmd.output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => return r.unwrap(),
+            }
+        }
+        panic!("still ETXTBSY after 2 s")
+    }
+
     #[test]
     fn runs_what_was_opened_even_if_the_name_is_replaced() {
         let t = tempfile::tempdir().unwrap();
@@ -113,7 +128,9 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         std::fs::write(&p, "#!/bin/sh\necho second\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let out = prog.command(None).env("FOO", "x").output().unwrap();
+        let mut cmd = prog.command(None);
+        cmd.env("FOO", "x");
+        let out = output(cmd);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "first x");
         assert_eq!(prog.sha256().unwrap(), sha);
     }
@@ -127,10 +144,7 @@ mod tests {
         std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::env::set_var("CONFIG_PATH", "/etc/evil.toml");
         let prog = Program::open(&p).unwrap();
-        let out = prog
-            .command(Some((crate::NOBODY, crate::NOBODY)))
-            .output()
-            .unwrap();
+        let out = output(prog.command(Some((crate::NOBODY, crate::NOBODY))));
         std::env::remove_var("CONFIG_PATH");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),

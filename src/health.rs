@@ -245,10 +245,18 @@ pub fn gate(
         && !expect.recovery
         && server_mode(&base) == Some(Mode::RecoveryOrBootstrap)
     {
+        // What the unit's environment says now names the cause exactly when it is the env.
+        let hint = match sys.server_env(unit) {
+            Ok(env) if env.recovery_mode() => format!(
+                " (STALWART_RECOVERY_MODE is set in {}: remove it there, then `systemctl restart {unit}`)",
+                env.origin("STALWART_RECOVERY_MODE").unwrap_or("the unit's environment")
+            ),
+            _ => expect.mode_hint.clone(),
+        };
         return Err(HealthError::NotNormalMode {
             unit: unit.into(),
             url: format!("{base}/jmap/session"),
-            hint: expect.mode_hint.clone(),
+            hint,
         });
     }
     wait_listeners(unit, &expect.listeners, deadline)?;

@@ -105,6 +105,11 @@ impl ServerEnv {
         self.vars.get(k).map(String::as_str)
     }
 
+    /// Where `k` was set (an env file's path, or "Environment= of the unit").
+    pub fn origin(&self, k: &str) -> Option<&str> {
+        self.origin.get(k).map(String::as_str)
+    }
+
     /// Set anywhere in the unit's environment, even if `UnsetEnvironment=` removes it.
     fn assigned(&self, k: &str) -> Option<(&str, &str)> {
         Some((self.vars.get(k)?.as_str(), self.origin.get(k)?.as_str()))

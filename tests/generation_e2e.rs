@@ -260,3 +260,72 @@ fn recovery_mode_in_the_env_file_and_a_1_x_target_are_refused_before_any_downtim
     assert_eq!(s.main_pid(), pid, "not stopped");
     assert_eq!(s.binary_version(), "0.16.17");
 }
+
+/// `STALWART_RECOVERY_MODE=1` written into stalwart.env after the preflight (the helper paused
+/// at swap:done): the new version comes up in recovery mode and the gate fails it; the rollback
+/// puts the old binary back, but its start meets the same environment, so the helper stops there
+/// (exit 6) naming the file; `status` exits 8; the fix it names brings 0.16.17 back on its data.
+#[test]
+fn recovery_mode_set_during_the_upgrade_fails_the_gate_and_names_the_file() {
+    let s = on_0_16_17();
+    let before = s.digest();
+    let out = s.upgrade_pausing(
+        &release("0.16.18", Fault::None, 0),
+        "swap:done",
+        "echo STALWART_RECOVERY_MODE=1 > /opt/stalwart/etc/stalwart.env",
+    );
+    let t = text(&out);
+    assert!(t.contains("in recovery or bootstrap mode"), "{t}");
+    assert!(
+        t.contains("STALWART_RECOVERY_MODE is set in /opt/stalwart/etc/stalwart.env"),
+        "{t}"
+    );
+    assert_eq!(code(&out), 6, "{t}");
+    assert_eq!(s.binary_version(), "0.16.17", "old binary back");
+    assert_eq!(s.status_code(), 8);
+    s.ct.exec_ok(&["rm", "/opt/stalwart/etc/stalwart.env"])
+        .unwrap();
+    s.ct.exec_ok(&["systemctl", "restart", "stalwart.service"])
+        .unwrap();
+    s.serves("0.16.17", &before);
+}
+
+/// `status` is a monitoring check on both generations: exit 8 while the unit is not active, and
+/// while a 0.16 answers in recovery mode (ready, but no mail).
+#[test]
+fn status_exits_8_when_the_server_is_down_or_0_16_is_not_in_normal_mode() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let status = |s: &Scenario| {
+        let o = s.helper(&["status"], &[]);
+        (code(&o), text(&o))
+    };
+    assert_eq!(status(&s).0, 0, "{}", status(&s).1);
+    let cycle = |s: &Scenario| {
+        s.ct.exec_ok(&["systemctl", "stop", "stalwart.service"])
+            .unwrap();
+        let (c, t) = status(s);
+        assert_eq!(c, 8, "{t}");
+        assert!(t.contains("the mail server is not running"), "{t}");
+        s.ct.exec_ok(&["systemctl", "start", "stalwart.service"])
+            .unwrap();
+        s.ready();
+    };
+    cycle(&s);
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.17", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(status(&s).0, 0, "{}", status(&s).1);
+    cycle(&s);
+    s.ct.write_file(
+        "/opt/stalwart/etc/stalwart.env",
+        "STALWART_RECOVERY_MODE=1\n",
+    )
+    .unwrap();
+    s.ct.exec_ok(&["systemctl", "restart", "stalwart.service"])
+        .unwrap();
+    s.ready();
+    let (c, t) = status(&s);
+    assert_eq!(c, 8, "{t}");
+    assert!(t.contains("bootstrap or recovery mode"), "{t}");
+}

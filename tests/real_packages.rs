@@ -65,26 +65,77 @@ settle_secs = 1
 lock_wait_secs = 10
 "#;
 
-/// A new user's 0.16: `apt-get install stalwart` starts a server in normal mode (not upstream's
-/// bootstrap wizard) with the administrator the package generated in stalwart.env; accounts
-/// made through the real API and mail over SMTP survive `apt-get install` of the next release
-/// (the helper's transaction, web-admin refresh with that administrator) and a rollback.
-#[test]
-fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt() {
-    let test = "a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt";
+/// The package manager a test drives.
+#[derive(Clone, Copy)]
+enum Pm {
+    Apt,
+    Dnf,
+}
+
+impl Pm {
+    /// A machine for the packages in `built` (dnf's rpm database must provide what they need).
+    fn machine(self, built: &[&Built]) -> Machine {
+        match self {
+            Pm::Apt => Machine::apt(),
+            Pm::Dnf => Machine::dnf_with(&built.iter().map(|b| b.rpm.clone()).collect::<Vec<_>>()),
+        }
+    }
+    fn publish(self, m: &Machine, b: &Built) {
+        match self {
+            Pm::Apt => {
+                m.publish_debs(&[&b.deb]);
+                m.apt_ok("update");
+            }
+            Pm::Dnf => m.publish_rpms(&[&b.rpm]),
+        }
+    }
+    /// Installs, or upgrades to the newest published, `stalwart`; the output.
+    fn install(self, m: &Machine, first: bool) -> String {
+        let (o, what) = match (self, first) {
+            (Pm::Apt, _) => (m.apt_get("install stalwart"), "apt-get install"),
+            (Pm::Dnf, true) => (m.dnf_run("install stalwart"), "dnf install"),
+            (Pm::Dnf, false) => (m.dnf_run("upgrade --refresh stalwart"), "dnf upgrade"),
+        };
+        assert!(o.status.success(), "{what}: {}", text(&o));
+        text(&o)
+    }
+    /// The package is fully installed at `version` (dpkg: and nothing half-configured).
+    fn installed(self, m: &Machine, version: &str) {
+        match self {
+            Pm::Apt => {
+                assert_eq!(m.dpkg_audit(), "");
+                let st = m.dpkg_status("stalwart");
+                assert!(
+                    st.starts_with(&format!("install ok installed {version}")),
+                    "{st}"
+                );
+            }
+            Pm::Dnf => {
+                let q = m.rpm_q("stalwart");
+                assert!(q.starts_with(&format!("stalwart-{version}-")), "{q}");
+            }
+        }
+    }
+}
+
+/// A new user's 0.16: installing the package starts a server in normal mode (not upstream's
+/// bootstrap wizard) with the administrator the package generated in stalwart.env; accounts made
+/// through the real API and mail over SMTP survive the package upgrade to the next release (the
+/// helper's transaction, web-admin refresh with that administrator) and a rollback.
+fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
     let Some(rels) = testbed::real::require(test, &["0.16.17", "0.16.18"]) else {
         return;
     };
     let (old, new) = (rels[0], rels[1]);
-    let m = Machine::apt();
+    let (first, next) = (real_server_packages(old), real_server_packages(new));
+    let m = pm.machine(&[&first, &next]);
     m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
         .unwrap();
-    let helper = helper_packages();
-    let first = real_server_packages(old);
-    m.publish_debs(&[&helper.deb, &first.deb]);
-    m.apt_ok("update");
-    let out = m.apt_ok("install stalwart");
+    pm.publish(&m, &helper_packages());
+    pm.publish(&m, &first);
+    let out = pm.install(&m, true);
     assert!(out.contains("STALWART_RECOVERY_ADMIN"), "{out}");
+    pm.installed(&m, "0.16.17");
     // The credential: root:stalwart 0640, readable by the server only through systemd.
     let env = m.sh_ok("stat -c '%U:%G %a' /opt/stalwart/etc/stalwart.env");
     assert_eq!(env.trim(), "root:stalwart 640");
@@ -96,8 +147,8 @@ fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with
     m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(90)))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", m.ct.journal("stalwart.service")));
     // Normal mode: the anonymous session names an absolute API URL (recovery and bootstrap
-    // mode a relative one; measured), and the mail listeners are up.
-    let (code_, session) =
+    // mode a relative one; measured).
+    let (status, session) =
         m.ct.in_netns(|| {
             Ok::<_, anyhow::Error>(testbed::mail::http_get(
                 &format!("{HTTP}/jmap/session"),
@@ -105,7 +156,7 @@ fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with
             ))
         })
         .unwrap();
-    assert_eq!(code_, 200, "{session}");
+    assert_eq!(status, 200, "{session}");
     let session: serde_json::Value = serde_json::from_str(&session).unwrap();
     assert!(
         session["apiUrl"]
@@ -121,16 +172,12 @@ fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with
     RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
     RealServer::deliver(&m.ct, true, &alice(), "before-the-upgrade").expect("mail");
 
-    // The next release through apt: the helper's transaction runs in the maintainer scripts.
-    let next = real_server_packages(new);
-    m.publish_debs(&[&next.deb]);
-    m.apt_ok("update");
-    let out = m.apt_ok("install stalwart");
-    assert!(out.contains("committed"), "{out}");
-    assert_eq!(m.dpkg_audit(), "");
-    assert!(m
-        .dpkg_status("stalwart")
-        .starts_with("install ok installed 0.16.18"));
+    // The next release through the package manager: the helper's transaction runs in the
+    // maintainer scripts / scriptlets.
+    pm.publish(&m, &next);
+    let out = pm.install(&m, false);
+    assert!(out.contains("upgraded 0.16.17 -> 0.16.18"), "{out}");
+    pm.installed(&m, "0.16.18");
     let runs = |r: &testbed::real::RealRelease| {
         m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
             .unwrap();
@@ -165,5 +212,148 @@ fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with
         &["before-the-upgrade", "under-0.16.18"],
     )
     .unwrap();
+    assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
+}
+
+#[test]
+fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt() {
+    fresh_0_16_install_upgrade_and_rollback(
+        "a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt",
+        Pm::Apt,
+    );
+}
+
+#[test]
+fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_dnf() {
+    fresh_0_16_install_upgrade_and_rollback(
+        "a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_dnf",
+        Pm::Dnf,
+    );
+}
+
+/// install.sh 0.16 with `PREFIX=/opt/stalwart` (bin/ root's, etc/ data/ logs/ the service
+/// user's, stalwart.env, its own unit): `apt-get install` of the next release adopts it without
+/// touching config or data and upgrades it in the same run; the accounts and mail made through
+/// the real API are there afterwards.
+#[test]
+fn a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt() {
+    let test = "a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt";
+    let Some(rels) = testbed::real::require(test, &["0.16.17", "0.16.18"]) else {
+        return;
+    };
+    let (old, new) = (rels[0], rels[1]);
+    let m = Machine::apt_real();
+    m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
+        .unwrap();
+    RealServer::install(&m.ct, old, testbed::real::Backend::RocksDb).expect("install.sh 0.16");
+    RealServer::populate(&m.ct, true).expect("accounts");
+    RealServer::deliver(&m.ct, true, &alice(), "before-the-adoption").expect("mail");
+    let kept = "sha256sum /opt/stalwart/etc/config.json /opt/stalwart/etc/stalwart.env";
+    let before = m.sh_ok(kept);
+
+    let helper = helper_packages();
+    let server = real_server_packages(new);
+    m.publish_debs(&[&helper.deb, &server.deb]);
+    m.apt_ok("update");
+    let out = m.apt_ok("install stalwart");
+    assert!(out.contains("adopting the existing installation"), "{out}");
+    assert!(out.contains("upgraded 0.16.17 -> 0.16.18"), "{out}");
+    assert_eq!(m.dpkg_audit(), "");
+    assert_eq!(
+        m.sh_ok(kept),
+        before,
+        "config.json and stalwart.env untouched"
+    );
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), new.sha256);
+    RealServer::sees(&m.ct, true, &alice(), &["before-the-adoption"]).unwrap();
+    RealServer::deliver(&m.ct, true, &alice(), "after-the-adoption").unwrap();
+    assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
+}
+
+/// install.sh 0.16 without a PREFIX (its FHS layout: /usr/local/bin, /etc/stalwart,
+/// /var/lib/stalwart) is refused before anything is unpacked, and the running server is left
+/// alone: never a second server beside it. The message's commands move it to the PREFIX layout;
+/// then the package adopts it, with the mail.
+#[test]
+fn a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_it_names() {
+    let test =
+        "a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_it_names";
+    let Some(rels) = testbed::real::require(test, &["0.16.18"]) else {
+        return;
+    };
+    let rel = rels[0];
+    let m = Machine::apt_real();
+    m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
+        .unwrap();
+    // What install.sh 0.16 lays out without a PREFIX, with the store a wizard would choose.
+    m.sh_ok(&format!(
+        "id -u stalwart >/dev/null 2>&1 || useradd stalwart -s /usr/sbin/nologin -M -r -U; \
+         install -m 0755 {bin} /usr/local/bin/stalwart && \
+         install -d -o stalwart -g stalwart -m 0750 /etc/stalwart /var/lib/stalwart /var/log/stalwart && \
+         echo '{{\"@type\":\"RocksDb\",\"path\":\"/var/lib/stalwart/data\"}}' > /etc/stalwart/config.json && \
+         chown stalwart:stalwart /etc/stalwart/config.json && \
+         echo 'STALWART_RECOVERY_ADMIN={admin}:{secret}' > /etc/stalwart/stalwart.env && \
+         chown root:stalwart /etc/stalwart/stalwart.env && chmod 0640 /etc/stalwart/stalwart.env",
+        bin = rel.in_container(),
+        admin = testbed::real_server::ADMIN,
+        secret = testbed::real_server::ADMIN_SECRET,
+    ));
+    m.ct.write_file(
+        "/etc/systemd/system/stalwart.service",
+        testbed::real_server::UNIT_FILE_016
+            .replace("/opt/stalwart/etc", "/etc/stalwart")
+            .replace("/opt/stalwart/bin", "/usr/local/bin"),
+    )
+    .unwrap();
+    m.sh_ok("systemctl daemon-reload && systemctl enable --now --quiet stalwart.service");
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap();
+    let admin = testbed::real_server::RealServer {
+        release: rel.clone(),
+        backend: testbed::real::Backend::RocksDb,
+    };
+    m.ct.in_netns(|| admin.jmap().disable_pyzor()).unwrap();
+    RealServer::populate(&m.ct, true).expect("accounts");
+    RealServer::deliver(&m.ct, true, &alice(), "in-the-fhs-layout").expect("mail");
+    let pid = m.sh_ok("systemctl show -P MainPID stalwart.service");
+
+    let helper = helper_packages();
+    let server = real_server_packages(rel);
+    m.publish_debs(&[&helper.deb, &server.deb]);
+    m.apt_ok("update");
+    let o = m.apt_get("install stalwart");
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("FHS layout") && out.contains("Nothing was installed"),
+        "{out}"
+    );
+    assert!(!m.dpkg_status("stalwart").contains("ok installed"), "{out}");
+    assert!(!m.ct.path("/opt/stalwart/bin/stalwart").exists(), "{out}");
+    assert_eq!(
+        m.sh_ok("systemctl show -P MainPID stalwart.service"),
+        pid,
+        "left alone"
+    );
+
+    // The move the message names, verbatim.
+    let moves = out
+        .split("keeping the data where it is: ")
+        .nth(1)
+        .and_then(|r| r.split("; then install the package again").next())
+        .unwrap_or_else(|| panic!("no commands in: {out}"))
+        .to_string();
+    m.sh_ok(&moves);
+    let out = m.apt_ok("install stalwart");
+    assert!(out.contains("adopting the existing installation"), "{out}");
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{e:#}\n{out}\n{}", m.ct.journal("stalwart.service")));
+    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), rel.sha256);
+    let exec = m.sh_ok("systemctl show -P ExecStart stalwart.service");
+    assert!(exec.contains("/opt/stalwart/bin/stalwart"), "{exec}");
+    RealServer::sees(&m.ct, true, &alice(), &["in-the-fhs-layout"]).unwrap();
+    RealServer::deliver(&m.ct, true, &alice(), "after-the-move").unwrap();
     assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
 }

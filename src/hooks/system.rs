@@ -597,10 +597,13 @@ fn start_first(ctx: &Context, config: &Path) -> String {
         ))
     })();
     r.unwrap_or_else(|e| {
-        format!(
-            "warning: {} did not come up healthy: {e}; see `journalctl -u {}`",
-            s.unit, s.unit
-        )
+        let e = e.to_string();
+        let see = if e.contains("journalctl") {
+            String::new()
+        } else {
+            format!("; see `journalctl -u {}`", s.unit)
+        };
+        format!("warning: {} did not come up healthy: {e}{see}", s.unit)
     })
 }
 
@@ -653,6 +656,21 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
                 s.prefix.join("etc/stalwart.env").display(),
                 crate::generation::paths(s).dropin.display()
             ));
+        }
+    }
+    // A package install starts its server (Debian's deb-systemd-invoke, rpm presets): one found
+    // stopped (install.sh's unit gone, or moved out of the FHS layout) is started like a first
+    // install, before the upgrade that may follow needs it running.
+    if units_controllable(&s.unit).is_ok() {
+        let active = Systemd::connect()
+            .and_then(|sys| sys.state(&s.unit))
+            .map(|st| st.active_state == "active")
+            .unwrap_or(true);
+        if !active {
+            let config = swap::binary_version(&s.server_binary())
+                .map(|v| crate::generation::server_config_path(s, &v))
+                .unwrap_or_else(|_| s.server_config_path());
+            done.push(start_first(ctx, &config));
         }
     }
     mark_managed(ctx, &format!("adopted {version}"))?;

@@ -169,15 +169,21 @@ pub struct Machine {
 
 impl Machine {
     pub fn boot() -> Machine {
+        Self::boot_with(false)
+    }
+
+    /// `boot`, with upstream's real binaries (testbed::real) bound at /real when `real`.
+    fn boot_with(real: bool) -> Machine {
         testbed::preflight().expect("testbed preflight");
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let repo = work_dir().join(format!("repo-{n}"));
         std::fs::create_dir_all(&repo).expect("mkdir repo");
-        let ct = Container::builder()
-            .bind(&repo, "/srv/repo")
-            .boot()
-            .expect("boot container");
+        let mut b = Container::builder().bind(&repo, "/srv/repo");
+        if real {
+            b = b.bind_ro(testbed::real::cache_dir(), testbed::real::IN_CONTAINER);
+        }
+        let ct = b.boot().expect("boot container");
         ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG)
             .expect("helper config");
         Machine { ct, repo }
@@ -265,7 +271,16 @@ impl Machine {
     /// A container with the flat apt repository /srv/repo as its only source, and
     /// unattended-upgrades set up for it.
     pub fn apt() -> Machine {
-        let m = Machine::boot();
+        Self::apt_with(false)
+    }
+
+    /// `apt`, with upstream's real binaries bound at /real.
+    pub fn apt_real() -> Machine {
+        Self::apt_with(true)
+    }
+
+    fn apt_with(real: bool) -> Machine {
+        let m = Machine::boot_with(real);
         m.ct.write_file(
             "/etc/apt/sources.list.d/local.list",
             "deb [trusted=yes] file:/srv/repo ./\n",
@@ -327,13 +342,18 @@ impl Machine {
     /// A container whose rpm database knows what dpkg installed (a metadata-only package
     /// providing every requirement of our packages), with /srv/repo as the only dnf repository.
     pub fn dnf() -> Machine {
+        Self::dnf_with(&[])
+    }
+
+    /// `dnf`, with the rpm database also providing what the `extra` packages require.
+    pub fn dnf_with(extra: &[PathBuf]) -> Machine {
         let m = Machine::boot();
         m.ct.write_file(
             "/etc/yum.repos.d/local.repo",
             "[local]\nname=local\nbaseurl=file:///srv/repo\ngpgcheck=0\nenabled=1\nmetadata_expire=0\n",
         )
         .expect("repo file");
-        let base = base_provides_rpm();
+        let base = base_provides_rpm(extra);
         let inside = m.ct.target_path(&base).expect("base rpm under target/");
         m.sh_ok(&format!("rpm -i --justdb --nodeps --force-debian {inside}"));
         m
@@ -366,15 +386,21 @@ impl Machine {
 
 /// A noarch package, installed with `--justdb`, that provides what our packages require and
 /// Debian's dpkg provides (libc, /bin/sh, shadow-utils, ...), computed from the built rpms.
-fn base_provides_rpm() -> PathBuf {
-    static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        let dir = work_dir().join("debian-base");
+/// `extra`: more packages whose requirements it provides too (a real upstream build needs the
+/// C++ runtime RocksDB links), each set built once.
+fn base_provides_rpm(extra: &[PathBuf]) -> PathBuf {
+    static CACHE: Mutex<Option<HashMap<Vec<PathBuf>, PathBuf>>> = Mutex::new(None);
+    let mut g = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = g.get_or_insert_with(HashMap::new);
+    let n = map.len();
+    map.entry(extra.to_vec())
+        .or_insert_with(|| {
+        let dir = work_dir().join(format!("debian-base-{n}"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let mut provides = std::collections::BTreeSet::new();
         let helper = helper_packages().rpm;
         let server = server_packages("0.15.5", Fault::None, 0).rpm;
-        for rpm in [&helper, &server] {
+        for rpm in [&helper, &server].into_iter().chain(extra) {
             let o = Command::new("rpm")
                 .args(["-qp", "--requires"])
                 .arg(rpm)

@@ -21,8 +21,14 @@
 //!   password '<PW>'." on stderr, exit 0.
 //! * Two configuration generations: <= 0.15 reads `config.toml` (`[server.listener.<id>]`,
 //!   `[storage]`, `[store.<id>] type/path`, `[authentication.fallback-admin]`, `%{env:VAR}%`);
-//!   0.16 and newer read `config.json`, one DataStore object (`{"@type":"RocksDb","path":...}`), and
-//!   a missing file means bootstrap mode.
+//!   0.16 and newer read `config.json`, one DataStore object (`{"@type":"RocksDb","path":...}`).
+//!   A missing 0.15 config.toml ends the process at once, silently, exit 0 (measured).
+//! * 0.16's modes (measured): no config.json = bootstrap mode (an in-memory store, ready 200, a
+//!   temporary administrator printed in a box on stderr unless `STALWART_RECOVERY_ADMIN` is set,
+//!   every registry call but Bootstrap forbidden); `STALWART_RECOVERY_MODE=1`/`true` = recovery
+//!   mode; the anonymous `/jmap/session` has an absolute `apiUrl` in normal mode and `/jmap/` in
+//!   the other two. `STALWART_RECOVERY_ADMIN=user:secret` (trimmed) is an administrator in every
+//!   mode. `x:` methods exist only under the `urn:stalwart:jmap` capability.
 //! * Database schema numbers: 0.12.0-0.12.4 = 1, 0.12.5 = 2, 0.13 = 3, 0.14 = 4, 0.15 = 5,
 //!   0.16 = 6 (patch releases keep the number). Migration runs automatically at start; 0.15
 //!   migrations are long and read-only ("No new e-mail can be received").
@@ -59,8 +65,14 @@
 //!   beyond 0.16 is documented at `stalwart_standin::schema_for`.
 //! * `[standin] unprivileged-users` (0.15 config.toml) and env `STANDIN_UNPRIVILEGED_USERS`
 //!   (0.16): users who authenticate but lack the WebadminUpdate permission.
-//! * 0.16 administrator from env `STALWART_ADMIN_USER`/`STALWART_ADMIN_SECRET`, default
-//!   admin/admin (upstream keeps accounts in its database).
+//! * 0.16 administrator, when `STALWART_RECOVERY_ADMIN` is unset, from env
+//!   `STALWART_ADMIN_USER`/`STALWART_ADMIN_SECRET`, default admin/admin (standing in for an
+//!   account upstream keeps in its database).
+//! * Logs go to stderr (the journal) in every mode. Upstream 0.15 logs to its `[tracer.*]` files
+//!   and 0.16 in normal mode only to /var/log/stalwart (measured: stderr stays empty). The
+//!   helper's gate reads those files too (unit-tested in its health module); no end-to-end
+//!   test drives a failure line into them yet.
+//! * Only HTTP listeners: no SMTP/IMAP/POP3 greeting (upstream 0.16 binds seven listeners).
 //! * 0.16 listens on 127.0.0.1:8080; every listener is bound on 127.0.0.1 whatever its address;
 //!   env `STANDIN_HTTP_PORT` overrides the port of both generations.
 //! * The fallback admin secret: `$6$` sha512-crypt hashes are verified (what upstream's
