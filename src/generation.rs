@@ -50,6 +50,8 @@ pub struct Paths {
     pub dropin: PathBuf,
     /// Runtime drop-in (/run): recovery mode for the one migrating start.
     pub recovery_dropin: PathBuf,
+    /// Its root-only env file (the one-time recovery administrator).
+    pub recovery_env: PathBuf,
 }
 
 pub fn paths(s: &Settings) -> Paths {
@@ -57,6 +59,7 @@ pub fn paths(s: &Settings) -> Paths {
     Paths {
         config_json: s.prefix.join("etc/config.json"),
         dropin: PathBuf::from(format!("/etc/systemd/system/{}.d/{name}", s.unit)),
+        recovery_env: PathBuf::from(format!("/run/stalwart-upgrade/{}-recovery.env", s.unit)),
         recovery_dropin: PathBuf::from(format!(
             "/run/systemd/system/{}.d/50-stalwart-upgrade-recovery.conf",
             s.unit
@@ -200,37 +203,71 @@ pub fn apply(s: &Settings, sys: &Systemd, cfg: &ServerConfig, json: &str) -> Res
 /// Removes what `apply` and `migrate` wrote; idempotent.
 pub fn undo(s: &Settings, sys: &Systemd) -> Result<(), Error> {
     let p = paths(s);
-    for f in [&p.recovery_dropin, &p.dropin, &p.config_json] {
+    for f in [
+        &p.recovery_dropin,
+        &p.recovery_env,
+        &p.dropin,
+        &p.config_json,
+    ] {
         remove_nofollow(f)?;
     }
     sys.daemon_reload()?;
     Ok(())
 }
 
-/// The recovery-mode start: through the unit, with a runtime drop-in adding
-/// STALWART_RECOVERY_MODE=1, until the server is ready (the migration done); then stopped and the
-/// drop-in removed, so the normal start that follows runs without it.
-pub fn migrate(
+/// The recovery-mode start: through the unit, with a runtime drop-in whose root-only env file
+/// sets STALWART_RECOVERY_MODE=1, the recovery port and `admin` (a one-time recovery
+/// administrator, so the carry step can log in), until the server is ready (the migration done).
+/// It keeps running for the carry step; `end_recovery` stops it. The env file is listed after
+/// the persistent drop-in's stalwart.env, so its values win (systemd reads EnvironmentFile=
+/// in order), and its content never shows in `systemctl show` as Environment= would.
+pub fn start_recovery(
     s: &Settings,
     sys: &Systemd,
     start: impl FnOnce() -> Result<(), Error>,
     cfg: &ServerConfig,
+    admin: &(String, String),
 ) -> Result<(), Error> {
     let p = paths(s);
+    mkdir_parent(&p.recovery_env)?;
+    crate::state::write_atomic(
+        &p.recovery_env,
+        format!(
+            "STALWART_RECOVERY_MODE=1\nSTALWART_RECOVERY_MODE_PORT={RECOVERY_PORT}\nSTALWART_RECOVERY_ADMIN='{}:{}'\n",
+            admin.0, admin.1
+        )
+        .as_bytes(),
+        0o600,
+    )?;
     mkdir_parent(&p.recovery_dropin)?;
     crate::state::write_atomic(
         &p.recovery_dropin,
-        b"# stalwart-upgrade: the one start that migrates a 0.15 database (upstream's recovery mode)\n[Service]\nEnvironment=STALWART_RECOVERY_MODE=1\n",
+        format!(
+            "# stalwart-upgrade: the one start that migrates a 0.15 database (upstream's recovery mode)\n[Service]\nEnvironmentFile={}\n",
+            p.recovery_env.display()
+        )
+        .as_bytes(),
         0o644,
     )?;
     sys.daemon_reload()?;
     let expect = crate::health::Expect::recovery();
-    let result =
-        start().and_then(|()| Ok(crate::health::gate(sys, s, Some(cfg), &expect).map(|_| ())?));
+    start()?;
+    crate::health::gate(sys, s, Some(cfg), &expect)?;
+    Ok(())
+}
+
+/// The port upstream's recovery mode listens on (plain HTTP, `[::]`), pinned so that an env
+/// file of the admin's does not move it.
+pub const RECOVERY_PORT: u16 = 8080;
+
+/// Stops the recovery-mode server and removes the runtime drop-in and its env file, so the
+/// normal start that follows runs without them. Idempotent.
+pub fn end_recovery(s: &Settings, sys: &Systemd) -> Result<(), Error> {
+    let p = paths(s);
     let stopped = sys.stop(&s.unit, s.stop_timeout());
-    let _ = std::fs::remove_file(&p.recovery_dropin);
+    remove_nofollow(&p.recovery_dropin)?;
+    remove_nofollow(&p.recovery_env)?;
     sys.daemon_reload()?;
-    result?;
     stopped?;
     Ok(())
 }

@@ -72,6 +72,9 @@ pub struct Expect {
     pub json_generation: bool,
     /// Why a non-normal mode may be (the env file sets recovery mode, config.json is missing).
     pub mode_hint: String,
+    /// Where to probe instead of the server config's listener (recovery mode listens on its
+    /// own port only).
+    pub base: Option<String>,
 }
 
 impl Expect {
@@ -106,6 +109,7 @@ impl Expect {
             log_files,
             json_generation: json,
             mode_hint,
+            base: None,
         }
     }
 
@@ -113,6 +117,10 @@ impl Expect {
     pub fn recovery() -> Expect {
         Expect {
             recovery: true,
+            base: Some(format!(
+                "http://127.0.0.1:{}",
+                crate::generation::RECOVERY_PORT
+            )),
             ..Expect::default()
         }
     }
@@ -194,7 +202,10 @@ pub fn gate(
     expect: &Expect,
 ) -> Result<HealthReport, HealthError> {
     let unit = settings.unit.as_str();
-    let base = base_url(settings, server);
+    let base = expect
+        .base
+        .clone()
+        .unwrap_or_else(|| base_url(settings, server));
     let url = format!("{base}/healthz/ready");
     let started = Instant::now();
     let deadline = started + Duration::from_secs(settings.timeouts.ready_secs);

@@ -46,8 +46,11 @@ pub enum Step {
     /// (rollback from >= 0.16 to <= 0.15) set config.json and the unit drop-in aside, so the unit
     /// runs config.toml again.
     GenerationBack,
-    /// (0.15 -> 0.16) run the new binary once in upstream's recovery mode, which migrates schema 5.
+    /// (0.15 -> 0.16) start the new binary in upstream's recovery mode, which migrates schema 5.
     Migrate,
+    /// (0.15 -> 0.16) create 0.15's accounts, domains, lists, keys and listeners in the
+    /// recovery-mode server, stop it, pin the 0.15 admin in stalwart.env (module `carry`).
+    Carry,
     /// Start the unit over D-Bus.
     Start,
     /// Unit active, /healthz/ready, no failed migration in the log. Past this point, `recover`
@@ -60,7 +63,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 12] = [
+    pub const ALL: [Step; 13] = [
         Step::Stage,
         Step::Stop,
         Step::Snapshot,
@@ -69,6 +72,7 @@ impl Step {
         Step::Generation,
         Step::GenerationBack,
         Step::Migrate,
+        Step::Carry,
         Step::Start,
         Step::Health,
         Step::Verify,
@@ -84,6 +88,7 @@ impl Step {
             Step::Generation => "generation",
             Step::GenerationBack => "generation_back",
             Step::Migrate => "migrate",
+            Step::Carry => "carry",
             Step::Start => "start",
             Step::Health => "health",
             Step::Verify => "verify",

@@ -1,6 +1,7 @@
 //! stalwart-upgrade: a Stalwart server upgrade as a crash-safe transaction.
 //! See docs/DESIGN.md for the map of modules.
 
+pub mod carry;
 pub mod child;
 pub mod cli;
 pub mod config;
@@ -112,6 +113,8 @@ pub enum Error {
     State(#[from] state::StateError),
     #[error(transparent)]
     Webadmin(#[from] webadmin::WebadminError),
+    #[error(transparent)]
+    Carry(#[from] carry::CarryError),
     /// The policy refused: nothing was changed.
     #[error("{0}")]
     Refused(String),

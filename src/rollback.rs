@@ -228,6 +228,7 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         restore_data: forward.schema_may_move(),
         server_config,
         generation_json: None,
+        carry: None,
         snapshot,
         listeners,
     };

@@ -348,10 +348,11 @@ fn undo_actions(
     }
     if sum.started(Step::Generation) {
         undo(j, Undo::Generation, || {
+            crate::carry::unpin_admin(s, &crate::carry::dir(m.state, &begin.txid))?;
             crate::generation::undo(m.settings(), m.sys()?)?;
             Ok(None)
         })?;
-        did.push("config.json and the unit drop-in of the 0.16 line removed (config.toml was never changed)".into());
+        did.push("config.json, stalwart.env's carried admin and the unit drop-in of the 0.16 line removed (config.toml was never changed)".into());
     }
     let data_moved =
         sum.started(Step::Start) || sum.started(Step::Restore) || sum.started(Step::Migrate);
@@ -479,14 +480,13 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
             Err(e) => {
                 tracing::warn!(unit = %begin.unit, step = "webadmin", "web admin refresh failed: {e}");
                 let hint = match &e {
-                    // Upstream's recovery-mode migration wipes the directory and settings the
-                    // 0.15 admin account lived in (facts: "Schema and migrations").
+                    // The crossing carries the 0.15 fallback admin and the accounts over, but
+                    // not API keys, and an account's login becomes its full address in 0.16.
                     Error::Webadmin(
                         webadmin::WebadminError::Unauthorized { .. }
                         | webadmin::WebadminError::Forbidden { .. },
                     ) if sum.started(Step::Generation) => format!(
-                        " (expected right after crossing to 0.16: its migration wiped the accounts the old credentials belonged to; set up the admin in {to}, put its user:password in {cred}, then run `stalwart-upgrade webadmin refresh`)",
-                        to = begin.to,
+                        " (after crossing to 0.16: API keys are not carried over and accounts log in with their full address; put a 0.16 admin's user:password in {cred} (the 0.15 fallback admin works as it was), then run `stalwart-upgrade webadmin refresh`)",
                         cred = m
                             .settings()
                             .webadmin

@@ -30,6 +30,9 @@ pub struct Plan {
     pub server_config: ServerConfig,
     /// 0.15 -> 0.16: where config.json goes and what it says (config.toml's data store).
     pub generation_json: Option<(PathBuf, String)>,
+    /// 0.15 -> 0.16: 0.15's directory and settings as read before the stop, and as 0.16
+    /// objects (module `carry`).
+    pub carry: Option<(crate::carry::Dump, crate::carry::Carried)>,
     /// Method, space needed and free for the snapshot of each store.
     pub snapshot: crate::snapshot::SnapshotPlan,
     /// A rollback must restore the data snapshot: the schema may move (minor/major).
@@ -63,15 +66,14 @@ impl Plan {
     }
 
     /// What the health gate after the start expects: the new version in normal mode, with every
-    /// listener of the old one again (not across the 0.16 line: 0.16 brings its own default
-    /// listeners, and what is missing is said after the commit).
+    /// listener of the old one again (across the 0.16 line too: the carry step recreates them).
     pub fn expect(&self, settings: &crate::config::Settings) -> health::Expect {
-        let listeners = if self.generation_json.is_some() {
-            Vec::new()
-        } else {
-            self.listeners.clone()
-        };
-        health::Expect::normal(settings, Some(&self.server_config), &self.to, listeners)
+        health::Expect::normal(
+            settings,
+            Some(&self.server_config),
+            &self.to,
+            self.listeners.clone(),
+        )
     }
 }
 
@@ -132,10 +134,15 @@ impl std::fmt::Display for Plan {
         if let Some((path, _)) = &self.generation_json {
             writeln!(
                 f,
-                "0.16 line:     writes {} from the data store, points the unit at it (drop-in), and starts {} once with STALWART_RECOVERY_MODE=1: upstream's migration of schema 5 -> 6 WIPES settings, directory, reports, tasks and quotas (e-mail is kept); config.toml is left as it is for a rollback",
+                "0.16 line:     writes {} from the data store, points the unit at it (drop-in), and starts {} once in recovery mode: upstream's migration of schema 5 -> 6 wipes settings, directory, reports, tasks and quotas (e-mail is kept), then the accounts, domains, lists, DKIM keys, certificates and listeners read from 0.15 are created again (below); config.toml is left as it is for a rollback",
                 path.display(),
                 self.to
             )?;
+        }
+        if let Some((_, carried)) = &self.carry {
+            for line in crate::carry::describe(carried) {
+                writeln!(f, "{line}")?;
+            }
         }
         if let Some(node) = &self.server_config.cluster {
             writeln!(
@@ -225,16 +232,19 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
     tx.step(Step::Stop, stop)?;
     tx.step(Step::Snapshot, |m, b| snapshot(m, b, plan, known))?;
     tx.step(Step::Swap, exchange)?;
-    if let Some((_, json)) = &plan.generation_json {
-        tx.step(Step::Generation, |m, _| {
+    if let (Some((_, json)), Some((dump, carried))) = (&plan.generation_json, &plan.carry) {
+        let admin = crate::carry::one_time_admin()?;
+        tx.step(Step::Generation, |m, b| {
+            crate::carry::save(&crate::carry::dir(m.state, &b.txid), dump, carried)?;
             generation::apply(m.settings(), m.sys()?, &plan.server_config, json)?;
             Ok(((), None))
         })?;
         tx.step(Step::Migrate, |m, b| {
             let start = || start_fresh(m, &b.unit);
-            generation::migrate(m.settings(), m.sys()?, start, &plan.server_config)?;
+            generation::start_recovery(m.settings(), m.sys()?, start, &plan.server_config, &admin)?;
             Ok(((), None))
         })?;
+        tx.step(Step::Carry, |m, b| carry(m, b, carried, &admin))?;
     }
     tx.step(Step::Start, start)?;
     let expect = plan.expect(tx.machine().settings());
@@ -245,6 +255,34 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
 }
 
 type StepResult = Result<((), Option<String>), Error>;
+
+/// Creates the carried objects in the recovery-mode server (its own socket, the one-time
+/// admin), stops it, and pins the 0.15 admin for the normal start.
+fn carry(
+    m: &Machine,
+    b: &Begin,
+    carried: &crate::carry::Carried,
+    admin: &(String, String),
+) -> StepResult {
+    let s = m.settings();
+    let endpoint = crate::webadmin::Endpoint::Server {
+        base: format!("http://127.0.0.1:{}", generation::RECOVERY_PORT),
+        unit: b.unit.clone(),
+        pids: transaction::unit_pids(m.sys()?, &b.unit),
+    };
+    let api = crate::webadmin::Api::connect(
+        s,
+        &endpoint,
+        crate::webadmin::Login::Basic(admin.0.clone(), admin.1.clone()),
+    )?;
+    let created =
+        crate::carry::apply::apply(&api, &carried.ops).map_err(crate::carry::CarryError::from)?;
+    generation::end_recovery(s, m.sys()?)?;
+    if let Some(a) = &carried.admin {
+        crate::carry::pin_admin(s, &crate::carry::dir(m.state, &b.txid), a)?;
+    }
+    Ok(((), Some(format!("{} objects created", created.len()))))
+}
 
 /// Keeps the running binary as a release (dpkg deletes the old package's files), then builds bin.new.
 pub(crate) fn stage(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
@@ -425,6 +463,31 @@ fn generation_plan(
     generation::data_store_json(cfg).map(|json| Some((existing, json)))
 }
 
+/// Reads 0.15's directory from the running server with the admin's credentials and converts it
+/// (before any downtime: 0.16's migration wipes what is not read now).
+fn carry_plan(
+    m: &Machine,
+    cfg: &ServerConfig,
+    unit_state: &crate::systemd::UnitState,
+) -> Result<(crate::carry::Dump, crate::carry::Carried), Error> {
+    let s = m.settings();
+    if unit_state.active_state != "active" {
+        return Err(Error::Preflight(format!(
+            "{} is not running: the 0.15 -> 0.16 crossing reads 0.15's accounts and settings through its management API before the stop (0.16's migration wipes them); start it (`systemctl start {}`), then run the upgrade again; nothing was changed",
+            s.unit, s.unit
+        )));
+    }
+    let pids = transaction::unit_pids(m.sys()?, &s.unit);
+    let endpoint = crate::webadmin::Endpoint::of(s, Some(cfg), pids);
+    let api = crate::webadmin::Api::connect(s, &endpoint, crate::webadmin::Login::Configured(None))
+        .map_err(crate::carry::CarryError::Dump)?;
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    Ok(crate::carry::prepare(&api, &host)?)
+}
+
 fn gate(plan: &Plan, req: &UpgradeRequest) -> Result<(), Error> {
     match &plan.verdict {
         Verdict::Allowed => {}
@@ -525,6 +588,10 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
     let health_url = health::base_url(s, Some(&server_config));
     check_env(m)?;
     let listeners = running_listeners(m, &unit_state)?;
+    let carry = match &generation_json {
+        Some(_) => Some(carry_plan(m, &server_config, &unit_state)?),
+        None => None,
+    };
     if unit_state.active_state == "active" {
         health::check_running(&health_url, Duration::from_secs(10)).map_err(|why| {
             Error::Preflight(format!(
@@ -547,6 +614,7 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
         target_sha256,
         server_config,
         generation_json,
+        carry,
         snapshot,
         listeners,
     })

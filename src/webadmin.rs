@@ -199,6 +199,121 @@ fn credentials(
     }
 }
 
+/// Who the helper logs in as.
+pub enum Login {
+    /// The admin's credentials: the credentials file, else 0.16's `STALWART_RECOVERY_ADMIN`
+    /// from the server's environment (given here).
+    Configured(Option<(String, String)>),
+    /// A login the helper made itself (the one-time recovery admin of the 0.16 crossing).
+    Basic(String, String),
+}
+
+/// An authenticated client of the server's management API at a checked endpoint.
+pub struct Api {
+    agent: ureq::Agent,
+    base: String,
+    header: String,
+}
+
+impl Api {
+    pub fn connect(
+        settings: &Settings,
+        endpoint: &Endpoint,
+        login: Login,
+    ) -> Result<Api, WebadminError> {
+        let base = endpoint.base().to_string();
+        if base.starts_with("http://") && !tls::is_loopback(&base) {
+            return Err(WebadminError::PlainHttp { url: base });
+        }
+        endpoint.check()?;
+        let auth = match login {
+            Login::Configured(recovery_admin) => credentials(settings, recovery_admin)?,
+            Login::Basic(u, p) => {
+                use base64::Engine;
+                Auth::Basic(base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+            }
+        };
+        let header = match &auth {
+            Auth::Basic(b) => format!("Basic {b}"),
+            Auth::Bearer(t) => format!("Bearer {t}"),
+        };
+        let agent = agent(settings, &base)?;
+        Ok(Api {
+            agent,
+            base,
+            header,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET base+path` as JSON: 0.15's REST answers `{"data": ...}` (returned), or `{"error":
+    /// ...}` with HTTP 200 (measured), an error here.
+    pub fn rest_get(&self, path: &str) -> Result<serde_json::Value, WebadminError> {
+        let url = format!("{}{path}", self.base);
+        let v = self.send(
+            &url,
+            self.agent
+                .get(&url)
+                .set("Authorization", &self.header)
+                .call(),
+        )?;
+        match v.get("data") {
+            Some(d) => Ok(d.clone()),
+            None => Err(WebadminError::Server {
+                url,
+                status: 200,
+                detail: v.to_string(),
+            }),
+        }
+    }
+
+    /// One JMAP request with upstream's registry capability: `calls` are the method calls,
+    /// `created_ids` the creation ids of earlier requests (RFC 8620 3.3). The whole answer.
+    pub fn jmap(
+        &self,
+        calls: serde_json::Value,
+        created_ids: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, WebadminError> {
+        let url = format!("{}/jmap", self.base);
+        // The registry's methods (x:...) need upstream's own capability (measured with the
+        // real 0.16: core alone is refused).
+        let mut body = serde_json::json!({
+            "using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
+            "methodCalls": calls,
+        });
+        if !created_ids.is_empty() {
+            body["createdIds"] = serde_json::Value::Object(created_ids.clone());
+        }
+        let r = self
+            .agent
+            .post(&url)
+            .set("Authorization", &self.header)
+            .send_json(body);
+        self.send(&url, r)
+    }
+
+    fn send(
+        &self,
+        url: &str,
+        r: Result<ureq::Response, ureq::Error>,
+    ) -> Result<serde_json::Value, WebadminError> {
+        match r {
+            Ok(resp) => resp.into_json().map_err(|e| WebadminError::Transport {
+                url: url.into(),
+                message: format!("unreadable answer: {e}"),
+            }),
+            Err(ureq::Error::Status(status, resp)) => Err(status_error(url, status, resp)),
+            Err(e) => Err(WebadminError::Transport {
+                url: url.into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
 /// Refreshes the web admin of a server of the given generation at `endpoint`. `recovery_admin`
 /// is 0.16's `STALWART_RECOVERY_ADMIN` from the server's environment, used when no credentials
 /// file is there.
@@ -208,21 +323,12 @@ pub fn refresh(
     endpoint: &Endpoint,
     recovery_admin: Option<(String, String)>,
 ) -> Result<(), WebadminError> {
-    let base = endpoint.base().to_string();
-    if base.starts_with("http://") && !tls::is_loopback(&base) {
-        return Err(WebadminError::PlainHttp { url: base });
-    }
-    endpoint.check()?;
-    let auth = credentials(settings, recovery_admin)?;
-    let header = match &auth {
-        Auth::Basic(b) => format!("Basic {b}"),
-        Auth::Bearer(t) => format!("Bearer {t}"),
-    };
-    let agent = agent(settings, &base)?;
+    let api = Api::connect(settings, endpoint, Login::Configured(recovery_admin))?;
+    let (agent, base, header) = (&api.agent, api.base.clone(), &api.header);
     let (url, result) = match generation {
         Generation::Toml => {
             let url = format!("{base}/api/update/webadmin");
-            let r = agent.get(&url).set("Authorization", &header).call();
+            let r = agent.get(&url).set("Authorization", header).call();
             (url, r)
         }
         Generation::Json => {
@@ -235,7 +341,7 @@ pub fn refresh(
             });
             let r = agent
                 .post(&url)
-                .set("Authorization", &header)
+                .set("Authorization", header)
                 .send_json(body);
             (url, r)
         }
@@ -244,7 +350,7 @@ pub fn refresh(
         Ok(resp) => {
             check_body(&url, generation, resp)?;
             if generation == Generation::Json {
-                check_served(&agent, &base)?;
+                check_served(agent, &base)?;
             }
             Ok(())
         }

@@ -42,13 +42,16 @@ const FORWARD: &[(&str, Expect)] = &[
     ("webadmin:done", Expect::New),
 ];
 
-/// 0.15 -> 0.16: the steps that write config.json / the drop-in and run the recovery-mode start.
+/// 0.15 -> 0.16: the steps that write config.json / the drop-in, run the recovery-mode start and
+/// carry 0.15's directory over.
 const GENERATION: &[(&str, Expect)] = &[
     ("swap:done", Expect::Old),
     ("generation:started", Expect::Old),
     ("generation:done", Expect::Old),
     ("migrate:started", Expect::Old),
     ("migrate:done", Expect::Old),
+    ("carry:started", Expect::Old),
+    ("carry:done", Expect::Old),
     ("start:started", Expect::Old),
     ("start:done", Expect::Old),
     ("health:started", Expect::Old),

@@ -26,21 +26,41 @@ fn upgrade_from_0_15_to_0_16_with_approval() {
     s.allow("0.16");
     let plan = s.helper(&["plan", "--to", &s.inside(&target)], &[]);
     assert!(
-        text(&plan).contains("STALWART_RECOVERY_MODE=1") && text(&plan).contains("WIPES settings"),
+        text(&plan).contains("once in recovery mode") && text(&plan).contains("wipes settings"),
         "{}",
         text(&plan)
     );
 
+    assert!(
+        text(&plan).contains("carried over:") && text(&plan).contains("NetworkListener"),
+        "{}",
+        text(&plan)
+    );
     let out = s.upgrade(&target, &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    // The 0.15 admin is gone with the migration: the refresh fails, and the warning says why and
-    // what to do.
+    // The 0.15 fallback admin is carried over as 0.16's STALWART_RECOVERY_ADMIN: the web-admin
+    // refresh with the old credentials works on 0.16.
     assert!(
-        text(&out).contains("web admin refresh failed")
-            && text(&out).contains("its migration wiped the accounts")
-            && text(&out).contains("stalwart-upgrade webadmin refresh"),
+        !text(&out).contains("web admin refresh failed"),
         "{}",
         text(&out)
+    );
+    let env =
+        s.ct.exec_ok(&["cat", "/opt/stalwart/etc/stalwart.env"])
+            .unwrap();
+    assert!(env.contains("STALWART_RECOVERY_ADMIN='admin:"), "{env}");
+    let mode =
+        s.ct.exec_ok(&["stat", "-c", "%U:%G %a", "/opt/stalwart/etc/stalwart.env"])
+            .unwrap();
+    assert_eq!(mode.trim(), "root:stalwart 640");
+    assert!(
+        s.ct.exec_ok(&[
+            "sh",
+            "-c",
+            "ls /var/lib/stalwart-upgrade/carry/*/objects.json"
+        ])
+        .is_ok(),
+        "the dump and the objects are kept"
     );
     s.ready();
     assert_eq!(s.binary_version(), "0.16.18");
@@ -91,10 +111,17 @@ fn broken_0_16_release_is_rolled_back_to_0_15_completely() {
     let out = s.upgrade(&release("0.16.18", Fault::NeverReady, 0), &[]);
     let t = text(&out);
     assert_eq!(code(&out), 5, "{t}");
-    assert!(t.contains("config.json and the unit drop-in"), "{t}");
+    assert!(
+        t.contains("config.json, stalwart.env's carried admin and the unit drop-in"),
+        "{t}"
+    );
     assert!(t.contains("data restored from snapshot"), "{t}");
     s.ready();
     assert_eq!(s.binary_version(), "0.15.5");
+    assert!(
+        !s.ct.path("/opt/stalwart/etc/stalwart.env").exists(),
+        "the env file the crossing created is gone"
+    );
     assert_eq!(data_of(&s.digest()), data_of(&before), "schema-5 data back");
     assert_eq!(sha(&s, TOML), toml);
     assert!(!s.ct.path(JSON).exists(), "config.json removed");
@@ -328,4 +355,41 @@ fn status_exits_8_when_the_server_is_down_or_0_16_is_not_in_normal_mode() {
     let (c, t) = status(&s);
     assert_eq!(c, 8, "{t}");
     assert!(t.contains("bootstrap or recovery mode"), "{t}");
+}
+
+/// 0.16 refusing an object of the carry step (as the real one refuses what it cannot accept)
+/// fails the crossing: back on 0.15.5 with its data, config.toml, unit and no 0.16 files.
+#[test]
+fn a_registry_refusal_during_the_carry_rolls_the_crossing_back() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.18", Fault::RegistryRefuses, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "{t}");
+    assert!(t.contains("0.16 refused NetworkListener"), "{t}");
+    s.serves("0.15.5", &before);
+    for gone in [JSON, DROPIN, "/opt/stalwart/etc/stalwart.env"] {
+        assert!(!s.ct.path(gone).exists(), "{gone} left behind: {t}");
+    }
+}
+
+/// A failure after the carry step pinned the admin in stalwart.env (the normal start of 0.16
+/// fails): the undo takes the env file away again with config.json.
+#[test]
+fn a_failure_after_the_carry_takes_the_pinned_admin_away_again() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    s.allow("0.16");
+    let out = s.upgrade_pausing(
+        &release("0.16.18", Fault::None, 0),
+        "carry:done",
+        &format!(
+            "grep -q \"STALWART_RECOVERY_ADMIN='admin:\" /opt/stalwart/etc/stalwart.env && echo not-json > {JSON}"
+        ),
+    );
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "{t}");
+    s.serves("0.15.5", &before);
+    assert!(!s.ct.path("/opt/stalwart/etc/stalwart.env").exists(), "{t}");
 }

@@ -457,7 +457,7 @@ fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> 
 pub const CREDENTIALS_FILE: &str = "/etc/stalwart-upgrade/webadmin.cred";
 
 /// A random password of `n` letters and digits (from the kernel's random source).
-fn random_password(n: usize) -> Result<String, Error> {
+pub(crate) fn random_password(n: usize) -> Result<String, Error> {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut bytes = vec![0u8; n * 2];
     use std::io::Read;

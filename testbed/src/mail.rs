@@ -118,6 +118,53 @@ pub fn smtp_send(addr: &str, from: &str, to: &[&str], subject: &str, body: &str)
     Ok(())
 }
 
+// ------------------------------------------------------------------ IMAP
+
+/// Logs in over plain IMAP at `addr` with AUTHENTICATE PLAIN (both generations refuse a plain
+/// LOGIN on a clear-text port by default, measured) and returns how many messages INBOX holds.
+pub fn imap_inbox_count(addr: &str, user: &str, pass: &str) -> Result<u64> {
+    let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if !line.starts_with("* OK") {
+        bail!("IMAP greeting at {addr}: {line:?}");
+    }
+    // Reads up to the tagged answer; the untagged lines before it.
+    let tagged = |r: &mut BufReader<TcpStream>, tag: &str| -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            if r.read_line(&mut l)? == 0 {
+                bail!("the IMAP server closed the connection (after {lines:?})");
+            }
+            if let Some(rest) = l.strip_prefix(&format!("{tag} ")) {
+                if !rest.starts_with("OK") {
+                    bail!("IMAP {tag}: {rest:?}");
+                }
+                return Ok(lines);
+            }
+            lines.push(l);
+        }
+    };
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+    w.write_all(format!("a AUTHENTICATE PLAIN {token}\r\n").as_bytes())?;
+    tagged(&mut r, "a").with_context(|| format!("IMAP login of {user}"))?;
+    w.write_all(b"b SELECT INBOX\r\n")?;
+    let lines = tagged(&mut r, "b")?;
+    let _ = w.write_all(b"c LOGOUT\r\n");
+    lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("* ")
+                .and_then(|x| x.trim_end().strip_suffix(" EXISTS"))
+                .and_then(|n| n.parse().ok())
+        })
+        .ok_or_else(|| anyhow!("no EXISTS in the SELECT answer: {lines:?}"))
+}
+
 // ------------------------------------------------------------------ JMAP mail
 
 /// The subjects of the mail `user` sees (Email/query over all their mail, newest first), or an

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub unprivileged: BTreeMap<String, String>,
     /// 0.16: which of upstream's start modes this configuration and environment give.
     pub mode: Mode,
+    /// 0.15: the config's keys in upstream's flattened form, for `/api/settings/list` (upstream
+    /// lists them with their macros unexpanded; the stand-in has expanded them).
+    pub settings: BTreeMap<String, String>,
 }
 
 /// 0.16's start modes (0.15 is always `Normal`).
@@ -186,6 +189,7 @@ fn load_json(text: &str) -> Result<ServerConfig, String> {
         admin: Some((user, secret)),
         unprivileged,
         mode: Mode::Normal,
+        settings: BTreeMap::new(),
     })
 }
 
@@ -287,7 +291,10 @@ fn load_toml(text: &str) -> Result<ServerConfig, String> {
     let mut flat = Flat::new();
     flatten("", &toml::Value::Table(root), &mut flat)?;
     let get = |k: &str| flat.get(k).map(String::as_str);
-    let mut cfg = ServerConfig::default();
+    let mut cfg = ServerConfig {
+        settings: flat.clone(),
+        ..ServerConfig::default()
+    };
 
     for id in ids(&flat, "server.listener") {
         let key = |k: &str| format!("server.listener.{id}.{k}");

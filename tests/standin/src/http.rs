@@ -48,6 +48,11 @@ pub struct App {
     pub state_counter: AtomicU64,
     /// 0.16: a web UI bundle is cached and served under /admin/.
     pub webui: AtomicBool,
+    /// 0.15: the config's settings (`/api/settings/list`).
+    pub settings: BTreeMap<String, String>,
+    /// 0.16: registry objects created over JMAP (object type, id, value). STAND-IN: kept in
+    /// memory only, gone at the next start (upstream stores them in its database).
+    pub registry: Mutex<Vec<(String, String, Value)>>,
 }
 
 enum Who {
@@ -149,6 +154,10 @@ fn handle(app: &App, mut req: Request) {
             }
         }
         (Method::Get, "/api/update/webadmin") if !app.json_generation => webadmin(app, &req),
+        (Method::Get, "/api/settings/list") if !app.json_generation => {
+            settings_list(app, &req, query)
+        }
+        (Method::Get, "/api/principal") if !app.json_generation => principals(app, &req),
         (Method::Get, "/jmap/session" | "/.well-known/jmap") if app.json_generation => session(app),
         (Method::Post, "/jmap" | "/jmap/") if app.json_generation => jmap(app, &mut req),
         (Method::Get, "/admin/") if app.json_generation => {
@@ -171,6 +180,117 @@ fn handle(app: &App, mut req: Request) {
         _ => problem(404, "Not Found", "The requested resource does not exist."),
     };
     let _ = req.respond(resp);
+}
+
+/// 0.15 `GET /api/settings/list?prefix=&page=N&limit=L` (permission SettingsList): the keys in
+/// order, paged, as `{"data":{"total":T,"items":{key:value}}}`.
+fn settings_list(app: &App, req: &Request, query: &str) -> Resp {
+    match authenticate(app, req) {
+        None => return unauthorized(false),
+        Some(Who::Unprivileged) => {
+            return problem(
+                403,
+                "Forbidden",
+                "You do not have enough permissions to perform this action (SettingsList).",
+            )
+        }
+        Some(Who::Admin) => {}
+    }
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let prefix = param("prefix");
+    let page: usize = param("page").parse().unwrap_or(1).max(1);
+    let limit: usize = param("limit").parse().unwrap_or(50).max(1);
+    let keys: Vec<(&String, &String)> = app
+        .settings
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .collect();
+    let items: serde_json::Map<String, Value> = keys
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json_resp(200, &json!({"data": {"total": keys.len(), "items": items}}))
+}
+
+/// 0.15 `GET /api/principal`: the stand-in has no directory (its fallback admin is in the
+/// config), so every type lists nothing.
+fn principals(app: &App, req: &Request) -> Resp {
+    match authenticate(app, req) {
+        None => unauthorized(false),
+        Some(_) => json_resp(200, &json!({"data": {"items": [], "total": 0}})),
+    }
+}
+
+/// 0.16 `x:<Object>/set` and `/get` for registry objects other than actions: created objects
+/// get ids, updates of singletons are accepted. Fault registry-refuses refuses every create.
+fn registry(app: &App, name: &str, args: &Value) -> Value {
+    let Some((object, method)) = name.strip_prefix("x:").and_then(|n| n.split_once('/')) else {
+        return json!({"type": "unknownMethod"});
+    };
+    let mut reg = match app.registry.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if method == "get" {
+        let list: Vec<Value> = reg
+            .iter()
+            .filter(|(o, _, _)| o == object)
+            .map(|(_, id, v)| {
+                let mut v = v.clone();
+                v["id"] = json!(id);
+                v
+            })
+            .collect();
+        return json!({"list": list, "notFound": []});
+    }
+    let mut created = serde_json::Map::new();
+    let mut not_created = serde_json::Map::new();
+    for (cid, obj) in args
+        .get("create")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if app.release.fault == Fault::RegistryRefuses {
+            crate::error!("Refusing {object} {cid} (stand-in fault registry-refuses)");
+            not_created.insert(
+                cid.clone(),
+                json!({"type": "invalidProperties", "description": "refused by the stand-in (fault registry-refuses)"}),
+            );
+            continue;
+        }
+        let id = format!("r{}", app.state_counter.fetch_add(1, Ordering::SeqCst) + 1);
+        reg.push((object.to_string(), id.clone(), obj.clone()));
+        created.insert(cid.clone(), json!({"id": id}));
+    }
+    let mut updated = serde_json::Map::new();
+    for (id, _) in args
+        .get("update")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        updated.insert(id.clone(), Value::Null);
+    }
+    crate::info!(
+        "Registry {object}: {} created, {} refused, {} updated",
+        created.len(),
+        not_created.len(),
+        updated.len()
+    );
+    let mut out = json!({"created": created, "updated": updated});
+    if !not_created.is_empty() {
+        out["notCreated"] = Value::Object(not_created);
+    }
+    out
 }
 
 /// Anonymous JMAP session (0.16). Measured: `apiUrl` is absolute (`https://<hostname>/jmap/`)
@@ -304,12 +424,21 @@ fn jmap(app: &App, req: &mut Request) -> Resp {
         ) else {
             return problem(400, "Bad Request", "Malformed method call.");
         };
-        if name != "x:Action/set" || !stalwart_capability {
+        if !name.starts_with("x:") || !stalwart_capability {
             responses.push(json!(["error", {"type": "unknownMethod"}, call_id]));
             continue;
         }
         if app.mode == crate::config::Mode::Bootstrap {
             responses.push(json!(["error", {"type": "forbidden", "description": "The server is in bootstrap mode. Only the 'Bootstrap' object type can be accessed until the bootstrap process is complete."}, call_id]));
+            continue;
+        }
+        if name != "x:Action/set" {
+            let answer = registry(app, name, args);
+            if answer.get("type").is_some() {
+                responses.push(json!(["error", answer, call_id]));
+            } else {
+                responses.push(json!([name, answer, call_id]));
+            }
             continue;
         }
         let mut created = serde_json::Map::new();

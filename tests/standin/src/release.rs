@@ -48,11 +48,14 @@ pub enum Fault {
     WebadminFails,
     /// The web-admin update sleeps 120 s before answering.
     WebadminSlow,
+    /// 0.16 in recovery mode refuses every registry object a client creates (`notCreated`
+    /// invalidProperties), as the real 0.16 refuses an object it cannot accept.
+    RegistryRefuses,
 }
 
 impl Fault {
     /// All faults, in declaration order.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::None,
         Fault::MigrationFails,
         Fault::CrashAtStart,
@@ -60,6 +63,7 @@ impl Fault {
         Fault::IgnoreStop,
         Fault::WebadminFails,
         Fault::WebadminSlow,
+        Fault::RegistryRefuses,
     ];
 
     /// The kebab-case name used in the trailer JSON ("none", "migration-fails", ...).
@@ -72,6 +76,7 @@ impl Fault {
             Fault::IgnoreStop => "ignore-stop",
             Fault::WebadminFails => "webadmin-fails",
             Fault::WebadminSlow => "webadmin-slow",
+            Fault::RegistryRefuses => "registry-refuses",
         }
     }
 }
