@@ -67,10 +67,14 @@ pub fn paths(s: &Settings) -> Paths {
     }
 }
 
-/// The 0.16 DataStore object for config.toml's `storage.data` store. Only the stores whose
-/// carry-over is plain (a path) are automated; SQL stores would need their credentials rewritten
-/// into 0.16's secret objects, which is the admin's call.
-pub fn data_store_json(cfg: &ServerConfig) -> Result<String, Error> {
+/// The 0.16 DataStore object for config.toml's `storage.data` store. SQL stores take their
+/// connection from 0.15's own settings (`raw`, the dump: values as written, macros unexpanded),
+/// so that a password given as `%{env:VAR}%` or `%{file:PATH}%` stays a reference
+/// (`EnvironmentVariable` / `File` secret) instead of being copied into config.json.
+pub fn data_store_json(
+    cfg: &ServerConfig,
+    raw: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<String, Error> {
     let store = cfg
         .stores
         .iter()
@@ -79,15 +83,91 @@ pub fn data_store_json(cfg: &ServerConfig) -> Result<String, Error> {
     let v = match &store.kind {
         StoreKind::RocksDb { path } => serde_json::json!({"@type": "RocksDb", "path": path}),
         StoreKind::Sqlite { path } => serde_json::json!({"@type": "Sqlite", "path": path}),
+        StoreKind::PostgreSql(_) | StoreKind::MySql(_) => {
+            let raw = raw.ok_or_else(|| {
+                Error::Preflight("the SQL data store's settings were not read".into())
+            })?;
+            sql_store_json(&store.id, &store.kind, raw)?
+        }
         other => {
             return Err(Error::Refused(format!(
-                "the data store `{}` is a {} store: only RocksDB and SQLite data stores are carried over to 0.16's config.json automatically; write config.json by hand (see UPGRADING/v0_16.md) and upgrade with upstream's procedure",
+                "the data store `{}` is a {} store: 0.16's config.json holds RocksDB, SQLite, PostgreSQL, MySQL or FoundationDB data stores, and this helper carries the first four; write config.json by hand (see UPGRADING/v0_16.md) and upgrade with upstream's procedure",
                 store.id,
                 other.type_name()
             )))
         }
     };
     serde_json::to_string_pretty(&v).map_err(|e| Error::Preflight(e.to_string()))
+}
+
+/// 0.16's `PostgreSql` / `MySql` DataStore from 0.15's `store.<id>.*` (facts: crossing.md 5).
+fn sql_store_json(
+    id: &str,
+    kind: &StoreKind,
+    raw: &std::collections::BTreeMap<String, String>,
+) -> Result<serde_json::Value, Error> {
+    let get = |k: &str| raw.get(&format!("store.{id}.{k}")).map(String::as_str);
+    let (ty, default_port) = match kind {
+        StoreKind::PostgreSql(_) => ("PostgreSql", 5432),
+        _ => ("MySql", 3306),
+    };
+    let refuse = |what: &str| {
+        Error::Refused(format!(
+            "store.{id}.{what} is a %{{..}}% macro 0.16's config.json cannot express: write the value there, then run the upgrade again; nothing was changed"
+        ))
+    };
+    let plain = |k: &str| -> Result<Option<String>, Error> {
+        match get(k) {
+            Some(v) if v.contains("%{") => Err(refuse(k)),
+            other => Ok(other.map(String::from)),
+        }
+    };
+    let mut v = serde_json::json!({"@type": ty});
+    v["host"] = serde_json::json!(plain("host")?.unwrap_or_default());
+    let port = plain("port")?
+        .map(|p| p.parse::<u16>().map_err(|_| refuse("port")))
+        .transpose()?
+        .unwrap_or(default_port);
+    v["port"] = serde_json::json!(port);
+    if let Some(db) = plain("database")? {
+        v["database"] = serde_json::json!(db);
+    }
+    if let Some(u) = plain("user")?.filter(|u| !u.is_empty()) {
+        v["authUsername"] = serde_json::json!(u);
+    }
+    v["authSecret"] = match get("password") {
+        None | Some("") => serde_json::json!({"@type": "None"}),
+        Some(p) => secret_json(p).ok_or_else(|| refuse("password"))?,
+    };
+    if let Some(t) = plain("tls.enable")? {
+        v["useTls"] = serde_json::json!(t == "true");
+    }
+    if let Some(t) = plain("tls.allow-invalid-certs")? {
+        v["allowInvalidCerts"] = serde_json::json!(t == "true");
+    }
+    Ok(v)
+}
+
+/// A 0.15 secret value as a 0.16 secret object: `%{env:NAME}%` and `%{file:PATH}%` stay
+/// references (0.16 reads them from its own environment / the file); other macros: None.
+fn secret_json(v: &str) -> Option<serde_json::Value> {
+    let inner = v
+        .trim()
+        .strip_prefix("%{")
+        .and_then(|r| r.strip_suffix("}%"));
+    match inner {
+        Some(m) => {
+            if let Some(name) = m.strip_prefix("env:").filter(|n| !n.contains("%{")) {
+                Some(serde_json::json!({"@type": "EnvironmentVariable", "variableName": name}))
+            } else {
+                m.strip_prefix("file:")
+                    .filter(|p| !p.contains("%{"))
+                    .map(|p| serde_json::json!({"@type": "File", "filePath": p}))
+            }
+        }
+        None if v.contains("%{") => None,
+        None => Some(serde_json::json!({"@type": "Value", "secret": v})),
+    }
 }
 
 /// The drop-in that makes the unit run >= 0.16: config.json, the env file (install.sh's 0.16
@@ -339,4 +419,60 @@ pub fn put_back(s: &Settings, sys: &Systemd, aside: &std::path::Path) -> Result<
     }
     sys.daemon_reload()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serverconfig::SqlConn;
+
+    fn raw(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("store.pg.{k}"), v.to_string()))
+            .collect()
+    }
+
+    fn pg() -> StoreKind {
+        StoreKind::PostgreSql(SqlConn {
+            host: "h".into(),
+            port: None,
+            database: "d".into(),
+            user: None,
+            password: None,
+            tls: false,
+        })
+    }
+
+    #[test]
+    fn sql_data_stores_keep_their_secrets_as_references() {
+        let r = raw(&[
+            ("host", "db.local"),
+            ("database", "mail"),
+            ("user", "st"),
+            ("password", "%{env:PGPW}%"),
+            ("tls.enable", "true"),
+        ]);
+        let v = sql_store_json("pg", &pg(), &r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"@type": "PostgreSql", "host": "db.local", "port": 5432,
+                "database": "mail", "authUsername": "st", "useTls": true,
+                "authSecret": {"@type": "EnvironmentVariable", "variableName": "PGPW"}})
+        );
+        let file = sql_store_json("pg", &pg(), &raw(&[("password", "%{file:/run/pw}%")])).unwrap();
+        assert_eq!(
+            file["authSecret"],
+            serde_json::json!({"@type": "File", "filePath": "/run/pw"})
+        );
+        let value = sql_store_json("pg", &pg(), &raw(&[("password", "s3cret")])).unwrap();
+        assert_eq!(value["authSecret"]["secret"], "s3cret");
+        assert!(sql_store_json("pg", &pg(), &raw(&[("password", "a%{env:X}%b")])).is_err());
+        assert!(sql_store_json("pg", &pg(), &raw(&[("host", "%{env:H}%")])).is_err());
+        let my = StoreKind::MySql(match pg() {
+            StoreKind::PostgreSql(c) => c,
+            _ => unreachable!(),
+        });
+        assert_eq!(sql_store_json("pg", &my, &raw(&[])).unwrap()["port"], 3306);
+    }
 }

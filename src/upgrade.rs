@@ -443,24 +443,24 @@ fn check_stores_writable(cfg: &ServerConfig) -> Result<(), Error> {
 /// 0.15 -> 0.16 (facts: stalwart.md): only from the last 0.15 schema (the policy already refuses
 /// older jumps), only for data stores whose carry-over is plain, and never over a config.json the
 /// admin already has.
+/// Does this upgrade cross the 0.16 line (and is it not refused anyway)?
+fn crossing(from: &Version, to: &Version, verdict: &Verdict) -> bool {
+    generation::crosses(from, to) && !matches!(verdict, Verdict::Refused { .. })
+}
+
 fn generation_plan(
     s: &crate::config::Settings,
-    from: &Version,
-    to: &Version,
-    verdict: &Verdict,
     cfg: &ServerConfig,
-) -> Result<Option<(PathBuf, String)>, Error> {
-    if !generation::crosses(from, to) || matches!(verdict, Verdict::Refused { .. }) {
-        return Ok(None);
-    }
+    dump: &crate::carry::Dump,
+) -> Result<(PathBuf, String), Error> {
     let existing = generation::paths(s).config_json;
     if existing.exists() {
         return Err(Error::Preflight(format!(
-            "{} already exists: the 0.16 config would replace it; move it aside (it is not used by {from}) and run the upgrade again; nothing was changed",
+            "{} already exists: the 0.16 config would replace it; move it aside (0.15 does not read it) and run the upgrade again; nothing was changed",
             existing.display()
         )));
     }
-    generation::data_store_json(cfg).map(|json| Some((existing, json)))
+    generation::data_store_json(cfg, Some(&dump.settings)).map(|json| (existing, json))
 }
 
 /// Reads 0.15's directory from the running server with the admin's credentials and converts it
@@ -568,7 +568,6 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
     check_staging_space(s, &req.target)?;
     let server_config = ServerConfig::load(&generation::server_config_path(s, &from))?;
     check_stores_writable(&server_config)?;
-    let generation_json = generation_plan(s, &from, &to, &verdict, &server_config)?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
     if !snapshot.fits() {
@@ -588,8 +587,12 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
     let health_url = health::base_url(s, Some(&server_config));
     check_env(m)?;
     let listeners = running_listeners(m, &unit_state)?;
-    let carry = match &generation_json {
-        Some(_) => Some(carry_plan(m, &server_config, &unit_state)?),
+    let carry = match crossing(&from, &to, &verdict) {
+        true => Some(carry_plan(m, &server_config, &unit_state)?),
+        false => None,
+    };
+    let generation_json = match &carry {
+        Some((dump, _)) => Some(generation_plan(s, &server_config, dump)?),
         None => None,
     };
     if unit_state.active_state == "active" {

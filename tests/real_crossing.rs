@@ -242,3 +242,86 @@ fn a_real_crossing_carries_accounts_groups_lists_dkim_keys_listeners_and_the_adm
     assert_eq!(keys[0]["selector"], "s2026e", "{keys:?}");
     assert_eq!(s.status_code(), 0, "{}", text(&s.helper(&["status"])));
 }
+
+/// The same crossing on a real PostgreSQL data store (the container's own): 0.15.5's
+/// `[store.pg]` becomes 0.16's `PostgreSql` config.json with its secret, the accounts and mail
+/// come over, and `rollback` brings 0.15.5 back from the pg_dump snapshot with the mail.
+#[test]
+fn a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail() {
+    use testbed::real_server::{alice, bob, RealServer};
+    let test = "a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail";
+    let Some(new) = testbed::real::newest("0.16") else {
+        testbed::real::skip(test, "no 0.16 release in the real-server tier");
+        return;
+    };
+    let Some(rels) = testbed::real::require(test, &["0.15.5", &new.version.clone()]) else {
+        return;
+    };
+    if !rels.iter().all(|r| r.postgres) {
+        testbed::real::skip(test, "a release lacks the PostgreSQL store");
+        return;
+    }
+    let (old, new) = (rels[0], rels[1]);
+    let s = RealScenario::new(old, testbed::real::Backend::Postgres);
+    assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
+    let out = s.upgrade(new);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let json =
+        s.ct.exec_ok(&["cat", "/opt/stalwart/etc/config.json"])
+            .unwrap();
+    assert!(
+        json.contains("\"PostgreSql\"") && json.contains("\"authSecret\""),
+        "{json}"
+    );
+    s.serves(new, true, &["before-alice"]);
+    RealServer::deliver(&s.ct, true, &bob(), "on-0.16-postgresql").unwrap();
+
+    let out = s.helper(&["rollback", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.serves(old, false, &["before-alice"]);
+    RealServer::deliver(&s.ct, false, &alice(), "back-on-0.15").unwrap();
+}
+
+/// An object the real 0.16 refuses during the carry step (here a DKIM key whose PEM does not
+/// parse, which 0.15 kept without complaint) fails the whole crossing: 0.15.5 runs again with
+/// its accounts, mail and config as before.
+#[test]
+fn an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back() {
+    use testbed::real_server::{alice, RealServer};
+    let test = "an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back";
+    let Some(new) = testbed::real::newest("0.16") else {
+        testbed::real::skip(test, "no 0.16 release in the real-server tier");
+        return;
+    };
+    let Some((rels, backend)) = releases(test, &["0.15.5", &new.version.clone()]) else {
+        return;
+    };
+    let (old, new) = (rels[0], rels[1]);
+    let s = RealScenario::new(old, backend);
+    s.ct.sh_ok(
+        "printf '\\n[signature.broken]\\nalgorithm = \"ed25519-sha256\"\\ndomain = \"example.org\"\\nselector = \"broken\"\\nprivate-key = \"-----BEGIN PRIVATE KEY-----\\\\nbm90IGEga2V5\\\\n-----END PRIVATE KEY-----\"\\n' >> /opt/stalwart/etc/config.toml && systemctl restart stalwart.service",
+    )
+    .unwrap();
+    s.server.wait_ready(&s.ct).unwrap();
+    let toml =
+        s.ct.exec_ok(&["sha256sum", "/opt/stalwart/etc/config.toml"])
+            .unwrap();
+    assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
+    let out = s.upgrade(new);
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "{t}");
+    assert!(t.contains("0.16 refused DkimSignature"), "{t}");
+    s.serves(old, false, &["before-alice"]);
+    assert_eq!(
+        s.ct.exec_ok(&["sha256sum", "/opt/stalwart/etc/config.toml"])
+            .unwrap(),
+        toml
+    );
+    for gone in [
+        "/opt/stalwart/etc/config.json",
+        "/opt/stalwart/etc/stalwart.env",
+    ] {
+        assert!(!s.ct.path(gone).exists(), "{gone}: {t}");
+    }
+    RealServer::deliver(&s.ct, false, &alice(), "after-the-refused-crossing").unwrap();
+}

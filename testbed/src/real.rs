@@ -39,6 +39,7 @@ pub struct RealRelease {
     /// Store backends compiled in.
     pub sqlite: bool,
     pub rocksdb: bool,
+    pub postgres: bool,
 }
 
 impl RealRelease {
@@ -81,6 +82,8 @@ impl RealRelease {
 pub enum Backend {
     Sqlite,
     RocksDb,
+    /// The container's own PostgreSQL (started by the install), database and user `stalwart`.
+    Postgres,
 }
 
 impl Backend {
@@ -350,6 +353,7 @@ fn unpack(src: &Path, cache: &Path, want: Option<&String>, how: Unpack) -> Resul
         sha256,
         sqlite: contains(&bin, b"SQLite format 3")?,
         rocksdb: contains(&bin, b"rocksdb.block.cache")?,
+        postgres: contains(&bin, b"tokio-postgres")?,
         path: bin,
     })
 }

@@ -27,6 +27,8 @@ pub const ADMIN: &str = "admin";
 /// 0.16 checks password strength: test passwords are long and uncommon.
 pub const ADMIN_SECRET: &str = "Adm1n-staple-battery-42";
 pub const DOMAIN: &str = "example.org";
+/// The PostgreSQL password of the `stalwart` database user (Backend::Postgres).
+pub const PG_SECRET: &str = "Pg-store-secret-7";
 
 /// The unit install.sh 0.16 writes with PREFIX=/opt/stalwart, verbatim.
 pub const UNIT_FILE_016: &str = "\
@@ -111,6 +113,14 @@ impl RealServer {
              cp {} /opt/stalwart/bin/stalwart && chmod 0755 /opt/stalwart/bin/stalwart",
             release.in_container()
         ))?;
+        if backend == Backend::Postgres {
+            // The container's PostgreSQL (the rootfs has it, not started at boot).
+            ct.sh_ok(&format!(
+                "systemctl start postgresql && \
+                 runuser -u postgres -- psql -q -c \"CREATE USER stalwart PASSWORD '{PG_SECRET}'\" && \
+                 runuser -u postgres -- psql -q -c \"CREATE DATABASE stalwart OWNER stalwart\""
+            ))?;
+        }
         if release.is_016() {
             s.install_016(ct)?;
         } else {
@@ -129,13 +139,18 @@ impl RealServer {
     }
 
     fn install_015(&self, ct: &Container) -> Result<()> {
+        let pg = format!(
+            "[store.pg]\ntype = \"postgresql\"\nhost = \"127.0.0.1\"\nport = 5432\ndatabase = \"stalwart\"\nuser = \"stalwart\"\npassword = \"{PG_SECRET}\"\n"
+        );
         let store = match self.backend {
             Backend::Sqlite => "[store.sqlite]\ntype = \"sqlite\"\npath = \"/opt/stalwart/data/index.sqlite3\"\n",
             Backend::RocksDb => "[store.rocksdb]\ntype = \"rocksdb\"\npath = \"/opt/stalwart/data\"\ncompression = \"lz4\"\n",
+            Backend::Postgres => pg.as_str(),
         };
         let id = match self.backend {
             Backend::Sqlite => "sqlite",
             Backend::RocksDb => "rocksdb",
+            Backend::Postgres => "pg",
         };
         let config = format!(
             r#"[server]
@@ -217,9 +232,13 @@ enable = false
     }
 
     fn install_016(&self, ct: &Container) -> Result<()> {
+        let pg = format!(
+            r#"{{"@type":"PostgreSql","host":"127.0.0.1","port":5432,"database":"stalwart","authUsername":"stalwart","authSecret":{{"@type":"Value","secret":"{PG_SECRET}"}}}}"#
+        );
         let store = match self.backend {
             Backend::Sqlite => r#"{"@type":"Sqlite","path":"/opt/stalwart/data/stalwart.db"}"#,
             Backend::RocksDb => r#"{"@type":"RocksDb","path":"/opt/stalwart/data"}"#,
+            Backend::Postgres => pg.as_str(),
         };
         ct.write_file("/opt/stalwart/etc/config.json", store)?;
         ct.write_file(
