@@ -77,6 +77,8 @@ pub enum ConvertError {
     },
     #[error("0.15 principal {name:?} has no domain 0.16 could put it in (no address, no domain in the directory): give it an address in 0.15, then run the upgrade again")]
     NoDomain { name: String },
+    #[error("the blob store `{store}` is a {kind} store, which this helper does not carry over to 0.16 (0.16 would look for the mail's contents in the data store): cross with upstream's procedure (UPGRADING/v0_16.md), configuring 0.16's BlobStore by hand")]
+    BlobStore { store: String, kind: String },
 }
 
 /// Settings prefixes the conversion reads (upstream's `_CONSUMED_PREFIXES`, plus the listeners
@@ -240,6 +242,8 @@ pub fn convert(
     ops.extend([c.dkim_op(), c.certificates_op(), c.listeners_op()]);
     ops.extend(c.system_settings_op(hostname));
     ops.extend(c.imap_op());
+    ops.extend(c.blob_store_op()?);
+    c.other_stores();
     c.unconsumed_settings();
     let admin = match (
         dump.settings.get("authentication.fallback-admin.user"),
@@ -727,6 +731,60 @@ impl<'a> Conv<'a> {
         })
     }
 
+    /// `storage.blob`: the data store (0.16's default), or a file-system store, which becomes the
+    /// BlobStore singleton; any other kind refuses the crossing (the mail's contents live there).
+    fn blob_store_op(&mut self) -> Result<Option<Op>, ConvertError> {
+        let st = &self.dump.settings;
+        let (Some(blob), data) = (st.get("storage.blob"), st.get("storage.data")) else {
+            return Ok(None);
+        };
+        if Some(blob) == data {
+            return Ok(None);
+        }
+        let get = |k: &str| st.get(&format!("store.{blob}.{k}"));
+        match get("type").map(String::as_str) {
+            Some("fs") => {
+                let path = get("path").filter(|p| !is_macro(p)).ok_or_else(|| {
+                    ConvertError::BlobStore {
+                        store: blob.clone(),
+                        kind: "file-system (without a plain path)".into(),
+                    }
+                })?;
+                let mut v = json!({"@type": "FileSystem", "path": path});
+                if let Some(d) = get("depth").and_then(|d| d.parse::<u64>().ok()) {
+                    v["depth"] = json!(d);
+                }
+                Ok(Some(Op::Update {
+                    object: "BlobStore".into(),
+                    value: v,
+                }))
+            }
+            other => Err(ConvertError::BlobStore {
+                store: blob.clone(),
+                kind: other.unwrap_or("unknown").to_string(),
+            }),
+        }
+    }
+
+    /// Full-text and lookup stores other than the data store: 0.16 uses its defaults (the data
+    /// store, an in-memory store); the index is rebuilt, nothing is lost, but it is said.
+    fn other_stores(&mut self) {
+        let st = &self.dump.settings;
+        let data = st.get("storage.data");
+        let mut left = Vec::new();
+        for (role, what) in [
+            ("storage.fts", "full-text search store"),
+            ("storage.lookup", "lookup store"),
+        ] {
+            if let Some(id) = st.get(role).filter(|id| Some(*id) != data) {
+                left.push(format!("the separate {what} `{id}` (0.16 starts on its default; reindex or configure it again)"));
+            }
+        }
+        for l in left {
+            self.leave(&l, 1);
+        }
+    }
+
     /// Settings under no consumed prefix, counted by their first two segments.
     fn unconsumed_settings(&mut self) {
         let mut by: BTreeMap<String, usize> = BTreeMap::new();
@@ -911,6 +969,32 @@ mod tests {
         let c = convert(&d, "h", &fake_hash).unwrap();
         assert_eq!(items(&c, "Account").len(), 1);
         assert!(c.left_behind.iter().any(|(w, _)| w.contains("localhost")));
+    }
+
+    #[test]
+    fn blob_stores_other_than_the_data_store() {
+        let base = [("storage.data", "db"), ("store.db.type", "rocksdb")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v: Vec<(&str, &str)> = base.to_vec();
+            v.extend_from_slice(extra);
+            convert(&dump(json!([]), &v), "h", &fake_hash)
+        };
+        assert!(with(&[("storage.blob", "db")]).unwrap().ops.is_empty());
+        let fs = with(&[
+            ("storage.blob", "files"),
+            ("store.files.type", "fs"),
+            ("store.files.path", "/srv/blobs"),
+            ("store.files.depth", "2"),
+        ])
+        .unwrap();
+        assert!(fs.ops.contains(&Op::Update {
+            object: "BlobStore".into(),
+            value: json!({"@type": "FileSystem", "path": "/srv/blobs", "depth": 2}),
+        }));
+        let s3 = with(&[("storage.blob", "s3"), ("store.s3.type", "s3")]).unwrap_err();
+        assert!(matches!(s3, ConvertError::BlobStore { .. }), "{s3}");
+        let fts = with(&[("storage.fts", "es"), ("store.es.type", "elasticsearch")]).unwrap();
+        assert!(fts.left_behind.iter().any(|(w, _)| w.contains("full-text")));
     }
 
     #[test]
