@@ -136,6 +136,12 @@ pub enum SnapshotCmd {
         #[arg(long, short)]
         yes: bool,
     },
+    /// Delete a snapshot (e.g. data a rollback set aside, once it is not needed)
+    Remove {
+        id: String,
+        #[arg(long, short)]
+        yes: bool,
+    },
     /// Apply the retention policy
     Prune {
         #[arg(long)]
@@ -413,7 +419,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
             let path = crate::generation::server_config_path(&ctx.settings, &running);
             let cfg = crate::serverconfig::ServerConfig::load(&path)?;
             let sys = crate::systemd::Systemd::connect()?;
-            let pids = crate::transaction::unit_pids(&sys, &ctx.settings.unit);
+            let pids = sys.unit_pids(&ctx.settings.unit);
             let endpoint = crate::webadmin::Endpoint::of(&ctx.settings, Some(&cfg), pids);
             let admin = sys
                 .server_env(&ctx.settings.unit)
@@ -495,7 +501,7 @@ fn with_server_stopped<T>(
         )));
     }
     let listeners = if active {
-        crate::listener::probe_all(&crate::transaction::unit_pids(&sys, &s.unit))
+        crate::listener::probe_all(&sys.unit_pids(&s.unit))
     } else {
         Vec::new()
     };
@@ -545,6 +551,21 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             }
             Ok(exit::OK)
         }
+        SnapshotCmd::Remove { id, yes } => {
+            let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
+            let m = snaps.get(&id)?;
+            let question = format!(
+                "Delete snapshot {id} ({} MiB, {})?",
+                m.bytes() >> 20,
+                m.origin.as_deref().unwrap_or("taken before an upgrade")
+            );
+            if !confirm(&question, yes) {
+                return Ok(exit::USAGE);
+            }
+            snaps.remove(&id)?;
+            println!("removed snapshot {id}");
+            Ok(exit::OK)
+        }
         SnapshotCmd::Verify { id } => {
             let r = snaps.verify(&id)?;
             print_json(&r)?;
@@ -576,7 +597,9 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         }
         SnapshotCmd::Create { stop } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
-            let cfg = crate::serverconfig::ServerConfig::load(&s.server_config_path())?;
+            let cfg = crate::serverconfig::ServerConfig::load(
+                &crate::generation::current_server_config(s),
+            )?;
             let plan = snaps.plan(&cfg)?;
             if !plan.fits() {
                 return Err(Error::Preflight(snaps.space_advice(&plan, &[])));
@@ -595,7 +618,9 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         }
         SnapshotCmd::Restore { id, stop, yes } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
-            let cfg = crate::serverconfig::ServerConfig::load(&s.server_config_path())?;
+            let cfg = crate::serverconfig::ServerConfig::load(
+                &crate::generation::current_server_config(s),
+            )?;
             let m = snaps.get(&id)?;
             let running = crate::swap::binary_version(&s.server_binary())?;
             // Data from a newer schema would make the running binary panic at start.

@@ -30,8 +30,17 @@ pub fn crosses(from: &Version, to: &Version) -> bool {
     !is_json(from) && is_json(to)
 }
 
-/// The server config the running version reads: the configured one, else config.json for
-/// >= 0.16 (when present), else config.toml. After a 0.15 -> 0.16 upgrade both files exist.
+/// The server config the installed server binary reads (its version decides; see
+/// `server_config_path`). Every "which config does the server read" goes through here or there.
+pub fn current_server_config(s: &Settings) -> PathBuf {
+    match crate::swap::binary_version(&s.server_binary()) {
+        Ok(v) => server_config_path(s, &v),
+        Err(_) => s.server_config_path(),
+    }
+}
+
+/// The server config `running` reads: the configured one, else config.json for >= 0.16 (when
+/// present), else config.toml. After a 0.15 -> 0.16 upgrade both files exist.
 pub fn server_config_path(s: &Settings, running: &Version) -> PathBuf {
     if let Some(p) = &s.server_config {
         return p.clone();

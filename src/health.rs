@@ -55,6 +55,8 @@ pub enum HealthError {
     ListenersMissing { unit: String, missing: String },
     #[error("{url} answers, but no process of {unit} holds that socket: something else listens there; see `ss -ltnp` and `journalctl -u {unit}`")]
     NotTheServer { unit: String, url: String },
+    #[error("interrupted by {signal} while waiting for {unit} to be healthy")]
+    Interrupted { unit: String, signal: String },
     #[error(transparent)]
     Systemd(#[from] SystemdError),
 }
@@ -221,6 +223,12 @@ pub fn gate(
         if !running || state.sub_state == "auto-restart" {
             return Err(exited(unit, &state, settings, expect));
         }
+        if let Some(sig) = crate::signals::received() {
+            return Err(HealthError::Interrupted {
+                unit: unit.into(),
+                signal: sig.to_string(),
+            });
+        }
         // 429 (upstream's anonymous rate limit) is retried like any other answer but 200.
         match probe_ready(&base) {
             Ok(200) => break state,
@@ -241,7 +249,7 @@ pub fn gate(
     // The server's own socket answered, not a listener someone else put on that port (only for
     // the address from the server's config or the default; a URL root set is root's business).
     if settings.health.url.is_none() && tls_or_plain_loopback(&base) {
-        let pids = unit_pids(sys, unit);
+        let pids = sys.unit_pids(unit);
         if let Some(addr) = base_addr(&base) {
             let inodes = crate::listener::listening_inodes(addr);
             if !crate::listener::held_by(&inodes, &pids) {
@@ -295,12 +303,6 @@ pub fn gate(
         ready_after_ms,
         main_pid: after.main_pid,
     })
-}
-
-fn unit_pids(sys: &Systemd, unit: &str) -> Vec<u32> {
-    sys.unit_processes(unit)
-        .map(|v| v.into_iter().map(|(p, _)| p).collect())
-        .unwrap_or_default()
 }
 
 fn tls_or_plain_loopback(base: &str) -> bool {

@@ -469,7 +469,7 @@ fn outcome(say: &mut dyn FnMut(&str), unit: &str, payload: &std::path::Path, r: 
 
 fn broken(say: &mut dyn FnMut(&str), unit: &str, r: &Report) {
     let reason = match &r.outcome {
-        Outcome::Failed { reason } | Outcome::RolledBack { reason } => reason.as_str(),
+        Outcome::Failed { reason } | Outcome::RolledBack { reason, .. } => reason.as_str(),
         _ => "",
     };
     banner(
@@ -799,6 +799,7 @@ mod tests {
             upgrade: || {
                 Ok(report(Outcome::RolledBack {
                     reason: "health gate: 503".into(),
+                    before_stop: false,
                 }))
             },
             ..Fake::default()

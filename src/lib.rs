@@ -4,6 +4,7 @@
 pub mod carry;
 pub mod child;
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod fsutil;
 pub mod generation;
@@ -16,6 +17,7 @@ pub mod policy;
 pub mod rollback;
 pub mod serverconfig;
 pub mod serverenv;
+pub mod signals;
 pub mod snapshot;
 pub mod state;
 pub mod status;
@@ -23,6 +25,7 @@ pub mod swap;
 pub mod systemd;
 pub mod tls;
 pub mod transaction;
+pub mod undo;
 pub mod upgrade;
 pub mod version;
 pub mod webadmin;
@@ -115,6 +118,14 @@ pub enum Error {
     Webadmin(#[from] webadmin::WebadminError),
     #[error(transparent)]
     Carry(#[from] carry::CarryError),
+    /// Whatever failed before anything was stopped (a D-Bus error, a corrupt state file, a
+    /// snapshot dir inside a store): nothing changed, so it is a failed preflight (exit 4), not
+    /// an error that would leave a package half-configured.
+    #[error("{0}; nothing was stopped or changed")]
+    BeforeDowntime(Box<Error>),
+    /// SIGINT/SIGTERM/SIGHUP during a transaction: it is rolled back (`signals`).
+    #[error("interrupted by {signal} (before step {step}); the transaction is rolled back, which a second signal does not stop")]
+    Interrupted { signal: String, step: String },
     /// The policy refused: nothing was changed.
     #[error("{0}")]
     Refused(String),
@@ -138,9 +149,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error of a step before the stop, typed by its phase: refusals and preflight errors
+    /// keep their type (the hooks act on `PreviouslyFailed`), anything else becomes
+    /// `BeforeDowntime`.
+    pub fn before_downtime(self) -> Error {
+        match self {
+            e @ (Error::Refused(_)
+            | Error::PreviouslyFailed { .. }
+            | Error::Preflight(_)
+            | Error::BeforeDowntime(_)
+            | Error::Usage(_)) => e,
+            e if e.exit_code() == exit::PREFLIGHT => e,
+            e => Error::BeforeDowntime(Box::new(e)),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Refused(_) | Error::PreviouslyFailed { .. } => exit::REFUSED,
+            Error::BeforeDowntime(inner) if inner.exit_code() == exit::REFUSED => exit::REFUSED,
+            Error::BeforeDowntime(_) => exit::PREFLIGHT,
             Error::Preflight(_)
             | Error::ServerConfig(_)
             | Error::Version(_)

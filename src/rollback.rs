@@ -27,12 +27,12 @@ pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
     if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
         return Ok(report);
     }
-    let (plan, back) = plan(&m, req)?;
+    let (plan, back) = plan(&m, req).map_err(Error::before_downtime)?;
     let mut begin = plan_begin(ctx, &plan);
     begin.restore_from = back.restore_from.clone();
     begin.restore_data = back.restore_from.is_some();
     let known = m.snapshots().prehash(&plan.server_config);
-    let mut tx = Transaction::begin(&m, begin)?;
+    let mut tx = Transaction::begin(&m, begin).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &back, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),

@@ -114,10 +114,21 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
             }
         }
     }
-    let snapshots = crate::snapshot::Snapshots::new(&s.snapshot_dir())
+    let manifests = crate::snapshot::Snapshots::new(&s.snapshot_dir())
         .list()
-        .map(|l| l.into_iter().map(|m| m.id).collect())
         .unwrap_or_default();
+    // Data a rollback set aside (what a newer version ran on, mail it took included) is never
+    // deleted by the helper: said here until the admin removes it.
+    for m in manifests.iter().filter(|m| m.origin.is_some()) {
+        warnings.push(format!(
+            "snapshot {} keeps {}: if mail from that time is missing, look there (`stalwart-upgrade snapshot restore {}` puts it back); `stalwart-upgrade snapshot remove {}` once it is not needed",
+            m.id,
+            m.origin.as_deref().unwrap_or_default(),
+            m.id,
+            m.id
+        ));
+    }
+    let snapshots = manifests.into_iter().map(|m| m.id).collect();
     Ok(Status {
         unit: s.unit.clone(),
         unit_state,

@@ -292,6 +292,24 @@ impl Systemd {
     /// Starts `unit` and waits (at most `timeout`) for our start job's result. Whether the server
     /// then becomes healthy is the health gate's business. A start skipped because a `Condition*=`
     /// did not hold (systemd reports the job as done) is reported as result `condition-failed`.
+    /// Starts the unit after clearing its failed state and start-rate counter: our own
+    /// stop/start pairs (and a crash-looping release being replaced) count against
+    /// StartLimitBurst, and a rate-limited unit would refuse the very start that brings the
+    /// server back.
+    pub fn start_fresh(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        if let Err(e) = self.reset_failed(unit) {
+            tracing::debug!("reset-failed {unit}: {e}");
+        }
+        self.start(unit, timeout)
+    }
+
+    /// The pids of the unit's processes (none when systemd cannot say).
+    pub fn unit_pids(&self, unit: &str) -> Vec<u32> {
+        self.unit_processes(unit)
+            .map(|v| v.into_iter().map(|(pid, _)| pid).collect())
+            .unwrap_or_default()
+    }
+
     pub fn start(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
         let deadline = Instant::now() + timeout;
         self.run_job(Op::Start, unit, timeout, deadline)?;

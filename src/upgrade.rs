@@ -195,8 +195,8 @@ pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
     let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
     let m = Machine::new(ctx, &state);
     transaction::recover_locked(&m)?;
-    let plan = plan(&m, req)?;
-    gate(&plan, req)?;
+    let plan = plan(&m, req).map_err(Error::before_downtime)?;
+    gate(&plan, req).map_err(Error::before_downtime)?;
     Ok(plan)
 }
 
@@ -208,8 +208,8 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
     if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
         return Ok(report);
     }
-    let plan = plan(&m, req)?;
-    gate(&plan, req)?;
+    let plan = plan(&m, req).map_err(Error::before_downtime)?;
+    gate(&plan, req).map_err(Error::before_downtime)?;
     if plan.class == Class::Same {
         return Ok(nothing_to_do(&plan));
     }
@@ -218,7 +218,7 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
     }
     // Before the stop: the files the snapshot will link are hashed while the server runs.
     let known = m.snapshots().prehash(&plan.server_config);
-    let mut tx = Transaction::begin(&m, plan.begin(ctx))?;
+    let mut tx = Transaction::begin(&m, plan.begin(ctx)).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),
@@ -240,7 +240,10 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
             Ok(((), None))
         })?;
         tx.step(Step::Migrate, |m, b| {
-            let start = || start_fresh(m, &b.unit);
+            let start = || {
+                Ok(m.sys()?
+                    .start_fresh(&b.unit, m.settings().start_timeout())?)
+            };
             generation::start_recovery(m.settings(), m.sys()?, start, &plan.server_config, &admin)?;
             Ok(((), None))
         })?;
@@ -268,7 +271,7 @@ fn carry(
     let endpoint = crate::webadmin::Endpoint::Server {
         base: format!("http://127.0.0.1:{}", generation::RECOVERY_PORT),
         unit: b.unit.clone(),
-        pids: transaction::unit_pids(m.sys()?, &b.unit),
+        pids: m.sys()?.unit_pids(&b.unit),
     };
     let api = crate::webadmin::Api::connect(
         s,
@@ -336,20 +339,9 @@ pub(crate) fn exchange(_m: &Machine, b: &Begin) -> StepResult {
 }
 
 pub(crate) fn start(m: &Machine, b: &Begin) -> StepResult {
-    start_fresh(m, &b.unit)?;
+    m.sys()?
+        .start_fresh(&b.unit, m.settings().start_timeout())?;
     Ok(((), None))
-}
-
-/// Starts the unit after clearing its failed state and start-rate counter: our own stop/start
-/// pairs (and a crash-looping release we are replacing) count against StartLimitBurst, and a
-/// rate-limited unit would refuse the very start that brings the server back.
-pub(crate) fn start_fresh(m: &Machine, unit: &str) -> Result<(), Error> {
-    let sys = m.sys()?;
-    if let Err(e) = sys.reset_failed(unit) {
-        tracing::debug!("reset-failed {unit}: {e}");
-    }
-    sys.start(unit, m.settings().start_timeout())?;
-    Ok(())
 }
 
 pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig, expect: &health::Expect) -> StepResult {
@@ -374,7 +366,7 @@ pub(crate) fn running_listeners(
     if unit_state.active_state != "active" {
         return Ok(Vec::new());
     }
-    let pids = crate::transaction::unit_pids(m.sys()?, &m.settings().unit);
+    let pids = m.sys()?.unit_pids(&m.settings().unit);
     Ok(crate::listener::probe_all(&pids))
 }
 
@@ -477,7 +469,7 @@ fn carry_plan(
             s.unit, s.unit
         )));
     }
-    let pids = transaction::unit_pids(m.sys()?, &s.unit);
+    let pids = m.sys()?.unit_pids(&s.unit);
     let endpoint = crate::webadmin::Endpoint::of(s, Some(cfg), pids);
     let api = crate::webadmin::Api::connect(s, &endpoint, crate::webadmin::Login::Configured(None))
         .map_err(crate::carry::CarryError::Dump)?;

@@ -439,7 +439,8 @@ fn a_disk_filling_up_while_staging_stops_nothing() {
     let target = release("0.15.6", Fault::None, 0);
     let out = s.upgrade_pausing(&target, "stage:started", &fill("/opt/stalwart"));
     let t = text(&out);
-    assert_eq!(code(&out), 5, "{t}");
+    // Before the stop: nothing was changed, a failed preflight.
+    assert_eq!(code(&out), 4, "{t}");
     assert!(
         t.contains("No space left on device")
             && t.contains("/opt/stalwart/bin.new")
@@ -544,4 +545,81 @@ fn a_cluster_node_is_upgraded_only_when_the_admin_says_the_other_nodes_are_stopp
     assert_eq!(code(&out), 0, "{}", text(&out));
     s.ready();
     assert_eq!(s.binary_version(), "0.15.5");
+}
+
+/// Ctrl-C (SIGINT) during the snapshot, or SIGTERM during the health gate of a minor upgrade:
+/// the run finishes the step it is in (the snapshot) or stops waiting (the gate), rolls back,
+/// and ends with the old version healthy on its data and the journal closed; the release is not
+/// blamed (an interruption says nothing against it).
+#[test]
+fn a_signal_during_the_snapshot_or_the_health_gate_rolls_back_cleanly() {
+    for (pause_at, signal) in [("snapshot:started", "INT"), ("health:started", "TERM")] {
+        let s = Scenario::new(&release("0.14.3", Fault::None, 0));
+        s.allow("0.15");
+        let before = s.digest();
+        let out = s.upgrade_pausing(
+            &release("0.15.5", Fault::None, 0),
+            pause_at,
+            &format!("kill -{signal} $pid"),
+        );
+        let t = text(&out);
+        assert_eq!(code(&out), 5, "{pause_at}: {t}");
+        assert!(
+            t.contains(&format!("interrupted by SIG{signal}")),
+            "{pause_at}: {t}"
+        );
+        assert!(t.contains("which says nothing against"), "{pause_at}: {t}");
+        s.serves("0.14.3", &before);
+        assert!(
+            !s.ct
+                .path("/var/lib/stalwart-upgrade/journal.jsonl")
+                .exists(),
+            "{pause_at}: journal left open"
+        );
+        assert!(
+            !s.ct.path("/var/lib/stalwart-upgrade/failed.json").exists(),
+            "{pause_at}: the release was blamed for an interruption"
+        );
+    }
+}
+
+/// Exit codes follow the phase, not the module: a D-Bus that cannot be reached, a corrupt
+/// policy.json and a snapshot dir inside the data store are all found before the stop, so each
+/// exits 4 (a failed preflight) with the server untouched, never 1 (which would leave a package
+/// half-configured).
+#[test]
+fn any_failure_before_the_stop_exits_4_with_the_server_untouched() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    let pid = s.main_pid();
+    let target = release("0.15.6", Fault::None, 0);
+    let expect_4 = |what: &str, out: std::process::Output| {
+        let t = text(&out);
+        assert_eq!(code(&out), 4, "{what}: {t}");
+        assert!(
+            t.contains("nothing was stopped") || t.contains("nothing was changed"),
+            "{what}: {t}"
+        );
+    };
+    expect_4(
+        "no D-Bus",
+        s.upgrade(
+            &target,
+            &[("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")],
+        ),
+    );
+    s.ct.write_file("/var/lib/stalwart-upgrade/policy.json", "{not json")
+        .unwrap();
+    expect_4("corrupt policy.json", s.upgrade(&target, &[]));
+    s.ct.exec_ok(&["rm", "/var/lib/stalwart-upgrade/policy.json"])
+        .unwrap();
+    s.ct.sh_ok(&format!(
+        "cp {HELPER_CONFIG} /root/helper.toml && printf '\\n[snapshots]\\ndir = \"/opt/stalwart/data/snaps\"\\n' >> {HELPER_CONFIG}"
+    ))
+    .unwrap();
+    expect_4("snapshots inside the data store", s.upgrade(&target, &[]));
+    s.ct.sh_ok(&format!("cp /root/helper.toml {HELPER_CONFIG}"))
+        .unwrap();
+    unchanged(&s, &before);
+    assert_eq!(s.main_pid(), pid, "the server was restarted");
 }

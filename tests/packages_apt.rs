@@ -350,3 +350,35 @@ fn apt_upgrade_refused_before_downtime_is_flagged_by_status() {
     assert_eq!(m.running_binary(), "0.15.6");
     assert_eq!(m.status_code(), 0);
 }
+
+/// A failure before the stop inside apt (here a corrupt policy.json) leaves dpkg clean: no
+/// half-configured package, the old version running, and the cause in apt's output.
+#[test]
+fn apt_with_a_corrupt_policy_file_leaves_dpkg_clean_and_the_server_running() {
+    if testbed::skip_requested(
+        "apt_with_a_corrupt_policy_file_leaves_dpkg_clean_and_the_server_running",
+    ) {
+        return;
+    }
+    let m = Machine::apt();
+    let helper = helper_packages();
+    let a = server_packages("0.15.5", Fault::None, 0);
+    m.publish_debs(&[&helper.deb, &a.deb]);
+    m.apt_ok("update");
+    m.apt_ok("install stalwart");
+    m.ready();
+    let running = m.invocation();
+    m.sh_ok("echo '{not json' > /var/lib/stalwart-upgrade/policy.json");
+    let b = server_packages("0.15.6", Fault::None, 0);
+    m.publish_debs(&[&b.deb]);
+    m.apt_ok("update");
+    let o = m.apt_get("install stalwart");
+    let out = text(&o);
+    assert!(out.contains("policy.json"), "{out}");
+    assert_eq!(m.dpkg_audit(), "", "{out}");
+    assert_eq!(m.invocation(), running, "the server was restarted: {out}");
+    assert_eq!(m.running_binary(), "0.15.5");
+    m.sh_ok("rm /var/lib/stalwart-upgrade/policy.json");
+    let out = m.apt_ok("install --reinstall stalwart=0.15.6-1");
+    assert!(out.contains("upgraded 0.15.5 -> 0.15.6"), "{out}");
+}

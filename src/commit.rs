@@ -1,0 +1,142 @@
+//! Committing a transaction whose health gate passed: hash the snapshot (off the downtime
+//! path), refresh the web admin (reported, never rolled back), close the journal, clear the
+//! failure marker, move the package hold to the new line, apply the snapshot retention.
+
+use crate::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind};
+use crate::serverconfig::ServerConfig;
+use crate::transaction::{close, report, title, Machine, Outcome, Report};
+use crate::{swap, webadmin, Error};
+
+/// Completes a transaction whose health gate passed: hash the snapshot (off the downtime path),
+/// refresh the web admin (reported, not rolled back), then close it as committed.
+pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Error> {
+    let begin = sum
+        .begin
+        .clone()
+        .ok_or_else(|| Error::Preflight("journal without a begin record".into()))?;
+    let mut warnings = Vec::new();
+    if let Some(id) = sum
+        .note(Step::Snapshot)
+        .filter(|_| sum.done(Step::Snapshot))
+    {
+        if !sum.done(Step::Verify) {
+            j.step(Step::Verify, Phase::Started, None)?;
+            match m.snapshots().hash(id) {
+                Ok(_) => j.step(Step::Verify, Phase::Done, None)?,
+                Err(e) => warnings.push(format!("hashing snapshot {id} failed: {e}")),
+            }
+        }
+    }
+    if !m.ctx.boot && !sum.done(Step::Webadmin) && m.settings().webadmin.enabled {
+        j.step(Step::Webadmin, Phase::Started, None)?;
+        match refresh_webadmin(m, &begin) {
+            Ok(()) => j.step(Step::Webadmin, Phase::Done, None)?,
+            Err(e) => {
+                tracing::warn!(unit = %begin.unit, step = "webadmin", "web admin refresh failed: {e}");
+                let hint = match &e {
+                    // The crossing carries the 0.15 fallback admin and the accounts over, but
+                    // not API keys, and an account's login becomes its full address in 0.16.
+                    Error::Webadmin(
+                        webadmin::WebadminError::Unauthorized { .. }
+                        | webadmin::WebadminError::Forbidden { .. },
+                    ) if sum.started(Step::Generation) => format!(
+                        " (after crossing to 0.16: API keys are not carried over and accounts log in with their full address; put a 0.16 admin's user:password in {cred} (the 0.15 fallback admin works as it was), then run `stalwart-upgrade webadmin refresh`)",
+                        cred = m
+                            .settings()
+                            .webadmin
+                            .credentials_file
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "the [webadmin] credentials_file".into())
+                    ),
+                    _ => String::new(),
+                };
+                warnings.push(format!("web admin refresh failed: {e}{hint}"));
+            }
+        }
+    }
+    // A rollback that put older data back says where the newer data went (nothing is deleted).
+    let data = match (&begin.restore_from, sum.note(Step::Snapshot)) {
+        (Some(older), Some(kept)) if begin.kind == TxKind::Rollback => format!(
+            "; the data is snapshot {older}'s again, and the data as it was under {from} is kept in snapshot {kept} (`stalwart-upgrade snapshot list`)",
+            from = begin.from
+        ),
+        _ => String::new(),
+    };
+    let message = format!(
+        "{title} ({class}) committed{data}{w}",
+        title = title(&begin),
+        class = begin.class,
+        w = if warnings.is_empty() {
+            String::new()
+        } else {
+            format!("; WARNING: {}", warnings.join("; "))
+        }
+    );
+    // The new version runs healthy: what cannot be written from here on (a full disk) becomes a
+    // warning, never an error that would hide it.
+    if let Err(e) = close(m, j, &begin, sum, Ending::Committed, &message) {
+        warnings.push(format!(
+            "the journal {} could not be closed ({e}); free space there, then run `stalwart-upgrade recover`, which only closes it",
+            j.path().display()
+        ));
+    }
+    if let Err(e) = m.state.clear_failed() {
+        warnings.push(format!("clearing the failure marker failed: {e}"));
+    }
+    if begin.kind == TxKind::Upgrade {
+        if let Err(e) = swap::remove_dir(&begin.staged_dir) {
+            warnings.push(format!("removing the staged binary failed: {e}"));
+        }
+        // The hold follows the new line and the approval that allowed it is used up.
+        if m.settings().policy.manage_holds {
+            if let Err(e) = crate::policy::after_upgrade(m.settings(), &begin.to) {
+                warnings.push(format!(
+                    "moving the package hold to {} failed: {e}",
+                    begin.to.line()
+                ));
+            }
+        }
+    }
+    prune(m, sum, &mut warnings);
+    tracing::info!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "committed", "{message}");
+    Ok(report(&begin, sum, Outcome::Committed, message, warnings))
+}
+
+fn refresh_webadmin(m: &Machine, begin: &Begin) -> Result<(), Error> {
+    let cfg = ServerConfig::load(&crate::generation::server_config_path(
+        m.settings(),
+        &begin.to,
+    ))?;
+    let sys = m.sys()?;
+    let pids = sys.unit_pids(&m.settings().unit);
+    let endpoint = webadmin::Endpoint::of(m.settings(), Some(&cfg), pids);
+    let admin = sys
+        .server_env(&m.settings().unit)
+        .ok()
+        .and_then(|e| e.recovery_admin());
+    webadmin::refresh(m.settings(), cfg.generation, &endpoint, admin)?;
+    Ok(())
+}
+
+/// Retention: keep the newest `snapshots.keep`, and always the one this transaction took (what a
+/// rollback of it restores).
+fn prune(m: &Machine, sum: &Summary, warnings: &mut Vec<String>) {
+    let protect: Vec<String> = sum
+        .note(Step::Snapshot)
+        .filter(|_| sum.done(Step::Snapshot))
+        .map(String::from)
+        .into_iter()
+        .collect();
+    match m
+        .snapshots()
+        .prune(m.settings().snapshots.keep, &protect, false)
+    {
+        Ok(gone) if !gone.is_empty() => {
+            let ids: Vec<&str> = gone.iter().map(|g| g.id.as_str()).collect();
+            tracing::info!("pruned snapshots {}", ids.join(", "));
+        }
+        Ok(_) => {}
+        Err(e) => warnings.push(format!("pruning old snapshots failed: {e}")),
+    }
+}
