@@ -345,7 +345,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 cluster_stopped: false,
             };
             let state = StateDir::open(&ctx.settings.state_dir)?;
-            let m = crate::transaction::Machine::new(&ctx, &state);
+            let m = crate::transaction::Resources::new(&ctx, &state);
             let plan = crate::upgrade::plan(&m, &req)?;
             if json {
                 print_json(&plan)?;
@@ -416,7 +416,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
         } => {
             let ctx = context(false)?;
             let running = crate::swap::binary_version(&ctx.settings.server_binary())?;
-            let path = crate::generation::server_config_path(&ctx.settings, &running);
+            let path = crate::crossing::server_config_path(&ctx.settings, &running);
             let cfg = crate::serverconfig::ServerConfig::load(&path)?;
             let sys = crate::systemd::Systemd::connect()?;
             let pids = sys.unit_pids(&ctx.settings.unit);
@@ -512,7 +512,7 @@ fn with_server_stopped<T>(
     if active {
         sys.start(&s.unit, s.start_timeout())?;
         let running = crate::swap::binary_version(&s.server_binary())?;
-        let path = crate::generation::server_config_path(s, &running);
+        let path = crate::crossing::server_config_path(s, &running);
         let cfg = crate::serverconfig::ServerConfig::load(&path).ok();
         let expect = crate::health::Expect::normal(s, cfg.as_ref(), &running, listeners);
         crate::health::gate(&sys, s, cfg.as_ref(), &expect)?;
@@ -598,7 +598,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         SnapshotCmd::Create { stop } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
             let cfg = crate::serverconfig::ServerConfig::load(
-                &crate::generation::current_server_config(s),
+                &crate::crossing::current_server_config(s),
             )?;
             let plan = snaps.plan(&cfg)?;
             if !plan.fits() {
@@ -619,7 +619,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         SnapshotCmd::Restore { id, stop, yes } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
             let cfg = crate::serverconfig::ServerConfig::load(
-                &crate::generation::current_server_config(s),
+                &crate::crossing::current_server_config(s),
             )?;
             let m = snaps.get(&id)?;
             let running = crate::swap::binary_version(&s.server_binary())?;

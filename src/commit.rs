@@ -4,21 +4,18 @@
 
 use crate::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind};
 use crate::serverconfig::ServerConfig;
-use crate::transaction::{close, report, title, Machine, Outcome, Report};
+use crate::transaction::{close, report, title, Outcome, Report, Resources};
 use crate::{swap, webadmin, Error};
 
 /// Completes a transaction whose health gate passed: hash the snapshot (off the downtime path),
 /// refresh the web admin (reported, not rolled back), then close it as committed.
-pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Error> {
+pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, Error> {
     let begin = sum
         .begin
         .clone()
         .ok_or_else(|| Error::Preflight("journal without a begin record".into()))?;
     let mut warnings = Vec::new();
-    if let Some(id) = sum
-        .note(Step::Snapshot)
-        .filter(|_| sum.done(Step::Snapshot))
-    {
+    if let Some(id) = sum.snapshot_id() {
         if !sum.done(Step::Verify) {
             j.step(Step::Verify, Phase::Started, None)?;
             match m.snapshots().hash(id) {
@@ -56,7 +53,7 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
         }
     }
     // A rollback that put older data back says where the newer data went (nothing is deleted).
-    let data = match (&begin.restore_from, sum.note(Step::Snapshot)) {
+    let data = match (&begin.restore_from, sum.snapshot_id()) {
         (Some(older), Some(kept)) if begin.kind == TxKind::Rollback => format!(
             "; the data is snapshot {older}'s again, and the data as it was under {from} is kept in snapshot {kept} (`stalwart-upgrade snapshot list`)",
             from = begin.from
@@ -103,8 +100,8 @@ pub fn finish(m: &Machine, j: &mut Journal, sum: &Summary) -> Result<Report, Err
     Ok(report(&begin, sum, Outcome::Committed, message, warnings))
 }
 
-fn refresh_webadmin(m: &Machine, begin: &Begin) -> Result<(), Error> {
-    let cfg = ServerConfig::load(&crate::generation::server_config_path(
+fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
+    let cfg = ServerConfig::load(&crate::crossing::server_config_path(
         m.settings(),
         &begin.to,
     ))?;
@@ -121,13 +118,8 @@ fn refresh_webadmin(m: &Machine, begin: &Begin) -> Result<(), Error> {
 
 /// Retention: keep the newest `snapshots.keep`, and always the one this transaction took (what a
 /// rollback of it restores).
-fn prune(m: &Machine, sum: &Summary, warnings: &mut Vec<String>) {
-    let protect: Vec<String> = sum
-        .note(Step::Snapshot)
-        .filter(|_| sum.done(Step::Snapshot))
-        .map(String::from)
-        .into_iter()
-        .collect();
+fn prune(m: &Resources, sum: &Summary, warnings: &mut Vec<String>) {
+    let protect: Vec<String> = sum.snapshot_id().map(String::from).into_iter().collect();
     match m
         .snapshots()
         .prune(m.settings().snapshots.keep, &protect, false)

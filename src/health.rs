@@ -87,7 +87,7 @@ impl Expect {
         version: &crate::version::Version,
         listeners: Vec<crate::listener::Probe>,
     ) -> Expect {
-        let json = crate::generation::is_json(version);
+        let json = crate::crossing::is_json(version);
         let mut log_files = cfg.map(|c| c.log_files.clone()).unwrap_or_default();
         if json {
             log_files.push(crate::serverconfig::LogFiles {
@@ -121,7 +121,7 @@ impl Expect {
             recovery: true,
             base: Some(format!(
                 "http://127.0.0.1:{}",
-                crate::generation::RECOVERY_PORT
+                crate::crossing::RECOVERY_PORT
             )),
             ..Expect::default()
         }
@@ -147,18 +147,6 @@ pub fn base_url(settings: &Settings, server: Option<&ServerConfig>) -> String {
 pub struct HealthReport {
     pub ready_after_ms: u64,
     pub main_pid: u32,
-}
-
-/// The health step's journal note; downtime is measured up to this moment, not the settle period.
-pub fn ready_note(ms: u64) -> String {
-    format!("ready after {ms} ms")
-}
-
-pub fn parse_ready_note(note: &str) -> Option<u64> {
-    note.strip_prefix("ready after ")?
-        .strip_suffix(" ms")?
-        .parse()
-        .ok()
 }
 
 /// Probes `/healthz/ready` once: Ok(status) or Err(transport error text).
@@ -563,8 +551,8 @@ mod tests {
         assert_eq!(base_url(&s, Some(&cfg)), "http://[::1]:1");
     }
 
-    #[test]
-    fn probe_reports_status_codes_and_transport_errors() {
+    /// A listener that answers one request with `head` (status line and headers).
+    fn answer_once(head: &'static str) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let h = std::thread::spawn(move || {
@@ -572,20 +560,19 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             let mut b = [0u8; 1024];
             let _ = s.read(&mut b).unwrap();
-            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+            let reply = format!("{head}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            s.write_all(reply.as_bytes()).unwrap();
         });
+        (addr, h)
+    }
+
+    #[test]
+    fn probe_reports_status_codes_and_transport_errors() {
+        let (addr, h) = answer_once("HTTP/1.1 503 Service Unavailable");
         assert_eq!(probe_ready(&format!("http://{addr}")), Ok(503));
         h.join().unwrap();
         // A redirect is the answer, not followed (to wherever the server's user points it).
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let h = std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let (mut s, _) = l.accept().unwrap();
-            let mut b = [0u8; 1024];
-            let _ = s.read(&mut b).unwrap();
-            s.write_all(b"HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:1/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
-        });
+        let (addr, h) = answer_once("HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:1/");
         assert_eq!(probe_ready(&format!("http://{addr}")), Ok(302));
         h.join().unwrap();
         assert!(probe_ready(&format!("http://{addr}")).is_err());

@@ -61,10 +61,7 @@ impl Entry {
                     ms: a.ms_until(b),
                 })
                 .collect(),
-            snapshot: sum
-                .note(Step::Snapshot)
-                .filter(|_| sum.done(Step::Snapshot))
-                .map(String::from),
+            snapshot: sum.snapshot_id().map(String::from),
         })
     }
 }

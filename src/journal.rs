@@ -214,7 +214,7 @@ pub enum Record {
         step: Step,
         phase: Phase,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
+        note: Option<Note>,
     },
     /// Rollback starts; `reason` is what failed.
     Abort { at: u64, reason: String },
@@ -223,7 +223,7 @@ pub enum Record {
         undo: Undo,
         phase: Phase,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
+        note: Option<Note>,
     },
     End {
         at: u64,
@@ -352,7 +352,7 @@ impl Journal {
         &mut self,
         step: Step,
         phase: Phase,
-        note: Option<String>,
+        note: Option<Note>,
     ) -> Result<(), JournalError> {
         self.append(Record::Step {
             at: crate::state::now_ms(),
@@ -367,7 +367,7 @@ impl Journal {
         &mut self,
         undo: Undo,
         phase: Phase,
-        note: Option<String>,
+        note: Option<Note>,
     ) -> Result<(), JournalError> {
         self.append(Record::Undo {
             at: crate::state::now_ms(),
@@ -429,13 +429,47 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Record>, JournalError> {
     Ok(out)
 }
 
+/// What a step or undo record notes. Typed; journals written before that carry plain text,
+/// which still reads (`Text`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Note {
+    Typed(Noted),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Noted {
+    /// stage: the sha256 of the staged binary.
+    Staged { sha256: String },
+    /// snapshot: its id (what undo and rollback restore).
+    Snapshot { id: String },
+    /// health: the new version answered ready this long after the step began.
+    Ready { after_ms: u64 },
+    /// carry: objects created in 0.16.
+    Carried { objects: usize },
+    /// undo-binary: what state bin/ was found in.
+    Binary { found: crate::swap::Ensured },
+    /// restore, undo-data: the snapshot put back.
+    Restored { snapshot: String },
+    /// generation_back: where config.json and the drop-in were set aside.
+    Aside { dir: std::path::PathBuf },
+}
+
+impl From<Noted> for Note {
+    fn from(n: Noted) -> Note {
+        Note::Typed(n)
+    }
+}
+
 /// What a journal says happened, for recovery and history.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub begin: Option<Begin>,
     pub started: Vec<Step>,
     pub done: Vec<Step>,
-    pub notes: Vec<(Step, String)>,
+    pub notes: Vec<(Step, Note)>,
     pub abort: Option<String>,
     pub undone: Vec<Undo>,
     pub end: Option<(Ending, String)>,
@@ -549,27 +583,46 @@ impl Summary {
     pub fn done(&self, step: Step) -> bool {
         self.done.contains(&step)
     }
-    pub fn note(&self, step: Step) -> Option<&str> {
+    pub fn note(&self, step: Step) -> Option<&Note> {
         self.notes
             .iter()
             .rev()
             .find(|(s, _)| *s == step)
-            .map(|(_, n)| n.as_str())
+            .map(|(_, n)| n)
+    }
+    /// The id of the snapshot this transaction finished taking.
+    pub fn snapshot_id(&self) -> Option<&str> {
+        if !self.done(Step::Snapshot) {
+            return None;
+        }
+        match self.note(Step::Snapshot)? {
+            Note::Typed(Noted::Snapshot { id }) => Some(id),
+            // Journals before typed notes wrote the bare id.
+            Note::Text(id) => Some(id),
+            Note::Typed(_) => None,
+        }
+    }
+    /// When the new version answered ready, counted from the health step's start (ms).
+    pub fn ready_after_ms(&self) -> Option<u64> {
+        match self.note(Step::Health)? {
+            Note::Typed(Noted::Ready { after_ms }) => Some(*after_ms),
+            Note::Text(t) => t
+                .strip_prefix("ready after ")?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok(),
+            Note::Typed(_) => None,
+        }
     }
     /// Stop issued -> the new version answered ready (health's note), in ms.
     pub fn downtime_ms(&self) -> Option<u64> {
         let t = |s: Step| self.step_times.iter().find(|(x, _, _)| *x == s);
         let (_, stop, _) = t(Step::Stop)?;
         let (_, health, health_done) = t(Step::Health)?;
-        Some(
-            match self
-                .note(Step::Health)
-                .and_then(crate::health::parse_ready_note)
-            {
-                Some(ready_ms) => stop.ms_until(health).saturating_add(ready_ms),
-                None => stop.ms_until(health_done),
-            },
-        )
+        Some(match self.ready_after_ms() {
+            Some(ready_ms) => stop.ms_until(health).saturating_add(ready_ms),
+            None => stop.ms_until(health_done),
+        })
     }
 
     /// The last step that was started, for messages.
@@ -609,16 +662,69 @@ mod tests {
         let p = t.path().join("j");
         let mut j = Journal::create(&p, begin()).unwrap();
         j.step(Step::Stage, Phase::Started, None).unwrap();
-        j.step(Step::Stage, Phase::Done, Some("sha".into()))
-            .unwrap();
+        j.step(
+            Step::Stage,
+            Phase::Done,
+            Some(
+                Noted::Staged {
+                    sha256: "sha".into(),
+                }
+                .into(),
+            ),
+        )
+        .unwrap();
         j.step(Step::Stop, Phase::Started, None).unwrap();
         let recs = Journal::read(&p).unwrap().unwrap();
         assert_eq!(recs.len(), 4);
         let s = Summary::of(&recs);
         assert_eq!(s.begin.clone().unwrap(), begin());
         assert!(s.done(Step::Stage) && s.started(Step::Stop) && !s.done(Step::Stop));
-        assert_eq!(s.note(Step::Stage), Some("sha"));
+        assert_eq!(
+            s.note(Step::Stage),
+            Some(&Note::Typed(Noted::Staged {
+                sha256: "sha".into()
+            }))
+        );
         assert_eq!(s.last_started(), Some(Step::Stop));
+    }
+
+    #[test]
+    fn typed_notes_and_the_text_notes_of_older_journals_both_read() {
+        let text = concat!(
+            r#"{"rec":"step","at":1,"step":"snapshot","phase":"done","note":"20261128T1-old"}"#,
+            "\n",
+            r#"{"rec":"step","at":2,"step":"health","phase":"done","note":"ready after 1200 ms"}"#,
+            "\n",
+        );
+        let typed = concat!(
+            r#"{"rec":"step","at":1,"step":"snapshot","phase":"done","note":{"kind":"snapshot","id":"20261128T1-new"}}"#,
+            "\n",
+            r#"{"rec":"step","at":2,"step":"health","phase":"done","note":{"kind":"ready","after_ms":900}}"#,
+            "\n",
+        );
+        for (lines, id, ms) in [
+            (text, "20261128T1-old", 1200),
+            (typed, "20261128T1-new", 900),
+        ] {
+            let recs: Vec<Record> = lines
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let s = Summary::of(&recs);
+            assert_eq!(s.snapshot_id(), Some(id));
+            assert_eq!(s.ready_after_ms(), Some(ms));
+        }
+        // What is written now is typed.
+        let r = Record::Step {
+            at: 0,
+            mono: None,
+            step: Step::Health,
+            phase: Phase::Done,
+            note: Some(Noted::Ready { after_ms: 5 }.into()),
+        };
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains(r#""note":{"kind":"ready","after_ms":5}"#));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::journal::{Begin, Step, TxKind};
 use crate::serverconfig::ServerConfig;
 use crate::state::StateDir;
-use crate::transaction::{self, Machine, Report, Transaction};
+use crate::transaction::{self, Report, Resources, Transaction};
 use crate::upgrade::{self, Plan};
 use crate::version::{classify, Class, Version};
 use crate::{health, history, swap, Context, Error};
@@ -23,7 +23,7 @@ pub struct RollbackRequest {
 pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
     let state = StateDir::open(&ctx.settings.state_dir)?;
     let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
-    let m = Machine::new(ctx, &state);
+    let m = Resources::new(ctx, &state);
     if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
         return Ok(report);
     }
@@ -43,7 +43,7 @@ pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
 pub fn preview(ctx: &Context, req: &RollbackRequest) -> Result<String, Error> {
     let state = StateDir::open(&ctx.settings.state_dir)?;
     let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
-    let m = Machine::new(ctx, &state);
+    let m = Resources::new(ctx, &state);
     let (plan, back) = plan(&m, req)?;
     let mut out = format!(
         "rollback:      {} from {} to the kept release {}\n",
@@ -97,9 +97,9 @@ fn steps(
     tx.step(Step::Swap, upgrade::exchange)?;
     if back.below_016.is_some() {
         tx.step(Step::GenerationBack, |m, b| {
-            let aside = crate::generation::aside_dir(m.state, &b.txid);
-            crate::generation::set_aside(m.settings(), m.sys()?, &aside)?;
-            Ok(((), Some(aside.display().to_string())))
+            let aside = crate::crossing::aside_dir(m.state, &b.txid);
+            crate::crossing::set_aside(m.settings(), m.sys()?, &aside)?;
+            Ok(((), Some(crate::journal::Noted::Aside { dir: aside })))
         })?;
     }
     if let Some(id) = &back.restore_from {
@@ -115,7 +115,12 @@ fn steps(
                 version: b.from.clone(),
             };
             m.snapshots().restore(id, Some(to_config), &displaced)?;
-            Ok(((), Some(id.to_string())))
+            Ok((
+                (),
+                Some(crate::journal::Noted::Restored {
+                    snapshot: id.to_string(),
+                }),
+            ))
         })?;
     }
     tx.step(Step::Start, upgrade::start)?;
@@ -159,7 +164,7 @@ fn plan_begin(ctx: &Context, plan: &Plan) -> Begin {
 
 /// Picks the release and, when the schema may have moved since it ran, the snapshot taken
 /// before the upgrade away from it.
-fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
+fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     let s = m.settings();
     let current = swap::binary_version(&s.server_binary())?;
     let kept = m.state.releases()?;
@@ -199,7 +204,7 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     if let Some(toml) = &below_016 {
         upgrade::cluster_gate(toml, &target, req.cluster_stopped)?;
     }
-    let server_config = ServerConfig::load(&crate::generation::server_config_path(s, &current))?;
+    let server_config = ServerConfig::load(&crate::crossing::server_config_path(s, &current))?;
     upgrade::cluster_gate(&server_config, &target, req.cluster_stopped)?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
@@ -245,12 +250,12 @@ fn plan(m: &Machine, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
 /// and the snapshot to restore must be one taken with it (schema 5, stores named as in it).
 /// Returns config.toml's reading; None when the rollback stays on one side of the line.
 fn below_016(
-    m: &Machine,
+    m: &Resources,
     current: &Version,
     target: &Version,
     restore_from: Option<&str>,
 ) -> Result<Option<ServerConfig>, Error> {
-    use crate::generation::is_json;
+    use crate::crossing::is_json;
     match (is_json(current), is_json(target)) {
         (true, false) => {}
         (false, true) => {
@@ -310,7 +315,7 @@ fn committed_upgrade(
 /// snapshot taken while `version` ran. Newest by sequence, never by the wall clock: after the
 /// clock was set back, an older failed attempt's snapshot could look newer and its stale data
 /// would be restored.
-fn snapshot_before(m: &Machine, version: &Version, current: &Version) -> Result<String, Error> {
+fn snapshot_before(m: &Resources, version: &Version, current: &Version) -> Result<String, Error> {
     let all = m.snapshots().list()?;
     let upgrade_took = committed_upgrade(m.state, current, Some(version))?
         .and_then(|e| e.snapshot)

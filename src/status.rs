@@ -88,11 +88,11 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         } else if let Some(v) = binary_version
             .as_deref()
             .and_then(|v| v.parse::<crate::version::Version>().ok())
-            .filter(crate::generation::is_json)
+            .filter(crate::crossing::is_json)
         {
             // 0.16 answers /healthz/ready in bootstrap and recovery mode too: only its session
             // tells (health::server_mode).
-            let path = crate::generation::server_config_path(s, &v);
+            let path = crate::crossing::server_config_path(s, &v);
             let cfg = crate::serverconfig::ServerConfig::load(&path).ok();
             let base = crate::health::base_url(s, cfg.as_ref());
             if crate::health::server_mode(&base) == Some(crate::health::Mode::RecoveryOrBootstrap) {

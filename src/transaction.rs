@@ -67,15 +67,15 @@ impl Report {
 }
 
 /// The resources steps act on: settings, state dir, and a D-Bus connection made on first use.
-pub struct Machine<'a> {
+pub struct Resources<'a> {
     pub ctx: &'a Context,
     pub state: &'a StateDir,
     sys: OnceCell<Systemd>,
 }
 
-impl<'a> Machine<'a> {
-    pub fn new(ctx: &'a Context, state: &'a StateDir) -> Machine<'a> {
-        Machine {
+impl<'a> Resources<'a> {
+    pub fn new(ctx: &'a Context, state: &'a StateDir) -> Resources<'a> {
+        Resources {
             ctx,
             state,
             sys: OnceCell::new(),
@@ -99,7 +99,7 @@ impl<'a> Machine<'a> {
 /// A running transaction. Dropping it without `commit` or `abort` leaves the journal open, which is
 /// exactly what a crash leaves: `recover` then decides.
 pub struct Transaction<'m, 'a> {
-    m: &'m Machine<'a>,
+    m: &'m Resources<'a>,
     journal: Journal,
     begin: Begin,
     failed_step: Option<Step>,
@@ -109,7 +109,7 @@ pub struct Transaction<'m, 'a> {
 }
 
 impl<'m, 'a> Transaction<'m, 'a> {
-    pub fn begin(m: &'m Machine<'a>, mut begin: Begin) -> Result<Self, Error> {
+    pub fn begin(m: &'m Resources<'a>, mut begin: Begin) -> Result<Self, Error> {
         begin.seq = crate::history::next_seq(m.state)?;
         let journal = Journal::create(&m.state.journal_path(), begin.clone())?;
         tracing::info!(
@@ -126,7 +126,7 @@ impl<'m, 'a> Transaction<'m, 'a> {
         })
     }
 
-    pub fn machine(&self) -> &'m Machine<'a> {
+    pub fn machine(&self) -> &'m Resources<'a> {
         self.m
     }
     pub fn begin_record(&self) -> &Begin {
@@ -138,7 +138,7 @@ impl<'m, 'a> Transaction<'m, 'a> {
     pub fn step<T>(
         &mut self,
         step: Step,
-        f: impl FnOnce(&Machine<'a>, &Begin) -> Result<(T, Option<String>), Error>,
+        f: impl FnOnce(&Resources<'a>, &Begin) -> Result<(T, Option<crate::journal::Noted>), Error>,
     ) -> Result<T, Error> {
         if let Some(sig) = crate::signals::received() {
             tracing::warn!(unit = %self.begin.unit, "{sig} received: rolling back before step {step}");
@@ -151,7 +151,7 @@ impl<'m, 'a> Transaction<'m, 'a> {
         tracing::info!(unit = %self.begin.unit, step = step.as_str(), "step {step} started");
         match f(self.m, &self.begin) {
             Ok((v, note)) => {
-                self.journal.step(step, Phase::Done, note)?;
+                self.journal.step(step, Phase::Done, note.map(Into::into))?;
                 Ok(v)
             }
             Err(e) => {
@@ -225,7 +225,7 @@ pub(crate) fn title(begin: &Begin) -> String {
 
 /// Writes the End record and moves the journal into history.
 pub(crate) fn close(
-    m: &Machine,
+    m: &Resources,
     j: &mut Journal,
     begin: &Begin,
     sum: &Summary,
@@ -242,7 +242,7 @@ pub(crate) fn close(
     }
     archive(m.state, &begin.txid)?;
     // What a rollback below 0.16 set aside is in the snapshot it took too (config copy).
-    let aside = crate::generation::aside_dir(m.state, &begin.txid);
+    let aside = crate::crossing::aside_dir(m.state, &begin.txid);
     if aside.exists() {
         if let Err(e) = std::fs::remove_dir_all(&aside) {
             tracing::warn!("cannot remove {}: {e}", aside.display());
@@ -280,10 +280,7 @@ pub(crate) fn report(
         class: begin.class,
         outcome,
         downtime_ms: sum.downtime_ms(),
-        snapshot: sum
-            .note(Step::Snapshot)
-            .filter(|_| sum.done(Step::Snapshot))
-            .map(String::from),
+        snapshot: sum.snapshot_id().map(String::from),
         warnings,
         message,
     }
@@ -319,12 +316,12 @@ pub fn recover(ctx: &Context) -> Result<RecoverReport, Error> {
     let _lock = state.lock(std::time::Duration::from_secs(
         ctx.settings.timeouts.lock_wait_secs,
     ))?;
-    let m = Machine::new(ctx, &state);
+    let m = Resources::new(ctx, &state);
     recover_locked(&m)
 }
 
 /// `recover` for callers that already hold the lock (upgrade, rollback, hooks).
-pub fn recover_locked(m: &Machine) -> Result<RecoverReport, Error> {
+pub fn recover_locked(m: &Resources) -> Result<RecoverReport, Error> {
     let path = m.state.journal_path();
     let Some(records) = Journal::read(&path)? else {
         return Ok(RecoverReport::Nothing);

@@ -7,10 +7,10 @@
 //! Modelled on rustup's `dist/component/transaction.rs` (a closed set of undo actions), with the
 //! record on disk so the undo survives a crash.
 
-use crate::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind, Undo};
+use crate::journal::{Begin, Ending, Journal, Noted, Phase, Step, Summary, TxKind, Undo};
 use crate::serverconfig::ServerConfig;
 use crate::state::FailedUpgrade;
-use crate::transaction::{close, report, title, Machine, Outcome, Report};
+use crate::transaction::{close, report, title, Outcome, Report, Resources};
 use crate::version::Version;
 use crate::{health, swap, Error};
 
@@ -75,10 +75,7 @@ pub fn plan(sum: &Summary, begin: &Begin, boot: bool) -> Result<Vec<Action>, Err
     if sum.started(Step::Generation) {
         out.push(Action::Generation);
     }
-    let snapshot = sum
-        .note(Step::Snapshot)
-        .filter(|_| sum.done(Step::Snapshot))
-        .map(String::from);
+    let snapshot = sum.snapshot_id().map(String::from);
     let data_moved = new_ran || sum.started(Step::Restore);
     if begin.restore_data && data_moved {
         let snapshot = snapshot.clone().ok_or_else(|| {
@@ -112,7 +109,7 @@ fn server_config(begin: &Begin) -> Result<ServerConfig, Error> {
 /// Carries out the plan, each action between its two journal records; what the journal shows
 /// done is skipped. `did` collects what the admin is told.
 fn execute(
-    m: &Machine,
+    m: &Resources,
     j: &mut Journal,
     sum: &Summary,
     begin: &Begin,
@@ -132,7 +129,7 @@ fn execute(
         }
         j.undo(tag, Phase::Started, None)?;
         let note = run(m, &action, begin, did)?;
-        j.undo(tag, Phase::Done, note)?;
+        j.undo(tag, Phase::Done, note.map(Into::into))?;
     }
     if !begin.restore_data && sum.started(Step::Snapshot) {
         did.push(format!(
@@ -144,11 +141,11 @@ fn execute(
 }
 
 fn run(
-    m: &Machine,
+    m: &Resources,
     action: &Action,
     begin: &Begin,
     did: &mut Vec<String>,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<Noted>, Error> {
     let s = m.settings();
     match action {
         Action::Stop => {
@@ -169,17 +166,17 @@ fn run(
                 begin.from,
                 begin.bin_dir.display()
             ));
-            Ok(Some(format!("{r:?}")))
+            Ok(Some(Noted::Binary { found: r }))
         }
         Action::GenerationBack => {
-            let aside = crate::generation::aside_dir(m.state, &begin.txid);
-            crate::generation::put_back(s, m.sys()?, &aside)?;
+            let aside = crate::crossing::aside_dir(m.state, &begin.txid);
+            crate::crossing::put_back(s, m.sys()?, &aside)?;
             did.push("config.json and the unit drop-in of the 0.16 line put back".into());
             Ok(None)
         }
         Action::Generation => {
             crate::carry::unpin_admin(s, &crate::carry::dir(m.state, &begin.txid))?;
-            crate::generation::undo(s, m.sys()?)?;
+            crate::crossing::undo(s, m.sys()?)?;
             did.push("config.json, stalwart.env's carried admin and the unit drop-in of the 0.16 line removed (config.toml was never changed)".into());
             Ok(None)
         }
@@ -216,7 +213,9 @@ fn run(
                     p.display()
                 ));
             }
-            Ok(Some(snapshot.clone()))
+            Ok(Some(Noted::Restored {
+                snapshot: snapshot.clone(),
+            }))
         }
         Action::Cleanup { partial_snapshot } => {
             swap::remove_dir(&begin.staged_dir)?;
@@ -250,7 +249,7 @@ fn run(
     }
 }
 
-fn release_path(m: &Machine, v: &Version) -> std::path::PathBuf {
+fn release_path(m: &Resources, v: &Version) -> std::path::PathBuf {
     m.state.release_binary(v)
 }
 
@@ -259,7 +258,7 @@ fn release_path(m: &Machine, v: &Version) -> std::path::PathBuf {
 /// `blame_version`: record the target version as failed (not retried automatically). False when
 /// the helper was merely interrupted: that says nothing about the release.
 pub fn roll_back(
-    m: &Machine,
+    m: &Resources,
     j: &mut Journal,
     sum: &Summary,
     reason: &str,
@@ -394,8 +393,11 @@ mod tests {
         let mut out = vec![("begin".to_string(), Summary::of(&recs))];
         for s in steps {
             for phase in [Phase::Started, Phase::Done] {
-                let note =
-                    (*s == Step::Snapshot && phase == Phase::Done).then(|| "snap-1".to_string());
+                let note = (*s == Step::Snapshot && phase == Phase::Done).then(|| {
+                    crate::journal::Note::from(Noted::Snapshot {
+                        id: "snap-1".into(),
+                    })
+                });
                 recs.push(Record::Step {
                     at: 1,
                     mono: None,

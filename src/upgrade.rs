@@ -1,14 +1,14 @@
 //! An upgrade, as one short list of steps (`steps`), plus the plan/preflight that decides whether it
 //! may run at all — everything that can refuse happens here, before the server is stopped.
 
-use crate::journal::{Begin, Step, TxKind};
+use crate::journal::{Begin, Noted, Step, TxKind};
 use crate::policy::{self, Verdict};
 use crate::serverconfig::ServerConfig;
 use crate::snapshot::{PreHash, SnapshotMeta};
 use crate::state::StateDir;
-use crate::transaction::{self, Machine, Outcome, Report, Transaction};
+use crate::transaction::{self, Outcome, Report, Resources, Transaction};
 use crate::version::{classify, Class, Version};
-use crate::{generation, health, swap, Context, Error, UpgradeRequest};
+use crate::{crossing, health, swap, Context, Error, UpgradeRequest};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -193,7 +193,7 @@ fn kind_name(k: &crate::serverconfig::StoreKind) -> String {
 pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
     let state = StateDir::open(&ctx.settings.state_dir)?;
     let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
-    let m = Machine::new(ctx, &state);
+    let m = Resources::new(ctx, &state);
     transaction::recover_locked(&m)?;
     let plan = plan(&m, req).map_err(Error::before_downtime)?;
     gate(&plan, req).map_err(Error::before_downtime)?;
@@ -204,7 +204,7 @@ pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
 pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
     let state = StateDir::open(&ctx.settings.state_dir)?;
     let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
-    let m = Machine::new(ctx, &state);
+    let m = Resources::new(ctx, &state);
     if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
         return Ok(report);
     }
@@ -236,7 +236,7 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
         let admin = crate::carry::one_time_admin()?;
         tx.step(Step::Generation, |m, b| {
             crate::carry::save(&crate::carry::dir(m.state, &b.txid), dump, carried)?;
-            generation::apply(m.settings(), m.sys()?, &plan.server_config, json)?;
+            crossing::apply(m.settings(), m.sys()?, &plan.server_config, json)?;
             Ok(((), None))
         })?;
         tx.step(Step::Migrate, |m, b| {
@@ -244,7 +244,7 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
                 Ok(m.sys()?
                     .start_fresh(&b.unit, m.settings().start_timeout())?)
             };
-            generation::start_recovery(m.settings(), m.sys()?, start, &plan.server_config, &admin)?;
+            crossing::start_recovery(m.settings(), m.sys()?, start, &plan.server_config, &admin)?;
             Ok(((), None))
         })?;
         tx.step(Step::Carry, |m, b| carry(m, b, carried, &admin))?;
@@ -257,19 +257,19 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
     Ok(())
 }
 
-type StepResult = Result<((), Option<String>), Error>;
+type StepResult = Result<((), Option<Noted>), Error>;
 
 /// Creates the carried objects in the recovery-mode server (its own socket, the one-time
 /// admin), stops it, and pins the 0.15 admin for the normal start.
 fn carry(
-    m: &Machine,
+    m: &Resources,
     b: &Begin,
     carried: &crate::carry::Carried,
     admin: &(String, String),
 ) -> StepResult {
     let s = m.settings();
     let endpoint = crate::webadmin::Endpoint::Server {
-        base: format!("http://127.0.0.1:{}", generation::RECOVERY_PORT),
+        base: format!("http://127.0.0.1:{}", crossing::RECOVERY_PORT),
         unit: b.unit.clone(),
         pids: m.sys()?.unit_pids(&b.unit),
     };
@@ -280,15 +280,20 @@ fn carry(
     )?;
     let created =
         crate::carry::apply::apply(&api, &carried.ops).map_err(crate::carry::CarryError::from)?;
-    generation::end_recovery(s, m.sys()?)?;
+    crossing::end_recovery(s, m.sys()?)?;
     if let Some(a) = &carried.admin {
         crate::carry::pin_admin(s, &crate::carry::dir(m.state, &b.txid), a)?;
     }
-    Ok(((), Some(format!("{} objects created", created.len()))))
+    Ok((
+        (),
+        Some(Noted::Carried {
+            objects: created.len(),
+        }),
+    ))
 }
 
 /// Keeps the running binary as a release (dpkg deletes the old package's files), then builds bin.new.
-pub(crate) fn stage(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
+pub(crate) fn stage(m: &Resources, b: &Begin, plan: &Plan) -> StepResult {
     swap::keep_release(
         &b.bin_dir.join("stalwart"),
         &m.state.release_binary(&b.from),
@@ -306,21 +311,21 @@ pub(crate) fn stage(m: &Machine, b: &Begin, plan: &Plan) -> StepResult {
         .into());
     }
     swap::hand_over(&staged_dir)?;
-    Ok(((), Some(sha)))
+    Ok(((), Some(Noted::Staged { sha256: sha })))
 }
 
-pub(crate) fn stop(m: &Machine, b: &Begin) -> StepResult {
+pub(crate) fn stop(m: &Resources, b: &Begin) -> StepResult {
     m.sys()?.stop(&b.unit, m.settings().stop_timeout())?;
     Ok(((), None))
 }
 
 /// Returns the snapshot's id (also journaled as the step's note).
 pub(crate) fn snapshot(
-    m: &Machine,
+    m: &Resources,
     b: &Begin,
     plan: &Plan,
     known: &PreHash,
-) -> Result<(String, Option<String>), Error> {
+) -> Result<(String, Option<Noted>), Error> {
     let meta = SnapshotMeta {
         server_version: b.from.clone(),
         target_version: Some(b.to.clone()),
@@ -330,27 +335,35 @@ pub(crate) fn snapshot(
     let manifest = m
         .snapshots()
         .create_with(&plan.server_config, &meta, known)?;
-    Ok((manifest.id.clone(), Some(manifest.id)))
+    Ok((
+        manifest.id.clone(),
+        Some(Noted::Snapshot { id: manifest.id }),
+    ))
 }
 
-pub(crate) fn exchange(_m: &Machine, b: &Begin) -> StepResult {
+pub(crate) fn exchange(_m: &Resources, b: &Begin) -> StepResult {
     swap::exchange(&b.bin_dir, &b.staged_dir)?;
     Ok(((), None))
 }
 
-pub(crate) fn start(m: &Machine, b: &Begin) -> StepResult {
+pub(crate) fn start(m: &Resources, b: &Begin) -> StepResult {
     m.sys()?
         .start_fresh(&b.unit, m.settings().start_timeout())?;
     Ok(((), None))
 }
 
-pub(crate) fn healthy(m: &Machine, cfg: &ServerConfig, expect: &health::Expect) -> StepResult {
+pub(crate) fn healthy(m: &Resources, cfg: &ServerConfig, expect: &health::Expect) -> StepResult {
     let r = health::gate(m.sys()?, m.settings(), Some(cfg), expect)?;
-    Ok(((), Some(health::ready_note(r.ready_after_ms))))
+    Ok((
+        (),
+        Some(Noted::Ready {
+            after_ms: r.ready_after_ms,
+        }),
+    ))
 }
 
 /// What the server's environment must not say (`serverenv`): refused before any downtime.
-pub(crate) fn check_env(m: &Machine) -> Result<(), Error> {
+pub(crate) fn check_env(m: &Resources) -> Result<(), Error> {
     let s = m.settings();
     match m.sys()?.server_env(&s.unit)?.refusals().first() {
         Some(r) => Err(Error::Refused(format!("{r}; nothing was changed"))),
@@ -360,7 +373,7 @@ pub(crate) fn check_env(m: &Machine) -> Result<(), Error> {
 
 /// The listeners of the running unit, each with its greeting (none when it is not running).
 pub(crate) fn running_listeners(
-    m: &Machine,
+    m: &Resources,
     unit_state: &crate::systemd::UnitState,
 ) -> Result<Vec<crate::listener::Probe>, Error> {
     if unit_state.active_state != "active" {
@@ -436,8 +449,8 @@ fn check_stores_writable(cfg: &ServerConfig) -> Result<(), Error> {
 /// older jumps), only for data stores whose carry-over is plain, and never over a config.json the
 /// admin already has.
 /// Does this upgrade cross the 0.16 line (and is it not refused anyway)?
-fn crossing(from: &Version, to: &Version, verdict: &Verdict) -> bool {
-    generation::crosses(from, to) && !matches!(verdict, Verdict::Refused { .. })
+fn crosses_the_line(from: &Version, to: &Version, verdict: &Verdict) -> bool {
+    crossing::crosses(from, to) && !matches!(verdict, Verdict::Refused { .. })
 }
 
 fn generation_plan(
@@ -445,20 +458,20 @@ fn generation_plan(
     cfg: &ServerConfig,
     dump: &crate::carry::Dump,
 ) -> Result<(PathBuf, String), Error> {
-    let existing = generation::paths(s).config_json;
+    let existing = crossing::paths(s).config_json;
     if existing.exists() {
         return Err(Error::Preflight(format!(
             "{} already exists: the 0.16 config would replace it; move it aside (0.15 does not read it) and run the upgrade again; nothing was changed",
             existing.display()
         )));
     }
-    generation::data_store_json(cfg, Some(&dump.settings)).map(|json| (existing, json))
+    crossing::data_store_json(cfg, Some(&dump.settings)).map(|json| (existing, json))
 }
 
 /// Reads 0.15's directory from the running server with the admin's credentials and converts it
 /// (before any downtime: 0.16's migration wipes what is not read now).
 fn carry_plan(
-    m: &Machine,
+    m: &Resources,
     cfg: &ServerConfig,
     unit_state: &crate::systemd::UnitState,
 ) -> Result<(crate::carry::Dump, crate::carry::Carried), Error> {
@@ -525,7 +538,7 @@ fn nothing_to_do(plan: &Plan) -> Report {
 
 /// Everything that can refuse, before any downtime: versions, checksum, policy, an earlier failure
 /// of the same version, the server config, the unit.
-pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
+pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     let s = m.settings();
     if !req.target.is_file() {
         return Err(Error::Preflight(format!(
@@ -558,7 +571,7 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
     }
     let verdict = policy::verdict(s, &from, &to, class, m.ctx.unattended)?;
     check_staging_space(s, &req.target)?;
-    let server_config = ServerConfig::load(&generation::server_config_path(s, &from))?;
+    let server_config = ServerConfig::load(&crossing::server_config_path(s, &from))?;
     check_stores_writable(&server_config)?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
@@ -579,7 +592,7 @@ pub fn plan(m: &Machine, req: &UpgradeRequest) -> Result<Plan, Error> {
     let health_url = health::base_url(s, Some(&server_config));
     check_env(m)?;
     let listeners = running_listeners(m, &unit_state)?;
-    let carry = match crossing(&from, &to, &verdict) {
+    let carry = match crosses_the_line(&from, &to, &verdict) {
         true => Some(carry_plan(m, &server_config, &unit_state)?),
         false => None,
     };

@@ -8,7 +8,7 @@ mod prop_common;
 use prop_common::{check, corpus, expect_of, Expect};
 use proptest::prelude::*;
 use stalwart_upgrade::journal::{
-    parse, Begin, Ending, Journal, JournalError, Phase, Record, Step, Summary, TxKind, Undo,
+    parse, Begin, Ending, Journal, JournalError, Note, Phase, Record, Step, Summary, TxKind, Undo,
 };
 use stalwart_upgrade::version::{Class, Version};
 use std::path::Path;
@@ -81,8 +81,8 @@ fn write_journal(ops: &[Op]) -> Vec<u8> {
     let mut j = Journal::create(&p, begin()).unwrap();
     for op in ops {
         match op.clone() {
-            Op::Step(s, ph, n) => j.step(s, ph, n).unwrap(),
-            Op::Undo(u, ph, n) => j.undo(u, ph, n).unwrap(),
+            Op::Step(s, ph, n) => j.step(s, ph, n.map(Note::Text)).unwrap(),
+            Op::Undo(u, ph, n) => j.undo(u, ph, n.map(Note::Text)).unwrap(),
             Op::Abort(reason) => j.append(Record::Abort { at: 1, reason }).unwrap(),
             Op::End(ending, message) => j
                 .append(Record::End {
@@ -331,7 +331,7 @@ fn summary_of_any_records_never_panics() {
                 mono,
                 step,
                 phase: if done { Phase::Done } else { Phase::Started },
-                note,
+                note: note.map(Note::Text),
             }),
         (any::<u64>(), text()).prop_map(|(at, reason)| Record::Abort { at, reason }),
         any::<u64>().prop_map(|at| Record::Begin {
@@ -367,7 +367,8 @@ fn summary_of_any_records_never_panics() {
                 step(a, 0, Step::Stop, Phase::Started, None),
                 step(b, 1, Step::Stop, Phase::Done, None),
                 step(c, 2, Step::Health, Phase::Started, None),
-                step(d, 3, Step::Health, Phase::Done, Some(note)),
+                // A journal from before typed notes: the ready time as text.
+                step(d, 3, Step::Health, Phase::Done, Some(Note::Text(note))),
             ]
         });
     check(

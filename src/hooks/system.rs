@@ -250,15 +250,15 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
         s.server_binary().display()
     ));
 
-    let json = crate::generation::is_json(&version);
+    let json = crate::crossing::is_json(&version);
     let config = if json {
-        crate::generation::paths(s).config_json
+        crate::crossing::paths(s).config_json
     } else {
         s.server_config_path()
     };
     if json {
         // The packaged unit runs config.toml; >= 0.16 gets its drop-in (config.json, env file).
-        crate::generation::write_unit_dropin(s, &version)?;
+        crate::crossing::write_unit_dropin(s, &version)?;
     }
     let mut may_start = true;
     if config.exists() {
@@ -645,7 +645,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     // >= 0.16 (install.sh 0.16 with PREFIX=/opt/stalwart): the unit in effect, whichever it is,
     // gets the drop-in of its generation (config.json, the env file).
     if let Ok(v) = swap::binary_version(&s.server_binary()) {
-        if crate::generation::write_unit_dropin(s, &v)? {
+        if crate::crossing::write_unit_dropin(s, &v)? {
             if units_controllable(&s.unit).is_ok() {
                 Systemd::connect()?.daemon_reload()?;
             }
@@ -654,7 +654,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
                 s.unit,
                 v,
                 s.prefix.join("etc/stalwart.env").display(),
-                crate::generation::paths(s).dropin.display()
+                crate::crossing::paths(s).dropin.display()
             ));
         }
     }
@@ -668,7 +668,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
             .unwrap_or(true);
         if !active {
             let config = swap::binary_version(&s.server_binary())
-                .map(|v| crate::generation::server_config_path(s, &v))
+                .map(|v| crate::crossing::server_config_path(s, &v))
                 .unwrap_or_else(|_| s.server_config_path());
             done.push(start_first(ctx, &config));
         }
