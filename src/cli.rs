@@ -262,6 +262,17 @@ fn context(unattended: bool) -> Result<Context, Error> {
     let settings = crate::config::Settings::load()?;
     let mut ctx = Context::new(settings);
     ctx.unattended = unattended || !std::io::stdin().is_terminal();
+    // The environment is read here, once, and passed down.
+    ctx.allow = match std::env::var(crate::policy::ENV_ALLOW) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(Error::Usage(format!(
+                "{} is not UTF-8",
+                crate::policy::ENV_ALLOW
+            )))
+        }
+    };
     Ok(ctx)
 }
 
@@ -472,7 +483,7 @@ stalwart-upgrade: removing with the default settings instead"
         }
         Command::Policy { json } => {
             let ctx = context(false)?;
-            let st = crate::policy::state(&ctx.settings)?;
+            let st = crate::policy::state(&ctx.settings, ctx.allow.as_deref())?;
             if json {
                 print_json(&st)?;
             } else {
@@ -574,13 +585,8 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         SnapshotCmd::Prune { dry_run } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
             // Never the snapshot a rollback of the running release would restore.
-            let protect: Vec<String> = history::list(&state)?
-                .into_iter()
-                .rev()
-                .find(|e| e.ending == Some(crate::journal::Ending::Committed))
-                .and_then(|e| e.snapshot)
-                .into_iter()
-                .collect();
+            let running = crate::swap::binary_version(&s.server_binary())?;
+            let protect = history::protected_snapshots(&state, &running, None)?;
             let gone = snaps.prune(s.snapshots.keep, &protect, dry_run)?;
             for m in &gone {
                 println!(

@@ -116,10 +116,22 @@ fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
     Ok(())
 }
 
-/// Retention: keep the newest `snapshots.keep`, and always the one this transaction took (what a
-/// rollback of it restores).
+/// Retention: keep the newest `snapshots.keep`, and always the protected ones
+/// (`history::protected_snapshots`: this transaction's, and what a rollback of the running
+/// release restores).
 fn prune(m: &Resources, sum: &Summary, warnings: &mut Vec<String>) {
-    let protect: Vec<String> = sum.snapshot_id().map(String::from).into_iter().collect();
+    let running = sum.begin.as_ref().map(|b| b.to.clone());
+    let protect = match running
+        .map(|v| crate::history::protected_snapshots(m.state, &v, sum.snapshot_id()))
+        .transpose()
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => sum.snapshot_id().map(String::from).into_iter().collect(),
+        Err(e) => {
+            warnings.push(format!("pruning skipped: {e}"));
+            return;
+        }
+    };
     match m
         .snapshots()
         .prune(m.settings().snapshots.keep, &protect, false)

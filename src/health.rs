@@ -438,7 +438,7 @@ pub fn failure_in_files(
                 .lines()
                 .filter(|l| {
                     let mut it = l.split_whitespace();
-                    let ts = it.next().and_then(parse_rfc3339);
+                    let ts = it.next().and_then(crate::clock::parse_rfc3339);
                     let level = it.next();
                     ts.is_some_and(|t| t + 1 >= since) && level == Some("ERROR")
                 })
@@ -450,26 +450,6 @@ pub fn failure_in_files(
         }
     }
     None
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` as Unix seconds.
-fn parse_rfc3339(ts: &str) -> Option<u64> {
-    let ts = ts.strip_suffix('Z')?;
-    let (date, time) = ts.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, mo, da) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let time = time.split('.').next()?;
-    let mut t = time.split(':').map(|x| x.parse::<i64>());
-    let (h, mi, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from civil (Howard Hinnant).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
 }
 
 pub fn find_failure(log: &str, patterns: &[String]) -> Option<String> {
@@ -511,8 +491,8 @@ mod tests {
             dir: t.path().to_owned(),
             prefix: "stalwart.log".into(),
         }];
-        let start_10 = parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
-        let start_9 = parse_rfc3339("2026-12-01T08:59:00Z").unwrap();
+        let start_10 = crate::clock::parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
+        let start_9 = crate::clock::parse_rfc3339("2026-12-01T08:59:00Z").unwrap();
         // Touch the file so its mtime is after both starts.
         assert_eq!(
             failure_in_files(&src, Some(start_10), &s),
@@ -521,9 +501,9 @@ mod tests {
         );
         let found = failure_in_files(&src, Some(start_9), &s).unwrap();
         assert!(found.contains("Failed to migrate database"), "{found}");
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(crate::clock::parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(
-            parse_rfc3339("2026-11-28T12:00:00.123Z"),
+            crate::clock::parse_rfc3339("2026-11-28T12:00:00.123Z"),
             Some(1_795_867_200)
         );
     }

@@ -66,6 +66,36 @@ impl Entry {
     }
 }
 
+/// The last committed upgrade to `to` (from `from`, when given): what a rollback of `to` undoes.
+pub fn committed_upgrade(
+    state: &StateDir,
+    to: &Version,
+    from: Option<&Version>,
+) -> Result<Option<Entry>, Error> {
+    Ok(list(state)?.into_iter().rev().find(|e| {
+        e.kind == TxKind::Upgrade
+            && e.ending == Some(Ending::Committed)
+            && &e.to == to
+            && from.map_or(true, |f| &e.from == f)
+    }))
+}
+
+/// The one answer to which snapshots retention must never remove: the one a rollback of the
+/// `running` release restores (its committed upgrade's), plus `also` (a transaction's own).
+/// Snapshots of displaced data are kept by `Snapshots::prune` itself.
+pub fn protected_snapshots(
+    state: &StateDir,
+    running: &Version,
+    also: Option<&str>,
+) -> Result<Vec<String>, Error> {
+    let mut out: Vec<String> = committed_upgrade(state, running, None)?
+        .and_then(|e| e.snapshot)
+        .into_iter()
+        .collect();
+    out.extend(also.map(String::from));
+    Ok(out)
+}
+
 /// Closed transactions, oldest first.
 pub fn list(state: &StateDir) -> Result<Vec<Entry>, Error> {
     let dir = state.history_dir();
@@ -149,26 +179,9 @@ impl std::fmt::Display for Entry {
     }
 }
 
-/// UTC "YYYY-MM-DD HH:MM:SS" without a date crate (civil-from-days, Howard Hinnant's algorithm).
+/// UTC "YYYY-MM-DD HH:MM:SSZ".
 pub fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::clock::display(secs)
 }
 
 #[cfg(test)]

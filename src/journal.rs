@@ -290,8 +290,8 @@ impl Journal {
             crate::state::fsync_dir(dir).map_err(|e| j.io(e))?;
         }
         j.append(Record::Begin {
-            at: crate::state::now_ms(),
-            mono: crate::state::mono_stamp(),
+            at: crate::clock::now_ms(),
+            mono: crate::clock::mono_stamp(),
             begin: Box::new(begin),
         })?;
         Ok(j)
@@ -355,8 +355,8 @@ impl Journal {
         note: Option<Note>,
     ) -> Result<(), JournalError> {
         self.append(Record::Step {
-            at: crate::state::now_ms(),
-            mono: crate::state::mono_stamp(),
+            at: crate::clock::now_ms(),
+            mono: crate::clock::mono_stamp(),
             step,
             phase,
             note,
@@ -370,7 +370,7 @@ impl Journal {
         note: Option<Note>,
     ) -> Result<(), JournalError> {
         self.append(Record::Undo {
-            at: crate::state::now_ms(),
+            at: crate::clock::now_ms(),
             undo,
             phase,
             note,
@@ -502,7 +502,7 @@ impl Stamp {
     /// else by the wall clock (never negative).
     pub fn ms_until(&self, later: &Stamp) -> u64 {
         match (&self.mono, &later.mono) {
-            (Some(a), Some(b)) => crate::state::mono_elapsed(a, b),
+            (Some(a), Some(b)) => crate::clock::mono_elapsed(a, b),
             _ => None,
         }
         .unwrap_or_else(|| later.at.saturating_sub(self.at))

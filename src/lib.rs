@@ -4,6 +4,7 @@
 pub mod carry;
 pub mod child;
 pub mod cli;
+pub mod clock;
 pub mod commit;
 pub mod config;
 pub mod crossing;
@@ -21,6 +22,7 @@ pub mod signals;
 pub mod snapshot;
 pub mod state;
 pub mod status;
+pub mod steps;
 pub mod swap;
 pub mod systemd;
 pub mod tls;
@@ -64,6 +66,8 @@ pub struct Context {
     /// Boot-time recovery runs ordered before the server's unit: never start or stop units then
     /// (a start job from a unit ordered Before= the server would wait for us: deadlock).
     pub boot: bool,
+    /// `STALWART_UPGRADE_ALLOW` (approve a line or class for this run), read once by the CLI.
+    pub allow: Option<String>,
 }
 
 impl Context {
@@ -72,6 +76,7 @@ impl Context {
             settings,
             unattended: false,
             boot: false,
+            allow: None,
         }
     }
 }

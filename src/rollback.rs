@@ -4,6 +4,7 @@
 use crate::journal::{Begin, Step, TxKind};
 use crate::serverconfig::ServerConfig;
 use crate::state::StateDir;
+use crate::steps;
 use crate::transaction::{self, Report, Resources, Transaction};
 use crate::upgrade::{self, Plan};
 use crate::version::{classify, Class, Version};
@@ -91,10 +92,12 @@ fn steps(
 ) -> Result<(), Error> {
     // The server config `to` reads: config.toml again below the 0.16 line.
     let to_config = back.below_016.as_ref().unwrap_or(&plan.server_config);
-    tx.step(Step::Stage, |m, b| upgrade::stage(m, b, plan))?;
-    tx.step(Step::Stop, upgrade::stop)?;
-    let taken = tx.step(Step::Snapshot, |m, b| upgrade::snapshot(m, b, plan, known))?;
-    tx.step(Step::Swap, upgrade::exchange)?;
+    tx.step(Step::Stage, |m, b| steps::stage(m, b, &plan.target))?;
+    tx.step(Step::Stop, steps::stop)?;
+    let taken = tx.step(Step::Snapshot, |m, b| {
+        steps::snapshot(m, b, &plan.server_config, known)
+    })?;
+    tx.step(Step::Swap, steps::exchange)?;
     if back.below_016.is_some() {
         tx.step(Step::GenerationBack, |m, b| {
             let aside = crate::crossing::aside_dir(m.state, &b.txid);
@@ -123,7 +126,7 @@ fn steps(
             ))
         })?;
     }
-    tx.step(Step::Start, upgrade::start)?;
+    tx.step(Step::Start, steps::start)?;
     // Below the 0.16 line the 0.15 listeners come back with config.toml, not 0.16's.
     let listeners = if back.below_016.is_some() {
         Vec::new()
@@ -136,7 +139,7 @@ fn steps(
         &plan.to,
         listeners,
     );
-    tx.step(Step::Health, |m, _| upgrade::healthy(m, to_config, &expect))?;
+    tx.step(Step::Health, |m, _| steps::healthy(m, to_config, &expect))?;
     Ok(())
 }
 
@@ -170,7 +173,7 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     let kept = m.state.releases()?;
     let target: Version = match &req.to {
         Some(v) => v.parse()?,
-        None => committed_upgrade(m.state, &current, None)?
+        None => history::committed_upgrade(m.state, &current, None)?
             .map(|e| e.from)
             .or_else(|| kept.iter().find(|v| **v < current).cloned())
             .ok_or_else(|| {
@@ -209,7 +212,7 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
     if !snapshot.fits() {
-        let protect: Vec<String> = restore_from.iter().cloned().collect();
+        let protect = history::protected_snapshots(m.state, &current, restore_from.as_deref())?;
         return Err(Error::Preflight(format!(
             "{}; nothing was stopped",
             snapshots.space_advice(&snapshot, &protect)
@@ -297,19 +300,6 @@ fn list(v: &[Version]) -> String {
 }
 
 /// The last committed upgrade that led to `current` (from `from`, when given).
-fn committed_upgrade(
-    state: &StateDir,
-    current: &Version,
-    from: Option<&Version>,
-) -> Result<Option<history::Entry>, Error> {
-    Ok(history::list(state)?.into_iter().rev().find(|e| {
-        e.kind == TxKind::Upgrade
-            && e.ending == Some(crate::journal::Ending::Committed)
-            && &e.to == current
-            && from.map_or(true, |f| &e.from == f)
-    }))
-}
-
 /// The snapshot to put back when going from `current` back to `version`: the one the last
 /// committed upgrade `version` -> `current` took (its journal names it), else the newest
 /// snapshot taken while `version` ran. Newest by sequence, never by the wall clock: after the
@@ -317,7 +307,7 @@ fn committed_upgrade(
 /// would be restored.
 fn snapshot_before(m: &Resources, version: &Version, current: &Version) -> Result<String, Error> {
     let all = m.snapshots().list()?;
-    let upgrade_took = committed_upgrade(m.state, current, Some(version))?
+    let upgrade_took = history::committed_upgrade(m.state, current, Some(version))?
         .and_then(|e| e.snapshot)
         .filter(|id| all.iter().any(|s| &s.id == id));
     upgrade_took

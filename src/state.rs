@@ -276,63 +276,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
     fsync_dir(dir).map_err(io(dir))
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A monotonic time stamp, `BOOT:MS`: CLOCK_BOOTTIME in ms, tagged with the start of this
-/// boot's id. Wall-clock times (`at`) jump when the clock is set (NTP stepping it, an admin, a
-/// VM resumed from a snapshot); durations come from these stamps whenever both ends were taken
-/// in the same boot. None when the boot id cannot be read.
-pub fn mono_stamp() -> Option<String> {
-    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let boot = BOOT.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .ok()
-            .map(|s| s.trim().chars().take(8).collect())
-    });
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
-    let ms = t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000;
-    boot.as_ref().map(|b| format!("{b}:{ms}"))
-}
-
-/// Milliseconds from stamp `a` to stamp `b` when both are from the same boot.
-pub fn mono_elapsed(a: &str, b: &str) -> Option<u64> {
-    let (boot_a, ms_a) = a.split_once(':')?;
-    let (boot_b, ms_b) = b.split_once(':')?;
-    if boot_a != boot_b {
-        return None;
-    }
-    ms_b.parse::<u64>()
-        .ok()?
-        .checked_sub(ms_a.parse::<u64>().ok()?)
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn mono_stamps_measure_within_one_boot_only() {
-        let a = mono_stamp().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let b = mono_stamp().unwrap();
-        let d = mono_elapsed(&a, &b).unwrap();
-        assert!((20..5000).contains(&d), "{a} -> {b}: {d}");
-        assert_eq!(mono_elapsed(&b, &a), None, "backwards");
-        assert_eq!(mono_elapsed("aaaa:10", "bbbb:20"), None, "another boot");
-        assert_eq!(mono_elapsed("aaaa:10", "aaaa:25"), Some(15));
-        assert_eq!(mono_elapsed("garbage", "aaaa:25"), None);
-    }
-
     use super::*;
 
     #[test]

@@ -141,7 +141,7 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         failed_upgrade: failed,
         kept_releases: state.releases()?.iter().map(|v| v.to_string()).collect(),
         snapshots,
-        policy: crate::policy::state(s)
+        policy: crate::policy::state(s, ctx.allow.as_deref())
             .ok()
             .and_then(|p| serde_json::to_value(p).ok()),
         attention,

@@ -234,8 +234,8 @@ pub(crate) fn close(
 ) -> Result<(), Error> {
     if sum.end.is_none() {
         j.append(crate::journal::Record::End {
-            at: crate::state::now_ms(),
-            mono: crate::state::mono_stamp(),
+            at: crate::clock::now_ms(),
+            mono: crate::clock::mono_stamp(),
             ending,
             message: message.into(),
         })?;
@@ -376,6 +376,6 @@ pub fn recover_locked(m: &Resources) -> Result<RecoverReport, Error> {
 
 /// Unique, sortable transaction id.
 pub fn new_txid(from: &Version, to: &Version) -> String {
-    let ms = crate::state::now_ms();
+    let ms = crate::clock::now_ms();
     format!("{ms}-{from}-to-{to}")
 }

@@ -270,7 +270,7 @@ pub fn roll_back(
         .ok_or_else(|| Error::Preflight("journal without a begin record".into()))?;
     if sum.abort.is_none() {
         j.append(crate::journal::Record::Abort {
-            at: crate::state::now_ms(),
+            at: crate::clock::now_ms(),
             reason: reason.into(),
         })?;
     }
@@ -309,7 +309,7 @@ pub fn roll_back(
                     from: begin.from.clone(),
                     txid: begin.txid.clone(),
                     reason: reason.clone(),
-                    at: crate::state::now(),
+                    at: crate::clock::now_secs(),
                 }) {
                     message += &format!(
                         "\nWARNING: {to} could not be recorded as failed ({e}), so an unattended run may try it again; free space there, or hold the package (`stalwart-upgrade hold`).",

@@ -1,14 +1,14 @@
 //! An upgrade, as one short list of steps (`steps`), plus the plan/preflight that decides whether it
 //! may run at all — everything that can refuse happens here, before the server is stopped.
 
-use crate::journal::{Begin, Noted, Step, TxKind};
+use crate::journal::{Begin, Step, TxKind};
 use crate::policy::{self, Verdict};
 use crate::serverconfig::ServerConfig;
-use crate::snapshot::{PreHash, SnapshotMeta};
+use crate::snapshot::PreHash;
 use crate::state::StateDir;
 use crate::transaction::{self, Outcome, Report, Resources, Transaction};
 use crate::version::{classify, Class, Version};
-use crate::{crossing, health, swap, Context, Error, UpgradeRequest};
+use crate::{crossing, health, steps, swap, Context, Error, UpgradeRequest};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -228,10 +228,12 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
 /// The upgrade, step by step (spec: "Upgrade transaction" 2-6). Each step is journaled; a failure
 /// makes `run` undo what the journal says was started.
 fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error> {
-    tx.step(Step::Stage, |m, b| stage(m, b, plan))?;
-    tx.step(Step::Stop, stop)?;
-    tx.step(Step::Snapshot, |m, b| snapshot(m, b, plan, known))?;
-    tx.step(Step::Swap, exchange)?;
+    tx.step(Step::Stage, |m, b| steps::stage(m, b, &plan.target))?;
+    tx.step(Step::Stop, steps::stop)?;
+    tx.step(Step::Snapshot, |m, b| {
+        steps::snapshot(m, b, &plan.server_config, known)
+    })?;
+    tx.step(Step::Swap, steps::exchange)?;
     if let (Some((_, json)), Some((dump, carried))) = (&plan.generation_json, &plan.carry) {
         let admin = crate::carry::one_time_admin()?;
         tx.step(Step::Generation, |m, b| {
@@ -247,119 +249,14 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
             crossing::start_recovery(m.settings(), m.sys()?, start, &plan.server_config, &admin)?;
             Ok(((), None))
         })?;
-        tx.step(Step::Carry, |m, b| carry(m, b, carried, &admin))?;
+        tx.step(Step::Carry, |m, b| steps::carry(m, b, carried, &admin))?;
     }
-    tx.step(Step::Start, start)?;
+    tx.step(Step::Start, steps::start)?;
     let expect = plan.expect(tx.machine().settings());
     tx.step(Step::Health, |m, _| {
-        healthy(m, &plan.server_config, &expect)
+        steps::healthy(m, &plan.server_config, &expect)
     })?;
     Ok(())
-}
-
-type StepResult = Result<((), Option<Noted>), Error>;
-
-/// Creates the carried objects in the recovery-mode server (its own socket, the one-time
-/// admin), stops it, and pins the 0.15 admin for the normal start.
-fn carry(
-    m: &Resources,
-    b: &Begin,
-    carried: &crate::carry::Carried,
-    admin: &(String, String),
-) -> StepResult {
-    let s = m.settings();
-    let endpoint = crate::webadmin::Endpoint::Server {
-        base: format!("http://127.0.0.1:{}", crossing::RECOVERY_PORT),
-        unit: b.unit.clone(),
-        pids: m.sys()?.unit_pids(&b.unit),
-    };
-    let api = crate::webadmin::Api::connect(
-        s,
-        &endpoint,
-        crate::webadmin::Login::Basic(admin.0.clone(), admin.1.clone()),
-    )?;
-    let created =
-        crate::carry::apply::apply(&api, &carried.ops).map_err(crate::carry::CarryError::from)?;
-    crossing::end_recovery(s, m.sys()?)?;
-    if let Some(a) = &carried.admin {
-        crate::carry::pin_admin(s, &crate::carry::dir(m.state, &b.txid), a)?;
-    }
-    Ok((
-        (),
-        Some(Noted::Carried {
-            objects: created.len(),
-        }),
-    ))
-}
-
-/// Keeps the running binary as a release (dpkg deletes the old package's files), then builds bin.new.
-pub(crate) fn stage(m: &Resources, b: &Begin, plan: &Plan) -> StepResult {
-    swap::keep_release(
-        &b.bin_dir.join("stalwart"),
-        &m.state.release_binary(&b.from),
-    )?;
-    let staged_dir = swap::stage(&b.bin_dir, &b.staged_dir, &plan.target)?;
-    let sha = staged_dir.sha256.clone();
-    let staged = b.staged_dir.join("stalwart");
-    let v = swap::binary_version(&staged)?;
-    if v != b.to || sha != b.new_sha256 {
-        return Err(swap::SwapError::WrongVersion {
-            path: staged,
-            found: format!("{v} (sha256 {sha})"),
-            expected: format!("{} (sha256 {})", b.to, b.new_sha256),
-        }
-        .into());
-    }
-    swap::hand_over(&staged_dir)?;
-    Ok(((), Some(Noted::Staged { sha256: sha })))
-}
-
-pub(crate) fn stop(m: &Resources, b: &Begin) -> StepResult {
-    m.sys()?.stop(&b.unit, m.settings().stop_timeout())?;
-    Ok(((), None))
-}
-
-/// Returns the snapshot's id (also journaled as the step's note).
-pub(crate) fn snapshot(
-    m: &Resources,
-    b: &Begin,
-    plan: &Plan,
-    known: &PreHash,
-) -> Result<(String, Option<Noted>), Error> {
-    let meta = SnapshotMeta {
-        server_version: b.from.clone(),
-        target_version: Some(b.to.clone()),
-        class: Some(b.class),
-        server_binary: b.bin_dir.join("stalwart"),
-    };
-    let manifest = m
-        .snapshots()
-        .create_with(&plan.server_config, &meta, known)?;
-    Ok((
-        manifest.id.clone(),
-        Some(Noted::Snapshot { id: manifest.id }),
-    ))
-}
-
-pub(crate) fn exchange(_m: &Resources, b: &Begin) -> StepResult {
-    swap::exchange(&b.bin_dir, &b.staged_dir)?;
-    Ok(((), None))
-}
-
-pub(crate) fn start(m: &Resources, b: &Begin) -> StepResult {
-    m.sys()?
-        .start_fresh(&b.unit, m.settings().start_timeout())?;
-    Ok(((), None))
-}
-
-pub(crate) fn healthy(m: &Resources, cfg: &ServerConfig, expect: &health::Expect) -> StepResult {
-    let r = health::gate(m.sys()?, m.settings(), Some(cfg), expect)?;
-    Ok((
-        (),
-        Some(Noted::Ready {
-            after_ms: r.ready_after_ms,
-        }),
-    ))
 }
 
 /// What the server's environment must not say (`serverenv`): refused before any downtime.
@@ -569,7 +466,14 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
             });
         }
     }
-    let verdict = policy::verdict(s, &from, &to, class, m.ctx.unattended)?;
+    let verdict = policy::verdict(
+        s,
+        &from,
+        &to,
+        class,
+        m.ctx.unattended,
+        m.ctx.allow.as_deref(),
+    )?;
     check_staging_space(s, &req.target)?;
     let server_config = ServerConfig::load(&crossing::server_config_path(s, &from))?;
     check_stores_writable(&server_config)?;

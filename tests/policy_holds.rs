@@ -101,7 +101,7 @@ fn allow_moves_the_pin_and_after_upgrade_consumes_the_approval() {
     policy::hold_at(&s, &paths, Some("0.15")).unwrap();
     let (from, to) = (v("0.15.5"), v("0.16.0"));
     assert!(matches!(
-        policy::verdict(&s, &from, &to, Class::Minor, true).unwrap(),
+        policy::verdict(&s, &from, &to, Class::Minor, true, None).unwrap(),
         Verdict::NeedsApproval { .. }
     ));
     let st = policy::allow_at(&s, &paths, "0.16.2").unwrap();
@@ -116,7 +116,7 @@ fn allow_moves_the_pin_and_after_upgrade_consumes_the_approval() {
     );
     assert_eq!(dnf.matches("BEGIN stalwart-upgrade").count(), 1, "{dnf}");
     assert_eq!(
-        policy::verdict(&s, &from, &to, Class::Minor, true).unwrap(),
+        policy::verdict(&s, &from, &to, Class::Minor, true, None).unwrap(),
         Verdict::Allowed
     );
     // allowing twice records one approval
@@ -133,7 +133,7 @@ fn allow_moves_the_pin_and_after_upgrade_consumes_the_approval() {
     assert_eq!(st.hold_line.as_deref(), Some("0.16"));
     // the approval is consumed: the next minor needs a new one
     assert!(matches!(
-        policy::verdict(&s, &to, &v("0.17.0"), Class::Minor, true).unwrap(),
+        policy::verdict(&s, &to, &v("0.17.0"), Class::Minor, true, None).unwrap(),
         Verdict::NeedsApproval { .. }
     ));
 }
@@ -221,20 +221,13 @@ fn corrupt_state_is_an_error_naming_the_file() {
     assert!(e.contains("policy.json"), "{e}");
 }
 
-/// The only test in this binary touching the variable.
+/// STALWART_UPGRADE_ALLOW, which the CLI reads once and passes down.
 #[test]
 fn env_override_allows_one_run() {
     let (_d, s, _paths) = setup();
     let (from, to) = (v("0.15.5"), v("0.16.1"));
-    std::env::set_var(policy::ENV_ALLOW, "0.16");
-    let line = policy::verdict(&s, &from, &to, Class::Minor, true);
-    std::env::set_var(policy::ENV_ALLOW, "minor");
-    let class = policy::verdict(&s, &from, &to, Class::Minor, true);
-    std::env::set_var(policy::ENV_ALLOW, "0.17");
-    let other = policy::verdict(&s, &from, &to, Class::Minor, true);
-    std::env::set_var(policy::ENV_ALLOW, "yes-please");
-    let bad = policy::verdict(&s, &from, &to, Class::Minor, true);
-    std::env::remove_var(policy::ENV_ALLOW);
+    let run = |allow: &str| policy::verdict(&s, &from, &to, Class::Minor, true, Some(allow));
+    let (line, class, other, bad) = (run("0.16"), run("minor"), run("0.17"), run("yes-please"));
     assert_eq!(line.unwrap(), Verdict::Allowed);
     assert_eq!(class.unwrap(), Verdict::Allowed);
     assert!(matches!(other.unwrap(), Verdict::NeedsApproval { .. }));

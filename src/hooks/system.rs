@@ -81,7 +81,7 @@ impl Engine for System {
             // postinst/%posttrans reports it (PreviouslyFailed) without touching the server.
             return Ok(());
         }
-        match policy::verdict_for(s, &from, to, ctx.unattended)? {
+        match policy::verdict_for(s, &from, to, ctx.unattended, ctx.allow.as_deref())? {
             Verdict::Allowed => Ok(()),
             Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => {
                 Err(Error::Refused(message))
@@ -612,7 +612,7 @@ fn mark_managed(ctx: &Context, what: &str) -> Result<(), Error> {
     let p = ctx.settings.state_dir.join(MANAGED_MARKER);
     crate::state::write_atomic(
         &p,
-        format!("{what} at {}\n", crate::state::now()).as_bytes(),
+        format!("{what} at {}\n", crate::clock::now_secs()).as_bytes(),
         0o600,
     )?;
     Ok(())

@@ -33,7 +33,6 @@ mod sql;
 use fs_err as fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use fsops::link_stays_inside;
 pub use manifest::*;
@@ -166,39 +165,11 @@ fn is_safe_store_id(id: &str) -> bool {
     is_valid_id(id) && id != MANIFEST
 }
 
-/// UTC civil time from a Unix timestamp (Howard Hinnant's days-from-civil inverse).
-fn utc_parts(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    )
-}
-
+/// Now: (ms since the epoch, compact stamp for ids, RFC 3339 for the manifest).
 fn now() -> (u64, String, String) {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let (y, mo, da, h, mi, s) = utc_parts(d.as_secs());
-    (
-        d.as_millis() as u64,
-        format!("{y:04}{mo:02}{da:02}T{h:02}{mi:02}{s:02}Z"),
-        format!("{y:04}-{mo:02}-{da:02}T{h:02}:{mi:02}:{s:02}Z"),
-    )
+    let ms = crate::clock::now_ms();
+    let secs = ms / 1000;
+    (ms, crate::clock::compact(secs), crate::clock::rfc3339(secs))
 }
 
 impl Snapshots {
@@ -390,7 +361,9 @@ impl Snapshots {
         let mut gone = Vec::new();
         for (i, m) in all.into_iter().enumerate() {
             let newest_rank = n - 1 - i; // 0 = newest
-            if newest_rank < keep || protect.iter().any(|p| p == &m.id) {
+                                         // Data a rollback set aside (what a newer version ran on, mail included) goes only
+                                         // when the admin says so (`snapshot remove`), never by count.
+            if newest_rank < keep || protect.iter().any(|p| p == &m.id) || m.origin.is_some() {
                 continue;
             }
             if !dry_run {
@@ -471,10 +444,8 @@ mod tests {
 
     #[test]
     fn utc_formatting() {
-        assert_eq!(utc_parts(0), (1970, 1, 1, 0, 0, 0));
-        // 2026-11-28T12:00:00Z
-        assert_eq!(utc_parts(1_795_867_200), (2026, 11, 28, 12, 0, 0));
-        assert_eq!(utc_parts(951_782_400), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(crate::clock::rfc3339(1_795_867_200), "2026-11-28T12:00:00Z");
+        assert_eq!(crate::clock::compact(951_782_400), "20000229T000000Z");
     }
 
     #[test]
