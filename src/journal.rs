@@ -234,6 +234,26 @@ pub enum Record {
     },
 }
 
+/// Kills or stops the helper at `point` when a test asks for it (`KILL_AT_ENV`, `PAUSE_AT_ENV`);
+/// nothing in a build without the `fault-injection` feature. Journal records are points
+/// (`step:phase`), and so is `prehash:done` (the work before the stop is finished).
+pub fn test_point(point: &str) {
+    #[cfg(feature = "fault-injection")]
+    {
+        use nix::sys::signal::{raise, Signal};
+        if std::env::var(KILL_AT_ENV).is_ok_and(|want| want == point) {
+            tracing::warn!("test fault injection: killing myself at {point}");
+            let _ = raise(Signal::SIGKILL);
+        }
+        if std::env::var(PAUSE_AT_ENV).is_ok_and(|want| want == point) {
+            tracing::warn!("test fault injection: stopping myself at {point}");
+            let _ = raise(Signal::SIGSTOP);
+        }
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = point;
+}
+
 /// Test fault injection (only in a build with the `fault-injection` feature, which scripts/test
 /// enables and the packages never do): `STALWART_UPGRADE_TEST_KILL_AT=<step>:<started|done>` (steps as in
 /// `Step::as_str`/`Undo::as_str`) makes the helper SIGKILL itself right after that record is on
@@ -335,15 +355,7 @@ impl Journal {
         self.file.sync_data().map_err(|e| self.io(e))?;
         #[cfg(feature = "fault-injection")]
         if let Some(point) = kill_point(&rec) {
-            use nix::sys::signal::{raise, Signal};
-            if std::env::var(KILL_AT_ENV).is_ok_and(|want| want == point) {
-                tracing::warn!("test fault injection: killing myself at {point}");
-                let _ = raise(Signal::SIGKILL);
-            }
-            if std::env::var(PAUSE_AT_ENV).is_ok_and(|want| want == point) {
-                tracing::warn!("test fault injection: stopping myself at {point}");
-                let _ = raise(Signal::SIGSTOP);
-            }
+            test_point(&point);
         }
         Ok(())
     }

@@ -218,6 +218,7 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
     }
     // Before the stop: the files the snapshot will link are hashed while the server runs.
     let known = m.snapshots().prehash(&plan.server_config);
+    crate::journal::test_point("prehash:done");
     let mut tx = Transaction::begin(&m, plan.begin(ctx)).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
         Ok(()) => tx.commit(),

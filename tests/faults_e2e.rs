@@ -623,3 +623,36 @@ fn any_failure_before_the_stop_exits_4_with_the_server_untouched() {
     unchanged(&s, &before);
     assert_eq!(s.main_pid(), pid, "the server was restarted");
 }
+
+/// The SQLite database is copied before the stop and brought up to date after it: mail that
+/// arrives between the copy and the stop is in the snapshot. A failed minor upgrade restores
+/// that snapshot, so the old version has every record it took, not just those of the copy.
+#[test]
+fn a_sqlite_database_copied_before_the_stop_holds_what_arrived_until_the_stop() {
+    let s = Scenario::with(
+        &release("0.14.3", Fault::None, 0),
+        testbed::stalwart::ServerLayout::sqlite(),
+        &DEFAULT_HELPER_CONFIG.replace("ready_secs = 20", "ready_secs = 4"),
+    );
+    s.allow("0.15");
+    let before = s.digest();
+    let out = s.upgrade_pausing(
+        &release("0.15.5", Fault::NeverReady, 0),
+        "prehash:done",
+        "curl -sS -f -o /dev/null -X POST 'http://127.0.0.1:8080/standin/deliver?n=7'",
+    );
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "{t}");
+    assert!(
+        t.contains("brought up to date from its copy made before the stop"),
+        "{t}"
+    );
+    s.ready();
+    let after = s.digest();
+    assert_eq!(after["version"], "0.14.3");
+    assert_eq!(
+        after["records"].as_u64(),
+        before["records"].as_u64().map(|n| n + 7),
+        "the records delivered after the copy are in the restored snapshot: {before} -> {after}"
+    );
+}

@@ -75,6 +75,12 @@ impl Snapshots {
             return Err(no_space_or(e, &self.root, "manifest"));
         }
         tracing::info!(snapshot = %id, seconds = manifest.create_seconds, "snapshot created");
+        // What was copied before the stop is in the snapshot now (or was not needed).
+        let _ = root.remove_tree(format!(
+            "{}{}",
+            super::precopy::PRECOPY_PREFIX,
+            std::process::id()
+        ));
         Ok(manifest)
     }
 
@@ -174,7 +180,7 @@ impl Snapshots {
                 (StoreKind::Sqlite { path }, _) => {
                     snap.source = path.display().to_string();
                     let (files, parent, ident) =
-                        snapshot_sqlite(store, path, tmp, name).map_err(fail)?;
+                        snapshot_sqlite(store, path, tmp, name, known).map_err(fail)?;
                     snap.files = files;
                     snap.source_parent = Some(parent);
                     snap.source_identity = Some(ident);
@@ -308,6 +314,7 @@ fn snapshot_sqlite(
     db: &Path,
     tmp: &Dir,
     name: &OsStr,
+    known: &super::prehash::PreHash,
 ) -> Result<(Vec<FileEntry>, Identity, Identity), SnapshotError> {
     let bad = |message: String| SnapshotError::BadStorePath {
         store: store.id.clone(),
@@ -331,8 +338,16 @@ fn snapshot_sqlite(
             _ => continue,
         }
         let (f, m) = parent.open_file(&n)?;
-        // SQLite rewrites pages of these files in place: a private copy, never a link.
-        let how = fsops::copy_file_into(&f, &m, &dst, &n, None)?;
+        // SQLite rewrites pages of these files in place: a private copy, never a link; of the
+        // database itself, the copy made before the stop, brought up to date (`precopy`).
+        let how = match known.precopy(&m).filter(|_| n == db_name) {
+            Some(pre) => {
+                let done = super::precopy::catch_up(pre, &f, &m, &dst, &n)?;
+                tracing::info!(store = %store.id, blocks = done.blocks, rewritten = done.rewritten, "SQLite database brought up to date from its copy made before the stop");
+                How::PreCopied
+            }
+            None => fsops::copy_file_into(&f, &m, &dst, &n, None)?,
+        };
         files.push(fsops::entry(
             &n.to_string_lossy(),
             FileKind::File,

@@ -65,6 +65,8 @@ pub enum How {
     Copy,
     /// Written by a dump/export tool.
     Tool,
+    /// Copied before the stop, the blocks changed since rewritten after it (SQLite).
+    PreCopied,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,6 +26,7 @@ mod hash;
 mod manifest;
 mod methods;
 mod plan;
+mod precopy;
 mod prehash;
 mod restore;
 mod sql;
@@ -341,7 +342,8 @@ impl Snapshots {
             return Ok(());
         };
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PARTIAL_PREFIX) || precopy::is_leftover(&name) {
                 fsops::remove_tree(&e.path())?;
             }
         }

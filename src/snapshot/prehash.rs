@@ -29,12 +29,14 @@ struct Known {
     sha256: String,
 }
 
-/// sha256 of the linkable files of a config's file stores, by inode.
+/// What is done before the stop: sha256 of the linkable files of a config's file stores (by
+/// inode), and copies of its SQLite databases (`precopy`).
 #[derive(Debug, Default)]
 pub struct PreHash {
     known: HashMap<(u64, u64), Known>,
     /// Bytes hashed (for the log).
     pub bytes: u64,
+    precopies: Vec<super::precopy::PreCopy>,
 }
 
 impl PreHash {
@@ -46,6 +48,18 @@ impl PreHash {
 
     pub fn len(&self) -> usize {
         self.known.len()
+    }
+
+    /// The precopy of the inode `m` describes, if one was made.
+    pub(super) fn precopy(&self, m: &Meta) -> Option<&super::precopy::PreCopy> {
+        self.precopies
+            .iter()
+            .find(|p| p.source == (m.id.dev, m.id.ino))
+    }
+
+    /// How many databases were copied ahead of the stop.
+    pub fn precopied(&self) -> usize {
+        self.precopies.len()
     }
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
@@ -88,7 +102,42 @@ impl Snapshots {
                 });
             }
         });
-        out.into_inner().unwrap_or_default()
+        let mut out = out.into_inner().unwrap_or_default();
+        out.precopies = self.precopy_sqlite(cfg);
+        out
+    }
+
+    /// Server running: copies of the SQLite database files (not their -wal/-shm, which are small
+    /// and copied at the stop). Best effort: a database that cannot be copied now is copied whole
+    /// during the snapshot.
+    fn precopy_sqlite(&self, cfg: &ServerConfig) -> Vec<super::precopy::PreCopy> {
+        let Ok(root) = super::fsops::open_private_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for store in &cfg.stores {
+            let StoreKind::Sqlite { path } = &store.kind else {
+                continue;
+            };
+            let r = (|| -> Result<super::precopy::PreCopy, crate::fsutil::FsError> {
+                let (parent, name) = Dir::open_parent(path)?;
+                let (f, m) = parent.open_file(&name)?;
+                let dir = super::precopy::dir_in(&root)?;
+                let store_dir = match dir.open_dir(&store.id) {
+                    Ok(d) => d,
+                    Err(_) => dir.create_dir(&store.id, 0o700)?,
+                };
+                store_dir.remove_file(&name)?;
+                super::precopy::copy(&f, &m, store_dir, &name)
+            })();
+            match r {
+                Ok(p) => out.push(p),
+                Err(e) => {
+                    tracing::warn!(store = %store.id, "no copy of the SQLite database before the stop ({e}); it is copied whole during the snapshot")
+                }
+            }
+        }
+        out
     }
 }
 
