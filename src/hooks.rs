@@ -167,6 +167,9 @@ pub trait Engine {
     fn daemon_reload(&self, ctx: &Context) -> Result<(), Error>;
     fn stop(&self, ctx: &Context) -> Result<(), Error>;
     fn start(&self, ctx: &Context) -> Result<(), Error>;
+    /// The package is gone: its holds (apt pin, dnf versionlock entries) go with it, or they
+    /// would pin a package that is not installed. Returns what was done.
+    fn drop_holds(&self, ctx: &Context) -> Result<Vec<String>, Error>;
     /// Did the admin ask for config and data to go on purge?
     fn purge_data_requested(&self) -> bool;
     fn purge(&self, ctx: &Context, with_data: bool) -> Result<Vec<String>, Error>;
@@ -232,6 +235,7 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
             match engine.gate(ctx, to) {
                 Ok(()) => exit::OK,
                 Err(e) => {
+                    crate::announce::refused(&ctx.settings.unit, &to.to_string(), &e.to_string());
                     say(&format!(
                         "not installing stalwart {to}: {e}\n  nothing was changed; {} keeps running the current version",
                         ctx.settings.unit
@@ -255,6 +259,10 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
             exit::OK
         }
         Action::Removed { rpm } => {
+            match engine.drop_holds(ctx) {
+                Ok(lines) => lines.iter().for_each(|l| say(l)),
+                Err(e) => say(&format!("warning: could not remove the holds: {e}")),
+            }
             let p = ctx.settings.prefix.display();
             let state = ctx.settings.state_dir.display();
             say(&format!(
@@ -400,6 +408,7 @@ fn converge(
             // Refused by the policy or a check before any downtime (versions, server config):
             // nothing changed and the old version runs. Exiting non-zero would leave the package
             // Half-Configured and make every later apt run fail on it (spec.md).
+            crate::announce::refused(unit, &payload.display().to_string(), &e.to_string());
             banner(
                 say,
                 &[
@@ -747,6 +756,10 @@ mod tests {
             self.call("start");
             Ok(())
         }
+        fn drop_holds(&self, _: &Context) -> Result<Vec<String>, Error> {
+            self.call("drop holds");
+            Ok(vec![])
+        }
         fn purge_data_requested(&self) -> bool {
             self.purge_data
         }
@@ -977,6 +990,15 @@ mod tests {
         let (code, out) = run(&f, Action::Stop);
         assert_eq!(code, 0);
         assert!(out.contains("could not stop"), "{out}");
+    }
+
+    #[test]
+    fn removal_drops_the_holds_on_both_package_managers() {
+        for rpm in [false, true] {
+            let f = Fake::default();
+            assert_eq!(run(&f, Action::Removed { rpm }).0, 0);
+            assert_eq!(f.calls(), ["drop holds"]);
+        }
     }
 
     #[test]

@@ -37,6 +37,40 @@ fn apt_install_upgrade_remove_purge() {
     // First install: the server's own config, owned by the service user; the hardened unit.
     let ls = m.sh_ok("stat -c '%U %a %n' /opt/stalwart/etc /opt/stalwart/data /opt/stalwart/logs /opt/stalwart/etc/config.toml");
     assert!(ls.lines().all(|l| l.starts_with("stalwart ")), "{ls}");
+    // The user comes from the sysusers.d file (its GECOS; the helper's useradd fallback sets
+    // none), the directories from the tmpfiles.d files.
+    let pw = m.sh_ok("getent passwd stalwart");
+    let f: Vec<&str> = pw.trim().split(':').collect();
+    assert_eq!(f[4], "Stalwart mail server", "{pw}");
+    assert_eq!(f[6], "/usr/sbin/nologin", "{pw}");
+    assert!(f[2].parse::<u32>().unwrap() < 1000, "a system user: {pw}");
+    assert_eq!(m.sh_ok("id -gn stalwart").trim(), "stalwart");
+    assert_eq!(
+        m.sh_ok("stat -c '%n %U:%G %a' /opt/stalwart /opt/stalwart/bin /opt/stalwart/etc /opt/stalwart/data /opt/stalwart/logs /var/lib/stalwart-upgrade /run/stalwart-upgrade"),
+        "/opt/stalwart root:root 755\n/opt/stalwart/bin root:root 755\n\
+         /opt/stalwart/etc stalwart:stalwart 750\n/opt/stalwart/data stalwart:stalwart 750\n\
+         /opt/stalwart/logs stalwart:stalwart 750\n/var/lib/stalwart-upgrade root:root 700\n\
+         /run/stalwart-upgrade root:root 700\n"
+    );
+    let cat = m.sh_ok("systemd-tmpfiles --cat-config");
+    assert!(
+        cat.contains("d /opt/stalwart/data 0750 stalwart stalwart"),
+        "{cat}"
+    );
+    assert!(cat.contains("d /run/stalwart-upgrade"), "{cat}");
+    // needrestart leaves the server to the helper, and only the server.
+    let nr = m.sh_ok(
+        r#"perl -e 'our %nrconf; do "/etc/needrestart/conf.d/stalwart.conf"; die "load: $@" if $@; for my $u ("stalwart.service", "stalwart-upgrade-recover.service", "postfix.service") { my @m = grep { $u =~ $_ && !$nrconf{override_rc}{$_} } keys %{$nrconf{override_rc}}; print "$u ", (@m ? "excluded" : "restartable"), "\n" }'"#,
+    );
+    assert_eq!(
+        nr,
+        "stalwart.service excluded\nstalwart-upgrade-recover.service restartable\npostfix.service restartable\n"
+    );
+    // apt-listchanges shows the NEWS entry of the line to whoever comes from an older one.
+    let news = m.sh_ok("zcat /usr/share/doc/stalwart/NEWS.Debian.gz");
+    assert!(news.starts_with("stalwart-upgrade (0.15.0-1)"), "{news}");
+    assert!(news.contains("`stalwart-upgrade allow 0.15`"), "{news}");
+    m.sh_ok("test -s /etc/apt/preferences.d/stalwart-upgrade");
     assert!(m
         .sh_ok("systemctl is-enabled stalwart.service stalwart-upgrade-recover.service")
         .contains("enabled"));
@@ -46,8 +80,11 @@ fn apt_install_upgrade_remove_purge() {
     let next = server_packages("0.15.6", Fault::None, 0);
     m.publish_debs(&[&next.deb]);
     m.apt_ok("update");
-    let out = m.apt_ok("upgrade");
+    // On a terminal, as an admin runs it: dpkg's scripts get apt's pty, and the hook still
+    // draws no progress bars there (they would garble apt's output and term.log).
+    let out = m.sh_ok(&format!("script -qec '{APT} upgrade' /dev/null"));
     assert!(out.contains("upgraded 0.15.5 -> 0.15.6"), "{out}");
+    assert!(!out.contains("B/s"), "no progress bar under dpkg: {out}");
     m.ready();
     assert_eq!(m.running_binary(), "0.15.6");
     assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.6-1");
@@ -62,6 +99,12 @@ fn apt_install_upgrade_remove_purge() {
     // remove: stopped, configuration and data kept.
     let out = m.apt_ok("remove stalwart");
     assert!(out.contains("configuration and data stay"), "{out}");
+    // No pin is left for a package that is not installed.
+    assert!(
+        out.contains("removed the hold in /etc/apt/preferences.d/stalwart-upgrade"),
+        "{out}"
+    );
+    m.sh_ok("test ! -e /etc/apt/preferences.d/stalwart-upgrade");
     assert_eq!(
         m.sh_ok("systemctl is-active stalwart.service || true")
             .trim(),
@@ -115,6 +158,28 @@ fn apt_broken_release_rolls_back_exits_0_and_is_not_retried() {
     assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.6-1");
     assert_eq!(m.dpkg_audit(), "");
     assert_ne!(m.status_code(), 0, "status must flag the failed upgrade");
+    // Beyond stderr: one journal entry with the rollback's MESSAGE_ID, part of the server
+    // unit's journal, explained by the catalog (journalctl -x).
+    let entries = m.sh_ok("journalctl -q -o json MESSAGE_ID=97a59f1a87d94666b6cdc3b7fe31d9ca");
+    let entries: Vec<serde_json::Value> = entries
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["OBJECT_SYSTEMD_UNIT"], "stalwart.service");
+    assert_eq!(entries[0]["STALWART_FROM"], "0.15.5");
+    assert_eq!(entries[0]["STALWART_TO"], "0.15.6");
+    assert_eq!(entries[0]["PRIORITY"], "3");
+    let unit_log = m.sh_ok("journalctl -q -u stalwart.service -o cat");
+    assert!(
+        unit_log.contains("from 0.15.5 to 0.15.6 FAILED"),
+        "{unit_log}"
+    );
+    let explained = m.sh_ok("journalctl -q -x MESSAGE_ID=97a59f1a87d94666b6cdc3b7fe31d9ca");
+    assert!(
+        explained.contains("Upgrade of stalwart.service to 0.15.6 failed and was rolled back"),
+        "{explained}"
+    );
 
     // Later runs cause no second outage.
     let running = m.invocation();
@@ -279,6 +344,11 @@ fn apt_power_loss_mid_upgrade_is_recovered_at_boot() {
     let m = m.crash_and_boot();
     m.ready();
     assert_eq!(m.running_binary(), "0.15.5", "undone at boot");
+    // systemd-tmpfiles-setup made the runtime directory again on the fresh /run.
+    assert_eq!(
+        m.sh_ok("stat -c '%U %a' /run/stalwart-upgrade"),
+        "root 700\n"
+    );
     let journal = m.ct.journal("stalwart-upgrade-recover.service");
     assert!(
         journal.contains("Finished") || journal.contains("Deactivated"),
@@ -380,5 +450,61 @@ fn apt_with_a_corrupt_policy_file_leaves_dpkg_clean_and_the_server_running() {
     assert_eq!(m.running_binary(), "0.15.5");
     m.sh_ok("rm /var/lib/stalwart-upgrade/policy.json");
     let out = m.apt_ok("install --reinstall stalwart=0.15.6-1");
+    assert!(out.contains("upgraded 0.15.5 -> 0.15.6"), "{out}");
+}
+
+/// The repository is signed (InRelease, signed-by= in the sources line): a tampered index or one
+/// signed by another key is refused by apt, and nothing from it is installed.
+#[test]
+fn apt_refuses_a_tampered_repository() {
+    if testbed::skip_requested("apt_refuses_a_tampered_repository") {
+        return;
+    }
+    let m = Machine::apt();
+    install_first(&m, "0.15.5");
+    let next = server_packages("0.15.6", Fault::None, 0);
+    m.publish_debs(&[&next.deb]);
+    // An index changed after signing: its hash no longer matches the signed Release.
+    let packages = m.repo.join("apt/Packages");
+    let text_before = std::fs::read_to_string(&packages).unwrap();
+    std::fs::write(&packages, text_before.replace("0.15.6-1", "0.15.7-1")).unwrap();
+    let o = m.apt_get("update");
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("Hash Sum mismatch"), "{}", text(&o));
+    m.apt_get("upgrade");
+    assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.5-1");
+
+    // Signed again, by a key the machine does not trust.
+    let other = m.repo.with_file_name(format!(
+        "{}-other-key",
+        m.repo.file_name().unwrap().to_string_lossy()
+    ));
+    let o = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/repo"))
+        .arg("--dir")
+        .arg(other.join("scratch"))
+        .arg("--gnupghome")
+        .arg(other.join("gnupg"))
+        .arg("--new-key")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let other_key = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = publish_signed(&m.repo, &other.join("gnupg"), &other_key, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // apt keeps the indexes it verified before (a warning, exit 0) and uses nothing new.
+    let o = m.apt_get("update");
+    assert!(
+        text(&o).contains("NO_PUBKEY") && text(&o).contains("The repository is not updated"),
+        "{}",
+        text(&o)
+    );
+    m.apt_get("upgrade");
+    assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.5-1");
+    assert_eq!(m.running_binary(), "0.15.5");
+
+    // The owner's key signs it again: the upgrade goes through.
+    m.publish_debs(&[]);
+    m.apt_ok("update");
+    let out = m.apt_ok("upgrade");
     assert!(out.contains("upgraded 0.15.5 -> 0.15.6"), "{out}");
 }

@@ -19,6 +19,8 @@ fn dnf_install_upgrade_broken_release_remove() {
         return;
     }
     let m = Machine::dnf();
+    // Fedora's and RHEL's default preset: nothing is enabled that does not ask for it.
+    m.sh_ok("mkdir -p /etc/systemd/system-preset && echo 'disable *' > /etc/systemd/system-preset/99-default.preset");
     let helper = helper_packages();
     let a = server_packages("0.15.5", Fault::None, 0);
     m.publish_rpms(&[&helper.rpm, &a.rpm]);
@@ -26,10 +28,33 @@ fn dnf_install_upgrade_broken_release_remove() {
     assert!(out.contains("installed stalwart 0.15.5"), "{out}");
     m.ready();
     assert_eq!(m.running_binary(), "0.15.5");
+    // The recovery unit through our preset file (%systemd_post), the server by the hook.
     assert_eq!(
         m.sh_ok("systemctl is-enabled stalwart.service stalwart-upgrade-recover.service"),
         "enabled\nenabled\n"
     );
+    // Installed from the signed repository: both packages carry our signature.
+    let sig = m.sh_ok("rpm -qi stalwart stalwart-upgrade | grep '^Signature'");
+    assert!(
+        sig.lines().count() == 2 && sig.lines().all(|l| l.contains("Key ID")),
+        "{sig}"
+    );
+    // The user from the sysusers.d file (%post), the directories from tmpfiles.d.
+    let pw = m.sh_ok("getent passwd stalwart");
+    assert_eq!(
+        pw.trim().split(':').nth(4),
+        Some("Stalwart mail server"),
+        "{pw}"
+    );
+    assert_eq!(
+        m.sh_ok("stat -c '%n %U:%G %a' /opt/stalwart/data /var/lib/stalwart-upgrade /run/stalwart-upgrade"),
+        "/opt/stalwart/data stalwart:stalwart 750\n/var/lib/stalwart-upgrade root:root 700\n/run/stalwart-upgrade root:root 700\n"
+    );
+    m.sh_ok("test -f /etc/needrestart/conf.d/stalwart.conf");
+    assert!(m
+        .sh_ok("rpm -q --changelog stalwart")
+        .contains("`stalwart-upgrade allow 0.15`"));
+    m.sh_ok("grep -q '^stalwart-0.15' /etc/dnf/plugins/versionlock.list");
     m.deliver(10);
     let before = m.digest();
 
@@ -56,6 +81,12 @@ fn dnf_install_upgrade_broken_release_remove() {
     // Erase: stopped, configuration and data kept.
     let out = dnf_ok(&m, "remove stalwart");
     assert!(out.contains("configuration and data stay"), "{out}");
+    // No versionlock entry is left for a package that is not installed.
+    assert!(
+        out.contains("removed the hold in /etc/dnf/plugins/versionlock.list"),
+        "{out}"
+    );
+    m.sh_ok("! grep -q stalwart /etc/dnf/plugins/versionlock.list");
     assert!(out.contains("rm -rf /opt/stalwart/bin"), "{out}");
     assert_eq!(
         m.sh_ok("systemctl is-active stalwart.service || true")
@@ -102,4 +133,93 @@ fn dnf_pre_gate_refuses_a_minor_upgrade() {
     );
     assert_eq!(m.invocation(), running, "the gate causes no downtime");
     assert_eq!(m.running_binary(), "0.14.3");
+
+    // And with %pre bypassed too (`rpm --nopre`): the transaction in %posttrans refuses the
+    // unapproved line before any downtime; the package is in the database, its binary is not
+    // running, and `status` says so.
+    let inside = m.ct.target_path(&minor.rpm).expect("rpm under target/");
+    let o = m.sh(&format!("rpm -U --nopre {inside} 2>&1"));
+    assert!(
+        text(&o).contains("STALWART WAS NOT UPGRADED"),
+        "{}",
+        text(&o)
+    );
+    assert!(m.rpm_q("stalwart").starts_with("stalwart-0.15.5-1"));
+    assert_eq!(m.invocation(), running, "no downtime");
+    assert_eq!(m.running_binary(), "0.14.3");
+    assert_ne!(
+        m.status_code(),
+        0,
+        "status flags the package it does not run"
+    );
+}
+
+/// repo_gpgcheck and gpgcheck are on: metadata signed by another key is refused, and so is a
+/// package signed by another key under correctly signed metadata.
+#[test]
+fn dnf_refuses_a_tampered_repository() {
+    if testbed::skip_requested("dnf_refuses_a_tampered_repository") {
+        return;
+    }
+    let m = Machine::dnf();
+    let helper = helper_packages();
+    let a = server_packages("0.15.5", Fault::None, 0);
+    m.publish_rpms(&[&helper.rpm, &a.rpm]);
+    dnf_ok(&m, "install stalwart");
+    m.ready();
+
+    let other = m.repo.with_file_name(format!(
+        "{}-other-key",
+        m.repo.file_name().unwrap().to_string_lossy()
+    ));
+    let o = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/repo"))
+        .arg("--dir")
+        .arg(other.join("scratch"))
+        .arg("--gnupghome")
+        .arg(other.join("gnupg"))
+        .arg("--new-key")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let other_key = String::from_utf8_lossy(&o.stdout).trim().to_string();
+
+    // The metadata signed by the other key.
+    let b = server_packages("0.15.6", Fault::None, 0);
+    let o = publish_signed(&m.repo, &other.join("gnupg"), &other_key, &[&b.rpm]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = m.dnf_run("upgrade --refresh");
+    assert!(
+        m.rpm_q("stalwart").starts_with("stalwart-0.15.5-1"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("repomd.xml GPG signature verification error"),
+        "{}",
+        text(&o)
+    );
+
+    // Metadata signed by the owner's key again, but the package still carries the other key's
+    // signature: rpm's own check refuses it.
+    let (home, key) = signing_key();
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && createrepo_c --quiet --update . && rm -f repodata/repomd.xml.asc && \
+             GNUPGHOME={} gpg --batch --quiet --pinentry-mode loopback --passphrase '' -u {key} --armor --detach-sign -o repodata/repomd.xml.asc repodata/repomd.xml",
+            m.repo.join("rpm").display(),
+            home.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = m.dnf_run("upgrade --refresh");
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("GPG check FAILED"), "{}", text(&o));
+    assert!(
+        m.rpm_q("stalwart").starts_with("stalwart-0.15.5-1"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(m.running_binary(), "0.15.5");
 }

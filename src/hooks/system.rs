@@ -147,6 +147,20 @@ impl Engine for System {
         Ok(Systemd::connect()?.start(&s.unit, s.start_timeout())?)
     }
 
+    fn drop_holds(&self, _ctx: &Context) -> Result<Vec<String>, Error> {
+        let paths = HoldPaths::system();
+        let had: Vec<String> = policy::hold_files(&paths)?
+            .into_iter()
+            .filter(|h| h.ours_present)
+            .map(|h| h.path.display().to_string())
+            .collect();
+        policy::remove_holds(&paths)?;
+        Ok(had
+            .into_iter()
+            .map(|p| format!("removed the hold in {p}"))
+            .collect())
+    }
+
     fn purge_data_requested(&self) -> bool {
         let env = std::env::var(PURGE_DATA_ENV).unwrap_or_default();
         matches!(env.as_str(), "1" | "yes" | "true") || Path::new(PURGE_DATA_FILE).exists()

@@ -51,6 +51,53 @@ fn work_dir() -> PathBuf {
     .clone()
 }
 
+/// The GnuPG home of this test process and the fingerprint of its repository signing key,
+/// made once (`packaging/repo --new-key`), like an admin's own key.
+pub fn signing_key() -> &'static (PathBuf, String) {
+    static KEY: OnceLock<(PathBuf, String)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let home = work_dir().join("gnupg");
+        let scratch = work_dir().join("key-scratch");
+        let o = Command::new(repo_script())
+            .arg("--dir")
+            .arg(&scratch)
+            .arg("--gnupghome")
+            .arg(&home)
+            .arg("--new-key")
+            .output()
+            .expect("packaging/repo");
+        assert!(o.status.success(), "packaging/repo --new-key: {}", text(&o));
+        let fpr = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert_eq!(fpr.len(), 40, "a fingerprint: {fpr}");
+        (home, fpr)
+    })
+}
+
+fn repo_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/repo")
+}
+
+/// `packaging/repo` over `dir` (the apt suite of the unattended-upgrades pattern below), signed
+/// with `key` (a fingerprint in `home`), adding `files`.
+pub fn publish_signed(dir: &Path, home: &Path, key: &str, files: &[&Path]) -> Output {
+    Command::new(repo_script())
+        .arg("--dir")
+        .arg(dir)
+        .arg("--gnupghome")
+        .arg(home)
+        .args([
+            "--key",
+            key,
+            "--origin",
+            "stalwart-test",
+            "--codename",
+            "ci",
+        ])
+        .args(files)
+        .output()
+        .expect("packaging/repo")
+}
+
 /// `packaging/build ARGS --fast --out OUT`: the built files.
 pub fn packaging_build(args: &[&str], out: &Path) -> Vec<PathBuf> {
     let mut all = args.to_vec();
@@ -160,8 +207,9 @@ pub fn real_server_packages(release: &testbed::real::RealRelease) -> Built {
     b
 }
 
-/// A booted container with a local package repository bound at /srv/repo (read-write: the
-/// index is generated inside, with the container's apt-ftparchive / on the host's createrepo_c).
+/// A booted container with a local package repository bound at /srv/repo: built and signed on
+/// the host by `packaging/repo` (apt suite in apt/, dnf repository in rpm/), used inside with
+/// signature checks on.
 pub struct Machine {
     pub ct: Container,
     pub repo: PathBuf,
@@ -206,11 +254,12 @@ impl Machine {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    pub fn copy_into_repo(&self, files: &[&Path]) {
-        for f in files {
-            let name = f.file_name().expect("file name");
-            std::fs::copy(f, self.repo.join(name)).expect("copy package into repo");
-        }
+    /// Adds packages to the signed repository /srv/repo (host `packaging/repo`): the apt
+    /// suite in /srv/repo/apt, the dnf repository in /srv/repo/rpm.
+    pub fn publish(&self, files: &[&Path]) {
+        let (home, key) = signing_key();
+        let o = publish_signed(&self.repo, home, key, files);
+        assert!(o.status.success(), "packaging/repo: {}", text(&o));
     }
 
     pub fn helper(&self, args: &[&str]) -> Output {
@@ -281,9 +330,13 @@ impl Machine {
 
     fn apt_with(real: bool) -> Machine {
         let m = Machine::boot_with(real);
+        // Signature checks on, as an admin adds the repository: the key in /etc/apt/keyrings,
+        // named by signed-by (no trusted=yes).
+        m.publish(&[]);
+        m.sh_ok("install -D -m 0644 /srv/repo/stalwart-archive-keyring.gpg /etc/apt/keyrings/stalwart-archive-keyring.gpg");
         m.ct.write_file(
             "/etc/apt/sources.list.d/local.list",
-            "deb [trusted=yes] file:/srv/repo ./\n",
+            "deb [signed-by=/etc/apt/keyrings/stalwart-archive-keyring.gpg] file:/srv/repo/apt ./\n",
         )
         .expect("sources");
         m.ct.write_file(
@@ -300,16 +353,9 @@ APT::Periodic::RandomSleep "0";
         m
     }
 
-    /// Copies the .debs into the repository and regenerates Packages and Release.
+    /// Adds the .debs to the signed apt repository (Packages, Release, InRelease regenerated).
     pub fn publish_debs(&self, debs: &[&Path]) {
-        self.copy_into_repo(debs);
-        self.sh_ok(
-            "cd /srv/repo && apt-ftparchive packages . > Packages && \
-             apt-ftparchive -o APT::FTPArchive::Release::Origin=stalwart-test \
-               -o APT::FTPArchive::Release::Label=stalwart-test \
-               -o APT::FTPArchive::Release::Suite=ci -o APT::FTPArchive::Release::Codename=ci \
-               release . > ../Release.tmp && mv ../Release.tmp Release",
-        );
+        self.publish(debs);
     }
 
     pub fn apt_get(&self, args: &str) -> Output {
@@ -348,9 +394,14 @@ impl Machine {
     /// `dnf`, with the rpm database also providing what the `extra` packages require.
     pub fn dnf_with(extra: &[PathBuf]) -> Machine {
         let m = Machine::boot();
+        // The key as an admin installs it, from a copy they checked, not from the repository
+        // (whoever can change the repository could change a key it serves).
+        m.publish(&[]);
+        m.sh_ok("install -D -m 0644 /srv/repo/RPM-GPG-KEY-stalwart /etc/pki/rpm-gpg/RPM-GPG-KEY-stalwart");
         m.ct.write_file(
             "/etc/yum.repos.d/local.repo",
-            "[local]\nname=local\nbaseurl=file:///srv/repo\ngpgcheck=0\nenabled=1\nmetadata_expire=0\n",
+            "[local]\nname=local\nbaseurl=file:///srv/repo/rpm\nenabled=1\nmetadata_expire=0\n\
+             gpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-stalwart\n",
         )
         .expect("repo file");
         let base = base_provides_rpm(extra);
@@ -359,16 +410,9 @@ impl Machine {
         m
     }
 
-    /// Copies the .rpms into the repository and regenerates its metadata (host createrepo_c).
+    /// Adds the .rpms to the signed dnf repository (each package signed, repomd.xml signed).
     pub fn publish_rpms(&self, rpms: &[&Path]) {
-        self.copy_into_repo(rpms);
-        let o = Command::new("createrepo_c")
-            .arg("--quiet")
-            .arg("--update")
-            .arg(&self.repo)
-            .output()
-            .expect("createrepo_c (apt-get install createrepo-c)");
-        assert!(o.status.success(), "createrepo_c: {}", text(&o));
+        self.publish(rpms);
     }
 
     pub fn dnf_run(&self, args: &str) -> Output {
