@@ -191,6 +191,10 @@ pub fn main() -> i32 {
     // apt runs maintainer scripts on a pty: colours would end up in apt's output and term.log.
     let plain = matches!(cmd, Command::Hook { .. }) || std::env::var_os("NO_COLOR").is_some();
     init_logging(!plain && std::io::stderr().is_terminal());
+    // Bars only for an admin at a terminal: never in hooks (apt's terminal, dpkg's log).
+    if !matches!(cmd, Command::Hook { .. }) && std::io::stderr().is_terminal() {
+        crate::progress::enable();
+    }
     match run(cmd) {
         Ok(code) => code,
         Err(e) => {
@@ -238,7 +242,10 @@ fn init_logging(ansi: bool) {
         .with_writer(std::io::stderr)
         .without_time()
         .with_target(false)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() != crate::announce::TARGET
+        }));
     let journald = std::path::Path::new("/run/systemd/journal/socket")
         .exists()
         .then(|| {

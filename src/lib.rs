@@ -1,6 +1,7 @@
 //! stalwart-upgrade: a Stalwart server upgrade as a crash-safe transaction.
 //! See docs/DESIGN.md for the map of modules.
 
+pub mod announce;
 pub mod carry;
 pub mod child;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod hooks;
 pub mod journal;
 pub mod listener;
 pub mod policy;
+pub mod progress;
 pub mod rollback;
 pub mod serverconfig;
 pub mod serverenv;

@@ -241,6 +241,14 @@ pub(crate) fn close(
         })?;
     }
     archive(m.state, &begin.txid)?;
+    crate::announce::ended(
+        &begin.unit,
+        &begin.txid,
+        &begin.from.to_string(),
+        &begin.to.to_string(),
+        ending,
+        message,
+    );
     // What a rollback below 0.16 set aside is in the snapshot it took too (config copy).
     let aside = crate::crossing::aside_dir(m.state, &begin.txid);
     if aside.exists() {

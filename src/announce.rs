@@ -1,0 +1,102 @@
+//! What reaches the admin beyond stderr when a transaction ends: one journal entry per ending,
+//! with a MESSAGE_ID (`journalctl MESSAGE_ID=...`, explained by `journalctl -x` through the
+//! catalog the package ships) and OBJECT_SYSTEMD_UNIT, which makes root's entry part of
+//! `journalctl -u stalwart.service` (journalctl(1): -u also matches OBJECT_SYSTEMD_UNIT= of
+//! entries logged by uid 0). Under unattended-upgrades and dnf-automatic this entry, `status`
+//! exit 8 and their own mail are what an admin sees of a night-time failure; stderr is read by
+//! nobody there.
+
+use crate::journal::Ending;
+
+/// An upgrade committed: the new version runs and is healthy.
+pub const COMMITTED: &str = "331eb49cee5c4d81ab98ec8340f72c3f";
+/// An upgrade failed and was rolled back: the old version runs again.
+pub const ROLLED_BACK: &str = "97a59f1a87d94666b6cdc3b7fe31d9ca";
+/// An upgrade failed and its rollback did not finish: the server needs an admin.
+pub const FAILED: &str = "18e298dc631d4891b52753850fbf4650";
+/// An upgrade the package manager asked for was refused before any downtime.
+pub const REFUSED: &str = "e0e0a2aca43c424d95d5f6f993049904";
+
+/// The tracing target of these entries: the journald layer takes them, the stderr layer does
+/// not (what they say is printed there already, in the words of the caller).
+pub const TARGET: &str = "announce";
+
+pub fn message_id(ending: Ending) -> &'static str {
+    match ending {
+        Ending::Committed => COMMITTED,
+        Ending::RolledBack => ROLLED_BACK,
+        Ending::Failed => FAILED,
+    }
+}
+
+/// The journal entry for the end of transaction `txid` on `unit`, `from` -> `to`.
+pub fn ended(unit: &str, txid: &str, from: &str, to: &str, ending: Ending, message: &str) {
+    let id = message_id(ending);
+    match ending {
+        Ending::Committed => tracing::info!(
+            target: TARGET,
+            message_id = id,
+            object_systemd_unit = unit,
+            stalwart_upgrade_txid = txid,
+            stalwart_from = from,
+            stalwart_to = to,
+            "{message}"
+        ),
+        Ending::RolledBack => tracing::error!(
+            target: TARGET,
+            message_id = id,
+            object_systemd_unit = unit,
+            stalwart_upgrade_txid = txid,
+            stalwart_from = from,
+            stalwart_to = to,
+            "{message}"
+        ),
+        Ending::Failed => tracing::error!(
+            target: TARGET,
+            message_id = id,
+            object_systemd_unit = unit,
+            stalwart_upgrade_txid = txid,
+            stalwart_from = from,
+            stalwart_to = to,
+            "{message}"
+        ),
+    }
+}
+
+/// The journal entry for an upgrade to `to` refused before any downtime.
+pub fn refused(unit: &str, to: &str, why: &str) {
+    tracing::warn!(
+        target: TARGET,
+        message_id = REFUSED,
+        object_systemd_unit = unit,
+        stalwart_to = to,
+        "upgrade of {unit} to {to} refused before any downtime: {why}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_distinct_128_bit_hex() {
+        let ids = [COMMITTED, ROLLED_BACK, FAILED, REFUSED];
+        for id in ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        let mut sorted = ids.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+    }
+
+    #[test]
+    fn each_ending_has_its_own_id() {
+        assert_eq!(message_id(Ending::Committed), COMMITTED);
+        assert_eq!(message_id(Ending::RolledBack), ROLLED_BACK);
+        assert_eq!(message_id(Ending::Failed), FAILED);
+    }
+}
