@@ -64,3 +64,25 @@ fn create_verify_restore_prune_from_the_command_line() {
     );
     assert!(s.ct.path(&snap_dir).is_dir());
 }
+
+/// The long steps draw a progress bar for an admin at a terminal (a pseudo-terminal here), and
+/// nothing of the kind when stderr is a pipe or a file (the journal, a log, dpkg).
+#[test]
+fn progress_is_drawn_on_a_terminal_only() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.deliver(20);
+    let tty =
+        s.ct.sh_ok(&format!(
+            "script -qec '{} snapshot create --stop' /dev/null",
+            s.helper
+        ))
+        .unwrap();
+    s.ready();
+    assert!(tty.contains("hashing"), "{tty}");
+    assert!(tty.contains("B/s"), "a rate on the bar: {tty}");
+    let piped = s.helper(&["snapshot", "create", "--stop"], &[]);
+    assert_eq!(code(&piped), 0, "{}", text(&piped));
+    s.ready();
+    assert!(!text(&piped).contains("B/s"), "{}", text(&piped));
+    assert!(!text(&piped).contains('\r'), "{}", text(&piped));
+}

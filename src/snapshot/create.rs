@@ -149,6 +149,7 @@ impl Snapshots {
                 hashed: false,
             };
             let name = OsStr::new(&store.id);
+            let _progress = crate::progress::bytes(&format!("snapshot {}", store.id), 0);
             match (&store.kind, method) {
                 (_, StoreMethod::Covered) => {
                     snap.source = store

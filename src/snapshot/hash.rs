@@ -37,6 +37,7 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
         };
         total += n as u64;
         h.update(&buf[..n]);
+        crate::progress::advance(n as u64);
     }
     let digest = h.finalize();
     let mut hex = String::with_capacity(64);
@@ -49,6 +50,7 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 /// Hashes every path; result i belongs to paths[i]. Biggest files first so the threads finish
 /// together.
 pub(crate) fn hash_files(paths: &[(PathBuf, u64)]) -> Vec<std::io::Result<(String, u64)>> {
+    let _progress = crate::progress::bytes("hashing", paths.iter().map(|p| p.1).sum());
     let mut order: Vec<usize> = (0..paths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(paths[i].1));
     let threads = std::thread::available_parallelism()

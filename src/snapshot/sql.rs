@@ -155,7 +155,9 @@ fn run_piped(
         });
         let mut collected = Vec::new();
         let copied = match (stdout.as_mut(), output) {
-            (Some(out), Some(sink)) => std::io::copy(out, sink).map(|_| ()),
+            (Some(out), Some(sink)) => {
+                std::io::copy(out, &mut crate::progress::Counted(sink)).map(|_| ())
+            }
             (Some(out), None) => out.read_to_end(&mut collected).map(|_| ()),
             _ => Ok(()),
         };
