@@ -52,6 +52,7 @@ pub(super) fn copy(
 ) -> Result<PreCopy, fsutil::FsError> {
     let path = dir.path().join(name);
     let dst = dir.create_file(name, 0o600)?;
+    let _progress = crate::progress::bytes("pre-copy", m.size);
     let mut buf = vec![0u8; BLOCK];
     let mut blocks = Vec::with_capacity((m.size as usize).div_ceil(BLOCK));
     let mut off = 0u64;
@@ -65,6 +66,7 @@ pub(super) fn copy(
             .map_err(|e| fsutil::FsError::new("write", &path, e))?;
         blocks.push(fingerprint(&buf[..n]));
         off += n as u64;
+        crate::progress::advance(n as u64);
     }
     dst.sync_all()
         .map_err(|e| fsutil::FsError::new("fsync", &path, e))?;
@@ -109,24 +111,64 @@ pub(super) fn catch_up(
     let path = pre.dir.path().join(&pre.name);
     let copy = &pre.file;
     let _ = rustix::fs::fadvise(src, 0, None, rustix::fs::Advice::Sequential);
-    let mut buf = vec![0u8; BLOCK];
-    let mut done = CaughtUp::default();
+    // This runs inside the downtime and reads the whole file: one contiguous range of blocks
+    // per core (reading from the page cache is what costs, not the fingerprints).
+    let len = m.size;
+    let total = len.div_ceil(BLOCK as u64) as usize;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, total.max(1));
+    let per = total.div_ceil(threads);
+    let rewritten = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<u64, fsutil::FsError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (path, rewritten) = (&path, &rewritten);
+                s.spawn(move || {
+                    catch_up_range(
+                        pre,
+                        src,
+                        copy,
+                        path,
+                        t * per..((t + 1) * per).min(total),
+                        rewritten,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(fsutil::FsError::new(
+                        "compare",
+                        &path,
+                        std::io::Error::other("catch-up thread failed"),
+                    ))
+                })
+            })
+            .collect()
+    });
     let mut off = 0u64;
-    loop {
-        let n =
-            read_block(src, &mut buf, off).map_err(|e| fsutil::FsError::new("read", &path, e))?;
-        if n == 0 {
-            break;
-        }
-        let i = done.blocks;
-        if pre.blocks.get(i) != Some(&fingerprint(&buf[..n])) {
-            copy.write_all_at(&buf[..n], off)
-                .map_err(|e| fsutil::FsError::new("write", &path, e))?;
-            done.rewritten += 1;
-        }
-        done.blocks += 1;
-        off += n as u64;
+    for r in results {
+        off += r?;
     }
+    if off != len {
+        // The file changed size under us: the server is not really stopped.
+        return Err(fsutil::FsError::new(
+            "read",
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("read {off} bytes of a {len}-byte file (is the server really stopped?)"),
+            ),
+        ));
+    }
+    let done = CaughtUp {
+        blocks: total,
+        rewritten: rewritten.into_inner(),
+    };
     rustix::fs::ftruncate(copy, off)
         .map_err(|e| fsutil::FsError::new("truncate", &path, std::io::Error::from(e)))?;
     copy.sync_all()
@@ -138,6 +180,34 @@ pub(super) fn catch_up(
     pre.dir.rename(&pre.name, dst, dst_name)?;
     dst.fsync()?;
     Ok(done)
+}
+
+/// Compares and rewrites blocks `range` of `src` into `copy`; the bytes read.
+fn catch_up_range(
+    pre: &PreCopy,
+    src: &std::fs::File,
+    copy: &std::fs::File,
+    path: &Path,
+    range: std::ops::Range<usize>,
+    rewritten: &std::sync::atomic::AtomicUsize,
+) -> Result<u64, fsutil::FsError> {
+    let mut buf = vec![0u8; BLOCK];
+    let mut read = 0u64;
+    for i in range {
+        let off = (i * BLOCK) as u64;
+        let n =
+            read_block(src, &mut buf, off).map_err(|e| fsutil::FsError::new("read", path, e))?;
+        if pre.blocks.get(i) != Some(&fingerprint(&buf[..n])) {
+            copy.write_all_at(&buf[..n], off)
+                .map_err(|e| fsutil::FsError::new("write", path, e))?;
+            rewritten.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        read += n as u64;
+        if n < BLOCK {
+            break;
+        }
+    }
+    Ok(read)
 }
 
 /// The directory for this process's precopies in the snapshot root (created 0700).
