@@ -1,32 +1,317 @@
-//! Downtime of a patch upgrade (stop issued -> new version answers /healthz/ready), against a
-//! bare `systemctl stop` + `systemctl start` + wait-for-ready of the same unit, in a booted
-//! container. Prints both and the ratio. `cargo bench --bench downtime` (root; uses the testbed).
+//! Downtime (stop issued -> the new version answers /healthz/ready, from the journal) of patch
+//! upgrades, minor upgrades and automatic rollbacks, each as a ratio to a bare
+//! `systemctl stop` + `systemctl start` + ready of the same server in the same run, for a
+//! RocksDB-like directory and a SQLite file of 1 and 4 GiB (stand-in server, booted container),
+//! and a PostgreSQL database of 1 and 4 GiB (upstream's real 0.15 server).
+//! Plus the helper's peak RSS. `cargo bench --bench downtime` (root; uses the testbed and the
+//! release build of the helper). `DOWNTIME_BENCH_GIB=1,4` picks the sizes, `DOWNTIME_BENCH_ROUNDS`
+//! the rounds (median reported), `DOWNTIME_BENCH_STORES=rocksdb,sqlite,postgres` the stores.
 
 use std::time::{Duration, Instant};
 use testbed::stalwart::{self, ServerLayout};
 use testbed::{Container, Fault};
 
-const ROUNDS: u32 = 5;
-
-fn ready_loop(ct: &Container) -> Duration {
-    // Poll from inside, as the health gate does, every 20 ms.
+/// Bare stop + start + ready, polled from inside every 20 ms as the health gate does.
+fn bare_restart(ct: &Container) -> Duration {
     let script = "systemctl stop stalwart.service && systemctl start stalwart.service && \
                   until curl -sf -o /dev/null http://127.0.0.1:8080/healthz/ready; do sleep 0.02; done";
     // Like the helper, clear the start-rate counter first (5 restarts in 10 s hit the limit).
-    ct.exec_ok(&["systemctl", "reset-failed", "stalwart.service"])
-        .unwrap_or_default();
+    let _ = ct.exec_ok(&["systemctl", "reset-failed", "stalwart.service"]);
     let t = Instant::now();
     let out = ct.sh(script);
     assert!(out.status.success(), "{out:?}");
     t.elapsed()
 }
 
-/// ru_maxrss (KiB) over terminated, waited-for descendants: includes the helper run through
-/// nsenter, which waits for it.
-fn children_maxrss_kib() -> i64 {
-    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-        .map(|u| u.max_rss())
-        .unwrap_or(0)
+/// The helper's peak RSS (KiB) over every run of it in this bench, measured inside the
+/// container by a wrapper that waits for it (ru_maxrss of its waited-for children: the helper
+/// and the dump tools it waits for, not the server, which systemd starts).
+static PEAK_RSS_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+const RSS_WRAPPER: &str = r#"import resource, subprocess, sys
+r = subprocess.call(sys.argv[1:])
+sys.stderr.write("\nbench-maxrss-kib=%d\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(r)
+"#;
+
+/// Runs the helper with `args` through the RSS wrapper; records its peak.
+fn helper_run(ct: &Container, helper: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    ct.write_file("/usr/local/share/bench-rss.py", RSS_WRAPPER)?;
+    let mut full = vec!["python3", "/usr/local/share/bench-rss.py", helper];
+    full.extend(args);
+    let out = ct.exec_timeout(&full, Duration::from_secs(1800));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if let Some(kib) = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench-maxrss-kib="))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .next_back()
+    {
+        PEAK_RSS_KIB.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(out)
+}
+
+/// Fills the (stopped) server's store with about `gib` GiB of mail-like records, as its user.
+fn fill(ct: &Container, kind: &str, gib: u64) -> anyhow::Result<()> {
+    let script = match kind {
+        "sqlite" => format!(
+            r#"import os, sqlite3, base64
+db = sqlite3.connect("/opt/stalwart/data/index.sqlite3")
+db.execute("PRAGMA journal_mode=WAL")
+blob = base64.b64encode(os.urandom(786432)).decode()  # 1 MiB of text
+schema = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()[0]
+for i in range({n}):
+    db.execute("INSERT OR REPLACE INTO records VALUES (?, ?)", ("mail/bench%08d" % i, "s%d:%08d%s" % (schema, i, blob)))
+    if i % 64 == 63: db.commit()
+db.commit(); db.execute("PRAGMA wal_checkpoint(TRUNCATE)"); db.close()
+"#,
+            n = gib * 1024
+        ),
+        _ => format!(
+            r#"import os, json, hashlib, struct, base64
+d = "/opt/stalwart/data"
+cur = open(d + "/CURRENT").read().strip()
+m = json.load(open(d + "/" + cur))
+blob = base64.b64encode(os.urandom(786432))  # 1 MiB
+schema = m["schema"]
+for t in range({tables}):
+    name = "%06d.sst" % m["next_file"]; m["next_file"] += 1
+    body = b"STNDSST1" + struct.pack("<I", 64)
+    for i in range(64):
+        k = ("mail/bench%08d" % (t * 64 + i)).encode(); v = b"s%d:%08d" % (schema, t * 64 + i) + blob
+        body += struct.pack("<I", len(k)) + k + struct.pack("<I", len(v)) + v
+    body += hashlib.sha256(body).digest()
+    with open(d + "/" + name, "wb") as f: f.write(body); f.flush(); os.fsync(f.fileno())
+    m["sst"].append(name)
+new = "MANIFEST-%06d" % m["next_file"]; m["next_file"] += 1
+json.dump(m, open(d + "/" + new, "w")); open(d + "/CURRENT.tmp", "w").write(new + "\n")
+os.rename(d + "/CURRENT.tmp", d + "/CURRENT"); os.remove(d + "/" + cur)
+"#,
+            tables = gib * 16
+        ),
+    };
+    ct.write_file("/usr/local/share/fill.py", script)?;
+    ct.exec_ok(&["chmod", "0644", "/usr/local/share/fill.py"])?;
+    ct.sh_ok("systemctl stop stalwart.service && runuser -u stalwart -- python3 /usr/local/share/fill.py && systemctl start stalwart.service")?;
+    stalwart::wait_ready(ct, Duration::from_secs(600))?;
+    Ok(())
+}
+
+/// The last transaction's record in `history --json`.
+fn last(ct: &Container, helper: &str) -> anyhow::Result<serde_json::Value> {
+    let h = ct.exec_ok(&[helper, "history", "--json"])?;
+    let h: serde_json::Value = serde_json::from_str(&h)?;
+    Ok(h.as_array()
+        .and_then(|a| a.last())
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The last transaction's journal records.
+fn journal(ct: &Container, helper: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let txid = last(ct, helper)?["txid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let j = ct.exec_ok(&[
+        "cat",
+        &format!("/var/lib/stalwart-upgrade/history/{txid}.jsonl"),
+    ])?;
+    j.lines()
+        .map(|l| serde_json::from_str(l).map_err(Into::into))
+        .collect()
+}
+
+/// When the journal says `rec`/`key`=`name` reached `phase`.
+fn at(records: &[serde_json::Value], rec: &str, key: &str, name: &str, phase: &str) -> Option<u64> {
+    records
+        .iter()
+        .find(|r| r["rec"] == rec && r[key] == name && r["phase"] == phase)
+        .and_then(|r| r["at"].as_u64())
+}
+
+/// An upgrade to `rel`: its downtime from the journal (stop started -> ready), and the part of
+/// it that is the new server's own start -> ready (a migration runs there).
+fn upgrade(
+    ct: &Container,
+    helper: &str,
+    rel: &std::path::Path,
+) -> anyhow::Result<(Duration, Duration)> {
+    let p = ct
+        .target_path(rel)
+        .ok_or_else(|| anyhow::anyhow!("release not under target/"))?;
+    upgrade_path(ct, helper, &p)
+}
+
+/// `upgrade`, to the binary at `p` inside the container.
+fn upgrade_path(ct: &Container, helper: &str, p: &str) -> anyhow::Result<(Duration, Duration)> {
+    let out = helper_run(ct, helper, &["upgrade", "--to", p, "--yes"])?;
+    anyhow::ensure!(out.status.success(), "upgrade to {}: {out:?}", p);
+    let l = last(ct, helper)?;
+    let ms = l["downtime_ms"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no downtime in {l}"))?;
+    let j = journal(ct, helper)?;
+    let server = match (
+        at(&j, "step", "step", "start", "started"),
+        at(&j, "step", "step", "health", "done"),
+    ) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => anyhow::bail!("no start/health records in {j:?}"),
+    };
+    Ok((Duration::from_millis(ms), Duration::from_millis(server)))
+}
+
+/// An upgrade to a release that fails at start, rolled back automatically: the time from the
+/// failure seen (the abort record) to the old version healthy again (undo-start done).
+fn rollback(ct: &Container, helper: &str, rel: &std::path::Path) -> anyhow::Result<Duration> {
+    let p = ct
+        .target_path(rel)
+        .ok_or_else(|| anyhow::anyhow!("release not under target/"))?;
+    let out = helper_run(ct, helper, &["upgrade", "--to", &p, "--yes", "--retry"])?;
+    anyhow::ensure!(out.status.code() == Some(5), "expected a rollback: {out:?}");
+    let j = journal(ct, helper)?;
+    let abort = j
+        .iter()
+        .find(|r| r["rec"] == "abort")
+        .and_then(|r| r["at"].as_u64());
+    match (abort, at(&j, "undo", "undo", "start", "done")) {
+        (Some(a), Some(b)) => Ok(Duration::from_millis(b.saturating_sub(a))),
+        _ => anyhow::bail!("no abort/undo-start in {j:?}"),
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+struct Row {
+    store: &'static str,
+    gib: u64,
+    bare: Duration,
+    patch: Duration,
+    patch_server: Duration,
+    /// The minor upgrade's downtime and the new server's own start -> ready within it.
+    minor: Option<(Duration, Duration)>,
+    rollback: Duration,
+}
+
+fn run(
+    kind: &'static str,
+    gib: u64,
+    rounds: u32,
+    helper_host: &std::path::Path,
+) -> anyhow::Result<Row> {
+    let ct = Container::boot()?;
+    let layout = if kind == "sqlite" {
+        ServerLayout::sqlite()
+    } else {
+        ServerLayout::rocksdb()
+    };
+    // A minor upgrade is measured from 0.14.3 -> 0.15.5 (the stand-in's migration rewrites every
+    // record, as a real minor migration may); patch upgrades and the rollback on 0.15.x.
+    stalwart::install_server(
+        &ct,
+        &testbed::standin_release("0.14.3", Fault::None, 0),
+        layout,
+    )?;
+    stalwart::wait_ready(&ct, Duration::from_secs(30))?;
+    ct.write_file("/etc/stalwart-upgrade/config.toml", BENCH_CONFIG)?;
+    let helper = ct
+        .target_path(helper_host)
+        .ok_or_else(|| anyhow::anyhow!("helper not under target/"))?;
+    fill(&ct, kind, gib)?;
+    let _ = ct.exec_ok(&[&helper, "allow", "0.15"])?;
+    let minor = upgrade(
+        &ct,
+        &helper,
+        &testbed::standin_release("0.15.5", Fault::None, 0),
+    )?;
+    let mut bare = Vec::new();
+    let mut patch = Vec::new();
+    let mut patch_server = Vec::new();
+    for i in 0..rounds {
+        bare.push(bare_restart(&ct));
+        let v = format!("0.15.{}", 6 + i);
+        let (d, server) = upgrade(&ct, &helper, &testbed::standin_release(&v, Fault::None, 0))?;
+        patch.push(d);
+        patch_server.push(server);
+    }
+    // The rollback: a broken patch release that exits at start (the gate sees the unit fail).
+    let rb = rollback(
+        &ct,
+        &helper,
+        &testbed::standin_release("0.15.99", Fault::CrashAtStart, 0),
+    )?;
+    Ok(Row {
+        store: kind,
+        gib,
+        bare: median(&mut bare),
+        patch: median(&mut patch),
+        patch_server: median(&mut patch_server),
+        minor: Some(minor),
+        rollback: rb,
+    })
+}
+
+const BENCH_CONFIG: &str =
+    "[timeouts]\nsettle_secs = 0\nready_secs = 600\n[webadmin]\nenabled = false\n";
+
+/// A PostgreSQL store needs a real server (the stand-in has none): upstream's 0.15.4 -> 0.15.5
+/// with its data in the container's PostgreSQL, grown by `gib` GiB of 1 MiB rows (random, so no
+/// compression helps) in a table of the store's database. A patch upgrade (one round: there are
+/// two real 0.15 releases) and the automatic rollback from a release that fails at start; no
+/// minor upgrade (the real minor from 0.15 is the crossing to 0.16, which its own tests cover).
+fn run_pg(gib: u64, rounds: u32, helper_host: &std::path::Path) -> anyhow::Result<Option<Row>> {
+    let (Some(old), Some(new)) = (
+        testbed::real::release("0.15.4"),
+        testbed::real::release("0.15.5"),
+    ) else {
+        eprintln!("postgres: skipped, the real 0.15.4 and 0.15.5 binaries are not in the cache");
+        return Ok(None);
+    };
+    let ct = Container::builder()
+        .bind_ro(testbed::real::cache_dir(), testbed::real::IN_CONTAINER)
+        .boot()?;
+    testbed::real_server::RealServer::install(&ct, old, testbed::real::Backend::Postgres)?;
+    ct.write_file("/etc/stalwart-upgrade/config.toml", BENCH_CONFIG)?;
+    let helper = ct
+        .target_path(helper_host)
+        .ok_or_else(|| anyhow::anyhow!("helper not under target/"))?;
+    let psql = format!(
+        "PGPASSWORD='{}' psql -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U stalwart stalwart",
+        testbed::real_server::PG_SECRET
+    );
+    // 1 MiB of random bytes (32768 md5s), stored once per row with the row number appended.
+    ct.sh_ok(&format!(
+        "{psql} -c \"CREATE TABLE bench_fill (k int PRIMARY KEY, v bytea); \
+         ALTER TABLE bench_fill ALTER COLUMN v SET STORAGE EXTERNAL; \
+         CREATE TEMP TABLE seed AS SELECT decode(string_agg(md5(random()::text) || md5(random()::text), ''), 'hex') AS v FROM generate_series(1, 32768); \
+         INSERT INTO bench_fill SELECT g, (SELECT v FROM seed) || int4send(g) FROM generate_series(1, {n}) g;\" && \
+         {psql} -c 'VACUUM ANALYZE bench_fill' && {psql} -At -c \"SELECT pg_size_pretty(pg_database_size('stalwart'))\"",
+        n = gib * 1024
+    ))?;
+    let mut bare = Vec::new();
+    for _ in 0..rounds {
+        bare.push(bare_restart(&ct));
+    }
+    let (patch, patch_server) = upgrade_path(&ct, &helper, &new.in_container())?;
+    let rb = rollback(
+        &ct,
+        &helper,
+        &testbed::standin_release("0.15.99", Fault::CrashAtStart, 0),
+    )?;
+    Ok(Some(Row {
+        store: "postgres",
+        gib,
+        bare: median(&mut bare),
+        patch,
+        patch_server,
+        minor: None,
+        rollback: rb,
+    }))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,83 +319,86 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     testbed::preflight()?;
-    let ct = Container::boot()?;
-    stalwart::install_server(
-        &ct,
-        &testbed::standin_release("0.15.5", Fault::None, 0),
-        ServerLayout::rocksdb(),
-    )?;
-    stalwart::wait_ready(&ct, Duration::from_secs(30))?;
-    ct.write_file(
-        "/etc/stalwart-upgrade/config.toml",
-        "[timeouts]\nsettle_secs = 0\n[webadmin]\nenabled = false\n",
-    )?;
-    let helper = ct
-        .target_path(testbed::target_dir().join("debug/stalwart-upgrade"))
-        .ok_or_else(|| anyhow::anyhow!("helper not under target/"))?;
-
-    // Peak RSS of the waited-for descendants so far (curl, systemctl, nsenter): the baseline that
-    // the helper's own peak must exceed to show up below.
-    let before_rss = children_maxrss_kib();
-    let mut bare = Vec::new();
-    let mut upgrade = Vec::new();
-    let mut whole = Vec::new();
-    for i in 0..ROUNDS {
-        bare.push(ready_loop(&ct));
-        let v = format!("0.15.{}", 6 + i);
-        let rel = ct
-            .target_path(testbed::standin_release(&v, Fault::None, 0))
-            .ok_or_else(|| anyhow::anyhow!("release not under target/"))?;
-        let t = Instant::now();
-        let out = ct.exec(&[&helper, "upgrade", "--to", &rel, "--yes"]);
-        whole.push(t.elapsed());
-        anyhow::ensure!(out.status.success(), "upgrade to {v}: {out:?}");
-        // Downtime from the journal: stop started -> health done (settle_secs = 0).
-        let h = ct.exec_ok(&[&helper, "history", "--json"])?;
-        let h: serde_json::Value = serde_json::from_str(&h)?;
-        let last = h
-            .as_array()
-            .and_then(|a| a.last())
-            .cloned()
-            .unwrap_or_default();
-        let ms = last["downtime_ms"]
-            .as_u64()
-            .ok_or_else(|| anyhow::anyhow!("no downtime in {last}"))?;
-        upgrade.push(Duration::from_millis(ms));
+    let sizes: Vec<u64> = std::env::var("DOWNTIME_BENCH_GIB")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rounds: u32 = std::env::var("DOWNTIME_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let stores =
+        std::env::var("DOWNTIME_BENCH_STORES").unwrap_or_else(|_| "rocksdb,sqlite,postgres".into());
+    // The packaged helper is a release build: measure that one.
+    let helper = ["release", "debug"]
+        .iter()
+        .map(|p| testbed::target_dir().join(p).join("stalwart-upgrade"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("no helper binary under target/"))?;
+    let mut rows = Vec::new();
+    for kind in stores.split(',').map(str::trim) {
+        for &gib in &sizes {
+            eprintln!("measuring {kind} {gib} GiB ...");
+            match kind {
+                "rocksdb" => rows.push(run("rocksdb", gib, rounds, &helper)?),
+                "sqlite" => rows.push(run("sqlite", gib, rounds, &helper)?),
+                "postgres" => rows.extend(run_pg(gib, rounds, &helper)?),
+                other => anyhow::bail!("unknown store {other:?} in DOWNTIME_BENCH_STORES"),
+            }
+        }
     }
-    let med = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (b, u, w) = (med(&mut bare), med(&mut upgrade), med(&mut whole));
-    println!("patch upgrade downtime, median of {ROUNDS} (stand-in server, RocksDB-like store):");
+    print_table(&rows, rounds, &helper);
     println!(
-        "  bare stop + start + ready:        {:>7.1} ms",
-        b.as_secs_f64() * 1e3
+        "peak RSS of the helper (with the dump tools it waits for): {:.1} MiB",
+        PEAK_RSS_KIB.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
     );
-    println!(
-        "  stalwart-upgrade stop -> ready:   {:>7.1} ms",
-        u.as_secs_f64() * 1e3
-    );
-    println!(
-        "  ratio upgrade / bare:             {:>7.2}",
-        u.as_secs_f64() / b.as_secs_f64()
-    );
-    println!(
-        "  whole `upgrade` command:          {:>7.1} ms (stage, snapshot hashing, commit included)",
-        w.as_secs_f64() * 1e3
-    );
-    let after_rss = children_maxrss_kib();
-    if after_rss > before_rss {
-        println!(
-            "  peak RSS of the helper:           {:>7.1} MiB (getrusage of waited-for descendants)",
-            after_rss as f64 / 1024.0
-        );
-    } else {
-        println!(
-            "  peak RSS of the helper:        <= {:>7.1} MiB (no larger than the other tools run)",
-            before_rss as f64 / 1024.0
-        );
-    }
     Ok(())
+}
+
+fn print_table(rows: &[Row], rounds: u32, helper: &std::path::Path) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "downtime, median of {rounds} (stand-in server; postgres: real 0.15, one patch round), helper {}:",
+        helper.display()
+    );
+    println!(
+        "store    size   bare ms  patch ms ratio  minor ms ratio (server's start->ready ms)  rollback ms ratio"
+    );
+    for r in rows {
+        let ratio = |d: Duration| d.as_secs_f64() / r.bare.as_secs_f64();
+        let minor = r
+            .minor
+            .map(|(m, server)| format!("{:>9.0} {:>5.2} ({:>8.0})", ms(m), ratio(m), ms(server)))
+            .unwrap_or_else(|| format!("{:>9} {:>5} ({:>8})", "-", "-", "-"));
+        println!(
+            "{:<8} {:>2} GiB {:>8.0} {:>9.0} {:>5.2} {minor}                {:>11.0} {:>5.2}",
+            r.store,
+            r.gib,
+            ms(r.bare),
+            ms(r.patch),
+            ratio(r.patch),
+            ms(r.rollback),
+            ratio(r.rollback)
+        );
+        // The minor upgrade without the new server's own start -> ready (where the stand-in's
+        // migration rewrites every record), next to the same share of the patch upgrade.
+        if let Some((m, server)) = r.minor {
+            println!(
+                "         stop -> new server started: minor {:.0} ms, patch {:.0} ms",
+                ms(m.saturating_sub(server)),
+                ms(r.patch.saturating_sub(r.patch_server))
+            );
+        }
+    }
+    let by = |store: &str, gib: u64| rows.iter().find(|r| r.store == store && r.gib == gib);
+    for store in ["rocksdb", "sqlite", "postgres"] {
+        if let (Some(a), Some(b)) = (by(store, 1), by(store, 4)) {
+            let g = |r: &Row| r.patch.as_secs_f64() / r.bare.as_secs_f64();
+            println!(
+                "{store}: patch ratio at 4 GiB / at 1 GiB = {:.2}",
+                g(b) / g(a)
+            );
+        }
+    }
 }

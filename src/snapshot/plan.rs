@@ -65,7 +65,7 @@ impl Snapshots {
                 (StoreKind::PostgreSql(c), _) => {
                     p.source = sql_source("postgresql", c);
                     p.data_bytes = sql::pg_size(c, super::tool_identity(&cfg.path, None));
-                    // A custom-format dump is compressed; the database size bounds it.
+                    // An uncompressed custom-format dump: about the database size.
                     p.bytes_needed = p.data_bytes;
                 }
                 (StoreKind::MySql(c), _) => {
