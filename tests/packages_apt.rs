@@ -54,10 +54,20 @@ fn apt_install_upgrade_remove_purge() {
     );
     let cat = m.sh_ok("systemd-tmpfiles --cat-config");
     assert!(
-        cat.contains("d /opt/stalwart/data 0750 stalwart stalwart"),
+        cat.contains("d /opt/stalwart/data :0750 :stalwart :stalwart"),
         "{cat}"
     );
     assert!(cat.contains("d /run/stalwart-upgrade"), "{cat}");
+    // Applied again (as at every boot): the prefix is root's again, an admin's mode on data/
+    // stays.
+    m.sh_ok(
+        "chmod 0700 /opt/stalwart/data && chmod 0775 /opt/stalwart && systemd-tmpfiles --create",
+    );
+    assert_eq!(
+        m.sh_ok("stat -c '%a' /opt/stalwart /opt/stalwart/data"),
+        "755\n700\n"
+    );
+    m.sh_ok("chmod 0750 /opt/stalwart/data");
     // needrestart leaves the server to the helper, and only the server.
     let nr = m.sh_ok(
         r#"perl -e 'our %nrconf; do "/etc/needrestart/conf.d/stalwart.conf"; die "load: $@" if $@; for my $u ("stalwart.service", "stalwart-upgrade-recover.service", "postfix.service") { my @m = grep { $u =~ $_ && !$nrconf{override_rc}{$_} } keys %{$nrconf{override_rc}}; print "$u ", (@m ? "excluded" : "restartable"), "\n" }'"#,
