@@ -29,37 +29,32 @@ pub fn message_id(ending: Ending) -> &'static str {
     }
 }
 
-/// The journal entry for the end of transaction `txid` on `unit`, `from` -> `to`.
+/// One entry with the fields every ending carries, at a level fixed per call site (tracing's
+/// levels are part of the callsite, not a value).
+macro_rules! ending_entry {
+    ($level:ident, $id:expr, $unit:expr, $txid:expr, $from:expr, $to:expr, $message:expr) => {
+        tracing::$level!(
+            target: TARGET,
+            message_id = $id,
+            object_systemd_unit = $unit,
+            stalwart_upgrade_txid = $txid,
+            stalwart_from = $from,
+            stalwart_to = $to,
+            "{}",
+            $message
+        )
+    };
+}
+
+/// The journal entry for the end of transaction `txid` on `unit`, `from` -> `to`: info when it
+/// committed, error when it did not (rollback done or not: the ids tell them apart).
 pub fn ended(unit: &str, txid: &str, from: &str, to: &str, ending: Ending, message: &str) {
     let id = message_id(ending);
     match ending {
-        Ending::Committed => tracing::info!(
-            target: TARGET,
-            message_id = id,
-            object_systemd_unit = unit,
-            stalwart_upgrade_txid = txid,
-            stalwart_from = from,
-            stalwart_to = to,
-            "{message}"
-        ),
-        Ending::RolledBack => tracing::error!(
-            target: TARGET,
-            message_id = id,
-            object_systemd_unit = unit,
-            stalwart_upgrade_txid = txid,
-            stalwart_from = from,
-            stalwart_to = to,
-            "{message}"
-        ),
-        Ending::Failed => tracing::error!(
-            target: TARGET,
-            message_id = id,
-            object_systemd_unit = unit,
-            stalwart_upgrade_txid = txid,
-            stalwart_from = from,
-            stalwart_to = to,
-            "{message}"
-        ),
+        Ending::Committed => ending_entry!(info, id, unit, txid, from, to, message),
+        Ending::RolledBack | Ending::Failed => {
+            ending_entry!(error, id, unit, txid, from, to, message)
+        }
     }
 }
 

@@ -403,12 +403,7 @@ impl Dir {
         to_dir: &Dir,
         to: impl AsRef<OsStr>,
     ) -> Result<()> {
-        let (from, to) = (
-            self.check_name(from.as_ref())?,
-            to_dir.check_name(to.as_ref())?,
-        );
-        rustix::fs::renameat_with(&self.fd, from, &to_dir.fd, to, RenameFlags::empty())
-            .map_err(|e| FsError::new("rename", to_dir.child(to), errno(e)))
+        self.rename_with(from.as_ref(), to_dir, to.as_ref(), RenameFlags::empty())
     }
 
     /// `renameat2(.., RENAME_NOREPLACE)`: fails when `to` exists.
@@ -418,11 +413,18 @@ impl Dir {
         to_dir: &Dir,
         to: impl AsRef<OsStr>,
     ) -> Result<()> {
-        let (from, to) = (
-            self.check_name(from.as_ref())?,
-            to_dir.check_name(to.as_ref())?,
-        );
-        rustix::fs::renameat_with(&self.fd, from, &to_dir.fd, to, RenameFlags::NOREPLACE)
+        self.rename_with(from.as_ref(), to_dir, to.as_ref(), RenameFlags::NOREPLACE)
+    }
+
+    fn rename_with(
+        &self,
+        from: &OsStr,
+        to_dir: &Dir,
+        to: &OsStr,
+        flags: RenameFlags,
+    ) -> Result<()> {
+        let (from, to) = (self.check_name(from)?, to_dir.check_name(to)?);
+        rustix::fs::renameat_with(&self.fd, from, &to_dir.fd, to, flags)
             .map_err(|e| FsError::new("rename", to_dir.child(to), errno(e)))
     }
 

@@ -128,6 +128,12 @@ pub(crate) fn is_our_dnf_spec(l: &str) -> bool {
 
 /// Removes our block (and any unmarked spec of ours) from versionlock.list text.
 pub(crate) fn strip_dnf_block(text: &str) -> String {
+    strip_marked(text, is_our_dnf_spec)
+}
+
+/// `text` without the lines between our markers (markers included) and without the other lines
+/// `also_ours` claims.
+fn strip_marked(text: &str, also_ours: impl Fn(&str) -> bool) -> String {
     let mut out = String::new();
     let mut inside = false;
     for l in text.lines() {
@@ -141,7 +147,7 @@ pub(crate) fn strip_dnf_block(text: &str) -> String {
             }
             continue;
         }
-        if is_our_dnf_spec(l) {
+        if also_ours(l) {
             continue;
         }
         out.push_str(l);
@@ -173,23 +179,7 @@ pub(crate) fn dnf5_entry(line: &str) -> Result<String, PolicyError> {
 }
 
 pub(crate) fn strip_dnf5_block(text: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for l in text.lines() {
-        if l.starts_with(MARK_BEGIN) {
-            inside = true;
-            continue;
-        }
-        if inside {
-            if l.starts_with(MARK_END) {
-                inside = false;
-            }
-            continue;
-        }
-        out.push_str(l);
-        out.push('\n');
-    }
-    out
+    strip_marked(text, |_| false)
 }
 
 /// dnf 5 rewrites versionlock.toml without comments on `dnf versionlock add`, which removes our
