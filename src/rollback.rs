@@ -22,18 +22,20 @@ pub struct RollbackRequest {
 }
 
 pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
-    let state = StateDir::open(&ctx.settings.state_dir)?;
-    let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
-    let m = Resources::new(ctx, &state);
-    if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
-        return Ok(report);
-    }
-    let (plan, back) = plan(&m, req).map_err(Error::before_downtime)?;
-    let mut begin = plan_begin(ctx, &plan);
+    transaction::after_recovery(ctx, |m| run_recovered(m, req))
+}
+
+fn run_recovered(m: &Resources, req: &RollbackRequest) -> Result<Report, Error> {
+    let (plan, back) = plan(m, req).map_err(Error::before_downtime)?;
+    // The upgrade's record of the same plan, as a rollback (its restore comes from `back`).
+    let mut begin = Begin {
+        kind: TxKind::Rollback,
+        ..plan.begin(m.ctx)
+    };
     begin.restore_from = back.restore_from.clone();
     begin.restore_data = back.restore_from.is_some();
     let known = m.snapshots().prehash(&plan.server_config);
-    let mut tx = Transaction::begin(&m, begin).map_err(Error::before_downtime)?;
+    let mut tx = Transaction::begin(m, begin).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &back, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),
@@ -141,28 +143,6 @@ fn steps(
     );
     tx.step(Step::Health, |m, _| steps::healthy(m, to_config, &expect))?;
     Ok(())
-}
-
-fn plan_begin(ctx: &Context, plan: &Plan) -> Begin {
-    let s = &ctx.settings;
-    Begin {
-        txid: transaction::new_txid(&plan.from, &plan.to),
-        seq: 0,
-        kind: TxKind::Rollback,
-        unit: plan.unit.clone(),
-        from: plan.from.clone(),
-        to: plan.to.clone(),
-        class: plan.class,
-        was_active: plan.unit_active,
-        bin_dir: s.bin_dir(),
-        staged_dir: s.staged_dir(),
-        old_sha256: plan.old_sha256.clone(),
-        new_sha256: plan.target_sha256.clone(),
-        restore_data: false,
-        restore_from: None,
-        server_config: plan.server_config.path.clone(),
-        listeners: plan.listeners.clone(),
-    }
 }
 
 /// Picks the release and, when the schema may have moved since it ran, the snapshot taken

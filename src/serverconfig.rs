@@ -34,6 +34,16 @@ pub enum ServerConfigError {
     Malformed { path: PathBuf, message: String },
 }
 
+impl ServerConfigError {
+    /// `Malformed` errors about the config at `path`, from a message.
+    pub(crate) fn malformed_in(path: &Path) -> impl Fn(String) -> ServerConfigError + '_ {
+        move |message| ServerConfigError::Malformed {
+            path: path.to_owned(),
+            message,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Generation {
@@ -216,10 +226,7 @@ impl ServerConfig {
         text: &str,
         reader: &files::Reader,
     ) -> Result<ServerConfig, ServerConfigError> {
-        let malformed = |message: String| ServerConfigError::Malformed {
-            path: path.to_owned(),
-            message,
-        };
+        let malformed = ServerConfigError::malformed_in(path);
         let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| malformed(e.message().to_string()))?;
@@ -299,10 +306,7 @@ impl ServerConfig {
         text: &str,
         reader: &files::Reader,
     ) -> Result<ServerConfig, ServerConfigError> {
-        let malformed = |message: String| ServerConfigError::Malformed {
-            path: path.to_owned(),
-            message,
-        };
+        let malformed = ServerConfigError::malformed_in(path);
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| malformed(format!("not valid JSON: {e}")))?;
         // Facts: config.json is one DataStore object. Accept it wrapped in a `dataStore`/`store`

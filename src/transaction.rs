@@ -96,6 +96,24 @@ impl<'a> Resources<'a> {
     }
 }
 
+/// Takes the state dir's lock, finishes or undoes an interrupted transaction, then runs `f`
+/// (upgrade, rollback). A recovery that leaves the server needing an admin is the answer
+/// instead: nothing new starts on top of it.
+pub fn after_recovery(
+    ctx: &Context,
+    f: impl FnOnce(&Resources) -> Result<Report, Error>,
+) -> Result<Report, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(std::time::Duration::from_secs(
+        ctx.settings.timeouts.lock_wait_secs,
+    ))?;
+    let m = Resources::new(ctx, &state);
+    if let RecoverReport::Failed { report } = recover_locked(&m)? {
+        return Ok(report);
+    }
+    f(&m)
+}
+
 /// A running transaction. Dropping it without `commit` or `abort` leaves the journal open, which is
 /// exactly what a crash leaves: `recover` then decides.
 pub struct Transaction<'m, 'a> {

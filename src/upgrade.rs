@@ -43,7 +43,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn begin(&self, ctx: &Context) -> Begin {
+    /// The journal's first record of a transaction carrying out this plan.
+    pub(crate) fn begin(&self, ctx: &Context) -> Begin {
         let s = &ctx.settings;
         Begin {
             txid: transaction::new_txid(&self.from, &self.to),
@@ -202,13 +203,12 @@ pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
 
 /// The whole upgrade: lock, recover, plan, then the transaction.
 pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
-    let state = StateDir::open(&ctx.settings.state_dir)?;
-    let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
-    let m = Resources::new(ctx, &state);
-    if let transaction::RecoverReport::Failed { report } = transaction::recover_locked(&m)? {
-        return Ok(report);
-    }
-    let plan = plan(&m, req).map_err(Error::before_downtime)?;
+    transaction::after_recovery(ctx, |m| run_recovered(m, req))
+}
+
+fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
+    let ctx = m.ctx;
+    let plan = plan(m, req).map_err(Error::before_downtime)?;
     gate(&plan, req).map_err(Error::before_downtime)?;
     if plan.class == Class::Same {
         return Ok(nothing_to_do(&plan));
@@ -219,7 +219,7 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
     // Before the stop: the files the snapshot will link are hashed while the server runs.
     let known = m.snapshots().prehash(&plan.server_config);
     crate::journal::test_point("prehash:done");
-    let mut tx = Transaction::begin(&m, plan.begin(ctx)).map_err(Error::before_downtime)?;
+    let mut tx = Transaction::begin(m, plan.begin(ctx)).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),

@@ -10,10 +10,7 @@ pub(super) fn json_secret(
     v: &serde_json::Value,
     reader: &files::Reader,
 ) -> Result<Secret, ServerConfigError> {
-    let malformed = |message: String| ServerConfigError::Malformed {
-        path: path.to_owned(),
-        message,
-    };
+    let malformed = ServerConfigError::malformed_in(path);
     if let Some(s) = v.as_str() {
         return Ok(Secret(s.to_string()));
     }
