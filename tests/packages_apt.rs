@@ -485,21 +485,12 @@ fn apt_refuses_a_tampered_repository() {
     assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.5-1");
 
     // Signed again, by a key the machine does not trust.
-    let other = m.repo.with_file_name(format!(
+    // Another key, which the machine does not trust.
+    let (other_home, other_key) = new_signing_key(&m.repo.with_file_name(format!(
         "{}-other-key",
         m.repo.file_name().unwrap().to_string_lossy()
-    ));
-    let o = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/repo"))
-        .arg("--dir")
-        .arg(other.join("scratch"))
-        .arg("--gnupghome")
-        .arg(other.join("gnupg"))
-        .arg("--new-key")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let other_key = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let o = publish_signed(&m.repo, &other.join("gnupg"), &other_key, &[]);
+    )));
+    let o = publish_signed(&m.repo, &other_home, &other_key, &[]);
     assert!(o.status.success(), "{}", text(&o));
     // apt keeps the indexes it verified before (a warning, exit 0) and uses nothing new.
     let o = m.apt_get("update");

@@ -168,24 +168,15 @@ fn dnf_refuses_a_tampered_repository() {
     dnf_ok(&m, "install stalwart");
     m.ready();
 
-    let other = m.repo.with_file_name(format!(
+    // Another key, which the machine does not trust.
+    let (other_home, other_key) = new_signing_key(&m.repo.with_file_name(format!(
         "{}-other-key",
         m.repo.file_name().unwrap().to_string_lossy()
-    ));
-    let o = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/repo"))
-        .arg("--dir")
-        .arg(other.join("scratch"))
-        .arg("--gnupghome")
-        .arg(other.join("gnupg"))
-        .arg("--new-key")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let other_key = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    )));
 
     // The metadata signed by the other key.
     let b = server_packages("0.15.6", Fault::None, 0);
-    let o = publish_signed(&m.repo, &other.join("gnupg"), &other_key, &[&b.rpm]);
+    let o = publish_signed(&m.repo, &other_home, &other_key, &[&b.rpm]);
     assert!(o.status.success(), "{}", text(&o));
     let o = m.dnf_run("upgrade --refresh");
     assert!(

@@ -12,18 +12,13 @@ const DB: &str = "/opt/stalwart/data/index.sqlite3";
 #[test]
 fn a_real_0_16_that_fails_to_start_is_rolled_back_to_0_15_with_the_mail() {
     let test = "a_real_0_16_that_fails_to_start_is_rolled_back_to_0_15_with_the_mail";
-    let Some(new) = testbed::real::newest("0.16") else {
-        testbed::real::skip(test, "no 0.16 release in the real-server tier");
-        return;
-    };
-    let Some((rels, backend)) = releases(test, &["0.15.5", &new.version.clone()]) else {
+    let Some((old, new, backend)) = crossing(test) else {
         return;
     };
     if backend != testbed::real::Backend::Sqlite {
         testbed::real::skip(test, "the schema check reads the SQLite store");
         return;
     }
-    let (old, new) = (rels[0], rels[1]);
     let s = RealScenario::new(old, backend);
     assert_eq!(s.sqlite_schema(DB), 5);
     assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
@@ -53,18 +48,13 @@ fn a_real_0_16_that_fails_to_start_is_rolled_back_to_0_15_with_the_mail() {
 #[test]
 fn rollback_after_a_real_crossing_brings_0_15_back_with_its_mail() {
     let test = "rollback_after_a_real_crossing_brings_0_15_back_with_its_mail";
-    let Some(new) = testbed::real::newest("0.16") else {
-        testbed::real::skip(test, "no 0.16 release in the real-server tier");
-        return;
-    };
-    let Some((rels, backend)) = releases(test, &["0.15.5", &new.version.clone()]) else {
+    let Some((old, new, backend)) = crossing(test) else {
         return;
     };
     if backend != testbed::real::Backend::Sqlite {
         testbed::real::skip(test, "the schema check reads the SQLite store");
         return;
     }
-    let (old, new) = (rels[0], rels[1]);
     let s = RealScenario::new(old, backend);
     assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
     let out = s.upgrade(new);
@@ -122,14 +112,9 @@ fn a_real_crossing_carries_accounts_groups_lists_dkim_keys_listeners_and_the_adm
         alice, bob, Account, RealServer, ADMIN, ADMIN_SECRET, DOMAIN, HTTP,
     };
     let test = "a_real_crossing_carries_accounts_groups_lists_dkim_keys_listeners_and_the_admin";
-    let Some(new) = testbed::real::newest("0.16") else {
-        testbed::real::skip(test, "no 0.16 release in the real-server tier");
+    let Some((old, new, backend)) = crossing(test) else {
         return;
     };
-    let Some((rels, backend)) = releases(test, &["0.15.5", &new.version.clone()]) else {
-        return;
-    };
-    let (old, new) = (rels[0], rels[1]);
     let s = RealScenario::new(old, backend);
     let carol = Account {
         local: "carol".into(),
@@ -250,18 +235,13 @@ fn a_real_crossing_carries_accounts_groups_lists_dkim_keys_listeners_and_the_adm
 fn a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail() {
     use testbed::real_server::{alice, bob, RealServer};
     let test = "a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail";
-    let Some(new) = testbed::real::newest("0.16") else {
-        testbed::real::skip(test, "no 0.16 release in the real-server tier");
+    let Some([old, new]) = crossing_releases(test) else {
         return;
     };
-    let Some(rels) = testbed::real::require(test, &["0.15.5", &new.version.clone()]) else {
-        return;
-    };
-    if !rels.iter().all(|r| r.postgres) {
+    if !(old.postgres && new.postgres) {
         testbed::real::skip(test, "a release lacks the PostgreSQL store");
         return;
     }
-    let (old, new) = (rels[0], rels[1]);
     let s = RealScenario::new(old, testbed::real::Backend::Postgres);
     assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
     let out = s.upgrade(new);
@@ -289,14 +269,9 @@ fn a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail() {
 fn an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back() {
     use testbed::real_server::{alice, RealServer};
     let test = "an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back";
-    let Some(new) = testbed::real::newest("0.16") else {
-        testbed::real::skip(test, "no 0.16 release in the real-server tier");
+    let Some((old, new, backend)) = crossing(test) else {
         return;
     };
-    let Some((rels, backend)) = releases(test, &["0.15.5", &new.version.clone()]) else {
-        return;
-    };
-    let (old, new) = (rels[0], rels[1]);
     let s = RealScenario::new(old, backend);
     s.ct.sh_ok(
         "printf '\\n[signature.broken]\\nalgorithm = \"ed25519-sha256\"\\ndomain = \"example.org\"\\nselector = \"broken\"\\nprivate-key = \"-----BEGIN PRIVATE KEY-----\\\\nbm90IGEga2V5\\\\n-----END PRIVATE KEY-----\"\\n' >> /opt/stalwart/etc/config.toml && systemctl restart stalwart.service",

@@ -55,22 +55,24 @@ fn work_dir() -> PathBuf {
 /// made once (`packaging/repo --new-key`), like an admin's own key.
 pub fn signing_key() -> &'static (PathBuf, String) {
     static KEY: OnceLock<(PathBuf, String)> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let home = work_dir().join("gnupg");
-        let scratch = work_dir().join("key-scratch");
-        let o = Command::new(repo_script())
-            .arg("--dir")
-            .arg(&scratch)
-            .arg("--gnupghome")
-            .arg(&home)
-            .arg("--new-key")
-            .output()
-            .expect("packaging/repo");
-        assert!(o.status.success(), "packaging/repo --new-key: {}", text(&o));
-        let fpr = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        assert_eq!(fpr.len(), 40, "a fingerprint: {fpr}");
-        (home, fpr)
-    })
+    KEY.get_or_init(|| new_signing_key(&work_dir().join("signing")))
+}
+
+/// A new signing key in `dir`/gnupg (`packaging/repo --new-key`): its GnuPG home and fingerprint.
+pub fn new_signing_key(dir: &Path) -> (PathBuf, String) {
+    let home = dir.join("gnupg");
+    let o = Command::new(repo_script())
+        .arg("--dir")
+        .arg(dir.join("key-scratch"))
+        .arg("--gnupghome")
+        .arg(&home)
+        .arg("--new-key")
+        .output()
+        .expect("packaging/repo");
+    assert!(o.status.success(), "packaging/repo --new-key: {}", text(&o));
+    let fpr = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(fpr.len(), 40, "a fingerprint: {fpr}");
+    (home, fpr)
 }
 
 fn repo_script() -> PathBuf {

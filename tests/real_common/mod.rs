@@ -48,6 +48,24 @@ pub fn releases(test: &str, versions: &[&str]) -> Option<(Vec<&'static RealRelea
     }
 }
 
+/// The crossing's two releases: the real 0.15.5 and the newest 0.16, or None after a loud skip
+/// line.
+pub fn crossing_releases(test: &str) -> Option<[&'static RealRelease; 2]> {
+    let Some(new) = testbed::real::newest("0.16") else {
+        testbed::real::skip(test, "no 0.16 release in the real-server tier");
+        return None;
+    };
+    let rels = testbed::real::require(test, &["0.15.5", &new.version.clone()])?;
+    Some([rels[0], rels[1]])
+}
+
+/// `crossing_releases` and the store backend both have, or None after a loud skip line.
+pub fn crossing(test: &str) -> Option<(&'static RealRelease, &'static RealRelease, Backend)> {
+    let [old, new] = crossing_releases(test)?;
+    let (rels, backend) = releases(test, &[&old.version, &new.version])?;
+    Some((rels[0], rels[1], backend))
+}
+
 /// A booted container with /real bound, nothing installed.
 pub fn container() -> Container {
     testbed::preflight().expect("testbed preflight");
