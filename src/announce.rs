@@ -58,14 +58,15 @@ pub fn ended(unit: &str, txid: &str, from: &str, to: &str, ending: Ending, messa
     }
 }
 
-/// The journal entry for an upgrade to `to` refused before any downtime.
-pub fn refused(unit: &str, to: &str, why: &str) {
+/// The journal entry for an upgrade refused before any downtime; `target` is the version, or
+/// the binary where the hook has not read its version.
+pub fn refused(unit: &str, target: &str, why: &str) {
     tracing::warn!(
         target: TARGET,
         message_id = REFUSED,
         object_systemd_unit = unit,
-        stalwart_to = to,
-        "upgrade of {unit} to {to} refused before any downtime: {why}"
+        stalwart_target = target,
+        "upgrade of {unit} to {target} refused before any downtime: {why}"
     );
 }
 
