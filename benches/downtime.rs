@@ -5,7 +5,9 @@
 //! and a PostgreSQL database of 1 and 4 GiB (upstream's real 0.15 server).
 //! Plus the helper's peak RSS. `cargo bench --bench downtime` (root; uses the testbed and the
 //! release build of the helper). `DOWNTIME_BENCH_GIB=1,4` picks the sizes, `DOWNTIME_BENCH_ROUNDS`
-//! the rounds (median reported), `DOWNTIME_BENCH_STORES=rocksdb,sqlite,postgres` the stores.
+//! the rounds (median reported), `DOWNTIME_BENCH_STORES=rocksdb,sqlite,postgres` the stores
+//! (`pg+clone`: PostgreSQL whose role may create databases, snapshotted as a clone database;
+//! `sqlite+xfs`: the SQLite store and the snapshots on a loop-mounted XFS with reflinks).
 
 use std::time::{Duration, Instant};
 use testbed::stalwart::{self, ServerLayout};
@@ -55,7 +57,7 @@ fn helper_run(ct: &Container, helper: &str, args: &[&str]) -> anyhow::Result<std
 /// Fills the (stopped) server's store with about `gib` GiB of mail-like records, as its user.
 fn fill(ct: &Container, kind: &str, gib: u64) -> anyhow::Result<()> {
     let script = match kind {
-        "sqlite" => format!(
+        "sqlite" | "sqlite+xfs" => format!(
             r#"import os, sqlite3, base64
 db = sqlite3.connect("/opt/stalwart/data/index.sqlite3")
 db.execute("PRAGMA journal_mode=WAL")
@@ -182,6 +184,29 @@ fn rollback(ct: &Container, helper: &str, rel: &std::path::Path) -> anyhow::Resu
     }
 }
 
+/// `snapshot restore` of the newest snapshot an upgrade took, with the server stopped (what a
+/// rollback of a minor upgrade does inside its downtime), and that snapshot's method.
+fn restore_newest(ct: &Container, helper: &str) -> anyhow::Result<(Duration, String)> {
+    let out = helper_run(ct, helper, &["snapshot", "list", "--json"])?;
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let newest = list
+        .as_array()
+        .and_then(|a| a.iter().rfind(|m| m["origin"].is_null()))
+        .ok_or_else(|| anyhow::anyhow!("no snapshot in {list}"))?;
+    let id = newest["id"].as_str().unwrap_or_default().to_string();
+    let method = newest["stores"][0]["method"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ct.exec_ok(&["systemctl", "stop", "stalwart.service"])?;
+    let t0 = Instant::now();
+    let out = helper_run(ct, helper, &["snapshot", "restore", &id, "--yes"])?;
+    let took = t0.elapsed();
+    anyhow::ensure!(out.status.success(), "restore of {id}: {out:?}");
+    ct.exec_ok(&["systemctl", "start", "stalwart.service"])?;
+    Ok((took, method))
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -196,6 +221,9 @@ struct Row {
     /// The minor upgrade's downtime and the new server's own start -> ready within it.
     minor: Option<(Duration, Duration)>,
     rollback: Duration,
+    /// PostgreSQL: `snapshot restore` of the upgrade's snapshot (server stopped), and the
+    /// snapshot's method.
+    restore: Option<(Duration, String)>,
 }
 
 fn run(
@@ -204,8 +232,20 @@ fn run(
     rounds: u32,
     helper_host: &std::path::Path,
 ) -> anyhow::Result<Row> {
-    let ct = Container::boot()?;
-    let layout = if kind == "sqlite" {
+    // `sqlite+xfs`: the store and the snapshots on a file system that shares extents.
+    let xfs = if kind == "sqlite+xfs" {
+        Some(Xfs::mount(gib)?)
+    } else {
+        None
+    };
+    let ct = match &xfs {
+        Some(x) => Container::builder()
+            .bind(x.dir.join("data"), "/opt/stalwart/data")
+            .bind(x.dir.join("snapshots"), "/srv/snapshots")
+            .boot()?,
+        None => Container::boot()?,
+    };
+    let layout = if kind.starts_with("sqlite") {
         ServerLayout::sqlite()
     } else {
         ServerLayout::rocksdb()
@@ -218,7 +258,11 @@ fn run(
         layout,
     )?;
     stalwart::wait_ready(&ct, Duration::from_secs(30))?;
-    ct.write_file("/etc/stalwart-upgrade/config.toml", BENCH_CONFIG)?;
+    let settings = match &xfs {
+        Some(_) => format!("{BENCH_CONFIG}[snapshots]\ndir = \"/srv/snapshots\"\n"),
+        None => BENCH_CONFIG.to_string(),
+    };
+    ct.write_file("/etc/stalwart-upgrade/config.toml", &settings)?;
     let helper = ct
         .target_path(helper_host)
         .ok_or_else(|| anyhow::anyhow!("helper not under target/"))?;
@@ -253,7 +297,54 @@ fn run(
         patch_server: median(&mut patch_server),
         minor: Some(minor),
         rollback: rb,
+        restore: None,
     })
+}
+
+/// A loop-mounted XFS with reflinks (`mkfs.xfs -m reflink=1`, xfsprogs), unmounted and deleted
+/// on drop: the `sqlite+xfs` row's data and snapshots, as on a btrfs or XFS data volume.
+struct Xfs {
+    dir: std::path::PathBuf,
+    img: std::path::PathBuf,
+}
+
+impl Xfs {
+    fn mount(gib: u64) -> anyhow::Result<Xfs> {
+        use std::process::Command;
+        let dir = std::path::PathBuf::from("/var/tmp/stalwart-bench-xfs");
+        let img = dir.with_extension("img");
+        let _ = Command::new("umount").arg(&dir).status();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::File::create(&img)?.set_len((gib * 2 + 4) << 30)?;
+        let ok = |c: &mut Command| -> anyhow::Result<()> {
+            let st = c.status()?;
+            anyhow::ensure!(
+                st.success(),
+                "{c:?}: {st} (needs root, xfsprogs, a loop device)"
+            );
+            Ok(())
+        };
+        ok(Command::new("mkfs.xfs")
+            .args(["-q", "-f", "-m", "reflink=1"])
+            .arg(&img))?;
+        ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&dir))?;
+        for (d, mode) in [("data", 0o755), ("snapshots", 0o700)] {
+            let p = dir.join(d);
+            std::fs::create_dir_all(&p)?;
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        }
+        Ok(Xfs { dir, img })
+    }
+}
+
+impl Drop for Xfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_file(&self.img);
+    }
 }
 
 const BENCH_CONFIG: &str =
@@ -264,7 +355,15 @@ const BENCH_CONFIG: &str =
 /// compression helps) in a table of the store's database. A patch upgrade (one round: there are
 /// two real 0.15 releases) and the automatic rollback from a release that fails at start; no
 /// minor upgrade (the real minor from 0.15 is the crossing to 0.16, which its own tests cover).
-fn run_pg(gib: u64, rounds: u32, helper_host: &std::path::Path) -> anyhow::Result<Option<Row>> {
+///
+/// `clone`: the store's role gets CREATEDB, so the snapshot is a clone database made inside
+/// PostgreSQL (row `pg+clone`); without it (a default install's role, row `postgres`) a pg_dump.
+fn run_pg(
+    gib: u64,
+    rounds: u32,
+    helper_host: &std::path::Path,
+    clone: bool,
+) -> anyhow::Result<Option<Row>> {
     let (Some(old), Some(new)) = (
         testbed::real::release("0.15.4"),
         testbed::real::release("0.15.5"),
@@ -276,6 +375,9 @@ fn run_pg(gib: u64, rounds: u32, helper_host: &std::path::Path) -> anyhow::Resul
         .bind_ro(testbed::real::cache_dir(), testbed::real::IN_CONTAINER)
         .boot()?;
     testbed::real_server::RealServer::install(&ct, old, testbed::real::Backend::Postgres)?;
+    if clone {
+        ct.sh_ok("runuser -u postgres -- psql -q -c 'ALTER ROLE stalwart CREATEDB'")?;
+    }
     ct.write_file("/etc/stalwart-upgrade/config.toml", BENCH_CONFIG)?;
     let helper = ct
         .target_path(helper_host)
@@ -303,8 +405,22 @@ fn run_pg(gib: u64, rounds: u32, helper_host: &std::path::Path) -> anyhow::Resul
         &helper,
         &testbed::standin_release("0.15.99", Fault::CrashAtStart, 0),
     )?;
+    // The dump's restore at 4 GiB (a dump of the live database kept, then pg_restore with its
+    // WAL) needs about 40 GB of disk: measured at 1 GiB only.
+    let restore = if clone || gib <= 1 {
+        let r = restore_newest(&ct, &helper)?;
+        anyhow::ensure!(
+            (r.1 == "pg-clone") == clone,
+            "the snapshot was made by {}, not what this row measures",
+            r.1
+        );
+        Some(r)
+    } else {
+        None
+    };
     Ok(Some(Row {
-        store: "postgres",
+        restore,
+        store: if clone { "pg+clone" } else { "postgres" },
         gib,
         bare: median(&mut bare),
         patch,
@@ -328,8 +444,8 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let stores =
-        std::env::var("DOWNTIME_BENCH_STORES").unwrap_or_else(|_| "rocksdb,sqlite,postgres".into());
+    let stores = std::env::var("DOWNTIME_BENCH_STORES")
+        .unwrap_or_else(|_| "rocksdb,sqlite,sqlite+xfs,postgres,pg+clone".into());
     // The packaged helper is a release build: measure that one.
     let helper = ["release", "debug"]
         .iter()
@@ -343,7 +459,9 @@ fn main() -> anyhow::Result<()> {
             match kind {
                 "rocksdb" => rows.push(run("rocksdb", gib, rounds, &helper)?),
                 "sqlite" => rows.push(run("sqlite", gib, rounds, &helper)?),
-                "postgres" => rows.extend(run_pg(gib, rounds, &helper)?),
+                "sqlite+xfs" => rows.push(run("sqlite+xfs", gib, rounds, &helper)?),
+                "postgres" => rows.extend(run_pg(gib, rounds, &helper, false)?),
+                "pg+clone" => rows.extend(run_pg(gib, rounds, &helper, true)?),
                 other => anyhow::bail!("unknown store {other:?} in DOWNTIME_BENCH_STORES"),
             }
         }
@@ -363,7 +481,7 @@ fn print_table(rows: &[Row], rounds: u32, helper: &std::path::Path) {
         helper.display()
     );
     println!(
-        "store    size   bare ms  patch ms ratio  minor ms ratio (server's start->ready ms)  rollback ms ratio"
+        "store      size   bare ms  patch ms ratio  minor ms ratio (server's start->ready ms)  rollback ms ratio"
     );
     for r in rows {
         let ratio = |d: Duration| d.as_secs_f64() / r.bare.as_secs_f64();
@@ -372,7 +490,7 @@ fn print_table(rows: &[Row], rounds: u32, helper: &std::path::Path) {
             .map(|(m, server)| format!("{:>9.0} {:>5.2} ({:>8.0})", ms(m), ratio(m), ms(server)))
             .unwrap_or_else(|| format!("{:>9} {:>5} ({:>8})", "-", "-", "-"));
         println!(
-            "{:<8} {:>2} GiB {:>8.0} {:>9.0} {:>5.2} {minor}                {:>11.0} {:>5.2}",
+            "{:<10} {:>2} GiB {:>8.0} {:>9.0} {:>5.2} {minor}                {:>11.0} {:>5.2}",
             r.store,
             r.gib,
             ms(r.bare),
@@ -381,6 +499,13 @@ fn print_table(rows: &[Row], rounds: u32, helper: &std::path::Path) {
             ms(r.rollback),
             ratio(r.rollback)
         );
+        if let Some((d, method)) = &r.restore {
+            println!(
+                "         snapshot restore, server stopped ({method}): {:.0} ms = {:.2} bare restarts",
+                ms(*d),
+                ratio(*d)
+            );
+        }
         // The minor upgrade without the new server's own start -> ready (where the stand-in's
         // migration rewrites every record), next to the same share of the patch upgrade.
         if let Some((m, server)) = r.minor {
@@ -392,7 +517,7 @@ fn print_table(rows: &[Row], rounds: u32, helper: &std::path::Path) {
         }
     }
     let by = |store: &str, gib: u64| rows.iter().find(|r| r.store == store && r.gib == gib);
-    for store in ["rocksdb", "sqlite", "postgres"] {
+    for store in ["rocksdb", "sqlite", "sqlite+xfs", "postgres", "pg+clone"] {
         if let (Some(a), Some(b)) = (by(store, 1), by(store, 4)) {
             let g = |r: &Row| r.patch.as_secs_f64() / r.bare.as_secs_f64();
             println!(

@@ -538,6 +538,36 @@ impl Mount {
         Mount(dir.to_owned())
     }
 }
+impl Mount {
+    /// Mounts a fresh XFS with reflinks (a loop-mounted image in `img_dir`) at `dir`. Needs
+    /// root and xfsprogs (scripts/setup installs it).
+    fn xfs(img_dir: &Path, dir: &Path) -> Mount {
+        let img = img_dir.join("xfs.img");
+        let f = std::fs::File::create(&img).unwrap();
+        f.set_len(512 << 20).unwrap();
+        drop(f);
+        let mkfs = std::process::Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&img)
+            .status();
+        assert!(
+            matches!(mkfs, Ok(s) if s.success()),
+            "mkfs.xfs failed or is missing: .ci/run must `apt-get install -y xfsprogs`"
+        );
+        let st = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "this test needs root and a loop device to mount {}",
+            img.display()
+        );
+        Mount(dir.to_owned())
+    }
+}
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
@@ -798,4 +828,77 @@ fn linked_files_are_hashed_as_linked_not_after() {
     let r = snaps.verify(&m.id).unwrap();
     assert_eq!(r.mismatched, vec!["r/000010.sst".to_string()], "{r:?}");
     assert!(r.missing.is_empty() && r.unhashed.is_empty(), "{r:?}");
+}
+
+/// Where the snapshots share extents with the data (XFS with reflinks here; btrfs alike), a
+/// SQLite database is not copied before the stop: the snapshot is a reflink made at the stop,
+/// exact (what was written after the pre-stop pass is in it) at a cost that does not grow with
+/// the file. Its restore is a reflink too.
+#[test]
+fn sqlite_on_a_reflink_file_system_is_cloned_at_the_stop_not_copied_before() {
+    let fx = Fixture::new();
+    let fsroot = fx.path("xfs");
+    std::fs::create_dir(&fsroot).unwrap();
+    let _guard = Mount::xfs(fx.tmp.path(), &fsroot);
+    let db = fsroot.join("data/stalwart.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let mut body = vec![0u8; 8 << 20];
+    for (i, b) in body.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    write(&db, &body);
+    std::os::unix::fs::chown(&db, Some(4242), Some(4242)).unwrap();
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"sq\"\nstore.sq.type = \"sqlite\"\nstore.sq.path = \"{}\"\n",
+            db.display()
+        ),
+    );
+    let snaps = Snapshots::new(&fsroot.join("snapshots"));
+    // Server running: nothing is copied.
+    let known = snaps.prehash(&cfg);
+    let copies: Vec<_> = walk_files(&snaps.root);
+    assert!(
+        copies.is_empty(),
+        "a copy was made before the stop: {copies:?}"
+    );
+    // Mail delivered after that pass, before the stop.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.write_all_at(b"delivered after the pre-stop pass", 5 << 20)
+            .unwrap();
+    }
+    let at_stop = sha(&db);
+    let m = snaps.create_with(&cfg, &meta(), &known).unwrap();
+    let f = &m.stores[0].files[0];
+    assert_eq!(
+        f.how,
+        Some(stalwart_upgrade::snapshot::How::Reflink),
+        "{f:?}"
+    );
+    let copy = snaps.root.join(&m.id).join("sq/stalwart.db");
+    assert_eq!(sha(&copy), at_stop, "the snapshot is the file at the stop");
+    snaps.hash(&m.id).unwrap();
+    write(&db, b"newer schema");
+    snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
+    assert_eq!(sha(&db), at_stop);
+    assert!(snaps.verify(&m.id).unwrap().ok());
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }

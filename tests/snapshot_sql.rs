@@ -606,3 +606,192 @@ fn postgresql_conninfo_and_root_password_files_are_not_used() {
     );
     snaps.create(&cfg, &meta()).unwrap();
 }
+
+// ------------------------------------------------------------------ PostgreSQL clone databases
+
+/// A store whose role may create databases is snapshotted as a clone database inside the
+/// server (no dump through a client during the downtime); a restore builds a copy of the clone
+/// and swaps it in by renaming, keeps the replaced database as a snapshot of its own, and leaves
+/// the snapshot usable for another restore. Removing a snapshot drops its database; a database
+/// made under a snapshot's name afterwards is never restored from.
+#[test]
+fn postgresql_clone_database_snapshot_and_restore_by_rename() {
+    let pg = Postgres::start();
+    let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
+    su("CREATE ROLE stalwart LOGIN CREATEDB PASSWORD 'pg-Secret-42'");
+    su("CREATE DATABASE mail OWNER stalwart");
+    let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
+    let content = "SELECT count(*), md5(string_agg(body::text, ',' ORDER BY id)) FROM messages";
+    st("CREATE TABLE messages (id int PRIMARY KEY, body bytea NOT NULL)");
+    st("INSERT INTO messages SELECT g, convert_to('message ' || g, 'UTF8') FROM generate_series(1, 500) g");
+    let at_stop = st(content);
+
+    let tmp = shared_tempdir();
+    let cfg = hostile_config(
+        tmp.path(),
+        &format!(
+            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
+            pg.sock.display(),
+            pg.port
+        ),
+    );
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let plan = snaps.plan(&cfg).unwrap();
+    assert_eq!(plan.stores[0].method, StoreMethod::PgClone, "{plan:?}");
+    assert_eq!(plan.stores[0].bytes_needed, Some(0), "{plan:?}");
+
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    assert_eq!(m.stores[0].method, StoreMethod::PgClone, "{m:?}");
+    let clone = m.stores[0].clone_db.clone().expect("the clone is named");
+    let db_row = |name: &str| {
+        su(&format!(
+            "SELECT datallowconn, pg_get_userbyid(datdba), oid FROM pg_database WHERE datname = '{name}'"
+        ))
+    };
+    assert_eq!(
+        db_row(&clone.name),
+        format!("f|stalwart|{}", clone.oid),
+        "the clone is closed to connections and the store's role's"
+    );
+    // Its data is the data at the stop.
+    let peek = |name: &str| {
+        su(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"));
+        let got = pg.psql("postgres", "super-pw", name, content);
+        su(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
+        ));
+        got
+    };
+    assert_eq!(peek(&clone.name), at_stop);
+
+    // The "newer server" migrates and receives mail.
+    st("DELETE FROM messages WHERE id > 100");
+    st("UPDATE messages SET body = 'x'");
+    st("ALTER TABLE messages ADD COLUMN schema6 int");
+    st("CREATE TABLE only_in_016 (k int)");
+    let newer = st(content);
+    let r = snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
+    assert_eq!(
+        st(content),
+        at_stop,
+        "the live database is the snapshot's data again"
+    );
+    assert_eq!(st("SELECT to_regclass('only_in_016') IS NULL"), "t");
+    assert_eq!(db_row("mail").split('|').next(), Some("t"));
+    // What the newer server wrote is kept, as a snapshot of its own that can be restored.
+    let kept_id = r.kept.clone().expect("the replaced database is kept");
+    let kept = snaps.get(&kept_id).unwrap();
+    assert_eq!(kept.stores[0].method, StoreMethod::PgClone);
+    let kept_db = kept.stores[0].clone_db.clone().unwrap();
+    assert_ne!(kept_db.name, clone.name);
+    assert_eq!(peek(&kept_db.name), newer);
+    // The snapshot is still whole: a second restore works and keeps the first one's result.
+    st("INSERT INTO messages VALUES (9999, 'after the rollback')");
+    let r2 = snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
+    assert_eq!(st(content), at_stop);
+    assert!(r2.kept.is_some());
+    snaps.restore(&kept_id, Some(&cfg), &keep()).unwrap();
+    assert_eq!(
+        st(content),
+        newer,
+        "the kept snapshot restores what the newer server had"
+    );
+
+    // Removing a snapshot drops its database, and only its.
+    snaps.remove(&m.id).unwrap();
+    assert_eq!(db_row(&clone.name), "", "the snapshot's database is gone");
+    assert!(
+        !db_row(&kept_db.name).is_empty(),
+        "another snapshot's database stays"
+    );
+
+    // A database made later under a snapshot's name (the role may create databases) is not
+    // the snapshot's: the restore refuses, and the live database is left as it is.
+    let m2 = snaps.create(&cfg, &meta()).unwrap();
+    let c2 = m2.stores[0].clone_db.clone().unwrap();
+    su(&format!("DROP DATABASE \"{}\"", c2.name));
+    st(&format!("CREATE DATABASE \"{}\"", c2.name));
+    let before = st(content);
+    let err = snaps.restore(&m2.id, Some(&cfg), &keep()).unwrap_err();
+    assert!(err.to_string().contains("OID"), "{err}");
+    assert_eq!(st(content), before);
+
+    // A create killed after PostgreSQL made the clone, before the manifest: what is left is a
+    // partial snapshot naming the clone. Clean-ups without a connection keep it; the next
+    // snapshot drops the database and the partial.
+    let m3 = snaps.create(&cfg, &meta()).unwrap();
+    let c3 = m3.stores[0].clone_db.clone().unwrap();
+    let partial = snaps.root.join(format!(".partial-{}", m3.id));
+    std::fs::rename(snaps.root.join(&m3.id), &partial).unwrap();
+    std::fs::remove_file(partial.join("manifest.json")).unwrap();
+    snaps.remove_partials().unwrap();
+    assert!(
+        partial.exists(),
+        "the only record of the clone database was removed"
+    );
+    let m4 = snaps.create(&cfg, &meta()).unwrap();
+    assert!(!partial.exists());
+    assert!(
+        !su(&format!(
+            "SELECT count(*) FROM pg_database WHERE oid = {}",
+            c3.oid
+        ))
+        .starts_with('1'),
+        "the interrupted snapshot's database was dropped"
+    );
+    assert!(!db_row(&m4.stores[0].clone_db.clone().unwrap().name).is_empty());
+}
+
+/// Another client connected to the store's database: PostgreSQL refuses the clone, and the
+/// snapshot is a dump instead, with a warning that says why.
+#[test]
+fn postgresql_clone_falls_back_to_a_dump_while_another_client_is_connected() {
+    let pg = Postgres::start();
+    let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
+    su("CREATE ROLE stalwart LOGIN CREATEDB PASSWORD 'pg-Secret-42'");
+    su("CREATE DATABASE mail OWNER stalwart");
+    pg.psql("stalwart", "pg-Secret-42", "mail", "CREATE TABLE t (k int)");
+    let mut other = Command::new("psql")
+        .args(["-X", "-c", "SELECT pg_sleep(60)"])
+        .arg(format!("--host={}", pg.sock.display()))
+        .arg(format!("--port={}", pg.port))
+        .args(["--username=stalwart", "--dbname=mail"])
+        .env("PGPASSWORD", "pg-Secret-42")
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while su("SELECT count(*) FROM pg_stat_activity WHERE datname = 'mail'") == "0" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the other client never connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tmp = shared_tempdir();
+    let cfg = hostile_config(
+        tmp.path(),
+        &format!(
+            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
+            pg.sock.display(),
+            pg.port
+        ),
+    );
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let m = snaps.create(&cfg, &meta());
+    let _ = other.kill();
+    let _ = other.wait();
+    let m = m.unwrap();
+    assert_eq!(m.stores[0].method, StoreMethod::PgDump, "{m:?}");
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("being accessed by other users")),
+        "{:?}",
+        m.warnings
+    );
+    assert_eq!(
+        su("SELECT count(*) FROM pg_database WHERE datname LIKE 'mail_su_%'"),
+        "0",
+        "no half-made clone is left"
+    );
+}

@@ -9,7 +9,8 @@
 use super::methods::{
     export_types, methods, rocksdb_immutable, sql_source, sqlite_names, trim_slash,
 };
-use super::{fsops, now, sql, FileEntry, FileKind, How, Manifest, SnapshotError, SnapshotMeta};
+use super::{fsops, now, pgclone, sql, FileEntry, FileKind, How, Manifest, SnapshotError};
+use super::{SnapshotMeta, CLONE_MARKER};
 use super::{Snapshots, StoreMethod, StoreSnapshot, CONFIG_DIR, MANIFEST, PARTIAL_PREFIX};
 use crate::fsutil::{Dir, Identity};
 use crate::serverconfig::{ServerConfig, Store, StoreKind};
@@ -35,6 +36,7 @@ impl Snapshots {
             }
         }
         // Leftovers of an interrupted create are never usable: clear them.
+        self.drop_partial_clones(cfg);
         self.remove_partials()?;
 
         let seq = self.next_seq()?;
@@ -43,10 +45,12 @@ impl Snapshots {
         let partial = format!("{PARTIAL_PREFIX}{id}");
         let tmp = root.create_dir(&partial, 0o700)?;
 
-        let (stores, warnings) = match self.create_in(&tmp, cfg, meta, known) {
+        let (stores, warnings) = match self.create_in(&tmp, &id, cfg, meta, known) {
             Ok(x) => x,
             Err((store, e)) => {
-                // Nothing of the live data was touched: only our partial snapshot goes.
+                // Nothing of the live data was touched: only our partial snapshot goes, with the
+                // clone database another store may have got already.
+                self.drop_partial_clones(cfg);
                 let _ = root.remove_tree(&partial);
                 return Err(no_space_or(e, &self.root, &store));
             }
@@ -71,6 +75,7 @@ impl Snapshots {
             origin: None,
         };
         if let Err(e) = Self::finish(&root, &tmp, &partial, &manifest) {
+            self.drop_partial_clones(cfg);
             let _ = root.remove_tree(&partial);
             return Err(no_space_or(e, &self.root, "manifest"));
         }
@@ -127,6 +132,7 @@ impl Snapshots {
     fn create_in(
         &self,
         tmp: &Dir,
+        id: &str,
         cfg: &ServerConfig,
         meta: &SnapshotMeta,
         known: &super::prehash::PreHash,
@@ -147,6 +153,7 @@ impl Snapshots {
                 covered_by,
                 files: Vec::new(),
                 hashed: false,
+                clone_db: None,
             };
             let name = OsStr::new(&store.id);
             let _progress = crate::progress::bytes(&format!("snapshot {}", store.id), 0);
@@ -190,9 +197,18 @@ impl Snapshots {
                     let pg = matches!(store.kind, StoreKind::PostgreSql(_));
                     snap.source = sql_source(if pg { "postgresql" } else { "mysql" }, conn);
                     let dst = tmp.create_dir(name, 0o700).map_err(|e| fail(e.into()))?;
+                    let run_as = super::tool_identity(&cfg.path, None);
+                    if pg {
+                        if let Some(c) = clone_pg(&store.id, conn, run_as, id, &dst, &mut warnings)
+                        {
+                            snap.method = StoreMethod::PgClone;
+                            snap.clone_db = Some(c);
+                            out.push(snap);
+                            continue;
+                        }
+                    }
                     let file = if pg { "dump.pgcustom" } else { "dump.sql" };
                     let mut out = dst.create_file(file, 0o600).map_err(|e| fail(e.into()))?;
-                    let run_as = super::tool_identity(&cfg.path, None);
                     let r = if pg {
                         sql::pg_dump(&store.id, conn, run_as, &mut out)
                     } else {
@@ -372,6 +388,80 @@ fn copy_config(tmp: &Dir, config: &Path) -> Option<String> {
         Err(e) => {
             tracing::warn!("could not keep a copy of the server config: {e}");
             None
+        }
+    }
+}
+
+/// The snapshot's clone database of a PostgreSQL store, where the store's role may make one
+/// (see `pgclone`); None: dump it. The clone's name is written into the partial snapshot first,
+/// so a create killed half way leaves nothing unnamed behind (`drop_partial_clones`).
+fn clone_pg(
+    store: &str,
+    conn: &crate::serverconfig::SqlConn,
+    run_as: sql::RunAs,
+    id: &str,
+    dst: &Dir,
+    warnings: &mut Vec<String>,
+) -> Option<super::CloneDb> {
+    if !pgclone::possible(store, conn, run_as) {
+        return None;
+    }
+    let name = pgclone::name_for(&conn.database, id, pgclone::Purpose::Snapshot);
+    if let Err(e) = dst.write_atomic(CLONE_MARKER, name.as_bytes(), 0o600, None) {
+        tracing::warn!("store \"{store}\": cannot record the clone's name, dumping: {e}");
+        return None;
+    }
+    match pgclone::create(store, conn, run_as, id) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let _ = dst.remove_file(CLONE_MARKER);
+            warnings.push(format!(
+                "store \"{store}\": the clone database could not be made ({e}); it was dumped \
+                 with pg_dump instead"
+            ));
+            None
+        }
+    }
+}
+
+impl Snapshots {
+    /// Clone databases that interrupted creates made: their partial snapshots name them, and
+    /// are about to be removed. Best effort (a database that cannot be dropped now is named in
+    /// the log).
+    fn drop_partial_clones(&self, cfg: &ServerConfig) {
+        let Ok(root) = fsops::open_private_dir(&self.root) else {
+            return;
+        };
+        for partial in root.entries().unwrap_or_default() {
+            if !partial.to_string_lossy().starts_with(PARTIAL_PREFIX) {
+                continue;
+            }
+            for store in &cfg.stores {
+                let StoreKind::PostgreSql(conn) = &store.kind else {
+                    continue;
+                };
+                let Ok(text) = root
+                    .open_dir(&partial)
+                    .and_then(|d| d.open_dir(&store.id))
+                    .and_then(|d| d.read_file(CLONE_MARKER, 256))
+                else {
+                    continue;
+                };
+                let name = String::from_utf8_lossy(&text).to_string();
+                let run_as = super::tool_identity(&cfg.path, None);
+                match pgclone::drop_db(&store.id, conn, run_as, &name) {
+                    Ok(()) => {
+                        let _ = root
+                            .open_dir(&partial)
+                            .and_then(|d| d.open_dir(&store.id))
+                            .and_then(|d| d.remove_file(CLONE_MARKER));
+                    }
+                    Err(e) => tracing::warn!(
+                        "the clone database {name} of an interrupted snapshot could not be \
+                         dropped: {e}; drop it with DROP DATABASE"
+                    ),
+                }
+            }
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum StoreMethod {
     FsFiles,
     /// `pg_dump --format=custom`.
     PgDump,
+    /// A clone database inside the PostgreSQL server (`CREATE DATABASE .. TEMPLATE .. STRATEGY
+    /// FILE_COPY`), named in [`StoreSnapshot::clone_db`].
+    PgClone,
     /// `mariadb-dump --single-transaction`.
     MysqlDump,
     /// The server's own `--export` (logical; restore runs `--import`).
@@ -38,6 +41,14 @@ pub enum StoreMethod {
 }
 
 impl StoreMethod {
+    /// Reached through a database connection (taken from the snapshot's copy of the config).
+    pub fn needs_connection(self) -> bool {
+        matches!(
+            self,
+            StoreMethod::PgDump | StoreMethod::PgClone | StoreMethod::MysqlDump
+        )
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             StoreMethod::RocksDbFiles => {
@@ -48,6 +59,9 @@ impl StoreMethod {
             }
             StoreMethod::FsFiles => "hard links of the write-once blob files",
             StoreMethod::PgDump => "pg_dump --format=custom",
+            StoreMethod::PgClone => {
+                "clone database in the PostgreSQL server (CREATE DATABASE .. TEMPLATE, FILE_COPY)"
+            }
             StoreMethod::MysqlDump => "mariadb-dump --single-transaction",
             StoreMethod::LogicalExport => "logical export with the server's --export (slow)",
             StoreMethod::Covered => "covered by another store's snapshot",
@@ -119,6 +133,19 @@ pub struct StoreSnapshot {
     pub files: Vec<FileEntry>,
     /// Every regular file has its sha256.
     pub hashed: bool,
+    /// [`StoreMethod::PgClone`]: the database in the store's PostgreSQL server that holds the
+    /// data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_db: Option<CloneDb>,
+}
+
+/// A database that holds a snapshot's copy of a PostgreSQL store, in the store's own server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneDb {
+    pub name: String,
+    /// Its OID when it was made: a database of that name made since (the store's role may
+    /// create databases) is not the snapshot's and is never restored from.
+    pub oid: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,7 +17,9 @@
 //! - SQLite: the db file is written in place -> private copies of it and its -wal/-shm/-journal.
 //! - fs blob store: blobs are write-once files named by content (see `FS_BLOBS_WRITE_ONCE`)
 //!   -> hard links.
-//! - PostgreSQL / MySQL: pg_dump / mariadb-dump (`sql.rs`).
+//! - PostgreSQL: a clone database in the store's server where its role may make one
+//!   (`pgclone.rs`: a file copy inside PostgreSQL, no bytes through a client), else pg_dump.
+//! - MySQL: mariadb-dump (`sql.rs`).
 //! - anything else: the server's own `--export` (a logical export).
 
 mod create;
@@ -25,6 +27,7 @@ mod fsops;
 mod hash;
 mod manifest;
 mod methods;
+mod pgclone;
 mod plan;
 mod precopy;
 mod prehash;
@@ -152,6 +155,8 @@ const MANIFEST: &str = "manifest.json";
 const PARTIAL_PREFIX: &str = ".partial-";
 /// Where the copy of the server config goes; a store cannot have this id (it starts with '.').
 const CONFIG_DIR: &str = ".server-config";
+/// In a PostgreSQL store's directory of a snapshot: the name of its clone database.
+const CLONE_MARKER: &str = "clone-db";
 
 fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -325,6 +330,7 @@ impl Snapshots {
                 root: self.root.clone(),
             });
         }
+        self.drop_clones(id)?;
         // The manifest goes first: a crash half way leaves no directory that claims to be a
         // usable snapshot.
         let manifest = dir.join(MANIFEST);
@@ -343,6 +349,12 @@ impl Snapshots {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PARTIAL_PREFIX) && names_a_clone(&e.path()) {
+                // Its clone database is dropped by the next create (which has the connection);
+                // removing the name now would leave the database behind unnamed.
+                tracing::info!(partial = %name, "kept until the next snapshot drops its clone database");
+                continue;
+            }
             if name.starts_with(PARTIAL_PREFIX) || precopy::is_leftover(&name) {
                 fsops::remove_tree(&e.path())?;
             }
@@ -400,6 +412,15 @@ impl Snapshots {
         }
         Ok(total)
     }
+}
+
+/// Does the partial snapshot `dir` name a clone database (a create killed after making it)?
+fn names_a_clone(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join(CLONE_MARKER).is_file())
 }
 
 /// Whom the tools of a snapshot run as (SQL clients, the server's `--export`/`--import`):

@@ -1,7 +1,9 @@
 //! What a snapshot would do and cost, checked before the server is stopped.
 
 use super::methods::{methods, rocksdb_immutable, sql_source, sqlite_files};
-use super::{fsops, human, sql, SnapshotError, SnapshotPlan, Snapshots, StoreMethod, StorePlan};
+use super::{
+    fsops, human, pgclone, sql, SnapshotError, SnapshotPlan, Snapshots, StoreMethod, StorePlan,
+};
 use crate::fsutil::{Dir, Kind};
 use crate::serverconfig::{ServerConfig, StoreKind};
 use std::os::unix::fs::MetadataExt;
@@ -64,9 +66,17 @@ impl Snapshots {
                 }
                 (StoreKind::PostgreSql(c), _) => {
                     p.source = sql_source("postgresql", c);
-                    p.data_bytes = sql::pg_size(c, super::tool_identity(&cfg.path, None));
-                    // An uncompressed custom-format dump: about the database size.
-                    p.bytes_needed = p.data_bytes;
+                    let run_as = super::tool_identity(&cfg.path, None);
+                    p.data_bytes = sql::pg_size(c, run_as);
+                    if pgclone::possible(&s.id, c, run_as) {
+                        // The copy is made inside the PostgreSQL server, on its disk.
+                        p.method = StoreMethod::PgClone;
+                        p.note = StoreMethod::PgClone.describe().to_string();
+                        p.bytes_needed = Some(0);
+                    } else {
+                        // An uncompressed custom-format dump: about the database size.
+                        p.bytes_needed = p.data_bytes;
+                    }
                 }
                 (StoreKind::MySql(c), _) => {
                     p.source = sql_source("mysql", c);

@@ -119,19 +119,24 @@ impl Snapshots {
             let StoreKind::Sqlite { path } = &store.kind else {
                 continue;
             };
-            let r = (|| -> Result<super::precopy::PreCopy, crate::fsutil::FsError> {
+            let r = (|| -> Result<Option<super::precopy::PreCopy>, crate::fsutil::FsError> {
                 let (parent, name) = Dir::open_parent(path)?;
                 let (f, m) = parent.open_file(&name)?;
                 let dir = super::precopy::dir_in(&root)?;
+                if super::precopy::reflinks(&f, &dir) {
+                    tracing::info!(store = %store.id, "the snapshots share extents with the SQLite database: it is cloned at the stop, no copy before it");
+                    return Ok(None);
+                }
                 let store_dir = match dir.open_dir(&store.id) {
                     Ok(d) => d,
                     Err(_) => dir.create_dir(&store.id, 0o700)?,
                 };
                 store_dir.remove_file(&name)?;
-                super::precopy::copy(&f, &m, store_dir, &name)
+                super::precopy::copy(&f, &m, store_dir, &name).map(Some)
             })();
             match r {
-                Ok(p) => out.push(p),
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(store = %store.id, "no copy of the SQLite database before the stop ({e}); it is copied whole during the snapshot")
                 }

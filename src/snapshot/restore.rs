@@ -14,7 +14,7 @@
 use super::create::tool_files;
 use super::methods::{rocksdb_immutable, sql_source, sqlite_names, trim_slash};
 use super::StoreSnapshot;
-use super::{fsops, now, sql, FileKind, Manifest, SnapshotError, Snapshots, StoreMethod};
+use super::{fsops, now, pgclone, sql, FileKind, Manifest, SnapshotError, Snapshots, StoreMethod};
 use crate::fsutil::{Dir, Kind};
 use crate::serverconfig::{ServerConfig, SqlConn, StoreKind};
 use crate::version::Version;
@@ -173,6 +173,7 @@ impl<'a> Keeper<'a> {
         for s in &mut self.stores {
             let d = dir.open_dir(&s.id)?;
             s.files = match s.method {
+                StoreMethod::PgClone => Vec::new(),
                 StoreMethod::PgDump | StoreMethod::MysqlDump | StoreMethod::LogicalExport => {
                     tool_files(&d)?
                 }
@@ -188,6 +189,7 @@ impl<'a> Keeper<'a> {
             self.root.remove_tree(&self.name)?;
             return Ok(None);
         }
+        let config_copy = self.copy_config_of(from, &dir);
         let (ms, stamp, created_at) = now();
         let id = self.snaps.free_id(&stamp, &version.to_string());
         let manifest = Manifest {
@@ -206,12 +208,79 @@ impl<'a> Keeper<'a> {
             create_seconds: 0.0,
             hashed_at: None,
             warnings: Vec::new(),
-            config_copy: None,
+            config_copy,
             origin: Some(origin.to_string()),
         };
         Snapshots::finish(&self.root, &dir, &self.name, &manifest)?;
         tracing::info!(snapshot = %id, "the data the restore replaced is kept as snapshot {id}");
         Ok(Some(id))
+    }
+}
+
+impl Keeper<'_> {
+    /// The kept data of a SQL store is reached through the same connection as the snapshot it
+    /// replaced (a restore checked that it is the store's): the kept snapshot gets a copy of
+    /// that snapshot's server config, so it can be restored and removed like any other.
+    fn copy_config_of(&self, from: &Manifest, dir: &Dir) -> Option<String> {
+        if !self.stores.iter().any(|s| s.method.needs_connection()) {
+            return None;
+        }
+        let rel = from.config_copy.as_ref()?;
+        let (src, name) = Dir::open_parent(&self.snaps.dir_of(&from.id).ok()?.join(rel)).ok()?;
+        let (f, meta) = src.open_file(&name).ok()?;
+        let to = dir.create_dir(super::CONFIG_DIR, 0o700).ok()?;
+        fsops::copy_file_into(&f, &meta, &to, &name, None).ok()?;
+        Some(rel.clone())
+    }
+}
+
+/// The database a slot of displaced data names (`<name>\n<oid>`), as a restore wrote it.
+fn read_kept_marker(slot: &Dir) -> Option<super::CloneDb> {
+    let text = slot.read_file(super::CLONE_MARKER, 256).ok()?;
+    let text = String::from_utf8(text).ok()?;
+    let mut lines = text.lines();
+    let name = lines.next()?.to_string();
+    let oid = lines.next()?.parse().ok()?;
+    Some(super::CloneDb { name, oid })
+}
+
+/// The connection and the clone database of a [`StoreMethod::PgClone`] store.
+fn clone_of<'m>(
+    m: &Manifest,
+    snap: &'m StoreSnapshot,
+    conns: &'m [(String, SqlConn)],
+) -> Result<(&'m SqlConn, &'m super::CloneDb), SnapshotError> {
+    let conn = conns.iter().find(|(s, _)| s == &snap.id).map(|(_, c)| c);
+    match (conn, snap.clone_db.as_ref()) {
+        (Some(c), Some(d)) => Ok((c, d)),
+        _ => Err(SnapshotError::StoreMismatch {
+            id: m.id.clone(),
+            store: snap.id.clone(),
+        }),
+    }
+}
+
+impl Snapshots {
+    /// Drops the clone databases snapshot `id` holds (before its directory goes). A database
+    /// that cannot be dropped now keeps the snapshot: removing its manifest would leave the
+    /// database behind unnamed.
+    pub(super) fn drop_clones(&self, id: &str) -> Result<(), SnapshotError> {
+        let Ok(m) = self.get(id) else {
+            return Ok(());
+        };
+        if !m.stores.iter().any(|s| s.method == StoreMethod::PgClone) {
+            return Ok(());
+        }
+        let conns = self.sql_conns(&m)?;
+        let run_as = super::tool_identity(&m.config_path, None);
+        for snap in m.stores.iter().filter(|s| s.method == StoreMethod::PgClone) {
+            let (conn, clone) = clone_of(&m, snap, &conns)?;
+            // Only the database the snapshot made: one made under its name since is not ours.
+            if pgclone::oid_of(&snap.id, conn, run_as, &clone.name)? == Some(clone.oid) {
+                pgclone::drop_db(&snap.id, conn, run_as, &clone.name)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -282,10 +351,7 @@ impl Snapshots {
 
     /// The SQL connections of the snapshot's stores, from its own copy of the server config.
     fn sql_conns(&self, m: &Manifest) -> Result<Vec<(String, SqlConn)>, SnapshotError> {
-        let needs = m
-            .stores
-            .iter()
-            .any(|s| matches!(s.method, StoreMethod::PgDump | StoreMethod::MysqlDump));
+        let needs = m.stores.iter().any(|s| s.method.needs_connection());
         if !needs {
             return Ok(Vec::new());
         }
@@ -299,9 +365,9 @@ impl Snapshots {
         for s in &m.stores {
             let found = cfg.stores.iter().find(|c| c.id == s.id);
             let conn = match (s.method, found.map(|c| &c.kind)) {
-                (StoreMethod::PgDump, Some(StoreKind::PostgreSql(c))) => c,
+                (StoreMethod::PgDump | StoreMethod::PgClone, Some(StoreKind::PostgreSql(c))) => c,
                 (StoreMethod::MysqlDump, Some(StoreKind::MySql(c))) => c,
-                (StoreMethod::PgDump | StoreMethod::MysqlDump, _) => {
+                (method, _) if method.needs_connection() => {
                     return Err(SnapshotError::StoreMismatch {
                         id: m.id.clone(),
                         store: s.id.clone(),
@@ -309,7 +375,7 @@ impl Snapshots {
                 }
                 _ => continue,
             };
-            let scheme = if s.method == StoreMethod::PgDump {
+            let scheme = if s.method != StoreMethod::MysqlDump {
                 "postgresql"
             } else {
                 "mysql"
@@ -381,6 +447,11 @@ impl Snapshots {
                     let (f, _) = src_root.open_dir(&snap.id)?.open_file("dump.sql")?;
                     sql::check_mysql_trailer(&snap.id, &f)?;
                 }
+                StoreMethod::PgClone => {
+                    let (conn, clone) = clone_of(&m, snap, &conns)?;
+                    let run_as = super::tool_identity(&m.config_path, None);
+                    pgclone::check(&snap.id, conn, run_as, clone)?;
+                }
                 _ => {}
             }
         }
@@ -409,7 +480,18 @@ impl Snapshots {
                     .iter()
                     .find(|s| n == s.id || n.starts_with(&format!("{}.", s.id)))
                 {
-                    leftover.stores.push(StoreSnapshot { id: n, ..s.clone() });
+                    let mut kept = StoreSnapshot {
+                        id: n.clone(),
+                        ..s.clone()
+                    };
+                    if s.method == StoreMethod::PgClone {
+                        // Never the snapshot's own clone: the one its slot names, or none.
+                        kept.clone_db = d.open_dir(&n).ok().and_then(|sd| read_kept_marker(&sd));
+                        if kept.clone_db.is_none() {
+                            continue;
+                        }
+                    }
+                    leftover.stores.push(kept);
                 }
             }
         }
@@ -473,6 +555,25 @@ impl Snapshots {
                         sql::pg_restore(&snap.id, conn, run_as, dump)?;
                     } else {
                         sql::mysql_restore(&snap.id, conn, run_as, dump)?;
+                    }
+                }
+                StoreMethod::PgClone => {
+                    let (conn, clone) = clone_of(&m, snap, &conns)?;
+                    let run_as = super::tool_identity(&m.config_path, None);
+                    // The database as it is now is kept (renamed, not copied): nothing the
+                    // server wrote since the snapshot is lost.
+                    for replaced in pgclone::restore(&snap.id, conn, run_as, &m.id, clone)? {
+                        let slot = keep.slot(&snap.id)?;
+                        let sd = keep.dir()?.create_dir(&slot, 0o700)?;
+                        let marker = format!("{}\n{}\n", replaced.name, replaced.oid);
+                        sd.write_atomic(super::CLONE_MARKER, marker.as_bytes(), 0o600, None)?;
+                        keep.stores.push(StoreSnapshot {
+                            id: slot,
+                            clone_db: Some(replaced),
+                            files: Vec::new(),
+                            hashed: false,
+                            ..snap.clone()
+                        });
                     }
                 }
                 StoreMethod::LogicalExport => import = Some(snap),

@@ -338,6 +338,34 @@ pub(crate) fn pg_restore(
     }
 }
 
+/// Runs `statements` with psql on database `dbname` of `conn`'s server (each its own
+/// transaction: CREATE and DROP DATABASE may not run inside one), stopping at the first error.
+/// Returns what they print, unaligned and without headers.
+pub(crate) fn pg_run(
+    store: &str,
+    conn: &SqlConn,
+    dbname: &str,
+    run_as: RunAs,
+    what: &str,
+    statements: &[String],
+) -> Result<String, SnapshotError> {
+    check_conn(store, conn)?;
+    check_value(store, "database", dbname)?;
+    let prog = need_program(store, &["psql"], "postgresql-client")?;
+    let on = SqlConn {
+        database: dbname.to_string(),
+        ..conn.clone()
+    };
+    let mut c = pg_command(&prog, &on, run_as);
+    c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!("--dbname={}", pg_conninfo(&on)));
+    for s in statements {
+        c.arg("-c").arg(s);
+    }
+    let out = run_piped(store, c, secret(conn), what, None, None)?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
 /// Refuses a dump that is not what pg_dump writes, before the database is touched.
 pub(crate) fn check_pg_magic(store: &str, dump: &std::fs::File) -> Result<(), SnapshotError> {
     use std::os::unix::fs::FileExt;
