@@ -259,7 +259,8 @@ fn run(
     )?;
     stalwart::wait_ready(&ct, Duration::from_secs(30))?;
     let settings = match &xfs {
-        Some(_) => format!("{BENCH_CONFIG}[snapshots]\ndir = \"/srv/snapshots\"\n"),
+        // keep = 1: the file system is sized for the data, one snapshot and the migration.
+        Some(_) => format!("{BENCH_CONFIG}[snapshots]\ndir = \"/srv/snapshots\"\nkeep = 1\n"),
         None => BENCH_CONFIG.to_string(),
     };
     ct.write_file("/etc/stalwart-upgrade/config.toml", &settings)?;
@@ -313,9 +314,14 @@ impl Xfs {
         use std::process::Command;
         let dir = std::path::PathBuf::from("/var/tmp/stalwart-bench-xfs");
         let img = dir.with_extension("img");
-        let _ = Command::new("umount").arg(&dir).status();
+        let _ = Command::new("umount")
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status();
         std::fs::create_dir_all(&dir)?;
-        std::fs::File::create(&img)?.set_len((gib * 2 + 4) << 30)?;
+        // Sparse: the host pays for what is written (the live file, its WAL, and what the
+        // minor upgrade's migration un-shares from the snapshot).
+        std::fs::File::create(&img)?.set_len((gib * 6 + 4) << 30)?;
         let ok = |c: &mut Command| -> anyhow::Result<()> {
             let st = c.status()?;
             anyhow::ensure!(
@@ -452,30 +458,46 @@ fn main() -> anyhow::Result<()> {
         .map(|p| testbed::target_dir().join(p).join("stalwart-upgrade"))
         .find(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("no helper binary under target/"))?;
+    // Each row is printed as soon as it is measured: a later row that fails (a full disk)
+    // does not take the others with it.
+    print_header(rounds, &helper);
     let mut rows = Vec::new();
+    let mut failed = Vec::new();
     for kind in stores.split(',').map(str::trim) {
         for &gib in &sizes {
             eprintln!("measuring {kind} {gib} GiB ...");
-            match kind {
-                "rocksdb" => rows.push(run("rocksdb", gib, rounds, &helper)?),
-                "sqlite" => rows.push(run("sqlite", gib, rounds, &helper)?),
-                "sqlite+xfs" => rows.push(run("sqlite+xfs", gib, rounds, &helper)?),
-                "postgres" => rows.extend(run_pg(gib, rounds, &helper, false)?),
-                "pg+clone" => rows.extend(run_pg(gib, rounds, &helper, true)?),
+            let row = match kind {
+                "rocksdb" | "sqlite" | "sqlite+xfs" => run(kind, gib, rounds, &helper).map(Some),
+                "postgres" | "pg+clone" => run_pg(gib, rounds, &helper, kind == "pg+clone"),
                 other => anyhow::bail!("unknown store {other:?} in DOWNTIME_BENCH_STORES"),
+            };
+            match row {
+                Ok(Some(r)) => {
+                    print_row(&r);
+                    rows.push(r);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    println!("{kind:<10} {gib:>2} GiB  FAILED: {e:#}");
+                    failed.push(format!("{kind} {gib} GiB"));
+                }
             }
         }
     }
-    print_table(&rows, rounds, &helper);
+    print_growth(&rows);
     println!(
         "peak RSS of the helper (with the dump tools it waits for): {:.1} MiB",
         PEAK_RSS_KIB.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
     );
+    anyhow::ensure!(failed.is_empty(), "rows that failed: {}", failed.join(", "));
     Ok(())
 }
 
-fn print_table(rows: &[Row], rounds: u32, helper: &std::path::Path) {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn print_header(rounds: u32, helper: &std::path::Path) {
     println!(
         "downtime, median of {rounds} (stand-in server; postgres: real 0.15, one patch round), helper {}:",
         helper.display()
@@ -483,39 +505,43 @@ fn print_table(rows: &[Row], rounds: u32, helper: &std::path::Path) {
     println!(
         "store      size   bare ms  patch ms ratio  minor ms ratio (server's start->ready ms)  rollback ms ratio"
     );
-    for r in rows {
-        let ratio = |d: Duration| d.as_secs_f64() / r.bare.as_secs_f64();
-        let minor = r
-            .minor
-            .map(|(m, server)| format!("{:>9.0} {:>5.2} ({:>8.0})", ms(m), ratio(m), ms(server)))
-            .unwrap_or_else(|| format!("{:>9} {:>5} ({:>8})", "-", "-", "-"));
+}
+
+fn print_row(r: &Row) {
+    let ratio = |d: Duration| d.as_secs_f64() / r.bare.as_secs_f64();
+    let minor = r
+        .minor
+        .map(|(m, server)| format!("{:>9.0} {:>5.2} ({:>8.0})", ms(m), ratio(m), ms(server)))
+        .unwrap_or_else(|| format!("{:>9} {:>5} ({:>8})", "-", "-", "-"));
+    println!(
+        "{:<10} {:>2} GiB {:>8.0} {:>9.0} {:>5.2} {minor}                {:>11.0} {:>5.2}",
+        r.store,
+        r.gib,
+        ms(r.bare),
+        ms(r.patch),
+        ratio(r.patch),
+        ms(r.rollback),
+        ratio(r.rollback)
+    );
+    if let Some((d, method)) = &r.restore {
         println!(
-            "{:<10} {:>2} GiB {:>8.0} {:>9.0} {:>5.2} {minor}                {:>11.0} {:>5.2}",
-            r.store,
-            r.gib,
-            ms(r.bare),
-            ms(r.patch),
-            ratio(r.patch),
-            ms(r.rollback),
-            ratio(r.rollback)
+            "         snapshot restore, server stopped ({method}): {:.0} ms = {:.2} bare restarts",
+            ms(*d),
+            ratio(*d)
         );
-        if let Some((d, method)) = &r.restore {
-            println!(
-                "         snapshot restore, server stopped ({method}): {:.0} ms = {:.2} bare restarts",
-                ms(*d),
-                ratio(*d)
-            );
-        }
-        // The minor upgrade without the new server's own start -> ready (where the stand-in's
-        // migration rewrites every record), next to the same share of the patch upgrade.
-        if let Some((m, server)) = r.minor {
-            println!(
-                "         stop -> new server started: minor {:.0} ms, patch {:.0} ms",
-                ms(m.saturating_sub(server)),
-                ms(r.patch.saturating_sub(r.patch_server))
-            );
-        }
     }
+    // The minor upgrade without the new server's own start -> ready (where the stand-in's
+    // migration rewrites every record), next to the same share of the patch upgrade.
+    if let Some((m, server)) = r.minor {
+        println!(
+            "         stop -> new server started: minor {:.0} ms, patch {:.0} ms",
+            ms(m.saturating_sub(server)),
+            ms(r.patch.saturating_sub(r.patch_server))
+        );
+    }
+}
+
+fn print_growth(rows: &[Row]) {
     let by = |store: &str, gib: u64| rows.iter().find(|r| r.store == store && r.gib == gib);
     for store in ["rocksdb", "sqlite", "sqlite+xfs", "postgres", "pg+clone"] {
         if let (Some(a), Some(b)) = (by(store, 1), by(store, 4)) {

@@ -709,8 +709,11 @@ fn postgresql_clone_database_snapshot_and_restore_by_rename() {
     // the snapshot's: the restore refuses, and the live database is left as it is.
     let m2 = snaps.create(&cfg, &meta()).unwrap();
     let c2 = m2.stores[0].clone_db.clone().unwrap();
+    assert!(snaps.verify(&m2.id).unwrap().ok());
     su(&format!("DROP DATABASE \"{}\"", c2.name));
     st(&format!("CREATE DATABASE \"{}\"", c2.name));
+    let r = snaps.verify(&m2.id).unwrap();
+    assert!(!r.ok() && r.missing[0].contains(&c2.name), "{r:?}");
     let before = st(content);
     let err = snaps.restore(&m2.id, Some(&cfg), &keep()).unwrap_err();
     assert!(err.to_string().contains("OID"), "{err}");

@@ -261,6 +261,31 @@ fn clone_of<'m>(
 }
 
 impl Snapshots {
+    /// The clone databases of `m` that are gone or not the ones it made, as (store, database).
+    pub(super) fn missing_clones(
+        &self,
+        m: &Manifest,
+    ) -> Result<Vec<(String, String)>, SnapshotError> {
+        if !m.stores.iter().any(|s| s.method == StoreMethod::PgClone) {
+            return Ok(Vec::new());
+        }
+        let conns = self.sql_conns(m)?;
+        let run_as = super::tool_identity(&m.config_path, None);
+        let mut out = Vec::new();
+        for snap in m.stores.iter().filter(|s| s.method == StoreMethod::PgClone) {
+            let (conn, clone) = clone_of(m, snap, &conns)?;
+            match pgclone::check(&snap.id, conn, run_as, clone) {
+                Ok(()) => {}
+                Err(SnapshotError::BadDump { .. }) => {
+                    out.push((snap.id.clone(), clone.name.clone()))
+                }
+                // Not an answer about the clone (PostgreSQL unreachable, a wrong password).
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Drops the clone databases snapshot `id` holds (before its directory goes). A database
     /// that cannot be dropped now keeps the snapshot: removing its manifest would leave the
     /// database behind unnamed.
