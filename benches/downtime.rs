@@ -467,7 +467,9 @@ fn main() -> anyhow::Result<()> {
         for &gib in &sizes {
             eprintln!("measuring {kind} {gib} GiB ...");
             let row = match kind {
-                "rocksdb" | "sqlite" | "sqlite+xfs" => run(kind, gib, rounds, &helper).map(Some),
+                "rocksdb" => run("rocksdb", gib, rounds, &helper).map(Some),
+                "sqlite" => run("sqlite", gib, rounds, &helper).map(Some),
+                "sqlite+xfs" => run("sqlite+xfs", gib, rounds, &helper).map(Some),
                 "postgres" | "pg+clone" => run_pg(gib, rounds, &helper, kind == "pg+clone"),
                 other => anyhow::bail!("unknown store {other:?} in DOWNTIME_BENCH_STORES"),
             };
