@@ -233,8 +233,25 @@ fn a_real_crossing_carries_accounts_groups_lists_dkim_keys_listeners_and_the_adm
 /// come over, and `rollback` brings 0.15.5 back from the pg_dump snapshot with the mail.
 #[test]
 fn a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail() {
+    crossing_on_postgresql(
+        "a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail",
+        false,
+    );
+}
+
+/// The same with a store role that may create databases: the snapshot is a clone database in
+/// the PostgreSQL server, the rollback copies it back and swaps it in, and what 0.16 wrote (the
+/// mail delivered to it) is kept as a database of its own.
+#[test]
+fn a_real_crossing_on_postgresql_with_a_clone_snapshot_and_its_rollback() {
+    crossing_on_postgresql(
+        "a_real_crossing_on_postgresql_with_a_clone_snapshot_and_its_rollback",
+        true,
+    );
+}
+
+fn crossing_on_postgresql(test: &str, clone: bool) {
     use testbed::real_server::{alice, bob, RealServer};
-    let test = "a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail";
     let Some([old, new]) = crossing_releases(test) else {
         return;
     };
@@ -243,9 +260,47 @@ fn a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail() {
         return;
     }
     let s = RealScenario::new(old, testbed::real::Backend::Postgres);
+    let databases = |like: &str| {
+        s.ct.exec_ok(&[
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-At",
+            "-c",
+            &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{like}'"),
+        ])
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    if clone {
+        s.ct.exec_ok(&[
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-q",
+            "-c",
+            "ALTER ROLE stalwart CREATEDB",
+        ])
+        .unwrap();
+    }
     assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
     let out = s.upgrade(new);
     assert_eq!(code(&out), 0, "{}", text(&out));
+    let list = text(&s.helper(&["snapshot", "list", "--json"]));
+    let method = if clone { "\"pg-clone\"" } else { "\"pg-dump\"" };
+    assert!(
+        list.contains(method),
+        "the snapshot is not {method}: {list}"
+    );
+    assert_eq!(
+        databases("stalwart_su_snap_%"),
+        if clone { "1" } else { "0" }
+    );
     let json =
         s.ct.exec_ok(&["cat", "/opt/stalwart/etc/config.json"])
             .unwrap();
@@ -260,6 +315,10 @@ fn a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     s.serves(old, false, &["before-alice"]);
     RealServer::deliver(&s.ct, false, &alice(), "back-on-0.15").unwrap();
+    if clone {
+        // What 0.16 ran on (the mail delivered to it) is kept, renamed, not dumped.
+        assert_eq!(databases("stalwart_su_kept_%"), "1");
+    }
 }
 
 /// An object the real 0.16 refuses during the carry step (here a DKIM key whose PEM does not
