@@ -798,3 +798,45 @@ fn postgresql_clone_falls_back_to_a_dump_while_another_client_is_connected() {
         "no half-made clone is left"
     );
 }
+
+/// Two stores of one config on the same database (here the data and the blob store): each gets
+/// a clone of its own, both verify, and a restore of the snapshot brings the data back.
+#[test]
+fn two_postgresql_stores_on_one_database_get_a_clone_each() {
+    let pg = Postgres::start();
+    let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
+    su("CREATE ROLE stalwart LOGIN CREATEDB PASSWORD 'pg-Secret-42'");
+    su("CREATE DATABASE mail OWNER stalwart");
+    let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
+    st("CREATE TABLE t (k int PRIMARY KEY)");
+    st("INSERT INTO t SELECT generate_series(1, 10)");
+    let tmp = shared_tempdir();
+    let store = |id: &str| {
+        format!(
+            "[store.{id}]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
+            pg.sock.display(),
+            pg.port
+        )
+    };
+    let cfg = hostile_config(
+        tmp.path(),
+        &format!(
+            "[storage]\ndata = \"pg\"\nblob = \"pgblob\"\n{}{}",
+            store("pg"),
+            store("pgblob")
+        ),
+    );
+    assert_eq!(cfg.stores.len(), 2, "{:?}", cfg.stores);
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    let names: Vec<String> = m
+        .stores
+        .iter()
+        .map(|s| s.clone_db.clone().expect("a clone per store").name)
+        .collect();
+    assert_ne!(names[0], names[1], "{names:?}");
+    assert!(snaps.verify(&m.id).unwrap().ok());
+    st("DELETE FROM t");
+    snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
+    assert_eq!(st("SELECT count(*) FROM t"), "10");
+}

@@ -406,7 +406,7 @@ fn clone_pg(
     if !pgclone::possible(store, conn, run_as) {
         return None;
     }
-    let name = pgclone::name_for(&conn.database, id, pgclone::Purpose::Snapshot);
+    let name = pgclone::snapshot_name(&conn.database, id, store);
     if let Err(e) = dst.write_atomic(CLONE_MARKER, name.as_bytes(), 0o600, None) {
         tracing::warn!("store \"{store}\": cannot record the clone's name, dumping: {e}");
         return None;

@@ -61,6 +61,12 @@ pub(crate) fn name_for(db: &str, key: &str, purpose: Purpose) -> String {
     format!("{prefix}_su_{}_{hex}", purpose.word())
 }
 
+/// The clone of store `store` in snapshot `snapshot_id`: two stores of one snapshot may use the
+/// same database, and each gets a clone of its own.
+pub(crate) fn snapshot_name(db: &str, snapshot_id: &str, store: &str) -> String {
+    name_for(db, &format!("{snapshot_id}/{store}"), Purpose::Snapshot)
+}
+
 fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -171,7 +177,7 @@ pub(crate) fn create(
     run_as: sql::RunAs,
     snapshot_id: &str,
 ) -> Result<CloneDb, SnapshotError> {
-    let name = name_for(&conn.database, snapshot_id, Purpose::Snapshot);
+    let name = snapshot_name(&conn.database, snapshot_id, store);
     copy_db(store, conn, run_as, &conn.database, &name)
 }
 
@@ -231,8 +237,9 @@ pub(crate) fn restore(
 ) -> Result<Vec<CloneDb>, SnapshotError> {
     check(store, conn, run_as, clone)?;
     let live = &conn.database;
-    let staging = name_for(live, snapshot_id, Purpose::Restore);
-    let displaced = name_for(live, snapshot_id, Purpose::Displaced);
+    let key = format!("{snapshot_id}/{store}");
+    let staging = name_for(live, &key, Purpose::Restore);
+    let displaced = name_for(live, &key, Purpose::Displaced);
     let mut kept = Vec::new();
     kept.extend(keep_displaced(store, conn, run_as, &displaced)?);
     copy_db(store, conn, run_as, &clone.name, &staging)?;
