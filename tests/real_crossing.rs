@@ -260,33 +260,20 @@ fn crossing_on_postgresql(test: &str, clone: bool) {
         return;
     }
     let s = RealScenario::new(old, testbed::real::Backend::Postgres);
+    // psql as the container's PostgreSQL superuser.
+    let superuser = |sql: &str| {
+        s.ct.exec_ok(&["runuser", "-u", "postgres", "--", "psql", "-At", "-c", sql])
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     let databases = |like: &str| {
-        s.ct.exec_ok(&[
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-At",
-            "-c",
-            &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{like}'"),
-        ])
-        .unwrap()
-        .trim()
-        .to_string()
+        superuser(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE '{like}'"
+        ))
     };
     if clone {
-        s.ct.exec_ok(&[
-            "runuser",
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-q",
-            "-c",
-            "ALTER ROLE stalwart CREATEDB",
-        ])
-        .unwrap();
+        superuser("ALTER ROLE stalwart CREATEDB");
     }
     assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
     let out = s.upgrade(new);

@@ -609,6 +609,23 @@ fn postgresql_conninfo_and_root_password_files_are_not_used() {
 
 // ------------------------------------------------------------------ PostgreSQL clone databases
 
+/// A config of the service user's whose stores `ids` (the first the data store, the second the
+/// blob store) all use database `mail` as role `stalwart`.
+fn mail_config(pg: &Postgres, tmp: &Path, ids: &[&str]) -> ServerConfig {
+    let mut text = format!("[storage]\ndata = \"{}\"\n", ids[0]);
+    if let Some(blob) = ids.get(1) {
+        text.push_str(&format!("blob = \"{blob}\"\n"));
+    }
+    for id in ids {
+        text.push_str(&format!(
+            "[store.{id}]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
+            pg.sock.display(),
+            pg.port
+        ));
+    }
+    hostile_config(tmp, &text)
+}
+
 /// A store whose role may create databases is snapshotted as a clone database inside the
 /// server (no dump through a client during the downtime); a restore builds a copy of the clone
 /// and swaps it in by renaming, keeps the replaced database as a snapshot of its own, and leaves
@@ -627,14 +644,7 @@ fn postgresql_clone_database_snapshot_and_restore_by_rename() {
     let at_stop = st(content);
 
     let tmp = shared_tempdir();
-    let cfg = hostile_config(
-        tmp.path(),
-        &format!(
-            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
-            pg.sock.display(),
-            pg.port
-        ),
-    );
+    let cfg = mail_config(&pg, tmp.path(), &["pg"]);
     let snaps = Snapshots::new(&tmp.path().join("snapshots"));
     let plan = snaps.plan(&cfg).unwrap();
     assert_eq!(plan.stores[0].method, StoreMethod::PgClone, "{plan:?}");
@@ -771,14 +781,7 @@ fn postgresql_clone_falls_back_to_a_dump_while_another_client_is_connected() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let tmp = shared_tempdir();
-    let cfg = hostile_config(
-        tmp.path(),
-        &format!(
-            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
-            pg.sock.display(),
-            pg.port
-        ),
-    );
+    let cfg = mail_config(&pg, tmp.path(), &["pg"]);
     let snaps = Snapshots::new(&tmp.path().join("snapshots"));
     let m = snaps.create(&cfg, &meta());
     let _ = other.kill();
@@ -811,21 +814,7 @@ fn two_postgresql_stores_on_one_database_get_a_clone_each() {
     st("CREATE TABLE t (k int PRIMARY KEY)");
     st("INSERT INTO t SELECT generate_series(1, 10)");
     let tmp = shared_tempdir();
-    let store = |id: &str| {
-        format!(
-            "[store.{id}]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\ndatabase = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
-            pg.sock.display(),
-            pg.port
-        )
-    };
-    let cfg = hostile_config(
-        tmp.path(),
-        &format!(
-            "[storage]\ndata = \"pg\"\nblob = \"pgblob\"\n{}{}",
-            store("pg"),
-            store("pgblob")
-        ),
-    );
+    let cfg = mail_config(&pg, tmp.path(), &["pg", "pgblob"]);
     assert_eq!(cfg.stores.len(), 2, "{:?}", cfg.stores);
     let snaps = Snapshots::new(&tmp.path().join("snapshots"));
     let m = snaps.create(&cfg, &meta()).unwrap();
