@@ -411,7 +411,7 @@ fn clone_pg(
         tracing::warn!("store \"{store}\": cannot record the clone's name, dumping: {e}");
         return None;
     }
-    match pgclone::create(store, conn, run_as, id) {
+    match pgclone::create(store, conn, run_as, &name) {
         Ok(c) => Some(c),
         Err(e) => {
             let _ = dst.remove_file(CLONE_MARKER);
@@ -432,6 +432,7 @@ impl Snapshots {
         let Ok(root) = fsops::open_private_dir(&self.root) else {
             return;
         };
+        let run_as = super::tool_identity(&cfg.path, None);
         for partial in root.entries().unwrap_or_default() {
             if !partial.to_string_lossy().starts_with(PARTIAL_PREFIX) {
                 continue;
@@ -440,21 +441,16 @@ impl Snapshots {
                 let StoreKind::PostgreSql(conn) = &store.kind else {
                     continue;
                 };
-                let Ok(text) = root
-                    .open_dir(&partial)
-                    .and_then(|d| d.open_dir(&store.id))
-                    .and_then(|d| d.read_file(CLONE_MARKER, 256))
-                else {
+                let Ok(dir) = root.open_dir(&partial).and_then(|d| d.open_dir(&store.id)) else {
+                    continue;
+                };
+                let Ok(text) = dir.read_file(CLONE_MARKER, 256) else {
                     continue;
                 };
                 let name = String::from_utf8_lossy(&text).to_string();
-                let run_as = super::tool_identity(&cfg.path, None);
                 match pgclone::drop_db(&store.id, conn, run_as, &name) {
                     Ok(()) => {
-                        let _ = root
-                            .open_dir(&partial)
-                            .and_then(|d| d.open_dir(&store.id))
-                            .and_then(|d| d.remove_file(CLONE_MARKER));
+                        let _ = dir.remove_file(CLONE_MARKER);
                     }
                     Err(e) => tracing::warn!(
                         "the clone database {name} of an interrupted snapshot could not be \

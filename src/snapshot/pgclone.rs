@@ -115,12 +115,21 @@ pub(crate) fn oid_of(
     name: &str,
 ) -> Result<Option<u32>, SnapshotError> {
     sql::check_value(store, "database", name)?;
-    let q = format!(
+    let out = run(
+        store,
+        conn,
+        run_as,
+        "look up a database",
+        &[oid_query(name)],
+    )?;
+    Ok(out.parse().ok())
+}
+
+fn oid_query(name: &str) -> String {
+    format!(
         "SELECT oid FROM pg_database WHERE datname = {}",
         literal(name)
-    );
-    let out = run(store, conn, run_as, "look up a database", &[q])?;
-    Ok(out.parse().ok())
+    )
 }
 
 /// Copies database `from` as `name`, closed to connections. A leftover of ours under that name
@@ -146,10 +155,7 @@ fn copy_db(
                 ident(from)
             ),
             format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", ident(name)),
-            format!(
-                "SELECT oid FROM pg_database WHERE datname = {}",
-                literal(name)
-            ),
+            oid_query(name),
         ],
     );
     match made.map(|o| o.parse::<u32>()) {
@@ -170,15 +176,15 @@ fn copy_db(
     }
 }
 
-/// Server stopped: the snapshot's clone of the store's database.
+/// Server stopped: the snapshot's clone of the store's database, as `name`
+/// ([`snapshot_name`]).
 pub(crate) fn create(
     store: &str,
     conn: &SqlConn,
     run_as: sql::RunAs,
-    snapshot_id: &str,
+    name: &str,
 ) -> Result<CloneDb, SnapshotError> {
-    let name = snapshot_name(&conn.database, snapshot_id, store);
-    copy_db(store, conn, run_as, &conn.database, &name)
+    copy_db(store, conn, run_as, &conn.database, name)
 }
 
 /// Drops database `name` if it is there.
@@ -228,6 +234,9 @@ pub(crate) fn check(
 ///
 /// Resumable: an unfinished copy of an interrupted run is dropped and built again; a database
 /// an interrupted run swapped out is renamed to its kept name first.
+///
+/// The caller has made sure `clone` is the snapshot's ([`check`]), for every store before any
+/// is changed.
 pub(crate) fn restore(
     store: &str,
     conn: &SqlConn,
@@ -235,7 +244,6 @@ pub(crate) fn restore(
     snapshot_id: &str,
     clone: &CloneDb,
 ) -> Result<Vec<CloneDb>, SnapshotError> {
-    check(store, conn, run_as, clone)?;
     let live = &conn.database;
     let key = format!("{snapshot_id}/{store}");
     let staging = name_for(live, &key, Purpose::Restore);

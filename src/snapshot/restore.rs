@@ -244,6 +244,9 @@ fn read_kept_marker(slot: &Dir) -> Option<super::CloneDb> {
     Some(super::CloneDb { name, oid })
 }
 
+/// A [`StoreMethod::PgClone`] store: its id, connection and clone database.
+type CloneStore = (String, SqlConn, super::CloneDb);
+
 /// The connection and the clone database of a [`StoreMethod::PgClone`] store.
 fn clone_of<'m>(
     m: &Manifest,
@@ -261,24 +264,31 @@ fn clone_of<'m>(
 }
 
 impl Snapshots {
+    /// The [`StoreMethod::PgClone`] stores of `m`: (store, its connection, its clone database).
+    fn clone_stores(&self, m: &Manifest) -> Result<Vec<CloneStore>, SnapshotError> {
+        if !m.stores.iter().any(|s| s.method == StoreMethod::PgClone) {
+            return Ok(Vec::new());
+        }
+        let conns = self.sql_conns(m)?;
+        let mut out = Vec::new();
+        for snap in m.stores.iter().filter(|s| s.method == StoreMethod::PgClone) {
+            let (conn, clone) = clone_of(m, snap, &conns)?;
+            out.push((snap.id.clone(), conn.clone(), clone.clone()));
+        }
+        Ok(out)
+    }
+
     /// The clone databases of `m` that are gone or not the ones it made, as (store, database).
     pub(super) fn missing_clones(
         &self,
         m: &Manifest,
     ) -> Result<Vec<(String, String)>, SnapshotError> {
-        if !m.stores.iter().any(|s| s.method == StoreMethod::PgClone) {
-            return Ok(Vec::new());
-        }
-        let conns = self.sql_conns(m)?;
         let run_as = super::tool_identity(&m.config_path, None);
         let mut out = Vec::new();
-        for snap in m.stores.iter().filter(|s| s.method == StoreMethod::PgClone) {
-            let (conn, clone) = clone_of(m, snap, &conns)?;
-            match pgclone::check(&snap.id, conn, run_as, clone) {
+        for (store, conn, clone) in self.clone_stores(m)? {
+            match pgclone::check(&store, &conn, run_as, &clone) {
                 Ok(()) => {}
-                Err(SnapshotError::BadDump { .. }) => {
-                    out.push((snap.id.clone(), clone.name.clone()))
-                }
+                Err(SnapshotError::BadDump { .. }) => out.push((store, clone.name)),
                 // Not an answer about the clone (PostgreSQL unreachable, a wrong password).
                 Err(e) => return Err(e),
             }
@@ -293,16 +303,11 @@ impl Snapshots {
         let Ok(m) = self.get(id) else {
             return Ok(());
         };
-        if !m.stores.iter().any(|s| s.method == StoreMethod::PgClone) {
-            return Ok(());
-        }
-        let conns = self.sql_conns(&m)?;
         let run_as = super::tool_identity(&m.config_path, None);
-        for snap in m.stores.iter().filter(|s| s.method == StoreMethod::PgClone) {
-            let (conn, clone) = clone_of(&m, snap, &conns)?;
+        for (store, conn, clone) in self.clone_stores(&m)? {
             // Only the database the snapshot made: one made under its name since is not ours.
-            if pgclone::oid_of(&snap.id, conn, run_as, &clone.name)? == Some(clone.oid) {
-                pgclone::drop_db(&snap.id, conn, run_as, &clone.name)?;
+            if pgclone::oid_of(&store, &conn, run_as, &clone.name)? == Some(clone.oid) {
+                pgclone::drop_db(&store, &conn, run_as, &clone.name)?;
             }
         }
         Ok(())

@@ -387,19 +387,11 @@ const PG_DROP_OWNED_TABLES: &str = "DO $$ DECLARE r record; BEGIN \
     END LOOP; END $$;";
 
 pub(crate) fn pg_size(conn: &SqlConn, run_as: RunAs) -> Option<u64> {
-    check_conn("", conn).ok()?;
-    let prog = find_program(&["psql"])?;
-    let mut c = pg_command(&prog, conn, run_as);
-    c.args([
-        "-X",
-        "-A",
-        "-t",
-        "-c",
-        "SELECT pg_database_size(current_database())",
-    ])
-    .arg(format!("--dbname={}", pg_conninfo(conn)));
-    let out = run_piped("", c, secret(conn), "size", None, None).ok()?;
-    String::from_utf8_lossy(&out).trim().parse().ok()
+    let q = "SELECT pg_database_size(current_database())".to_string();
+    pg_run("", conn, &conn.database, run_as, "size", &[q])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 // ---------------------------------------------------------------- MySQL / MariaDB
