@@ -13,6 +13,17 @@ fn dnf_ok(m: &Machine, args: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Publishes the helper and server `version` and installs the server with dnf, up to the
+/// server ready (dnf's twin of packages_apt's `install_first`). Returns dnf's output.
+fn install_first(m: &Machine, version: &str) -> String {
+    let helper = helper_packages();
+    let server = server_packages(version, Fault::None, 0);
+    m.publish_rpms(&[&helper.rpm, &server.rpm]);
+    let out = dnf_ok(m, "install stalwart");
+    m.ready();
+    out
+}
+
 #[test]
 fn dnf_install_upgrade_broken_release_remove() {
     if testbed::skip_requested("dnf_install_upgrade_broken_release_remove") {
@@ -21,12 +32,8 @@ fn dnf_install_upgrade_broken_release_remove() {
     let m = Machine::dnf();
     // Fedora's and RHEL's default preset: nothing is enabled that does not ask for it.
     m.sh_ok("mkdir -p /etc/systemd/system-preset && echo 'disable *' > /etc/systemd/system-preset/99-default.preset");
-    let helper = helper_packages();
-    let a = server_packages("0.15.5", Fault::None, 0);
-    m.publish_rpms(&[&helper.rpm, &a.rpm]);
-    let out = dnf_ok(&m, "install stalwart");
+    let out = install_first(&m, "0.15.5");
     assert!(out.contains("installed stalwart 0.15.5"), "{out}");
-    m.ready();
     assert_eq!(m.running_binary(), "0.15.5");
     // The recovery unit through our preset file (%systemd_post), the server by the hook.
     assert_eq!(
@@ -102,11 +109,7 @@ fn dnf_pre_gate_refuses_a_minor_upgrade() {
         return;
     }
     let m = Machine::dnf();
-    let helper = helper_packages();
-    let a = server_packages("0.14.3", Fault::None, 0);
-    m.publish_rpms(&[&helper.rpm, &a.rpm]);
-    dnf_ok(&m, "install stalwart");
-    m.ready();
+    install_first(&m, "0.14.3");
     let running = m.invocation();
     let minor = server_packages("0.15.5", Fault::None, 0);
     m.publish_rpms(&[&minor.rpm]);
@@ -162,11 +165,7 @@ fn dnf_refuses_a_tampered_repository() {
         return;
     }
     let m = Machine::dnf();
-    let helper = helper_packages();
-    let a = server_packages("0.15.5", Fault::None, 0);
-    m.publish_rpms(&[&helper.rpm, &a.rpm]);
-    dnf_ok(&m, "install stalwart");
-    m.ready();
+    install_first(&m, "0.15.5");
 
     // Another key, which the machine does not trust.
     let (other_home, other_key) = new_signing_key(&m.repo.with_file_name(format!(

@@ -609,6 +609,17 @@ fn postgresql_conninfo_and_root_password_files_are_not_used() {
 
 // ------------------------------------------------------------------ PostgreSQL clone databases
 
+impl Postgres {
+    /// A server with role `stalwart` that may create databases and owns database `mail`.
+    fn with_clone_role() -> Postgres {
+        let pg = Postgres::start();
+        let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
+        su("CREATE ROLE stalwart LOGIN CREATEDB PASSWORD 'pg-Secret-42'");
+        su("CREATE DATABASE mail OWNER stalwart");
+        pg
+    }
+}
+
 /// A config of the service user's whose stores `ids` (the first the data store, the second the
 /// blob store) all use database `mail` as role `stalwart`.
 fn mail_config(pg: &Postgres, tmp: &Path, ids: &[&str]) -> ServerConfig {
@@ -633,10 +644,8 @@ fn mail_config(pg: &Postgres, tmp: &Path, ids: &[&str]) -> ServerConfig {
 /// made under a snapshot's name afterwards is never restored from.
 #[test]
 fn postgresql_clone_database_snapshot_and_restore_by_rename() {
-    let pg = Postgres::start();
+    let pg = Postgres::with_clone_role();
     let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
-    su("CREATE ROLE stalwart LOGIN CREATEDB PASSWORD 'pg-Secret-42'");
-    su("CREATE DATABASE mail OWNER stalwart");
     let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
     let content = "SELECT count(*), md5(string_agg(body::text, ',' ORDER BY id)) FROM messages";
     st("CREATE TABLE messages (id int PRIMARY KEY, body bytea NOT NULL)");
@@ -759,10 +768,8 @@ fn postgresql_clone_database_snapshot_and_restore_by_rename() {
 /// snapshot is a dump instead, with a warning that says why.
 #[test]
 fn postgresql_clone_falls_back_to_a_dump_while_another_client_is_connected() {
-    let pg = Postgres::start();
+    let pg = Postgres::with_clone_role();
     let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
-    su("CREATE ROLE stalwart LOGIN CREATEDB PASSWORD 'pg-Secret-42'");
-    su("CREATE DATABASE mail OWNER stalwart");
     pg.psql("stalwart", "pg-Secret-42", "mail", "CREATE TABLE t (k int)");
     let mut other = Command::new("psql")
         .args(["-X", "-c", "SELECT pg_sleep(60)"])
@@ -806,10 +813,7 @@ fn postgresql_clone_falls_back_to_a_dump_while_another_client_is_connected() {
 /// a clone of its own, both verify, and a restore of the snapshot brings the data back.
 #[test]
 fn two_postgresql_stores_on_one_database_get_a_clone_each() {
-    let pg = Postgres::start();
-    let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
-    su("CREATE ROLE stalwart LOGIN CREATEDB PASSWORD 'pg-Secret-42'");
-    su("CREATE DATABASE mail OWNER stalwart");
+    let pg = Postgres::with_clone_role();
     let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
     st("CREATE TABLE t (k int PRIMARY KEY)");
     st("INSERT INTO t SELECT generate_series(1, 10)");
