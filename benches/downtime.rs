@@ -5,8 +5,8 @@
 //! and a PostgreSQL database of 1 and 4 GiB (upstream's real 0.15 server).
 //! Plus the helper's peak RSS. `cargo bench --bench downtime` (root; uses the testbed and the
 //! release build of the helper). `DOWNTIME_BENCH_GIB=1,4` picks the sizes, `DOWNTIME_BENCH_ROUNDS`
-//! the rounds (median reported), `DOWNTIME_BENCH_STORES=rocksdb,sqlite,postgres` the stores
-//! (`pg+clone`: PostgreSQL whose role may create databases, snapshotted as a clone database;
+//! the rounds (median reported), `DOWNTIME_BENCH_STORES=rocksdb,sqlite,sqlite+xfs,postgres,pg+clone`
+//! the stores (`pg+clone`: PostgreSQL whose role may create databases, snapshotted as a clone database;
 //! `sqlite+xfs`: the SQLite store and the snapshots on a loop-mounted XFS with reflinks).
 
 use std::time::{Duration, Instant};
@@ -55,9 +55,9 @@ fn helper_run(ct: &Container, helper: &str, args: &[&str]) -> anyhow::Result<std
 }
 
 /// Fills the (stopped) server's store with about `gib` GiB of mail-like records, as its user.
-fn fill(ct: &Container, kind: &str, gib: u64) -> anyhow::Result<()> {
-    let script = match kind {
-        "sqlite" | "sqlite+xfs" => format!(
+fn fill(ct: &Container, sqlite: bool, gib: u64) -> anyhow::Result<()> {
+    let script = match sqlite {
+        true => format!(
             r#"import os, sqlite3, base64
 db = sqlite3.connect("/opt/stalwart/data/index.sqlite3")
 db.execute("PRAGMA journal_mode=WAL")
@@ -70,7 +70,7 @@ db.commit(); db.execute("PRAGMA wal_checkpoint(TRUNCATE)"); db.close()
 "#,
             n = gib * 1024
         ),
-        _ => format!(
+        false => format!(
             r#"import os, json, hashlib, struct, base64
 d = "/opt/stalwart/data"
 cur = open(d + "/CURRENT").read().strip()
@@ -245,7 +245,8 @@ fn run(
             .boot()?,
         None => Container::boot()?,
     };
-    let layout = if kind.starts_with("sqlite") {
+    let sqlite = kind.starts_with("sqlite");
+    let layout = if sqlite {
         ServerLayout::sqlite()
     } else {
         ServerLayout::rocksdb()
@@ -266,7 +267,7 @@ fn run(
     let helper = ct
         .target_path(helper_host)
         .ok_or_else(|| anyhow::anyhow!("helper not under target/"))?;
-    fill(&ct, kind, gib)?;
+    fill(&ct, sqlite, gib)?;
     let _ = ct.exec_ok(&[&helper, "allow", "0.15"])?;
     let minor = upgrade(
         &ct,
