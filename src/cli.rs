@@ -198,7 +198,10 @@ pub fn main() -> i32 {
     match run(cmd) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("stalwart-upgrade: error: {e}");
+            eprintln!(
+                "stalwart-upgrade: error: {}",
+                crate::child::printable(&e.to_string())
+            );
             e.exit_code()
         }
     }
@@ -318,16 +321,18 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
 
 fn print_report(r: &Report) -> i32 {
     match &r.outcome {
-        Outcome::Committed | Outcome::NothingToDo => println!("{}", r.message),
+        Outcome::Committed | Outcome::NothingToDo => {
+            println!("{}", crate::child::printable(&r.message))
+        }
         Outcome::RolledBack { .. } | Outcome::Failed { .. } => {
             eprintln!(
                 "\n*** stalwart-upgrade: {}\n",
-                r.message.replace('\n', "\n*** ")
+                crate::child::printable(&r.message).replace('\n', "\n*** ")
             );
         }
     }
     for w in &r.warnings {
-        eprintln!("stalwart-upgrade: warning: {w}");
+        eprintln!("stalwart-upgrade: warning: {}", crate::child::printable(w));
     }
     r.exit_code()
 }

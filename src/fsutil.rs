@@ -575,10 +575,24 @@ pub fn set_owner(fd: impl AsFd, path: &Path, uid: u32, gid: u32) -> Result<()> {
     .map_err(|e| FsError::new("chown", path, errno(e)))
 }
 
+/// Sets the mode of what `fd` holds. Never a set-user-ID or set-group-ID bit on anything but a
+/// directory: the helper copies, restores and takes over files the service user made (their
+/// modes included), and such a bit on a file root then owns, or that an exec of root's reaches,
+/// hands root to whoever wrote the file. On a directory set-group-ID only means group
+/// inheritance and is kept.
 pub fn set_mode(fd: impl AsFd, path: &Path, mode: u32) -> Result<()> {
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))
+    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::new("inspect", path, errno(e)))?;
+    let mode = if Meta::of(&st).kind == Kind::Dir {
+        mode & 0o7777
+    } else {
+        mode & NO_SET_ID
+    };
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
         .map_err(|e| FsError::new("chmod", path, errno(e)))
 }
+
+/// The mode bits the helper ever gives a file: no set-user-ID, set-group-ID or sticky bit.
+pub const NO_SET_ID: u32 = 0o777;
 
 pub fn set_times(fd: impl AsFd, path: &Path, m: &Meta) -> Result<()> {
     let ts = |(s, ns): (i64, i64)| rustix::fs::Timespec {

@@ -192,7 +192,8 @@ pub fn rpm(ctx: &Context, scriptlet: &str, arg: &str) -> i32 {
 /// up in apt's term.log and in the mail unattended-upgrades sends). Returns the exit code.
 pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dyn Write) -> i32 {
     let mut say = |text: &str| {
-        for line in text.lines() {
+        // Server and tool output reaches apt's terminal and term.log through here.
+        for line in crate::child::printable(text).lines() {
             let _ = writeln!(out, "stalwart-upgrade: {line}");
         }
     };

@@ -125,11 +125,12 @@ pub fn program_version(prog: &Program) -> Result<Version, SwapError> {
         return Err(fail(format!(
             "{}: {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            crate::child::printable(String::from_utf8_lossy(&out.stderr).trim())
         )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    Version::parse_binary_output(text.trim()).map_err(|e| fail(e.to_string()))
+    Version::parse_binary_output(text.trim())
+        .map_err(|e| fail(crate::child::printable(&e.to_string())))
 }
 
 /// Looks the file's name up in a SHA256SUMS file (`<hex>  <name>` or `<hex> *<name>`).

@@ -576,6 +576,8 @@ pub(crate) fn hostname() -> String {
 fn run_both(cmd: &mut Command) -> Result<String, Error> {
     let what = format!("{:?}", cmd.get_args().collect::<Vec<_>>());
     let out = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .output()
         .map_err(|e| command_failed(&what, e.to_string()))?;
     let text = format!(
@@ -721,66 +723,180 @@ fn fhs_installation(ctx: &Context) -> Option<String> {
     ))
 }
 
-/// PREFIX, then bin/, then bin/'s entries become root's and not writable by others, each
-/// through its own descriptor, outermost first: once a directory is root's, nobody else can
-/// swap what is in it.
+/// PREFIX, bin/ and everything else below PREFIX that is not the server's own (etc, data,
+/// logs) become root's, outermost first, each through its own descriptor: once a directory is
+/// root's, nobody else can swap what is in it. install.sh gave all of it to the service user,
+/// who may have planted anything there:
+/// - no set-user-ID or set-group-ID bit survives anywhere below PREFIX (`fsutil::set_mode` never
+///   sets one; a chown alone clears them, re-applying the old mode would bring them back on a
+///   root-owned file: found as issue #23's escalation);
+/// - each file of bin/ is replaced by a root-owned copy, a new inode: a descriptor the service
+///   user opened for writing before cannot change what root runs or keeps afterwards;
+/// - the helper's own names next to bin/ (bin.new, bin.old) are removed when they are not
+///   root's: they are the helper's to make;
+/// - devices, FIFOs and sockets below bin/ are removed.
+/// In the server's directories (etc, data, logs) owners stay; set-id bits of files that are not
+/// root's are cleared (a root-owned file there was not made by the service user).
 fn take_back_for_root(prefix: &Path) -> Result<Vec<String>, Error> {
     let fs = |e: crate::fsutil::FsError| Error::Swap(swap::SwapError::from(e));
     let mut done = Vec::new();
-    let take = |what: &str,
-                fd: &dyn std::os::fd::AsFd,
-                path: &Path,
-                m: crate::fsutil::Meta,
-                done: &mut Vec<String>|
-     -> Result<(), Error> {
-        if m.uid != 0 || m.gid != 0 || m.mode & 0o022 != 0 {
-            crate::fsutil::set_owner(fd.as_fd(), path, 0, 0).map_err(fs)?;
-            crate::fsutil::set_mode(fd.as_fd(), path, m.mode & !0o022).map_err(fs)?;
-            done.push(format!(
-                "{what} {} now belongs to root (it was uid {} mode {:o}): the server's user must not be able to replace the binary root runs and swaps",
-                path.display(),
-                m.uid,
-                m.mode
-            ));
-        }
-        Ok(())
-    };
     let pdir = Dir::open(prefix).map_err(fs)?;
-    take(
-        "the install prefix",
-        &pdir,
-        prefix,
-        pdir.meta().map_err(fs)?,
-        &mut done,
-    )?;
-    let Ok(bin) = pdir.open_dir("bin") else {
-        return Ok(done);
-    };
-    let bin_path = prefix.join("bin");
-    take(
-        "the binary directory",
-        &bin,
-        &bin_path,
-        bin.meta().map_err(fs)?,
-        &mut done,
-    )?;
-    for name in bin.entries().map_err(fs)? {
-        let Some(m) = bin.stat(&name).map_err(fs)? else {
+    take_dir(&pdir, prefix, "the install prefix", &mut done).map_err(fs)?;
+    for name in pdir.entries().map_err(fs)? {
+        let Some(m) = pdir.stat(&name).map_err(fs)? else {
             continue;
         };
-        let path = bin_path.join(&name);
-        match m.kind {
-            crate::fsutil::Kind::File => {
-                let (f, fm) = bin.open_file(&name).map_err(fs)?;
-                take("the binary", &f, &path, fm, &mut done)?;
+        let path = prefix.join(&name);
+        let name_str = name.to_string_lossy();
+        match (name_str.as_ref(), m.kind) {
+            ("etc" | "data" | "logs", crate::fsutil::Kind::Dir) => {
+                let d = pdir.open_dir(&name).map_err(fs)?;
+                clear_set_id(&d, &path, 0, &mut done).map_err(fs)?;
             }
-            crate::fsutil::Kind::Symlink if m.uid != 0 => {
-                bin.chown_entry(&name, 0, 0).map_err(fs)?;
+            ("bin.new" | "bin.old", _) if m.uid != 0 => {
+                pdir.remove_tree(&name).map_err(fs)?;
+                done.push(format!(
+                    "removed {} (uid {}): the helper makes that name itself, only as root",
+                    path.display(),
+                    m.uid
+                ));
+            }
+            _ => take_entry(&pdir, &name, &path, m, 0, &mut done).map_err(fs)?,
+        }
+    }
+    Ok(done)
+}
+
+/// How deep the adoption walks: install.sh makes two levels; anything deeper is reported.
+const TAKE_DEPTH: usize = 32;
+
+/// A directory becomes root's, writable by root only (read and search as before).
+fn take_dir(
+    d: &Dir,
+    path: &Path,
+    what: &str,
+    done: &mut Vec<String>,
+) -> Result<(), crate::fsutil::FsError> {
+    let m = d.meta()?;
+    let mode = m.mode & 0o755;
+    if m.uid != 0 || m.gid != 0 || m.mode != mode {
+        d.set_owner(0, 0)?;
+        d.set_mode(mode)?;
+        done.push(format!(
+            "{what} {} now belongs to root (it was uid {} mode {:o}): the server's user must not be able to replace the binary root runs and swaps",
+            path.display(),
+            m.uid,
+            m.mode
+        ));
+    }
+    Ok(())
+}
+
+/// One entry below PREFIX that is not the server's: see `take_back_for_root`.
+fn take_entry(
+    parent: &Dir,
+    name: &std::ffi::OsStr,
+    path: &Path,
+    m: crate::fsutil::Meta,
+    depth: usize,
+    done: &mut Vec<String>,
+) -> Result<(), crate::fsutil::FsError> {
+    use crate::fsutil::{FsError, Kind};
+    match m.kind {
+        Kind::Dir => {
+            if depth >= TAKE_DEPTH {
+                return Err(FsError::new(
+                    "take over",
+                    path,
+                    std::io::Error::other("nested too deeply"),
+                ));
+            }
+            let d = parent.open_dir(name)?;
+            let what = if depth == 0 && name == "bin" {
+                "the binary directory"
+            } else {
+                "the directory"
+            };
+            take_dir(&d, path, what, done)?;
+            for entry in d.entries()? {
+                if let Some(em) = d.stat(&entry)? {
+                    take_entry(&d, &entry, &path.join(&entry), em, depth + 1, done)?;
+                }
+            }
+        }
+        Kind::File => {
+            let (src, fm) = parent.open_file(name)?;
+            let mode = fm.mode & 0o755;
+            if fm.uid == 0 && fm.gid == 0 && fm.mode == mode {
+                return Ok(());
+            }
+            // A fresh inode of root's with the same bytes, renamed over the name.
+            let tmp =
+                std::ffi::OsString::from(format!(".stalwart-upgrade-adopt.{}", std::process::id()));
+            parent.remove_file(&tmp)?;
+            let dst = parent.create_file(&tmp, 0o600)?;
+            crate::fsutil::copy_content(&src, &dst, fm.size, path)?;
+            crate::fsutil::set_mode(&dst, path, mode)?;
+            dst.sync_all().map_err(|e| FsError::new("fsync", path, e))?;
+            parent.rename(&tmp, parent, name)?;
+            done.push(format!(
+                "{} now belongs to root as a copy of its own (it was uid {} mode {:o}{}): the server's user must not be able to replace the binary root runs and swaps",
+                path.display(),
+                fm.uid,
+                fm.mode,
+                if fm.mode & 0o6000 != 0 { ", set-id bit dropped" } else { "" }
+            ));
+        }
+        Kind::Symlink => {
+            if m.uid != 0 || m.gid != 0 {
+                parent.chown_entry(name, 0, 0)?;
+            }
+        }
+        Kind::Special => {
+            parent.remove_file(name)?;
+            done.push(format!(
+                "removed {} (a device, FIFO or socket of uid {}): nothing of that kind belongs there",
+                path.display(),
+                m.uid
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Clears set-user-ID and set-group-ID bits of files below `d` that are not root's (the service
+/// user's own directories: owners and other bits stay).
+fn clear_set_id(
+    d: &Dir,
+    path: &Path,
+    depth: usize,
+    done: &mut Vec<String>,
+) -> Result<(), crate::fsutil::FsError> {
+    use crate::fsutil::Kind;
+    if depth >= TAKE_DEPTH {
+        return Ok(());
+    }
+    for entry in d.entries()? {
+        let Some(m) = d.stat(&entry)? else { continue };
+        match m.kind {
+            Kind::Dir => {
+                let sub = d.open_dir(&entry)?;
+                clear_set_id(&sub, &path.join(&entry), depth + 1, done)?;
+            }
+            Kind::File if m.mode & 0o6000 != 0 && m.uid != 0 => {
+                let (f, fm) = d.open_file(&entry)?;
+                crate::fsutil::set_mode(&f, &path.join(&entry), fm.mode)?;
+                done.push(format!(
+                    "cleared the set-id bit of {} (uid {} mode {:o})",
+                    path.join(&entry).display(),
+                    fm.uid,
+                    fm.mode
+                ));
             }
             _ => {}
         }
     }
-    Ok(done)
+    Ok(())
 }
 
 /// dpkg purge: the binary directory and the helper's state (journal, history, kept releases,
@@ -944,6 +1060,71 @@ mod tests {
             );
         }
         assert!(take_back_for_root(&p).unwrap().is_empty(), "idempotent");
+    }
+
+    /// Issue #23: the service user makes its binary set-user-ID (chown clears the bit, the old
+    /// code put it back on the root-owned file), keeps a descriptor open for writing, plants
+    /// bin.new and a set-id file among the data. After the adoption no set-id bit is left, the
+    /// binary is a new inode their descriptor no longer reaches, and bin.new is gone.
+    #[test]
+    fn adoption_leaves_no_set_id_bit_and_no_inode_of_theirs() {
+        use std::io::Write;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("opt/stalwart");
+        for d in ["bin/sub", "etc", "data", "bin.new"] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        std::fs::write(p.join("bin/stalwart"), "server").unwrap();
+        std::fs::write(p.join("bin/sub/tool"), "tool").unwrap();
+        std::fs::write(p.join("data/planted"), "x").unwrap();
+        std::fs::write(p.join("bin.new/stalwart"), "theirs").unwrap();
+        for q in [
+            p.clone(),
+            p.join("bin"),
+            p.join("bin/sub"),
+            p.join("bin/sub/tool"),
+            p.join("bin/stalwart"),
+            p.join("data/planted"),
+            p.join("bin.new"),
+        ] {
+            std::os::unix::fs::chown(&q, Some(4242), Some(4242)).unwrap();
+        }
+        for (q, mode) in [
+            (p.join("bin/stalwart"), 0o4755),
+            (p.join("bin/sub/tool"), 0o6775),
+            (p.join("data/planted"), 0o4755),
+        ] {
+            std::fs::set_permissions(&q, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let before = std::fs::metadata(p.join("bin/stalwart")).unwrap().ino();
+        let mut theirs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(p.join("bin/stalwart"))
+            .unwrap();
+        let lines = take_back_for_root(&p).unwrap();
+        theirs.write_all(b"evil").unwrap();
+        for (q, mode) in [
+            (p.join("bin/stalwart"), 0o755),
+            (p.join("bin/sub/tool"), 0o755),
+        ] {
+            let m = std::fs::metadata(&q).unwrap();
+            assert_eq!((m.uid(), m.gid()), (0, 0), "{}", q.display());
+            assert_eq!(m.mode() & 0o7777, mode, "{} {lines:?}", q.display());
+        }
+        assert_ne!(
+            std::fs::metadata(p.join("bin/stalwart")).unwrap().ino(),
+            before
+        );
+        assert_eq!(std::fs::read(p.join("bin/stalwart")).unwrap(), b"server");
+        let planted = std::fs::metadata(p.join("data/planted")).unwrap();
+        assert_eq!(planted.mode() & 0o7777, 0o755, "{lines:?}");
+        assert_eq!(planted.uid(), 4242, "the server's files stay theirs");
+        assert!(!p.join("bin.new").exists(), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("set-id bit dropped")),
+            "{lines:?}"
+        );
     }
 
     #[test]

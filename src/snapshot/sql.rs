@@ -83,18 +83,19 @@ fn check_conn(store: &str, conn: &SqlConn) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-/// A command with a cleared environment (PATH and a locale only), run as `run_as`.
+/// A command with a cleared environment (PATH and a locale only), run as `run_as`, confined
+/// (`crate::child::confine`: own session, no terminal, no new privileges).
 fn base_command(program: &Path, run_as: RunAs) -> Command {
     let mut c = Command::new(program);
     c.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LANG", "C.UTF-8")
-        .env("HOME", "/nonexistent")
-        .stdin(Stdio::null());
+        .env("HOME", "/nonexistent");
     if let Some((uid, gid)) = run_as {
         use std::os::unix::process::CommandExt;
         c.uid(uid).gid(gid);
     }
+    crate::child::confine(&mut c);
     c
 }
 
@@ -109,7 +110,7 @@ fn tool_err(store: &str, tool: &Path, what: &str, detail: String) -> SnapshotErr
 
 /// The last lines of a tool's stderr, with the password cut out in case it echoes it.
 fn stderr_tail(stderr: &[u8], secret: Option<&str>) -> String {
-    let mut text = String::from_utf8_lossy(stderr).to_string();
+    let mut text = crate::child::printable(&String::from_utf8_lossy(stderr));
     if let Some(s) = secret.filter(|s| !s.is_empty()) {
         text = text.replace(s, "<redacted>");
     }
