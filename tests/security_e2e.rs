@@ -438,3 +438,77 @@ fn a_broken_helper_config_does_not_block_removal() {
     let out = s.helper(&["hook", "deb", "postinst", "configure", "0.15.5-1"], &[]);
     assert_ne!(code(&out), 0, "{}", text(&out));
 }
+
+/// A probe for what a child of the helper can do to the admin's terminal: for its three
+/// standard descriptors and /dev/tty, whether each is a terminal and whether TIOCSTI (push a
+/// character into the terminal's input, as if the admin typed it) works; one line per attempt
+/// appended to /var/tmp/tty-probe, then it runs the real server binary (`REAL`) with its
+/// arguments.
+const TTY_PROBE: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int log = open("/var/tmp/tty-probe", O_WRONLY | O_CREAT | O_APPEND, 0666);
+    char c = '#';
+    for (int fd = 0; fd < 3; fd++) {
+        int r = ioctl(fd, TIOCSTI, &c);
+        dprintf(log, "fd%d isatty=%d tiocsti=%d errno=%d\n", fd, isatty(fd), r, r ? errno : 0);
+    }
+    int t = open("/dev/tty", O_RDWR | O_NOCTTY);
+    int r = t >= 0 ? ioctl(t, TIOCSTI, &c) : -1;
+    dprintf(log, "devtty open=%d tiocsti=%d euid=%d argv1=%s\n", t >= 0, r, geteuid(), argc > 1 ? argv[1] : "");
+    close(log);
+    execv("/var/tmp/stalwart.real", argv);
+    return 127;
+}
+"#;
+
+/// Issue #23 finding 2: the admin runs the helper in a terminal; a binary the service user
+/// controls (install.sh's bin/, theirs) is run for its version. It must find no terminal: none of
+/// its descriptors is one, /dev/tty cannot be opened, TIOCSTI fails. The same probe run directly
+/// in the terminal (the control) does reach it, so the probe can tell.
+#[test]
+fn a_child_of_the_helper_cannot_reach_the_admins_terminal() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let probe = testbed::c_program("tty-probe", TTY_PROBE).expect("cc");
+    let probe = s.inside(&probe);
+    // The service user (owner of bin/ in install.sh's layout) puts the probe in front of the
+    // server binary.
+    let planted = as_stalwart(
+        &s,
+        &format!(
+            "cp /opt/stalwart/bin/stalwart /var/tmp/stalwart.real && \
+             cp {probe} /opt/stalwart/bin/.p && mv /opt/stalwart/bin/.p /opt/stalwart/bin/stalwart"
+        ),
+    );
+    assert!(planted.status.success(), "{}", text(&planted));
+    // Control: run in the terminal by root, the probe reaches it.
+    s.ct.sh_ok("script -qec '/opt/stalwart/bin/stalwart --version' /dev/null >/dev/null")
+        .unwrap();
+    let control =
+        s.ct.sh_ok("cat /var/tmp/tty-probe && rm /var/tmp/tty-probe")
+            .unwrap();
+    assert!(
+        control.contains("devtty open=1 tiocsti=0"),
+        "the control must reach the terminal: {control}"
+    );
+    // The admin's command in a terminal: `status` reads the running server's version.
+    let out =
+        s.ct.sh(&format!("script -qec '{} status' /dev/null", s.helper));
+    let seen = s.ct.sh_ok("cat /var/tmp/tty-probe").unwrap();
+    assert!(
+        seen.contains("argv1=--version"),
+        "the helper ran the binary for its version: {seen} {}",
+        text(&out)
+    );
+    assert!(
+        !seen.contains("isatty=1"),
+        "a descriptor was a terminal: {seen}"
+    );
+    assert!(!seen.contains("tiocsti=0"), "TIOCSTI worked: {seen}");
+    assert!(!seen.contains("open=1"), "/dev/tty could be opened: {seen}");
+    assert!(!seen.contains("euid=0"), "it ran as root: {seen}");
+}

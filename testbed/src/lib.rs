@@ -111,3 +111,38 @@ fn absolute(p: PathBuf) -> PathBuf {
 
 /// Where the container sees the target dir.
 pub const TARGET_IN_CONTAINER: &str = "/target";
+
+/// Compiles the C program `source` (statically, so any container runs it) into
+/// `<target>/testbed-programs/<name>` once per content, and returns that host path (under
+/// target/, so bound into every container). The security tests plant such programs as the
+/// service user: a shell script cannot carry a set-user-ID bit, an ELF file can.
+pub fn c_program(name: &str, source: &str) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    use sha2::Digest as _;
+    let dir = target_dir().join("testbed-programs");
+    std::fs::create_dir_all(&dir)?;
+    let hash = sha2::Sha256::digest(source.as_bytes());
+    let tag: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let bin = dir.join(format!("{name}-{tag}"));
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let src = dir.join(format!("{name}-{tag}.c"));
+    std::fs::write(&src, source)?;
+    let tmp = dir.join(format!("{name}-{tag}.tmp{}", std::process::id()));
+    let out = std::process::Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .output()
+        .context("running cc (package build-essential)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "cc {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::rename(&tmp, &bin)?;
+    Ok(bin)
+}
