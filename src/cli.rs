@@ -618,6 +618,8 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             let cfg = crate::serverconfig::ServerConfig::load(
                 &crate::crossing::current_server_config(s),
             )?;
+            crate::snapshot::check_store_paths(s, &cfg)
+                .map_err(|e| Error::Preflight(e.to_string()))?;
             let plan = snaps.plan(&cfg)?;
             if !plan.fits() {
                 return Err(Error::Preflight(snaps.space_advice(&plan, &[])));

@@ -23,6 +23,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
 }
 
+/// Where the packages keep the server's environment file (`Settings::server_env`).
+pub const SERVER_ENV: &str = "/etc/stalwart-upgrade/stalwart.env";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -36,6 +39,11 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Where the `stalwart` package puts the release binary and its SHA256SUMS.
     pub payload_dir: PathBuf,
+    /// The server's environment file (>= 0.16: STALWART_RECOVERY_ADMIN, STALWART_HOSTNAME, ...),
+    /// read by systemd as root for the unit. In a directory only root can write: PID 1 follows
+    /// symlinks there, so in the server's own etc/ (install.sh's PREFIX/etc/stalwart.env) the
+    /// service user could feed it any root-only KEY=VALUE file.
+    pub server_env: PathBuf,
     pub timeouts: Timeouts,
     pub health: HealthSettings,
     pub snapshots: SnapshotSettings,
@@ -88,6 +96,11 @@ pub struct SnapshotSettings {
     pub keep: usize,
     /// Default: STATE_DIR/snapshots.
     pub dir: Option<PathBuf>,
+    /// Directories besides PREFIX/data and /var/lib/stalwart where the server config may put a
+    /// store (RocksDB, SQLite, file-system blobs) that root snapshots and restores. The config
+    /// is the service user's to write: without this list, a store path could point root's
+    /// snapshot and restore at another service's data, /var/lib/dpkg or /proc.
+    pub store_paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,6 +134,7 @@ impl Default for Settings {
             server_config: None,
             state_dir: PathBuf::from("/var/lib/stalwart-upgrade"),
             payload_dir: PathBuf::from("/usr/lib/stalwart"),
+            server_env: PathBuf::from(SERVER_ENV),
             timeouts: Timeouts::default(),
             health: HealthSettings::default(),
             snapshots: SnapshotSettings::default(),
@@ -160,7 +174,11 @@ impl Default for HealthSettings {
 
 impl Default for SnapshotSettings {
     fn default() -> Self {
-        SnapshotSettings { keep: 3, dir: None }
+        SnapshotSettings {
+            keep: 3,
+            dir: None,
+            store_paths: Vec::new(),
+        }
     }
 }
 
@@ -300,6 +318,11 @@ impl Settings {
     /// The staging directory exchanged with bin/ (spec: /opt/stalwart/bin.new).
     pub fn staged_dir(&self) -> PathBuf {
         self.prefix.join("bin.new")
+    }
+    /// install.sh's env file (PREFIX/etc/stalwart.env), in the server's own directory: moved to
+    /// `server_env` by the packages, never read by the unit again.
+    pub fn legacy_server_env(&self) -> PathBuf {
+        self.prefix.join("etc/stalwart.env")
     }
     pub fn server_binary(&self) -> PathBuf {
         self.bin_dir().join("stalwart")

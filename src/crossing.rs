@@ -180,7 +180,9 @@ fn secret_json(v: &str) -> Option<serde_json::Value> {
 }
 
 /// The drop-in that makes the unit run >= 0.16: config.json, the env file (install.sh's 0.16
-/// unit reads it; its 0.15 unit, which the crossing of an adopted installation keeps, does not),
+/// unit reads it; its 0.15 unit, which the crossing of an adopted installation keeps, does not;
+/// the empty `EnvironmentFile=` drops install.sh's PREFIX/etc/stalwart.env, in the service
+/// user's directory, which PID 1 would read as root),
 /// the dangerous variables unset, and no ConditionPathExists (a missing config.json is upstream's
 /// setup wizard, not a reason not to start).
 fn dropin_text(s: &Settings, config_json: &std::path::Path) -> String {
@@ -189,10 +191,10 @@ fn dropin_text(s: &Settings, config_json: &std::path::Path) -> String {
         "# Written by stalwart-upgrade: Stalwart >= 0.16 reads config.json and its environment file.\n\
          # Removed again when the server goes back below the 0.16 line.\n\
          [Unit]\nConditionPathExists=\n\
-         [Service]\nEnvironmentFile=-{env}\nUnsetEnvironment=DANGER_FORCE_MIGRATE CONFIG_PATH\n\
+         [Service]\nEnvironmentFile=\nEnvironmentFile=-{env}\nUnsetEnvironment=DANGER_FORCE_MIGRATE CONFIG_PATH\n\
          ExecStart=\nExecStart={bin} --config={json}\n",
         json = config_json.display(),
-        env = s.prefix.join("etc/stalwart.env").display(),
+        env = s.server_env.display(),
         bin = bin.display()
     )
 }

@@ -606,6 +606,32 @@ pub fn set_times(fd: impl AsFd, path: &Path, m: &Meta) -> Result<()> {
     rustix::fs::futimens(fd, &times).map_err(|e| FsError::new("set times of", path, errno(e)))
 }
 
+/// Who other than root could change what `path` names: the first entry from `path` up to `/`
+/// that is owned by someone else (their uid and gid), or writable by a group (nobody with that
+/// group) or by everyone (nobody). A directory with the sticky bit lets others add entries but
+/// not replace ours. None when only root can. Read with `lstat`: a symlink on the way counts
+/// as its owner's.
+pub fn writer_of(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = Some(path);
+    while let Some(at) = p {
+        if let Ok(m) = std::fs::symlink_metadata(at) {
+            let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+            if m.uid() != 0 {
+                return Some((m.uid(), m.gid()));
+            }
+            if !sticky_dir && m.mode() & 0o020 != 0 && m.gid() != 0 {
+                return Some((crate::NOBODY, m.gid()));
+            }
+            if !sticky_dir && m.mode() & 0o002 != 0 {
+                return Some((crate::NOBODY, crate::NOBODY));
+            }
+        }
+        p = at.parent().filter(|q| !q.as_os_str().is_empty());
+    }
+    None
+}
+
 pub fn meta_of(f: &File, path: &Path) -> Result<Meta> {
     rustix::fs::fstat(f)
         .map(|st| Meta::of(&st))
@@ -760,6 +786,39 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let d = Dir::open(t.path()).unwrap();
         (t, d)
+    }
+
+    /// Issue #23 finding 9: not only the owner of the file counts; whoever can write a
+    /// directory above it can replace it.
+    #[test]
+    fn the_writer_of_a_path_is_found_above_it_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("a/b"));
+        std::fs::create_dir_all(&b).unwrap();
+        let f = b.join("config.toml");
+        std::fs::write(&f, "x").unwrap();
+        assert_eq!(writer_of(&f), None, "root's all the way up");
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o775)).unwrap();
+        std::os::unix::fs::chown(&b, None, Some(4242)).unwrap();
+        assert_eq!(
+            writer_of(&f),
+            Some((crate::NOBODY, 4242)),
+            "group-writable dir"
+        );
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&a, Some(4243), Some(4244)).unwrap();
+        assert_eq!(
+            writer_of(&f),
+            Some((4243, 4244)),
+            "owner of a directory above"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o646)).unwrap();
+        assert_eq!(
+            writer_of(&f),
+            Some((crate::NOBODY, crate::NOBODY)),
+            "world-writable"
+        );
     }
 
     #[test]

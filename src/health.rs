@@ -101,8 +101,8 @@ impl Expect {
                 c.path.display()
             ),
             _ => format!(
-                " (is STALWART_RECOVERY_MODE set in the server's environment, e.g. {}/etc/stalwart.env?)",
-                settings.prefix.display()
+                " (is STALWART_RECOVERY_MODE set in the server's environment, e.g. {}?)",
+                settings.server_env.display()
             ),
         };
         Expect {
@@ -520,6 +520,7 @@ mod tests {
             https: Some("127.0.0.1:9443".parse().unwrap()),
             cluster: None,
             log_files: vec![],
+            reader: crate::serverconfig::files::Reader::Helper,
         };
         assert_eq!(base_url(&s, Some(&cfg)), "http://127.0.0.1:9090");
         let https_only = ServerConfig {

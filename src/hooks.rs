@@ -157,6 +157,12 @@ pub trait Engine {
     fn install_fresh(&self, ctx: &Context) -> Result<Vec<String>, Error>;
     /// Take over an existing (install.sh) installation without touching config or data.
     fn adopt(&self, ctx: &Context) -> Result<Vec<String>, Error>;
+    /// What an installation managed by an earlier version of the packages needs brought to
+    /// this version's layout (the server's env file moved out of the service user's
+    /// directory, the unit's drop-in rewritten). Returns what was done.
+    fn migrate_layout(&self, _ctx: &Context) -> Vec<String> {
+        Vec::new()
+    }
     /// A server the package cannot adopt runs here (install.sh's FHS layout): why, and what to
     /// do. None when there is none.
     fn foreign_installation(&self, ctx: &Context) -> Option<String>;
@@ -372,6 +378,9 @@ fn converge(
                 return e.exit_code().max(exit::ERROR);
             }
         }
+    }
+    for l in engine.migrate_layout(ctx) {
+        say(&l);
     }
     if let Err(why) = engine.units_controllable(ctx) {
         say(&format!(

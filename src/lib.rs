@@ -39,6 +39,8 @@ use std::path::PathBuf;
 /// uid and gid of `nobody`: the identity taken for "anybody" when a file that others may write
 /// decides what the helper reads or runs (`serverconfig` file macros, `swap` version checks).
 pub(crate) const NOBODY: u32 = 65534;
+/// The server's user and group (install.sh: `useradd stalwart ... -U`; the packages' sysusers).
+pub(crate) const SERVICE_USER: &str = "stalwart";
 
 /// Exit codes (documented in the README and the man page).
 pub mod exit {

@@ -189,6 +189,8 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     }
     let server_config = ServerConfig::load(&crate::crossing::server_config_path(s, &current))?;
     upgrade::cluster_gate(&server_config, &target, req.cluster_stopped)?;
+    crate::snapshot::check_store_paths(s, &server_config)
+        .map_err(|e| Error::Preflight(e.to_string()))?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
     if !snapshot.fits() {

@@ -11,7 +11,7 @@
 //! - 0.15 string values may contain `%{env:VAR}%`, `%{file:/path}%` and `%{cfg:key}%` macros.
 //! - 0.16 config.json holds one DataStore object, `{"@type":"RocksDb","path":...}`.
 
-mod files;
+pub(crate) mod files;
 mod flat;
 mod secret;
 use flat::*;
@@ -152,6 +152,9 @@ pub struct ServerConfig {
     /// here, the helper's `[health] log_dir` says where.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_files: Vec<LogFiles>,
+    /// Who the files the config names were read as (recorded with a snapshot's copy of it).
+    #[serde(skip)]
+    pub(crate) reader: files::Reader,
 }
 
 /// Log files of the server: `dir/<prefix>*`.
@@ -171,6 +174,24 @@ impl ServerConfig {
     /// and secrets name are then read as whoever controls it, decided from that same descriptor
     /// and its directory (`files::Reader::for_file`).
     pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
+        Self::load_with(path, None)
+    }
+
+    /// [`ServerConfig::load`] of a copy root keeps (a snapshot's): the files it names are read
+    /// as `reader`, the identity recorded when the original was read, never as the owner of the
+    /// copy (root: issue #23, a copy of a config the service user wrote would make root read
+    /// `%{file:..}%` and send it to a database host the copy names).
+    pub(crate) fn load_copy(
+        path: &Path,
+        reader: &files::Reader,
+    ) -> Result<ServerConfig, ServerConfigError> {
+        Self::load_with(path, Some(reader))
+    }
+
+    fn load_with(
+        path: &Path,
+        reader: Option<&files::Reader>,
+    ) -> Result<ServerConfig, ServerConfigError> {
         let read_err = |e: crate::fsutil::FsError| ServerConfigError::Read {
             path: path.to_owned(),
             source: std::io::Error::new(e.source.kind(), e.to_string()),
@@ -200,7 +221,10 @@ impl ServerConfig {
             path: path.to_owned(),
             message: "it is not UTF-8 text".into(),
         })?;
-        let reader = files::Reader::for_file(&meta, &dir_meta);
+        let reader = match reader {
+            Some(r) => r.clone(),
+            None => files::Reader::for_file(&meta, &dir_meta),
+        };
         let is_json = path.extension().is_some_and(|e| e == "json")
             || (path.extension().is_none() && text.trim_start().starts_with('{'));
         if is_json {
@@ -298,6 +322,7 @@ impl ServerConfig {
             https: cfg.http_listener(true)?,
             cluster: cfg.cluster(),
             log_files: cfg.log_files()?,
+            reader: reader.clone(),
         })
     }
 
@@ -398,6 +423,7 @@ impl ServerConfig {
             https: None,
             cluster: None,
             log_files: Vec::new(),
+            reader: reader.clone(),
         })
     }
 }
@@ -467,6 +493,41 @@ path = "/nowhere.db"
 type = "internal"
 store = "rocksdb"
 "#;
+
+    /// Issue #23 finding 3: a snapshot's copy of the config is root's, but the files it names
+    /// are read as the identity recorded with it (here nobody), not as root; and a symlink the
+    /// service user made is not followed even by root.
+    #[test]
+    fn a_copy_is_read_as_its_recorded_reader_and_foreign_symlinks_are_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let secret = t.path().join("root-only");
+        std::fs::write(&secret, "/var/lib/secret-path").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let copy = t.path().join("config.toml");
+        let text = |p: &Path| {
+            format!(
+                "[storage]\ndata = \"db\"\nblob = \"db\"\nfts = \"db\"\nlookup = \"db\"\n\
+                 [store.db]\ntype = \"rocksdb\"\npath = \"%{{file:{}}}%\"\n",
+                p.display()
+            )
+        };
+        std::fs::write(&copy, text(&secret)).unwrap();
+        let as_root = ServerConfig::load(&copy).unwrap();
+        assert!(format!("{:?}", as_root.stores).contains("secret-path"));
+        let e = ServerConfig::load_copy(&copy, &files::Reader::nobody()).unwrap_err();
+        assert!(!e.to_string().contains("secret-path"), "{e}");
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(crate::NOBODY), Some(crate::NOBODY)).unwrap();
+        std::fs::write(&copy, text(&link)).unwrap();
+        let e = ServerConfig::load(&copy).unwrap_err().to_string();
+        assert!(
+            e.contains("not followed") && !e.contains("secret-path"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn default_015_config() {

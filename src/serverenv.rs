@@ -178,6 +178,132 @@ fn read_env_file(path: &Path) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Why the server's env file cannot be written or moved.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvFileError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("refusing to keep the server's environment file in {dir}: {problem}; it must be a directory only root can write (run `chown root:root {dir} && chmod 0755 {dir}`), since systemd reads the file as root")]
+    UnsafeDir { dir: PathBuf, problem: String },
+}
+
+fn file_err(path: &Path) -> impl Fn(crate::fsutil::FsError) -> EnvFileError + '_ {
+    move |e| EnvFileError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The directory of `Settings::server_env`, checked to be root's alone (created 0755 when
+/// missing): PID 1 reads the file as root, following symlinks.
+fn env_dir(s: &crate::config::Settings) -> Result<(Dir, std::ffi::OsString), EnvFileError> {
+    let path = &s.server_env;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if !parent.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| EnvFileError::File {
+                path: parent.to_owned(),
+                message: e.to_string(),
+            })?;
+    }
+    let (dir, name) = Dir::open_parent(path).map_err(file_err(path))?;
+    let m = dir.meta().map_err(file_err(path))?;
+    if rustix::process::geteuid().is_root() && (m.uid != 0 || m.writable_by_others()) {
+        return Err(EnvFileError::UnsafeDir {
+            dir: parent.to_owned(),
+            problem: format!("owned by uid {} with mode {:o}", m.uid, m.mode),
+        });
+    }
+    Ok((dir, name))
+}
+
+/// The server's env file as it is (None: there is none).
+pub fn read_server_env(s: &crate::config::Settings) -> Result<Option<Vec<u8>>, EnvFileError> {
+    let (dir, name) = env_dir(s)?;
+    match dir.stat(&name).map_err(file_err(&s.server_env))? {
+        None => Ok(None),
+        Some(_) => Ok(Some(
+            dir.read_file(&name, 1 << 20)
+                .map_err(file_err(&s.server_env))?,
+        )),
+    }
+}
+
+/// Replaces the server's env file: root:stalwart 0640 (as install.sh makes it), in its
+/// root-only directory.
+pub fn write_server_env(s: &crate::config::Settings, text: &[u8]) -> Result<(), EnvFileError> {
+    let (dir, name) = env_dir(s)?;
+    let gid = nix::unistd::Group::from_name(crate::SERVICE_USER)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+        .unwrap_or(0);
+    dir.write_atomic(&name, text, 0o640, Some((0, gid)))
+        .map_err(file_err(&s.server_env))
+}
+
+/// Removes the server's env file (the undo of a crossing that created it).
+pub fn remove_server_env(s: &crate::config::Settings) -> Result<(), EnvFileError> {
+    let (dir, name) = env_dir(s)?;
+    dir.remove_file(&name).map_err(file_err(&s.server_env))?;
+    dir.fsync().map_err(file_err(&s.server_env))
+}
+
+/// Moves install.sh's PREFIX/etc/stalwart.env (in the server's own directory) to
+/// `Settings::server_env` when that does not exist yet. Its text is read with the identity of
+/// whoever controls that directory (`serverconfig::files::Reader`): the service user may have
+/// put any file of root's there under that name (a rename, a symlink), and what root copies into
+/// the server's environment must be something the server could read anyway. The old file is
+/// renamed `stalwart.env.moved` so nobody edits a file no unit reads. Some(what was done).
+pub fn move_legacy_env(s: &crate::config::Settings) -> Result<Option<String>, EnvFileError> {
+    let legacy = s.legacy_server_env();
+    if legacy == s.server_env {
+        return Ok(None);
+    }
+    let (etc, name) = match Dir::open_parent(&legacy) {
+        Ok(x) => x,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(file_err(&legacy)(e)),
+    };
+    let Some(meta) = etc.stat(&name).map_err(file_err(&legacy))? else {
+        return Ok(None);
+    };
+    let (dir, new_name) = env_dir(s)?;
+    if dir
+        .stat(&new_name)
+        .map_err(file_err(&s.server_env))?
+        .is_some()
+    {
+        return Ok(Some(format!(
+            "{} is not read by {} any more; its environment file is {}",
+            legacy.display(),
+            s.unit,
+            s.server_env.display()
+        )));
+    }
+    let etc_meta = etc.meta().map_err(file_err(&legacy))?;
+    let reader = crate::serverconfig::files::Reader::for_file(&meta, &etc_meta);
+    let text = crate::serverconfig::files::read_as(&reader, &legacy, 1 << 20).map_err(|m| {
+        EnvFileError::File {
+            path: legacy.clone(),
+            message: format!("cannot be moved to {}: {m}", s.server_env.display()),
+        }
+    })?;
+    write_server_env(s, text.as_bytes())?;
+    etc.rename(&name, &etc, "stalwart.env.moved")
+        .map_err(file_err(&legacy))?;
+    etc.fsync().map_err(file_err(&legacy))?;
+    Ok(Some(format!(
+        "moved the server's environment file {} to {} (root's directory: systemd reads it as root); edit it there from now on",
+        legacy.display(),
+        s.server_env.display()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +347,59 @@ mod tests {
         let r = file.refusals();
         assert_eq!(r.len(), 1);
         assert!(r[0].to_string().contains("override"), "{}", r[0]);
+    }
+
+    /// Issue #23 finding 4: the service user replaces install.sh's env file with a symlink to a
+    /// root-only KEY=VALUE file. The move reads it as them: nothing of root's is copied.
+    #[test]
+    fn the_legacy_env_file_is_moved_as_its_directory_owner_reads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let prefix = t.path().join("opt");
+        let etc = prefix.join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        let secret = t.path().join("root-only");
+        std::fs::write(&secret, "CLOUD_TOKEN=s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&secret, etc.join("stalwart.env")).unwrap();
+        std::os::unix::fs::chown(&etc, Some(crate::NOBODY), Some(crate::NOBODY)).unwrap();
+        std::os::unix::fs::lchown(
+            etc.join("stalwart.env"),
+            Some(crate::NOBODY),
+            Some(crate::NOBODY),
+        )
+        .unwrap();
+        let s = crate::config::Settings {
+            prefix: prefix.clone(),
+            server_env: t.path().join("root/stalwart.env"),
+            ..Default::default()
+        };
+        let e = move_legacy_env(&s).unwrap_err().to_string();
+        assert!(e.contains("cannot be moved"), "{e}");
+        assert!(!s.server_env.exists());
+        // A real one of theirs is moved, and the old name no longer holds it.
+        std::fs::remove_file(etc.join("stalwart.env")).unwrap();
+        std::fs::write(
+            etc.join("stalwart.env"),
+            "STALWART_HOSTNAME=mail.example.org\n",
+        )
+        .unwrap();
+        std::os::unix::fs::chown(
+            etc.join("stalwart.env"),
+            Some(crate::NOBODY),
+            Some(crate::NOBODY),
+        )
+        .unwrap();
+        let said = move_legacy_env(&s).unwrap().unwrap();
+        assert!(said.contains("moved"), "{said}");
+        assert_eq!(
+            read_server_env(&s).unwrap().unwrap(),
+            b"STALWART_HOSTNAME=mail.example.org\n"
+        );
+        assert!(etc.join("stalwart.env.moved").exists());
+        assert!(!etc.join("stalwart.env").exists());
+        assert!(move_legacy_env(&s).unwrap().is_none());
     }
 
     #[test]

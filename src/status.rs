@@ -103,8 +103,8 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
                     )
                 } else {
                     format!(
-                        "STALWART_RECOVERY_MODE is set in its environment (e.g. {}/etc/stalwart.env)",
-                        s.prefix.display()
+                        "STALWART_RECOVERY_MODE is set in its environment (e.g. {})",
+                        s.server_env.display()
                     )
                 };
                 attention.push(format!(

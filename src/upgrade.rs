@@ -478,6 +478,8 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     check_staging_space(s, &req.target)?;
     let server_config = ServerConfig::load(&crossing::server_config_path(s, &from))?;
     check_stores_writable(&server_config)?;
+    crate::snapshot::check_store_paths(s, &server_config)
+        .map_err(|e| Error::Preflight(e.to_string()))?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
     if !snapshot.fits() {

@@ -46,12 +46,17 @@ fn upgrade_from_0_15_to_0_16_with_approval() {
         text(&out)
     );
     let env =
-        s.ct.exec_ok(&["cat", "/opt/stalwart/etc/stalwart.env"])
+        s.ct.exec_ok(&["cat", "/etc/stalwart-upgrade/stalwart.env"])
             .unwrap();
     assert!(env.contains("STALWART_RECOVERY_ADMIN='admin:"), "{env}");
     let mode =
-        s.ct.exec_ok(&["stat", "-c", "%U:%G %a", "/opt/stalwart/etc/stalwart.env"])
-            .unwrap();
+        s.ct.exec_ok(&[
+            "stat",
+            "-c",
+            "%U:%G %a",
+            "/etc/stalwart-upgrade/stalwart.env",
+        ])
+        .unwrap();
     assert_eq!(mode.trim(), "root:stalwart 640");
     assert!(
         s.ct.exec_ok(&[
@@ -119,7 +124,7 @@ fn broken_0_16_release_is_rolled_back_to_0_15_completely() {
     s.ready();
     assert_eq!(s.binary_version(), "0.15.5");
     assert!(
-        !s.ct.path("/opt/stalwart/etc/stalwart.env").exists(),
+        !s.ct.path("/etc/stalwart-upgrade/stalwart.env").exists(),
         "the env file the crossing created is gone"
     );
     assert_eq!(data_of(&s.digest()), data_of(&before), "schema-5 data back");
@@ -272,7 +277,7 @@ fn recovery_mode_in_the_env_file_and_a_1_x_target_are_refused_before_any_downtim
     assert_eq!(code(&out), 3, "{}", text(&out));
     assert!(text(&out).contains("no upgrade path"), "{}", text(&out));
     s.ct.write_file(
-        "/opt/stalwart/etc/stalwart.env",
+        "/etc/stalwart-upgrade/stalwart.env",
         "STALWART_RECOVERY_MODE=true\n",
     )
     .unwrap();
@@ -280,7 +285,7 @@ fn recovery_mode_in_the_env_file_and_a_1_x_target_are_refused_before_any_downtim
     let t = text(&out);
     assert_eq!(code(&out), 3, "{t}");
     assert!(
-        t.contains("STALWART_RECOVERY_MODE") && t.contains("/opt/stalwart/etc/stalwart.env"),
+        t.contains("STALWART_RECOVERY_MODE") && t.contains("/etc/stalwart-upgrade/stalwart.env"),
         "{t}"
     );
     assert!(t.contains("nothing was changed"), "{t}");
@@ -299,18 +304,18 @@ fn recovery_mode_set_during_the_upgrade_fails_the_gate_and_names_the_file() {
     let out = s.upgrade_pausing(
         &release("0.16.18", Fault::None, 0),
         "swap:done",
-        "echo STALWART_RECOVERY_MODE=1 > /opt/stalwart/etc/stalwart.env",
+        "echo STALWART_RECOVERY_MODE=1 > /etc/stalwart-upgrade/stalwart.env",
     );
     let t = text(&out);
     assert!(t.contains("in recovery or bootstrap mode"), "{t}");
     assert!(
-        t.contains("STALWART_RECOVERY_MODE is set in /opt/stalwart/etc/stalwart.env"),
+        t.contains("STALWART_RECOVERY_MODE is set in /etc/stalwart-upgrade/stalwart.env"),
         "{t}"
     );
     assert_eq!(code(&out), 6, "{t}");
     assert_eq!(s.binary_version(), "0.16.17", "old binary back");
     assert_eq!(s.status_code(), 8);
-    s.ct.exec_ok(&["rm", "/opt/stalwart/etc/stalwart.env"])
+    s.ct.exec_ok(&["rm", "/etc/stalwart-upgrade/stalwart.env"])
         .unwrap();
     s.ct.exec_ok(&["systemctl", "restart", "stalwart.service"])
         .unwrap();
@@ -345,7 +350,7 @@ fn status_exits_8_when_the_server_is_down_or_0_16_is_not_in_normal_mode() {
     assert_eq!(status(&s).0, 0, "{}", status(&s).1);
     cycle(&s);
     s.ct.write_file(
-        "/opt/stalwart/etc/stalwart.env",
+        "/etc/stalwart-upgrade/stalwart.env",
         "STALWART_RECOVERY_MODE=1\n",
     )
     .unwrap();
@@ -369,7 +374,7 @@ fn a_registry_refusal_during_the_carry_rolls_the_crossing_back() {
     assert_eq!(code(&out), 5, "{t}");
     assert!(t.contains("0.16 refused NetworkListener"), "{t}");
     s.serves("0.15.5", &before);
-    for gone in [JSON, DROPIN, "/opt/stalwart/etc/stalwart.env"] {
+    for gone in [JSON, DROPIN, "/etc/stalwart-upgrade/stalwart.env"] {
         assert!(!s.ct.path(gone).exists(), "{gone} left behind: {t}");
     }
 }
@@ -385,11 +390,14 @@ fn a_failure_after_the_carry_takes_the_pinned_admin_away_again() {
         &release("0.16.18", Fault::None, 0),
         "carry:done",
         &format!(
-            "grep -q \"STALWART_RECOVERY_ADMIN='admin:\" /opt/stalwart/etc/stalwart.env && echo not-json > {JSON}"
+            "grep -q \"STALWART_RECOVERY_ADMIN='admin:\" /etc/stalwart-upgrade/stalwart.env && echo not-json > {JSON}"
         ),
     );
     let t = text(&out);
     assert_eq!(code(&out), 5, "{t}");
     s.serves("0.15.5", &before);
-    assert!(!s.ct.path("/opt/stalwart/etc/stalwart.env").exists(), "{t}");
+    assert!(
+        !s.ct.path("/etc/stalwart-upgrade/stalwart.env").exists(),
+        "{t}"
+    );
 }

@@ -340,7 +340,7 @@ fn an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back() {
     );
     for gone in [
         "/opt/stalwart/etc/config.json",
-        "/opt/stalwart/etc/stalwart.env",
+        "/etc/stalwart-upgrade/stalwart.env",
     ] {
         assert!(!s.ct.path(gone).exists(), "{gone}: {t}");
     }

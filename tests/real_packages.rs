@@ -137,10 +137,10 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
     assert!(out.contains("STALWART_RECOVERY_ADMIN"), "{out}");
     pm.installed(&m, "0.16.17");
     // The credential: root:stalwart 0640, readable by the server only through systemd.
-    let env = m.sh_ok("stat -c '%U:%G %a' /opt/stalwart/etc/stalwart.env");
+    let env = m.sh_ok("stat -c '%U:%G %a' /etc/stalwart-upgrade/stalwart.env");
     assert_eq!(env.trim(), "root:stalwart 640");
     let password = m
-        .sh_ok("sed -n 's/^STALWART_RECOVERY_ADMIN=admin://p' /opt/stalwart/etc/stalwart.env")
+        .sh_ok("sed -n 's/^STALWART_RECOVERY_ADMIN=admin://p' /etc/stalwart-upgrade/stalwart.env")
         .trim()
         .to_string();
     assert!(password.len() >= 16, "no generated password: {password:?}");
@@ -248,8 +248,9 @@ fn a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt() {
     RealServer::install(&m.ct, old, testbed::real::Backend::RocksDb).expect("install.sh 0.16");
     RealServer::populate(&m.ct, true).expect("accounts");
     RealServer::deliver(&m.ct, true, &alice(), "before-the-adoption").expect("mail");
-    let kept = "sha256sum /opt/stalwart/etc/config.json /opt/stalwart/etc/stalwart.env";
+    let kept = "sha256sum /opt/stalwart/etc/config.json";
     let before = m.sh_ok(kept);
+    let env_before = m.sh_ok("sha256sum < /opt/stalwart/etc/stalwart.env");
 
     let helper = helper_packages();
     let server = real_server_packages(new);
@@ -259,11 +260,25 @@ fn a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt() {
     assert!(out.contains("adopting the existing installation"), "{out}");
     assert!(out.contains("upgraded 0.16.17 -> 0.16.18"), "{out}");
     assert_eq!(m.dpkg_audit(), "");
+    assert_eq!(m.sh_ok(kept), before, "config.json untouched");
+    // install.sh's env file (in the service user's etc/, read by PID 1 as root) is moved to the
+    // root-owned /etc/stalwart-upgrade, unchanged, and the unit reads it there.
+    assert!(out.contains("moved the server's environment file"), "{out}");
     assert_eq!(
-        m.sh_ok(kept),
-        before,
-        "config.json and stalwart.env untouched"
+        m.sh_ok("sha256sum < /etc/stalwart-upgrade/stalwart.env"),
+        env_before
     );
+    assert_eq!(
+        m.sh_ok("stat -c '%U:%G %a' /etc/stalwart-upgrade/stalwart.env")
+            .trim(),
+        "root:stalwart 640"
+    );
+    assert!(m
+        .sh_ok("systemctl show -p EnvironmentFiles stalwart.service")
+        .contains("/etc/stalwart-upgrade/stalwart.env"));
+    assert!(!m
+        .sh_ok("systemctl show -p EnvironmentFiles stalwart.service")
+        .contains("/opt/stalwart/etc/stalwart.env"));
     m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
         .unwrap();
     assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), new.sha256);

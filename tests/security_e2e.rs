@@ -512,3 +512,66 @@ fn a_child_of_the_helper_cannot_reach_the_admins_terminal() {
     assert!(!seen.contains("open=1"), "/dev/tty could be opened: {seen}");
     assert!(!seen.contains("euid=0"), "it ran as root: {seen}");
 }
+
+/// Issue #23 finding 4: PID 1 reads the unit's env file as root and follows symlinks. The
+/// service user points install.sh's PREFIX/etc/stalwart.env (in its own etc/) at a root-only
+/// KEY=VALUE file; after the crossing to 0.16 the unit reads only the packages' env file in a
+/// root-owned directory, so nothing of root's reaches the server's environment.
+#[test]
+fn a_symlinked_env_file_in_the_servers_directory_feeds_nothing_of_roots_to_the_server() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.allow("0.16");
+    let out = s.upgrade(&release("0.16.17", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ct.write_file("/root/cloud.env", "CLOUD_TOKEN=root-only-s3cret\n")
+        .unwrap();
+    s.ct.sh_ok("chmod 0600 /root/cloud.env").unwrap();
+    let o = as_stalwart(&s, "ln -sf /root/cloud.env /opt/stalwart/etc/stalwart.env");
+    assert!(o.status.success(), "{}", text(&o));
+    s.ct.sh_ok("systemctl restart stalwart.service").unwrap();
+    s.ready();
+    let environ =
+        s.ct.sh_ok("tr '\\0' '\\n' < /proc/$(systemctl show -P MainPID stalwart.service)/environ")
+            .unwrap();
+    assert!(
+        !environ.contains("root-only-s3cret"),
+        "a root-only file reached the server's environment: {environ}"
+    );
+    // The env file the unit does read: root's directory, the carried admin in it.
+    assert!(environ.contains("STALWART_RECOVERY_ADMIN="), "{environ}");
+    assert_eq!(
+        s.ct.sh_ok("stat -c '%U %a' /etc/stalwart-upgrade")
+            .unwrap()
+            .trim(),
+        "root 755"
+    );
+}
+
+/// Issue #23 finding 5: the service user points the data store at /var/lib/dpkg. Root must not
+/// snapshot (and on a rollback, restore over) another part of the system: the upgrade is
+/// refused before anything is stopped, naming the setting, and dpkg's database is untouched.
+#[test]
+fn a_store_path_outside_the_servers_data_is_refused_before_downtime() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let pid = s.main_pid();
+    let dpkg_before = fingerprint(&s, "/var/lib/dpkg/info/dpkg.list");
+    let edit = as_stalwart(
+        &s,
+        "sed -i 's#/opt/stalwart/data#/var/lib/dpkg#' /opt/stalwart/etc/config.toml && grep -q /var/lib/dpkg /opt/stalwart/etc/config.toml",
+    );
+    assert!(edit.status.success(), "{}", text(&edit));
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert!(matches!(code(&out), 3 | 4), "refused before downtime: {t}");
+    assert!(
+        t.contains("/var/lib/dpkg") && t.contains("store_paths"),
+        "{t}"
+    );
+    assert!(t.contains("nothing was stopped"), "{t}");
+    assert_eq!(s.main_pid(), pid, "the server was not stopped: {t}");
+    assert_eq!(s.binary_version(), "0.15.5");
+    assert_eq!(fingerprint(&s, "/var/lib/dpkg/info/dpkg.list"), dpkg_before);
+    let snaps = s.helper(&["snapshot", "create"], &[]);
+    assert_ne!(code(&snaps), 0, "{}", text(&snaps));
+    assert!(text(&snaps).contains("store_paths"), "{}", text(&snaps));
+}

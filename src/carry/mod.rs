@@ -10,7 +10,7 @@
 //!   helper, in a root-only runtime env file), `apply` creates the objects and queues the quota
 //!   recalculation; any refusal fails the step and the crossing rolls back to 0.15;
 //! * the 0.15 fallback administrator becomes 0.16's `STALWART_RECOVERY_ADMIN` in
-//!   PREFIX/etc/stalwart.env (its password hash works there unchanged), so the admin's login
+//!   the server's env file (its password hash works there unchanged), so the admin's login
 //!   keeps working.
 
 pub mod apply;
@@ -22,7 +22,6 @@ pub use convert::{Carried, Op};
 pub use dump::Dump;
 
 use crate::config::Settings;
-use crate::fsutil::Dir;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +68,7 @@ pub fn describe(c: &Carried) -> Vec<String> {
     }
     if let Some((u, _)) = &c.admin {
         out.push(format!(
-            "admin:         the 0.15 fallback admin `{u}` keeps its password, as 0.16's STALWART_RECOVERY_ADMIN in etc/stalwart.env"
+            "admin:         the 0.15 fallback admin `{u}` keeps its password, as 0.16's STALWART_RECOVERY_ADMIN in the server's env file"
         ));
     }
     for (what, n) in &c.left_behind {
@@ -108,21 +107,18 @@ pub fn one_time_admin() -> Result<(String, String), CarryError> {
 const ENV_ORIGINAL: &str = "stalwart.env.before";
 const ENV_CREATED: &str = "stalwart.env.created";
 
-/// Pins the 0.15 fallback admin as 0.16's `STALWART_RECOVERY_ADMIN` in PREFIX/etc/stalwart.env
-/// (root:stalwart 0640 as install.sh 0.16 makes it), replacing any such line; what was there is
-/// kept in `dir` for the undo. Single-quoted: systemd takes the value verbatim then (a `$6$`
-/// hash has `$` in it).
+/// Pins the 0.15 fallback admin as 0.16's `STALWART_RECOVERY_ADMIN` in the server's env file
+/// (`Settings::server_env`, root's directory), replacing any such line; what was there is kept
+/// in `dir` for the undo. Single-quoted: systemd takes the value verbatim then (a `$6$` hash has
+/// `$` in it).
 pub fn pin_admin(s: &Settings, dir: &Path, admin: &(String, String)) -> Result<(), CarryError> {
-    let path = s.prefix.join("etc/stalwart.env");
-    let ferr = |e: crate::fsutil::FsError| CarryError::File {
+    let path = s.server_env.clone();
+    let ferr = |e: crate::serverenv::EnvFileError| CarryError::File {
         path: path.clone(),
         message: e.to_string(),
     };
-    let (etc, name) = Dir::open_parent(&path).map_err(ferr)?;
-    let before = match etc.stat(&name).map_err(ferr)? {
-        Some(_) => Some(etc.read_file(&name, 1 << 20).map_err(ferr)?),
-        None => None,
-    };
+    crate::serverenv::move_legacy_env(s).map_err(ferr)?;
+    let before = crate::serverenv::read_server_env(s).map_err(ferr)?;
     let save_err = |e: crate::state::StateError| CarryError::File {
         path: dir.to_owned(),
         message: e.to_string(),
@@ -152,27 +148,20 @@ pub fn pin_admin(s: &Settings, dir: &Path, admin: &(String, String)) -> Result<(
          STALWART_RECOVERY_ADMIN='{}:{}'\n",
         admin.0, admin.0, admin.1
     ));
-    let gid = etc.meta().map(|m| m.gid).map_err(ferr)?;
-    etc.write_atomic(&name, text.as_bytes(), 0o640, Some((0, gid)))
-        .map_err(ferr)?;
+    crate::serverenv::write_server_env(s, text.as_bytes()).map_err(ferr)?;
     Ok(())
 }
 
 /// Undo of `pin_admin`: the env file as it was (or gone, if the crossing created it).
 pub fn unpin_admin(s: &Settings, dir: &Path) -> Result<(), CarryError> {
-    let path = s.prefix.join("etc/stalwart.env");
-    let ferr = |e: crate::fsutil::FsError| CarryError::File {
-        path: path.clone(),
+    let ferr = |e: crate::serverenv::EnvFileError| CarryError::File {
+        path: s.server_env.clone(),
         message: e.to_string(),
     };
     if let Ok(before) = std::fs::read(dir.join(ENV_ORIGINAL)) {
-        let (etc, name) = Dir::open_parent(&path).map_err(ferr)?;
-        let gid = etc.meta().map(|m| m.gid).map_err(ferr)?;
-        etc.write_atomic(&name, &before, 0o640, Some((0, gid)))
-            .map_err(ferr)?;
+        crate::serverenv::write_server_env(s, &before).map_err(ferr)?;
     } else if dir.join(ENV_CREATED).exists() {
-        let (etc, name) = Dir::open_parent(&path).map_err(ferr)?;
-        etc.remove_file(&name).map_err(ferr)?;
+        crate::serverenv::remove_server_env(s).map_err(ferr)?;
     }
     Ok(())
 }

@@ -125,6 +125,32 @@ impl Engine for System {
         adopt(ctx)
     }
 
+    fn migrate_layout(&self, ctx: &Context) -> Vec<String> {
+        let s = &ctx.settings;
+        let mut done: Vec<String> = move_legacy_env(s).into_iter().collect();
+        // A >= 0.16 unit's drop-in names the env file: rewritten when this version's differs.
+        if let Ok(v) = swap::binary_version(&s.server_binary()) {
+            match crate::crossing::write_unit_dropin(s, &v) {
+                Ok(true) => {
+                    if units_controllable(&s.unit).is_ok() {
+                        if let Err(e) = Systemd::connect().and_then(|sys| sys.daemon_reload()) {
+                            done.push(format!("warning: systemctl daemon-reload failed: {e}"));
+                        }
+                    }
+                    done.push(format!(
+                        "{} now reads its environment from {} (drop-in {})",
+                        s.unit,
+                        s.server_env.display(),
+                        crate::crossing::paths(s).dropin.display()
+                    ));
+                }
+                Ok(false) => {}
+                Err(e) => done.push(format!("warning: the unit's drop-in: {e}")),
+            }
+        }
+        done
+    }
+
     fn foreign_installation(&self, ctx: &Context) -> Option<String> {
         fhs_installation(ctx)
     }
@@ -292,7 +318,7 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
             }
         }
     } else if json {
-        done.extend(init_016(ctx, &config, gid)?);
+        done.extend(init_016(ctx, &config)?);
     } else {
         done.extend(init_config(ctx, &config, uid, gid));
     }
@@ -495,19 +521,23 @@ pub(crate) fn random_password(n: usize) -> Result<String, Error> {
 /// 0.16 has no `--init`: the package writes what upstream's setup wizard would write, so the
 /// server starts in normal mode on a persistent store under the package's layout: config.json
 /// with RocksDB (upstream's default store) in PREFIX/data, and the administrator pinned in
-/// PREFIX/etc/stalwart.env (the env file install.sh writes, root:stalwart 0640; 0.16 reads
+/// the server's env file (`Settings::server_env`, root:stalwart 0640 as install.sh makes its own; 0.16 reads
 /// `STALWART_RECOVERY_ADMIN=user:pass` in every mode). With `[install] bootstrap = true` no
 /// config.json is written and upstream's wizard runs instead.
-fn init_016(ctx: &Context, config: &Path, gid: u32) -> Result<Vec<String>, Error> {
+fn init_016(ctx: &Context, config: &Path) -> Result<Vec<String>, Error> {
     let s = &ctx.settings;
     let fs = |e: crate::fsutil::FsError| Error::Swap(swap::SwapError::from(e));
     let mut done = Vec::new();
-    let etc = Dir::open(&s.prefix.join("etc")).map_err(fs)?;
-    let env_path = s.prefix.join("etc/stalwart.env");
+    let env_path = s.server_env.clone();
+    let env_err =
+        |e: crate::serverenv::EnvFileError| command_failed("the server's env file", e.to_string());
     let mut admin = None;
-    if etc.stat("stalwart.env").map_err(fs)?.is_none() {
+    if crate::serverenv::read_server_env(s)
+        .map_err(env_err)?
+        .is_none()
+    {
         let mut text = String::from(
-            "# Environment of the Stalwart server (read by stalwart.service; root:stalwart 0640).\n\
+            "# Environment of the Stalwart server (read by systemd for stalwart.service; root:stalwart 0640).\n\
              # STALWART_RECOVERY_ADMIN is an administrator in every mode: log in with it at\n\
              # http://HOST:8080/admin, and make a permanent administrator there.\n\
              #STALWART_HOSTNAME=mail.example.com\n\
@@ -518,8 +548,7 @@ fn init_016(ctx: &Context, config: &Path, gid: u32) -> Result<Vec<String>, Error
             text.push_str(&format!("STALWART_RECOVERY_ADMIN=admin:{pw}\n"));
             admin = Some(pw);
         }
-        etc.write_atomic("stalwart.env", text.as_bytes(), 0o640, Some((0, gid)))
-            .map_err(fs)?;
+        crate::serverenv::write_server_env(s, text.as_bytes()).map_err(env_err)?;
         done.push(format!(
             "created {} (root:{USER}, 0640)",
             env_path.display()
@@ -643,6 +672,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     let s = &ctx.settings;
     let mut done = Vec::new();
     done.extend(take_back_for_root(&s.prefix)?);
+    done.extend(move_legacy_env(s));
     let version = swap::binary_version(&s.server_binary())
         .map(|v| v.to_string())
         .unwrap_or_else(|e| format!("unknown version ({e})"));
@@ -669,7 +699,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
                 "{} runs {} with config.json and {} (drop-in {})",
                 s.unit,
                 v,
-                s.prefix.join("etc/stalwart.env").display(),
+                s.server_env.display(),
                 crate::crossing::paths(s).dropin.display()
             ));
         }
@@ -692,6 +722,16 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     mark_managed(ctx, &format!("adopted {version}"))?;
     done.push("from now on `apt upgrade`/`dnf upgrade` upgrade it as a transaction with rollback (see `stalwart-upgrade status`)".into());
     Ok(done)
+}
+
+/// install.sh's PREFIX/etc/stalwart.env, moved to `Settings::server_env` (issue #23: systemd
+/// reads it as root from a directory of the service user's); a failure is a warning, the
+/// package still installs.
+pub(super) fn move_legacy_env(s: &crate::config::Settings) -> Option<String> {
+    match crate::serverenv::move_legacy_env(s) {
+        Ok(said) => said,
+        Err(e) => Some(format!("warning: {e}")),
+    }
 }
 
 /// upstream's install.sh without a PREFIX installs 0.16 in the FHS layout (facts):
@@ -735,6 +775,7 @@ fn fhs_installation(ctx: &Context) -> Option<String> {
 /// - the helper's own names next to bin/ (bin.new, bin.old) are removed when they are not
 ///   root's: they are the helper's to make;
 /// - devices, FIFOs and sockets below bin/ are removed.
+///
 /// In the server's directories (etc, data, logs) owners stay; set-id bits of files that are not
 /// root's are cleared (a root-owned file there was not made by the service user).
 fn take_back_for_root(prefix: &Path) -> Result<Vec<String>, Error> {

@@ -15,9 +15,11 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// Who may read the files a config names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Reader {
+/// Who may read the files a config names. Kept in a snapshot's manifest: the copy of the config
+/// a snapshot keeps is root's, but what it names is read as whoever controlled the original.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Reader {
     /// The helper itself: the config is root's alone (or the helper is not root, and the kernel
     /// checks its own identity anyway).
     Helper,
@@ -30,10 +32,20 @@ pub(super) enum Reader {
 }
 
 impl Reader {
+    /// The reader of a config whose controller is not known (a snapshot from before the reader
+    /// was recorded): nobody, never root.
+    pub(crate) fn nobody() -> Reader {
+        Reader::As {
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: vec![NOBODY],
+        }
+    }
+
     /// The reader for the config at `cfg_path`: its owner when that is not root; `nobody` (with
     /// the file's group, when that group may write it) when it is root's but writable by others.
     /// A path that does not exist (text parsed from elsewhere, as in tests) reads as the helper.
-    pub(super) fn for_config(cfg_path: &Path) -> Reader {
+    pub(crate) fn for_config(cfg_path: &Path) -> Reader {
         if nix::unistd::geteuid().as_raw() != 0 {
             return Reader::Helper;
         }
@@ -47,7 +59,7 @@ impl Reader {
     /// descriptors read): its owner when that is not root; else the directory's owner when that
     /// is not root (they can put another file in its place); `nobody` when root owns both but
     /// others may write either.
-    pub(super) fn for_file(file: &crate::fsutil::Meta, dir: &crate::fsutil::Meta) -> Reader {
+    pub(crate) fn for_file(file: &crate::fsutil::Meta, dir: &crate::fsutil::Meta) -> Reader {
         if nix::unistd::geteuid().as_raw() != 0 {
             return Reader::Helper;
         }
@@ -92,7 +104,7 @@ impl Reader {
 
 /// A regular file of at most `limit` bytes, as UTF-8 text, read as `reader`; Err says why not
 /// (never with any of the contents).
-pub(super) fn read_as(reader: &Reader, file: &Path, limit: u64) -> Result<String, String> {
+pub(crate) fn read_as(reader: &Reader, file: &Path, limit: u64) -> Result<String, String> {
     match reader {
         Reader::Helper => read_small_file(file, limit),
         Reader::As { uid, gid, groups } => std::thread::scope(|s| {
@@ -142,6 +154,15 @@ fn take_fs_identity(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
 /// the contents). Only a regular file: a config naming `/dev/zero`, `/dev/stdin` or a FIFO must
 /// not make the helper read forever or block.
 fn read_small_file(file: &Path, limit: u64) -> Result<String, String> {
+    // A symlink someone other than root made is not followed (issue #23): it could lead a read
+    // made with more rights than its maker's to a file of root's.
+    let link = fs_err::symlink_metadata(file).map_err(|e| e.to_string())?;
+    if link.file_type().is_symlink() && link.uid() != 0 {
+        return Err(format!(
+            "it is a symbolic link made by uid {}, which is not followed",
+            link.uid()
+        ));
+    }
     // Checked before opening (opening a FIFO for reading blocks), and again on the open file.
     let meta = fs_err::metadata(file).map_err(|e| e.to_string())?;
     if !meta.is_file() {

@@ -81,6 +81,16 @@ pub(super) fn env_secret(
             }
         }
     }
+    // The packages' env file (root's directory: read as the helper, no symlink followed).
+    if let Some(v) = crate::serverenv::ServerEnv::from_unit(
+        &[],
+        &[(std::path::PathBuf::from(crate::config::SERVER_ENV), true)],
+        &[],
+    )
+    .get(name)
+    {
+        return Ok(v.to_string());
+    }
     Err(ServerConfigError::Malformed {
         path: cfg_path.to_owned(),
         message: format!(

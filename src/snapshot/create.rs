@@ -72,6 +72,7 @@ impl Snapshots {
             hashed_at: None,
             warnings,
             config_copy: copy_config(&tmp, &cfg.path),
+            config_reader: Some(cfg.reader.clone()),
             origin: None,
         };
         if let Err(e) = Self::finish(&root, &tmp, &partial, &manifest) {

@@ -179,6 +179,10 @@ pub struct Manifest {
     /// may rewrite config.toml itself, facts, and a rollback restores only data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_copy: Option<String>,
+    /// Whom the files the config names were read as when the snapshot was taken: the copy is
+    /// parsed with that identity (None, from before it was recorded: as nobody).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) config_reader: Option<crate::serverconfig::files::Reader>,
     /// Why this snapshot exists when it is not a snapshot taken on purpose: the data a restore
     /// displaced (what a server ran on since), kept rather than deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -54,6 +54,8 @@ pub const FS_BLOBS_WRITE_ONCE: &str = "fs blobs are write-once (tests/standin)";
 pub enum SnapshotError {
     #[error("snapshot: {0}")]
     Other(String),
+    #[error(transparent)]
+    StorePathNotAllowed(Box<StorePathRefusal>),
     #[error("cannot {op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -430,24 +432,81 @@ fn names_a_clone(dir: &Path) -> bool {
         .any(|e| e.path().join(CLONE_MARKER).is_file())
 }
 
+/// A store path `check_store_paths` refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("the server config {config} puts store `{store}` at {path}, outside the directories whose data the helper snapshots and restores as root ({allowed}); nothing was stopped. If that really is the server's store, add it to `[snapshots] store_paths` in /etc/stalwart-upgrade/config.toml, then run the command again")]
+pub struct StorePathRefusal {
+    pub config: PathBuf,
+    pub store: String,
+    pub path: PathBuf,
+    pub allowed: String,
+}
+
+/// Issue #23 finding 5: the stores root snapshots and restores file by file (RocksDB, SQLite,
+/// file-system blobs) must lie below a directory the packages own (PREFIX/data, 0.16's
+/// /var/lib/stalwart) or one the admin listed in the helper's own config. The server config is
+/// the service user's to write: a store path there must not make root copy, hash and later
+/// overwrite another service's data, /var/lib/dpkg or /proc. Paths are compared by component,
+/// after refusing `..`; the file operations below them never follow symlinks.
+pub fn check_store_paths(
+    settings: &crate::config::Settings,
+    cfg: &crate::serverconfig::ServerConfig,
+) -> Result<(), SnapshotError> {
+    use crate::serverconfig::StoreKind;
+    let mut allowed = vec![
+        settings.prefix.join("data"),
+        PathBuf::from("/var/lib/stalwart"),
+    ];
+    allowed.extend(settings.snapshots.store_paths.iter().cloned());
+    for store in &cfg.stores {
+        let path = match &store.kind {
+            StoreKind::RocksDb { path } | StoreKind::Fs { path } | StoreKind::Sqlite { path } => {
+                path
+            }
+            _ => continue,
+        };
+        let plain = path.is_absolute()
+            && path
+                .components()
+                .all(|c| !matches!(c, std::path::Component::ParentDir));
+        if !(plain && allowed.iter().any(|a| path.starts_with(a))) {
+            return Err(SnapshotError::StorePathNotAllowed(Box::new(
+                StorePathRefusal {
+                    config: cfg.path.clone(),
+                    store: store.id.clone(),
+                    path: path.clone(),
+                    allowed: allowed
+                        .iter()
+                        .map(|a| a.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                },
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whom the tools of a snapshot run as (SQL clients, the server's `--export`/`--import`):
-/// whoever could change the binary, else whoever controls the config (its owner, or the owner
-/// of the directory holding it), never root when someone else does. None (the helper itself)
-/// only where root controls all of it, or when the helper is not root.
+/// whoever could change the binary or the config (issue #23 finding 9: decided from who can
+/// write the file and every directory above it, not from the file's owner alone: a group- or
+/// world-writable config or directory is someone else's too), else the server's own user, and
+/// never root: the tools read what the server could read and nothing more. None only when the
+/// helper is not root.
 pub(crate) fn tool_identity(config: &Path, program: Option<&crate::child::Program>) -> sql::RunAs {
     if rustix::process::geteuid().as_raw() != 0 {
         return None;
     }
-    let owner = |p: &Path| {
-        std::fs::symlink_metadata(p)
-            .ok()
-            .filter(|m| m.uid() != 0)
-            .map(|m| (m.uid(), m.gid()))
-    };
     program
-        .and_then(|p| p.controller())
-        .or_else(|| owner(config))
-        .or_else(|| config.parent().and_then(owner))
+        .and_then(|p| crate::fsutil::writer_of(p.path()))
+        .or_else(|| crate::fsutil::writer_of(config))
+        .or_else(|| {
+            nix::unistd::User::from_name(crate::SERVICE_USER)
+                .ok()
+                .flatten()
+                .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+        })
+        .or(Some((crate::NOBODY, crate::NOBODY)))
 }
 
 /// 1.5 GiB style sizes for messages.
@@ -471,6 +530,44 @@ mod tests {
     use super::methods::{export_types, methods};
     use super::*;
     use crate::serverconfig::{Store, StoreKind};
+
+    #[test]
+    fn store_paths_outside_the_packages_data_are_refused() {
+        let s = crate::config::Settings::default();
+        let cfg = |path: &str| {
+            crate::serverconfig::ServerConfig::parse_toml(
+                Path::new("/nonexistent/config.toml"),
+                &format!(
+                    "[storage]\ndata = \"db\"\nblob = \"db\"\nfts = \"db\"\nlookup = \"db\"\n\
+                     [store.db]\ntype = \"rocksdb\"\npath = \"{path}\"\n"
+                ),
+            )
+            .unwrap()
+        };
+        for ok in [
+            "/opt/stalwart/data",
+            "/opt/stalwart/data/",
+            "/var/lib/stalwart/db",
+        ] {
+            check_store_paths(&s, &cfg(ok)).unwrap();
+        }
+        for bad in [
+            "/var/lib/dpkg",
+            "/opt/stalwart/data/../../../var/lib/dpkg",
+            "/opt/stalwart/database",
+            "/proc/1",
+            "data",
+        ] {
+            let e = check_store_paths(&s, &cfg(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("store_paths") && e.contains("`db`"),
+                "{bad}: {e}"
+            );
+        }
+        let mut listed = s.clone();
+        listed.snapshots.store_paths = vec![PathBuf::from("/srv/mail")];
+        check_store_paths(&listed, &cfg("/srv/mail/rocks")).unwrap();
+    }
 
     #[test]
     fn utc_formatting() {

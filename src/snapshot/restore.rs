@@ -209,6 +209,8 @@ impl<'a> Keeper<'a> {
             hashed_at: None,
             warnings: Vec::new(),
             config_copy,
+            // The displaced data's connections are the snapshot's it replaced.
+            config_reader: from.config_reader.clone(),
             origin: Some(origin.to_string()),
         };
         Snapshots::finish(&self.root, &dir, &self.name, &manifest)?;
@@ -389,7 +391,9 @@ impl Snapshots {
             "snapshot {} keeps no copy of the server config, which the database connection of its SQL store is taken from; restore it with pg_restore / mariadb by hand",
             m.id
         )))?;
-        let cfg = ServerConfig::load(&self.dir_of(&m.id)?.join(copy))
+        let nobody = crate::serverconfig::files::Reader::nobody();
+        let reader = m.config_reader.as_ref().unwrap_or(&nobody);
+        let cfg = ServerConfig::load_copy(&self.dir_of(&m.id)?.join(copy), reader)
             .map_err(|e| SnapshotError::Other(e.to_string()))?;
         let mut out = Vec::new();
         for s in &m.stores {
