@@ -131,6 +131,28 @@ pub enum SnapshotError {
         path: PathBuf,
         message: String,
     },
+    #[error(
+        "store \"{store}\": the server config asks for TLS to the database, so the database \
+         server's certificate is verified before the store's password is sent to it, but \
+         {reason}. Set `database_ca_file` in the [snapshots] section of \
+         /etc/stalwart-upgrade/config.toml (or of a drop-in in config.d/) to the CA certificate \
+         (PEM) that signed the database server's certificate, readable by the server's user. \
+         Nothing was changed"
+    )]
+    DatabaseCa { store: String, reason: String },
+    #[error(
+        "store \"{store}\": the database server did not prove its identity against {trusted} \
+         ({detail}); the store's password was not sent to it. If its certificate is \
+         right, set `database_ca_file` in the [snapshots] section of \
+         /etc/stalwart-upgrade/config.toml to the CA certificate (PEM) that signed it; if it is \
+         not, something else answers at that address"
+    )]
+    DatabaseUnverified {
+        store: String,
+        trusted: String,
+        /// Where it answered, and what the tool said.
+        detail: String,
+    },
     #[error("the server config has a store \"{store}\" with an unsafe path: {message}")]
     BadStorePath { store: String, message: String },
     #[error(
@@ -149,6 +171,9 @@ pub enum SnapshotError {
 
 pub struct Snapshots {
     pub root: PathBuf,
+    /// The helper's `[snapshots] database_ca_file`: what the database tools verify a SQL
+    /// store's server with when its connection uses TLS (see `sql::Trust`).
+    pub database_ca_file: Option<PathBuf>,
 }
 
 const MANIFEST: &str = "manifest.json";
@@ -182,6 +207,26 @@ impl Snapshots {
     pub fn new(root: &Path) -> Snapshots {
         Snapshots {
             root: root.to_owned(),
+            database_ca_file: None,
+        }
+    }
+
+    /// The snapshots the helper's settings name, with their CA file for the database servers.
+    pub fn for_settings(s: &crate::config::Settings) -> Snapshots {
+        Snapshots::new(&s.snapshot_dir()).with_database_ca(s.snapshots.database_ca_file.clone())
+    }
+
+    pub fn with_database_ca(mut self, ca_file: Option<PathBuf>) -> Snapshots {
+        self.database_ca_file = ca_file;
+        self
+    }
+
+    /// A SQL store's connection as the tools get it: the server config's, with the helper's CA
+    /// file (whatever the server config says, it names none).
+    fn conn_for(&self, conn: &crate::serverconfig::SqlConn) -> crate::serverconfig::SqlConn {
+        crate::serverconfig::SqlConn {
+            ca_file: self.database_ca_file.clone(),
+            ..conn.clone()
         }
     }
 
@@ -565,6 +610,7 @@ mod tests {
                     user: None,
                     password: None,
                     tls: false,
+                    ca_file: None,
                 }),
                 &["fts"],
             ),

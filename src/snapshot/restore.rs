@@ -416,7 +416,7 @@ impl Snapshots {
                     store: s.id.clone(),
                 });
             }
-            out.push((s.id.clone(), conn.clone()));
+            out.push((s.id.clone(), self.conn_for(conn)));
         }
         Ok(out)
     }
@@ -465,8 +465,21 @@ impl Snapshots {
             }
         }
         let conns = self.sql_conns(&m)?;
-        // Dumps are checked before anything is changed (MySQL DDL is not transactional).
+        // Dumps, clones and the tools' TLS are checked before anything is changed (MySQL DDL is
+        // not transactional, and a store that fails half way leaves the others restored).
         let src_root = root.open_dir(id)?;
+        for (store, conn) in &conns {
+            let postgres = m
+                .stores
+                .iter()
+                .any(|s| &s.id == store && s.method != StoreMethod::MysqlDump);
+            sql::check_trust(
+                store,
+                conn,
+                super::tool_identity(&m.config_path, None),
+                postgres,
+            )?;
+        }
         for snap in &m.stores {
             match snap.method {
                 StoreMethod::PgDump => {
