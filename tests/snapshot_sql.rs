@@ -688,12 +688,12 @@ fn postgresql_clone_database_snapshot_and_restore_by_rename() {
         "the clone is closed to connections and the store's role's"
     );
     // Its data is the data at the stop.
+    // Read through a copy: opening a snapshot's database, even to read, voids it (see
+    // a_clone_the_stores_role_opened_and_changed_is_never_restored).
     let peek = |name: &str| {
-        su(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"));
-        let got = pg.psql("postgres", "super-pw", name, content);
-        su(&format!(
-            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
-        ));
+        su(&format!("CREATE DATABASE su_peek TEMPLATE \"{name}\""));
+        let got = pg.psql("postgres", "super-pw", "su_peek", content);
+        su("DROP DATABASE su_peek");
         got
     };
     assert_eq!(peek(&clone.name), at_stop);
@@ -1046,5 +1046,79 @@ fn postgresql_over_tls_is_verified_against_the_helpers_ca_file() {
     assert_eq!(
         pg.psql("stalwart", "pg-Secret-42", "mail", "SELECT count(*) FROM t"),
         "10"
+    );
+}
+
+// ------------------------------------------------------------------ a clone its owner changed
+//
+// Finding 8 of #23: the clone belongs to the store's role (the server's credentials), which may
+// open it, change it and close it again. A rollback must never restore such data, and `snapshot
+// verify` must not call it intact.
+
+#[test]
+fn a_clone_the_stores_role_opened_and_changed_is_never_restored() {
+    let pg = Postgres::with_clone_role();
+    let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
+    let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
+    let content = "SELECT count(*), md5(string_agg(body::text, ',' ORDER BY id)) FROM messages";
+    st("CREATE TABLE messages (id int PRIMARY KEY, body bytea NOT NULL)");
+    st("INSERT INTO messages SELECT g, convert_to('message ' || g, 'UTF8') FROM generate_series(1, 50) g");
+    let tmp = shared_tempdir();
+    let cfg = mail_config(&pg, tmp.path(), &["pg"]);
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    let clone = m.stores[0].clone_db.clone().expect("a clone");
+    assert!(clone.xid.is_some(), "{clone:?}");
+    assert!(snaps.verify(&m.id).unwrap().ok());
+
+    // As the store's role, with nothing but the server's credentials: open the clone, forge a
+    // message, close it again. Name, OID and datallowconn are as the snapshot left them.
+    let row = format!(
+        "SELECT oid, datallowconn, pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{}'",
+        clone.name
+    );
+    let as_made = su(&row);
+    let role = |db: &str, sql: &str| pg.psql("stalwart", "pg-Secret-42", db, sql);
+    role(
+        "postgres",
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", clone.name),
+    );
+    role(
+        &clone.name,
+        "UPDATE messages SET body = 'forged' WHERE id = 1",
+    );
+    role(
+        "postgres",
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", clone.name),
+    );
+    assert_eq!(su(&row), as_made, "the tampering shows in none of these");
+
+    let r = snaps.verify(&m.id).unwrap();
+    assert!(!r.ok(), "{r:?}");
+    assert!(
+        r.mismatched.iter().any(|x| x.contains(&clone.name)),
+        "{r:?}"
+    );
+
+    // The "newer server" ran on; the rollback refuses and leaves the live database as it is.
+    st("INSERT INTO messages VALUES (9999, 'after the upgrade')");
+    let live = st(content);
+    let err = snaps.restore(&m.id, Some(&cfg), &keep()).unwrap_err();
+    assert!(matches!(err, SnapshotError::CloneChanged { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&clone.name) && msg.contains("changed") && msg.contains("snapshot list"),
+        "{msg}"
+    );
+    assert_eq!(st(content), live);
+    assert_eq!(
+        su("SELECT count(*) FROM pg_database WHERE datname LIKE 'mail_su_restore_%'"),
+        "0",
+        "no restore copy is left"
+    );
+    assert_eq!(
+        snaps.list().unwrap().len(),
+        1,
+        "nothing was kept: nothing was replaced"
     );
 }

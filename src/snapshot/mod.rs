@@ -153,6 +153,17 @@ pub enum SnapshotError {
         /// Where it answered, and what the tool said.
         detail: String,
     },
+    #[error(
+        "store \"{store}\": the snapshot's clone database {database} may have been changed since \
+         the snapshot was taken ({reason}), so its data is not trusted and not restored. Restore \
+         another snapshot (`stalwart-upgrade snapshot list`), or inspect the database and, if \
+         you trust it, copy it back by hand (pg_dump / pg_restore)"
+    )]
+    CloneChanged {
+        store: String,
+        database: String,
+        reason: String,
+    },
     #[error("the server config has a store \"{store}\" with an unsafe path: {message}")]
     BadStorePath { store: String, message: String },
     #[error(
@@ -330,12 +341,15 @@ impl Snapshots {
             id: id.to_string(),
             ..VerifyReport::default()
         };
-        // A clone database is checked for being the one the snapshot made (its content is
-        // PostgreSQL's to keep; reading it all back would cost what the clone saved).
-        for (store, db) in self.missing_clones(&m)? {
-            report
-                .missing
-                .push(format!("{store}/{db} (clone database)"));
+        // A clone database is checked for being the one the snapshot made, never opened since
+        // (`pgclone`: that proves its content, which reading it all back would cost what the
+        // clone saved).
+        for (store, db, why) in self.bad_clones(&m)? {
+            let name = format!("{store}/{db} (clone database)");
+            match why {
+                SnapshotError::CloneChanged { .. } => report.mismatched.push(name),
+                _ => report.missing.push(name),
+            }
         }
         let mut jobs = Vec::new();
         let mut expect = Vec::new();
