@@ -546,7 +546,7 @@ fn with_server_stopped<T>(
 fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
     let s = &ctx.settings;
     let state = StateDir::open(&s.state_dir)?;
-    let snaps = crate::snapshot::Snapshots::new(&s.snapshot_dir());
+    let snaps = crate::snapshot::Snapshots::for_settings(s);
     match action {
         SnapshotCmd::List { json } => {
             let list = snaps.list()?;

@@ -101,6 +101,10 @@ pub struct SnapshotSettings {
     /// is the service user's to write: without this list, a store path could point root's
     /// snapshot and restore at another service's data, /var/lib/dpkg or /proc.
     pub store_paths: Vec<PathBuf>,
+    /// CA certificate (PEM) that the database tools verify a PostgreSQL/MySQL server with when
+    /// the server config asks for TLS. Here, not in the server config: the server's user writes
+    /// that one, and must not choose whom the store's password is sent to.
+    pub database_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -178,6 +182,7 @@ impl Default for SnapshotSettings {
             keep: 3,
             dir: None,
             store_paths: Vec::new(),
+            database_ca_file: None,
         }
     }
 }
@@ -295,6 +300,15 @@ impl Settings {
             {
                 return Err(format!(
                     "`policy.unattended` contains {c:?}; the classes are \"patch\", \"minor\" and \"major\""
+                ));
+            }
+        }
+        if let Some(p) = &self.snapshots.database_ca_file {
+            // The database tools run in another working directory, as another user.
+            if !p.is_absolute() {
+                return Err(format!(
+                    "`snapshots.database_ca_file` = \"{}\" is not an absolute path",
+                    p.display()
                 ));
             }
         }
@@ -430,5 +444,17 @@ mod tests {
             s.snapshot_dir(),
             PathBuf::from("/var/lib/stalwart-upgrade/snapshots")
         );
+    }
+
+    #[test]
+    fn database_ca_file_is_an_absolute_path() {
+        let s =
+            Settings::parse("[snapshots]\ndatabase_ca_file = \"/etc/ssl/db-ca.pem\"\n").unwrap();
+        assert_eq!(
+            s.snapshots.database_ca_file,
+            Some(PathBuf::from("/etc/ssl/db-ca.pem"))
+        );
+        let e = Settings::parse("[snapshots]\ndatabase_ca_file = \"db-ca.pem\"\n").unwrap_err();
+        assert!(e.contains("database_ca_file"), "{e}");
     }
 }

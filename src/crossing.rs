@@ -452,6 +452,7 @@ mod tests {
             user: None,
             password: None,
             tls: false,
+            ca_file: None,
         })
     }
 

@@ -76,8 +76,13 @@ pub struct SqlConn {
     pub database: String,
     pub user: Option<String>,
     pub password: Option<Secret>,
-    /// `tls.enable` (0.15) / `useTls` (0.16): the dump tools are told to require TLS.
+    /// `tls.enable` (0.15) / `useTls` (0.16): the dump tools use TLS and verify the server.
     pub tls: bool,
+    /// The CA file the tools verify the server with: never from the server config (whose
+    /// user must not choose whom the store's password goes to), only the helper's
+    /// `[snapshots] database_ca_file`, which `Snapshots` sets. None: the system's CAs.
+    #[serde(skip)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -396,6 +401,7 @@ impl ServerConfig {
                     user,
                     password,
                     tls,
+                    ca_file: None,
                 };
                 if ty == "PostgreSql" {
                     StoreKind::PostgreSql(conn)

@@ -92,7 +92,7 @@ impl<'a> Resources<'a> {
         Ok(self.sys.get_or_init(|| s))
     }
     pub fn snapshots(&self) -> Snapshots {
-        Snapshots::new(&self.settings().snapshot_dir())
+        Snapshots::for_settings(self.settings())
     }
 }
 

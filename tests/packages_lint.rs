@@ -40,6 +40,7 @@ fn shipped_config_is_all_defaults_and_names_every_key() {
     s.health.url = None;
     s.snapshots.dir = None;
     s.snapshots.store_paths = Vec::new();
+    s.snapshots.database_ca_file = None;
     s.webadmin.url = None;
     s.webadmin.credentials_file = None;
     s.webadmin.ca_file = None;

@@ -304,6 +304,7 @@ fn settings_text() -> impl Strategy<Value = String> {
                 "failure_patterns",
                 "keep",
                 "dir",
+                "database_ca_file",
                 "unattended",
                 "manage_holds",
                 "enabled",

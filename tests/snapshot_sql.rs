@@ -75,6 +75,12 @@ struct Postgres {
 
 impl Postgres {
     fn start() -> Postgres {
+        Postgres::start_with(|_| String::new())
+    }
+
+    /// `options` gives more server options (`-c name=value ...`), from the instance's directory
+    /// (files put there go to the postgres user with it).
+    fn start_with(options: impl FnOnce(&Path) -> String) -> Postgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|rd| {
@@ -98,6 +104,7 @@ impl Postgres {
         std::fs::create_dir(&sock).unwrap();
         let pwfile = tmp.path().join("pw");
         std::fs::write(&pwfile, "super-pw\n").unwrap();
+        let extra = options(tmp.path());
         chown_to(tmp.path(), "postgres");
         must(
             Command::new("runuser")
@@ -109,7 +116,15 @@ impl Postgres {
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .current_dir(tmp.path()),
         );
-        let port = 40000 + (std::process::id() % 20000) as u16;
+        let port = if extra.contains("listen_addresses") {
+            // It listens on TCP: a port nobody else has (the default names only a socket file).
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port()
+        } else {
+            40000 + (std::process::id() % 20000) as u16
+        };
         must(
             Command::new("runuser")
                 .args(["-u", "postgres", "--"])
@@ -120,7 +135,7 @@ impl Postgres {
                 .arg(tmp.path().join("log"))
                 .arg("-o")
                 .arg(format!(
-                    "-k {} -p {port} -c listen_addresses=''",
+                    "-k {} -p {port} -c listen_addresses='' {extra}",
                     sock.display()
                 ))
                 .args(["-w", "start"])
@@ -673,12 +688,12 @@ fn postgresql_clone_database_snapshot_and_restore_by_rename() {
         "the clone is closed to connections and the store's role's"
     );
     // Its data is the data at the stop.
+    // Read through a copy: opening a snapshot's database, even to read, voids it (see
+    // a_clone_the_stores_role_opened_and_changed_is_never_restored).
     let peek = |name: &str| {
-        su(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"));
-        let got = pg.psql("postgres", "super-pw", name, content);
-        su(&format!(
-            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"
-        ));
+        su(&format!("CREATE DATABASE su_peek TEMPLATE \"{name}\""));
+        let got = pg.psql("postgres", "super-pw", "su_peek", content);
+        su("DROP DATABASE su_peek");
         got
     };
     assert_eq!(peek(&clone.name), at_stop);
@@ -832,4 +847,278 @@ fn two_postgresql_stores_on_one_database_get_a_clone_each() {
     st("DELETE FROM t");
     snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
     assert_eq!(st("SELECT count(*) FROM t"), "10");
+}
+
+// ------------------------------------------------------------------ TLS to the database
+//
+// Finding 6 of #23: `sslmode=require` encrypted but took any certificate, so whoever answered at
+// the configured address got the store's password. The tools now verify the server against the
+// helper's `[snapshots] database_ca_file` (or the system's CAs where the client can).
+
+/// A CA (`<name>.pem`, `<name>.key`) in `dir`; with `signs`, a server certificate for localhost
+/// and 127.0.0.1 signed by it (`server.pem`, `server.key`).
+fn make_ca(dir: &Path, name: &str, signs: bool) {
+    let d = |f: &str| dir.join(f).display().to_string();
+    must(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=stalwart-upgrade test {name}"),
+        "-keyout",
+        &d(&format!("{name}.key")),
+        "-out",
+        &d(&format!("{name}.pem")),
+    ]));
+    if signs {
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        must(Command::new("openssl").args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &d("server.key"),
+            "-out",
+            &d("server.csr"),
+        ]));
+        must(Command::new("openssl").args([
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &d("server.csr"),
+            "-CA",
+            &d(&format!("{name}.pem")),
+            "-CAkey",
+            &d(&format!("{name}.key")),
+            "-CAcreateserial",
+            "-extfile",
+            &d("server.ext"),
+            "-out",
+            &d("server.pem"),
+        ]));
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    std::fs::set_permissions(
+        dir.join(format!("{name}.pem")),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+}
+
+/// A PostgreSQL server that answers on 127.0.0.1 with TLS, its certificate signed by
+/// `ca-right.pem`; `ca-wrong.pem` is another CA. Both CAs in a directory of their own that the
+/// tools' user can read.
+fn postgres_with_tls() -> (Postgres, tempfile::TempDir) {
+    let cas = shared_tempdir();
+    make_ca(cas.path(), "ca-right", true);
+    make_ca(cas.path(), "ca-wrong", false);
+    let pg = Postgres::start_with(|dir| {
+        for f in ["server.pem", "server.key"] {
+            std::fs::copy(cas.path().join(f), dir.join(f)).unwrap();
+        }
+        format!(
+            "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={d}/server.pem \
+             -c ssl_key_file={d}/server.key -c log_connections=on",
+            d = dir.display()
+        )
+    });
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE ROLE stalwart LOGIN PASSWORD 'pg-Secret-42'",
+    );
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE DATABASE mail OWNER stalwart",
+    );
+    pg.psql(
+        "stalwart",
+        "pg-Secret-42",
+        "mail",
+        "CREATE TABLE t AS SELECT generate_series(1, 10) AS k",
+    );
+    (pg, cas)
+}
+
+#[test]
+fn postgresql_over_tls_is_verified_against_the_helpers_ca_file() {
+    let (pg, cas) = postgres_with_tls();
+    let tmp = shared_tempdir();
+    let cfg = hostile_config(
+        tmp.path(),
+        &format!(
+            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"localhost\"\nport = {}\n\
+             database = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\ntls.enable = true\n",
+            pg.port
+        ),
+    );
+    let root = tmp.path().join("snapshots");
+    let log = || std::fs::read_to_string(pg._tmp.path().join("log")).unwrap_or_default();
+    let authorized = || {
+        log()
+            .matches("connection authorized: user=stalwart")
+            .count()
+    };
+
+    // A server whose certificate the configured CA did not sign is refused, naming the CA, and
+    // never gets as far as the password.
+    let wrong = cas.path().join("ca-wrong.pem");
+    let snaps = Snapshots::new(&root).with_database_ca(Some(wrong.clone()));
+    let before = authorized();
+    let err = snaps.create(&cfg, &meta()).unwrap_err();
+    assert!(
+        matches!(err, SnapshotError::DatabaseUnverified { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&wrong.display().to_string()) && msg.contains("certificate"),
+        "{msg}"
+    );
+    assert_eq!(authorized(), before, "a session was opened: {}", log());
+    assert!(snaps.list().unwrap().is_empty());
+
+    // No CA file: libpq before 16 has nothing to verify with and is refused before the stop
+    // (the plan), naming the setting; a newer one tries the system's CAs, which did not sign it.
+    let snaps = Snapshots::new(&root);
+    match snaps.plan(&cfg) {
+        Err(e @ SnapshotError::DatabaseCa { .. }) => {
+            assert!(e.to_string().contains("database_ca_file"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => {
+            let err = snaps.create(&cfg, &meta()).unwrap_err();
+            assert!(
+                matches!(err, SnapshotError::DatabaseUnverified { .. }),
+                "{err}"
+            );
+        }
+    }
+
+    // A CA file the tools (the server's user) cannot read: refused before the stop, saying so.
+    let private = tmp.path().join("private-ca.pem");
+    std::fs::copy(cas.path().join("ca-right.pem"), &private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = Snapshots::new(&root)
+        .with_database_ca(Some(private))
+        .plan(&cfg)
+        .unwrap_err();
+    assert!(matches!(err, SnapshotError::DatabaseCa { .. }), "{err}");
+    assert!(
+        err.to_string().contains("not readable by uid 4242"),
+        "{err}"
+    );
+
+    // The CA that signed it: the snapshot is taken, over TLS.
+    let snaps = Snapshots::new(&root).with_database_ca(Some(cas.path().join("ca-right.pem")));
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    assert_eq!(m.stores[0].method, StoreMethod::PgDump);
+    assert!(
+        log().lines().any(
+            |l| l.contains("connection authorized: user=stalwart database=mail")
+                && l.contains("SSL enabled")
+        ),
+        "the dump did not use TLS: {}",
+        log()
+    );
+    pg.psql("stalwart", "pg-Secret-42", "mail", "DELETE FROM t");
+    snaps.restore(&m.id, Some(&cfg), &keep()).unwrap();
+    assert_eq!(
+        pg.psql("stalwart", "pg-Secret-42", "mail", "SELECT count(*) FROM t"),
+        "10"
+    );
+}
+
+// ------------------------------------------------------------------ a clone its owner changed
+//
+// Finding 8 of #23: the clone belongs to the store's role (the server's credentials), which may
+// open it, change it and close it again. A rollback must never restore such data, and `snapshot
+// verify` must not call it intact.
+
+#[test]
+fn a_clone_the_stores_role_opened_and_changed_is_never_restored() {
+    let pg = Postgres::with_clone_role();
+    let su = |sql: &str| pg.psql("postgres", "super-pw", "postgres", sql);
+    let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
+    let content = "SELECT count(*), md5(string_agg(body::text, ',' ORDER BY id)) FROM messages";
+    st("CREATE TABLE messages (id int PRIMARY KEY, body bytea NOT NULL)");
+    st("INSERT INTO messages SELECT g, convert_to('message ' || g, 'UTF8') FROM generate_series(1, 50) g");
+    let tmp = shared_tempdir();
+    let cfg = mail_config(&pg, tmp.path(), &["pg"]);
+    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let m = snaps.create(&cfg, &meta()).unwrap();
+    let clone = m.stores[0].clone_db.clone().expect("a clone");
+    assert!(clone.xid.is_some(), "{clone:?}");
+    assert!(snaps.verify(&m.id).unwrap().ok());
+
+    // As the store's role, with nothing but the server's credentials: open the clone, forge a
+    // message, close it again. Name, OID and datallowconn are as the snapshot left them.
+    let row = format!(
+        "SELECT oid, datallowconn, pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{}'",
+        clone.name
+    );
+    let as_made = su(&row);
+    let role = |db: &str, sql: &str| pg.psql("stalwart", "pg-Secret-42", db, sql);
+    role(
+        "postgres",
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", clone.name),
+    );
+    role(
+        &clone.name,
+        "UPDATE messages SET body = 'forged' WHERE id = 1",
+    );
+    role(
+        "postgres",
+        &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", clone.name),
+    );
+    assert_eq!(su(&row), as_made, "the tampering shows in none of these");
+
+    let r = snaps.verify(&m.id).unwrap();
+    assert!(!r.ok(), "{r:?}");
+    assert!(
+        r.mismatched.iter().any(|x| x.contains(&clone.name)),
+        "{r:?}"
+    );
+
+    // The "newer server" ran on; the rollback refuses and leaves the live database as it is.
+    st("INSERT INTO messages VALUES (9999, 'after the upgrade')");
+    let live = st(content);
+    let err = snaps.restore(&m.id, Some(&cfg), &keep()).unwrap_err();
+    assert!(matches!(err, SnapshotError::CloneChanged { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&clone.name) && msg.contains("changed") && msg.contains("snapshot list"),
+        "{msg}"
+    );
+    assert_eq!(st(content), live);
+    assert_eq!(
+        su("SELECT count(*) FROM pg_database WHERE datname LIKE 'mail_su_restore_%'"),
+        "0",
+        "no restore copy is left"
+    );
+    assert_eq!(
+        snaps.list().unwrap().len(),
+        1,
+        "nothing was kept: nothing was replaced"
+    );
 }

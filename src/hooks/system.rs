@@ -420,7 +420,7 @@ fn snapshot_kept_data(
     if !has_data {
         return Ok(None);
     }
-    let snapshots = crate::snapshot::Snapshots::new(&ctx.settings.snapshot_dir());
+    let snapshots = crate::snapshot::Snapshots::for_settings(&ctx.settings);
     let meta = crate::snapshot::SnapshotMeta {
         server_version: version.clone(),
         target_version: None,

@@ -249,6 +249,7 @@ impl Flat<'_> {
                     user: self.get_str(&format!("{p}.user"))?,
                     password: self.get_str(&format!("{p}.password"))?.map(Secret),
                     tls: self.get_bool(&format!("{p}.tls.enable"))?,
+                    ca_file: None,
                 };
                 if t == "postgresql" {
                     StoreKind::PostgreSql(conn)

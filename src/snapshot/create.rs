@@ -197,6 +197,7 @@ impl Snapshots {
                 (StoreKind::PostgreSql(conn), _) | (StoreKind::MySql(conn), _) => {
                     let pg = matches!(store.kind, StoreKind::PostgreSql(_));
                     snap.source = sql_source(if pg { "postgresql" } else { "mysql" }, conn);
+                    let conn = &self.conn_for(conn);
                     let dst = tmp.create_dir(name, 0o700).map_err(|e| fail(e.into()))?;
                     let run_as = super::tool_identity(&cfg.path, None);
                     if pg {
@@ -449,7 +450,7 @@ impl Snapshots {
                     continue;
                 };
                 let name = String::from_utf8_lossy(&text).to_string();
-                match pgclone::drop_db(&store.id, conn, run_as, &name) {
+                match pgclone::drop_db(&store.id, &self.conn_for(conn), run_as, &name) {
                     Ok(()) => {
                         let _ = dir.remove_file(CLONE_MARKER);
                     }

@@ -146,6 +146,11 @@ pub struct CloneDb {
     /// Its OID when it was made: a database of that name made since (the store's role may
     /// create databases) is not the snapshot's and is never restored from.
     pub oid: u32,
+    /// The transaction id (with its epoch) that wrote its `pg_database` row when it was made,
+    /// closed to connections: the same id later proves nobody has been inside (`pgclone`).
+    /// None in manifests of earlier helpers: such a clone is not restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xid: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

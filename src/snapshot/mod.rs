@@ -133,6 +133,39 @@ pub enum SnapshotError {
         path: PathBuf,
         message: String,
     },
+    #[error(
+        "store \"{store}\": the server config asks for TLS to the database, so the database \
+         server's certificate is verified before the store's password is sent to it, but \
+         {reason}. Set `database_ca_file` in the [snapshots] section of \
+         /etc/stalwart-upgrade/config.toml (or of a drop-in in config.d/) to the CA certificate \
+         (PEM) that signed the database server's certificate, readable by the server's user. \
+         Nothing was changed"
+    )]
+    DatabaseCa { store: String, reason: String },
+    #[error(
+        "store \"{store}\": the database server did not prove its identity against {trusted} \
+         ({detail}); the store's password was not sent to it. If its certificate is \
+         right, set `database_ca_file` in the [snapshots] section of \
+         /etc/stalwart-upgrade/config.toml to the CA certificate (PEM) that signed it; if it is \
+         not, something else answers at that address"
+    )]
+    DatabaseUnverified {
+        store: String,
+        trusted: String,
+        /// Where it answered, and what the tool said.
+        detail: String,
+    },
+    #[error(
+        "store \"{store}\": the snapshot's clone database {database} may have been changed since \
+         the snapshot was taken ({reason}), so its data is not trusted and not restored. Restore \
+         another snapshot (`stalwart-upgrade snapshot list`), or inspect the database and, if \
+         you trust it, copy it back by hand (pg_dump / pg_restore)"
+    )]
+    CloneChanged {
+        store: String,
+        database: String,
+        reason: String,
+    },
     #[error("the server config has a store \"{store}\" with an unsafe path: {message}")]
     BadStorePath { store: String, message: String },
     #[error(
@@ -151,6 +184,9 @@ pub enum SnapshotError {
 
 pub struct Snapshots {
     pub root: PathBuf,
+    /// The helper's `[snapshots] database_ca_file`: what the database tools verify a SQL
+    /// store's server with when its connection uses TLS (see `sql::Trust`).
+    pub database_ca_file: Option<PathBuf>,
 }
 
 const MANIFEST: &str = "manifest.json";
@@ -184,6 +220,26 @@ impl Snapshots {
     pub fn new(root: &Path) -> Snapshots {
         Snapshots {
             root: root.to_owned(),
+            database_ca_file: None,
+        }
+    }
+
+    /// The snapshots the helper's settings name, with their CA file for the database servers.
+    pub fn for_settings(s: &crate::config::Settings) -> Snapshots {
+        Snapshots::new(&s.snapshot_dir()).with_database_ca(s.snapshots.database_ca_file.clone())
+    }
+
+    pub fn with_database_ca(mut self, ca_file: Option<PathBuf>) -> Snapshots {
+        self.database_ca_file = ca_file;
+        self
+    }
+
+    /// A SQL store's connection as the tools get it: the server config's, with the helper's CA
+    /// file (whatever the server config says, it names none).
+    fn conn_for(&self, conn: &crate::serverconfig::SqlConn) -> crate::serverconfig::SqlConn {
+        crate::serverconfig::SqlConn {
+            ca_file: self.database_ca_file.clone(),
+            ..conn.clone()
         }
     }
 
@@ -287,12 +343,15 @@ impl Snapshots {
             id: id.to_string(),
             ..VerifyReport::default()
         };
-        // A clone database is checked for being the one the snapshot made (its content is
-        // PostgreSQL's to keep; reading it all back would cost what the clone saved).
-        for (store, db) in self.missing_clones(&m)? {
-            report
-                .missing
-                .push(format!("{store}/{db} (clone database)"));
+        // A clone database is checked for being the one the snapshot made, never opened since
+        // (`pgclone`: that proves its content, which reading it all back would cost what the
+        // clone saved).
+        for (store, db, why) in self.bad_clones(&m)? {
+            let name = format!("{store}/{db} (clone database)");
+            match why {
+                SnapshotError::CloneChanged { .. } => report.mismatched.push(name),
+                _ => report.missing.push(name),
+            }
         }
         let mut jobs = Vec::new();
         let mut expect = Vec::new();
@@ -662,6 +721,7 @@ mod tests {
                     user: None,
                     password: None,
                     tls: false,
+                    ca_file: None,
                 }),
                 &["fts"],
             ),

@@ -17,8 +17,37 @@
 //! Safety: every name is ours (derived from the snapshot id; the store's database name passed
 //! `check_value`) and double-quoted; the statements run as the store's role through psql run as
 //! the config's controller, never as root, so they can do nothing the server itself could not.
-//! A clone is closed to connections (ALLOW_CONNECTIONS false) so no client writes into it by
-//! accident, and its OID is recorded: a database made under its name later is never restored.
+//! Its OID is recorded: a database made under its name later is never restored.
+//!
+//! Integrity: the clone belongs to the store's role, which is the server's (its password is in
+//! the server config), and the helper has no other role to give it to. An owner can open the
+//! clone (`ALTER DATABASE .. ALLOW_CONNECTIONS true`), rewrite it and close it again, so a clone
+//! that only exists under its OID proves nothing. What proves it unchanged, at no cost:
+//! - it is made closed to connections (`CREATE DATABASE .. ALLOW_CONNECTIONS false`, one
+//!   statement: it is never open), and PostgreSQL lets no session into a database whose
+//!   `datallowconn` is false, superusers included; the exceptions are single-user mode (root's)
+//!   and autovacuum, which brings no SQL of anyone's in (see below);
+//! - a database's content changes only through a session connected to it, so opening it is a
+//!   must, and every `ALTER DATABASE` (opening it, renaming it, a new owner) writes a new
+//!   version of its `pg_database` row, whose `xmin` is the id of the transaction that wrote it:
+//!   assigned by the server, never chosen by a client, never the same for two transactions
+//!   within 2^32 of each other. (VACUUM's in-place updates of that row, and freezing, keep it.)
+//!
+//! So the snapshot records the row's transaction id (with its epoch: 64 bits) as the clone is
+//! made; `check` finds the same id, the clone still closed and valid, and fewer than 2^32
+//! transactions since: nobody has been inside. What that does not cover:
+//! - the instant between `CREATE DATABASE` and the read of the row (a few milliseconds, server
+//!   stopped): whoever holds the role's password then could as well change the live database
+//!   just before the stop, which no snapshot tells apart;
+//! - code that was already in the database at the stop: autovacuum (transaction-id wraparound
+//!   protection) may vacuum the clone and, doing so, evaluate index expressions, i.e. functions
+//!   of the role's that the database held when it was copied. A database the role had already
+//!   booby-trapped before the snapshot is no trustworthy snapshot whatever its checks say;
+//!   nothing the role does after the snapshot gets into the clone.
+//!
+//! A checksum of the content was the other way: it reads the whole database, inside the
+//! downtime (a dump's cost, which the clone exists to save) or after the restart from the
+//! clone, which would have to be opened to the role again first.
 
 use super::{sql, CloneDb, SnapshotError};
 use crate::serverconfig::SqlConn;
@@ -132,8 +161,97 @@ fn oid_query(name: &str) -> String {
     )
 }
 
-/// Copies database `from` as `name`, closed to connections. A leftover of ours under that name
-/// goes first; a copy that fails half way is dropped.
+/// A database's `pg_database` row, as far as a clone's integrity goes (see the module comment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    oid: u32,
+    /// The transaction that wrote this version of the row (32 bits, as PostgreSQL shows it).
+    xmin: u32,
+    allow_conn: bool,
+    /// -2: an interrupted DROP DATABASE left it invalid (part of its files may be gone).
+    conn_limit: i32,
+    /// A 64-bit transaction id no older than the row: the next one to be assigned, or this
+    /// transaction's own when it has one (a row written by this transaction may be newer than
+    /// its snapshot's horizon).
+    now: u64,
+}
+
+impl Row {
+    /// `xmin` with its epoch: the newest id at or before `now` whose low 32 bits are `xmin`.
+    fn full_xmin(&self) -> u64 {
+        self.now
+            .saturating_sub(u64::from((self.now as u32).wrapping_sub(self.xmin)))
+    }
+}
+
+fn row_query(name: &str) -> String {
+    format!(
+        "SELECT oid, xmin, datallowconn, datconnlimit, \
+         greatest(pg_snapshot_xmax(pg_current_snapshot()), pg_current_xact_id_if_assigned()) \
+         FROM pg_database WHERE datname = {}",
+        literal(name)
+    )
+}
+
+/// `oid|xmin|t|-1|now` as psql -A -t prints a [`row_query`]; the last line of `out` (the
+/// statements before it print nothing).
+fn parse_row(out: &str) -> Option<Row> {
+    let f: Vec<&str> = out.lines().last()?.split('|').collect();
+    match f[..] {
+        [oid, xmin, allow, limit, now] => Some(Row {
+            oid: oid.parse().ok()?,
+            xmin: xmin.parse().ok()?,
+            allow_conn: allow == "t",
+            conn_limit: limit.parse().ok()?,
+            now: now.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
+/// The row of database `name`, None when there is none.
+fn row_of(
+    store: &str,
+    conn: &SqlConn,
+    run_as: sql::RunAs,
+    name: &str,
+) -> Result<Option<Row>, SnapshotError> {
+    sql::check_value(store, "database", name)?;
+    let out = run(
+        store,
+        conn,
+        run_as,
+        "look up a database",
+        &[row_query(name)],
+    )?;
+    if out.is_empty() {
+        return Ok(None);
+    }
+    parse_row(&out).map(Some).ok_or_else(|| no_row(store, name))
+}
+
+fn no_row(store: &str, name: &str) -> SnapshotError {
+    SnapshotError::Other(format!(
+        "store \"{store}\": PostgreSQL did not report the OID and transaction id of the \
+         database {name}"
+    ))
+}
+
+/// The database `name` as a snapshot records it, from the output of statements that end with
+/// its [`row_query`] and left it closed to connections.
+fn recorded(store: &str, name: &str, out: &str) -> Result<CloneDb, SnapshotError> {
+    match parse_row(out) {
+        Some(r) if !r.allow_conn => Ok(CloneDb {
+            name: name.to_string(),
+            oid: r.oid,
+            xid: Some(r.full_xmin()),
+        }),
+        _ => Err(no_row(store, name)),
+    }
+}
+
+/// Copies database `from` as `name`, closed to connections from its first instant. A leftover
+/// of ours under that name goes first; a copy that fails half way is dropped.
 fn copy_db(
     store: &str,
     conn: &SqlConn,
@@ -150,30 +268,18 @@ fn copy_db(
         "clone the database",
         &[
             format!(
-                "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY",
+                "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY ALLOW_CONNECTIONS false",
                 ident(name),
                 ident(from)
             ),
-            format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", ident(name)),
-            oid_query(name),
+            row_query(name),
         ],
-    );
-    match made.map(|o| o.parse::<u32>()) {
-        Ok(Ok(oid)) => Ok(CloneDb {
-            name: name.to_string(),
-            oid,
-        }),
-        Ok(Err(_)) => {
-            let _ = drop_db(store, conn, run_as, name);
-            Err(SnapshotError::Other(format!(
-                "store \"{store}\": PostgreSQL did not report the OID of the clone {name}"
-            )))
-        }
-        Err(e) => {
-            let _ = drop_db(store, conn, run_as, name);
-            Err(e)
-        }
+    )
+    .and_then(|out| recorded(store, name, &out));
+    if made.is_err() {
+        let _ = drop_db(store, conn, run_as, name);
     }
+    made
 }
 
 /// Server stopped: the snapshot's clone of the store's database, as `name`
@@ -205,25 +311,64 @@ pub(crate) fn drop_db(
     Ok(())
 }
 
-/// Is `clone` still the database the snapshot made?
+/// Is `clone` still the database the snapshot made, with the data it had then? Gone or
+/// another database: `BadDump`; the same database, possibly changed: `CloneChanged` (see the
+/// module comment for why an unchanged row proves unchanged data).
 pub(crate) fn check(
     store: &str,
     conn: &SqlConn,
     run_as: sql::RunAs,
     clone: &CloneDb,
 ) -> Result<(), SnapshotError> {
-    match oid_of(store, conn, run_as, &clone.name)? {
-        Some(oid) if oid == clone.oid => Ok(()),
-        found => Err(SnapshotError::BadDump {
+    let row = match row_of(store, conn, run_as, &clone.name)? {
+        Some(r) if r.oid == clone.oid => r,
+        found => {
+            return Err(SnapshotError::BadDump {
+                store: store.to_string(),
+                path: clone.name.clone().into(),
+                message: match found {
+                    None => "the snapshot's clone database is gone".into(),
+                    Some(_) => "a database of that name was made after the snapshot (its OID \
+                                differs): it is not the snapshot's"
+                        .into(),
+                },
+            })
+        }
+    };
+    match changed(clone, &row) {
+        None => Ok(()),
+        Some(reason) => Err(SnapshotError::CloneChanged {
             store: store.to_string(),
-            path: clone.name.clone().into(),
-            message: match found {
-                None => "the snapshot's clone database is gone".into(),
-                Some(_) => "a database of that name was made after the snapshot (its OID \
-                            differs): it is not the snapshot's"
-                    .into(),
-            },
+            database: clone.name.clone(),
+            reason: reason.into(),
         }),
+    }
+}
+
+/// Why the clone's row does not prove it unchanged since the snapshot; None: it does.
+fn changed(clone: &CloneDb, row: &Row) -> Option<&'static str> {
+    let Some(xid) = clone.xid else {
+        return Some(
+            "the snapshot recorded no transaction id for it (an earlier stalwart-upgrade made \
+             it), so nothing proves it unchanged",
+        );
+    };
+    if row.allow_conn {
+        Some("it accepts connections")
+    } else if row.conn_limit == -2 {
+        Some("it is invalid: a DROP DATABASE of it was interrupted")
+    } else if row.xmin != xid as u32 {
+        Some(
+            "its pg_database row was written since (ALTER DATABASE: opened to connections, \
+             renamed, given to another owner, ...)",
+        )
+    } else if row.now.saturating_sub(xid) >= 1 << 32 {
+        Some(
+            "more than 2^32 transactions ran since the snapshot, so its transaction id no \
+             longer tells",
+        )
+    } else {
+        None
     }
 }
 
@@ -251,6 +396,12 @@ pub(crate) fn restore(
     let mut kept = Vec::new();
     kept.extend(keep_displaced(store, conn, run_as, &displaced)?);
     copy_db(store, conn, run_as, &clone.name, &staging)?;
+    // The clone unchanged now proves the copy was made from the snapshot's data: whoever
+    // opened it in between (its owner may) has rewritten its row for good.
+    if let Err(e) = check(store, conn, run_as, clone) {
+        let _ = drop_db(store, conn, run_as, &staging);
+        return Err(e);
+    }
     let swap = if oid_of(store, conn, run_as, live)?.is_some() {
         vec![
             "BEGIN".to_string(),
@@ -298,21 +449,26 @@ fn keep_displaced(
         return Ok(None);
     };
     let name = name_for(&conn.database, &format!("{displaced}:{oid}"), Purpose::Kept);
-    run(
+    // One transaction, the row read inside it: the kept database is closed when its new name
+    // appears, and the transaction id recorded is the one that closed it.
+    let out = run(
         store,
         conn,
         run_as,
         "keep the replaced database",
         &[
+            "BEGIN".to_string(),
             format!(
                 "ALTER DATABASE {} RENAME TO {}",
                 ident(displaced),
                 ident(&name)
             ),
             format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", ident(&name)),
+            row_query(&name),
+            "COMMIT".to_string(),
         ],
     )?;
-    Ok(Some(CloneDb { name, oid }))
+    recorded(store, &name, &out).map(Some)
 }
 
 #[cfg(test)]
@@ -332,6 +488,59 @@ mod tests {
             name_for("mail", "x", Purpose::Displaced)
         );
         assert!(sql::check_value("s", "database", &a).is_ok());
+    }
+
+    fn row(xmin: u32, now: u64) -> Row {
+        Row {
+            oid: 16389,
+            xmin,
+            allow_conn: false,
+            conn_limit: -1,
+            now,
+        }
+    }
+
+    #[test]
+    fn the_row_parses_and_its_xmin_gets_its_epoch() {
+        assert_eq!(parse_row("16389|729|f|-1|730"), Some(row(729, 730)));
+        assert_eq!(parse_row("\n16389|729|f|-1|730\n"), Some(row(729, 730)));
+        assert_eq!(parse_row("16389|729|f|-1"), None);
+        assert_eq!(parse_row(""), None);
+        assert_eq!(row(729, 730).full_xmin(), 729);
+        // Inside the transaction that wrote it, `now` is that transaction's own id.
+        assert_eq!(row(737, 737).full_xmin(), 737);
+        // Across an epoch: xmin 4294967290 in epoch 2, read at epoch 3's id 5.
+        let now = (3u64 << 32) + 5;
+        assert_eq!(
+            row(4_294_967_290, now).full_xmin(),
+            (2u64 << 32) + 4_294_967_290
+        );
+    }
+
+    #[test]
+    fn only_the_recorded_row_of_a_closed_valid_clone_proves_it_unchanged() {
+        let clone = CloneDb {
+            name: "mail_su_snap_0".into(),
+            oid: 16389,
+            xid: Some(729),
+        };
+        assert_eq!(changed(&clone, &row(729, 800)), None);
+        // Opened, changed and closed again: a new row version.
+        assert!(changed(&clone, &row(732, 800)).is_some_and(|r| r.contains("ALTER")));
+        let open = Row {
+            allow_conn: true,
+            ..row(729, 800)
+        };
+        assert!(changed(&clone, &open).is_some());
+        let invalid = Row {
+            conn_limit: -2,
+            ..row(729, 800)
+        };
+        assert!(changed(&clone, &invalid).is_some());
+        // The same 32 bits one epoch later are another transaction's.
+        assert!(changed(&clone, &row(729, 729 + (1 << 32))).is_some());
+        let unrecorded = CloneDb { xid: None, ..clone };
+        assert!(changed(&unrecorded, &row(729, 800)).is_some());
     }
 
     #[test]

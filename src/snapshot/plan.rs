@@ -66,7 +66,10 @@ impl Snapshots {
                 }
                 (StoreKind::PostgreSql(c), _) => {
                     p.source = sql_source("postgresql", c);
+                    let c = &self.conn_for(c);
                     let run_as = super::tool_identity(&cfg.path, None);
+                    // A server the tools could not verify refuses the upgrade before the stop.
+                    sql::check_trust(&s.id, c, run_as, true)?;
                     p.data_bytes = sql::pg_size(c, run_as);
                     if pgclone::possible(&s.id, c, run_as) {
                         // The copy is made inside the PostgreSQL server, on its disk.
@@ -80,7 +83,10 @@ impl Snapshots {
                 }
                 (StoreKind::MySql(c), _) => {
                     p.source = sql_source("mysql", c);
-                    p.data_bytes = sql::mysql_size(c, super::tool_identity(&cfg.path, None));
+                    let c = &self.conn_for(c);
+                    let run_as = super::tool_identity(&cfg.path, None);
+                    sql::check_trust(&s.id, c, run_as, false)?;
+                    p.data_bytes = sql::mysql_size(c, run_as);
                     // Text dump: roughly the data size (hex-encoded blobs may double it).
                     p.bytes_needed = p.data_bytes;
                 }

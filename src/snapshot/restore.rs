@@ -236,14 +236,20 @@ impl Keeper<'_> {
     }
 }
 
-/// The database a slot of displaced data names (`<name>\n<oid>`), as a restore wrote it.
+/// The database a slot of displaced data names (`<name>\n<oid>\n<xid>`), as a restore wrote it.
 fn read_kept_marker(slot: &Dir) -> Option<super::CloneDb> {
     let text = slot.read_file(super::CLONE_MARKER, 256).ok()?;
     let text = String::from_utf8(text).ok()?;
     let mut lines = text.lines();
     let name = lines.next()?.to_string();
     let oid = lines.next()?.parse().ok()?;
-    Some(super::CloneDb { name, oid })
+    let xid = lines.next().and_then(|l| l.parse().ok());
+    Some(super::CloneDb { name, oid, xid })
+}
+
+fn kept_marker(db: &super::CloneDb) -> String {
+    let xid = db.xid.map(|x| x.to_string()).unwrap_or_default();
+    format!("{}\n{}\n{xid}\n", db.name, db.oid)
 }
 
 /// A [`StoreMethod::PgClone`] store: its id, connection and clone database.
@@ -280,17 +286,20 @@ impl Snapshots {
         Ok(out)
     }
 
-    /// The clone databases of `m` that are gone or not the ones it made, as (store, database).
-    pub(super) fn missing_clones(
+    /// The clone databases of `m` that are gone or not the ones it made (`BadDump`), or not
+    /// proven unchanged (`CloneChanged`), as (store, database, why).
+    pub(super) fn bad_clones(
         &self,
         m: &Manifest,
-    ) -> Result<Vec<(String, String)>, SnapshotError> {
+    ) -> Result<Vec<(String, String, SnapshotError)>, SnapshotError> {
         let run_as = super::tool_identity(&m.config_path, None);
         let mut out = Vec::new();
         for (store, conn, clone) in self.clone_stores(m)? {
             match pgclone::check(&store, &conn, run_as, &clone) {
                 Ok(()) => {}
-                Err(SnapshotError::BadDump { .. }) => out.push((store, clone.name)),
+                Err(e @ (SnapshotError::BadDump { .. } | SnapshotError::CloneChanged { .. })) => {
+                    out.push((store, clone.name, e))
+                }
                 // Not an answer about the clone (PostgreSQL unreachable, a wrong password).
                 Err(e) => return Err(e),
             }
@@ -420,7 +429,7 @@ impl Snapshots {
                     store: s.id.clone(),
                 });
             }
-            out.push((s.id.clone(), conn.clone()));
+            out.push((s.id.clone(), self.conn_for(conn)));
         }
         Ok(out)
     }
@@ -469,8 +478,21 @@ impl Snapshots {
             }
         }
         let conns = self.sql_conns(&m)?;
-        // Dumps are checked before anything is changed (MySQL DDL is not transactional).
+        // Dumps, clones and the tools' TLS are checked before anything is changed (MySQL DDL is
+        // not transactional, and a store that fails half way leaves the others restored).
         let src_root = root.open_dir(id)?;
+        for (store, conn) in &conns {
+            let postgres = m
+                .stores
+                .iter()
+                .any(|s| &s.id == store && s.method != StoreMethod::MysqlDump);
+            sql::check_trust(
+                store,
+                conn,
+                super::tool_identity(&m.config_path, None),
+                postgres,
+            )?;
+        }
         for snap in &m.stores {
             match snap.method {
                 StoreMethod::PgDump => {
@@ -599,7 +621,7 @@ impl Snapshots {
                     for replaced in pgclone::restore(&snap.id, conn, run_as, &m.id, clone)? {
                         let slot = keep.slot(&snap.id)?;
                         let sd = keep.dir()?.create_dir(&slot, 0o700)?;
-                        let marker = format!("{}\n{}\n", replaced.name, replaced.oid);
+                        let marker = kept_marker(&replaced);
                         sd.write_atomic(super::CLONE_MARKER, marker.as_bytes(), 0o600, None)?;
                         keep.stores.push(StoreSnapshot {
                             id: slot,

@@ -15,7 +15,10 @@
 //!   line, which every user can read in /proc);
 //! - the clients run as the identity that controls the config (the server's user), not as root:
 //!   they can do nothing the server itself could not. Dumps go to their stdout and restores come
-//!   from their stdin, so they never open a file of ours.
+//!   from their stdin, so they never open a file of ours;
+//! - where the config asks for TLS, the clients verify the database server's certificate and
+//!   name ([`Trust`]) before they send the store's password, against the helper's CA file (its
+//!   own root-owned config, never the server's) or the system's CAs.
 
 use super::{fsops, SnapshotError};
 use crate::fsutil::{Dir, Kind};
@@ -198,6 +201,228 @@ fn run_piped(
     Ok(collected)
 }
 
+// ---------------------------------------------------------------- TLS
+
+/// What a client checks of the database server before it sends the store's password.
+/// `sslmode=require` / `--ssl` alone encrypt but accept any certificate: whoever answers at the
+/// configured address (a spoofed DNS answer, a hijacked route) would get the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// The config asks for no TLS.
+    Plain,
+    /// TLS over a unix socket: a local file the config names, nothing crosses a network, so
+    /// nothing to authenticate (libpq ignores sslmode there; MariaDB encrypts as asked).
+    Local,
+    /// The certificate must chain to this CA file (the helper's `database_ca_file`) and name the
+    /// host.
+    CaFile(PathBuf),
+    /// The certificate must chain to the system's CAs and name the host.
+    System,
+}
+
+impl Trust {
+    fn describe(&self) -> String {
+        match self {
+            Trust::CaFile(p) => format!("the CA file {}", p.display()),
+            Trust::System => "the system's CA certificates".into(),
+            Trust::Plain | Trust::Local => "nothing".into(),
+        }
+    }
+}
+
+fn is_socket(conn: &SqlConn) -> bool {
+    conn.host.starts_with('/')
+}
+
+fn ca_err(store: &str, reason: String) -> SnapshotError {
+    SnapshotError::DatabaseCa {
+        store: store.to_string(),
+        reason,
+    }
+}
+
+/// The helper's CA file, checked to be a file the tools can read: they run as `run_as`, and a
+/// libpq that cannot read it fails with a message that does not say which setting to fix.
+fn check_ca_file(store: &str, ca: &Path, run_as: RunAs) -> Result<(), SnapshotError> {
+    match std::fs::metadata(ca) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(ca_err(
+                store,
+                format!("the CA file {} is not a regular file", ca.display()),
+            ))
+        }
+        Err(e) => {
+            return Err(ca_err(
+                store,
+                format!("the CA file {} cannot be read: {e}", ca.display()),
+            ))
+        }
+    }
+    let (Some((uid, gid)), Some(test)) = (run_as, find_program(&["test"])) else {
+        return Ok(());
+    };
+    // access(2) as the tools' user, ACLs included: exactly what the tool will find.
+    let readable = base_command(&test, Some((uid, gid)))
+        .arg("-r")
+        .arg(ca)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if readable {
+        Ok(())
+    } else {
+        Err(ca_err(
+            store,
+            format!(
+                "the CA file {} is not readable by uid {uid}, which the database tools run as \
+                 (a CA certificate is public: `chmod 0644` it and its directories 0755)",
+                ca.display()
+            ),
+        ))
+    }
+}
+
+/// The major version of a PostgreSQL client program (`pg_dump (PostgreSQL) 15.18 (Debian ..)`).
+fn pg_client_major(client: &Path, run_as: RunAs) -> Option<u32> {
+    let out = base_command(client, run_as)
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    parse_pg_major(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_pg_major(version: &str) -> Option<u32> {
+    let rest = version.split_once("(PostgreSQL) ")?.1;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// How `client` (pg_dump, psql) verifies the server of `conn`. Without a CA file: the system's
+/// CAs, which libpq knows as `sslrootcert=system` from version 16 on; before that its only
+/// default is ~/.postgresql/root.crt, and HOME is /nonexistent for the tools (and the server's
+/// user's home is theirs to write). A client from PostgreSQL 16 on comes with a libpq as new
+/// (its packages depend on it); a libpq older than its client fails closed ("root certificate
+/// file "system" does not exist"), which [`unverified`] turns into the same advice.
+pub(crate) fn pg_trust(
+    store: &str,
+    conn: &SqlConn,
+    run_as: RunAs,
+    client: &Path,
+) -> Result<Trust, SnapshotError> {
+    if !conn.tls {
+        return Ok(Trust::Plain);
+    }
+    if is_socket(conn) {
+        return Ok(Trust::Local);
+    }
+    if let Some(ca) = &conn.ca_file {
+        check_ca_file(store, ca, run_as)?;
+        return Ok(Trust::CaFile(ca.clone()));
+    }
+    match pg_client_major(client, run_as) {
+        Some(v) if v >= 16 => Ok(Trust::System),
+        v => Err(ca_err(
+            store,
+            format!(
+                "{} {} cannot use the system's CA certificates (libpq's sslrootcert=system \
+                 needs PostgreSQL 16 or later) and no CA file is configured",
+                client.display(),
+                v.map_or("of unknown version".to_string(), |v| format!("{v}"))
+            ),
+        )),
+    }
+}
+
+/// How a MySQL/MariaDB client verifies the server of `conn`: MariaDB's client falls back to the
+/// system's CAs (Connector/C loads OpenSSL's default paths when it is given no CA); MySQL's
+/// needs a CA file for `--ssl-mode=VERIFY_IDENTITY`.
+pub(crate) fn my_trust(
+    store: &str,
+    conn: &SqlConn,
+    run_as: RunAs,
+    client: &Path,
+) -> Result<Trust, SnapshotError> {
+    if !conn.tls {
+        return Ok(Trust::Plain);
+    }
+    if is_socket(conn) {
+        return Ok(Trust::Local);
+    }
+    if let Some(ca) = &conn.ca_file {
+        check_ca_file(store, ca, run_as)?;
+        return Ok(Trust::CaFile(ca.clone()));
+    }
+    if is_mariadb(client) {
+        Ok(Trust::System)
+    } else {
+        Err(ca_err(
+            store,
+            format!(
+                "{} (MySQL's client) verifies a server only against a CA file it is given, and \
+                 none is configured",
+                client.display()
+            ),
+        ))
+    }
+}
+
+/// MariaDB's clients take `--ssl` / `--ssl-verify-server-cert`, MySQL's `--ssl-mode`. Debian
+/// installs MariaDB's under MySQL's names as symlinks (mysqldump -> mariadb-dump): the name of
+/// the file they lead to decides.
+fn is_mariadb(program: &Path) -> bool {
+    let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_owned());
+    real.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("mariadb"))
+}
+
+/// A tool's failure while it verified the server, as such: the generic "check that the database
+/// is reachable" would send the admin after the credentials.
+fn unverified(store: &str, conn: &SqlConn, trust: &Trust, e: SnapshotError) -> SnapshotError {
+    let SnapshotError::Tool { detail, .. } = &e else {
+        return e;
+    };
+    let lower = detail.to_lowercase();
+    let about_tls = ["certificate", "ssl error", "tls/ssl error", "x509"]
+        .iter()
+        .any(|m| lower.contains(m));
+    if !about_tls || !matches!(trust, Trust::CaFile(_) | Trust::System) {
+        return e;
+    }
+    SnapshotError::DatabaseUnverified {
+        store: store.to_string(),
+        trusted: trust.describe(),
+        detail: format!("at {}: {detail}", conn.host),
+    }
+}
+
+/// Refuses a TLS connection the tools could not verify (no CA to verify it with, a CA file they
+/// cannot read) before anything is stopped or changed. A missing client is left to the tool run
+/// itself, which names its package.
+pub(crate) fn check_trust(
+    store: &str,
+    conn: &SqlConn,
+    run_as: RunAs,
+    postgres: bool,
+) -> Result<(), SnapshotError> {
+    if !conn.tls {
+        return Ok(());
+    }
+    if postgres {
+        match find_program(&["pg_dump"]) {
+            Some(p) => pg_trust(store, conn, run_as, &p).map(|_| ()),
+            None => Ok(()),
+        }
+    } else {
+        match find_program(&["mariadb-dump", "mysqldump"]) {
+            Some(p) => my_trust(store, conn, run_as, &p).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
 // ---------------------------------------------------------------- PostgreSQL
 
 /// A libpq conninfo value, single-quoted with `\` and `'` escaped (libpq's own rules).
@@ -206,8 +431,9 @@ fn pq_quote(v: &str) -> String {
 }
 
 /// The whole connection as one conninfo we build: nothing of it can be expanded into other
-/// options, whatever the config says.
-pub(crate) fn pg_conninfo(conn: &SqlConn) -> String {
+/// options, whatever the config says. `verify-full`: the certificate must chain to `trust` and
+/// name the host, before libpq sends the password.
+pub(crate) fn pg_conninfo(conn: &SqlConn, trust: &Trust) -> String {
     let mut parts = vec![
         format!("host={}", pq_quote(&conn.host)),
         format!("dbname={}", pq_quote(&conn.database)),
@@ -218,8 +444,13 @@ pub(crate) fn pg_conninfo(conn: &SqlConn) -> String {
     if let Some(u) = &conn.user {
         parts.push(format!("user={}", pq_quote(u)));
     }
-    if conn.tls {
-        parts.push("sslmode=require".into());
+    match trust {
+        Trust::Plain | Trust::Local => {}
+        Trust::CaFile(ca) => {
+            parts.push("sslmode=verify-full".into());
+            parts.push(format!("sslrootcert={}", pq_quote(&ca.to_string_lossy())));
+        }
+        Trust::System => parts.push("sslmode=verify-full sslrootcert=system".into()),
     }
     parts.join(" ")
 }
@@ -256,10 +487,12 @@ pub(crate) fn pg_dump(
 ) -> Result<(), SnapshotError> {
     check_conn(store, conn)?;
     let prog = need_program(store, &["pg_dump"], "postgresql-client")?;
+    let trust = pg_trust(store, conn, run_as, &prog)?;
     let mut c = pg_command(&prog, conn, run_as);
     c.args(["--format=custom", "--compress=0"])
-        .arg(format!("--dbname={}", pg_conninfo(conn)));
-    run_piped(store, c, secret(conn), "dump the database", None, Some(out))?;
+        .arg(format!("--dbname={}", pg_conninfo(conn, &trust)));
+    run_piped(store, c, secret(conn), "dump the database", None, Some(out))
+        .map_err(|e| unverified(store, conn, &trust, e))?;
     Ok(())
 }
 
@@ -277,6 +510,7 @@ pub(crate) fn pg_restore(
     check_pg_magic(store, &dump)?;
     let restore_prog = need_program(store, &["pg_restore"], "postgresql-client")?;
     let psql_prog = need_program(store, &["psql"], "postgresql-client")?;
+    let trust = pg_trust(store, conn, run_as, &psql_prog)?;
     // pg_restore turns the dump (on its stdin) into SQL on its stdout, which is psql's stdin.
     let mut gen = base_command(&restore_prog, run_as);
     gen.args(["--clean", "--if-exists", "--file=-"])
@@ -305,7 +539,7 @@ pub(crate) fn pg_restore(
     };
     let mut c = pg_command(&psql_prog, conn, run_as);
     c.args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1"])
-        .arg(format!("--dbname={}", pg_conninfo(conn)))
+        .arg(format!("--dbname={}", pg_conninfo(conn, &trust)))
         .args(["-c", PG_DROP_OWNED_TABLES, "-f", "-"])
         .stdin(Stdio::from(sql_out));
     let (res, gen_errs) = std::thread::scope(|s| {
@@ -321,7 +555,7 @@ pub(crate) fn pg_restore(
         (res, errs.join().unwrap_or_default())
     });
     let gen_status = gen_child.wait();
-    res?;
+    res.map_err(|e| unverified(store, conn, &trust, e))?;
     match gen_status {
         Ok(st) if st.success() => Ok(()),
         Ok(st) => Err(tool_err(
@@ -357,13 +591,15 @@ pub(crate) fn pg_run(
         database: dbname.to_string(),
         ..conn.clone()
     };
+    let trust = pg_trust(store, &on, run_as, &prog)?;
     let mut c = pg_command(&prog, &on, run_as);
     c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .arg(format!("--dbname={}", pg_conninfo(&on)));
+        .arg(format!("--dbname={}", pg_conninfo(&on, &trust)));
     for s in statements {
         c.arg("-c").arg(s);
     }
-    let out = run_piped(store, c, secret(conn), what, None, None)?;
+    let out = run_piped(store, c, secret(conn), what, None, None)
+        .map_err(|e| unverified(store, conn, &trust, e))?;
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
@@ -397,7 +633,7 @@ pub(crate) fn pg_size(conn: &SqlConn, run_as: RunAs) -> Option<u64> {
 
 // ---------------------------------------------------------------- MySQL / MariaDB
 
-fn my_command(program: &Path, conn: &SqlConn, run_as: RunAs) -> Command {
+fn my_command(program: &Path, conn: &SqlConn, trust: &Trust, run_as: RunAs) -> Command {
     let mut c = base_command(program, run_as);
     // --no-defaults (it must come first): only what the server's config says, no option file.
     c.arg("--no-defaults");
@@ -416,15 +652,27 @@ fn my_command(program: &Path, conn: &SqlConn, run_as: RunAs) -> Command {
     if let Some(pw) = &conn.password {
         c.env("MYSQL_PWD", &pw.0);
     }
-    if conn.tls {
-        let is_mariadb = program
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("mariadb"));
-        c.arg(if is_mariadb {
-            "--ssl"
-        } else {
-            "--ssl-mode=REQUIRED"
-        });
+    let mariadb = is_mariadb(program);
+    match (trust, mariadb) {
+        (Trust::Plain, _) => {}
+        (Trust::Local, true) => {
+            c.arg("--ssl");
+        }
+        (Trust::Local, false) => {
+            c.arg("--ssl-mode=REQUIRED");
+        }
+        // --ssl-verify-server-cert checks the chain and that the certificate names the host.
+        (Trust::CaFile(_) | Trust::System, true) => {
+            c.args(["--ssl", "--ssl-verify-server-cert"]);
+        }
+        (Trust::CaFile(_) | Trust::System, false) => {
+            c.arg("--ssl-mode=VERIFY_IDENTITY");
+        }
+    }
+    if let Trust::CaFile(ca) = trust {
+        let mut arg = OsString::from("--ssl-ca=");
+        arg.push(ca);
+        c.arg(arg);
     }
     c
 }
@@ -442,7 +690,8 @@ pub(crate) fn mysql_dump(
         &["mariadb-dump", "mysqldump"],
         "mariadb-client (or mysql-client)",
     )?;
-    let mut c = my_command(&prog, conn, run_as);
+    let trust = my_trust(store, conn, run_as, &prog)?;
+    let mut c = my_command(&prog, conn, &trust, run_as);
     c.args([
         "--single-transaction",
         "--quick",
@@ -453,7 +702,8 @@ pub(crate) fn mysql_dump(
         "--",
     ])
     .arg(&conn.database);
-    run_piped(store, c, secret(conn), "dump the database", None, Some(out))?;
+    run_piped(store, c, secret(conn), "dump the database", None, Some(out))
+        .map_err(|e| unverified(store, conn, &trust, e))?;
     Ok(())
 }
 
@@ -474,7 +724,8 @@ pub(crate) fn mysql_restore(
         &["mariadb", "mysql"],
         "mariadb-client (or mysql-client)",
     )?;
-    let mut list = my_command(&prog, conn, run_as);
+    let trust = my_trust(store, conn, run_as, &prog)?;
+    let mut list = my_command(&prog, conn, &trust, run_as);
     list.args([
         "-N",
         "-B",
@@ -483,7 +734,8 @@ pub(crate) fn mysql_restore(
          WHERE table_schema=DATABASE()",
     ])
     .arg(format!("--database={}", conn.database));
-    let listed = run_piped(store, list, secret(conn), "list the tables", None, None)?;
+    let listed = run_piped(store, list, secret(conn), "list the tables", None, None)
+        .map_err(|e| unverified(store, conn, &trust, e))?;
     let mut prelude = String::from("SET FOREIGN_KEY_CHECKS=0;\n");
     for line in String::from_utf8_lossy(&listed).lines() {
         let Some((ty, name)) = line.split_once('\t') else {
@@ -495,7 +747,7 @@ pub(crate) fn mysql_restore(
             name.replace('`', "``")
         ));
     }
-    let mut c = my_command(&prog, conn, run_as);
+    let mut c = my_command(&prog, conn, &trust, run_as);
     c.arg("--binary-mode")
         .arg(format!("--database={}", conn.database));
     let input = std::io::Cursor::new(prelude.into_bytes())
@@ -536,7 +788,8 @@ pub(crate) fn check_mysql_trailer(store: &str, dump: &std::fs::File) -> Result<(
 pub(crate) fn mysql_size(conn: &SqlConn, run_as: RunAs) -> Option<u64> {
     check_conn("", conn).ok()?;
     let prog = find_program(&["mariadb", "mysql"])?;
-    let mut c = my_command(&prog, conn, run_as);
+    let trust = my_trust("", conn, run_as, &prog).ok()?;
+    let mut c = my_command(&prog, conn, &trust, run_as);
     c.args([
         "-N",
         "-B",
@@ -670,20 +923,169 @@ mod tests {
         assert!(e.contains("pg") && e.contains("database"), "{e}");
     }
 
-    #[test]
-    fn conninfo_is_quoted_and_complete() {
-        let c = SqlConn {
-            host: "db.example".into(),
+    fn tls_conn(host: &str, ca_file: Option<PathBuf>) -> SqlConn {
+        SqlConn {
+            host: host.into(),
             port: Some(5433),
             database: "x' host='evil".into(),
             user: Some("u".into()),
             password: None,
             tls: true,
-        };
-        let ci = pg_conninfo(&c);
+            ca_file,
+        }
+    }
+
+    #[test]
+    fn conninfo_is_quoted_and_complete() {
+        let c = tls_conn("db.example", None);
+        let base = "host='db.example' dbname='x\\' host=\\'evil' port=5433 user='u'";
+        assert_eq!(pg_conninfo(&c, &Trust::Plain), base);
         assert_eq!(
-            ci,
-            "host='db.example' dbname='x\\' host=\\'evil' port=5433 user='u' sslmode=require"
+            pg_conninfo(&c, &Trust::CaFile("/etc/db ca/it's.pem".into())),
+            format!("{base} sslmode=verify-full sslrootcert='/etc/db ca/it\\'s.pem'")
         );
+        assert_eq!(
+            pg_conninfo(&c, &Trust::System),
+            format!("{base} sslmode=verify-full sslrootcert=system")
+        );
+    }
+
+    /// A stand-in client that answers `--version` like the real ones.
+    fn fake_client(dir: &Path, name: &str, version: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho '{version}'\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn tls_with_a_ca_file_verifies_the_server_against_it() {
+        let t = tempfile::tempdir().unwrap();
+        let ca = t.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let pg15 = fake_client(t.path(), "pg_dump", "pg_dump (PostgreSQL) 15.18 (Debian)");
+        let c = tls_conn("db.example", Some(ca.clone()));
+        let trust = pg_trust("pg", &c, None, &pg15).unwrap();
+        assert_eq!(trust, Trust::CaFile(ca.clone()));
+        let ci = pg_conninfo(&c, &trust);
+        assert!(
+            ci.ends_with(&format!(
+                "sslmode=verify-full sslrootcert='{}'",
+                ca.display()
+            )),
+            "{ci}"
+        );
+        // No TLS asked for, or a unix socket: nothing to verify.
+        let plain = SqlConn {
+            tls: false,
+            ..c.clone()
+        };
+        assert_eq!(pg_trust("pg", &plain, None, &pg15).unwrap(), Trust::Plain);
+        let socket = tls_conn("/run/postgresql", None);
+        assert_eq!(pg_trust("pg", &socket, None, &pg15).unwrap(), Trust::Local);
+        assert!(!pg_conninfo(&socket, &Trust::Local).contains("ssl"));
+        // A CA file that is not there is named, with the setting.
+        let gone = tls_conn("db.example", Some(t.path().join("nope.pem")));
+        let e = pg_trust("pg", &gone, None, &pg15).unwrap_err();
+        assert!(matches!(e, SnapshotError::DatabaseCa { .. }), "{e}");
+        assert!(e.to_string().contains("nope.pem"), "{e}");
+    }
+
+    #[test]
+    fn tls_without_a_ca_file_needs_libpq_16_or_is_refused_naming_the_setting() {
+        let t = tempfile::tempdir().unwrap();
+        let c = tls_conn("db.example", None);
+        let pg16 = fake_client(t.path(), "psql16", "psql (PostgreSQL) 16.4");
+        assert_eq!(pg_trust("pg", &c, None, &pg16).unwrap(), Trust::System);
+        let pg15 = fake_client(
+            t.path(),
+            "psql15",
+            "psql (PostgreSQL) 15.18 (Debian 15.18-0)",
+        );
+        let e = pg_trust("pg", &c, None, &pg15).unwrap_err();
+        assert!(matches!(e, SnapshotError::DatabaseCa { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("database_ca_file") && msg.contains("[snapshots]"),
+            "{msg}"
+        );
+        assert!(msg.contains("15"), "{msg}");
+        assert_eq!(parse_pg_major("pg_dump (PostgreSQL) 17.2"), Some(17));
+        assert_eq!(parse_pg_major("something else"), None);
+    }
+
+    fn args(c: &Command) -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn mysql_clients_verify_the_server_certificate_and_name() {
+        let t = tempfile::tempdir().unwrap();
+        let ca = t.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let mariadb = fake_client(t.path(), "mariadb-dump", "mariadb-dump Ver 10.19");
+        let mysql = fake_client(t.path(), "mysqldump.real", "mysqldump Ver 8.0");
+        // MariaDB's client installed under MySQL's name is still MariaDB's.
+        let alias = t.path().join("mysqldump");
+        std::os::unix::fs::symlink(&mariadb, &alias).unwrap();
+        let ca_arg = format!("--ssl-ca={}", ca.display());
+
+        let with_ca = tls_conn("db.example", Some(ca.clone()));
+        let trust = my_trust("my", &with_ca, None, &mariadb).unwrap();
+        let a = args(&my_command(&mariadb, &with_ca, &trust, None));
+        assert_eq!(a[0], "--no-defaults");
+        for want in ["--ssl", "--ssl-verify-server-cert", ca_arg.as_str()] {
+            assert!(a.iter().any(|x| x == want), "{want} missing: {a:?}");
+        }
+        let a = args(&my_command(&alias, &with_ca, &trust, None));
+        assert!(a.iter().any(|x| x == "--ssl-verify-server-cert"), "{a:?}");
+        let trust = my_trust("my", &with_ca, None, &mysql).unwrap();
+        let a = args(&my_command(&mysql, &with_ca, &trust, None));
+        assert!(a.iter().any(|x| x == "--ssl-mode=VERIFY_IDENTITY"), "{a:?}");
+        assert!(a.contains(&ca_arg), "{a:?}");
+
+        // No CA file: MariaDB's client verifies against the system's CAs; MySQL's cannot.
+        let no_ca = tls_conn("db.example", None);
+        let trust = my_trust("my", &no_ca, None, &mariadb).unwrap();
+        assert_eq!(trust, Trust::System);
+        let a = args(&my_command(&mariadb, &no_ca, &trust, None));
+        assert!(a.iter().any(|x| x == "--ssl-verify-server-cert"), "{a:?}");
+        assert!(!a.iter().any(|x| x.starts_with("--ssl-ca")), "{a:?}");
+        let e = my_trust("my", &no_ca, None, &mysql).unwrap_err();
+        assert!(e.to_string().contains("database_ca_file"), "{e}");
+
+        // A unix socket: encrypted as asked, nothing to verify.
+        let socket = tls_conn("/run/mysqld/mysqld.sock", None);
+        let trust = my_trust("my", &socket, None, &mariadb).unwrap();
+        let a = args(&my_command(&mariadb, &socket, &trust, None));
+        assert!(a.iter().any(|x| x == "--ssl"), "{a:?}");
+        assert!(!a.iter().any(|x| x == "--ssl-verify-server-cert"), "{a:?}");
+    }
+
+    #[test]
+    fn a_certificate_failure_is_reported_as_such() {
+        let c = tls_conn("db.example", None);
+        let tool = || {
+            tool_err(
+                "pg",
+                Path::new("/usr/bin/pg_dump"),
+                "dump the database",
+                "exit status: 1: connection to server failed: SSL error: certificate verify failed"
+                    .into(),
+            )
+        };
+        let e = unverified("pg", &c, &Trust::CaFile("/etc/ca.pem".into()), tool());
+        assert!(matches!(e, SnapshotError::DatabaseUnverified { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("/etc/ca.pem") && msg.contains("db.example"),
+            "{msg}"
+        );
+        // Without verification asked for, a tool's failure stays what it is.
+        let e = unverified("pg", &c, &Trust::Plain, tool());
+        assert!(matches!(e, SnapshotError::Tool { .. }), "{e}");
     }
 }
