@@ -34,7 +34,7 @@ fn run_recovered(m: &Resources, req: &RollbackRequest) -> Result<Report, Error> 
     };
     begin.restore_from = back.restore_from.clone();
     begin.restore_data = back.restore_from.is_some();
-    let known = m.snapshots().prehash(&plan.server_config);
+    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
     let mut tx = Transaction::begin(m, begin).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &back, &known) {
         Ok(()) => tx.commit(),

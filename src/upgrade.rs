@@ -217,7 +217,7 @@ fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
         tracing::warn!(unit = %plan.unit, "{w}");
     }
     // Before the stop: the files the snapshot will link are hashed while the server runs.
-    let known = m.snapshots().prehash(&plan.server_config);
+    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
     crate::journal::test_point("prehash:done");
     let mut tx = Transaction::begin(m, plan.begin(ctx)).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
