@@ -140,6 +140,16 @@ pub enum SnapshotError {
     )]
     UnsafeValue { store: String, what: String },
     #[error(
+        "snapshot {id}: {path} shares its inode with the live data and its content is no longer \
+         what the snapshot recorded ({detail}): it was changed through a live name. Restore \
+         refused, nothing was changed; use another snapshot (`stalwart-upgrade snapshot list`)"
+    )]
+    Altered {
+        id: String,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error(
         "store \"{store}\": {path} is not the directory the snapshot was taken from (it was \
          replaced since); the restore was refused and nothing was changed. Restore by hand from \
          the snapshot directory if that is really where the data belongs"
