@@ -3,7 +3,6 @@
 //! failure marker, move the package hold to the new line, apply the snapshot retention.
 
 use crate::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind};
-use crate::serverconfig::ServerConfig;
 use crate::transaction::{close, report, title, Outcome, Report, Resources};
 use crate::{swap, webadmin, Error};
 
@@ -101,7 +100,7 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
 }
 
 fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
-    let cfg = ServerConfig::load(&crate::crossing::server_config_path(
+    let cfg = m.server_config(&crate::crossing::server_config_path(
         m.settings(),
         &begin.to,
     ))?;

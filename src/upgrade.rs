@@ -476,7 +476,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         m.ctx.allow.as_deref(),
     )?;
     check_staging_space(s, &req.target)?;
-    let server_config = ServerConfig::load(&crossing::server_config_path(s, &from))?;
+    let server_config = m.server_config(&crossing::server_config_path(s, &from))?;
     check_stores_writable(&server_config)?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;

@@ -159,6 +159,9 @@ pub enum SnapshotError {
 
 pub struct Snapshots {
     pub root: PathBuf,
+    /// The server unit's environment: the `%{env:..}%` macros of the config copies a restore
+    /// takes SQL connections from (`restore::sql_conns`) are expanded from it alone.
+    env: crate::serverenv::ServerEnv,
 }
 
 const MANIFEST: &str = "manifest.json";
@@ -192,7 +195,15 @@ impl Snapshots {
     pub fn new(root: &Path) -> Snapshots {
         Snapshots {
             root: root.to_owned(),
+            env: crate::serverenv::ServerEnv::default(),
         }
+    }
+
+    /// With the server unit's environment (see `systemd::Systemd::server_env`), for the config
+    /// copies of snapshots whose SQL connection uses an environment variable.
+    pub fn with_server_env(mut self, env: crate::serverenv::ServerEnv) -> Snapshots {
+        self.env = env;
+        self
     }
 
     fn dir_of(&self, id: &str) -> Result<PathBuf, SnapshotError> {

@@ -439,7 +439,7 @@ impl Snapshots {
             "snapshot {} keeps no copy of the server config, which the database connection of its SQL store is taken from; restore it with pg_restore / mariadb by hand",
             m.id
         )))?;
-        let cfg = ServerConfig::load(&self.dir_of(&m.id)?.join(copy))
+        let cfg = ServerConfig::load_with_env(&self.dir_of(&m.id)?.join(copy), &self.env)
             .map_err(|e| SnapshotError::Other(e.to_string()))?;
         let mut out = Vec::new();
         for s in &m.stores {
