@@ -383,7 +383,7 @@ fn carry_plan(
     let pids = m.sys()?.unit_pids(&s.unit);
     let endpoint = crate::webadmin::Endpoint::of(s, Some(cfg), pids);
     let api = crate::webadmin::Api::connect(s, &endpoint, crate::webadmin::Login::Configured(None))
-        .map_err(crate::carry::CarryError::Dump)?;
+        .map_err(|e| crate::carry::CarryError::Dump(e.into()))?;
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum CarryError {
     #[error("the 0.15 -> 0.16 crossing reads 0.15's accounts and settings through its management API first (0.16's migration wipes them): {0}; nothing was changed")]
-    Dump(crate::webadmin::WebadminError),
+    Dump(dump::DumpError),
     #[error("converting 0.15's directory for 0.16: {0}; nothing was changed")]
     Convert(#[from] convert::ConvertError),
     #[error("creating the carried objects in 0.16: {0}")]
