@@ -440,8 +440,11 @@ fn run(cmd: Command) -> Result<i32, Error> {
             let ctx = context(false)?;
             let running = crate::swap::binary_version(&ctx.settings.server_binary())?;
             let path = crate::crossing::server_config_path(&ctx.settings, &running);
-            let cfg = crate::serverconfig::ServerConfig::load(&path)?;
             let sys = crate::systemd::Systemd::connect()?;
+            let cfg = crate::serverconfig::ServerConfig::load_with_env(
+                &path,
+                &sys.server_env(&ctx.settings.unit)?,
+            )?;
             let pids = sys.unit_pids(&ctx.settings.unit);
             let endpoint = crate::webadmin::Endpoint::of(&ctx.settings, Some(&cfg), pids);
             let admin = sys
@@ -506,6 +509,17 @@ stalwart-upgrade: removing with the default settings instead"
     }
 }
 
+/// The server config at `path`, its macros expanded from the unit's environment.
+fn server_config(
+    s: &crate::config::Settings,
+    path: &std::path::Path,
+) -> Result<crate::serverconfig::ServerConfig, Error> {
+    Ok(crate::serverconfig::ServerConfig::load_with_env(
+        path,
+        &crate::serverenv::ServerEnv::of_unit(&s.unit),
+    )?)
+}
+
 /// Stops the unit for the duration of `f` when it runs and `stop` allows it; refuses otherwise:
 /// a RocksDB or SQLite copy of a running server is not consistent.
 fn with_server_stopped<T>(
@@ -536,7 +550,7 @@ fn with_server_stopped<T>(
         sys.start(&s.unit, s.start_timeout())?;
         let running = crate::swap::binary_version(&s.server_binary())?;
         let path = crate::crossing::server_config_path(s, &running);
-        let cfg = crate::serverconfig::ServerConfig::load(&path).ok();
+        let cfg = server_config(s, &path).ok();
         let expect = crate::health::Expect::normal(s, cfg.as_ref(), &running, listeners);
         crate::health::gate(&sys, s, cfg.as_ref(), &expect)?;
     }
@@ -547,6 +561,12 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
     let s = &ctx.settings;
     let state = StateDir::open(&s.state_dir)?;
     let snaps = crate::snapshot::Snapshots::for_settings(s);
+    // Removing, verifying and restoring a snapshot of a SQL store reach its database with the
+    // connection of the snapshot's config copy, whose macros need the unit's environment.
+    let with_env = || {
+        crate::snapshot::Snapshots::for_settings(s)
+            .with_server_env(crate::serverenv::ServerEnv::of_unit(&s.unit))
+    };
     match action {
         SnapshotCmd::List { json } => {
             let list = snaps.list()?;
@@ -585,12 +605,12 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             if !confirm(&question, yes) {
                 return Ok(exit::USAGE);
             }
-            snaps.remove(&id)?;
+            with_env().remove(&id)?;
             println!("removed snapshot {id}");
             Ok(exit::OK)
         }
         SnapshotCmd::Verify { id } => {
-            let r = snaps.verify(&id)?;
+            let r = with_env().verify(&id)?;
             print_json(&r)?;
             Ok(if r.ok() { exit::OK } else { exit::ERROR })
         }
@@ -599,7 +619,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             // Never the snapshot a rollback of the running release would restore.
             let running = crate::swap::binary_version(&s.server_binary())?;
             let protect = history::protected_snapshots(&state, &running, None)?;
-            let gone = snaps.prune(s.snapshots.keep, &protect, dry_run)?;
+            let gone = with_env().prune(s.snapshots.keep, &protect, dry_run)?;
             for m in &gone {
                 println!(
                     "{} {} ({} MiB)",
@@ -615,9 +635,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         }
         SnapshotCmd::Create { stop } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
-            let cfg = crate::serverconfig::ServerConfig::load(
-                &crate::crossing::current_server_config(s),
-            )?;
+            let cfg = server_config(s, &crate::crossing::current_server_config(s))?;
             crate::snapshot::check_store_paths(s, &cfg)
                 .map_err(|e| Error::Preflight(e.to_string()))?;
             let plan = snaps.plan(&cfg)?;
@@ -638,9 +656,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         }
         SnapshotCmd::Restore { id, stop, yes } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
-            let cfg = crate::serverconfig::ServerConfig::load(
-                &crate::crossing::current_server_config(s),
-            )?;
+            let cfg = server_config(s, &crate::crossing::current_server_config(s))?;
             let m = snaps.get(&id)?;
             let running = crate::swap::binary_version(&s.server_binary())?;
             // Data from a newer schema would make the running binary panic at start.
@@ -658,7 +674,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
                 version: running.clone(),
             };
             let restored = with_server_stopped(ctx, stop, "a restore", || {
-                Ok(snaps.restore(&id, Some(&cfg), &displaced)?)
+                Ok(with_env().restore(&id, Some(&cfg), &displaced)?)
             })?;
             println!("data restored from snapshot {id}");
             if let Some(kept) = &restored.kept {

@@ -3,7 +3,6 @@
 //! failure marker, move the package hold to the new line, apply the snapshot retention.
 
 use crate::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind};
-use crate::serverconfig::ServerConfig;
 use crate::transaction::{close, report, title, Outcome, Report, Resources};
 use crate::{swap, webadmin, Error};
 
@@ -96,12 +95,13 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
         }
     }
     prune(m, sum, &mut warnings);
+    expire_carried(m, &begin, &mut warnings);
     tracing::info!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "committed", "{message}");
     Ok(report(&begin, sum, Outcome::Committed, message, warnings))
 }
 
 fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
-    let cfg = ServerConfig::load(&crate::crossing::server_config_path(
+    let cfg = m.server_config(&crate::crossing::server_config_path(
         m.settings(),
         &begin.to,
     ))?;
@@ -114,6 +114,24 @@ fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
         .and_then(|e| e.recovery_admin());
     webadmin::refresh(m.settings(), cfg.generation, &endpoint, admin)?;
     Ok(())
+}
+
+/// What a 0.15 -> 0.16 crossing kept with secrets in it (its directory dump, with password
+/// hashes and DKIM keys) goes once it is no longer needed: at the commit of the next
+/// transaction, or of the crossing itself when that comes `DUMP_KEEP_DAYS` late.
+fn expire_carried(m: &Resources, begin: &Begin, warnings: &mut Vec<String>) {
+    let max_age = crate::carry::DUMP_KEEP_DAYS * 86_400;
+    match crate::carry::expire(m.state, &begin.txid, crate::clock::now_secs(), max_age) {
+        Ok(gone) if !gone.is_empty() => tracing::info!(
+            "removed the directory dumps of the crossings {} (their report.txt stays)",
+            gone.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => warnings.push(format!(
+            "removing the directory dump of an earlier 0.15 -> 0.16 crossing failed: {e}; remove {} by hand",
+            m.state.root.join("carry").display()
+        )),
+    }
 }
 
 /// Retention: keep the newest `snapshots.keep`, and always the protected ones

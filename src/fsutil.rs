@@ -645,7 +645,7 @@ pub enum CopyHow {
     Reflink,
     /// copy_file_range of the data extents only (holes stay holes).
     CopyFileRange,
-    /// read/write.
+    /// read/write (blocks of zeros left as holes).
     Copy,
 }
 
@@ -674,7 +674,7 @@ pub fn copy_content(src: &File, dst: &File, len: u64, path: &Path) -> Result<Cop
     let how = match copy_extents(src, dst, len) {
         Ok(true) => CopyHow::CopyFileRange,
         Ok(false) => {
-            plain_copy(src, dst).map_err(|e| FsError::new("copy", path, e))?;
+            plain_copy(src, dst, len).map_err(|e| FsError::new("copy", path, e))?;
             CopyHow::Copy
         }
         Err(e) => return Err(FsError::new("copy_file_range", path, e)),
@@ -737,21 +737,28 @@ fn copy_extents(src: &File, dst: &File, len: u64) -> io::Result<bool> {
     Ok(true)
 }
 
-fn plain_copy(src: &File, dst: &File) -> io::Result<()> {
+/// Reads and writes the first `len` bytes (the length the caller took from `fstat`: a file that
+/// grows meanwhile is not followed). `dst` is new, so a block of zeros is not written: it stays
+/// a hole, and a sparse source does not become a full copy.
+fn plain_copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0;
-    loop {
-        let n = match src.read_at(&mut buf, off) {
+    while off < len {
+        let want = (len - off).min(buf.len() as u64) as usize;
+        let n = match src.read_at(&mut buf[..want], off) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        dst.write_all_at(&buf[..n], off)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            dst.write_all_at(&buf[..n], off)?;
+        }
         off += n as u64;
         crate::progress::advance(n as u64);
     }
+    Ok(())
 }
 
 /// sha256 of an open file's content, read from its start.
@@ -911,5 +918,32 @@ mod tests {
         drop(dst);
         let (copy, _) = d.open_file("copy").unwrap();
         assert_eq!(sha256_of(&src, &p).unwrap(), sha256_of(&copy, &p).unwrap());
+    }
+
+    /// The read/write fallback (no copy_file_range): holes stay holes, and a file that grew
+    /// after its length was taken is copied to that length only.
+    #[test]
+    fn the_plain_copy_keeps_holes_and_stops_at_the_length() {
+        let (t, d) = tmp();
+        let p = t.path().join("sparse");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+        let (src, m) = d.open_file("sparse").unwrap();
+        // Grows after the fstat.
+        f.write_all_at(b"later", 80 << 20).unwrap();
+        drop(f);
+        let dst = d.create_file("copy", 0o600).unwrap();
+        plain_copy(&src, &dst, m.size).unwrap();
+        let cm = meta_of(&dst, &p).unwrap();
+        assert_eq!(cm.size, m.size);
+        assert!(cm.allocated < 8 << 20, "the copy filled the holes: {cm:?}");
+        drop(dst);
+        let got = std::fs::read(t.path().join("copy")).unwrap();
+        assert_eq!(&got[..4], b"head");
+        assert_eq!(&got[got.len() - 4..], b"tail");
+        assert!(got[4..got.len() - 4].iter().all(|&b| b == 0));
     }
 }

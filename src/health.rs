@@ -348,13 +348,17 @@ pub fn server_mode(base: &str) -> Option<Mode> {
     if base.starts_with("https://") && crate::tls::is_loopback(base) {
         agent = agent.tls_config(crate::tls::loopback_config().ok()?);
     }
-    let v: serde_json::Value = agent
+    use std::io::Read;
+    // A session object is a few KiB; the server (the service user's) does not get to make us
+    // read more (a longer answer fails to parse: no mode).
+    let body = agent
         .build()
         .get(&format!("{base}/jmap/session"))
         .call()
         .ok()?
-        .into_json()
-        .ok()?;
+        .into_reader()
+        .take(1 << 20);
+    let v: serde_json::Value = serde_json::from_reader(body).ok()?;
     let api = v.get("apiUrl")?.as_str()?;
     Some(if api.starts_with('/') {
         Mode::RecoveryOrBootstrap

@@ -34,7 +34,7 @@ fn run_recovered(m: &Resources, req: &RollbackRequest) -> Result<Report, Error> 
     };
     begin.restore_from = back.restore_from.clone();
     begin.restore_data = back.restore_from.is_some();
-    let known = m.snapshots().prehash(&plan.server_config);
+    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
     let mut tx = Transaction::begin(m, begin).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &back, &known) {
         Ok(()) => tx.commit(),
@@ -187,7 +187,7 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     if let Some(toml) = &below_016 {
         upgrade::cluster_gate(toml, &target, req.cluster_stopped)?;
     }
-    let server_config = ServerConfig::load(&crate::crossing::server_config_path(s, &current))?;
+    let server_config = m.server_config(&crate::crossing::server_config_path(s, &current))?;
     upgrade::cluster_gate(&server_config, &target, req.cluster_stopped)?;
     crate::snapshot::check_store_paths(s, &server_config)
         .map_err(|e| Error::Preflight(e.to_string()))?;
@@ -251,7 +251,7 @@ fn below_016(
         _ => return Ok(None),
     }
     let toml_path = m.settings().server_config_path();
-    let toml = ServerConfig::load(&toml_path).map_err(|e| {
+    let toml = m.server_config(&toml_path).map_err(|e| {
         Error::Refused(format!(
             "going back to {target} needs the config.toml it ran with, which the upgrade left in place: {e}. Nothing was changed"
         ))

@@ -9,6 +9,7 @@
 //!   nested tables, dotted keys and quoted keys such as `"store.rocksdb.path" = ..` all end up
 //!   as the same `store.rocksdb.path`.
 //! - 0.15 string values may contain `%{env:VAR}%`, `%{file:/path}%` and `%{cfg:key}%` macros.
+//!   `VAR` is looked up in the server unit's environment (`serverenv`), never the helper's.
 //! - 0.16 config.json holds one DataStore object, `{"@type":"RocksDb","path":...}`.
 
 pub(crate) mod files;
@@ -17,6 +18,7 @@ mod secret;
 use flat::*;
 use secret::*;
 
+use crate::serverenv::ServerEnv;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -178,24 +180,30 @@ impl ServerConfig {
     /// /dev/zero in its place must not hang or exhaust the helper under dpkg). Files its macros
     /// and secrets name are then read as whoever controls it, decided from that same descriptor
     /// and its directory (`files::Reader::for_file`).
-    pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
-        Self::load_with(path, None)
+    ///
+    /// `%{env:..}%` macros (0.15) and `EnvironmentVariable` secrets (0.16) take their values from
+    /// `env`, the server unit's environment (`systemd::Systemd::server_env`), never from the
+    /// helper's own.
+    pub fn load_with_env(path: &Path, env: &ServerEnv) -> Result<ServerConfig, ServerConfigError> {
+        Self::load_with(path, None, env)
     }
 
-    /// [`ServerConfig::load`] of a copy root keeps (a snapshot's): the files it names are read
-    /// as `reader`, the identity recorded when the original was read, never as the owner of the
-    /// copy (root: issue #23, a copy of a config the service user wrote would make root read
-    /// `%{file:..}%` and send it to a database host the copy names).
+    /// [`ServerConfig::load_with_env`] of a copy root keeps (a snapshot's): the files it names
+    /// are read as `reader`, the identity recorded when the original was read, never as the
+    /// owner of the copy (root: issue #23, a copy of a config the service user wrote would make
+    /// root read `%{file:..}%` and send it to a database host the copy names).
     pub(crate) fn load_copy(
         path: &Path,
         reader: &files::Reader,
+        env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
-        Self::load_with(path, Some(reader))
+        Self::load_with(path, Some(reader), env)
     }
 
     fn load_with(
         path: &Path,
         reader: Option<&files::Reader>,
+        env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
         let read_err = |e: crate::fsutil::FsError| ServerConfigError::Read {
             path: path.to_owned(),
@@ -233,20 +241,45 @@ impl ServerConfig {
         let is_json = path.extension().is_some_and(|e| e == "json")
             || (path.extension().is_none() && text.trim_start().starts_with('{'));
         if is_json {
-            Self::parse_json_as(path, &text, &reader)
+            Self::parse_json_as(path, &text, &reader, env)
         } else {
-            Self::parse_toml_as(path, &text, &reader)
+            Self::parse_toml_as(path, &text, &reader, env)
         }
+    }
+
+    /// [`ServerConfig::load_with_env`] with no environment: a config that uses an environment
+    /// variable is refused (where the unit's environment is not at hand: status, tests).
+    pub fn load(path: &Path) -> Result<ServerConfig, ServerConfigError> {
+        Self::load_with_env(path, &ServerEnv::default())
     }
 
     /// Parses config.toml text (<= 0.15); files it names are read as whoever controls `path`.
     pub fn parse_toml(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
-        Self::parse_toml_as(path, text, &files::Reader::for_config(path))
+        Self::parse_toml_with_env(path, text, &ServerEnv::default())
+    }
+
+    /// [`ServerConfig::parse_toml`] with the server unit's environment for `%{env:..}%`.
+    pub fn parse_toml_with_env(
+        path: &Path,
+        text: &str,
+        env: &ServerEnv,
+    ) -> Result<ServerConfig, ServerConfigError> {
+        Self::parse_toml_as(path, text, &files::Reader::for_config(path), env)
     }
 
     /// Parses config.json text (>= 0.16); files it names are read as whoever controls `path`.
     pub fn parse_json(path: &Path, text: &str) -> Result<ServerConfig, ServerConfigError> {
-        Self::parse_json_as(path, text, &files::Reader::for_config(path))
+        Self::parse_json_with_env(path, text, &ServerEnv::default())
+    }
+
+    /// [`ServerConfig::parse_json`] with the server unit's environment for
+    /// `EnvironmentVariable` secrets.
+    pub fn parse_json_with_env(
+        path: &Path,
+        text: &str,
+        env: &ServerEnv,
+    ) -> Result<ServerConfig, ServerConfigError> {
+        Self::parse_json_as(path, text, &files::Reader::for_config(path), env)
     }
 
     /// Parses config.toml text (<= 0.15). `path` is only used in messages and for the result.
@@ -254,6 +287,7 @@ impl ServerConfig {
         path: &Path,
         text: &str,
         reader: &files::Reader,
+        env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
         let malformed = ServerConfigError::malformed_in(path);
         let table: toml::Table = text
@@ -264,6 +298,7 @@ impl ServerConfig {
         let cfg = Flat {
             path,
             reader,
+            env,
             keys: flat,
             secrets: RefCell::new(Vec::new()),
             expansions: Cell::new(0),
@@ -335,6 +370,7 @@ impl ServerConfig {
         path: &Path,
         text: &str,
         reader: &files::Reader,
+        env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
         let malformed = ServerConfigError::malformed_in(path);
         let value: serde_json::Value =
@@ -389,7 +425,7 @@ impl ServerConfig {
                 let user = get_str("authUsername")?;
                 let password = match ds.get("authSecret") {
                     None | Some(serde_json::Value::Null) => None,
-                    Some(v) => Some(json_secret(path, v, reader)?),
+                    Some(v) => Some(json_secret(path, v, reader, env)?),
                 };
                 let tls = ["useTls", "tls", "tlsEnable"]
                     .iter()
@@ -464,11 +500,18 @@ fn loopback_reachable(addr: SocketAddr) -> SocketAddr {
 mod tests {
     use super::*;
 
+    const TOML: &str = "/opt/stalwart/etc/config.toml";
+    const JSON: &str = "/etc/stalwart/config.json";
     fn toml(text: &str) -> Result<ServerConfig, ServerConfigError> {
-        ServerConfig::parse_toml(Path::new("/opt/stalwart/etc/config.toml"), text)
+        ServerConfig::parse_toml(Path::new(TOML), text)
     }
     fn json(text: &str) -> Result<ServerConfig, ServerConfigError> {
-        ServerConfig::parse_json(Path::new("/etc/stalwart/config.json"), text)
+        ServerConfig::parse_json(Path::new(JSON), text)
+    }
+    /// A unit's environment of `Environment=` lines.
+    fn unit_env(lines: &[&str]) -> ServerEnv {
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        ServerEnv::from_unit(&lines, &[], &[])
     }
 
     const DEFAULT_015: &str = r#"
@@ -522,7 +565,8 @@ store = "rocksdb"
         std::fs::write(&copy, text(&secret)).unwrap();
         let as_root = ServerConfig::load(&copy).unwrap();
         assert!(format!("{:?}", as_root.stores).contains("secret-path"));
-        let e = ServerConfig::load_copy(&copy, &files::Reader::nobody()).unwrap_err();
+        let e = ServerConfig::load_copy(&copy, &files::Reader::nobody(), &ServerEnv::default())
+            .unwrap_err();
         assert!(!e.to_string().contains("secret-path"), "{e}");
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
@@ -637,7 +681,7 @@ tls.implicit = true
 
     #[test]
     fn sql_store_with_macros() {
-        std::env::set_var("SU_TEST_PGPASS", "s3cret");
+        let env = unit_env(&["SU_TEST_PGPASS=s3cret"]);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("dbname");
         std::fs::write(&f, "  maildb\n").unwrap();
@@ -659,7 +703,7 @@ host = "db.example"
 "#,
             f.display()
         );
-        let c = toml(&text).unwrap();
+        let c = ServerConfig::parse_toml_with_env(Path::new(TOML), &text, &env).unwrap();
         let StoreKind::PostgreSql(conn) = &c.stores[0].kind else {
             panic!("{:?}", c.stores)
         };
@@ -691,6 +735,53 @@ store.m.password = "%{env:SU_TEST_DEFINITELY_UNSET}%"
         assert!(
             err.to_string().contains("SU_TEST_DEFINITELY_UNSET"),
             "{err}"
+        );
+    }
+
+    /// Finding 10b: `%{env:..}%` is expanded from the server unit's environment only. The
+    /// helper's own (root's, under dpkg) is not a source: a variable set there and not in the
+    /// unit is unset, with a message that says where to set it.
+    #[test]
+    fn env_macros_come_from_the_unit_never_from_the_helper() {
+        std::env::set_var("SU_TEST_ROOTS_OWN", "root-only-value");
+        let text = r#"
+storage.data = "m"
+store.m.type = "mysql"
+store.m.database = "x"
+store.m.host = "%{env:SU_TEST_ROOTS_OWN}%"
+"#;
+        let path = Path::new(TOML);
+        let e = ServerConfig::parse_toml_with_env(path, text, &unit_env(&["OTHER=1"])).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("SU_TEST_ROOTS_OWN") && msg.contains("server's unit"),
+            "{msg}"
+        );
+        assert!(!msg.contains("root-only-value"), "{msg}");
+        let c = ServerConfig::parse_toml_with_env(
+            path,
+            text,
+            &unit_env(&["SU_TEST_ROOTS_OWN=db.unit"]),
+        )
+        .unwrap();
+        assert!(matches!(&c.stores[0].kind, StoreKind::MySql(x) if x.host == "db.unit"));
+        // Removed by the unit's UnsetEnvironment=: the server does not see it, nor do we.
+        let hidden = crate::serverenv::ServerEnv::from_unit(
+            &["SU_TEST_ROOTS_OWN=db.unit".into()],
+            &[],
+            &["SU_TEST_ROOTS_OWN".into()],
+        );
+        assert!(ServerConfig::parse_toml_with_env(path, text, &hidden).is_err());
+        // 0.16's EnvironmentVariable secret alike.
+        let json = r#"{"@type":"MySql","database":"m","authSecret":{"@type":"EnvironmentVariable","variableName":"SU_TEST_ROOTS_OWN"}}"#;
+        let jpath = Path::new("/etc/stalwart/config.json");
+        let e = ServerConfig::parse_json_with_env(jpath, json, &unit_env(&[])).unwrap_err();
+        assert!(e.to_string().contains("server's unit"), "{e}");
+        let c =
+            ServerConfig::parse_json_with_env(jpath, json, &unit_env(&["SU_TEST_ROOTS_OWN=pw"]))
+                .unwrap();
+        assert!(
+            matches!(&c.stores[0].kind, StoreKind::MySql(x) if x.password == Some(Secret("pw".into())))
         );
     }
 
@@ -796,7 +887,7 @@ database = "st"
 
     #[test]
     fn json_sql_secrets() {
-        std::env::set_var("SU_TEST_JSON_SECRET", "envpw");
+        let env = unit_env(&["SU_TEST_JSON_SECRET=envpw"]);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pw");
         std::fs::write(&f, "filepw\n").unwrap();
@@ -817,7 +908,7 @@ database = "st"
                 r#"{{"@type":"PostgreSql","host":"db","port":5432,"database":"mail",
                      "authUsername":"st","authSecret":{secret}}}"#
             );
-            let c = json(&text).unwrap();
+            let c = ServerConfig::parse_json_with_env(Path::new(JSON), &text, &env).unwrap();
             let StoreKind::PostgreSql(conn) = &c.stores[0].kind else {
                 panic!()
             };
@@ -830,24 +921,25 @@ database = "st"
     }
 
     #[test]
-    fn json_env_file_fallback_and_errors() {
+    fn json_env_file_of_the_unit_and_errors() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("stalwart.env"),
-            "# comment\nSU_TEST_ONLY_IN_FILE=\"fromfile\"\n",
-        )
-        .unwrap();
+        let env_file = dir.path().join("stalwart.env");
+        std::fs::write(&env_file, "# comment\nSU_TEST_ONLY_IN_FILE=\"fromfile\"\n").unwrap();
         let p = dir.path().join("config.json");
         std::fs::write(
             &p,
             r#"{"@type":"MySql","database":"m","authSecret":{"@type":"EnvironmentVariable","variableName":"SU_TEST_ONLY_IN_FILE"}}"#,
         )
         .unwrap();
-        let c = ServerConfig::load(&p).unwrap();
+        // The unit's EnvironmentFile= (0.16's stalwart.env), as systemd reports it.
+        let env = crate::serverenv::ServerEnv::from_unit(&[], &[(env_file, true)], &[]);
+        let c = ServerConfig::load_with_env(&p, &env).unwrap();
         let StoreKind::MySql(conn) = &c.stores[0].kind else {
             panic!()
         };
         assert_eq!(conn.password, Some(Secret("fromfile".into())));
+        // A stalwart.env next to the config that the unit does not name is not the server's.
+        assert!(ServerConfig::load(&p).is_err());
 
         for bad in [
             "{not json",

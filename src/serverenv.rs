@@ -75,6 +75,21 @@ impl ServerEnv {
         env
     }
 
+    /// The environment `unit` gives the server, asked of systemd now: where the server config's
+    /// `%{env:..}%` macros take their values (never the helper's own environment, which is
+    /// root's, from whoever ran dpkg). Best effort, for commands that work without systemd too:
+    /// without D-Bus it is empty, and a config that needs a variable is refused with a message
+    /// naming it.
+    pub fn of_unit(unit: &str) -> ServerEnv {
+        match crate::systemd::Systemd::connect().and_then(|sys| sys.server_env(unit)) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!("the environment of {unit} is not available: {e}");
+                ServerEnv::default()
+            }
+        }
+    }
+
     fn assign(&mut self, line: &str, origin: &str) {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {

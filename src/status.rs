@@ -93,7 +93,8 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
             // 0.16 answers /healthz/ready in bootstrap and recovery mode too: only its session
             // tells (health::server_mode).
             let path = crate::crossing::server_config_path(s, &v);
-            let cfg = crate::serverconfig::ServerConfig::load(&path).ok();
+            let env = crate::serverenv::ServerEnv::of_unit(&s.unit);
+            let cfg = crate::serverconfig::ServerConfig::load_with_env(&path, &env).ok();
             let base = crate::health::base_url(s, cfg.as_ref());
             if crate::health::server_mode(&base) == Some(crate::health::Mode::RecoveryOrBootstrap) {
                 let why = if !path.exists() {

@@ -9,6 +9,8 @@
 
 use crate::config::Settings;
 use crate::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind};
+use crate::serverconfig::ServerConfig;
+use crate::serverenv::ServerEnv;
 use crate::snapshot::Snapshots;
 use crate::state::StateDir;
 use crate::systemd::Systemd;
@@ -71,6 +73,7 @@ pub struct Resources<'a> {
     pub ctx: &'a Context,
     pub state: &'a StateDir,
     sys: OnceCell<Systemd>,
+    env: OnceCell<ServerEnv>,
 }
 
 impl<'a> Resources<'a> {
@@ -79,6 +82,7 @@ impl<'a> Resources<'a> {
             ctx,
             state,
             sys: OnceCell::new(),
+            env: OnceCell::new(),
         }
     }
     pub fn settings(&self) -> &Settings {
@@ -91,8 +95,32 @@ impl<'a> Resources<'a> {
         let s = Systemd::connect()?;
         Ok(self.sys.get_or_init(|| s))
     }
+    /// The environment the unit gives the server, read once: the only source of the server
+    /// config's `%{env:..}%` macros (the helper's own environment is root's, set by whoever ran
+    /// dpkg).
+    pub fn server_env(&self) -> Result<&ServerEnv, Error> {
+        if let Some(e) = self.env.get() {
+            return Ok(e);
+        }
+        let e = self.sys()?.server_env(&self.settings().unit)?;
+        Ok(self.env.get_or_init(|| e))
+    }
+    /// The server config at `path`, its macros expanded from the unit's environment.
+    pub fn server_config(&self, path: &std::path::Path) -> Result<ServerConfig, Error> {
+        Ok(ServerConfig::load_with_env(path, self.server_env()?)?)
+    }
     pub fn snapshots(&self) -> Snapshots {
-        Snapshots::for_settings(self.settings())
+        // Without the unit's environment (no D-Bus), a snapshot's config that needs a variable
+        // is refused with a message that names it; whatever stopped D-Bus is reported by the
+        // step that needs systemd.
+        let env = match self.server_env() {
+            Ok(e) => e.clone(),
+            Err(e) => {
+                tracing::debug!("the server unit's environment is not available: {e}");
+                ServerEnv::default()
+            }
+        };
+        Snapshots::for_settings(self.settings()).with_server_env(env)
     }
 }
 

@@ -102,8 +102,8 @@ pub fn plan(sum: &Summary, begin: &Begin, boot: bool) -> Result<Vec<Action>, Err
 }
 
 /// Loads the server config named in the journal (the one in use when the transaction began).
-fn server_config(begin: &Begin) -> Result<ServerConfig, Error> {
-    Ok(ServerConfig::load(&begin.server_config)?)
+fn server_config(m: &Resources, begin: &Begin) -> Result<ServerConfig, Error> {
+    m.server_config(&begin.server_config)
 }
 
 /// Carries out the plan, each action between its two journal records; what the journal shows
@@ -195,7 +195,7 @@ fn run(
                 version: begin.to.clone(),
             };
             // The live config only adds a consistency check; the targets are the snapshot's.
-            let current = server_config(begin).ok();
+            let current = server_config(m, begin).ok();
             let restored = m
                 .snapshots()
                 .restore(snapshot, current.as_ref(), &displaced)?;
@@ -237,7 +237,7 @@ fn run(
         }
         Action::Start => {
             m.sys()?.start_fresh(&begin.unit, s.start_timeout())?;
-            let cfg = server_config(begin).ok();
+            let cfg = server_config(m, begin).ok();
             // The old version, on its listeners of before the transaction.
             let expect =
                 health::Expect::normal(s, cfg.as_ref(), &begin.from, begin.listeners.clone());

@@ -217,7 +217,7 @@ fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
         tracing::warn!(unit = %plan.unit, "{w}");
     }
     // Before the stop: the files the snapshot will link are hashed while the server runs.
-    let known = m.snapshots().prehash(&plan.server_config);
+    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
     crate::journal::test_point("prehash:done");
     let mut tx = Transaction::begin(m, plan.begin(ctx)).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
@@ -383,7 +383,7 @@ fn carry_plan(
     let pids = m.sys()?.unit_pids(&s.unit);
     let endpoint = crate::webadmin::Endpoint::of(s, Some(cfg), pids);
     let api = crate::webadmin::Api::connect(s, &endpoint, crate::webadmin::Login::Configured(None))
-        .map_err(crate::carry::CarryError::Dump)?;
+        .map_err(|e| crate::carry::CarryError::Dump(e.into()))?;
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -476,7 +476,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         m.ctx.allow.as_deref(),
     )?;
     check_staging_space(s, &req.target)?;
-    let server_config = ServerConfig::load(&crossing::server_config_path(s, &from))?;
+    let server_config = m.server_config(&crossing::server_config_path(s, &from))?;
     check_stores_writable(&server_config)?;
     crate::snapshot::check_store_paths(s, &server_config)
         .map_err(|e| Error::Preflight(e.to_string()))?;

@@ -41,6 +41,8 @@ pub enum WebadminError {
     Transport { url: String, message: String },
     #[error("after the web admin refresh {url} answers HTTP {status}: the server reported success but could not fetch or unpack the bundle, and has dropped the old one; check the resourceUrl of its Application objects and the server's log, then run `stalwart-upgrade webadmin refresh`")]
     NotServed { url: String, status: u16 },
+    #[error("the answer of {url} is larger than {limit} bytes, more than the management API ever sends: it was not read further. Check that {url} is the Stalwart server's management API")]
+    TooLarge { url: String, limit: u64 },
     #[error("the credentials were not sent to {url}: no process of {unit} listens there (the address comes from the server's config, which its user can change); if the management API is elsewhere, set [webadmin] url in /etc/stalwart-upgrade/config.toml, then run `stalwart-upgrade webadmin refresh`")]
     NotTheServer { url: String, unit: String },
 }
@@ -252,20 +254,26 @@ impl Api {
     /// `GET base+path` as JSON: 0.15's REST answers `{"data": ...}` (returned), or `{"error":
     /// ...}` with HTTP 200 (measured), an error here.
     pub fn rest_get(&self, path: &str) -> Result<serde_json::Value, WebadminError> {
+        self.rest_get_sized(path).map(|(v, _)| v)
+    }
+
+    /// [`Api::rest_get`], with the size of the answer in bytes (what a caller reading many
+    /// pages adds up).
+    pub fn rest_get_sized(&self, path: &str) -> Result<(serde_json::Value, u64), WebadminError> {
         let url = format!("{}{path}", self.base);
-        let v = self.send(
+        let (mut v, size) = self.send_sized(
             &url,
             self.agent
                 .get(&url)
                 .set("Authorization", &self.header)
                 .call(),
         )?;
-        match v.get("data") {
-            Some(d) => Ok(d.clone()),
+        match v.get_mut("data") {
+            Some(d) => Ok((d.take(), size)),
             None => Err(WebadminError::Server {
                 url,
                 status: 200,
-                detail: v.to_string(),
+                detail: excerpt(&v.to_string()),
             }),
         }
     }
@@ -300,11 +308,16 @@ impl Api {
         url: &str,
         r: Result<ureq::Response, ureq::Error>,
     ) -> Result<serde_json::Value, WebadminError> {
+        self.send_sized(url, r).map(|(v, _)| v)
+    }
+
+    fn send_sized(
+        &self,
+        url: &str,
+        r: Result<ureq::Response, ureq::Error>,
+    ) -> Result<(serde_json::Value, u64), WebadminError> {
         match r {
-            Ok(resp) => resp.into_json().map_err(|e| WebadminError::Transport {
-                url: url.into(),
-                message: format!("unreadable answer: {e}"),
-            }),
+            Ok(resp) => read_json(url, resp.into_reader(), MAX_ANSWER),
             Err(ureq::Error::Status(status, resp)) => Err(status_error(url, status, resp)),
             Err(e) => Err(WebadminError::Transport {
                 url: url.into(),
@@ -383,15 +396,53 @@ fn check_served(agent: &ureq::Agent, base: &str) -> Result<(), WebadminError> {
     }
 }
 
+/// The largest answer read from the management API: a page of 200 principals or settings is
+/// far below it, and the server at the other end runs as the service user, which must not make
+/// root read (and hold in memory) whatever it sends.
+pub const MAX_ANSWER: u64 = 64 << 20;
+
+/// Reads a JSON answer of at most `limit` bytes from `body`; its size too.
+fn read_json(
+    url: &str,
+    body: impl std::io::Read,
+    limit: u64,
+) -> Result<(serde_json::Value, u64), WebadminError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    body.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| WebadminError::Transport {
+            url: url.into(),
+            message: format!("unreadable answer: {e}"),
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(WebadminError::TooLarge {
+            url: url.into(),
+            limit,
+        });
+    }
+    let v = serde_json::from_slice(&bytes).map_err(|e| WebadminError::Transport {
+        url: url.into(),
+        message: format!("unreadable answer: {e}"),
+    })?;
+    Ok((v, bytes.len() as u64))
+}
+
+/// The start of a text the server sent, for a message (an error answer can be of any size).
+fn excerpt(text: &str) -> String {
+    const MAX: usize = 512;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 fn check_body(
     url: &str,
     generation: Generation,
     resp: ureq::Response,
 ) -> Result<(), WebadminError> {
-    let v: serde_json::Value = resp.into_json().map_err(|e| WebadminError::Transport {
-        url: url.into(),
-        message: format!("unreadable answer: {e}"),
-    })?;
+    let (v, _) = read_json(url, resp.into_reader(), MAX_ANSWER)?;
     // JMAP reports errors per method: a refused UpdateApps is a 200 whose `notCreated` says why.
     let not_created = &v["methodResponses"][0][1]["notCreated"];
     if generation == Generation::Json && not_created.is_object() {
@@ -406,7 +457,7 @@ fn check_body(
         return Err(WebadminError::Server {
             url: url.into(),
             status: 200,
-            detail: why.to_string(),
+            detail: excerpt(&why.to_string()),
         });
     }
     let ok = match generation {
@@ -421,7 +472,7 @@ fn check_body(
         Err(WebadminError::Server {
             url: url.into(),
             status: 200,
-            detail: v.to_string(),
+            detail: excerpt(&v.to_string()),
         })
     }
 }
@@ -434,13 +485,13 @@ fn status_error(url: &str, status: u16, resp: ureq::Response) -> WebadminError {
         },
         403 => WebadminError::Forbidden { url: url.into() },
         _ => {
-            let detail = resp
-                .into_json::<serde_json::Value>()
+            // Only the start of an error answer is read: it gives a message, nothing more.
+            let detail = read_json(url, resp.into_reader(), 64 << 10)
                 .ok()
-                .and_then(|v| {
+                .and_then(|(v, _)| {
                     v.get("detail")
                         .or_else(|| v.get("title"))
-                        .and_then(|d| d.as_str().map(String::from))
+                        .and_then(|d| d.as_str().map(excerpt))
                 })
                 .unwrap_or_else(|| "no detail".into());
             WebadminError::Server {
@@ -467,6 +518,65 @@ mod tests {
         assert!(!e.contains("secret"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(read_credentials(&p), Ok(Auth::Basic(_))));
+    }
+
+    /// Finding 10a: an answer is read up to `MAX_ANSWER` bytes, then refused with its URL; a
+    /// server that sends forever (here: a JSON array that never ends) does not fill memory.
+    #[test]
+    fn an_endless_answer_is_cut_at_the_limit_and_named() {
+        use std::io::{BufRead, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (sock, _) = l.accept().unwrap();
+            let mut r = std::io::BufReader::new(sock.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, sock);
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n[");
+            let chunk = "0,".repeat(1 << 15);
+            let mut sent = 0u64;
+            while w.write_all(chunk.as_bytes()).is_ok() {
+                sent += chunk.len() as u64;
+            }
+            sent
+        });
+        let s = Settings::default();
+        let api = Api::connect(
+            &s,
+            &Endpoint::Configured(base),
+            Login::Basic("u".into(), "p".into()),
+        )
+        .unwrap();
+        let e = api.rest_get("/api/settings/list?page=1").unwrap_err();
+        assert!(
+            matches!(&e, WebadminError::TooLarge { url, limit } if url.ends_with("/api/settings/list?page=1") && *limit == MAX_ANSWER),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("/api/settings/list"), "{e}");
+        drop(api);
+        // The server was cut off soon after the limit, not read to its end.
+        let sent = server.join().unwrap();
+        assert!(
+            (MAX_ANSWER..MAX_ANSWER + (64 << 20)).contains(&sent),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn answers_within_the_limit_are_read_and_error_details_are_short() {
+        let (v, n) = read_json("u", std::io::Cursor::new(b"{\"data\":1}".to_vec()), 10).unwrap();
+        assert_eq!((v["data"].as_u64(), n), (Some(1), 10));
+        let e = read_json("http://x/y", std::io::Cursor::new(vec![b' '; 11]), 10).unwrap_err();
+        assert!(
+            matches!(e, WebadminError::TooLarge { limit: 10, .. }),
+            "{e:?}"
+        );
+        let long = "y".repeat(10_000);
+        assert!(excerpt(&long).len() < 600);
+        assert_eq!(excerpt("short"), "short");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod prop_common;
 use prop_common::{check, corpus, expect_of, Expect, SLOW_CASE};
 use proptest::prelude::*;
 use stalwart_upgrade::serverconfig::{ServerConfig, ServerConfigError};
+use stalwart_upgrade::serverenv::ServerEnv;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -26,11 +27,16 @@ struct Fixture {
     multiline_file: PathBuf,
 }
 
+/// The server unit's environment (the only source of `%{env:..}%`), holding a canary.
+fn unit_env() -> &'static ServerEnv {
+    static E: OnceLock<ServerEnv> = OnceLock::new();
+    E.get_or_init(|| ServerEnv::from_unit(&[format!("{CANARY_ENV}={CANARY_ENV_VALUE}")], &[], &[]))
+}
+
 /// A file and an environment variable holding canaries that must never show up in an error.
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        std::env::set_var(CANARY_ENV, CANARY_ENV_VALUE);
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, format!("{CANARY_FILE_VALUE}\n")).unwrap();
@@ -64,8 +70,8 @@ fn no_canary(what: &str, e: &ServerConfigError) -> Result<(), TestCaseError> {
 fn contract(text: &str) -> Result<(), TestCaseError> {
     fixture();
     let t0 = Instant::now();
-    let toml = ServerConfig::parse_toml(Path::new(TOML_PATH), text);
-    let json = ServerConfig::parse_json(Path::new(JSON_PATH), text);
+    let toml = ServerConfig::parse_toml_with_env(Path::new(TOML_PATH), text, unit_env());
+    let json = ServerConfig::parse_json_with_env(Path::new(JSON_PATH), text, unit_env());
     prop_assert!(t0.elapsed() < SLOW_CASE, "took {:?}", t0.elapsed());
     for r in [toml, json] {
         match r {
@@ -335,7 +341,7 @@ fn generated_configs_same_in_every_spelling() {
         for style in [Style::Quoted, Style::Dotted, Style::Tables] {
             let text = render(&entries, style);
             contract(&text)?;
-            let r = ServerConfig::parse_toml(path, &text);
+            let r = ServerConfig::parse_toml_with_env(path, &text, unit_env());
             results.push((style, text, format!("{r:?}")));
         }
         let (s0, t0, r0) = &results[0];
@@ -492,7 +498,7 @@ fn cfg_macro_fanout_is_bounded() {
         }
         text.push_str(&format!("k.{levels} = \"{leaf}\"\n"));
         let t0 = Instant::now();
-        let r = ServerConfig::parse_toml(Path::new(TOML_PATH), &text);
+        let r = ServerConfig::parse_toml_with_env(Path::new(TOML_PATH), &text, unit_env());
         assert!(
             t0.elapsed() < SLOW_CASE,
             "fan-out {fanout} x {levels}: {:?}",
@@ -528,7 +534,7 @@ fn file_macro_on_special_files_does_not_hang() {
                  store.s.password = \"%{{file:{}}}%\"\n",
                 f.display()
             );
-            let r = ServerConfig::parse_toml(Path::new(TOML_PATH), &text);
+            let r = ServerConfig::parse_toml_with_env(Path::new(TOML_PATH), &text, unit_env());
             let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
         });
         let r = rx
@@ -543,7 +549,7 @@ fn file_macro_on_special_files_does_not_hang() {
                 r#"{{"@type":"PostgreSql","database":"d","authSecret":{{"@type":"File","filePath":"{}"}}}}"#,
                 f.display()
             );
-            let r = ServerConfig::parse_json(Path::new(JSON_PATH), &text);
+            let r = ServerConfig::parse_json_with_env(Path::new(JSON_PATH), &text, unit_env());
             let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
         });
         let r = rx
@@ -574,7 +580,7 @@ fn macro_values_never_reach_error_messages() {
             format!("storage.data = \"a\"\nstore.a.type = \"sqlite\"\nstore.a.path = \"/a\"\nx = \"{m}\"\nserver.listener.h.protocol = \"%{{cfg:x}}%\"\nserver.listener.h.bind = \"%{{cfg:x}}%\"\n"),
             format!("storage.data = \"{m}\"\nstore.{{}}.type = \"sqlite\"\n"),
         ] {
-            if let Err(e) = ServerConfig::parse_toml(Path::new(TOML_PATH), &text) {
+            if let Err(e) = ServerConfig::parse_toml_with_env(Path::new(TOML_PATH), &text, unit_env()) {
                 no_canary(&text, &e).unwrap_or_else(|e| panic!("{e}"));
             }
         }
@@ -586,7 +592,7 @@ fn macro_values_never_reach_error_messages() {
             f.secret_file.display()
         ),
     ] {
-        if let Err(e) = ServerConfig::parse_json(Path::new(JSON_PATH), &text) {
+        if let Err(e) = ServerConfig::parse_json_with_env(Path::new(JSON_PATH), &text, unit_env()) {
             no_canary(&text, &e).unwrap_or_else(|e| panic!("{e}"));
         }
     }
@@ -599,9 +605,9 @@ fn corpus_regressions() {
         let text = std::fs::read_to_string(&p).unwrap();
         contract(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let r = if p.extension().is_some_and(|e| e == "json") {
-            ServerConfig::parse_json(Path::new(JSON_PATH), &text)
+            ServerConfig::parse_json_with_env(Path::new(JSON_PATH), &text, unit_env())
         } else {
-            ServerConfig::parse_toml(Path::new(TOML_PATH), &text)
+            ServerConfig::parse_toml_with_env(Path::new(TOML_PATH), &text, unit_env())
         };
         if let Err(e) = &r {
             // What err-file-etc-passwd / err-file-proc-environ read must not be shown.

@@ -806,7 +806,7 @@ fn linked_files_are_hashed_as_linked_not_after() {
     );
     let snaps = fx.snaps();
     // Server running: the immutable files are pre-hashed.
-    let known = snaps.prehash(&cfg);
+    let known = snaps.prehash(&cfg, &snaps.plan(&cfg).unwrap());
     assert_eq!(known.len(), 3, "000010.sst, 000011.sst, blobs/000012.blob");
     // A table the "server" rewrote since the pre-hash (its ctime moved): hashed at link time.
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -857,7 +857,7 @@ fn sqlite_on_a_reflink_file_system_is_cloned_at_the_stop_not_copied_before() {
     );
     let snaps = Snapshots::new(&fsroot.join("snapshots"));
     // Server running: nothing is copied.
-    let known = snaps.prehash(&cfg);
+    let known = snaps.prehash(&cfg, &snaps.plan(&cfg).unwrap());
     let copies: Vec<_> = walk_files(&snaps.root);
     assert!(
         copies.is_empty(),

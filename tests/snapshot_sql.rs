@@ -6,6 +6,7 @@
 //! packages `postgresql postgresql-client mariadb-server mariadb-client`.
 
 use stalwart_upgrade::serverconfig::ServerConfig;
+use stalwart_upgrade::serverenv::ServerEnv;
 use stalwart_upgrade::snapshot::{SnapshotError, SnapshotMeta, Snapshots, StoreMethod};
 
 /// What a restore does with the data it replaces: kept as a snapshot (the helper's default).
@@ -206,7 +207,10 @@ fn postgresql_dump_and_restore_with_a_real_server() {
 
     let tmp = tempfile::tempdir().unwrap();
     let cfg_path = tmp.path().join("config.toml");
-    std::env::set_var("SU_TEST_PG_PASSWORD", "pg-Secret-42");
+    // The password comes from the server unit's environment (Environment=), as systemd
+    // reports it: never from the helper's own.
+    let unit_env =
+        |pw: &str| ServerEnv::from_unit(&[format!("SU_TEST_PG_PASSWORD={pw}")], &[], &[]);
     std::fs::write(
         &cfg_path,
         format!(
@@ -217,8 +221,9 @@ fn postgresql_dump_and_restore_with_a_real_server() {
         ),
     )
     .unwrap();
-    let cfg = ServerConfig::load(&cfg_path).unwrap();
-    let snaps = Snapshots::new(&tmp.path().join("snapshots"));
+    let cfg = ServerConfig::load_with_env(&cfg_path, &unit_env("pg-Secret-42")).unwrap();
+    let snaps =
+        Snapshots::new(&tmp.path().join("snapshots")).with_server_env(unit_env("pg-Secret-42"));
     let plan = snaps.plan(&cfg).unwrap();
     assert_eq!(plan.stores[0].method, StoreMethod::PgDump);
     assert!(plan.stores[0].bytes_needed.unwrap_or(0) > 0, "{plan:?}");
@@ -250,8 +255,7 @@ fn postgresql_dump_and_restore_with_a_real_server() {
     assert_eq!(st("SELECT to_regclass('only_in_016') IS NULL"), "t");
 
     // Wrong password: a typed error that does not contain it.
-    std::env::set_var("SU_TEST_PG_PASSWORD", "wrong-Pw-77");
-    let bad = ServerConfig::load(&cfg_path).unwrap();
+    let bad = ServerConfig::load_with_env(&cfg_path, &unit_env("wrong-Pw-77")).unwrap();
     let err = snaps.create(&bad, &meta()).unwrap_err();
     assert!(matches!(err, SnapshotError::Tool { .. }), "{err}");
     assert!(!err.to_string().contains("wrong-Pw-77"), "{err}");

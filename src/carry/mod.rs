@@ -22,12 +22,13 @@ pub use convert::{Carried, Op};
 pub use dump::Dump;
 
 use crate::config::Settings;
+use crate::fsutil::Dir;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CarryError {
     #[error("the 0.15 -> 0.16 crossing reads 0.15's accounts and settings through its management API first (0.16's migration wipes them): {0}; nothing was changed")]
-    Dump(crate::webadmin::WebadminError),
+    Dump(dump::DumpError),
     #[error("converting 0.15's directory for 0.16: {0}; nothing was changed")]
     Convert(#[from] convert::ConvertError),
     #[error("creating the carried objects in 0.16: {0}")]
@@ -77,7 +78,15 @@ pub fn describe(c: &Carried) -> Vec<String> {
     out
 }
 
-/// Keeps the dump and the converted objects in the crossing's dir, 0600.
+/// The files of a crossing's dir that hold no secret: what `plan` showed (counts, the admin's
+/// login name), kept when the rest goes (`expire`).
+const REPORT: &str = "report.txt";
+
+/// How long a crossing's dump stays when no other transaction commits after it.
+pub const DUMP_KEEP_DAYS: u64 = 14;
+
+/// Keeps the dump and the converted objects in the crossing's dir, 0600, with a report of what
+/// was carried that outlives them.
 pub fn save(dir: &Path, d: &Dump, c: &Carried) -> Result<(), CarryError> {
     let err = |message: String| CarryError::File {
         path: dir.to_owned(),
@@ -90,7 +99,74 @@ pub fn save(dir: &Path, d: &Dump, c: &Carried) -> Result<(), CarryError> {
         .map_err(|e| err(e.to_string()))?;
     crate::state::write_atomic(&dir.join("objects.json"), &c_json, 0o600)
         .map_err(|e| err(e.to_string()))?;
+    let report: String = describe(c).iter().map(|l| format!("{l}\n")).collect();
+    crate::state::write_atomic(&dir.join(REPORT), report.as_bytes(), 0o600)
+        .map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+/// At a commit: removes what crossings kept that holds secrets (the dump and the converted
+/// objects carry every password hash and DKIM private key of 0.15's directory, and the saved
+/// stalwart.env the credentials of the server's admin), keeping each one's report. A crossing
+/// needs them only until it is committed or undone: the undo restores stalwart.env from them.
+/// So they go once a later transaction (`current` is the one committing) commits, or once
+/// `current` itself is older than `max_age` (its commit came long after: a recovery). Removed
+/// durably (the directories fsync'd): a crash must not bring them back. Returns the crossings
+/// whose secrets were removed.
+pub fn expire(
+    state: &crate::state::StateDir,
+    current: &str,
+    now_secs: u64,
+    max_age_secs: u64,
+) -> Result<Vec<String>, CarryError> {
+    let root = state.root.join("carry");
+    let ferr = |e: crate::fsutil::FsError| CarryError::File {
+        path: e.path.clone(),
+        message: e.to_string(),
+    };
+    let carry = match Dir::open(&root) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(ferr(e)),
+    };
+    let mut cleared = Vec::new();
+    for txid in carry.entries().map_err(ferr)? {
+        let dir = match carry.open_dir(&txid) {
+            Ok(d) => d,
+            // Not a directory of ours (the state dir is root's: nothing else is put here).
+            Err(_) => continue,
+        };
+        let secrets: Vec<_> = dir
+            .entries()
+            .map_err(ferr)?
+            .into_iter()
+            .filter(|n| n != REPORT)
+            .collect();
+        if secrets.is_empty() {
+            continue;
+        }
+        // The crossing's age: when its dump was written.
+        let written = dir
+            .stat("dump.json")
+            .ok()
+            .flatten()
+            .or_else(|| dir.meta().ok())
+            .map_or(0, |m| m.mtime.0.max(0) as u64);
+        let old = now_secs.saturating_sub(written) > max_age_secs;
+        if txid == current && !old {
+            continue;
+        }
+        for n in &secrets {
+            dir.remove_tree(n).map_err(ferr)?;
+        }
+        dir.fsync().map_err(ferr)?;
+        if dir.entries().map_err(ferr)?.is_empty() {
+            carry.remove_tree(&txid).map_err(ferr)?;
+            carry.fsync().map_err(ferr)?;
+        }
+        cleared.push(txid.to_string_lossy().into_owned());
+    }
+    Ok(cleared)
 }
 
 /// The one-time administrator of the recovery-mode start: a random login only this run knows.
@@ -164,4 +240,89 @@ pub fn unpin_admin(s: &Settings, dir: &Path) -> Result<(), CarryError> {
         crate::serverenv::remove_server_env(s).map_err(ferr)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateDir;
+
+    fn crossing(state: &StateDir, txid: &str) -> PathBuf {
+        let dir = super::dir(state, txid);
+        let d = Dump {
+            settings: [("k".to_string(), "v".to_string())].into(),
+            principals: vec![serde_json::json!({"id": 1, "secrets": ["$6$hash"]})],
+        };
+        save(&dir, &d, &Carried::default()).unwrap();
+        crate::state::write_atomic(&dir.join(ENV_ORIGINAL), b"X=1\n", 0o600).unwrap();
+        dir
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_dump_goes_at_the_next_commit_and_its_report_stays() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir {
+            root: t.path().to_owned(),
+        };
+        let old = crossing(&state, "tx-crossing");
+        let now = crate::clock::now_secs();
+        let age = DUMP_KEEP_DAYS * 86_400;
+        // The crossing's own commit keeps it (its undo may still need stalwart.env.before).
+        assert!(expire(&state, "tx-crossing", now, age).unwrap().is_empty());
+        assert_eq!(
+            names(&old),
+            [
+                "dump.json",
+                "objects.json",
+                "report.txt",
+                "stalwart.env.before"
+            ]
+        );
+        // The next transaction commits: the secrets go, the report stays.
+        assert_eq!(
+            expire(&state, "tx-next", now, age).unwrap(),
+            ["tx-crossing"]
+        );
+        assert_eq!(names(&old), ["report.txt"]);
+        let report = std::fs::read_to_string(old.join("report.txt")).unwrap();
+        assert!(
+            report.contains("carried over") && !report.contains("$6$"),
+            "{report}"
+        );
+        // Nothing left to do the next time.
+        assert!(expire(&state, "tx-later", now, age).unwrap().is_empty());
+        // A crossing without a report (written before reports existed) goes whole.
+        let bare = crossing(&state, "tx-bare");
+        std::fs::remove_file(bare.join("report.txt")).unwrap();
+        expire(&state, "tx-later", now, age).unwrap();
+        assert!(!bare.exists());
+    }
+
+    #[test]
+    fn a_crossing_committed_long_after_its_dump_clears_it_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir {
+            root: t.path().to_owned(),
+        };
+        let dir = crossing(&state, "tx-slow");
+        let age = DUMP_KEEP_DAYS * 86_400;
+        let later = crate::clock::now_secs() + age + 60;
+        assert_eq!(expire(&state, "tx-slow", later, age).unwrap(), ["tx-slow"]);
+        assert_eq!(names(&dir), ["report.txt"]);
+        // No crossing at all: nothing to do, no error.
+        let empty = tempfile::tempdir().unwrap();
+        let none = StateDir {
+            root: empty.path().to_owned(),
+        };
+        assert!(expire(&none, "tx", later, age).unwrap().is_empty());
+    }
 }

@@ -406,7 +406,8 @@ fn snapshot_kept_data(
     version: &crate::version::Version,
 ) -> Result<Option<String>, Error> {
     use crate::serverconfig::StoreKind;
-    let cfg = ServerConfig::load(config)?;
+    let env = crate::serverenv::ServerEnv::of_unit(&ctx.settings.unit);
+    let cfg = ServerConfig::load_with_env(config, &env)?;
     let non_empty = |p: &Path| match std::fs::read_dir(p) {
         Ok(mut rd) => rd.next().is_some(),
         Err(_) => p.is_file(),
@@ -420,7 +421,7 @@ fn snapshot_kept_data(
     if !has_data {
         return Ok(None);
     }
-    let snapshots = crate::snapshot::Snapshots::for_settings(&ctx.settings);
+    let snapshots = crate::snapshot::Snapshots::for_settings(&ctx.settings).with_server_env(env);
     let meta = crate::snapshot::SnapshotMeta {
         server_version: version.clone(),
         target_version: None,
@@ -632,7 +633,7 @@ fn start_first(ctx: &Context, config: &Path) -> String {
         // The unit's drop-in (>= 0.16) was written after the hook's own reload.
         sys.daemon_reload()?;
         sys.start(&s.unit, s.start_timeout())?;
-        let cfg = ServerConfig::load(config).ok();
+        let cfg = ServerConfig::load_with_env(config, &sys.server_env(&s.unit)?).ok();
         let version = swap::binary_version(&s.server_binary())?;
         let expect = health::Expect::normal(s, cfg.as_ref(), &version, Vec::new());
         let h = health::gate(&sys, s, cfg.as_ref(), &expect)?;

@@ -36,6 +36,8 @@ pub(super) struct Flat<'a> {
     pub(super) path: &'a Path,
     /// Whose identity reads the files that macros name.
     pub(super) reader: &'a files::Reader,
+    /// Where `%{env:..}%` macros take their values: the server unit's environment.
+    pub(super) env: &'a crate::serverenv::ServerEnv,
     pub(super) keys: BTreeMap<String, toml::Value>,
     /// What `%{env:..}%` and `%{file:..}%` macros expanded to: never shown in a message (a config
     /// writable by the server's user must not make root print files it may not read).
@@ -169,15 +171,15 @@ impl Flat<'_> {
             };
             let inner = &after[..end];
             let value = match inner.split_once(':') {
-                Some(("env", var)) => match std::env::var(var) {
-                    Ok(v) => {
-                        self.secrets.borrow_mut().push(v.clone());
-                        v
+                Some(("env", var)) => match self.env.get(var) {
+                    Some(v) => {
+                        self.secrets.borrow_mut().push(v.to_string());
+                        v.to_string()
                     }
-                    Err(_) => {
+                    None => {
                         return Err(self.malformed(format!(
-                            "`{key}` uses %{{env:{var}}}% but the environment variable {var} is \
-                             not set for the helper; set it (as the server's unit does) and retry"
+                            "`{key}` uses %{{env:{var}}}%: {}",
+                            unset_env_message(var)
                         )))
                     }
                 },

@@ -2,6 +2,7 @@
 //! controller.
 
 use super::*;
+use crate::serverenv::ServerEnv;
 use std::path::Path;
 
 /// A 0.16 secret: a plain string or `{"@type":"Value"|"EnvironmentVariable"|"File",...}`.
@@ -9,6 +10,7 @@ pub(super) fn json_secret(
     path: &Path,
     v: &serde_json::Value,
     reader: &files::Reader,
+    env: &ServerEnv,
 ) -> Result<Secret, ServerConfigError> {
     let malformed = ServerConfigError::malformed_in(path);
     if let Some(s) = v.as_str() {
@@ -33,7 +35,7 @@ pub(super) fn json_secret(
                             .into(),
                     )
                 })?;
-            env_secret(path, name, reader).map(Secret)
+            env_secret(path, name, env).map(Secret)
         }
         Some("File") => {
             let file = field("filePath")
@@ -50,54 +52,32 @@ pub(super) fn json_secret(
     }
 }
 
-/// The value of an environment variable the server's config refers to. Under systemd the
-/// server gets its environment from the unit's EnvironmentFile (facts: 0.16 installs
-/// /etc/stalwart/stalwart.env), which we do not inherit: look there (next to the config) too.
+/// The value of an environment variable the server's config refers to, as the server's unit
+/// gives it to the server (`Environment=`, `EnvironmentFile=`, `UnsetEnvironment=`: see
+/// `serverenv`), never the helper's own: the helper runs as root under dpkg, rpm or a timer,
+/// with whatever environment they pass, and a config the service user writes must not make root
+/// use (or send to a host of the config's choosing) a value of root's.
 pub(super) fn env_secret(
     cfg_path: &Path,
     name: &str,
-    reader: &files::Reader,
+    env: &ServerEnv,
 ) -> Result<String, ServerConfigError> {
-    if let Ok(v) = std::env::var(name) {
-        return Ok(v);
-    }
-    if let Some(dir) = cfg_path.parent() {
-        let env_file = dir.join("stalwart.env");
-        // Read like a secret file: the config dir may be writable by the server's user.
-        if let Ok(text) = files::read_as(reader, &env_file, 1024 * 1024) {
-            for line in text.lines() {
-                let line = line.trim();
-                let line = line.strip_prefix("export ").unwrap_or(line);
-                if let Some((k, v)) = line.split_once('=') {
-                    if k.trim() == name {
-                        let v = v.trim();
-                        let v = v
-                            .strip_prefix('"')
-                            .and_then(|v| v.strip_suffix('"'))
-                            .unwrap_or(v);
-                        return Ok(v.to_string());
-                    }
-                }
-            }
-        }
-    }
-    // The packages' env file (root's directory: read as the helper, no symlink followed).
-    if let Some(v) = crate::serverenv::ServerEnv::from_unit(
-        &[],
-        &[(std::path::PathBuf::from(crate::config::SERVER_ENV), true)],
-        &[],
+    env.get(name)
+        .map(str::to_string)
+        .ok_or_else(|| ServerConfigError::Malformed {
+            path: cfg_path.to_owned(),
+            message: unset_env_message(name),
+        })
+}
+
+/// Why an `%{env:..}%` macro or an `EnvironmentVariable` secret has no value.
+pub(super) fn unset_env_message(name: &str) -> String {
+    format!(
+        "it refers to the environment variable {name}, which is not set in the environment of \
+         the server's unit (its Environment= or EnvironmentFile= lines, as `systemctl show -p \
+         Environment -p EnvironmentFiles` lists them); the helper does not take it from its own \
+         environment. Set it there (and run `systemctl daemon-reload`)"
     )
-    .get(name)
-    {
-        return Ok(v.to_string());
-    }
-    Err(ServerConfigError::Malformed {
-        path: cfg_path.to_owned(),
-        message: format!(
-            "it refers to the environment variable {name}, which is not set for the helper \
-             (set it in the helper's environment, e.g. the same EnvironmentFile as the server's unit)"
-        ),
-    })
 }
 
 /// The largest server config read: 0.15 configs are a few KiB, a 0.16 config.json less.

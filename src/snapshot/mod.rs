@@ -175,6 +175,16 @@ pub enum SnapshotError {
     )]
     UnsafeValue { store: String, what: String },
     #[error(
+        "snapshot {id}: {path} shares its inode with the live data and its content is no longer \
+         what the snapshot recorded ({detail}): it was changed through a live name. Restore \
+         refused, nothing was changed; use another snapshot (`stalwart-upgrade snapshot list`)"
+    )]
+    Altered {
+        id: String,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error(
         "store \"{store}\": {path} is not the directory the snapshot was taken from (it was \
          replaced since); the restore was refused and nothing was changed. Restore by hand from \
          the snapshot directory if that is really where the data belongs"
@@ -187,6 +197,9 @@ pub struct Snapshots {
     /// The helper's `[snapshots] database_ca_file`: what the database tools verify a SQL
     /// store's server with when its connection uses TLS (see `sql::Trust`).
     pub database_ca_file: Option<PathBuf>,
+    /// The server unit's environment: the `%{env:..}%` macros of the config copies a restore
+    /// takes SQL connections from (`restore::sql_conns`) are expanded from it alone.
+    env: crate::serverenv::ServerEnv,
 }
 
 const MANIFEST: &str = "manifest.json";
@@ -221,6 +234,7 @@ impl Snapshots {
         Snapshots {
             root: root.to_owned(),
             database_ca_file: None,
+            env: crate::serverenv::ServerEnv::default(),
         }
     }
 
@@ -241,6 +255,13 @@ impl Snapshots {
             ca_file: self.database_ca_file.clone(),
             ..conn.clone()
         }
+    }
+
+    /// With the server unit's environment (see `systemd::Systemd::server_env`), for the config
+    /// copies of snapshots whose SQL connection uses an environment variable.
+    pub fn with_server_env(mut self, env: crate::serverenv::ServerEnv) -> Snapshots {
+        self.env = env;
+        self
     }
 
     fn dir_of(&self, id: &str) -> Result<PathBuf, SnapshotError> {

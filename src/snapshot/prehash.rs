@@ -12,7 +12,8 @@
 //! descriptor during the snapshot.
 
 use super::methods::{methods, rocksdb_immutable, trim_slash};
-use super::{Snapshots, StoreMethod};
+use super::precopy::PreCopyError;
+use super::{SnapshotPlan, Snapshots, StoreMethod};
 use crate::fsutil::{self, Dir, Kind, Meta};
 use crate::serverconfig::{ServerConfig, StoreKind};
 use std::collections::HashMap;
@@ -68,7 +69,8 @@ impl PreHash {
 
 impl Snapshots {
     /// Server running. Best effort: a file that cannot be read now is hashed at link time.
-    pub fn prehash(&self, cfg: &ServerConfig) -> PreHash {
+    /// `plan` is the space check made for `cfg`: a copy made now stays within what it counted.
+    pub fn prehash(&self, cfg: &ServerConfig, plan: &SnapshotPlan) -> PreHash {
         let mut jobs: Vec<(Arc<Dir>, OsString)> = Vec::new();
         for (store, (method, _)) in cfg.stores.iter().zip(methods(&cfg.stores)) {
             let (path, rocks) = match (&store.kind, method) {
@@ -103,14 +105,20 @@ impl Snapshots {
             }
         });
         let mut out = out.into_inner().unwrap_or_default();
-        out.precopies = self.precopy_sqlite(cfg);
+        out.precopies = self.precopy_sqlite(cfg, plan);
         out
     }
 
     /// Server running: copies of the SQLite database files (not their -wal/-shm, which are small
     /// and copied at the stop). Best effort: a database that cannot be copied now is copied whole
-    /// during the snapshot.
-    fn precopy_sqlite(&self, cfg: &ServerConfig) -> Vec<super::precopy::PreCopy> {
+    /// during the snapshot. Each copy is bounded by the bytes `plan` counted for its store plus
+    /// the plan's margin: the file's length is the service user's to choose, the space the
+    /// copy takes in root's state dir is not.
+    fn precopy_sqlite(
+        &self,
+        cfg: &ServerConfig,
+        plan: &SnapshotPlan,
+    ) -> Vec<super::precopy::PreCopy> {
         let Ok(root) = super::fsops::open_private_dir(&self.root) else {
             return Vec::new();
         };
@@ -119,7 +127,16 @@ impl Snapshots {
             let StoreKind::Sqlite { path } = &store.kind else {
                 continue;
             };
-            let r = (|| -> Result<Option<super::precopy::PreCopy>, crate::fsutil::FsError> {
+            let Some(counted) = plan
+                .stores
+                .iter()
+                .find(|p| p.id == store.id)
+                .and_then(|p| p.bytes_needed)
+            else {
+                continue;
+            };
+            let limit = counted.saturating_add(plan.margin);
+            let r = (|| -> Result<Option<super::precopy::PreCopy>, PreCopyError> {
                 let (parent, name) = Dir::open_parent(path)?;
                 let (f, m) = parent.open_file(&name)?;
                 let dir = super::precopy::dir_in(&root)?;
@@ -132,7 +149,7 @@ impl Snapshots {
                     Err(_) => dir.create_dir(&store.id, 0o700)?,
                 };
                 store_dir.remove_file(&name)?;
-                super::precopy::copy(&f, &m, store_dir, &name).map(Some)
+                super::precopy::copy(&f, path, &m, store_dir, &name, limit).map(Some)
             })();
             match r {
                 Ok(Some(p)) => out.push(p),

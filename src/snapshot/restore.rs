@@ -390,6 +390,56 @@ impl Snapshots {
         }
     }
 
+    /// Before a restore relies on them: the files of the snapshot that share their inode with
+    /// a name outside it (hard links: `How::HardLink`, or linked back into the data by an
+    /// earlier restore) have the sha256 the manifest recorded. The service user can write such
+    /// an inode through its live name, keeping its size, and a size check alone would restore
+    /// whatever it wrote. Private copies (one link, root-only) are not re-read: nobody else can
+    /// reach them. A file with no recorded hash (displaced data not hashed yet) is checked by
+    /// size only (`check_complete`).
+    fn check_linked(&self, m: &Manifest) -> Result<(), SnapshotError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.dir_of(&m.id)?;
+        let mut jobs = Vec::new();
+        let mut want = Vec::new();
+        for s in &m.stores {
+            for f in s.files.iter().filter(|f| f.kind == FileKind::File) {
+                let path = dir.join(&s.id).join(&f.path);
+                let shared = f.how == Some(super::How::HardLink)
+                    || std::fs::symlink_metadata(&path).is_ok_and(|md| md.nlink() > 1);
+                match (&f.sha256, shared) {
+                    (Some(h), true) => {
+                        jobs.push((path, f.size));
+                        want.push((h.as_str(), f.size));
+                    }
+                    (None, true) if f.how == Some(super::How::HardLink) => {
+                        return Err(SnapshotError::Altered {
+                            id: m.id.clone(),
+                            path,
+                            detail: "the manifest has no sha256 of it to check it against".into(),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (((path, _), (hash, size)), got) in
+            jobs.iter().zip(want).zip(super::hash::hash_files(&jobs))
+        {
+            let (got, bytes) = got.map_err(|e| fsops::io_err("hash", path, e))?;
+            if got != hash || bytes != size {
+                return Err(SnapshotError::Altered {
+                    id: m.id.clone(),
+                    path: path.clone(),
+                    detail: format!(
+                        "sha256 {got} of {bytes} bytes, the manifest says {hash} of {size}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The SQL connections of the snapshot's stores, from its own copy of the server config.
     fn sql_conns(&self, m: &Manifest) -> Result<Vec<(String, SqlConn)>, SnapshotError> {
         let needs = m.stores.iter().any(|s| s.method.needs_connection());
@@ -402,7 +452,7 @@ impl Snapshots {
         )))?;
         let nobody = crate::serverconfig::files::Reader::nobody();
         let reader = m.config_reader.as_ref().unwrap_or(&nobody);
-        let cfg = ServerConfig::load_copy(&self.dir_of(&m.id)?.join(copy), reader)
+        let cfg = ServerConfig::load_copy(&self.dir_of(&m.id)?.join(copy), reader, &self.env)
             .map_err(|e| SnapshotError::Other(e.to_string()))?;
         let mut out = Vec::new();
         for s in &m.stores {
@@ -467,6 +517,7 @@ impl Snapshots {
         let m = self.get(id)?;
         let root = fsops::open_private_dir(&self.root)?;
         self.check_complete(&m)?;
+        self.check_linked(&m)?;
         if let Some(cfg) = current {
             for s in &cfg.stores {
                 if !m.stores.iter().any(|x| x.id == s.id) {
@@ -863,4 +914,131 @@ fn restore_sqlite(
     }
     dir.fsync()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{FileEntry, How, MANIFEST};
+    use super::*;
+    use sha2::Digest;
+
+    /// A snapshot `id` of a RocksDB store at `data` holding one table hard-linked from the live
+    /// directory, with its sha256 recorded as linked.
+    fn linked_snapshot(t: &Path, id: &str) -> (Snapshots, PathBuf) {
+        let data = t.join("data");
+        std::fs::create_dir(&data).unwrap();
+        let live = data.join("000010.sst");
+        std::fs::write(&live, b"table as linked").unwrap();
+        let snaps = Snapshots::new(&t.join("snapshots"));
+        fsops::ensure_private_dir(&snaps.root).unwrap();
+        let store = snaps.root.join(id).join("r");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::hard_link(&live, store.join("000010.sst")).unwrap();
+        let md = std::fs::metadata(&live).unwrap();
+        let file = |path: &str, kind, size, how, sha256| FileEntry {
+            path: path.into(),
+            kind,
+            size,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            link_target: None,
+            how,
+            sha256,
+        };
+        let m = Manifest {
+            id: id.into(),
+            format: 1,
+            seq: 1,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            created_unix_ms: 0,
+            server_version: "0.15.5".parse().unwrap(),
+            target_version: None,
+            class: None,
+            server_binary: "/nonexistent/stalwart".into(),
+            config_path: t.join("config.toml"),
+            generation: crate::serverconfig::Generation::Toml,
+            stores: vec![StoreSnapshot {
+                id: "r".into(),
+                kind: "rocksdb".into(),
+                roles: vec!["data".into()],
+                method: StoreMethod::RocksDbFiles,
+                logical_export: false,
+                source: data.display().to_string(),
+                source_parent: None,
+                source_identity: None,
+                covered_by: None,
+                files: vec![
+                    file(".", FileKind::Dir, 0, None, None),
+                    file(
+                        "000010.sst",
+                        FileKind::File,
+                        md.len(),
+                        Some(How::HardLink),
+                        Some(crate::fsutil::hex(&sha2::Sha256::digest(
+                            b"table as linked",
+                        ))),
+                    ),
+                ],
+                hashed: true,
+                clone_db: None,
+            }],
+            create_seconds: 0.0,
+            hashed_at: None,
+            warnings: vec![],
+            config_copy: None,
+            config_reader: None,
+            origin: None,
+        };
+        std::fs::write(
+            snaps.root.join(id).join(MANIFEST),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        (snaps, live)
+    }
+
+    #[test]
+    fn a_linked_file_changed_through_its_live_name_is_refused_by_hash_not_size() {
+        let t = tempfile::tempdir().unwrap();
+        let id = "20260101T000000Z-0.15.5";
+        let (snaps, live) = linked_snapshot(t.path(), id);
+        let m = snaps.get(id).unwrap();
+        snaps.check_linked(&m).unwrap();
+        // The server's user rewrites the shared inode in place, size unchanged.
+        std::fs::write(&live, b"TABLE AS ALTERD").unwrap();
+        assert_eq!(m.stores[0].files[1].size, 15);
+        snaps.check_complete(&m).unwrap();
+        let keep = Displaced::Keep {
+            origin: "test".into(),
+            version: "0.16.0".parse().unwrap(),
+        };
+        let e = snaps.restore(id, None, &keep).unwrap_err();
+        let want = snaps.root.join(id).join("r/000010.sst");
+        assert!(
+            matches!(&e, SnapshotError::Altered { id: i, path, .. } if i == id && path == &want),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(&want.display().to_string()), "{e}");
+        // Nothing was changed: no restored copy next to the data, the live file as it was.
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(std::fs::read(&live).unwrap(), b"TABLE AS ALTERD");
+    }
+
+    #[test]
+    fn a_linked_file_without_a_recorded_hash_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let id = "20260101T000000Z-0.15.5";
+        let (snaps, _) = linked_snapshot(t.path(), id);
+        let mut m = snaps.get(id).unwrap();
+        m.stores[0].files[1].sha256 = None;
+        let e = snaps.check_linked(&m).unwrap_err();
+        assert!(matches!(e, SnapshotError::Altered { .. }), "{e:?}");
+    }
 }

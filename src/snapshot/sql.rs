@@ -286,8 +286,10 @@ fn check_ca_file(store: &str, ca: &Path, run_as: RunAs) -> Result<(), SnapshotEr
 
 /// The major version of a PostgreSQL client program (`pg_dump (PostgreSQL) 15.18 (Debian ..)`).
 fn pg_client_major(client: &Path, run_as: RunAs) -> Option<u32> {
+    // (`confine` made stdout /dev/null: piped here, the one stream read.)
     let out = base_command(client, run_as)
         .arg("--version")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .output()
         .ok()?;
