@@ -282,6 +282,16 @@ fn a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt() {
     m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
         .unwrap();
     assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), new.sha256);
+    // Issue #23: bin/ holds the package's verified binary, root's, and no set-id bit is left.
+    assert_eq!(
+        m.sh_ok("sha256sum < /opt/stalwart/bin/stalwart"),
+        m.sh_ok("sha256sum < /usr/lib/stalwart/stalwart")
+    );
+    assert_eq!(
+        m.sh_ok("stat -c '%U %a' /opt/stalwart/bin/stalwart").trim(),
+        "root 755"
+    );
+    assert_eq!(m.sh_ok("find /opt/stalwart -perm /6000"), "");
     RealServer::sees(&m.ct, true, &alice(), &["before-the-adoption"]).unwrap();
     RealServer::deliver(&m.ct, true, &alice(), "after-the-adoption").unwrap();
     assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
