@@ -568,25 +568,23 @@ pub fn check_store_paths(
 }
 
 /// Whom the tools of a snapshot run as (SQL clients, the server's `--export`/`--import`):
-/// whoever could change the binary or the config (issue #23 finding 9: decided from who can
-/// write the file and every directory above it, not from the file's owner alone: a group- or
-/// world-writable config or directory is someone else's too), else the server's own user, and
-/// never root: the tools read what the server could read and nothing more. None only when the
-/// helper is not root.
+/// whoever could change the binary or the config. Issue #23 finding 9: that is decided from who
+/// can write the file and every directory above it (`fsutil::writer_of`), not from the file's
+/// owner alone, so a group- or world-writable config or directory never makes a tool run as
+/// root. A real user found that way (the service user) wins over "anybody" (nobody); None (the
+/// helper itself) only where root alone controls the binary, the config and every directory
+/// above them (then nothing in them is anyone else's), or when the helper is not root.
 pub(crate) fn tool_identity(config: &Path, program: Option<&crate::child::Program>) -> sql::RunAs {
     if rustix::process::geteuid().as_raw() != 0 {
         return None;
     }
-    program
-        .and_then(|p| crate::fsutil::writer_of(p.path()))
-        .or_else(|| crate::fsutil::writer_of(config))
-        .or_else(|| {
-            nix::unistd::User::from_name(crate::SERVICE_USER)
-                .ok()
-                .flatten()
-                .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
-        })
-        .or(Some((crate::NOBODY, crate::NOBODY)))
+    let of_program = program.and_then(|p| crate::fsutil::writer_of(p.path()));
+    let of_config = crate::fsutil::writer_of(config);
+    let real = |w: Option<(u32, u32)>| w.filter(|(uid, _)| *uid != crate::NOBODY);
+    real(of_program)
+        .or(real(of_config))
+        .or(of_program)
+        .or(of_config)
 }
 
 /// 1.5 GiB style sizes for messages.
