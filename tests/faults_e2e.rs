@@ -336,6 +336,19 @@ fn when_neither_version_starts_the_admin_is_told_and_recover_finishes_after_the_
         t.contains("The rollback failed too") && t.contains("stalwart-upgrade recover"),
         "{t}"
     );
+    // The alert for "could not be undone" reaches the journal with its MESSAGE_ID, as part of
+    // the server unit's log (issue #25: it was never written).
+    let entries =
+        s.ct.sh_ok("journalctl -q -o json MESSAGE_ID=18e298dc631d4891b52753850fbf4650")
+            .unwrap();
+    assert!(entries.contains("OBJECT_SYSTEMD_UNIT"), "{entries}");
+    assert!(entries.contains("The rollback failed too"), "{entries}");
+    let in_unit_log =
+        s.ct.sh_ok("journalctl -q -u stalwart.service MESSAGE_ID=18e298dc631d4891b52753850fbf4650")
+            .unwrap();
+    assert!(!in_unit_log.trim().is_empty(), "not in the unit's log");
+    // Each start of the old version was tried again before the rollback was called failed.
+    assert!(t.contains("tried again"), "{t}");
     // The journal is kept: status flags the unfinished transaction.
     let st = s.helper(&["status"], &[]);
     assert_eq!(code(&st), 8, "{}", text(&st));
@@ -655,4 +668,32 @@ fn a_sqlite_database_copied_before_the_stop_holds_what_arrived_until_the_stop() 
         before["records"].as_u64().map(|n| n + 7),
         "the records delivered after the copy are in the restored snapshot: {before} -> {after}"
     );
+}
+
+/// Issue #25: the old version exits once when the rollback starts it (a transient failure, what
+/// the unit's Restart= would retry). The rollback starts it again instead of declaring
+/// "neither version healthy": exit 5, the old version serves its data.
+#[test]
+fn the_rollback_survives_one_transient_exit_of_the_old_version() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    // Armed only once the rollback has begun: the next start of the unit fails, once (`+`: as
+    // root, the unit runs as the service user).
+    s.ct.write_file(
+        "/etc/systemd/system/stalwart.service.d/once.conf",
+        "[Service]\nExecStartPre=+/bin/sh -c 'test ! -e /run/arm || { rm /run/arm; touch /run/failed-once; exit 1; }'\n",
+    )
+    .unwrap();
+    s.ct.sh_ok("systemctl daemon-reload").unwrap();
+    let out = s.upgrade_pausing(
+        &release("0.15.6", Fault::CrashAtStart, 0),
+        "undo-start:started",
+        "touch /run/arm",
+    );
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "rolled back, healthy: {t}");
+    assert!(t.contains("tried again"), "{t}");
+    s.ct.sh_ok("test -e /run/failed-once")
+        .expect("the transient failure happened");
+    s.serves("0.15.5", &before);
 }
