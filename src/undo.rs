@@ -137,6 +137,12 @@ fn execute(
             begin.class
         ));
     }
+    // A server the undo leaves stopped (it was stopped before, or boot starts it) must be
+    // startable by the admin again: the stop step's hold goes (the undo's start lifted it
+    // already). At boot /run is new and systemd may not be reachable yet: nothing to lift.
+    if !m.ctx.boot && sum.started(Step::Stop) {
+        m.sys()?.release(&begin.unit)?;
+    }
     Ok(())
 }
 

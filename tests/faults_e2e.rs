@@ -697,3 +697,40 @@ fn the_rollback_survives_one_transient_exit_of_the_old_version() {
         .expect("the transient failure happened");
     s.serves("0.15.5", &before);
 }
+
+/// Issue #24: monit, Puppet's "ensure running" or a second terminal keeps starting the unit
+/// while the upgrade holds it stopped. systemd refuses those starts (the helper's runtime hold),
+/// so the upgrade commits the NEW bytes: exit 0, no open journal, and the admin can start and
+/// stop the server by hand again afterwards.
+#[test]
+fn an_outside_start_loop_during_the_downtime_cannot_cancel_the_upgrade() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.ct.sh_ok(
+        "systemd-run --quiet --unit=ensure-running sh -c \
+         'while :; do systemctl start --no-block stalwart.service 2>>/var/tmp/starts.err; sleep 0.1; done'",
+    )
+    .unwrap();
+    let out = s.upgrade_pausing(
+        &release("0.15.6", Fault::None, 0),
+        "snapshot:started",
+        "sleep 1; systemctl is-active stalwart.service; ! systemctl start stalwart.service",
+    );
+    let t = text(&out);
+    s.ct.sh_ok("systemctl stop ensure-running.service").unwrap();
+    assert_eq!(code(&out), 0, "committed: {t}");
+    assert!(t.contains("inactive"), "held stopped at the snapshot: {t}");
+    assert_eq!(s.binary_version(), "0.15.6");
+    s.ready();
+    assert!(!s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists());
+    let refused = s.ct.sh_ok("cat /var/tmp/starts.err").unwrap();
+    assert!(
+        refused.contains("refused"),
+        "the loop's starts were refused: {refused}"
+    );
+    // The hold is gone: the admin's own restart works.
+    s.ct.sh_ok("systemctl restart stalwart.service").unwrap();
+    s.ready();
+}
