@@ -734,3 +734,26 @@ fn an_outside_start_loop_during_the_downtime_cannot_cancel_the_upgrade() {
     s.ct.sh_ok("systemctl restart stalwart.service").unwrap();
     s.ready();
 }
+
+/// Issue #24: an upgrade of a server the admin stopped does not start it: the binary is
+/// swapped, the server stays stopped (and startable by hand), the message says so.
+#[test]
+fn a_stopped_server_stays_stopped_after_an_upgrade() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    s.ct.sh_ok("systemctl stop stalwart.service").unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 0, "{t}");
+    assert!(t.contains("stays stopped"), "{t}");
+    assert_eq!(s.binary_version(), "0.15.6");
+    let active = s.ct.sh("systemctl is-active stalwart.service");
+    assert_eq!(
+        String::from_utf8_lossy(&active.stdout).trim(),
+        "inactive",
+        "{t}"
+    );
+    // The admin starts it; nothing holds it back.
+    s.ct.sh_ok("systemctl start stalwart.service").unwrap();
+    s.serves("0.15.6", &before);
+}
