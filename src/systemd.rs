@@ -91,6 +91,9 @@ pub struct UnitState {
     pub exec_main_pid: u32,
     /// When that process started (µs since the epoch, realtime; 0 if never).
     pub exec_main_start_us: u64,
+    /// Restarts by `Restart=` since the unit was last started on request (systemd's
+    /// NRestarts; our own starts reset it with `reset-failed`): above 0, the server crashed.
+    pub n_restarts: u32,
 }
 
 impl UnitState {
@@ -414,6 +417,7 @@ RefuseManualStart=yes
                 .get("ExecMainStartTimestamp")
                 .and_then(|v| u64::try_from(v).ok())
                 .unwrap_or(0),
+            n_restarts: prop_u32(&props.service, "NRestarts"),
         })
     }
 

@@ -757,3 +757,28 @@ fn a_stopped_server_stays_stopped_after_an_upgrade() {
     s.ct.sh_ok("systemctl start stalwart.service").unwrap();
     s.serves("0.15.6", &before);
 }
+
+/// Issue #25: a server that crashes and is brought back by `Restart=` may be "active" whenever
+/// `status` looks; NRestarts tells, and `status` exits 8 naming it. A restart by the admin
+/// (after the fix) clears it.
+#[test]
+fn status_exits_8_for_a_server_restart_keeps_bringing_back() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    assert_eq!(s.status_code(), 0);
+    let pid = s.main_pid();
+    s.ct.sh_ok(&format!("kill -KILL {pid}")).unwrap();
+    // RestartSec=5 in install.sh's unit.
+    s.ct.sh_ok(
+        "for i in $(seq 1 100); do [ \"$(systemctl show -P NRestarts stalwart.service)\" -ge 1 ] && \
+         systemctl is-active -q stalwart.service && exit 0; sleep 0.2; done; exit 1",
+    )
+    .unwrap();
+    s.ready();
+    let st = s.helper(&["status"], &[]);
+    assert_eq!(code(&st), 8, "{}", text(&st));
+    assert!(text(&st).contains("restarted 1 time(s)"), "{}", text(&st));
+    s.ct.sh_ok("systemctl restart stalwart.service").unwrap();
+    s.ready();
+    let st = s.helper(&["status"], &[]);
+    assert_eq!(code(&st), 0, "{}", text(&st));
+}
