@@ -23,7 +23,8 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
             }
         }
     }
-    if !m.ctx.boot && !sum.done(Step::Webadmin) && m.settings().webadmin.enabled {
+    if !m.ctx.boot && !sum.done(Step::Webadmin) && m.settings().webadmin.enabled && begin.was_active
+    {
         j.step(Step::Webadmin, Phase::Started, None)?;
         match refresh_webadmin(m, &begin) {
             Ok(()) => j.step(Step::Webadmin, Phase::Done, None)?,
@@ -59,8 +60,18 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
         ),
         _ => String::new(),
     };
+    let stopped = if begin.was_active || begin.kind != TxKind::Upgrade {
+        String::new()
+    } else {
+        format!(
+            "; {unit} was stopped before and stays stopped: {to} has not run yet (`systemctl start {unit}`; `stalwart-upgrade rollback` goes back to {from})",
+            unit = begin.unit,
+            to = begin.to,
+            from = begin.from
+        )
+    };
     let message = format!(
-        "{title} ({class}) committed{data}{w}",
+        "{title} ({class}) committed{data}{stopped}{w}",
         title = title(&begin),
         class = begin.class,
         w = if warnings.is_empty() {

@@ -74,6 +74,12 @@ pub struct Timeouts {
     pub settle_secs: u64,
     /// How long a second helper waits for the lock before it refuses.
     pub lock_wait_secs: u64,
+    /// Upper bound for /healthz/ready when a rollback starts the old version again: longer than
+    /// `ready_secs`, since a wrong "STALWART IS DOWN" leaves the package half-configured and the
+    /// admin paged; the old version gets `undo_start_attempts` starts (a transient exit is what
+    /// the unit's Restart= would retry too).
+    pub undo_ready_secs: u64,
+    pub undo_start_attempts: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -157,6 +163,8 @@ impl Default for Timeouts {
             ready_secs: 300,
             settle_secs: 2,
             lock_wait_secs: 30,
+            undo_ready_secs: 600,
+            undo_start_attempts: 3,
         }
     }
 }

@@ -48,8 +48,9 @@ pub enum Action {
     /// exits non-zero so the package manager keeps the old package.
     Gate { to: Version },
     /// Make the system run the payload: a first install, the adoption of an install.sh
-    /// installation, or the upgrade transaction. `previous` is dpkg's last configured version.
-    Converge { previous: Option<String> },
+    /// installation, or the upgrade transaction. `previous` is dpkg's last configured version;
+    /// `rpm`: run from %posttrans (its messages name rpm's commands, not dpkg's).
+    Converge { previous: Option<String>, rpm: bool },
     /// The package is being removed: stop the server.
     Stop,
     /// The package was removed: configuration and data stay; say where, and how to purge
@@ -83,9 +84,13 @@ pub fn deb_action(script: &str, args: &[String]) -> Action {
         ("preinst", ["upgrade", ..]) => Action::Recover,
         ("preinst", ["abort-upgrade", ..]) => Action::Recover,
 
-        ("postinst", ["configure"]) => Action::Converge { previous: None },
+        ("postinst", ["configure"]) => Action::Converge {
+            previous: None,
+            rpm: false,
+        },
         ("postinst", ["configure", old, ..]) => Action::Converge {
             previous: (!old.is_empty()).then(|| old.to_string()),
+            rpm: false,
         },
         ("postinst", ["abort-upgrade", ..]) | ("postinst", ["abort-deconfigure", ..]) => {
             Action::Recover
@@ -129,7 +134,10 @@ pub fn rpm_action(scriptlet: &str, arg: &str, version: Option<&str>) -> Action {
         ("preun", Some(_)) => Action::Nothing,
         ("postun", Some(0)) => Action::Removed { rpm: true },
         ("postun", Some(_)) => Action::Nothing,
-        ("posttrans", _) => Action::Converge { previous: None },
+        ("posttrans", _) => Action::Converge {
+            previous: None,
+            rpm: true,
+        },
         _ => unknown(),
     }
 }
@@ -254,7 +262,9 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
                 }
             }
         }
-        Action::Converge { previous } => converge(engine, ctx, previous.as_deref(), &mut say),
+        Action::Converge { previous, rpm } => {
+            converge(engine, ctx, previous.as_deref(), *rpm, &mut say)
+        }
         Action::Stop => {
             if engine.units_controllable(ctx).is_ok() {
                 if let Err(e) = engine.stop(ctx) {
@@ -335,10 +345,21 @@ fn recover(engine: &dyn Engine, ctx: &Context, say: &mut dyn FnMut(&str)) -> Res
     }
 }
 
+/// How the admin re-runs an interrupted or failed hook: dpkg re-runs postinst on
+/// `dpkg --configure -a`; rpm never re-runs %posttrans, reinstalling the package does.
+fn rerun_hint(rpm: bool) -> &'static str {
+    if rpm {
+        "`dnf reinstall stalwart`"
+    } else {
+        "`dpkg --configure -a`"
+    }
+}
+
 fn converge(
     engine: &dyn Engine,
     ctx: &Context,
     previous: Option<&str>,
+    rpm: bool,
     say: &mut dyn FnMut(&str),
 ) -> i32 {
     let unit = ctx.settings.unit.as_str();
@@ -431,7 +452,8 @@ fn converge(
         }
         Err(e) => {
             say(&format!(
-                "the upgrade could not run: {e}\n  fix the cause, then run `dpkg --configure -a` (or `stalwart-upgrade upgrade --to {}`)",
+                "the upgrade could not run: {e}\n  fix the cause, then run {} (or `stalwart-upgrade upgrade --to {}`)",
+                rerun_hint(rpm),
                 payload.display()
             ));
             e.exit_code().max(exit::ERROR)
@@ -499,7 +521,7 @@ fn broken(say: &mut dyn FnMut(&str), unit: &str, r: &Report) {
                 r.from, r.to, r.from
             ),
             r.message.clone(),
-            format!("see `stalwart-upgrade status` and `journalctl -u {unit} -u stalwart-upgrade-recover`; after fixing, `dpkg --configure -a` runs this step again"),
+            format!("see `stalwart-upgrade status` and `journalctl -u {unit} -u stalwart-upgrade-recover`; after fixing, run `stalwart-upgrade recover`, then let the package manager finish its step: `dpkg --configure -a` (apt) or `dnf reinstall stalwart` (dnf: rpm never runs %posttrans again by itself)"),
         ],
     );
 }
@@ -548,17 +570,28 @@ mod tests {
             ("preinst", vec!["upgrade", "0.15.4-1"], Recover),
             ("preinst", vec!["upgrade", "0.15.4-1", "garbage"], Recover),
             ("preinst", vec!["abort-upgrade", "0.15.5-1"], Recover),
-            ("postinst", vec!["configure"], Converge { previous: None }),
+            (
+                "postinst",
+                vec!["configure"],
+                Converge {
+                    previous: None,
+                    rpm: false,
+                },
+            ),
             (
                 "postinst",
                 vec!["configure", ""],
-                Converge { previous: None },
+                Converge {
+                    previous: None,
+                    rpm: false,
+                },
             ),
             (
                 "postinst",
                 vec!["configure", "0.15.4-1"],
                 Converge {
                     previous: Some("0.15.4-1".into()),
+                    rpm: false,
                 },
             ),
             ("postinst", vec!["abort-upgrade", "0.15.5-1"], Recover),
@@ -639,9 +672,20 @@ mod tests {
                 "posttrans",
                 "0",
                 Some("0.15.5"),
-                Converge { previous: None },
+                Converge {
+                    previous: None,
+                    rpm: true,
+                },
             ),
-            ("posttrans", "", None, Converge { previous: None }),
+            (
+                "posttrans",
+                "",
+                None,
+                Converge {
+                    previous: None,
+                    rpm: true,
+                },
+            ),
         ];
         for (scriptlet, arg, ver, want) in table {
             assert_eq!(rpm_action(scriptlet, arg, ver), want, "{scriptlet} {arg}");
@@ -792,10 +836,32 @@ mod tests {
     fn converge(prev: Option<&str>) -> Action {
         Action::Converge {
             previous: prev.map(String::from),
+            rpm: false,
         }
     }
 
     const PAYLOAD: &str = "upgrade /usr/lib/stalwart/stalwart sums=true";
+
+    /// Issue #25: rpm never runs %posttrans again, so its message names rpm's way to re-run
+    /// the step, and dpkg's names dpkg's.
+    #[test]
+    fn a_hook_that_could_not_run_names_its_package_managers_retry() {
+        let f = Fake {
+            upgrade: || Err(Error::Usage("the disk is gone".into())),
+            ..Fake::default()
+        };
+        let (_, out) = run(
+            &f,
+            Action::Converge {
+                previous: None,
+                rpm: true,
+            },
+        );
+        assert!(out.contains("dnf reinstall stalwart"), "{out}");
+        assert!(!out.contains("dpkg"), "{out}");
+        let (_, out) = run(&f, converge(Some("0.15.4-1")));
+        assert!(out.contains("dpkg --configure -a"), "{out}");
+    }
 
     #[test]
     fn upgrade_committed_exits_0() {

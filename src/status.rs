@@ -77,7 +77,16 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         if let Some(w) = st.override_warning(&s.unit) {
             warnings.push(w);
         }
-        // A mail server that is not running needs the admin, whatever the reason.
+        // A mail server that is not running needs the admin, whatever the reason; one that
+        // Restart= keeps bringing back is crash-looping (issue #25: it may be "active" at the
+        // moment of asking).
+        if st.n_restarts > 0 {
+            attention.push(format!(
+                "{unit} crashed and was restarted {} time(s) by Restart= since it was last started: see `journalctl -u {unit}`; `stalwart-upgrade rollback` goes back to the previous release (`systemctl restart {unit}` resets the count once it is fixed)",
+                st.n_restarts,
+                unit = s.unit
+            ));
+        }
         if st.active_state != "active" {
             attention.push(format!(
                 "{unit} is {}/{}: the mail server is not running; see `journalctl -u {unit}`, then `systemctl start {unit}`",

@@ -64,7 +64,9 @@ pub(crate) fn stage(m: &Resources, b: &Begin, target: &std::path::Path) -> StepR
     Ok(((), Some(Noted::Staged { sha256: sha })))
 }
 
+/// Holds the unit (`Systemd::hold`: nobody else starts it until our own start), then stops it.
 pub(crate) fn stop(m: &Resources, b: &Begin) -> StepResult {
+    m.sys()?.hold(&b.unit)?;
     m.sys()?.stop(&b.unit, m.settings().stop_timeout())?;
     Ok(((), None))
 }

@@ -20,6 +20,7 @@
 
 use futures_lite::StreamExt;
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 use zbus::Connection;
@@ -65,6 +66,16 @@ fn not_loaded_hint(unit: &str, load_state: &str) -> String {
     }
 }
 
+/// Where systemd reads runtime unit files and drop-ins (tmpfs: gone at the next boot).
+const RUNTIME_UNITS: &str = "/run/systemd/system";
+
+/// The runtime drop-in of `Systemd::hold`.
+pub fn hold_path(unit: &str) -> std::path::PathBuf {
+    Path::new(RUNTIME_UNITS)
+        .join(format!("{unit}.d"))
+        .join("40-stalwart-upgrade-hold.conf")
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UnitState {
     pub load_state: String,
@@ -80,6 +91,9 @@ pub struct UnitState {
     pub exec_main_pid: u32,
     /// When that process started (µs since the epoch, realtime; 0 if never).
     pub exec_main_start_us: u64,
+    /// Restarts by `Restart=` since the unit was last started on request (systemd's
+    /// NRestarts; our own starts reset it with `reset-failed`): above 0, the server crashed.
+    pub n_restarts: u32,
 }
 
 impl UnitState {
@@ -297,10 +311,61 @@ impl Systemd {
     /// StartLimitBurst, and a rate-limited unit would refuse the very start that brings the
     /// server back.
     pub fn start_fresh(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        self.release(unit)?;
         if let Err(e) = self.reset_failed(unit) {
             tracing::debug!("reset-failed {unit}: {e}");
         }
         self.start(unit, timeout)
+    }
+
+    /// Holds `unit` stopped for the helper (issue #24): a runtime drop-in with
+    /// `RefuseManualStart=yes`, so a start that monit, Puppet/Ansible "ensure running" or an
+    /// admin asks for while the helper has the server stopped is refused by systemd instead of
+    /// cancelling the stop job or starting the server on data being snapshotted or restored.
+    /// In /run: a reboot lifts it by itself (the boot recovery decides then); the helper's own
+    /// start (`start_fresh`) lifts it first. Its own StopUnit/StartUnit calls are the only
+    /// ones that matter meanwhile.
+    pub fn hold(&self, unit: &str) -> Result<(), SystemdError> {
+        let path = hold_path(unit);
+        let err = |e: std::io::Error| SystemdError::Call {
+            unit: unit.to_string(),
+            message: format!("cannot write {}: {e}", path.display()),
+        };
+        // /run/systemd/system exists whenever systemd is PID 1 (sd_booted(3)); never create it.
+        let dir = path.parent().unwrap_or(Path::new("/run/systemd/system"));
+        if !Path::new(RUNTIME_UNITS).is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::state::write_atomic(
+            &path,
+            b"# stalwart-upgrade holds the server stopped during an upgrade; removed when it starts it
+              [Unit]
+RefuseManualStart=yes
+",
+            0o644,
+        )
+        .map_err(|e| SystemdError::Call {
+            unit: unit.to_string(),
+            message: e.to_string(),
+        })?;
+        self.daemon_reload()
+    }
+
+    /// Lifts `hold`; Ok(true) when there was one.
+    pub fn release(&self, unit: &str) -> Result<bool, SystemdError> {
+        let path = hold_path(unit);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                self.daemon_reload()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(SystemdError::Call {
+                unit: unit.to_string(),
+                message: format!("cannot remove {}: {e}", path.display()),
+            }),
+        }
     }
 
     /// The pids of the unit's processes (none when systemd cannot say).
@@ -352,6 +417,7 @@ impl Systemd {
                 .get("ExecMainStartTimestamp")
                 .and_then(|v| u64::try_from(v).ok())
                 .unwrap_or(0),
+            n_restarts: prop_u32(&props.service, "NRestarts"),
         })
     }
 

@@ -137,6 +137,12 @@ fn execute(
             begin.class
         ));
     }
+    // A server the undo leaves stopped (it was stopped before, or boot starts it) must be
+    // startable by the admin again: the stop step's hold goes (the undo's start lifted it
+    // already). At boot /run is new and systemd may not be reachable yet: nothing to lift.
+    if !m.ctx.boot && sum.started(Step::Stop) {
+        m.sys()?.release(&begin.unit)?;
+    }
     Ok(())
 }
 
@@ -236,12 +242,41 @@ fn run(
             Ok(None)
         }
         Action::Start => {
-            m.sys()?.start_fresh(&begin.unit, s.start_timeout())?;
             let cfg = server_config(m, begin).ok();
             // The old version, on its listeners of before the transaction.
             let expect =
                 health::Expect::normal(s, cfg.as_ref(), &begin.from, begin.listeners.clone());
-            health::gate(m.sys()?, s, cfg.as_ref(), &expect)?;
+            // Its own bound (issue #25): the old version may have a migration-free but slow
+            // start on a restored store, and a false "could not be undone" pages the admin.
+            let mut patient = s.clone();
+            patient.timeouts.ready_secs = s.timeouts.undo_ready_secs.max(s.timeouts.ready_secs);
+            let attempts = s.timeouts.undo_start_attempts.max(1);
+            let mut attempt = 1;
+            loop {
+                let r = m
+                    .sys()?
+                    .start_fresh(&begin.unit, s.start_timeout())
+                    .map_err(Error::from)
+                    .and_then(|()| Ok(health::gate(m.sys()?, &patient, cfg.as_ref(), &expect)?));
+                match r {
+                    Ok(_) => break,
+                    // A signal is the admin's, not the server's: no second try.
+                    Err(Error::Health(e @ health::HealthError::Interrupted { .. })) => {
+                        return Err(Error::Health(e))
+                    }
+                    Err(e) if attempt < attempts => {
+                        tracing::warn!(unit = %begin.unit, attempt, "{} did not come up ({e}); starting it again", begin.from);
+                        did.push(format!(
+                            "start {attempt} of {} failed ({e}), tried again",
+                            begin.from
+                        ));
+                        // What RestartSec= gives a crashing unit before its next start.
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             did.push(format!("{} started and healthy", begin.from));
             Ok(None)
         }
@@ -343,6 +378,16 @@ pub fn roll_back(
                 journal = j.path().display(),
             );
             tracing::error!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "failed", "{message}");
+            // The alert an unattended admin needs most (issue #25): the journal stays open for
+            // `recover`, so no end record is written, but the ending is announced all the same.
+            crate::announce::ended(
+                &begin.unit,
+                &begin.txid,
+                &begin.from.to_string(),
+                &begin.to.to_string(),
+                Ending::Failed,
+                &message,
+            );
             Ok(report(
                 &begin,
                 sum,

@@ -252,6 +252,14 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
         })?;
         tx.step(Step::Carry, |m, b| steps::carry(m, b, carried, &admin))?;
     }
+    // A server the admin had stopped stays stopped (issue #24): the binary is swapped and the
+    // data snapshotted, its first start is the admin's (`status` says it is not running).
+    // The crossing never gets here with a stopped server (its plan refuses one).
+    if !plan.unit_active {
+        let m = tx.machine();
+        m.sys()?.release(&m.settings().unit)?;
+        return Ok(());
+    }
     tx.step(Step::Start, steps::start)?;
     let expect = plan.expect(tx.machine().settings());
     tx.step(Step::Health, |m, _| {

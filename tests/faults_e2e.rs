@@ -336,6 +336,19 @@ fn when_neither_version_starts_the_admin_is_told_and_recover_finishes_after_the_
         t.contains("The rollback failed too") && t.contains("stalwart-upgrade recover"),
         "{t}"
     );
+    // The alert for "could not be undone" reaches the journal with its MESSAGE_ID, as part of
+    // the server unit's log (issue #25: it was never written).
+    let entries =
+        s.ct.sh_ok("journalctl -q -o json MESSAGE_ID=18e298dc631d4891b52753850fbf4650")
+            .unwrap();
+    assert!(entries.contains("OBJECT_SYSTEMD_UNIT"), "{entries}");
+    assert!(entries.contains("The rollback failed too"), "{entries}");
+    let in_unit_log =
+        s.ct.sh_ok("journalctl -q -u stalwart.service MESSAGE_ID=18e298dc631d4891b52753850fbf4650")
+            .unwrap();
+    assert!(!in_unit_log.trim().is_empty(), "not in the unit's log");
+    // Each start of the old version was tried again before the rollback was called failed.
+    assert!(t.contains("tried again"), "{t}");
     // The journal is kept: status flags the unfinished transaction.
     let st = s.helper(&["status"], &[]);
     assert_eq!(code(&st), 8, "{}", text(&st));
@@ -655,4 +668,117 @@ fn a_sqlite_database_copied_before_the_stop_holds_what_arrived_until_the_stop() 
         before["records"].as_u64().map(|n| n + 7),
         "the records delivered after the copy are in the restored snapshot: {before} -> {after}"
     );
+}
+
+/// Issue #25: the old version exits once when the rollback starts it (a transient failure, what
+/// the unit's Restart= would retry). The rollback starts it again instead of declaring
+/// "neither version healthy": exit 5, the old version serves its data.
+#[test]
+fn the_rollback_survives_one_transient_exit_of_the_old_version() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    // Armed only once the rollback has begun: the next start of the unit fails, once (`+`: as
+    // root, the unit runs as the service user).
+    s.ct.write_file(
+        "/etc/systemd/system/stalwart.service.d/once.conf",
+        "[Service]\nExecStartPre=+/bin/sh -c 'test ! -e /run/arm || { rm /run/arm; touch /run/failed-once; exit 1; }'\n",
+    )
+    .unwrap();
+    s.ct.sh_ok("systemctl daemon-reload").unwrap();
+    let out = s.upgrade_pausing(
+        &release("0.15.6", Fault::CrashAtStart, 0),
+        "undo-start:started",
+        "touch /run/arm",
+    );
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "rolled back, healthy: {t}");
+    assert!(t.contains("tried again"), "{t}");
+    s.ct.sh_ok("test -e /run/failed-once")
+        .expect("the transient failure happened");
+    s.serves("0.15.5", &before);
+}
+
+/// Issue #24: monit, Puppet's "ensure running" or a second terminal keeps starting the unit
+/// while the upgrade holds it stopped. systemd refuses those starts (the helper's runtime hold),
+/// so the upgrade commits the NEW bytes: exit 0, no open journal, and the admin can start and
+/// stop the server by hand again afterwards.
+#[test]
+fn an_outside_start_loop_during_the_downtime_cannot_cancel_the_upgrade() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.ct.sh_ok(
+        "systemd-run --quiet --unit=ensure-running sh -c \
+         'while :; do systemctl start --no-block stalwart.service 2>>/var/tmp/starts.err; sleep 0.1; done'",
+    )
+    .unwrap();
+    let out = s.upgrade_pausing(
+        &release("0.15.6", Fault::None, 0),
+        "snapshot:started",
+        "sleep 1; systemctl is-active stalwart.service; ! systemctl start stalwart.service",
+    );
+    let t = text(&out);
+    s.ct.sh_ok("systemctl stop ensure-running.service").unwrap();
+    assert_eq!(code(&out), 0, "committed: {t}");
+    assert!(t.contains("inactive"), "held stopped at the snapshot: {t}");
+    assert_eq!(s.binary_version(), "0.15.6");
+    s.ready();
+    assert!(!s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists());
+    let refused = s.ct.sh_ok("cat /var/tmp/starts.err").unwrap();
+    assert!(
+        refused.contains("refused"),
+        "the loop's starts were refused: {refused}"
+    );
+    // The hold is gone: the admin's own restart works.
+    s.ct.sh_ok("systemctl restart stalwart.service").unwrap();
+    s.ready();
+}
+
+/// Issue #24: an upgrade of a server the admin stopped does not start it: the binary is
+/// swapped, the server stays stopped (and startable by hand), the message says so.
+#[test]
+fn a_stopped_server_stays_stopped_after_an_upgrade() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    s.ct.sh_ok("systemctl stop stalwart.service").unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 0, "{t}");
+    assert!(t.contains("stays stopped"), "{t}");
+    assert_eq!(s.binary_version(), "0.15.6");
+    let active = s.ct.sh("systemctl is-active stalwart.service");
+    assert_eq!(
+        String::from_utf8_lossy(&active.stdout).trim(),
+        "inactive",
+        "{t}"
+    );
+    // The admin starts it; nothing holds it back.
+    s.ct.sh_ok("systemctl start stalwart.service").unwrap();
+    s.serves("0.15.6", &before);
+}
+
+/// Issue #25: a server that crashes and is brought back by `Restart=` may be "active" whenever
+/// `status` looks; NRestarts tells, and `status` exits 8 naming it. A restart by the admin
+/// (after the fix) clears it.
+#[test]
+fn status_exits_8_for_a_server_restart_keeps_bringing_back() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    assert_eq!(s.status_code(), 0);
+    let pid = s.main_pid();
+    s.ct.sh_ok(&format!("kill -KILL {pid}")).unwrap();
+    // RestartSec=5 in install.sh's unit.
+    s.ct.sh_ok(
+        "for i in $(seq 1 100); do [ \"$(systemctl show -P NRestarts stalwart.service)\" -ge 1 ] && \
+         systemctl is-active -q stalwart.service && exit 0; sleep 0.2; done; exit 1",
+    )
+    .unwrap();
+    s.ready();
+    let st = s.helper(&["status"], &[]);
+    assert_eq!(code(&st), 8, "{}", text(&st));
+    assert!(text(&st).contains("restarted 1 time(s)"), "{}", text(&st));
+    s.ct.sh_ok("systemctl restart stalwart.service").unwrap();
+    s.ready();
+    let st = s.helper(&["status"], &[]);
+    assert_eq!(code(&st), 0, "{}", text(&st));
 }
