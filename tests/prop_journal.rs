@@ -337,6 +337,7 @@ fn summary_of_any_records_never_panics() {
         any::<u64>().prop_map(|at| Record::Begin {
             at,
             mono: None,
+            format: 1,
             begin: Box::new(begin())
         }),
     ];
@@ -362,6 +363,7 @@ fn summary_of_any_records_never_panics() {
                 Record::Begin {
                     at: a,
                     mono: None,
+                    format: 1,
                     begin: Box::new(begin()),
                 },
                 step(a, 0, Step::Stop, Phase::Started, None),
