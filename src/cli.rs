@@ -343,7 +343,14 @@ fn run(cmd: Command) -> Result<i32, Error> {
         Command::History { json } => {
             let ctx = context(false)?;
             let state = StateDir::open(&ctx.settings.state_dir)?;
-            let list = history::list(&state)?;
+            let history::Listing {
+                entries: list,
+                warnings,
+                ..
+            } = history::listing(&state)?;
+            for w in &warnings {
+                eprintln!("stalwart-upgrade: warning: {}", crate::child::printable(w));
+            }
             if json {
                 print_json(&list)?;
             } else if list.is_empty() {

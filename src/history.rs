@@ -1,10 +1,16 @@
 //! Past transactions: the closed journals under STATE_DIR/history, summarised.
+//!
+//! A damaged journal there (a helper before journal format 1 appended to a torn tail; a disk
+//! error) never blocks a command: it is moved into `history/damaged/` with a warning naming both
+//! paths, and is shown as far as it reads (`journal::salvage`). History only informs (order,
+//! the rollback target, protected snapshots); recovery never reads these files.
 
-use crate::journal::{Ending, Journal, Step, Summary, TxKind};
+use crate::journal::{Ending, Journal, JournalError, Step, Summary, TxKind};
 use crate::state::StateDir;
 use crate::version::{Class, Version};
 use crate::Error;
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
@@ -25,6 +31,9 @@ pub struct Entry {
     pub message: String,
     pub steps: Vec<StepTime>,
     pub snapshot: Option<String>,
+    /// The journal was damaged: set aside here, and this entry is what could be read of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +71,7 @@ impl Entry {
                 })
                 .collect(),
             snapshot: sum.snapshot_id().map(String::from),
+            damaged: None,
         })
     }
 }
@@ -96,27 +106,168 @@ pub fn protected_snapshots(
     Ok(out)
 }
 
-/// Closed transactions, oldest first.
+/// Closed transactions, oldest first (see `listing`). For the commands that do not print
+/// `listing`'s warnings: moving a damaged journal aside is logged (to stderr and the system
+/// journal), the rest is for `status` and `history` to say.
 pub fn list(state: &StateDir) -> Result<Vec<Entry>, Error> {
+    let l = listing(state)?;
+    for w in &l.moves {
+        tracing::warn!("{w}");
+    }
+    Ok(l.entries)
+}
+
+/// What `listing` read, and what the admin should hear about it.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    pub warnings: Vec<String>,
+    /// The warnings (also in `warnings`) about the journals this call moved aside.
+    pub moves: Vec<String>,
+}
+
+/// Closed transactions, oldest first, with warnings about the journals that did not read: a
+/// damaged one is moved into `history/damaged/` (logged, naming both paths) and listed as far as
+/// it reads, there as on every later call; one of a newer format (a downgraded helper) is left
+/// in place and not listed. Neither fails the listing. Nothing here is logged.
+pub fn listing(state: &StateDir) -> Result<Listing, Error> {
     let dir = state.history_dir();
-    let mut out = Vec::new();
-    let rd = std::fs::read_dir(&dir).map_err(|source| crate::state::StateError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "jsonl") {
-            if let Some(records) = Journal::read(&p)? {
-                if let Some(entry) = Entry::from_summary(&Summary::of(&records)) {
-                    out.push(entry);
-                }
+    let mut out = Listing::default();
+    let mut moved = Vec::new();
+    for p in journals_in(&dir)? {
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) => {
+                out.warnings.push(format!(
+                    "cannot read {}: {e}; it is not listed",
+                    p.display()
+                ));
+                continue;
             }
+        };
+        match crate::journal::parse(&p, &bytes) {
+            Ok(records) => out
+                .entries
+                .extend(Entry::from_summary(&Summary::of(&records))),
+            Err(JournalError::Corrupt { line, message, .. }) => match quarantine(state, &p) {
+                Ok(to) => {
+                    let w = format!(
+                            "journal {} is damaged at line {line} ({message}): moved to {}; `stalwart-upgrade history` shows what could be read of it, remove it once you have read it",
+                            p.display(),
+                            to.display()
+                        );
+                    out.moves.push(w.clone());
+                    out.warnings.push(w);
+                    moved.push(to);
+                }
+                Err(e) => {
+                    out.warnings.push(format!(
+                            "journal {} is damaged at line {line} ({message}) and could not be moved aside ({e}); it is listed as far as it reads",
+                            p.display()
+                        ));
+                    out.entries.extend(salvaged(&p, &bytes, &mut out.warnings));
+                }
+            },
+            Err(e) => out.warnings.push(format!("{e}; it is not listed")),
+        }
+    }
+    let aside = state.damaged_dir();
+    let set_aside = match journals_in(&aside) {
+        Ok(v) => v,
+        Err(Error::State(crate::state::StateError::Io { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    for p in set_aside {
+        match std::fs::read(&p) {
+            Ok(bytes) => {
+                if !moved.contains(&p) {
+                    out.warnings.push(format!(
+                        "{} is a damaged journal set aside earlier, listed as far as it reads; remove it once you have read it",
+                        p.display()
+                    ));
+                }
+                out.entries.extend(salvaged(&p, &bytes, &mut out.warnings));
+            }
+            Err(e) => out.warnings.push(format!(
+                "cannot read {}: {e}; it is not listed",
+                p.display()
+            )),
         }
     }
     // By sequence, not by the wall clock: it may have been set back between two transactions.
-    out.sort_by(|a, b| (a.seq, a.started_at, &a.txid).cmp(&(b.seq, b.started_at, &b.txid)));
+    out.entries
+        .sort_by(|a, b| (a.seq, a.started_at, &a.txid).cmp(&(b.seq, b.started_at, &b.txid)));
     Ok(out)
+}
+
+/// The `*.jsonl` files directly in `dir`.
+fn journals_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let rd = std::fs::read_dir(dir).map_err(|source| crate::state::StateError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    Ok(rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl") && p.is_file())
+        .collect())
+}
+
+/// The entry of what reads of a damaged journal, marked as such.
+fn salvaged(p: &Path, bytes: &[u8], warnings: &mut Vec<String>) -> Option<Entry> {
+    match crate::journal::salvage(p, bytes) {
+        Ok(s) => {
+            let entry = Entry::from_summary(&Summary::of(&s.records)).map(|mut e| {
+                e.damaged = Some(p.to_owned());
+                e
+            });
+            if entry.is_none() {
+                warnings.push(format!(
+                    "nothing of the damaged journal {} could be read",
+                    p.display()
+                ));
+            }
+            entry
+        }
+        Err(e) => {
+            warnings.push(format!("{e}; it is not listed"));
+            None
+        }
+    }
+}
+
+/// Moves a damaged journal from history into `history/damaged/` (never over another file there);
+/// returns where it went.
+fn quarantine(state: &StateDir, p: &Path) -> Result<PathBuf, crate::state::StateError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| crate::state::StateError::Io { path, source }
+    };
+    let dir = state.damaged_dir();
+    if let Err(e) =
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir)
+    {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(io(&dir)(e));
+        }
+    }
+    // It is under the state dir, checked like it: root's, 0700, no symlink.
+    crate::state::check_private_dir(&dir)?;
+    let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("journal");
+    let mut to = dir.join(format!("{name}.jsonl"));
+    let mut n = 1;
+    while to.exists() {
+        to = dir.join(format!("{name}-{n}.jsonl"));
+        n += 1;
+    }
+    std::fs::rename(p, &to).map_err(io(p))?;
+    crate::state::fsync_dir(&dir).map_err(io(&dir))?;
+    crate::state::fsync_dir(&state.history_dir()).map_err(io(&state.history_dir()))?;
+    Ok(to)
 }
 
 /// The sequence number of the next transaction.
@@ -135,7 +286,10 @@ pub fn next_seq(state: &StateDir) -> Result<u64, Error> {
 
 /// The unfinished transaction, if any.
 pub fn unfinished(state: &StateDir) -> Result<Option<Entry>, Error> {
-    Ok(Journal::read(&state.journal_path())?.and_then(|r| Entry::from_summary(&Summary::of(&r))))
+    Ok(
+        Journal::read_open(&state.journal_path(), &state.damaged_dir())?
+            .and_then(|r| Entry::from_summary(&Summary::of(&r))),
+    )
 }
 
 pub fn ending_word(e: Option<Ending>) -> &'static str {
@@ -175,6 +329,13 @@ impl std::fmt::Display for Entry {
         if self.ending != Some(Ending::Committed) && !self.message.is_empty() {
             write!(f, "\n    {}", self.message.replace('\n', "\n    "))?;
         }
+        if let Some(p) = &self.damaged {
+            write!(
+                f,
+                "\n    (its journal is damaged, set aside as {}: shown as far as it reads)",
+                p.display()
+            )?;
+        }
         Ok(())
     }
 }
@@ -186,6 +347,129 @@ pub fn format_time(secs: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::journal::{Begin, Phase, Record, FORMAT};
+
+    fn begin(txid: &str, seq: u64) -> Begin {
+        Begin {
+            txid: txid.into(),
+            seq,
+            kind: TxKind::Upgrade,
+            unit: "stalwart.service".into(),
+            from: "0.15.5".parse().unwrap(),
+            to: "0.15.6".parse().unwrap(),
+            class: Class::Patch,
+            was_active: true,
+            bin_dir: "/opt/stalwart/bin".into(),
+            staged_dir: "/opt/stalwart/bin.new".into(),
+            old_sha256: "a".into(),
+            new_sha256: "b".into(),
+            restore_data: false,
+            restore_from: None,
+            server_config: "/opt/stalwart/etc/config.toml".into(),
+            listeners: vec![],
+        }
+    }
+
+    /// A closed journal in history, as `transaction::close` leaves it; `tear` appends a torn
+    /// record before the end record, as a helper before journal format 1 did after a kill.
+    fn archived(state: &StateDir, txid: &str, seq: u64, tear: bool) -> PathBuf {
+        let p = state.history_dir().join(format!("{txid}.jsonl"));
+        let mut j = Journal::create(&p, begin(txid, seq)).unwrap();
+        j.step(Step::Stage, Phase::Started, None).unwrap();
+        drop(j);
+        let mut bytes = std::fs::read(&p).unwrap();
+        if tear {
+            bytes.extend_from_slice(br#"{"rec":"step","at":3,"step":"stage","ph"#);
+        }
+        let end = Record::End {
+            at: 5,
+            mono: None,
+            ending: Ending::RolledBack,
+            message: "rolled back".into(),
+        };
+        bytes.extend(serde_json::to_vec(&end).unwrap());
+        bytes.push(b'\n');
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_damaged_journal_in_history_is_set_aside_and_listed_as_far_as_it_reads() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&t.path().join("s")).unwrap();
+        archived(&state, "1-a", 1, false);
+        let bad = archived(&state, "2-b", 2, true);
+        let l = listing(&state).unwrap();
+        let to = state.damaged_dir().join("2-b.jsonl");
+        assert!(!bad.exists() && to.is_file());
+        assert_eq!(l.moves.len(), 1);
+        let w = &l.moves[0];
+        assert!(
+            w.contains(&bad.display().to_string()) && w.contains(&to.display().to_string()),
+            "{w}"
+        );
+        assert!(l.warnings.contains(w));
+        // Both listed, in order; the damaged one read through its glued end record.
+        let txids: Vec<_> = l.entries.iter().map(|e| e.txid.as_str()).collect();
+        assert_eq!(txids, ["1-a", "2-b"]);
+        assert_eq!(l.entries[1].damaged.as_deref(), Some(to.as_path()));
+        assert_eq!(l.entries[1].ending, Some(Ending::RolledBack));
+        assert_eq!(l.entries[0].damaged, None);
+        assert!(l.entries[1].to_string().contains("its journal is damaged"));
+        // Its sequence number still counts.
+        assert_eq!(next_seq(&state).unwrap(), 3);
+        // Later: nothing moves, and the warning stays until the admin removes the file.
+        let again = listing(&state).unwrap();
+        assert!(again.moves.is_empty());
+        assert_eq!(again.entries.len(), 2);
+        assert_eq!(again.warnings.len(), 1);
+        assert!(
+            again.warnings[0].contains("set aside earlier"),
+            "{:?}",
+            again.warnings
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(state.damaged_dir())
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_name_taken_in_the_damaged_dir_is_not_overwritten() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&t.path().join("s")).unwrap();
+        archived(&state, "2-b", 2, true);
+        listing(&state).unwrap();
+        archived(&state, "2-b", 2, true);
+        let l = listing(&state).unwrap();
+        assert!(state.damaged_dir().join("2-b.jsonl").is_file());
+        assert!(state.damaged_dir().join("2-b-1.jsonl").is_file());
+        assert_eq!(l.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_newer_journal_in_history_is_left_alone_and_not_listed() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&t.path().join("s")).unwrap();
+        let p = archived(&state, "1-a", 1, false);
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            &format!(r#""format":{FORMAT}"#),
+            &format!(r#""format":{}"#, FORMAT + 1),
+        );
+        std::fs::write(&p, text).unwrap();
+        let l = listing(&state).unwrap();
+        assert!(p.is_file() && !state.damaged_dir().exists());
+        assert!(l.entries.is_empty());
+        assert!(
+            l.warnings[0].contains("newer stalwart-upgrade"),
+            "{:?}",
+            l.warnings
+        );
+    }
+
     #[test]
     fn formats_utc_time() {
         assert_eq!(super::format_time(0), "1970-01-01 00:00:00Z");

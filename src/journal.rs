@@ -4,6 +4,15 @@
 //! Reading is strict except for the very last line: a kill during a write can only tear the final
 //! line (records are appended), so a final line without its newline is dropped; any other
 //! malformed line means the file was damaged by something else, and we refuse to guess.
+//!
+//! Writing never leaves a torn line under a record: `Journal::open` cuts a torn tail off (fsync'd)
+//! and records what it cut (`Record::Cut`) before the first append, and `append` cuts its own
+//! half-written record back when the write or its fsync fails (a full disk). Otherwise the next
+//! record would be glued onto the torn one, and the journal would be damaged in the middle, which
+//! no reader may skip.
+//!
+//! Every journal names its format (`FORMAT`, in the begin record): a journal written by a newer
+//! helper (after a downgrade) is refused instead of misread.
 
 use crate::version::{Class, Version};
 use serde::{Deserialize, Serialize};
@@ -25,7 +34,28 @@ pub enum JournalError {
     },
     #[error("journal {path} already exists: a transaction is unfinished; run `stalwart-upgrade recover`")]
     Exists { path: PathBuf },
+    #[error("journal {path} is in format {format}, newer than the {known} this stalwart-upgrade reads: it was written by a newer stalwart-upgrade; nothing was changed. Install that version again (it finishes or reads the journal), or move the file aside once no transaction of it is unfinished")]
+    NewerFormat {
+        path: PathBuf,
+        format: u32,
+        known: u32,
+    },
+    /// The journal of an unfinished transaction, damaged before its last line: unlike a torn
+    /// tail, that is not what a kill leaves, so recovery cannot know which steps ran.
+    #[error("journal {path} of an unfinished transaction{began} is damaged at line {line} ({message}), not at its end: what the interrupted run did cannot be known, so nothing was changed. Read it (`cat {path}`: each line says a step was started or done), check what runs (`stalwart-upgrade status`) and put back by hand what those lines say was changed, if the server is not healthy on the version and data it should have (`stalwart-upgrade snapshot list` names the data it saved); then move the journal aside with `mkdir -p {aside} && mv {path} {aside}/` (`stalwart-upgrade history` still shows what could be read of it)")]
+    OpenDamaged {
+        path: PathBuf,
+        line: usize,
+        message: String,
+        /// " (upgrade 0.15.5 -> 0.15.6 of stalwart.service)" when its begin record reads.
+        began: String,
+        aside: PathBuf,
+    },
 }
+
+/// The journal format this helper writes and reads. 0: journals written before the format was
+/// recorded (the same records, without `cut`); 1: adds the `cut` record and the `format` field.
+pub const FORMAT: u32 = 1;
 
 /// The steps of a transaction, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -204,6 +234,9 @@ pub enum Record {
         /// `state::mono_stamp`: durations survive the wall clock being set.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mono: Option<String>,
+        /// `FORMAT` when written; 0 (absent) in journals from before it was recorded.
+        #[serde(default)]
+        format: u32,
         #[serde(flatten)]
         begin: Box<Begin>,
     },
@@ -232,7 +265,20 @@ pub enum Record {
         ending: Ending,
         message: String,
     },
+    /// A torn last record (the helper was killed or the machine lost power while writing it) was
+    /// cut off before this journal was written to again: `bytes` long, starting with `tail`
+    /// (lossy UTF-8, at most `CUT_TAIL_MAX` bytes of it). It announces nothing: the torn record's
+    /// step never ran past it (records are written before the step they announce).
+    Cut {
+        at: u64,
+        bytes: u64,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        tail: String,
+    },
 }
+
+/// How much of a cut tail its record keeps (a record is rarely longer; enough to see which).
+pub const CUT_TAIL_MAX: usize = 256;
 
 /// Kills or stops the helper at `point` when a test asks for it (`KILL_AT_ENV`, `PAUSE_AT_ENV`);
 /// nothing in a build without the `fault-injection` feature. Journal records are points
@@ -271,7 +317,7 @@ fn kill_point(rec: &Record) -> Option<String> {
         Record::Undo { undo, phase, .. } => (undo.as_str(), *phase),
         Record::Begin { .. } => ("begin", Phase::Done),
         Record::Abort { .. } => ("abort", Phase::Done),
-        Record::End { .. } => return None,
+        Record::End { .. } | Record::Cut { .. } => return None,
     };
     let phase = match phase {
         Phase::Started => "started",
@@ -283,6 +329,18 @@ fn kill_point(rec: &Record) -> Option<String> {
 pub struct Journal {
     path: PathBuf,
     file: std::fs::File,
+    /// Bytes of whole records on disk: where a failed append is cut back to.
+    len: u64,
+    /// An append failed and its partial record could not be cut off yet: nothing more may be
+    /// appended before it is (it would be glued onto the partial record).
+    torn: bool,
+}
+
+/// What `Journal::open` cut off the end of a journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cut {
+    pub bytes: u64,
+    pub tail: String,
 }
 
 impl Journal {
@@ -305,6 +363,8 @@ impl Journal {
         let mut j = Journal {
             path: path.to_owned(),
             file,
+            len: 0,
+            torn: false,
         };
         if let Some(dir) = path.parent() {
             crate::state::fsync_dir(dir).map_err(|e| j.io(e))?;
@@ -312,24 +372,72 @@ impl Journal {
         j.append(Record::Begin {
             at: crate::clock::now_ms(),
             mono: crate::clock::mono_stamp(),
+            format: FORMAT,
             begin: Box::new(begin),
         })?;
         Ok(j)
     }
 
-    /// Reopens an existing journal to append (recovery continues the same record).
+    /// Reopens an existing journal to append (recovery continues the same record). A torn last
+    /// record is cut off first (fsync'd) and a `Record::Cut` says what was cut, so the next
+    /// record starts on a line of its own.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
-        let file = std::fs::OpenOptions::new()
+        Ok(Self::open_cutting(path)?.0)
+    }
+
+    /// `open`, also saying what it cut.
+    pub fn open_cutting(path: &Path) -> Result<(Journal, Option<Cut>), JournalError> {
+        use std::io::Read;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
             .append(true)
             .open(path)
             .map_err(|source| JournalError::Io {
                 path: path.to_owned(),
                 source,
             })?;
-        Ok(Journal {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|source| JournalError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        let whole = whole_len(&bytes);
+        let mut j = Journal {
             path: path.to_owned(),
             file,
-        })
+            len: whole as u64,
+            torn: whole < bytes.len(),
+        };
+        if whole == 0 && !bytes.is_empty() {
+            // Only a torn begin record: a cut record cannot be the first line. The caller
+            // (`recover`) removes such a journal instead: nothing was changed yet.
+            return Err(JournalError::Corrupt {
+                path: path.to_owned(),
+                line: 1,
+                message: "it holds no complete record (its begin record was torn while written); nothing was changed yet, so it can be removed".into(),
+            });
+        }
+        if !j.torn {
+            return Ok((j, None));
+        }
+        let torn = &bytes[whole..];
+        let cut = Cut {
+            bytes: torn.len() as u64,
+            tail: String::from_utf8_lossy(&torn[..torn.len().min(CUT_TAIL_MAX)]).into_owned(),
+        };
+        j.cut_back()?;
+        tracing::warn!(
+            "journal {}: cut off a torn last record ({} bytes) left by a helper killed while writing it",
+            path.display(),
+            cut.bytes
+        );
+        j.append(Record::Cut {
+            at: crate::clock::now_ms(),
+            bytes: cut.bytes,
+            tail: cut.tail.clone(),
+        })?;
+        Ok((j, Some(cut)))
     }
 
     fn io(&self, source: std::io::Error) -> JournalError {
@@ -343,7 +451,19 @@ impl Journal {
         &self.path
     }
 
-    /// Appends one record and makes it durable before returning.
+    /// Cuts the file back to its whole records, durably.
+    fn cut_back(&mut self) -> Result<(), JournalError> {
+        self.torn = true;
+        self.file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| self.io(e))?;
+        self.torn = false;
+        Ok(())
+    }
+
+    /// Appends one record and makes it durable before returning. When that fails, what was
+    /// written of it is cut off again: the record is not in the journal, as the error says.
     pub fn append(&mut self, rec: Record) -> Result<(), JournalError> {
         let mut line = serde_json::to_vec(&rec).map_err(|e| JournalError::Corrupt {
             path: self.path.clone(),
@@ -351,8 +471,23 @@ impl Journal {
             message: e.to_string(),
         })?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| self.io(e))?;
-        self.file.sync_data().map_err(|e| self.io(e))?;
+        if self.torn {
+            self.cut_back()?;
+        }
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A short write (ENOSPC, EFBIG, EIO) leaves the start of this record at the end of
+            // the file; the undo that follows a failed step appends next, and must not be glued
+            // onto it. A failed fsync may have lost any of it: cut back all the same.
+            if let Err(cut) = self.cut_back() {
+                tracing::warn!("{cut}; it is cut off before the next record");
+            }
+            return Err(self.io(e));
+        }
+        self.len += line.len() as u64;
         #[cfg(feature = "fault-injection")]
         if let Some(point) = kill_point(&rec) {
             test_point(&point);
@@ -391,38 +526,102 @@ impl Journal {
 
     /// Reads a journal; `Ok(None)` when there is none.
     pub fn read(path: &Path) -> Result<Option<Vec<Record>>, JournalError> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(JournalError::Io {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
+        match read_bytes(path)? {
+            Some(bytes) => parse(path, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the journal of an unfinished transaction: as `read`, but damage before its last
+    /// line is `JournalError::OpenDamaged`, whose message says what to do, `aside` being where to
+    /// move it.
+    pub fn read_open(path: &Path, aside: &Path) -> Result<Option<Vec<Record>>, JournalError> {
+        let Some(bytes) = read_bytes(path)? else {
+            return Ok(None);
         };
-        parse(path, &bytes).map(Some)
+        parse(path, &bytes).map(Some).map_err(|e| match e {
+            JournalError::Corrupt {
+                path,
+                line,
+                message,
+            } => {
+                let began = salvage(&path, &bytes)
+                    .ok()
+                    .and_then(|s| {
+                        s.records.into_iter().find_map(|r| match r {
+                            Record::Begin { begin, .. } => Some(begin),
+                            _ => None,
+                        })
+                    })
+                    .map(|b| {
+                        let kind = match b.kind {
+                            TxKind::Upgrade => "upgrade",
+                            TxKind::Rollback => "rollback",
+                        };
+                        format!(" ({kind} {} -> {} of {})", b.from, b.to, b.unit)
+                    })
+                    .unwrap_or_default();
+                JournalError::OpenDamaged {
+                    path,
+                    line,
+                    message,
+                    began,
+                    aside: aside.to_owned(),
+                }
+            }
+            e => e,
+        })
     }
 }
 
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, JournalError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(JournalError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Length of the whole ('\n'-terminated) lines at the start of `bytes`: what follows is a torn
+/// last record.
+pub fn whole_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// The format a journal's first line names, when that line is a begin record: read before the
+/// records themselves, which a newer format may have changed.
+fn format_of(first_line: &[u8]) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Probe {
+        rec: String,
+        #[serde(default)]
+        format: u32,
+    }
+    serde_json::from_slice::<Probe>(first_line)
+        .ok()
+        .filter(|p| p.rec == "begin")
+        .map(|p| p.format)
+}
+
 /// Parses journal bytes: every complete line must be a record and the first a Begin; an
-/// incomplete final line (torn write) is dropped.
+/// incomplete final line (torn write) is dropped. A journal of a newer format is refused.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Record>, JournalError> {
     let corrupt = |line: usize, message: String| JournalError::Corrupt {
         path: path.to_owned(),
         line,
         message,
     };
-    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(i) => &bytes[..=i],
-        None => &bytes[..0],
-    };
+    let complete = &bytes[..whole_len(bytes)];
     let mut out = Vec::new();
     let body = complete.strip_suffix(b"\n").unwrap_or(complete);
     if body.is_empty() {
         // Nothing complete yet (killed while writing the begin record): nothing was changed.
         return Ok(out);
     }
+    check_format(path, body)?;
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         let rec: Record =
             serde_json::from_slice(line).map_err(|e| corrupt(i + 1, e.to_string()))?;
@@ -434,9 +633,65 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Record>, JournalError> {
         }
         out.push(rec);
     }
-    if out.is_empty() && !bytes.is_empty() && complete.is_empty() {
-        // Killed while writing the very first record: nothing was changed yet.
+    Ok(out)
+}
+
+fn check_format(path: &Path, body: &[u8]) -> Result<(), JournalError> {
+    let first = body.split(|&b| b == b'\n').next().unwrap_or_default();
+    match format_of(first) {
+        Some(format) if format > FORMAT => Err(JournalError::NewerFormat {
+            path: path.to_owned(),
+            format,
+            known: FORMAT,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What could be read of a damaged journal (`salvage`).
+#[derive(Debug, Clone, Default)]
+pub struct Salvaged {
+    pub records: Vec<Record>,
+    /// The lines that did not read (1-based), with why; empty for an undamaged journal.
+    pub damaged: Vec<(usize, String)>,
+}
+
+/// Reads what it can of a damaged journal, for history only (never for recovery, which must not
+/// guess): each line that reads as a record is kept, a damaged one is skipped, except that a
+/// whole record glued onto a torn one (what a helper before `FORMAT` 1 left: it appended to a
+/// torn tail) is found at its `{"rec":` and kept. Records before the first begin, and later
+/// begins, are skipped as damage. A torn last line is dropped as `parse` does. A newer format is
+/// refused all the same.
+pub fn salvage(path: &Path, bytes: &[u8]) -> Result<Salvaged, JournalError> {
+    let complete = &bytes[..whole_len(bytes)];
+    let body = complete.strip_suffix(b"\n").unwrap_or(complete);
+    let mut out = Salvaged::default();
+    if body.is_empty() {
         return Ok(out);
+    }
+    check_format(path, body)?;
+    const TAG: &[u8] = br#"{"rec":"#;
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let rec = match serde_json::from_slice::<Record>(line) {
+            Ok(r) => Ok(r),
+            // Inside a record, `{"rec":` only starts it (quotes in strings are escaped), so
+            // each later one starts a glued record; a few tries bound the work on garbage.
+            Err(e) => (1..line.len())
+                .filter(|&k| line[k..].starts_with(TAG))
+                .take(4)
+                .find_map(|k| serde_json::from_slice::<Record>(&line[k..]).ok())
+                .ok_or_else(|| e.to_string()),
+        };
+        match rec {
+            Ok(r) if matches!(r, Record::Begin { .. }) == out.records.is_empty() => {
+                out.records.push(r)
+            }
+            Ok(_) => out.damaged.push((
+                i + 1,
+                "a journal starts with exactly one begin record".into(),
+            )),
+            Err(why) => out.damaged.push((i + 1, why)),
+        }
     }
     Ok(out)
 }
@@ -527,7 +782,9 @@ impl Summary {
         let mut open: Vec<(Step, Stamp)> = Vec::new();
         for r in records {
             match r {
-                Record::Begin { at, mono, begin } => {
+                Record::Begin {
+                    at, mono, begin, ..
+                } => {
                     s.begin = Some((**begin).clone());
                     s.first_at = *at;
                     s.last_at = *at;
@@ -585,6 +842,8 @@ impl Summary {
                     s.last = Stamp::new(*at, mono);
                     s.end = Some((*ending, message.clone()));
                 }
+                // What was cut was never a record: nothing to summarise.
+                Record::Cut { .. } => {}
             }
         }
         s
@@ -771,5 +1030,239 @@ mod tests {
         assert!(parse(&p, no_begin).is_err());
         assert!(parse(&p, b"").unwrap().is_empty());
         assert!(parse(&p, b"{\"rec\":\"be").unwrap().is_empty());
+    }
+
+    /// What `recover` does with a journal: read it as the open one, reopen it, append.
+    fn reopen_and_append(p: &Path) -> (Journal, Option<Cut>) {
+        Journal::read_open(p, Path::new("/aside")).unwrap().unwrap();
+        let (mut j, cut) = Journal::open_cutting(p).unwrap();
+        j.append(Record::Abort {
+            at: 9,
+            reason: "interrupted".into(),
+        })
+        .unwrap();
+        (j, cut)
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_recorded_before_the_next_append() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        let mut j = Journal::create(&p, begin()).unwrap();
+        j.step(Step::Stage, Phase::Started, None).unwrap();
+        drop(j);
+        let torn = br#"{"rec":"step","at":1,"st"#;
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.extend_from_slice(torn);
+        std::fs::write(&p, &bytes).unwrap();
+
+        let (_j, cut) = reopen_and_append(&p);
+        let cut = cut.expect("something was cut");
+        assert_eq!(cut.bytes, torn.len() as u64);
+        assert_eq!(cut.tail.as_bytes(), torn);
+        let recs = parse(&p, &std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(recs.len(), 4, "{recs:?}");
+        assert!(
+            matches!(&recs[2], Record::Cut { bytes, tail, .. } if *bytes == torn.len() as u64 && tail.as_bytes() == torn),
+            "{:?}",
+            recs[2]
+        );
+        assert!(matches!(recs[3], Record::Abort { .. }));
+        // The cut announces nothing: the summary is that of the records around it.
+        let s = Summary::of(&recs);
+        assert!(s.started(Step::Stage) && s.abort.is_some() && s.last_at == 9);
+
+        // A whole journal is opened without a cut record.
+        let before = std::fs::read(&p).unwrap();
+        let (_j, cut) = Journal::open_cutting(&p).unwrap();
+        assert_eq!(cut, None);
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+    }
+
+    #[test]
+    fn a_long_torn_tail_keeps_only_its_start_in_the_cut_record() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        drop(Journal::create(&p, begin()).unwrap());
+        // Zeros: what a file system can show after a power loss in place of unwritten data.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.extend(std::iter::repeat(0u8).take(5000));
+        std::fs::write(&p, &bytes).unwrap();
+        let (_j, cut) = reopen_and_append(&p);
+        let cut = cut.unwrap();
+        assert_eq!(cut.bytes, 5000);
+        assert_eq!(cut.tail.len(), CUT_TAIL_MAX);
+        let recs = Journal::read(&p).unwrap().unwrap();
+        assert!(matches!(recs[1], Record::Cut { bytes: 5000, .. }));
+    }
+
+    #[test]
+    fn only_a_torn_begin_is_not_reopened() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        std::fs::write(&p, br#"{"rec":"begin","at":1,"tx"#).unwrap();
+        assert_eq!(Journal::read_open(&p, t.path()).unwrap(), Some(vec![]));
+        let e = Journal::open(&p).err().unwrap();
+        assert!(matches!(e, JournalError::Corrupt { line: 1, .. }), "{e}");
+        assert!(e.to_string().contains("can be removed"), "{e}");
+    }
+
+    #[test]
+    fn the_format_is_written_older_journals_read_and_newer_ones_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        drop(Journal::create(&p, begin()).unwrap());
+        let line = std::fs::read_to_string(&p).unwrap();
+        assert!(line.contains(&format!(r#""format":{FORMAT}"#)), "{line}");
+        match &Journal::read(&p).unwrap().unwrap()[0] {
+            Record::Begin { format, .. } => assert_eq!(*format, FORMAT),
+            r => panic!("{r:?}"),
+        }
+        // Without the field (journals before it): format 0, read as before.
+        let old = line.replace(&format!(r#""format":{FORMAT},"#), "");
+        assert_ne!(old, line);
+        let recs = parse(&p, old.as_bytes()).unwrap();
+        assert!(matches!(recs[0], Record::Begin { format: 0, .. }));
+        // Newer: refused naming the file, also when its later records are unknown here, and
+        // also when only history wants to read what it can.
+        let newer = format!(
+            "{}{}\n",
+            line.replace(&format!(r#""format":{FORMAT}"#), r#""format":7"#),
+            r#"{"rec":"teleport","at":2}"#
+        );
+        for e in [
+            parse(&p, newer.as_bytes()).unwrap_err(),
+            salvage(&p, newer.as_bytes()).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    e,
+                    JournalError::NewerFormat {
+                        format: 7,
+                        known: FORMAT,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains(&p.display().to_string()), "{msg}");
+            assert!(msg.contains("newer stalwart-upgrade"), "{msg}");
+        }
+    }
+
+    /// What a helper before format 1 left (the bug this format fixes): a record appended onto a
+    /// torn one, in the middle of the file.
+    fn glued(p: &Path) -> Vec<u8> {
+        let mut j = Journal::create(p, begin()).unwrap();
+        j.step(Step::Stage, Phase::Started, None).unwrap();
+        drop(j);
+        let mut bytes = std::fs::read(p).unwrap();
+        bytes.extend_from_slice(br#"{"rec":"step","at":3,"step":"sta"#);
+        for r in [
+            Record::Abort {
+                at: 4,
+                reason: "interrupted".into(),
+            },
+            Record::End {
+                at: 5,
+                mono: None,
+                ending: Ending::RolledBack,
+                message: "rolled back".into(),
+            },
+        ] {
+            bytes.extend(serde_json::to_vec(&r).unwrap());
+            bytes.push(b'\n');
+        }
+        bytes
+    }
+
+    #[test]
+    fn a_record_glued_onto_a_torn_one_is_refused_but_salvaged_for_history() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        let bytes = glued(&p);
+        let e = parse(&p, &bytes).unwrap_err();
+        assert!(matches!(e, JournalError::Corrupt { line: 3, .. }), "{e}");
+        let s = salvage(&p, &bytes).unwrap();
+        assert_eq!(s.damaged, vec![]);
+        assert_eq!(s.records.len(), 4);
+        let sum = Summary::of(&s.records);
+        assert_eq!(sum.end.unwrap().0, Ending::RolledBack);
+        // Garbage in the middle is skipped and said; a second begin is damage too.
+        let mut bad = std::fs::read(&p).unwrap();
+        bad.extend_from_slice(b"%%%\n");
+        bad.extend(std::fs::read(&p).unwrap());
+        let s = salvage(&p, &bad).unwrap();
+        assert_eq!(
+            s.damaged.iter().map(|d| d.0).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(s.records.len(), 3);
+        // Undamaged: what parse reads.
+        let whole = std::fs::read(&p).unwrap();
+        let s = salvage(&p, &whole).unwrap();
+        assert!(s.damaged.is_empty());
+        assert_eq!(s.records, parse(&p, &whole).unwrap());
+    }
+
+    #[test]
+    fn an_open_journal_damaged_in_the_middle_says_what_to_do() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("journal.jsonl");
+        let aside = t.path().join("history/damaged");
+        std::fs::write(&p, glued(&p)).unwrap();
+        let e = Journal::read_open(&p, &aside).unwrap_err();
+        assert!(
+            matches!(e, JournalError::OpenDamaged { line: 3, .. }),
+            "{e}"
+        );
+        let msg = e.to_string();
+        for want in [
+            format!("journal {} of an unfinished transaction (upgrade 0.15.5 -> 0.15.6 of stalwart.service) is damaged at line 3", p.display()),
+            "nothing was changed".into(),
+            "stalwart-upgrade status".into(),
+            format!("mkdir -p {} && mv {} {}/", aside.display(), p.display(), aside.display()),
+        ] {
+            assert!(msg.contains(&want), "{want:?} not in {msg}");
+        }
+        // The damaged begin record: no description, the same instructions.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[0] = b'#';
+        std::fs::write(&p, &bytes).unwrap();
+        let msg = Journal::read_open(&p, &aside).unwrap_err().to_string();
+        assert!(
+            msg.contains("unfinished transaction is damaged at line 1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_failed_append_is_cut_back_so_the_next_one_starts_a_line() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("j");
+        let mut j = Journal::create(&p, begin()).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        // A half-written record left by a failed write (the write itself is forced to fail in
+        // tests/journal_torn.rs): the journal knows its whole length and cuts back to it.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(br#"{"rec":"step","at":1,"st"#)
+            .unwrap();
+        j.torn = true;
+        j.step(Step::Stage, Phase::Started, None).unwrap();
+        let now = std::fs::read(&p).unwrap();
+        assert!(now.starts_with(&good));
+        let recs = parse(&p, &now).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert!(matches!(
+            recs[1],
+            Record::Step {
+                step: Step::Stage,
+                ..
+            }
+        ));
     }
 }

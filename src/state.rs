@@ -98,6 +98,11 @@ impl StateDir {
     pub fn history_dir(&self) -> PathBuf {
         self.root.join("history")
     }
+    /// Where damaged journals are set aside (`history::list`), out of the way of every command
+    /// but still read (as far as they read) by `history`.
+    pub fn damaged_dir(&self) -> PathBuf {
+        self.history_dir().join("damaged")
+    }
     pub fn releases_dir(&self) -> PathBuf {
         self.root.join("releases")
     }

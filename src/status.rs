@@ -39,12 +39,20 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
     };
     let binary = s.server_binary();
     let binary_version = swap::binary_version(&binary).ok().map(|v| v.to_string());
-    let hist = history::list(&state)?;
-    let last = hist.last().cloned();
-    let unfinished = history::unfinished(&state)?;
+    let listing = history::listing(&state)?;
+    let last = listing.entries.last().cloned();
     let failed = state.failed()?;
     let mut attention = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings = listing.warnings;
+    // A journal that cannot be read is itself what needs the admin: its error says what to do.
+    let unfinished = match history::unfinished(&state) {
+        Ok(u) => u,
+        Err(Error::Journal(e)) => {
+            attention.push(e.to_string());
+            None
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(u) = &unfinished {
         attention.push(format!(
             "transaction {} ({} -> {}) is unfinished: run `stalwart-upgrade recover`",

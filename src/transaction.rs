@@ -377,7 +377,9 @@ pub fn recover(ctx: &Context) -> Result<RecoverReport, Error> {
 /// `recover` for callers that already hold the lock (upgrade, rollback, hooks).
 pub fn recover_locked(m: &Resources) -> Result<RecoverReport, Error> {
     let path = m.state.journal_path();
-    let Some(records) = Journal::read(&path)? else {
+    // Damage before the last line refuses (with what to do); a torn last line is not a record,
+    // and `Journal::open` below cuts it off before anything is appended.
+    let Some(records) = Journal::read_open(&path, &m.state.damaged_dir())? else {
         return Ok(RecoverReport::Nothing);
     };
     let sum = Summary::of(&records);

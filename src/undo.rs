@@ -433,6 +433,7 @@ mod tests {
         let mut recs = vec![Record::Begin {
             at: 0,
             mono: None,
+            format: 1,
             begin: Box::new(b.clone()),
         }];
         let mut out = vec![("begin".to_string(), Summary::of(&recs))];
@@ -564,6 +565,7 @@ mod tests {
             Record::Begin {
                 at: 0,
                 mono: None,
+                format: 1,
                 begin: Box::new(b.clone()),
             },
             Record::Step {

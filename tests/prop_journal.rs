@@ -1,14 +1,22 @@
 //! Property tests (fuzzing on stable) of the journal reader `journal::parse`: on arbitrary bytes
 //! and on damaged copies of a real journal (written by `Journal::create` + `step`/`undo`/`append`)
-//! it returns Ok or `JournalError::Corrupt`, never panics; cutting a journal at any byte gives a
-//! prefix of its records; `Summary::of` and its accessors never panic on what parse returns.
+//! it returns Ok or `JournalError::Corrupt` (or `NewerFormat` for a begin record naming a newer
+//! format), never panics; cutting a journal at any byte gives a prefix of its records;
+//! `Summary::of` and its accessors never panic on what parse returns.
+//!
+//! And the writer over torn tails (#25): a journal whose last record is torn anywhere (or
+//! followed by garbage without a newline) reopens with the tail cut off and recorded, and what
+//! is appended then reads back whole; `journal::salvage` (history's reader of damaged journals)
+//! never panics, agrees with `parse` on undamaged input, and finds every record of a journal in
+//! which a record was glued onto a torn one.
 
 mod prop_common;
 
 use prop_common::{check, corpus, expect_of, Expect};
 use proptest::prelude::*;
 use stalwart_upgrade::journal::{
-    parse, Begin, Ending, Journal, JournalError, Note, Phase, Record, Step, Summary, TxKind, Undo,
+    parse, salvage, Begin, Ending, Journal, JournalError, Note, Phase, Record, Step, Summary,
+    TxKind, Undo,
 };
 use stalwart_upgrade::version::{Class, Version};
 use std::path::Path;
@@ -79,6 +87,11 @@ fn write_journal(ops: &[Op]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("journal");
     let mut j = Journal::create(&p, begin()).unwrap();
+    append_ops(&mut j, ops);
+    std::fs::read(&p).unwrap()
+}
+
+fn append_ops(j: &mut Journal, ops: &[Op]) {
     for op in ops {
         match op.clone() {
             Op::Step(s, ph, n) => j.step(s, ph, n.map(Note::Text)).unwrap(),
@@ -94,7 +107,6 @@ fn write_journal(ops: &[Op]) -> Vec<u8> {
                 .unwrap(),
         }
     }
-    std::fs::read(&p).unwrap()
 }
 
 /// parse's contract on any input; exercises Summary on whatever it accepted.
@@ -118,6 +130,18 @@ fn parse_contract(bytes: &[u8]) -> Result<Option<Vec<Record>>, TestCaseError> {
         }
         Err(JournalError::Corrupt { line, path, .. }) => {
             prop_assert!(line >= 1, "corrupt line numbers start at 1");
+            prop_assert_eq!(path, Path::new(JPATH));
+            Ok(None)
+        }
+        Err(JournalError::NewerFormat {
+            path,
+            format,
+            known,
+        }) => {
+            prop_assert!(
+                format > known,
+                "format {format} refused as newer than {known}"
+            );
             prop_assert_eq!(path, Path::new(JPATH));
             Ok(None)
         }
@@ -259,13 +283,176 @@ fn damaged_journal_is_ok_or_corrupt() {
             for d in &damages {
                 apply(&mut bytes, d);
             }
-            if let Some(got) = parse_contract(&bytes)? {
+            let parsed = parse_contract(&bytes)?;
+            if let Some(got) = &parsed {
                 // Whatever is accepted is made of records; when the damage only removed a tail,
                 // it is a prefix of the original.
                 if original.starts_with(&bytes) {
                     prop_assert_eq!(&got[..], &all[..complete_lines(&bytes)]);
                 }
             }
+            salvage_contract(&bytes, parsed.as_deref())
+        },
+    );
+}
+
+/// `salvage`'s contract on any input: Ok (or NewerFormat), at most one begin and first; on what
+/// `parse` accepts (`parsed`), the same records and no damage.
+fn salvage_contract(bytes: &[u8], parsed: Option<&[Record]>) -> Result<(), TestCaseError> {
+    match salvage(Path::new(JPATH), bytes) {
+        Ok(s) => {
+            let begins = s
+                .records
+                .iter()
+                .filter(|r| matches!(r, Record::Begin { .. }))
+                .count();
+            prop_assert!(begins <= 1, "{begins} begin records salvaged");
+            if let Some(first) = s.records.first() {
+                prop_assert!(
+                    matches!(first, Record::Begin { .. }),
+                    "salvage starts without a begin"
+                );
+            }
+            summarize(&s.records);
+            if let Some(p) = parsed {
+                prop_assert_eq!(&s.records[..], p);
+                prop_assert!(
+                    s.damaged.is_empty(),
+                    "damage in an accepted journal: {:?}",
+                    s.damaged
+                );
+            }
+            Ok(())
+        }
+        Err(JournalError::NewerFormat { .. }) => Ok(()),
+        Err(e) => Err(TestCaseError::fail(format!("salvage failed: {e}"))),
+    }
+}
+
+/// Where a torn record ends: after `Keep` bytes of it, or followed by bytes of a write that never
+/// finished (zeros after a power loss, anything) with no newline.
+#[derive(Debug, Clone)]
+enum Tear {
+    Keep(proptest::sample::Index),
+    Garbage(Vec<u8>),
+}
+
+fn tear() -> impl Strategy<Value = Tear> {
+    prop_oneof![
+        3 => any::<proptest::sample::Index>().prop_map(Tear::Keep),
+        1 => proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 1..300)
+            .prop_map(Tear::Garbage),
+        1 => (1usize..5000).prop_map(|n| Tear::Garbage(vec![0; n])),
+    ]
+}
+
+/// The bytes of a journal whose last record is torn, the records before it, and the torn tail.
+fn torn(bytes: &[u8], t: &Tear) -> (Vec<u8>, Vec<u8>) {
+    let body = &bytes[..bytes.len() - 1];
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    match t {
+        // Anything from its first byte to all but its newline.
+        Tear::Keep(i) => {
+            let k = 1 + i.index(bytes.len() - start - 1);
+            (bytes[..start].to_vec(), bytes[start..start + k].to_vec())
+        }
+        Tear::Garbage(g) => (bytes.to_vec(), g.clone()),
+    }
+}
+
+#[test]
+fn a_torn_tail_is_cut_on_reopening_and_what_follows_reads_whole() {
+    check(
+        "journal/torn",
+        128,
+        (
+            proptest::collection::vec(op(), 0..8),
+            tear(),
+            proptest::collection::vec(op(), 0..4),
+        ),
+        |(ops, t, more)| {
+            let written = write_journal(&ops);
+            let all = parse(Path::new(JPATH), &written).unwrap();
+            let (whole, tail) = torn(&written, &t);
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("journal");
+            let mut bytes = whole.clone();
+            bytes.extend_from_slice(&tail);
+            std::fs::write(&p, &bytes).unwrap();
+            let kept = complete_lines(&whole);
+            let read = parse_contract(&bytes)?.expect("a torn journal reads");
+            prop_assert_eq!(&read[..], &all[..kept]);
+            if kept == 0 {
+                // A torn begin record: recover removes the journal; it is never appended to.
+                prop_assert!(Journal::open(&p).is_err(), "a torn begin was reopened");
+                prop_assert_eq!(std::fs::read(&p).unwrap(), bytes);
+                return Ok(());
+            }
+            let (mut j, cut) = Journal::open_cutting(&p).unwrap();
+            prop_assert_eq!(cut.map(|c| c.bytes), Some(tail.len() as u64));
+            append_ops(&mut j, &more);
+            drop(j);
+            let after = std::fs::read(&p).unwrap();
+            prop_assert!(after.starts_with(&whole), "a whole record was changed");
+            let got = parse_contract(&after)?.expect("the reopened journal reads whole");
+            prop_assert_eq!(got.len(), kept + 1 + more.len());
+            prop_assert_eq!(&got[..kept], &all[..kept]);
+            match &got[kept] {
+                Record::Cut {
+                    bytes: n,
+                    tail: text,
+                    ..
+                } => {
+                    prop_assert_eq!(*n, tail.len() as u64);
+                    let shown = String::from_utf8_lossy(&tail[..tail.len().min(256)]);
+                    prop_assert_eq!(text.as_str(), shown.as_ref());
+                }
+                r => return Err(TestCaseError::fail(format!("no cut record: {r:?}"))),
+            }
+            // The cut announces nothing.
+            let mut without: Vec<Record> = got.clone();
+            without.remove(kept);
+            let (a, b) = (Summary::of(&got), Summary::of(&without));
+            prop_assert_eq!(
+                (a.started, a.done, a.undone, a.end, a.abort),
+                (b.started, b.done, b.undone, b.end, b.abort)
+            );
+            salvage_contract(&after, Some(&got))
+        },
+    );
+}
+
+/// What helpers before journal format 1 left: a record appended onto a torn one. `parse`
+/// refuses it (damage in the middle); `salvage` reads every record but the torn one.
+#[test]
+fn a_record_glued_onto_a_torn_one_is_salvaged() {
+    check(
+        "journal/glued",
+        128,
+        (
+            proptest::collection::vec(op(), 2..8),
+            any::<proptest::sample::Index>(),
+            any::<proptest::sample::Index>(),
+        ),
+        |(ops, which, keep)| {
+            let bytes = write_journal(&ops);
+            let all = parse(Path::new(JPATH), &bytes).unwrap();
+            let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+            // A record after the begin, with a record after it.
+            let i = 1 + which.index(lines.len() - 2);
+            let k = 1 + keep.index(lines[i].len() - 1);
+            let mut glued = lines[..i].concat();
+            glued.extend_from_slice(&lines[i][..k]);
+            glued.extend(lines[i + 1..].concat());
+            prop_assert!(
+                parse_contract(&glued)?.is_none(),
+                "a glued line was accepted"
+            );
+            let s = salvage(Path::new(JPATH), &glued).unwrap();
+            let mut want = all.clone();
+            want.remove(i);
+            prop_assert_eq!(s.records, want);
+            prop_assert!(s.damaged.is_empty(), "{:?}", s.damaged);
             Ok(())
         },
     );
@@ -298,7 +485,10 @@ fn arbitrary_bytes_are_ok_or_corrupt() {
             )
             .prop_map(|v| v.concat()),
         ],
-        |bytes| parse_contract(&bytes).map(|_| ()),
+        |bytes| {
+            let parsed = parse_contract(&bytes)?;
+            salvage_contract(&bytes, parsed.as_deref())
+        },
     );
 }
 
@@ -337,6 +527,7 @@ fn summary_of_any_records_never_panics() {
         any::<u64>().prop_map(|at| Record::Begin {
             at,
             mono: None,
+            format: 1,
             begin: Box::new(begin())
         }),
     ];
@@ -362,6 +553,7 @@ fn summary_of_any_records_never_panics() {
                 Record::Begin {
                     at: a,
                     mono: None,
+                    format: 1,
                     begin: Box::new(begin()),
                 },
                 step(a, 0, Step::Stop, Phase::Started, None),
@@ -398,5 +590,41 @@ fn corpus_regressions() {
             Expect::Err => assert!(got.is_none(), "{} accepted", p.display()),
             Expect::Any => {}
         }
+        salvage_contract(&bytes, got.as_deref()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     }
+}
+
+/// The corpus's journals of #25, beyond accepted or refused: what reads of them.
+#[test]
+fn corpus_torn_and_glued_journals_read_as_they_should() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/journal");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    // The file a helper before format 1 archived: every record but the torn one salvages, the
+    // ending with them.
+    let s = salvage(Path::new(JPATH), &read("err-glued-onto-torn.jsonl")).unwrap();
+    assert!(s.damaged.is_empty(), "{:?}", s.damaged);
+    assert_eq!(s.records.len(), 7);
+    let sum = Summary::of(&s.records);
+    assert_eq!(sum.end.as_ref().map(|e| e.0), Some(Ending::RolledBack));
+    assert!(sum.abort.is_some() && sum.started(Step::Stop));
+    // A cut record reads back and is summarised as nothing.
+    let recs = parse(Path::new(JPATH), &read("ok-format-1-cut-record.jsonl")).unwrap();
+    assert!(matches!(
+        &recs[4],
+        Record::Cut { bytes: 38, tail, .. } if tail.starts_with(r#"{"rec":"step""#)
+    ));
+    assert!(matches!(recs[0], Record::Begin { format: 1, .. }));
+    let sum = Summary::of(&recs);
+    assert_eq!(sum.last_started(), Some(Step::Stop));
+    assert_eq!(sum.end.as_ref().map(|e| e.0), Some(Ending::RolledBack));
+    // A newer format is refused by name, whatever records follow.
+    let e = parse(Path::new(JPATH), &read("err-newer-format.jsonl")).unwrap_err();
+    assert!(
+        matches!(e, JournalError::NewerFormat { format: 99, .. }),
+        "{e}"
+    );
+    // Torn again after a cut: the cut stays a record, the new torn tail is dropped.
+    let recs = parse(Path::new(JPATH), &read("ok-torn-after-cut.jsonl")).unwrap();
+    assert_eq!(recs.len(), 3);
+    assert!(matches!(recs[2], Record::Cut { bytes: 12, .. }));
 }
