@@ -11,6 +11,8 @@ pub const DEFAULT_PATH: &str = "/etc/stalwart-upgrade/config.toml";
 pub const ENV_PATH: &str = "STALWART_UPGRADE_CONFIG";
 /// Upper bound of every `*_secs` setting: 30 days.
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+/// Default bound of one dump, restore or export tool run (`[timeouts] tool_secs`).
+pub const DEFAULT_TOOL_SECS: u64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -74,6 +76,10 @@ pub struct Timeouts {
     pub settle_secs: u64,
     /// How long a second helper waits for the lock before it refuses.
     pub lock_wait_secs: u64,
+    /// Upper bound of one run of a dump/restore tool (pg_dump, pg_restore + psql, mariadb-dump,
+    /// mariadb, the server's --export/--import): past it the tool is killed and the step fails
+    /// (undone like any other), instead of the server staying stopped with the lock held.
+    pub tool_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -157,6 +163,7 @@ impl Default for Timeouts {
             ready_secs: 300,
             settle_secs: 2,
             lock_wait_secs: 30,
+            tool_secs: DEFAULT_TOOL_SECS,
         }
     }
 }
@@ -285,6 +292,7 @@ impl Settings {
             ("timeouts.ready_secs", t.ready_secs),
             ("timeouts.settle_secs", t.settle_secs),
             ("timeouts.lock_wait_secs", t.lock_wait_secs),
+            ("timeouts.tool_secs", t.tool_secs),
             ("webadmin.timeout_secs", self.webadmin.timeout_secs),
         ] {
             if secs > MAX_TIMEOUT_SECS {
@@ -292,6 +300,13 @@ impl Settings {
                     "`{name}` = {secs} is larger than {MAX_TIMEOUT_SECS} (30 days)"
                 ));
             }
+        }
+        if t.tool_secs == 0 {
+            return Err(
+                "`timeouts.tool_secs` = 0 would stop every dump and restore at once; give the \
+                 longest a dump or restore of the database may take (default 3600)"
+                    .into(),
+            );
         }
         for c in &self.policy.unattended {
             if !["patch", "minor", "major"]

@@ -101,6 +101,19 @@ pub enum SnapshotError {
         detail: String,
     },
     #[error(
+        "store \"{store}\": {tool} did not {what} within {secs} s, so it was stopped (its \
+         process group killed) and nothing it wrote is used. If the database is that large or \
+         that slow, raise `tool_secs` in the [timeouts] section of \
+         /etc/stalwart-upgrade/config.toml (or of a drop-in in config.d/); otherwise check why \
+         it hung (a lock held by another client, an unreachable database)"
+    )]
+    ToolTimeout {
+        store: String,
+        tool: String,
+        what: String,
+        secs: u64,
+    },
+    #[error(
         "store \"{store}\" needs {tool}, which is not installed: install the {package} package \
          and retry"
     )]
@@ -240,6 +253,8 @@ impl Snapshots {
 
     /// The snapshots the helper's settings name, with their CA file for the database servers.
     pub fn for_settings(s: &crate::config::Settings) -> Snapshots {
+        // Every tool run of this process (dumps, restores, queries) is bounded by it.
+        sql::set_tool_timeout(s.timeouts.tool_secs);
         Snapshots::new(&s.snapshot_dir()).with_database_ca(s.snapshots.database_ca_file.clone())
     }
 
