@@ -496,6 +496,33 @@ impl Snapshots {
         Ok(gone)
     }
 
+    /// The package purge's part: every snapshot that is not set-aside data goes, with the
+    /// PostgreSQL clone databases it owns (`remove`), and the clones interrupted creates left
+    /// (named by their partial snapshots; `cfg` gives the connection). A snapshot whose clone
+    /// cannot be dropped now stays, so the database is never left behind unnamed; set-aside
+    /// snapshots stay until the admin removes them by name.
+    pub fn purge(
+        &self,
+        cfg: Option<&crate::serverconfig::ServerConfig>,
+    ) -> Result<Purged, SnapshotError> {
+        if let Some(cfg) = cfg {
+            self.drop_partial_clones(cfg);
+        }
+        let mut out = Purged::default();
+        for m in self.list()? {
+            if m.set_aside() {
+                continue;
+            }
+            match self.remove(&m.id) {
+                Ok(()) => out.removed.push(m.id),
+                Err(e) => out.failed.push((m.id, e.to_string())),
+            }
+        }
+        self.remove_partials()?;
+        out.set_aside = self.set_aside()?;
+        Ok(out)
+    }
+
     /// The snapshots holding set-aside data (`Manifest::set_aside`), oldest first, with what
     /// an admin needs to decide about each.
     pub fn set_aside(&self) -> Result<Vec<SetAside>, SnapshotError> {
@@ -561,6 +588,16 @@ impl Snapshots {
         }
         Ok(total)
     }
+}
+
+/// What `Snapshots::purge` did.
+#[derive(Debug, Default)]
+pub struct Purged {
+    pub removed: Vec<String>,
+    /// Kept: set-aside data.
+    pub set_aside: Vec<SetAside>,
+    /// Kept because removing them failed (a clone database that could not be dropped), with why.
+    pub failed: Vec<(String, String)>,
 }
 
 /// A snapshot of set-aside data, as `status`, `history` and purge name it.
