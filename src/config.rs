@@ -98,7 +98,8 @@ pub struct HealthSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SnapshotSettings {
-    /// Snapshots kept by the retention policy (the one a rollback needs is never pruned).
+    /// Snapshots kept by the retention policy (the one a rollback needs is never pruned, nor
+    /// set-aside data: `snapshot::Manifest::set_aside`).
     pub keep: usize,
     /// Default: STATE_DIR/snapshots.
     pub dir: Option<PathBuf>,
