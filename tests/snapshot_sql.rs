@@ -354,13 +354,28 @@ fn a_postgresql_dump_into_a_full_file_system_fails_within_a_bound() {
     )
     .unwrap();
     let cfg = ServerConfig::load_with_env(&cfg_path, &ServerEnv::default()).unwrap();
-    let root = tmp.path().join("snapshots");
-    let _small = SmallFs::mount(&root, "256k");
-    let snaps = Snapshots::new(&root);
-    assert_eq!(
-        snaps.plan(&cfg).unwrap().stores[0].method,
-        StoreMethod::PgDump
+    dump_into_a_full_fs_fails_within_a_bound(
+        cfg,
+        &tmp.path().join("snapshots"),
+        StoreMethod::PgDump,
+        &pg.sock.display().to_string(),
+        "pg_dump",
     );
+}
+
+/// Snapshots `cfg` (one SQL store, about 3 MB) into a 256 KiB file system at `root`: the create
+/// must fail as NoSpace within a bound, with no `tool` left running against `sock` and nothing
+/// left in the root.
+fn dump_into_a_full_fs_fails_within_a_bound(
+    cfg: ServerConfig,
+    root: &Path,
+    method: StoreMethod,
+    sock: &str,
+    tool: &str,
+) {
+    let _small = SmallFs::mount(root, "256k");
+    let snaps = Snapshots::new(root);
+    assert_eq!(snaps.plan(&cfg).unwrap().stores[0].method, method);
 
     let started = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -380,28 +395,29 @@ fn a_postgresql_dump_into_a_full_file_system_fails_within_a_bound() {
         "{:?}",
         started.elapsed()
     );
-    // No pg_dump of this database is left, and nothing that looks like a snapshot.
-    let sock = pg.sock.display().to_string();
+    // No dump of this database is left, and nothing that looks like a snapshot.
+    let running = || -> Vec<String> {
+        processes_naming(sock)
+            .into_iter()
+            .filter(|p| p.contains(tool))
+            .collect()
+    };
     let t0 = Instant::now();
-    while !processes_naming(&sock)
-        .iter()
-        .all(|p| !p.contains("pg_dump"))
-        && t0.elapsed() < Duration::from_secs(10)
-    {
+    while !running().is_empty() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let left: Vec<String> = processes_naming(&sock)
-        .into_iter()
-        .filter(|p| p.contains("pg_dump"))
-        .collect();
-    assert!(left.is_empty(), "pg_dump still running: {left:?}");
-    let entries: Vec<String> = std::fs::read_dir(&root)
+    assert!(
+        running().is_empty(),
+        "{tool} still running: {:?}",
+        running()
+    );
+    let entries: Vec<String> = std::fs::read_dir(root)
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     assert!(entries.is_empty(), "left in the snapshot root: {entries:?}");
-    assert!(Snapshots::new(&root).list().unwrap().is_empty());
+    assert!(Snapshots::new(root).list().unwrap().is_empty());
 }
 
 // ------------------------------------------------------------------ MariaDB
@@ -611,6 +627,39 @@ fn mariadb_dump_and_restore_with_a_real_server() {
 // root's tools do anything the server itself could not (README "Security", findings 2 and 3).
 
 /// A config owned by an unprivileged uid (the service user), in a directory of theirs.
+/// The same full file system under a mariadb-dump (issue #24).
+#[test]
+fn a_mariadb_dump_into_a_full_file_system_fails_within_a_bound() {
+    let db = Mariadb::start();
+    db.root("CREATE DATABASE mail");
+    db.root("CREATE USER 'stalwart'@'localhost' IDENTIFIED BY 'my-Secret-42'");
+    db.root("GRANT ALL ON mail.* TO 'stalwart'@'localhost'");
+    db.user("CREATE TABLE messages (id INT PRIMARY KEY, body TEXT NOT NULL) ENGINE=InnoDB");
+    db.user(
+        "INSERT INTO messages SELECT seq, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2), \
+         MD5(seq + 3)) FROM seq_1_to_20000",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[storage]\ndata = \"my\"\n[store.my]\ntype = \"mysql\"\nhost = \"{}\"\n\
+             database = \"mail\"\nuser = \"stalwart\"\npassword = \"my-Secret-42\"\n",
+            db.sock.display()
+        ),
+    )
+    .unwrap();
+    let cfg = ServerConfig::load(&cfg_path).unwrap();
+    dump_into_a_full_fs_fails_within_a_bound(
+        cfg,
+        &tmp.path().join("snapshots"),
+        StoreMethod::MysqlDump,
+        &db.sock.display().to_string(),
+        "mariadb-dump",
+    );
+}
+
 fn hostile_config(tmp: &Path, text: &str) -> ServerConfig {
     let dir = tmp.join("etc");
     std::fs::create_dir_all(&dir).unwrap();
