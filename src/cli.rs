@@ -360,6 +360,17 @@ fn run(cmd: Command) -> Result<i32, Error> {
                     println!("{e}");
                 }
             }
+            if !json {
+                // What past rollbacks and undos set aside stays until removed by name: said
+                // where the admin looks for what happened to their mail.
+                let aside = crate::snapshot::Snapshots::new(&ctx.settings.snapshot_dir())
+                    .set_aside()
+                    .unwrap_or_default();
+                let running = crate::swap::binary_version(&ctx.settings.server_binary()).ok();
+                for a in &aside {
+                    println!("set aside: {}", a.describe(running.as_ref()));
+                }
+            }
             Ok(exit::OK)
         }
         Command::Plan {
@@ -590,12 +601,16 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
                         .map(|st| format!("{}:{}", st.id, st.method.describe()))
                         .collect();
                     println!(
-                        "{}  server {}  {} MiB  {}  {}",
+                        "{}  server {}  {} MiB  {}  {}{}",
                         m.id,
                         m.server_version,
                         m.bytes() >> 20,
                         if m.hashed() { "hashed" } else { "not hashed" },
-                        methods.join(", ")
+                        methods.join(", "),
+                        match &m.origin {
+                            Some(o) => format!("  SET ASIDE (never pruned): {o}"),
+                            None => String::new(),
+                        }
                     );
                 }
             }
@@ -604,11 +619,16 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         SnapshotCmd::Remove { id, yes } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
             let m = snaps.get(&id)?;
-            let question = format!(
-                "Delete snapshot {id} ({} MiB, {})?",
-                m.bytes() >> 20,
-                m.origin.as_deref().unwrap_or("taken before an upgrade")
-            );
+            let question = match &m.origin {
+                Some(o) => format!(
+                    "Delete snapshot {id} ({} MiB, {o})? It is set-aside data: no other snapshot holds it",
+                    m.bytes() >> 20
+                ),
+                None => format!(
+                    "Delete snapshot {id} ({} MiB, taken before an upgrade)?",
+                    m.bytes() >> 20
+                ),
+            };
             if !confirm(&question, yes) {
                 return Ok(exit::USAGE);
             }

@@ -147,7 +147,7 @@ fn expire_carried(m: &Resources, begin: &Begin, warnings: &mut Vec<String>) {
 
 /// Retention: keep the newest `snapshots.keep`, and always the protected ones
 /// (`history::protected_snapshots`: this transaction's, and what a rollback of the running
-/// release restores).
+/// release restores) and the set-aside ones (`Manifest::set_aside`, whatever their age).
 fn prune(m: &Resources, sum: &Summary, warnings: &mut Vec<String>) {
     let running = sum.begin.as_ref().map(|b| b.to.clone());
     let protect = match running

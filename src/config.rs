@@ -11,6 +11,8 @@ pub const DEFAULT_PATH: &str = "/etc/stalwart-upgrade/config.toml";
 pub const ENV_PATH: &str = "STALWART_UPGRADE_CONFIG";
 /// Upper bound of every `*_secs` setting: 30 days.
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+/// Default bound of one dump, restore or export tool run (`[timeouts] tool_secs`).
+pub const DEFAULT_TOOL_SECS: u64 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -80,6 +82,10 @@ pub struct Timeouts {
     /// the unit's Restart= would retry too).
     pub undo_ready_secs: u64,
     pub undo_start_attempts: u32,
+    /// Upper bound of one run of a dump/restore tool (pg_dump, pg_restore + psql, mariadb-dump,
+    /// mariadb, the server's --export/--import): past it the tool is killed and the step fails
+    /// (undone like any other), instead of the server staying stopped with the lock held.
+    pub tool_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -98,7 +104,8 @@ pub struct HealthSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SnapshotSettings {
-    /// Snapshots kept by the retention policy (the one a rollback needs is never pruned).
+    /// Snapshots kept by the retention policy (the one a rollback needs is never pruned, nor
+    /// set-aside data: `snapshot::Manifest::set_aside`).
     pub keep: usize,
     /// Default: STATE_DIR/snapshots.
     pub dir: Option<PathBuf>,
@@ -165,6 +172,7 @@ impl Default for Timeouts {
             lock_wait_secs: 30,
             undo_ready_secs: 600,
             undo_start_attempts: 3,
+            tool_secs: DEFAULT_TOOL_SECS,
         }
     }
 }
@@ -293,6 +301,7 @@ impl Settings {
             ("timeouts.ready_secs", t.ready_secs),
             ("timeouts.settle_secs", t.settle_secs),
             ("timeouts.lock_wait_secs", t.lock_wait_secs),
+            ("timeouts.tool_secs", t.tool_secs),
             ("webadmin.timeout_secs", self.webadmin.timeout_secs),
         ] {
             if secs > MAX_TIMEOUT_SECS {
@@ -300,6 +309,13 @@ impl Settings {
                     "`{name}` = {secs} is larger than {MAX_TIMEOUT_SECS} (30 days)"
                 ));
             }
+        }
+        if t.tool_secs == 0 {
+            return Err(
+                "`timeouts.tool_secs` = 0 would stop every dump and restore at once; give the \
+                 longest a dump or restore of the database may take (default 3600)"
+                    .into(),
+            );
         }
         for c in &self.policy.unattended {
             if !["patch", "minor", "major"]

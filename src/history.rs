@@ -92,7 +92,9 @@ pub fn committed_upgrade(
 
 /// The one answer to which snapshots retention must never remove: the one a rollback of the
 /// `running` release restores (its committed upgrade's), plus `also` (a transaction's own).
-/// Snapshots of displaced data are kept by `Snapshots::prune` itself.
+/// Snapshots of set-aside data (`Manifest::set_aside`: what a rollback, an undo or a `snapshot
+/// restore` displaced) are not listed: they are kept whatever the caller protects, by
+/// `Snapshots::prune` and `space_advice` themselves, until `snapshot remove ID`.
 pub fn protected_snapshots(
     state: &StateDir,
     running: &Version,

@@ -290,7 +290,7 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
                     "to remove the binary and the upgrade state too: rm -rf {p}/bin {state}"
                 ));
             } else {
-                say("purging the package (`apt purge stalwart`) removes the binary and the upgrade state but keeps configuration and data unless /etc/stalwart-upgrade/purge-data exists or STALWART_PURGE_DATA=yes is set");
+                say("purging the package (`apt purge stalwart`) removes the binary, the upgrade state and the snapshots, except those holding set-aside data (removed only by `stalwart-upgrade snapshot remove ID`), and keeps configuration and data unless /etc/stalwart-upgrade/purge-data exists or STALWART_PURGE_DATA=yes is set");
             }
             exit::OK
         }

@@ -24,6 +24,8 @@ pub struct Status {
     pub failed_upgrade: Option<FailedUpgrade>,
     pub kept_releases: Vec<String>,
     pub snapshots: Vec<String>,
+    /// Snapshots of set-aside data (`Manifest::set_aside`): kept until removed by name.
+    pub set_aside: Vec<crate::snapshot::SetAside>,
     pub policy: Option<serde_json::Value>,
     /// Why `status` exits non-zero, in words.
     pub attention: Vec<String>,
@@ -132,19 +134,16 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
             }
         }
     }
-    let manifests = crate::snapshot::Snapshots::new(&s.snapshot_dir())
-        .list()
-        .unwrap_or_default();
-    // Data a rollback set aside (what a newer version ran on, mail it took included) is never
-    // deleted by the helper: said here until the admin removes it.
-    for m in manifests.iter().filter(|m| m.origin.is_some()) {
-        warnings.push(format!(
-            "snapshot {} keeps {}: if mail from that time is missing, look there (`stalwart-upgrade snapshot restore {}` puts it back); `stalwart-upgrade snapshot remove {}` once it is not needed",
-            m.id,
-            m.origin.as_deref().unwrap_or_default(),
-            m.id,
-            m.id
-        ));
+    let snaps = crate::snapshot::Snapshots::new(&s.snapshot_dir());
+    let manifests = snaps.list().unwrap_or_default();
+    // Data a rollback or an undo set aside (what a newer version ran on, mail it took included)
+    // is never deleted by the helper: said here, with its size, until the admin removes it.
+    let set_aside = snaps.set_aside().unwrap_or_default();
+    let running = binary_version
+        .as_deref()
+        .and_then(|v| v.parse::<crate::version::Version>().ok());
+    for a in &set_aside {
+        warnings.push(a.describe(running.as_ref()));
     }
     let snapshots = manifests.into_iter().map(|m| m.id).collect();
     Ok(Status {
@@ -159,6 +158,7 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         failed_upgrade: failed,
         kept_releases: state.releases()?.iter().map(|v| v.to_string()).collect(),
         snapshots,
+        set_aside,
         policy: crate::policy::state(s, ctx.allow.as_deref())
             .ok()
             .and_then(|p| serde_json::to_value(p).ok()),

@@ -455,6 +455,104 @@ fn prune_keeps_newest_and_protected() {
     ));
 }
 
+/// Issue #24: a rollback snapshots the data the newer version ran on, then restores the older
+/// snapshot and deletes the displaced tree as a proven duplicate of that new snapshot, which is
+/// then the only copy of the mail the newer version took. It must become set-aside data: never
+/// pruned by count, never offered to free space, named with its size and removal command.
+#[test]
+fn a_snapshot_that_became_the_only_copy_of_displaced_data_is_set_aside() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let before = snaps.create(&cfg, &meta()).unwrap();
+    // The newer version takes mail, then the rollback snapshots that data (server stopped).
+    write(&data.join("000013.sst"), b"mail the newer version took");
+    let newer = inventory(&data);
+    let taken = snaps
+        .create(
+            &cfg,
+            &SnapshotMeta {
+                server_version: "0.16.1".parse().unwrap(),
+                ..meta()
+            },
+        )
+        .unwrap();
+    assert!(!taken.set_aside());
+    let restored = snaps
+        .restore(
+            &before.id,
+            Some(&cfg),
+            &stalwart_upgrade::snapshot::Displaced::Discard {
+                covered_by: taken.id.clone(),
+                origin: "the data 0.16.1 ran on, replaced by rollback tx-1".into(),
+                version: "0.16.1".parse().unwrap(),
+            },
+        )
+        .unwrap();
+    assert_eq!(restored.kept, None, "the displaced tree was a duplicate");
+    assert!(!data.join("000013.sst").exists(), "the older data is back");
+    let m = snaps.get(&taken.id).unwrap();
+    assert!(m.set_aside(), "{:?}", m.origin);
+    assert!(m.origin.as_deref().unwrap().contains("tx-1"));
+
+    // Five more snapshots with keep = 1: the set-aside one stays, the plain older one goes.
+    for _ in 0..5 {
+        snaps.create(&cfg, &meta()).unwrap();
+    }
+    snaps.prune(1, &[], false).unwrap();
+    let left: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left[0], taken.id);
+    assert!(!left.contains(&before.id));
+    // Named, with its size and how to remove it; never offered to free space.
+    let aside = snaps.set_aside().unwrap();
+    assert_eq!(aside.len(), 1);
+    let line = aside[0].describe(Some(&"0.15.5".parse().unwrap()));
+    assert!(
+        line.contains(&taken.id)
+            && line.contains("KiB")
+            && line.contains(&format!("stalwart-upgrade snapshot remove {}", taken.id))
+            && line.contains("run 0.16.1 again first"),
+        "{line}"
+    );
+    let plan = stalwart_upgrade::snapshot::SnapshotPlan {
+        root: snaps.root.clone(),
+        stores: vec![],
+        bytes_needed: u64::MAX / 4,
+        bytes_free: 0,
+        margin: 0,
+        unknown: vec![],
+    };
+    let advice = snaps.space_advice(&plan, &[]);
+    assert!(!advice.contains(&taken.id), "{advice}");
+    // It still restores: the mail the newer version took comes back.
+    snaps.restore(&taken.id, Some(&cfg), &keep()).unwrap();
+    let mut back = inventory(&data);
+    let mut want = newer.clone();
+    // The restore's own bookkeeping aside, the tree is the one the newer version left.
+    back.retain(|k, _| !k.starts_with('.'));
+    want.retain(|k, _| !k.starts_with('.'));
+    assert_eq!(
+        back.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::read(data.join("000013.sst")).unwrap(),
+        b"mail the newer version took"
+    );
+    // Only removal by name deletes it.
+    snaps.remove(&taken.id).unwrap();
+    assert!(snaps.get(&taken.id).is_err());
+}
+
 #[test]
 fn symlink_out_of_the_data_dir_is_not_followed() {
     let fx = Fixture::new();

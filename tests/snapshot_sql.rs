@@ -272,6 +272,154 @@ fn postgresql_dump_and_restore_with_a_real_server() {
         .any(|f| f.path == "dump.pgcustom" && f.size > 0));
 }
 
+/// A tmpfs of `size` mounted at `dir` (root-only, like a snapshot root must be), unmounted on
+/// drop, also when the test panics.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        must(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0700"))
+                .arg("su-test-small")
+                .arg(dir),
+        );
+        SmallFs(dir.to_owned())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// The processes whose command line names `needle`.
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == std::process::id().to_string() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(format!("{name}: {cmd}"));
+            }
+        }
+    }
+    out
+}
+
+/// Issue #24: a pg_dump into a snapshot directory whose file system fills up. The helper used to
+/// wait for pg_dump's stderr while pg_dump blocked on its full stdout pipe: forever, with the
+/// server stopped and the lock held. Now the dump is killed, the partial snapshot removed, and
+/// the error says the disk is full, within a bound.
+#[test]
+fn a_postgresql_dump_into_a_full_file_system_fails_within_a_bound() {
+    let pg = Postgres::start();
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE ROLE stalwart LOGIN PASSWORD 'pg-Secret-42'",
+    );
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE DATABASE mail OWNER stalwart",
+    );
+    let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
+    st("CREATE TABLE messages (id int PRIMARY KEY, body text NOT NULL)");
+    // About 3 MB of text that does not compress away (the dump is uncompressed anyway).
+    st(
+        "INSERT INTO messages SELECT g, md5(g::text) || md5((g+1)::text) || md5((g+2)::text) \
+        || md5((g+3)::text) FROM generate_series(1, 20000) g",
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\n\
+             database = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
+            pg.sock.display(),
+            pg.port
+        ),
+    )
+    .unwrap();
+    let cfg = ServerConfig::load_with_env(&cfg_path, &ServerEnv::default()).unwrap();
+    dump_into_a_full_fs_fails_within_a_bound(
+        cfg,
+        &tmp.path().join("snapshots"),
+        StoreMethod::PgDump,
+        &pg.sock.display().to_string(),
+        "pg_dump",
+    );
+}
+
+/// Snapshots `cfg` (one SQL store, about 3 MB) into a 256 KiB file system at `root`: the create
+/// must fail as NoSpace within a bound, with no `tool` left running against `sock` and nothing
+/// left in the root.
+fn dump_into_a_full_fs_fails_within_a_bound(
+    cfg: ServerConfig,
+    root: &Path,
+    method: StoreMethod,
+    sock: &str,
+    tool: &str,
+) {
+    let _small = SmallFs::mount(root, "256k");
+    let snaps = Snapshots::new(root);
+    assert_eq!(snaps.plan(&cfg).unwrap().stores[0].method, method);
+
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(snaps.create(&cfg, &meta()));
+    });
+    let res = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the snapshot hung on the full file system");
+    let err = res.expect_err("3 MB cannot fit in 256 KiB");
+    assert!(
+        matches!(err, SnapshotError::NoSpace { .. }),
+        "a full disk is named as such: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    // No dump of this database is left, and nothing that looks like a snapshot.
+    let running = || -> Vec<String> {
+        processes_naming(sock)
+            .into_iter()
+            .filter(|p| p.contains(tool))
+            .collect()
+    };
+    let t0 = Instant::now();
+    while !running().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        running().is_empty(),
+        "{tool} still running: {:?}",
+        running()
+    );
+    let entries: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(entries.is_empty(), "left in the snapshot root: {entries:?}");
+    assert!(Snapshots::new(root).list().unwrap().is_empty());
+}
+
 // ------------------------------------------------------------------ MariaDB
 
 struct Mariadb {
@@ -479,6 +627,39 @@ fn mariadb_dump_and_restore_with_a_real_server() {
 // root's tools do anything the server itself could not (README "Security", findings 2 and 3).
 
 /// A config owned by an unprivileged uid (the service user), in a directory of theirs.
+/// The same full file system under a mariadb-dump (issue #24).
+#[test]
+fn a_mariadb_dump_into_a_full_file_system_fails_within_a_bound() {
+    let db = Mariadb::start();
+    db.root("CREATE DATABASE mail");
+    db.root("CREATE USER 'stalwart'@'localhost' IDENTIFIED BY 'my-Secret-42'");
+    db.root("GRANT ALL ON mail.* TO 'stalwart'@'localhost'");
+    db.user("CREATE TABLE messages (id INT PRIMARY KEY, body TEXT NOT NULL) ENGINE=InnoDB");
+    db.user(
+        "INSERT INTO messages SELECT seq, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2), \
+         MD5(seq + 3)) FROM seq_1_to_20000",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[storage]\ndata = \"my\"\n[store.my]\ntype = \"mysql\"\nhost = \"{}\"\n\
+             database = \"mail\"\nuser = \"stalwart\"\npassword = \"my-Secret-42\"\n",
+            db.sock.display()
+        ),
+    )
+    .unwrap();
+    let cfg = ServerConfig::load(&cfg_path).unwrap();
+    dump_into_a_full_fs_fails_within_a_bound(
+        cfg,
+        &tmp.path().join("snapshots"),
+        StoreMethod::MysqlDump,
+        &db.sock.display().to_string(),
+        "mariadb-dump",
+    );
+}
+
 fn hostile_config(tmp: &Path, text: &str) -> ServerConfig {
     let dir = tmp.join("etc");
     std::fs::create_dir_all(&dir).unwrap();

@@ -941,12 +941,27 @@ fn clear_set_id(
     Ok(())
 }
 
-/// dpkg purge: the binary directory and the helper's state (journal, history, kept releases,
-/// snapshots) and our holds go; configuration, data and logs only when asked for.
+/// dpkg purge: the binary directory, the helper's state (journal, history, kept releases) and
+/// the snapshots go, with the PostgreSQL clone databases they own, and our holds; configuration,
+/// data and logs only when asked for. Under the helper's lock, and never while a transaction is
+/// unfinished: its journal is what `recover` needs to put the server back on consistent data,
+/// and its snapshot may be the only copy of that data. Set-aside snapshots (data a rollback or an
+/// undo displaced: mail nothing else holds) stay until the admin removes them by name.
 fn purge(ctx: &Context, with_data: bool, holds: &HoldPaths) -> Result<Vec<String>, Error> {
     let s = &ctx.settings;
     let mut done = Vec::new();
-    let mut remove = vec![s.bin_dir(), s.staged_dir(), s.state_dir.clone()];
+    // No state dir: no helper ever ran a transaction here, nothing to wait for.
+    let _lock = if s.state_dir.exists() {
+        let state = StateDir::open(&s.state_dir)?;
+        let lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
+        refuse_if_unfinished(&state)?;
+        Some(lock)
+    } else {
+        None
+    };
+    let snapshot_dir = s.snapshot_dir();
+    let kept_snapshots = purge_snapshots(ctx, &mut done)?;
+    let mut remove = vec![s.bin_dir(), s.staged_dir()];
     let data = [
         s.prefix.join("etc"),
         s.prefix.join("data"),
@@ -959,6 +974,40 @@ fn purge(ctx: &Context, with_data: bool, holds: &HoldPaths) -> Result<Vec<String
         if p.exists() {
             std::fs::remove_dir_all(p).map_err(io_err(p))?;
             done.push(format!("removed {}", p.display()));
+        }
+    }
+    // The state dir goes whole, unless the snapshots kept live in it: then all but them.
+    let keep_inside = kept_snapshots && snapshot_dir.starts_with(&s.state_dir);
+    if s.state_dir.exists() {
+        if keep_inside {
+            let rd = std::fs::read_dir(&s.state_dir).map_err(io_err(&s.state_dir))?;
+            for e in rd {
+                let e = e.map_err(io_err(&s.state_dir))?;
+                let p = e.path();
+                if snapshot_dir.starts_with(&p) {
+                    continue;
+                }
+                let is_dir = e.file_type().map_err(io_err(&p))?.is_dir();
+                if is_dir {
+                    std::fs::remove_dir_all(&p).map_err(io_err(&p))?;
+                } else {
+                    std::fs::remove_file(&p).map_err(io_err(&p))?;
+                }
+            }
+            done.push(format!(
+                "removed {} except {}",
+                s.state_dir.display(),
+                snapshot_dir.display()
+            ));
+        } else {
+            std::fs::remove_dir_all(&s.state_dir).map_err(io_err(&s.state_dir))?;
+            done.push(format!("removed {}", s.state_dir.display()));
+        }
+    }
+    if !kept_snapshots && !snapshot_dir.starts_with(&s.state_dir) {
+        // A snapshot dir of its own (`[snapshots] dir`): only if nothing is left in it.
+        if std::fs::remove_dir(&snapshot_dir).is_ok() {
+            done.push(format!("removed {}", snapshot_dir.display()));
         }
     }
     if let Err(e) = policy::remove_holds(holds) {
@@ -983,6 +1032,64 @@ fn purge(ctx: &Context, with_data: bool, holds: &HoldPaths) -> Result<Vec<String
         }
     }
     Ok(done)
+}
+
+/// An open journal is a transaction that `recover` must finish or undo first.
+fn refuse_if_unfinished(state: &StateDir) -> Result<(), Error> {
+    let journal = state.journal_path();
+    let what = match crate::history::unfinished(state) {
+        Ok(Some(u)) => format!(
+            "transaction {} ({} -> {}) is unfinished",
+            u.txid, u.from, u.to
+        ),
+        Ok(None) if journal.exists() => format!("{} is open", journal.display()),
+        Ok(None) => return Ok(()),
+        Err(e) => format!("{} cannot be read ({e})", journal.display()),
+    };
+    Err(Error::Refused(format!(
+        "purge refused: {what}, and purging would delete the journal and the snapshot that recovery needs to put the server back on consistent data. Nothing was removed. Run `stalwart-upgrade recover` (reinstall the package first if stalwart-upgrade is gone), check `stalwart-upgrade status`, then purge again"
+    )))
+}
+
+/// The snapshots' part of a purge (`Snapshots::purge`); says what stays and why. True when
+/// anything stays in the snapshot dir.
+fn purge_snapshots(ctx: &Context, done: &mut Vec<String>) -> Result<bool, Error> {
+    let s = &ctx.settings;
+    let dir = s.snapshot_dir();
+    if !dir.exists() {
+        return Ok(false);
+    }
+    let env = crate::serverenv::ServerEnv::of_unit(&s.unit);
+    // The connection for the clones of interrupted snapshots, which only the config names.
+    let cfg = ServerConfig::load_with_env(&crate::crossing::current_server_config(s), &env).ok();
+    let snapshots = crate::snapshot::Snapshots::for_settings(s).with_server_env(env);
+    let purged = snapshots.purge(cfg.as_ref())?;
+    if !purged.removed.is_empty() {
+        done.push(format!(
+            "removed the snapshots {} (with the clone databases they owned)",
+            purged.removed.join(", ")
+        ));
+    }
+    for (id, why) in &purged.failed {
+        done.push(format!(
+            "kept snapshot {id}: removing it failed ({why}); once the database is reachable, run `stalwart-upgrade snapshot remove {id}`"
+        ));
+    }
+    if !purged.set_aside.is_empty() {
+        let running = swap::binary_version(&s.server_binary()).ok();
+        done.push(format!(
+            "kept {} snapshot(s) of set-aside data in {}: each holds data nothing else holds (such as mail a newer version took before a rollback), so a purge does not delete it; remove each by name once it is not needed:",
+            purged.set_aside.len(),
+            dir.display()
+        ));
+        for a in &purged.set_aside {
+            done.push(format!("  {}", a.describe(running.as_ref())));
+        }
+    }
+    let left = std::fs::read_dir(&dir)
+        .map(|mut rd| rd.next().is_some())
+        .unwrap_or(false);
+    Ok(left)
 }
 
 #[cfg(test)]
@@ -1042,6 +1149,141 @@ mod tests {
         purge(&ctx, true, &HoldPaths::for_root(t.path())).unwrap();
         assert!(ctx.settings.prefix.join("README.admin").exists());
         assert!(!ctx.settings.prefix.join("data").exists());
+    }
+
+    /// An upgrade killed after its stop: the journal `recover` needs to undo it.
+    fn open_journal(ctx: &Context) {
+        use crate::journal::{Begin, Journal, Phase, Step, TxKind};
+        let s = &ctx.settings;
+        let mut j = Journal::create(
+            &StateDir::open(&s.state_dir).unwrap().journal_path(),
+            Begin {
+                txid: "tx-open".into(),
+                seq: 1,
+                kind: TxKind::Upgrade,
+                unit: s.unit.clone(),
+                from: "0.14.3".parse().unwrap(),
+                to: "0.15.5".parse().unwrap(),
+                class: crate::version::Class::Minor,
+                was_active: true,
+                bin_dir: s.bin_dir(),
+                staged_dir: s.staged_dir(),
+                old_sha256: "a".into(),
+                new_sha256: "b".into(),
+                restore_data: true,
+                restore_from: None,
+                server_config: s.prefix.join("etc/config.toml"),
+                listeners: vec![],
+            },
+        )
+        .unwrap();
+        j.step(Step::Stop, Phase::Started, None).unwrap();
+    }
+
+    /// Issue #24: a purge during an unfinished transaction deleted the journal and the snapshot
+    /// recovery needs. Now it refuses, says what to run, and removes nothing, with or without
+    /// the data asked for.
+    #[test]
+    fn purge_refuses_while_a_journal_is_open() {
+        let t = tempfile::tempdir().unwrap();
+        let ctx = populate(t.path());
+        open_journal(&ctx);
+        let snaps = ctx.settings.snapshot_dir();
+        std::fs::create_dir_all(snaps.join("20260101T000000Z-0.14.3")).unwrap();
+        for with_data in [false, true] {
+            let e = purge(&ctx, with_data, &HoldPaths::for_root(t.path())).unwrap_err();
+            assert!(matches!(e, Error::Refused(_)), "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("tx-open") && msg.contains("stalwart-upgrade recover"),
+                "{msg}"
+            );
+            assert_eq!(e.exit_code(), crate::exit::REFUSED);
+        }
+        let p = &ctx.settings.prefix;
+        for kept in [
+            p.join("bin"),
+            p.join("data/db"),
+            ctx.settings.state_dir.join("journal.jsonl"),
+            snaps.join("20260101T000000Z-0.14.3"),
+        ] {
+            assert!(kept.exists(), "{} removed", kept.display());
+        }
+        // Once recovered (the journal closed), the purge goes through.
+        std::fs::remove_file(ctx.settings.state_dir.join("journal.jsonl")).unwrap();
+        purge(&ctx, false, &HoldPaths::for_root(t.path())).unwrap();
+        assert!(!p.join("bin").exists());
+    }
+
+    /// The purge waits for the lock like every changing command, and refuses (exit 7) when a
+    /// transaction holds it.
+    #[test]
+    fn purge_takes_the_lock() {
+        let t = tempfile::tempdir().unwrap();
+        let mut ctx = populate(t.path());
+        ctx.settings.timeouts.lock_wait_secs = 0;
+        let state = StateDir::open(&ctx.settings.state_dir).unwrap();
+        let held = state.lock(std::time::Duration::ZERO).unwrap();
+        let e = purge(&ctx, false, &HoldPaths::for_root(t.path())).unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::LOCKED, "{e}");
+        assert!(ctx.settings.prefix.join("bin").exists());
+        drop(held);
+        purge(&ctx, false, &HoldPaths::for_root(t.path())).unwrap();
+        assert!(!ctx.settings.state_dir.exists());
+    }
+
+    /// Snapshots go with the purge, except set-aside data (mail only that snapshot holds),
+    /// which stays in the snapshot dir, named with the command that removes it.
+    #[test]
+    fn purge_keeps_set_aside_snapshots_and_says_where() {
+        let t = tempfile::tempdir().unwrap();
+        let ctx = populate(t.path());
+        let data = ctx.settings.prefix.join("data/rocks");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("000001.sst"), "mail").unwrap();
+        std::fs::write(data.join("CURRENT"), "MANIFEST-000001\n").unwrap();
+        let cfg = ServerConfig::parse_toml(
+            &ctx.settings.prefix.join("etc/config.toml"),
+            &format!(
+                "[storage]\ndata = \"r\"\n[store.r]\ntype = \"rocksdb\"\npath = \"{}\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let snaps = crate::snapshot::Snapshots::new(&ctx.settings.snapshot_dir());
+        let meta = crate::snapshot::SnapshotMeta {
+            server_version: "0.15.5".parse().unwrap(),
+            target_version: None,
+            class: None,
+            server_binary: ctx.settings.server_binary(),
+        };
+        let plain = snaps.create(&cfg, &meta).unwrap().id;
+        let aside = snaps.create(&cfg, &meta).unwrap().id;
+        snaps
+            .mark_set_aside(&aside, "the data 0.15.5 ran on, replaced by rollback tx-9")
+            .unwrap();
+        let lines = purge(&ctx, true, &HoldPaths::for_root(t.path())).unwrap();
+        let all = lines.join("\n");
+        assert!(snaps.get(&plain).is_err(), "{all}");
+        assert!(snaps.get(&aside).unwrap().set_aside(), "{all}");
+        assert!(
+            all.contains(&format!("stalwart-upgrade snapshot remove {aside}"))
+                && all.contains("set-aside")
+                && all.contains(&ctx.settings.snapshot_dir().display().to_string()),
+            "{all}"
+        );
+        // Everything else of the state and the data went.
+        let left: Vec<_> = std::fs::read_dir(&ctx.settings.state_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("snapshots")]);
+        assert!(!ctx.settings.prefix.join("data").exists());
+        // Removed by name, the next purge leaves nothing.
+        snaps.remove(&aside).unwrap();
+        purge(&ctx, false, &HoldPaths::for_root(t.path())).unwrap();
+        assert!(!ctx.settings.state_dir.exists());
     }
 
     #[test]

@@ -430,7 +430,7 @@ impl Snapshots {
     /// Clone databases that interrupted creates made: their partial snapshots name them, and
     /// are about to be removed. Best effort (a database that cannot be dropped now is named in
     /// the log).
-    fn drop_partial_clones(&self, cfg: &ServerConfig) {
+    pub(super) fn drop_partial_clones(&self, cfg: &ServerConfig) {
         let Ok(root) = fsops::open_private_dir(&self.root) else {
             return;
         };

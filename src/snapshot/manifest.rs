@@ -195,6 +195,13 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Holds data no other snapshot holds: what a restore displaced (the data a newer version
+    /// ran on, mail it took included), or the snapshot a rollback took of that data when the
+    /// restore deleted the displaced tree as its duplicate. Never pruned by count, never offered
+    /// to free space: only `snapshot remove ID` deletes it.
+    pub fn set_aside(&self) -> bool {
+        self.origin.is_some()
+    }
     pub fn hashed(&self) -> bool {
         self.stores.iter().all(|s| s.hashed)
     }

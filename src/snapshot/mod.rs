@@ -101,6 +101,19 @@ pub enum SnapshotError {
         detail: String,
     },
     #[error(
+        "store \"{store}\": {tool} did not {what} within {secs} s, so it was stopped (its \
+         process group killed) and nothing it wrote is used. If the database is that large or \
+         that slow, raise `tool_secs` in the [timeouts] section of \
+         /etc/stalwart-upgrade/config.toml (or of a drop-in in config.d/); otherwise check why \
+         it hung (a lock held by another client, an unreachable database)"
+    )]
+    ToolTimeout {
+        store: String,
+        tool: String,
+        what: String,
+        secs: u64,
+    },
+    #[error(
         "store \"{store}\" needs {tool}, which is not installed: install the {package} package \
          and retry"
     )]
@@ -240,6 +253,8 @@ impl Snapshots {
 
     /// The snapshots the helper's settings name, with their CA file for the database servers.
     pub fn for_settings(s: &crate::config::Settings) -> Snapshots {
+        // Every tool run of this process (dumps, restores, queries) is bounded by it.
+        sql::set_tool_timeout(s.timeouts.tool_secs);
         Snapshots::new(&s.snapshot_dir()).with_database_ca(s.snapshots.database_ca_file.clone())
     }
 
@@ -463,10 +478,11 @@ impl Snapshots {
         let n = all.len();
         let mut gone = Vec::new();
         for (i, m) in all.into_iter().enumerate() {
-            let newest_rank = n - 1 - i; // 0 = newest
-                                         // Data a rollback set aside (what a newer version ran on, mail included) goes only
-                                         // when the admin says so (`snapshot remove`), never by count.
-            if newest_rank < keep || protect.iter().any(|p| p == &m.id) || m.origin.is_some() {
+            // 0 = newest
+            let newest_rank = n - 1 - i;
+            // Data a rollback or an undo set aside (what a newer version ran on, mail included)
+            // goes only when the admin says so (`snapshot remove`), never by count.
+            if newest_rank < keep || protect.iter().any(|p| p == &m.id) || m.set_aside() {
                 continue;
             }
             if !dry_run {
@@ -478,6 +494,77 @@ impl Snapshots {
             self.remove_partials()?;
         }
         Ok(gone)
+    }
+
+    /// The package purge's part: every snapshot that is not set-aside data goes, with the
+    /// PostgreSQL clone databases it owns (`remove`), and the clones interrupted creates left
+    /// (named by their partial snapshots; `cfg` gives the connection). A snapshot whose clone
+    /// cannot be dropped now stays, so the database is never left behind unnamed; set-aside
+    /// snapshots stay until the admin removes them by name.
+    pub fn purge(
+        &self,
+        cfg: Option<&crate::serverconfig::ServerConfig>,
+    ) -> Result<Purged, SnapshotError> {
+        if let Some(cfg) = cfg {
+            self.drop_partial_clones(cfg);
+        }
+        let mut out = Purged::default();
+        for m in self.list()? {
+            if m.set_aside() {
+                continue;
+            }
+            match self.remove(&m.id) {
+                Ok(()) => out.removed.push(m.id),
+                Err(e) => out.failed.push((m.id, e.to_string())),
+            }
+        }
+        self.remove_partials()?;
+        out.set_aside = self.set_aside()?;
+        Ok(out)
+    }
+
+    /// The snapshots holding set-aside data (`Manifest::set_aside`), oldest first, with what
+    /// an admin needs to decide about each.
+    pub fn set_aside(&self) -> Result<Vec<SetAside>, SnapshotError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(Manifest::set_aside)
+            .map(|m| SetAside {
+                reclaimable: self.reclaimable(&m.id).ok(),
+                bytes: m.bytes(),
+                clone_databases: m
+                    .stores
+                    .iter()
+                    .filter_map(|s| s.clone_db.as_ref().map(|c| c.name.clone()))
+                    .collect(),
+                remove: format!("stalwart-upgrade snapshot remove {}", m.id),
+                id: m.id,
+                origin: m.origin.unwrap_or_default(),
+                server_version: m.server_version,
+                created_at: m.created_at,
+            })
+            .collect())
+    }
+
+    /// Records that snapshot `id` now holds data nothing else holds (`origin` says which), before
+    /// the copy it duplicates is deleted: from then on retention keeps it (`Manifest::set_aside`).
+    /// A crash between the two leaves a snapshot kept that did not need to be, never the only copy
+    /// of that data unprotected.
+    pub(crate) fn mark_set_aside(&self, id: &str, origin: &str) -> Result<(), SnapshotError> {
+        let mut m = self.get(id)?;
+        if m.set_aside() {
+            return Ok(());
+        }
+        m.origin = Some(origin.to_string());
+        let dir = self.dir_of(id)?;
+        let data = serde_json::to_vec_pretty(&m).map_err(|e| SnapshotError::Manifest {
+            path: dir.join(MANIFEST),
+            message: e.to_string(),
+        })?;
+        crate::fsutil::Dir::open(&dir)?.write_atomic(MANIFEST, &data, 0o600, None)?;
+        tracing::info!(snapshot = %id, "snapshot {id} now holds data set aside: {origin}");
+        Ok(())
     }
 
     /// Bytes that removing this snapshot would give back: files it holds alone (copies, and
@@ -500,6 +587,76 @@ impl Snapshots {
             }
         }
         Ok(total)
+    }
+}
+
+/// What `Snapshots::purge` did.
+#[derive(Debug, Default)]
+pub struct Purged {
+    pub removed: Vec<String>,
+    /// Kept: set-aside data.
+    pub set_aside: Vec<SetAside>,
+    /// Kept because removing them failed (a clone database that could not be dropped), with why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// A snapshot of set-aside data, as `status`, `history` and purge name it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SetAside {
+    pub id: String,
+    /// What the data is (the manifest's `origin`).
+    pub origin: String,
+    /// The version that ran on it: the one that can read it.
+    pub server_version: crate::version::Version,
+    pub created_at: String,
+    /// Sum of its files' sizes.
+    pub bytes: u64,
+    /// What removing it gives back (files no live name shares); None when unreadable.
+    pub reclaimable: Option<u64>,
+    /// PostgreSQL clone databases it owns (dropped with it).
+    pub clone_databases: Vec<String>,
+    /// The one command that deletes it.
+    pub remove: String,
+}
+
+impl SetAside {
+    /// One line for the admin: what it is, its size, how to put it back (given the `running`
+    /// version) and how to remove it.
+    pub fn describe(&self, running: Option<&crate::version::Version>) -> String {
+        let mut size = human(self.bytes);
+        if let Some(r) = self.reclaimable.filter(|r| *r != self.bytes) {
+            size.push_str(&format!(", {} of it its own", human(r)));
+        }
+        if !self.clone_databases.is_empty() {
+            size.push_str(&format!(
+                ", clone database {}",
+                self.clone_databases.join(", ")
+            ));
+        }
+        let newer = running
+            .is_some_and(|r| crate::version::classify(r, &self.server_version).schema_may_move());
+        let back = if newer {
+            format!(
+                "to put it back, run {v} again first (`stalwart-upgrade upgrade --to PATH` with                  {v}'s binary), then `stalwart-upgrade snapshot restore {id} --stop`",
+                v = self.server_version,
+                id = self.id
+            )
+        } else {
+            format!(
+                "`stalwart-upgrade snapshot restore {} --stop` puts it back",
+                self.id
+            )
+        };
+        format!(
+            "snapshot {id} ({size}, taken {at} under {v}) keeps {origin}; it is never pruned: if \
+             mail from that time is missing, look there ({back}); `{remove}` deletes it once it \
+             is not needed",
+            id = self.id,
+            at = self.created_at,
+            v = self.server_version,
+            origin = self.origin,
+            remove = self.remove,
+        )
     }
 }
 

@@ -113,7 +113,7 @@ impl Snapshots {
     }
 
     /// A message for an admin when `plan.fits()` is false: how much is missing and which
-    /// snapshots (not in `protect`) a prune would free.
+    /// snapshots (not in `protect`, not set aside) a prune would free.
     pub fn space_advice(&self, plan: &SnapshotPlan, protect: &[String]) -> String {
         let mut msg = format!(
             "not enough space for the snapshot in {}: {} needed (plus {} margin), {} free, \
@@ -129,6 +129,8 @@ impl Snapshots {
             .unwrap_or_default()
             .into_iter()
             .filter(|m| !protect.contains(&m.id))
+            // Set-aside data is never offered: it is the only copy of what it holds.
+            .filter(|m| !m.set_aside())
             .filter_map(|m| self.reclaimable(&m.id).ok().map(|b| (m.id, b)))
             .collect();
         if candidates.is_empty() {

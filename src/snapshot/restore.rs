@@ -613,12 +613,27 @@ impl Snapshots {
             left_in_place: Vec::new(),
         };
         let mut import: Option<&StoreSnapshot> = None;
+        let marked = std::cell::Cell::new(false);
         for snap in &m.stores {
-            let proven = |live: Option<crate::fsutil::Identity>| match (&covered_by, live) {
-                (Some(c), Some(live)) => c.stores.iter().any(|s| {
-                    s.id == snap.id && s.source == snap.source && s.source_identity == Some(live)
-                }),
-                _ => false,
+            let proven = |live: Option<crate::fsutil::Identity>| {
+                let same = match (&covered_by, live) {
+                    (Some(c), Some(live)) => c.stores.iter().any(|s| {
+                        s.id == snap.id
+                            && s.source == snap.source
+                            && s.source_identity == Some(live)
+                    }),
+                    _ => false,
+                };
+                if let (true, Some(c)) = (same, &covered_by) {
+                    if !marked.get() {
+                        // The displaced tree is about to be deleted as a duplicate of
+                        // `covered_by`, which from then on is the only copy of it (mail the
+                        // newer version took): retention must keep it like data set aside.
+                        self.mark_set_aside(&c.id, origin)?;
+                        marked.set(true);
+                    }
+                }
+                Ok(same)
             };
             match snap.method {
                 StoreMethod::Covered => {}
@@ -761,7 +776,7 @@ fn restore_dir(
     src: &Dir,
     is_rocks: bool,
     keep: &mut Keeper,
-    proven: &dyn Fn(Option<crate::fsutil::Identity>) -> bool,
+    proven: &dyn Fn(Option<crate::fsutil::Identity>) -> Result<bool, SnapshotError>,
 ) -> Result<(), SnapshotError> {
     let live_path = trim_slash(Path::new(&snap.source));
     let (parent, name) = open_recorded_parent(snap, &live_path)?;
@@ -830,7 +845,7 @@ fn restore_dir(
         fsops::swap_in(&work, &fresh, &name, &displaced)?;
     }
     if work.stat(&displaced)?.is_some() {
-        if proven(live_id) {
+        if proven(live_id)? {
             work.remove_tree(&displaced)?;
         } else {
             keep.take(&work, &displaced, snap, Kind::Dir, &displaced)?;
@@ -847,7 +862,7 @@ fn restore_sqlite(
     snap: &StoreSnapshot,
     src: &Dir,
     keep: &mut Keeper,
-    proven: &dyn Fn(Option<crate::fsutil::Identity>) -> bool,
+    proven: &dyn Fn(Option<crate::fsutil::Identity>) -> Result<bool, SnapshotError>,
 ) -> Result<(), SnapshotError> {
     let live_db = PathBuf::from(&snap.source);
     let (dir, db_name) = open_recorded_parent(snap, &live_db)?;
@@ -884,7 +899,7 @@ fn restore_sqlite(
         return Err(e);
     }
     let db_identity = dir.stat(&db_name)?.map(|m| m.id);
-    let discard = proven(db_identity);
+    let discard = proven(db_identity)?;
     // Companions first, the db file last.
     for n in live_names.iter().skip(1).chain(live_names.first()) {
         match dir.stat(n)? {

@@ -27,6 +27,8 @@ use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The identity a tool runs as: None is the helper itself (root), used only when root controls
 /// the config too.
@@ -118,32 +120,98 @@ fn stderr_tail(stderr: &[u8], secret: Option<&str>) -> String {
         text = text.replace(s, "<redacted>");
     }
     let tail: Vec<&str> = text.lines().rev().take(15).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    let joined = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+    // A single endless line (binary noise) must not become the whole message.
+    match joined.char_indices().rev().nth(STDERR_TAIL_CHARS) {
+        Some((i, c)) => format!("...{}", &joined[i + c.len_utf8()..]),
+        None => joined,
+    }
+}
+
+/// At most this many characters of a tool's stderr go into a message.
+const STDERR_TAIL_CHARS: usize = 4000;
+
+/// Upper bound of one tool run, in seconds: the helper's `[timeouts] tool_secs`
+/// (`set_tool_timeout`). Process-wide, like the helper config it comes from: every dump, restore
+/// and query below runs under it, and passing it through each of them (and `pgclone`) would add
+/// a parameter to every signature for a value that never differs within one run.
+static TOOL_SECS: AtomicU64 = AtomicU64::new(crate::config::DEFAULT_TOOL_SECS);
+
+/// Sets the bound of every later tool run (`Snapshots::for_settings` does, from the helper
+/// config).
+pub(crate) fn set_tool_timeout(secs: u64) {
+    TOOL_SECS.store(secs.max(1), Ordering::Relaxed);
+}
+
+fn tool_timeout() -> Duration {
+    Duration::from_secs(TOOL_SECS.load(Ordering::Relaxed))
+}
+
+/// How much of a tool's stderr is kept for the message (its last lines are what matter; a tool
+/// that writes without end must not fill the helper's memory).
+const STDERR_KEEP: usize = 64 << 10;
+
+/// Why the helper stopped a tool before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Killed {
+    /// Writing its output failed: nothing reads its pipe any more.
+    Sink,
+    /// It ran past the bound.
+    Timeout,
 }
 
 /// Runs `cmd` with `input` on its stdin (None: nothing) and its stdout into `output` (None:
-/// collected and returned). Pipes are served by threads, so a tool that stops reading or writes
-/// a lot of stderr cannot deadlock us.
+/// collected and returned), for at most the configured tool timeout (`[timeouts] tool_secs`).
+///
+/// Every pipe is served concurrently (stdin and stderr by threads, stdout here), so a tool that
+/// stops reading or writes a lot of stderr cannot deadlock us. A supervisor thread owns the child:
+/// it kills the tool's whole process group (SIGKILL) when the output cannot be written (a full
+/// disk under the dump: the tool would otherwise block on a full stdout pipe while we wait for its
+/// stderr, with the server stopped and the lock held) or when the timeout passes, and always
+/// reaps it. Nothing the tool started outlives the call.
+///
+/// The process group: `crate::child::confine` (every tool command is built through it) puts the
+/// child in a session of its own with `setsid`, which also makes it the leader of a new process
+/// group (pgid = its pid). So a terminal's Ctrl-C (SIGINT to the terminal's foreground group) or
+/// an SSH hang-up (SIGHUP to the session of that terminal) never reaches a tool in the middle of
+/// an undo, and the group is what a kill here must name. (`CommandExt::process_group(0)` must not
+/// be added: it makes the child a group leader before `setsid`, which then fails with EPERM.)
 fn run_piped(
+    store: &str,
+    cmd: Command,
+    secret: Option<&str>,
+    what: &str,
+    input: Option<Box<dyn Read + Send>>,
+    output: Option<&mut dyn Write>,
+) -> Result<Vec<u8>, SnapshotError> {
+    run_piped_within(store, cmd, secret, what, input, output, tool_timeout())
+}
+
+/// `run_piped` with an explicit bound.
+fn run_piped_within(
     store: &str,
     mut cmd: Command,
     secret: Option<&str>,
     what: &str,
     input: Option<Box<dyn Read + Send>>,
     output: Option<&mut dyn Write>,
+    timeout: Duration,
 ) -> Result<Vec<u8>, SnapshotError> {
     let tool = PathBuf::from(cmd.get_program());
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     if input.is_some() {
         cmd.stdin(Stdio::piped());
     }
+    let deadline = Instant::now() + timeout;
     let mut child = cmd
         .spawn()
         .map_err(|e| tool_err(store, &tool, what, format!("cannot run it: {e}")))?;
     let stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let (collected, fed, err_bytes) = std::thread::scope(|s| {
+    let (abort, aborted) = std::sync::mpsc::channel::<()>();
+    let (collected, fed, err_bytes, (status, killed)) = std::thread::scope(|s| {
+        let supervisor = s.spawn(move || supervise(child, deadline, aborted));
         let feeder = s.spawn(move || -> std::io::Result<()> {
             if let (Some(mut src), Some(mut sink)) = (input, stdin) {
                 std::io::copy(&mut src, &mut sink)?;
@@ -151,11 +219,24 @@ fn run_piped(
             Ok(())
         });
         let err_reader = s.spawn(move || {
-            let mut b = Vec::new();
+            let mut kept = Vec::new();
             if let Some(e) = stderr.as_mut() {
-                let _ = e.read_to_end(&mut b);
+                let mut buf = [0u8; 8192];
+                loop {
+                    match e.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            kept.extend_from_slice(&buf[..n]);
+                            if kept.len() > 2 * STDERR_KEEP {
+                                kept.drain(..kept.len() - STDERR_KEEP);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
             }
-            b
+            kept
         });
         let mut collected = Vec::new();
         let copied = match (stdout.as_mut(), output) {
@@ -165,13 +246,54 @@ fn run_piped(
             (Some(out), None) => out.read_to_end(&mut collected).map(|_| ()),
             _ => Ok(()),
         };
+        if copied.is_err() {
+            // The tool would block on its full stdout pipe from here on: the supervisor kills
+            // it, which ends the stderr reader and the feeder too.
+            let _ = abort.send(());
+        }
+        // Our end of stdout goes now: should the kill be late, the tool gets EPIPE, not a pipe
+        // nobody empties.
+        drop(stdout);
+        drop(abort);
         let fed = feeder.join().unwrap_or(Ok(()));
         let err_bytes = err_reader.join().unwrap_or_default();
-        (copied.map(|_| collected), fed, err_bytes)
+        let done = supervisor.join().unwrap_or_else(|_| {
+            (
+                Err(std::io::Error::other("the supervising thread panicked")),
+                None,
+            )
+        });
+        (copied.map(|_| collected), fed, err_bytes, done)
     });
-    let status = child
-        .wait()
-        .map_err(|e| tool_err(store, &tool, what, e.to_string()))?;
+    if killed == Some(Killed::Timeout) {
+        return Err(SnapshotError::ToolTimeout {
+            store: store.to_string(),
+            tool: tool.display().to_string(),
+            what: what.to_string(),
+            secs: timeout.as_secs(),
+        });
+    }
+    // The sink's error says more than the exit status of the tool we killed because of it.
+    let collected = collected.map_err(|e| {
+        if fsops::is_no_space(&e) {
+            tool_err(
+                store,
+                &tool,
+                what,
+                "writing its output failed: No space left on device (ENOSPC); the tool was \
+                 stopped"
+                    .into(),
+            )
+        } else {
+            tool_err(
+                store,
+                &tool,
+                what,
+                format!("writing its output failed: {e}; the tool was stopped"),
+            )
+        }
+    })?;
+    let status = status.map_err(|e| tool_err(store, &tool, what, e.to_string()))?;
     if !status.success() {
         return Err(tool_err(
             store,
@@ -180,25 +302,71 @@ fn run_piped(
             format!("{status}: {}", stderr_tail(&err_bytes, secret)),
         ));
     }
-    let collected = collected.map_err(|e| {
-        if fsops::is_no_space(&e) {
-            tool_err(
-                store,
-                &tool,
-                what,
-                "No space left on device (ENOSPC)".into(),
-            )
-        } else {
-            tool_err(
-                store,
-                &tool,
-                what,
-                format!("writing its output failed: {e}"),
-            )
-        }
-    })?;
     fed.map_err(|e| tool_err(store, &tool, what, format!("feeding its input failed: {e}")))?;
     Ok(collected)
+}
+
+/// Owns a running tool until it is reaped: kills its process group when `abort` says so or at
+/// `deadline`, and once the tool has exited, whatever it left running in its group (which could
+/// hold our pipes open). The group is only ever signalled while the tool is not yet reaped: its
+/// pid, which is the group's id, cannot have been given to another process then.
+fn supervise(
+    mut child: std::process::Child,
+    deadline: Instant,
+    abort: std::sync::mpsc::Receiver<()>,
+) -> (std::io::Result<std::process::ExitStatus>, Option<Killed>) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    use std::sync::mpsc::RecvTimeoutError;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut killed = None;
+    let mut listening = true;
+    // Short first: most tool runs (psql queries) end within milliseconds.
+    let mut poll = Duration::from_millis(1);
+    loop {
+        // WNOWAIT: tells that it exited without reaping it, so the group id stays ours.
+        match waitid(
+            Id::Pid(pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return (Err(e.into()), killed),
+        }
+        let now = Instant::now();
+        if killed.is_none() && now >= deadline {
+            kill_group(pid);
+            killed = Some(Killed::Timeout);
+            continue;
+        }
+        let wait = if killed.is_some() {
+            poll
+        } else {
+            poll.min(deadline.saturating_duration_since(now))
+        };
+        poll = (poll * 2).min(Duration::from_millis(50));
+        if killed.is_none() && listening {
+            match abort.recv_timeout(wait) {
+                Ok(()) => {
+                    kill_group(pid);
+                    killed = Some(Killed::Sink);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // The caller is done with the pipes; the tool may still be finishing.
+                Err(RecvTimeoutError::Disconnected) => listening = false,
+            }
+        } else {
+            std::thread::sleep(wait.max(Duration::from_millis(1)));
+        }
+    }
+    kill_group(pid);
+    (child.wait(), killed)
+}
+
+/// SIGKILL to the process group `pgid` (the tool and whatever it started). ESRCH (nobody left)
+/// is the normal case after the tool exited.
+fn kill_group(pgid: nix::unistd::Pid) {
+    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
 }
 
 // ---------------------------------------------------------------- TLS
@@ -553,6 +721,11 @@ pub(crate) fn pg_restore(
             b
         });
         let res = run_piped(store, c, secret(conn), "restore the database", None, None);
+        if res.is_err() {
+            // psql was stopped or failed: pg_restore, which feeds it, goes too (not reaped yet,
+            // so its group id is still its own), instead of being waited for without a bound.
+            kill_group(nix::unistd::Pid::from_raw(gen_child.id() as i32));
+        }
         let _ = feeder.join();
         (res, errs.join().unwrap_or_default())
     });
@@ -1089,5 +1262,193 @@ mod tests {
         // Without verification asked for, a tool's failure stays what it is.
         let e = unverified("pg", &c, &Trust::Plain, tool());
         assert!(matches!(e, SnapshotError::Tool { .. }), "{e}");
+    }
+
+    /// A dump's destination that takes `left` bytes, then fails like a full file system.
+    struct FullAfter {
+        left: usize,
+    }
+
+    impl Write for FullAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A confined `sh -c script` (by `sh`, not a script file: another test thread forking while
+    /// a file is written would make its exec fail with ETXTBSY).
+    fn shell(script: &str) -> Command {
+        let mut c = base_command(Path::new("/bin/sh"), None);
+        c.arg("-c").arg(script);
+        c
+    }
+
+    /// Gone: no such process, or a zombie waiting for init (SIGKILLed, its parent gone too).
+    fn gone(pid: &str) -> bool {
+        let t0 = Instant::now();
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(") ").next().map(|r| r.chars().next()));
+            if matches!(state, None | Some(Some('Z'))) {
+                return true;
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `f` on a thread and fails the test when it has not returned within `bound` (the
+    /// deadlock this guards against would otherwise hang the test run instead of failing it).
+    fn within<T: Send + 'static>(bound: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(bound)
+            .unwrap_or_else(|_| panic!("still running after {bound:?}: the helper would hang"))
+    }
+
+    fn pids_in(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Issue #24: a dump whose file system fills up. Before, the helper waited for the tool's
+    /// stderr while the tool blocked on its full stdout pipe: forever, with the server stopped.
+    /// Now the tool's whole group (here: a shell and the `yes` it started) is killed and reaped,
+    /// and the error names the full disk.
+    #[test]
+    fn a_sink_that_fails_stops_the_tool_and_everything_it_started() {
+        let t = tempfile::tempdir().unwrap();
+        let pids = t.path().join("pids");
+        let script = format!(
+            "yes 'a line of a large database dump' & echo $$ $! > {p}; echo dumping >&2; wait",
+            p = pids.display()
+        );
+        let started = Instant::now();
+        let res = within(Duration::from_secs(60), move || {
+            let mut sink = FullAfter { left: 1 << 20 };
+            run_piped_within(
+                "pg",
+                shell(&script),
+                None,
+                "dump the database",
+                None,
+                Some(&mut sink),
+                Duration::from_secs(600),
+            )
+        });
+        let e = res.expect_err("the dump cannot have succeeded");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(e, SnapshotError::Tool { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("ENOSPC") && msg.contains("dump the database"),
+            "{msg}"
+        );
+        let pids = pids_in(&pids);
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        for pid in &pids {
+            assert!(gone(pid), "process {pid} of the tool is still running");
+        }
+    }
+
+    /// A tool that hangs (a lock it waits for, a database that stopped answering) is killed at
+    /// the bound, with what it started, and the error names the setting. The tool leads its own
+    /// process group and session (`confine`), so a terminal's Ctrl-C or hang-up never reaches it.
+    #[test]
+    fn a_tool_past_its_bound_is_killed_with_its_group() {
+        let t = tempfile::tempdir().unwrap();
+        let pids = t.path().join("pids");
+        let script = format!(
+            "sleep 1000 & echo $$ $! $(cut -d' ' -f5,6 /proc/$$/stat) > {p}; wait",
+            p = pids.display()
+        );
+        let started = Instant::now();
+        let res = within(Duration::from_secs(60), move || {
+            run_piped_within(
+                "my",
+                shell(&script),
+                None,
+                "restore the database",
+                None,
+                None,
+                Duration::from_secs(1),
+            )
+        });
+        let elapsed = started.elapsed();
+        let e = res.expect_err("killed");
+        assert!(
+            matches!(e, SnapshotError::ToolTimeout { secs: 1, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("tool_secs"), "{e}");
+        assert!(
+            elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(20),
+            "{elapsed:?}"
+        );
+        let pids = pids_in(&pids);
+        assert_eq!(pids.len(), 4, "{pids:?}");
+        // pid, child pid, process group, session: the tool leads both of its own.
+        assert_eq!(pids[2], pids[0], "own process group: {pids:?}");
+        assert_eq!(pids[3], pids[0], "own session: {pids:?}");
+        for pid in &pids[..2] {
+            assert!(gone(pid), "process {pid} of the tool is still running");
+        }
+    }
+
+    /// Much output on both streams at once, and input fed at the same time: nothing blocks, all
+    /// of stdout arrives, and a failure's message has the end of stderr.
+    #[test]
+    fn large_stdout_and_stderr_together_do_not_deadlock() {
+        let res = within(Duration::from_secs(60), || {
+            let input: Box<dyn Read + Send> = Box::new(std::io::repeat(b'x').take(4 << 20));
+            run_piped_within(
+                "s",
+                shell("head -c 3000000 /dev/zero | tr '\\0' e >&2 & cat | wc -c; wait"),
+                None,
+                "list",
+                Some(input),
+                None,
+                Duration::from_secs(60),
+            )
+        });
+        assert_eq!(String::from_utf8_lossy(&res.unwrap()).trim(), "4194304");
+        let e = within(Duration::from_secs(60), || {
+            run_piped_within(
+                "s",
+                shell("head -c 3000000 /dev/zero >&2; echo the-last-words >&2; exit 3"),
+                None,
+                "list",
+                None,
+                None,
+                Duration::from_secs(60),
+            )
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("the-last-words") && e.contains("exit status: 3"),
+            "{e}"
+        );
+        assert!(e.len() < 8192, "the message is a tail, not all of stderr");
     }
 }
