@@ -59,6 +59,57 @@ impl FsError {
 
 pub type Result<T> = std::result::Result<T, FsError>;
 
+/// Test builds record, per thread, the durability-relevant operations (fsync, syncfs, rename,
+/// remove) in the order they ran, so a test can check that the fsyncs making data durable come
+/// before the rename or delete that ends a step. Power loss itself cannot be observed without
+/// dropping a device's page cache; the order can.
+#[cfg(test)]
+pub(crate) mod trace {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    thread_local! {
+        static LOG: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    }
+
+    /// Starts recording on this thread (dropping what was recorded before).
+    pub(crate) fn start() {
+        LOG.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// Stops recording; returns the operations as `"<op> <path>"`.
+    pub(crate) fn take() -> Vec<String> {
+        LOG.with(|l| l.borrow_mut().take().unwrap_or_default())
+    }
+
+    pub(crate) fn note(op: &str, path: &Path) {
+        LOG.with(|l| {
+            if let Some(v) = l.borrow_mut().as_mut() {
+                v.push(format!("{op} {}", path.display()));
+            }
+        });
+    }
+
+    /// The index of the first recorded operation equal to `what`; panics with the log if none.
+    pub(crate) fn position(log: &[String], what: &str) -> usize {
+        log.iter()
+            .position(|l| l == what)
+            .unwrap_or_else(|| panic!("{what:?} not in {log:#?}"))
+    }
+}
+
+#[cfg(not(test))]
+pub(crate) mod trace {
+    #[inline(always)]
+    pub(crate) fn note(_op: &str, _path: &std::path::Path) {}
+}
+
+/// `fsync` of an open file (its data and metadata on disk), recorded in test builds.
+pub fn sync_file(f: &File, path: &Path) -> Result<()> {
+    trace::note("fsync", path);
+    f.sync_all().map_err(|e| FsError::new("fsync", path, e))
+}
+
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
@@ -424,6 +475,7 @@ impl Dir {
         flags: RenameFlags,
     ) -> Result<()> {
         let (from, to) = (self.check_name(from)?, to_dir.check_name(to)?);
+        trace::note("rename", &self.child(from));
         rustix::fs::renameat_with(&self.fd, from, &to_dir.fd, to, flags)
             .map_err(|e| FsError::new("rename", to_dir.child(to), errno(e)))
     }
@@ -437,6 +489,7 @@ impl Dir {
         b: impl AsRef<OsStr>,
     ) -> Result<bool> {
         let (a, b) = (self.check_name(a.as_ref())?, other.check_name(b.as_ref())?);
+        trace::note("rename", &self.child(a));
         match rustix::fs::renameat_with(&self.fd, a, &other.fd, b, RenameFlags::EXCHANGE) {
             Ok(()) => Ok(true),
             Err(Errno::INVAL) | Err(Errno::NOSYS) => Ok(false),
@@ -447,6 +500,7 @@ impl Dir {
     /// Removes the file or symlink `name`; a missing one is fine.
     pub fn remove_file(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = self.check_name(name.as_ref())?;
+        trace::note("remove", &self.child(name));
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(FsError::new("remove", self.child(name), errno(e))),
@@ -474,6 +528,7 @@ impl Dir {
                 for e in sub.entries()? {
                     sub.remove_tree(&e)?;
                 }
+                trace::note("remove", &self.child(name));
                 match rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
                     Ok(()) | Err(Errno::NOENT) => Ok(()),
                     Err(e) => Err(FsError::new("remove", self.child(name), errno(e))),
@@ -535,10 +590,12 @@ impl Dir {
         set_times(&self.fd, &self.path, m)
     }
     pub fn fsync(&self) -> Result<()> {
+        trace::note("fsync", &self.path);
         rustix::fs::fsync(&self.fd).map_err(|e| FsError::new("fsync", &self.path, errno(e)))
     }
     /// Flushes the whole file system holding this directory (one call for many files).
     pub fn syncfs(&self) -> Result<()> {
+        trace::note("syncfs", &self.path);
         rustix::fs::syncfs(&self.fd)
             .map_err(|e| FsError::new("sync the file system of", &self.path, errno(e)))
     }

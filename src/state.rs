@@ -240,7 +240,29 @@ fn check_parents(root: &Path) -> Result<(), StateError> {
 }
 
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    crate::fsutil::trace::note("fsync", dir);
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// `create_dir_all`, durably: each directory it creates has its parent fsync'd, so a file made
+/// durable inside it (fsync of the file and of this directory) is not lost with the directory's
+/// own entry at a power loss.
+pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => fsync_dir(p),
+        _ => fsync_dir(Path::new(".")),
+    }
 }
 
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
@@ -284,6 +306,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_directory_created_durably_has_its_parent_fsynced() {
+        use crate::fsutil::trace;
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("a").join("b");
+        trace::start();
+        create_dir_all_durable(&deep).unwrap();
+        create_dir_all_durable(&deep).unwrap(); // present: nothing more
+        let log = trace::take();
+        assert!(deep.is_dir());
+        assert_eq!(
+            log,
+            vec![
+                format!("fsync {}", t.path().display()),
+                format!("fsync {}", t.path().join("a").display()),
+            ]
+        );
+    }
 
     #[test]
     fn refuses_symlinked_subdirs_and_parents_others_may_write() {
