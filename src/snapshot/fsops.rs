@@ -347,6 +347,10 @@ pub(crate) fn swap_contents(
     live.set_owner(meta.uid, meta.gid)?;
     live.set_mode(meta.mode)?;
     live.set_times(&meta)?;
+    // Power loss must not lose the entries renamed into `displaced` and `live` (the old and the
+    // restored data) once `fresh`, where the restored ones came from, is gone.
+    away.fsync()?;
+    live.fsync()?;
     live.remove_tree(fresh)?;
     live.fsync()?;
     Ok(())
@@ -428,5 +432,40 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
         Ok((parent, name)) => Ok(parent.remove_tree(name)?),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::trace;
+
+    #[test]
+    fn a_swap_inside_a_mount_point_is_durable_before_the_staging_directory_goes() {
+        let t = tempfile::tempdir().unwrap();
+        let live_path = t.path().join("data");
+        std::fs::create_dir(&live_path).unwrap();
+        std::fs::write(live_path.join("old"), b"old data").unwrap();
+        std::fs::create_dir(live_path.join(".fresh")).unwrap();
+        std::fs::write(live_path.join(".fresh/new"), b"restored").unwrap();
+        let live = Dir::open(&live_path).unwrap();
+        trace::start();
+        swap_contents(&live, OsStr::new(".fresh"), OsStr::new(".away")).unwrap();
+        let log = trace::take();
+        assert_eq!(std::fs::read(live_path.join("new")).unwrap(), b"restored");
+        assert_eq!(
+            std::fs::read(live_path.join(".away/old")).unwrap(),
+            b"old data"
+        );
+        let gone = trace::position(
+            &log,
+            &format!("remove {}", live_path.join(".fresh").display()),
+        );
+        let away = trace::position(
+            &log,
+            &format!("fsync {}", live_path.join(".away").display()),
+        );
+        let live_synced = trace::position(&log, &format!("fsync {}", live_path.display()));
+        assert!(away < gone && live_synced < gone, "{log:#?}");
     }
 }

@@ -114,14 +114,25 @@ impl<'a> Keeper<'a> {
                 _ => (d.open_dir(&slot)?, name.to_owned()),
             };
             match from.rename_noreplace(name, &target_dir, &target_name) {
-                Ok(()) => true,
+                Ok(()) => {
+                    // Power loss must not drop the moved entry from the keep directory (nor that
+                    // directory from the root) while the live name is reused by the restore.
+                    self.settle(&target_dir)?;
+                    from.fsync()?;
+                    true
+                }
                 // Another file system than the snapshots (a data volume of its own): copied,
                 // then removed from the store, where it must not stay (the server would find it
                 // inside its data directory).
                 Err(e) if e.source.raw_os_error() == Some(libc::EXDEV) => {
                     match copy_across(from, name, &target_dir, &target_name, kind) {
                         Ok(()) => {
+                            // Power loss after the delete must find the copy on disk: its data
+                            // and directories are flushed before the source goes.
+                            target_dir.syncfs()?;
                             from.remove_tree(name)?;
+                            // ... and must not bring the deleted source back into the store.
+                            from.fsync()?;
                             true
                         }
                         Err(e) => {
@@ -139,6 +150,9 @@ impl<'a> Keeper<'a> {
         if !moved {
             if kind != Kind::Dir {
                 from.rename_noreplace(name, from, aside)?;
+                // The live name is taken next by the restored file: power loss must not undo
+                // this rename while that one survives (the displaced file would be lost).
+                from.fsync()?;
                 self.left_in_place.push(from.path().join(aside));
             } else {
                 self.left_in_place.push(from.path().join(name));
@@ -156,6 +170,19 @@ impl<'a> Keeper<'a> {
                 ..snap.clone()
             });
         }
+        Ok(())
+    }
+
+    /// Makes the new entries of `slot` (the keep directory or a directory in it) durable, with
+    /// the keep directory's own entries and its entry in the snapshot root: what was put there
+    /// must survive a power loss before the live data it came from is replaced.
+    fn settle(&mut self, slot: &Dir) -> Result<(), SnapshotError> {
+        slot.fsync()?;
+        let keep = self.dir()?;
+        if keep.meta()?.id != slot.meta()?.id {
+            keep.fsync()?;
+        }
+        self.root.fsync()?;
         Ok(())
     }
 
@@ -668,6 +695,10 @@ impl Snapshots {
                     } else {
                         sql::mysql_dump(&snap.id, conn, run_as, &mut out)?;
                     }
+                    // The restore below replaces the live database: power loss after it must
+                    // still find this dump (the only copy of what was written since) on disk.
+                    crate::fsutil::sync_file(&out, &kd.path().join(file))?;
+                    keep.settle(&kd)?;
                     keep.stores.push(StoreSnapshot {
                         id: slot,
                         ..snap.clone()
@@ -689,6 +720,9 @@ impl Snapshots {
                         let sd = keep.dir()?.create_dir(&slot, 0o700)?;
                         let marker = kept_marker(&replaced);
                         sd.write_atomic(super::CLONE_MARKER, marker.as_bytes(), 0o600, None)?;
+                        // Power loss must not lose the slot naming the kept database (it would
+                        // be left behind, unnamed by any snapshot).
+                        keep.settle(&sd)?;
                         keep.stores.push(StoreSnapshot {
                             id: slot,
                             clone_db: Some(replaced),
@@ -717,6 +751,9 @@ impl Snapshots {
                     None,
                     run_as,
                 )?;
+                // The import below replaces the live data: power loss after it must still
+                // find this export (what was written since the snapshot) on disk.
+                kd.open_dir(&slot)?.syncfs()?;
             }
             keep.stores.push(StoreSnapshot {
                 id: slot,
@@ -1044,6 +1081,91 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert_eq!(std::fs::read(&live).unwrap(), b"TABLE AS ALTERD");
+    }
+
+    #[test]
+    fn the_displaced_tree_is_durable_in_the_keep_directory_before_the_restore_goes_on() {
+        use crate::fsutil::trace;
+        let t = tempfile::tempdir().unwrap();
+        let id = "20260101T000000Z-0.15.5";
+        let (snaps, live) = linked_snapshot(t.path(), id);
+        let keep = Displaced::Keep {
+            origin: "test".into(),
+            version: "0.16.0".parse().unwrap(),
+        };
+        trace::start();
+        let r = snaps.restore(id, None, &keep).unwrap();
+        let log = trace::take();
+        assert!(r.kept.is_some(), "{r:?}");
+        assert_eq!(std::fs::read(&live).unwrap(), b"table as linked");
+        let displaced = t.path().join(format!(".data.displaced-{id}"));
+        let keep_dir = snaps.root.join(keep_dir_name(id));
+        // The tree is moved into the keep directory (same file system) ...
+        let moved = trace::position(&log, &format!("rename {}", displaced.display()));
+        // ... and, right after, the keep directory, its entry in the root and the directory it
+        // left are fsync'd, before anything else is changed.
+        assert_eq!(
+            log[moved + 1..moved + 4],
+            [
+                format!("fsync {}", keep_dir.display()),
+                format!("fsync {}", snaps.root.display()),
+                format!("fsync {}", t.path().display()),
+            ],
+            "{log:#?}"
+        );
+    }
+
+    #[test]
+    fn displaced_data_on_another_file_system_is_flushed_before_its_source_is_deleted() {
+        use crate::fsutil::trace;
+        // The data on tmpfs, the snapshots on the file system of the temp dir: a real EXDEV.
+        let shm = Path::new("/dev/shm");
+        let t = tempfile::tempdir().unwrap();
+        let Some(shm_dev) = fsops::device_of(shm).filter(|_| shm.is_dir()) else {
+            eprintln!("SKIPPED: no /dev/shm for a second file system");
+            return;
+        };
+        if Some(shm_dev) == fsops::device_of(t.path()) {
+            eprintln!("SKIPPED: /dev/shm is on the same file system as the temp dir");
+            return;
+        }
+        let data = tempfile::tempdir_in(shm).unwrap();
+        let id = "20260101T000000Z-0.15.5";
+        let (snaps, _) = linked_snapshot(t.path(), id);
+        let snap = snaps.get(id).unwrap().stores[0].clone();
+        let from = Dir::open(data.path()).unwrap();
+        let name = OsStr::new(".data.displaced-x");
+        from.create_dir(name, 0o700)
+            .unwrap()
+            .write_atomic("000011.sst", b"mail written since", 0o600, None)
+            .unwrap();
+        let mut keeper = Keeper {
+            snaps: &snaps,
+            root: fsops::open_private_dir(&snaps.root).unwrap(),
+            name: keep_dir_name(id),
+            dir: None,
+            stores: Vec::new(),
+            left_in_place: Vec::new(),
+        };
+        trace::start();
+        keeper.take(&from, name, &snap, Kind::Dir, name).unwrap();
+        let log = trace::take();
+        assert!(
+            keeper.left_in_place.is_empty(),
+            "{:?}",
+            keeper.left_in_place
+        );
+        let copy = snaps.root.join(keep_dir_name(id)).join("r/000011.sst");
+        assert_eq!(std::fs::read(copy).unwrap(), b"mail written since");
+        assert!(!data.path().join(name).exists());
+        let synced = trace::position(
+            &log,
+            &format!("syncfs {}", snaps.root.join(keep_dir_name(id)).display()),
+        );
+        let src = data.path().join(name);
+        let deleted = trace::position(&log, &format!("remove {}", src.display()));
+        let dir_synced = trace::position(&log, &format!("fsync {}", data.path().display()));
+        assert!(synced < deleted && deleted < dir_synced, "{log:#?}");
     }
 
     #[test]
