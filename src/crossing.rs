@@ -265,7 +265,12 @@ fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>, Error> {
 fn remove_nofollow(path: &Path) -> Result<(), Error> {
     let fs = |e: crate::fsutil::FsError| Error::Swap(crate::swap::SwapError::from(e));
     match Dir::open_parent(path) {
-        Ok((dir, name)) => dir.remove_file(name).map_err(fs),
+        Ok((dir, name)) => {
+            dir.remove_file(name).map_err(fs)?;
+            // Power loss must not bring the file back (a config.json or drop-in of the other
+            // server generation next to a server that must not read it).
+            dir.fsync().map_err(fs)
+        }
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(fs(e)),
     }
@@ -273,7 +278,8 @@ fn remove_nofollow(path: &Path) -> Result<(), Error> {
 
 fn mkdir_parent(p: &std::path::Path) -> Result<(), Error> {
     if let Some(d) = p.parent() {
-        std::fs::create_dir_all(d).map_err(|source| crate::state::StateError::Io {
+        // Durably: power loss must not drop a new drop-in directory with the file in it.
+        crate::state::create_dir_all_durable(d).map_err(|source| crate::state::StateError::Io {
             path: d.to_owned(),
             source,
         })?;
@@ -391,7 +397,9 @@ fn aside_files(s: &Settings) -> [(PathBuf, &'static str); 2] {
 /// durable before the live file goes: the two may be on different file systems), removes a
 /// leftover recovery drop-in, reloads systemd. Idempotent: a file already moved is skipped.
 pub fn set_aside(s: &Settings, sys: &Systemd, aside: &std::path::Path) -> Result<(), Error> {
-    std::fs::create_dir_all(aside).map_err(io_err(aside))?;
+    // Durably (each new directory's parent fsync'd): power loss after the live file's removal
+    // must still find the copy, whose own fsyncs cover only the file and `aside` itself.
+    crate::state::create_dir_all_durable(aside).map_err(io_err(aside))?;
     for (live, name) in aside_files(s) {
         let kept = aside.join(name);
         if let Some(bytes) = read_nofollow(&live)? {
@@ -399,12 +407,7 @@ pub fn set_aside(s: &Settings, sys: &Systemd, aside: &std::path::Path) -> Result
             remove_nofollow(&live)?;
         }
     }
-    match std::fs::remove_file(paths(s).recovery_dropin) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(io_err(&paths(s).recovery_dropin)(e))
-        }
-        _ => {}
-    }
+    remove_nofollow(&paths(s).recovery_dropin)?;
     sys.daemon_reload()?;
     Ok(())
 }
@@ -436,6 +439,27 @@ pub fn put_back(s: &Settings, sys: &Systemd, aside: &std::path::Path) -> Result<
 mod tests {
     use super::*;
     use crate::serverconfig::SqlConn;
+
+    #[test]
+    fn a_removed_crossing_file_stays_removed_after_a_power_loss() {
+        use crate::fsutil::trace;
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("config.json");
+        std::fs::write(&f, b"{}").unwrap();
+        trace::start();
+        remove_nofollow(&f).unwrap();
+        remove_nofollow(&f).unwrap(); // missing: fine
+        let log = trace::take();
+        assert!(!f.exists());
+        assert_eq!(
+            log[..2],
+            [
+                format!("remove {}", f.display()),
+                format!("fsync {}", t.path().display()),
+            ],
+            "{log:#?}"
+        );
+    }
 
     fn raw(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
         pairs

@@ -420,7 +420,8 @@ pub fn keep_release(binary: &Path, release: &Path) -> Result<String, SwapError> 
         return Ok(sha);
     }
     let dir_path = release.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir_path).map_err(io(dir_path))?;
+    // Durably: a rollback after a power loss needs the kept release, whose directory is new.
+    crate::state::create_dir_all_durable(dir_path).map_err(io(dir_path))?;
     let dir = Dir::open(dir_path)?;
     dir.remove_file(".stalwart.tmp")?;
     let copied = copy_into(&dir, OsStr::new(".stalwart.tmp"), binary, 0o755)?;

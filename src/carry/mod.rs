@@ -92,7 +92,9 @@ pub fn save(dir: &Path, d: &Dump, c: &Carried) -> Result<(), CarryError> {
         path: dir.to_owned(),
         message,
     };
-    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    // Durably: the undo restores stalwart.env from these files, which power loss must not take
+    // with a new directory's entry.
+    crate::state::create_dir_all_durable(dir).map_err(|e| err(e.to_string()))?;
     let d_json = serde_json::to_vec_pretty(d).map_err(|e| err(e.to_string()))?;
     let c_json = serde_json::to_vec_pretty(c).map_err(|e| err(e.to_string()))?;
     crate::state::write_atomic(&dir.join("dump.json"), &d_json, 0o600)
