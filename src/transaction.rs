@@ -312,6 +312,13 @@ fn archive(state: &StateDir, txid: &str) -> Result<(), Error> {
         path: from.clone(),
         source,
     })?;
+    // The journal's new entry first: power loss must not persist its removal from the state dir
+    // (below) without its arrival in history (the record of the transaction would be gone).
+    let history = state.history_dir();
+    crate::state::fsync_dir(&history).map_err(|source| crate::journal::JournalError::Io {
+        path: history.clone(),
+        source,
+    })?;
     crate::state::fsync_dir(&state.root).map_err(|source| crate::journal::JournalError::Io {
         path: state.root.clone(),
         source,
@@ -434,4 +441,29 @@ pub fn recover_locked(m: &Resources) -> Result<RecoverReport, Error> {
 pub fn new_txid(from: &Version, to: &Version) -> String {
     let ms = crate::clock::now_ms();
     format!("{ms}-{from}-to-{to}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::trace;
+
+    #[test]
+    fn an_archived_journal_is_durable_in_history_before_its_removal_from_the_state_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&t.path().join("state")).unwrap();
+        std::fs::write(state.journal_path(), b"{}\n").unwrap();
+        trace::start();
+        archive(&state, "tx-1").unwrap();
+        let log = trace::take();
+        assert!(state.history_dir().join("tx-1.jsonl").is_file());
+        assert!(!state.journal_path().exists());
+        assert_eq!(
+            log,
+            [
+                format!("fsync {}", state.history_dir().display()),
+                format!("fsync {}", state.root.display()),
+            ]
+        );
+    }
 }
