@@ -881,6 +881,8 @@ fn take_entry(
             crate::fsutil::set_mode(&dst, path, mode)?;
             dst.sync_all().map_err(|e| FsError::new("fsync", path, e))?;
             parent.rename(&tmp, parent, name)?;
+            // Power loss must not bring back the inode the service user could rewrite.
+            parent.fsync()?;
             done.push(format!(
                 "{} now belongs to root as a copy of its own (it was uid {} mode {:o}{}): the server's user must not be able to replace the binary root runs and swaps",
                 path.display(),
