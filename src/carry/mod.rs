@@ -13,12 +13,13 @@
 //!   the server's env file (its password hash works there unchanged), so the admin's login
 //!   keeps working.
 
+pub mod accept;
 pub mod apply;
 pub mod convert;
 pub mod dump;
 pub mod listeners;
 
-pub use convert::{Carried, Op};
+pub use convert::{Carried, Machine, Op};
 pub use dump::Dump;
 
 use crate::config::Settings;
@@ -44,10 +45,58 @@ pub fn dir(state: &crate::state::StateDir, txid: &str) -> PathBuf {
 
 /// Reads and converts 0.15's directory through `api` (the running 0.15, the admin's
 /// credentials).
-pub fn prepare(api: &crate::webadmin::Api, hostname: &str) -> Result<(Dump, Carried), CarryError> {
+pub fn prepare(
+    api: &crate::webadmin::Api,
+    machine: &Machine,
+) -> Result<(Dump, Carried), CarryError> {
     let d = dump::dump(api).map_err(CarryError::Dump)?;
-    let c = convert::convert(&d, hostname, &sha512_crypt)?;
+    let c = convert::convert(&d, machine, &sha512_crypt)?;
     Ok((d, c))
+}
+
+/// The machine's names: `gethostname` (0.15's fallback) and the fully qualified name
+/// `hostname -f` prints (getaddrinfo's canonical name of it). The resolver may wait on a DNS
+/// server that does not answer: after 5 s the machine has no fully qualified name.
+pub fn machine() -> Machine {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = name.clone();
+    // Detached on purpose: a resolver stuck past the timeout must not hold the upgrade.
+    std::thread::spawn(move || {
+        let _ = tx.send(canonical_name(&n));
+    });
+    let fqdn = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .ok()
+        .flatten();
+    Machine { name, fqdn }
+}
+
+/// getaddrinfo(name, AI_CANONNAME)'s canonical name, as `hostname -f` asks for it.
+fn canonical_name(name: &str) -> Option<String> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a zeroed addrinfo is a valid hints value; getaddrinfo's result is freed below and
+    // ai_canonname read before that.
+    unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_flags = libc::AI_CANONNAME;
+        hints.ai_socktype = libc::SOCK_STREAM;
+        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+        if libc::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 || res.is_null() {
+            return None;
+        }
+        let canon = (*res).ai_canonname;
+        let out = (!canon.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(canon)
+                .to_string_lossy()
+                .into_owned()
+        });
+        libc::freeaddrinfo(res);
+        out.filter(|s| !s.is_empty())
+    }
 }
 
 /// A plain-text password as sha512-crypt (what 0.15's `--init` writes too), which 0.16 stores
@@ -66,6 +115,15 @@ pub fn describe(c: &Carried) -> Vec<String> {
     } else {
         let list: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         out.push(format!("carried over:  {}", list.join(", ")));
+    }
+    if let Some(h) = &c.hostname {
+        out.push(format!(
+            "hostname:      {} (0.16's default hostname: {})",
+            h.name, h.source
+        ));
+    }
+    for r in &c.refused {
+        out.push(format!("0.16 refuses:  {r}"));
     }
     if let Some((u, _)) = &c.admin {
         out.push(format!(
