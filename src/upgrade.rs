@@ -288,12 +288,19 @@ fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
 /// makes `run` undo what the journal says was started.
 fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error> {
     tx.step(Step::Stage, |m, b| steps::stage(m, b, &plan.target))?;
+    let crossing = last_dump(tx.machine(), plan)?;
+    crate::journal::test_point("last-dump:done");
     tx.step(Step::Stop, steps::stop)?;
     tx.step(Step::Snapshot, |m, b| {
         steps::snapshot(m, b, &plan.server_config, known)
     })?;
     tx.step(Step::Swap, steps::exchange)?;
-    if let (Some((_, json)), Some((dump, carried))) = (&plan.generation_json, &plan.carry) {
+    if let Some(Crossing {
+        dump,
+        carried,
+        json,
+    }) = &crossing
+    {
         let admin = crate::carry::one_time_admin()?;
         tx.step(Step::Generation, |m, b| {
             crate::carry::save(&crate::carry::dir(m.state, &b.txid), dump, carried)?;
@@ -439,11 +446,66 @@ fn carry_plan(
             s.unit, s.unit
         )));
     }
+    read_directory(m, cfg)
+}
+
+/// 0.15's directory and settings read through its management API and converted.
+fn read_directory(
+    m: &Resources,
+    cfg: &ServerConfig,
+) -> Result<(crate::carry::Dump, crate::carry::Carried), Error> {
+    let s = m.settings();
     let pids = m.sys()?.unit_pids(&s.unit);
     let endpoint = crate::webadmin::Endpoint::of(s, Some(cfg), pids);
     let api = crate::webadmin::Api::connect(s, &endpoint, crate::webadmin::Login::Configured(None))
         .map_err(|e| crate::carry::CarryError::Dump(e.into()))?;
     Ok(crate::carry::prepare(&api, &crate::carry::machine())?)
+}
+
+/// What a crossing carries: 0.15's dump, its objects for 0.16, and config.json.
+struct Crossing {
+    dump: crate::carry::Dump,
+    carried: crate::carry::Carried,
+    json: String,
+}
+
+/// The crossing's dump taken last, immediately before the stop (issue 26): `plan` read 0.15's
+/// directory minutes earlier (the pre-hash, the SQLite pre-copy and the staging run after it),
+/// and an account, password or alias changed in between would otherwise not be carried. The
+/// same listing again, compared with the plan's: unchanged, the plan's objects go over;
+/// changed, the new dump is converted and checked as the plan's was (anything 0.16 would now
+/// refuse, or that no longer converts, fails here, before the stop). What changes between this
+/// and the stop (one D-Bus call) is the same race any backup taken at a stop has.
+fn last_dump(m: &Resources, plan: &Plan) -> Result<Option<Crossing>, Error> {
+    let (Some((_, json)), Some((dump, carried))) = (&plan.generation_json, &plan.carry) else {
+        return Ok(None);
+    };
+    let (d, c) = read_directory(m, &plan.server_config)?;
+    if d == *dump {
+        return Ok(Some(Crossing {
+            dump: dump.clone(),
+            carried: carried.clone(),
+            json: json.clone(),
+        }));
+    }
+    let (principals, settings) = dump.differences(&d);
+    tracing::info!(
+        principals,
+        settings,
+        "0.15's directory changed since the plan ({principals} principals, {settings} settings): the crossing carries it as read now, just before the stop"
+    );
+    let refused: Vec<Blocker> = c
+        .refused
+        .iter()
+        .map(|r| Error::Preflight(format!("{r}; nothing was changed")).into())
+        .collect();
+    refusal(&refused)?;
+    let json = crossing::data_store_json(&plan.server_config, Some(&d.settings))?;
+    Ok(Some(Crossing {
+        dump: d,
+        carried: c,
+        json,
+    }))
 }
 
 /// Everything `plan` found that stops the upgrade, as one refusal (module comment of `refusal`).
