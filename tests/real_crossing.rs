@@ -434,6 +434,16 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
     assert_eq!(toml.matches("[server.listener.").count(), 10, "{toml}");
     s.ct.in_netns(|| s.server.rest().dkim("Ed25519", DOMAIN, "s2026e"))
         .expect("a DKIM key through the 0.15 API");
+    // Two settings an admin changes from 0.15's defaults (the web admin's way: the database).
+    s.ct.in_netns(|| {
+        s.server.rest().post(
+            "/api/settings",
+            serde_json::json!([{"type": "insert", "prefix": null, "assert_empty": false,
+                "values": [["queue.schedule.remote.expire", "5d"],
+                           ["report.analysis.addresses", format!("postmaster@{DOMAIN}")]]}]),
+        )
+    })
+    .expect("settings through the 0.15 API");
     RealServer::deliver(
         &s.ct,
         false,
@@ -470,6 +480,21 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
         p.contains("10 NetworkListener") && p.contains("1 DkimSignature"),
         "{p}"
     );
+    // Left behind: the two changed settings apart from everything 0.15.5 wrote itself (its
+    // defaults, --init's config, the generated keys): no other line says "an admin changed".
+    let changed: Vec<&str> = p
+        .lines()
+        .filter(|l| l.starts_with("left behind:") && l.contains("an admin changed"))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "left behind:   1 x settings queue.schedule.* an admin changed (each with its value in left-behind.txt)",
+            "left behind:   1 x settings report.analysis.* an admin changed (each with its value in left-behind.txt)",
+        ],
+        "{p}"
+    );
+    assert!(p.contains("settings at 0.15's own defaults"), "{p}");
 
     let out = s.upgrade(new);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -539,6 +564,19 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
         "{settings:?}"
     );
     assert_eq!(s.status_code(), 0, "{}", text(&s.helper(&["status"])));
+    // The report next to the dump: the changed settings by key, with their values.
+    let report =
+        s.ct.sh_ok("cat /var/lib/stalwart-upgrade/carry/*/left-behind.txt")
+            .unwrap();
+    let listed: Vec<&str> = report.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        listed,
+        [
+            "queue.schedule.remote.expire = \"5d\"",
+            "report.analysis.addresses = \"postmaster@example.org\"",
+        ],
+        "{report}"
+    );
 
     // And back: 0.15.5 with its accounts, mail, admin and listeners.
     let out = s.helper(&["rollback", "--yes"]);

@@ -53,6 +53,9 @@ pub struct Carried {
     /// crossing is refused before the downtime while any is left.
     #[serde(default)]
     pub refused: Vec<String>,
+    /// Settings left behind that an admin changed from 0.15's defaults: (key, value).
+    #[serde(default)]
+    pub changed: Vec<(String, String)>,
 }
 
 /// The host name the crossing gives 0.16.
@@ -237,6 +240,7 @@ struct Conv<'a> {
     /// What 0.16 would refuse (`Carried::refused`).
     refused: Vec<String>,
     hostname: Option<Hostname>,
+    changed: Vec<(String, String)>,
 }
 
 /// Converts the dump. `machine`: the machine's names, 0.15's last fallback for
@@ -256,6 +260,7 @@ pub fn convert(
         next_id: 0,
         refused: Vec::new(),
         hostname: None,
+        changed: Vec::new(),
     };
     let principals: Vec<Principal> = dump.principals.iter().map(Principal).collect();
     for p in &principals {
@@ -300,6 +305,7 @@ pub fn convert(
         admin,
         hostname: c.hostname,
         refused: c.refused,
+        changed: c.changed,
     })
 }
 
@@ -882,10 +888,14 @@ impl<'a> Conv<'a> {
         }
     }
 
-    /// Settings under no consumed prefix, counted by their first two segments.
+    /// Settings under no consumed prefix, counted by their first two segments: those an admin
+    /// changed from 0.15's own defaults (`defaults`), each kept by key with its value for the
+    /// crossing's `left-behind.txt`, apart from those still at 0.15's defaults (0.16 brings its
+    /// own).
     fn unconsumed_settings(&mut self) {
-        let mut by: BTreeMap<String, usize> = BTreeMap::new();
-        for k in self.dump.settings.keys() {
+        let mut changed: BTreeMap<String, usize> = BTreeMap::new();
+        let mut defaults: BTreeMap<String, usize> = BTreeMap::new();
+        for (k, v) in &self.dump.settings {
             if CONSUMED
                 .iter()
                 .any(|p| k.starts_with(p) || k == p.trim_end_matches('.'))
@@ -893,10 +903,32 @@ impl<'a> Conv<'a> {
                 continue;
             }
             let prefix: Vec<&str> = k.splitn(3, '.').take(2).collect();
-            *by.entry(prefix.join(".")).or_default() += 1;
+            let prefix = prefix.join(".");
+            if super::defaults::is_default(k, v, &self.dump.settings) {
+                *defaults.entry(prefix).or_default() += 1;
+            } else {
+                *changed.entry(prefix).or_default() += 1;
+                self.changed.push((k.clone(), v.clone()));
+            }
         }
-        for (p, n) in by {
-            self.leave(&format!("settings {p}.*"), n);
+        for (p, n) in changed {
+            self.leave(
+                &format!(
+                    "settings {p}.* an admin changed (each with its value in left-behind.txt)"
+                ),
+                n,
+            );
+        }
+        let n: usize = defaults.values().sum();
+        if n > 0 {
+            let groups: Vec<String> = defaults.keys().map(|p| format!("{p}.*")).collect();
+            self.leave(
+                &format!(
+                    "settings at 0.15's own defaults, 0.16 brings its own ({})",
+                    groups.join(", ")
+                ),
+                n,
+            );
         }
     }
 }
@@ -1018,7 +1050,17 @@ mod tests {
             value: json!({"defaultDomainId": "#create-0", "defaultHostname": "mx.example.org"}),
         }));
         let left: BTreeMap<String, usize> = c.left_behind.iter().cloned().collect();
-        assert_eq!(left["settings queue.outbound.*"], 2);
+        assert_eq!(
+            left["settings queue.outbound.* an admin changed (each with its value in left-behind.txt)"],
+            2
+        );
+        assert_eq!(
+            c.changed,
+            [
+                ("queue.outbound.hostname".to_string(), "x".to_string()),
+                ("queue.outbound.next-hop".to_string(), "y".to_string())
+            ]
+        );
         assert_eq!(left["0.15 principals of type apiKey"], 1);
         assert_eq!(left["app passwords (issue them again in 0.16)"], 1);
         assert_eq!(left["DKIM keys with an algorithm 0.16 lacks (rsa-sha1)"], 1);

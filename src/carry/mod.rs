@@ -16,6 +16,7 @@
 pub mod accept;
 pub mod apply;
 pub mod convert;
+pub mod defaults;
 pub mod dump;
 pub mod listeners;
 
@@ -137,8 +138,36 @@ pub fn describe(c: &Carried) -> Vec<String> {
 }
 
 /// The files of a crossing's dir that hold no secret: what `plan` showed (counts, the admin's
-/// login name), kept when the rest goes (`expire`).
+/// login name), and the settings an admin changed that stay behind (secret values left out),
+/// kept when the rest goes (`expire`).
 const REPORT: &str = "report.txt";
+pub const LEFT_BEHIND: &str = "left-behind.txt";
+
+/// `left-behind.txt`: each setting an admin changed from 0.15's defaults that 0.16 does not get,
+/// `key = value` as 0.15 lists it, to set again in 0.16 where it has a counterpart. A value
+/// whose key names a secret (password, secret, key, token) is left out: it is in dump.json,
+/// which goes at the next commit, while this file stays.
+pub fn left_behind_report(c: &Carried) -> String {
+    let mut out = String::from(
+        "# Settings of 0.15 that an admin changed from its defaults and that the crossing did not\n\
+         # carry to 0.16 (0.16 has no such setting, or keeps it elsewhere): set them again in 0.16\n\
+         # where it has a counterpart. Settings still at 0.15's defaults are not listed.\n",
+    );
+    for (k, v) in &c.changed {
+        let last = k.rsplit('.').next().unwrap_or(k).to_lowercase();
+        let secret = ["secret", "password", "key", "token"]
+            .iter()
+            .any(|w| last.contains(w));
+        if secret {
+            out.push_str(&format!(
+                "{k} = (a secret: see dump.json until the next commit)\n"
+            ));
+        } else {
+            out.push_str(&format!("{k} = {v:?}\n"));
+        }
+    }
+    out
+}
 
 /// How long a crossing's dump stays when no other transaction commits after it.
 pub const DUMP_KEEP_DAYS: u64 = 14;
@@ -160,6 +189,12 @@ pub fn save(dir: &Path, d: &Dump, c: &Carried) -> Result<(), CarryError> {
     let report: String = describe(c).iter().map(|l| format!("{l}\n")).collect();
     crate::state::write_atomic(&dir.join(REPORT), report.as_bytes(), 0o600)
         .map_err(|e| err(e.to_string()))?;
+    crate::state::write_atomic(
+        &dir.join(LEFT_BEHIND),
+        left_behind_report(c).as_bytes(),
+        0o600,
+    )
+    .map_err(|e| err(e.to_string()))?;
     Ok(())
 }
 
@@ -198,7 +233,7 @@ pub fn expire(
             .entries()
             .map_err(ferr)?
             .into_iter()
-            .filter(|n| n != REPORT)
+            .filter(|n| n != REPORT && n != LEFT_BEHIND)
             .collect();
         if secrets.is_empty() {
             continue;
@@ -340,6 +375,7 @@ mod tests {
             names(&old),
             [
                 "dump.json",
+                "left-behind.txt",
                 "objects.json",
                 "report.txt",
                 "stalwart.env.before"
@@ -350,7 +386,7 @@ mod tests {
             expire(&state, "tx-next", now, age).unwrap(),
             ["tx-crossing"]
         );
-        assert_eq!(names(&old), ["report.txt"]);
+        assert_eq!(names(&old), ["left-behind.txt", "report.txt"]);
         let report = std::fs::read_to_string(old.join("report.txt")).unwrap();
         assert!(
             report.contains("carried over") && !report.contains("$6$"),
@@ -361,8 +397,28 @@ mod tests {
         // A crossing without a report (written before reports existed) goes whole.
         let bare = crossing(&state, "tx-bare");
         std::fs::remove_file(bare.join("report.txt")).unwrap();
+        std::fs::remove_file(bare.join("left-behind.txt")).unwrap();
         expire(&state, "tx-later", now, age).unwrap();
         assert!(!bare.exists());
+    }
+
+    #[test]
+    fn left_behind_lists_changed_settings_with_values_but_no_secret() {
+        let c = Carried {
+            changed: vec![
+                ("queue.schedule.remote.expire".into(), "5d".into()),
+                ("queue.route.relay.auth.secret".into(), "hunter2".into()),
+                ("session.auth.key".into(), "k3y".into()),
+            ],
+            ..Carried::default()
+        };
+        let r = left_behind_report(&c);
+        assert!(r.contains("queue.schedule.remote.expire = \"5d\"\n"), "{r}");
+        assert!(
+            r.contains("queue.route.relay.auth.secret = (a secret"),
+            "{r}"
+        );
+        assert!(!r.contains("hunter2") && !r.contains("k3y"), "{r}");
     }
 
     #[test]
@@ -375,7 +431,7 @@ mod tests {
         let age = DUMP_KEEP_DAYS * 86_400;
         let later = crate::clock::now_secs() + age + 60;
         assert_eq!(expire(&state, "tx-slow", later, age).unwrap(), ["tx-slow"]);
-        assert_eq!(names(&dir), ["report.txt"]);
+        assert_eq!(names(&dir), ["left-behind.txt", "report.txt"]);
         // No crossing at all: nothing to do, no error.
         let empty = tempfile::tempdir().unwrap();
         let none = StateDir {
