@@ -475,3 +475,32 @@ fn a_password_changed_after_the_plan_and_before_the_stop_is_carried() {
     );
     assert!(sha_crypt::sha512_check("old-password-1", &secret).is_err());
 }
+
+/// Issue 26: an unapproved crossing on a machine without web-admin credentials is refused with
+/// both obstacles at once, the policy and its `allow` command first, then the credentials (the
+/// admin used to learn the second only after fixing the first); nothing was stopped.
+#[test]
+fn an_unapproved_crossing_without_credentials_names_both_the_policy_first() {
+    let s = Scenario::with(
+        &release("0.15.5", Fault::None, 0),
+        testbed::stalwart::ServerLayout::default(),
+        &DEFAULT_HELPER_CONFIG.replace(
+            "credentials_file = \"/etc/stalwart-upgrade/webadmin.cred\"",
+            "credentials_file = \"/etc/stalwart-upgrade/nothing-here.cred\"",
+        ),
+    );
+    let pid = s.main_pid();
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 3, "the policy's exit code: {t}");
+    let policy = t
+        .find("stalwart-upgrade allow 0.16")
+        .unwrap_or_else(|| panic!("no allow command: {t}"));
+    let credentials = t
+        .find("nothing-here.cred")
+        .unwrap_or_else(|| panic!("no credentials blocker: {t}"));
+    assert!(policy < credentials, "the policy first: {t}");
+    assert!(t.contains("2 things stop this upgrade"), "{t}");
+    assert_eq!(s.main_pid(), pid, "nothing was stopped");
+    assert_eq!(s.binary_version(), "0.15.5");
+}
