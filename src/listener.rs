@@ -279,41 +279,93 @@ const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// judged: this is loopback, and no secret is sent) and the greeting after it, or an HTTP
 /// answer; else an HTTP answer in clear text.
 pub fn observe(addr: SocketAddr) -> Option<Answer> {
-    let mut s = TcpStream::connect_timeout(&addr, CONNECT_WAIT).ok()?;
-    s.set_read_timeout(Some(GREETING_WAIT)).ok()?;
-    let first = read_some(&mut s).ok()?;
-    let plain = classify(&first);
-    if plain != Greeting::Silent {
-        return Some(Answer {
-            greeting: plain,
-            tls: false,
-        });
+    // A server may close a connection without a word: upstream's SMTP drops one past its
+    // inbound rate limit at the connect (0.15's default `queue.limiter.inbound.ip`, 5 a second
+    // per IP, measured: even right after the TLS handshake), and the probes come in bursts. That
+    // is no answer to record: tried again a second later, a few times.
+    for _ in 0..CLOSED_TRIES {
+        match observe_once(addr) {
+            Ok(a) => return a,
+            Err(Closed) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+    None
+}
+
+/// How often a port that closes the connection at once is tried before it counts as not
+/// answering.
+const CLOSED_TRIES: usize = 4;
+
+/// The server closed the connection without a word.
+struct Closed;
+
+/// What a connection got first.
+enum First {
+    Said(Vec<u8>),
+    /// Nothing within the read timeout.
+    Quiet,
+    Closed,
+}
+
+/// Up to 64 bytes, within the socket's read timeout.
+fn first_bytes(s: &mut impl Read) -> First {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => First::Closed,
+        Ok(n) => First::Said(buf[..n].to_vec()),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => First::Quiet,
+        Err(_) => First::Closed,
+    }
+}
+
+/// One round of `observe`: Ok(None) when nothing accepts the connection.
+fn observe_once(addr: SocketAddr) -> Result<Option<Answer>, Closed> {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, CONNECT_WAIT) else {
+        return Ok(None);
+    };
+    if s.set_read_timeout(Some(GREETING_WAIT)).is_err() {
+        return Ok(None);
+    }
+    match first_bytes(&mut s) {
+        First::Closed => return Err(Closed),
+        First::Said(b) if classify(&b) != Greeting::Silent => {
+            return Ok(Some(Answer {
+                greeting: classify(&b),
+                tls: false,
+            }))
+        }
+        First::Said(_) | First::Quiet => {}
     }
     drop(s);
-    if let Some(greeting) = over_tls(addr) {
-        return Some(Answer {
-            greeting,
-            tls: true,
-        });
-    }
+    let tls_closed = match over_tls(addr) {
+        Tls::Answered(greeting) => {
+            return Ok(Some(Answer {
+                greeting,
+                tls: true,
+            }))
+        }
+        Tls::Closed => true,
+        Tls::None => false,
+    };
     let http = TcpStream::connect_timeout(&addr, CONNECT_WAIT)
         .ok()
         .filter(|s| s.set_read_timeout(Some(CONNECT_WAIT)).is_ok())
-        .and_then(|mut s| http_answers(&mut s).then_some(Greeting::Http));
-    Some(Answer {
-        greeting: http.unwrap_or(Greeting::Silent),
-        tls: false,
-    })
-}
-
-/// Up to 64 bytes, within the socket's read timeout (nothing said by then: empty).
-fn read_some(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(n) => Ok(buf[..n].to_vec()),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(Vec::new()),
-        Err(e) => Err(e),
+        .is_some_and(|mut s| http_answers(&mut s));
+    if http {
+        return Ok(Some(Answer {
+            greeting: Greeting::Http,
+            tls: false,
+        }));
     }
+    // A TLS server that closed right after the handshake greets nobody in clear text either:
+    // the same as a closed connection.
+    if tls_closed {
+        return Err(Closed);
+    }
+    Ok(Some(Answer {
+        greeting: Greeting::Silent,
+        tls: false,
+    }))
 }
 
 /// Sends a minimal HTTP request: does the answer start like one?
@@ -333,31 +385,60 @@ fn http_answers(s: &mut (impl Read + Write)) -> bool {
     got.starts_with(b"HTTP/")
 }
 
+/// What a TLS client met.
+enum Tls {
+    /// The handshake completed and this greeted (or `Http` answered a request, or `Silent`).
+    Answered(Greeting),
+    /// The server closed the connection right after the handshake.
+    Closed,
+    /// No TLS there.
+    None,
+}
+
 /// A TLS handshake with `addr`, then what it greets with (or `Http` when it answers a request).
-/// None when no handshake completes.
-fn over_tls(addr: SocketAddr) -> Option<Greeting> {
-    let cfg = crate::tls::loopback_config().ok()?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
-    let conn = rustls::ClientConnection::new(cfg, name).ok()?;
-    let tcp = TcpStream::connect_timeout(&addr, CONNECT_WAIT).ok()?;
-    tcp.set_read_timeout(Some(CONNECT_WAIT)).ok()?;
-    tcp.set_write_timeout(Some(CONNECT_WAIT)).ok()?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).ok()?;
+fn over_tls(addr: SocketAddr) -> Tls {
+    let Ok(cfg) = crate::tls::loopback_config() else {
+        return Tls::None;
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from("localhost") else {
+        return Tls::None;
+    };
+    let Ok(conn) = rustls::ClientConnection::new(cfg, name) else {
+        return Tls::None;
+    };
+    let Ok(tcp) = TcpStream::connect_timeout(&addr, CONNECT_WAIT) else {
+        return Tls::None;
+    };
+    if tcp.set_read_timeout(Some(CONNECT_WAIT)).is_err()
+        || tcp.set_write_timeout(Some(CONNECT_WAIT)).is_err()
+    {
+        return Tls::None;
     }
-    tls.sock.set_read_timeout(Some(GREETING_WAIT)).ok()?;
-    let first = read_some(&mut tls).ok()?;
-    match classify(&first) {
-        Greeting::Silent => {
-            tls.sock.set_read_timeout(Some(CONNECT_WAIT)).ok()?;
-            Some(if http_answers(&mut tls) {
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    // A server that closes during the handshake may just not speak TLS (it got our ClientHello
+    // as garbage): no TLS. Closing right after a completed one is what counts as `Closed`.
+    while tls.conn.is_handshaking() {
+        match tls.conn.complete_io(&mut tls.sock) {
+            Ok((0, 0)) | Err(_) => return Tls::None,
+            Ok(_) => {}
+        }
+    }
+    if tls.sock.set_read_timeout(Some(GREETING_WAIT)).is_err() {
+        return Tls::None;
+    }
+    match first_bytes(&mut tls) {
+        First::Closed => Tls::Closed,
+        First::Said(b) if classify(&b) != Greeting::Silent => Tls::Answered(classify(&b)),
+        First::Said(_) | First::Quiet => {
+            if tls.sock.set_read_timeout(Some(CONNECT_WAIT)).is_err() {
+                return Tls::None;
+            }
+            Tls::Answered(if http_answers(&mut tls) {
                 Greeting::Http
             } else {
                 Greeting::Silent
             })
         }
-        g => Some(g),
     }
 }
 
@@ -563,6 +644,31 @@ Aw0K9OhYxHBhjsp+3q8QWh+HiKTSdA4VLihIOGCAga+KClVGvzb9z8pe
             }
         });
         addr
+    }
+
+    /// A listener that closes its first `n` connections without a word (as upstream's SMTP
+    /// does past its inbound rate limit), then greets like SMTP.
+    fn closes_first(n: usize) -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (i, c) in l.incoming().enumerate() {
+                let Ok(mut c) = c else { continue };
+                if i >= n {
+                    let _ = c.write_all(b"220 mx ESMTP\r\n");
+                    let _ = c.read(&mut [0u8; 16]);
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_connection_closed_without_a_word_is_tried_again() {
+        let a = observe(closes_first(2)).expect("answers on the third connection");
+        assert_eq!((a.greeting, a.tls), (Greeting::Smtp, false));
+        // Never anything but closed: no answer to record or accept.
+        assert_eq!(observe(closes_first(usize::MAX)), None);
     }
 
     trait ReadWrite: Read + Write {}
