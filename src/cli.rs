@@ -556,7 +556,11 @@ fn with_server_stopped<T>(
         )));
     }
     let listeners = if active {
-        crate::listener::probe_all(&sys.unit_pids(&s.unit))
+        let running = crate::swap::binary_version(&s.server_binary())?;
+        let declared = server_config(s, &crate::crossing::server_config_path(s, &running))
+            .map(|c| c.listeners)
+            .unwrap_or_default();
+        crate::listener::probe_all(&sys.unit_pids(&s.unit), &declared)
     } else {
         Vec::new()
     };

@@ -312,9 +312,8 @@ fn wait_listeners(
     deadline: Instant,
 ) -> Result<(), HealthError> {
     loop {
-        let missing: Vec<String> = want
-            .iter()
-            .filter(|p| crate::listener::greet(p.addr) != Some(p.greeting))
+        let missing: Vec<String> = crate::listener::unanswered(want)
+            .into_iter()
             .map(|p| p.to_string())
             .collect();
         if missing.is_empty() {
@@ -524,6 +523,7 @@ mod tests {
             https: Some("127.0.0.1:9443".parse().unwrap()),
             cluster: None,
             log_files: vec![],
+            listeners: vec![],
             reader: crate::serverconfig::files::Reader::Helper,
         };
         assert_eq!(base_url(&s, Some(&cfg)), "http://127.0.0.1:9090");

@@ -202,7 +202,9 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     }
     let unit_state = m.sys()?.state(&s.unit)?;
     upgrade::check_env(m)?;
-    let listeners = upgrade::running_listeners(m, &unit_state)?;
+    // The 0.15 config names the ports when the rollback goes below the line (0.16 declares none).
+    let declared = below_016.as_ref().unwrap_or(&server_config);
+    let listeners = upgrade::running_listeners(m, &unit_state, declared)?;
     let plan = Plan {
         unit: s.unit.clone(),
         from: current.clone(),
@@ -221,6 +223,7 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         carry: None,
         snapshot,
         listeners,
+        blockers: Vec::new(),
     };
     Ok((
         plan,

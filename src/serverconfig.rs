@@ -159,6 +159,10 @@ pub struct ServerConfig {
     /// here, the helper's `[health] log_dir` says where.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_files: Vec<LogFiles>,
+    /// 0.15's `[server.listener.<id>]` declarations, which name the probed ports (0.16 keeps its
+    /// listeners in the database: empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<crate::listener::Declared>,
     /// Who the files the config names were read as (recorded with a snapshot's copy of it).
     #[serde(skip)]
     pub(crate) reader: files::Reader,
@@ -362,6 +366,7 @@ impl ServerConfig {
             https: cfg.http_listener(true)?,
             cluster: cfg.cluster(),
             log_files: cfg.log_files()?,
+            listeners: cfg.listeners(),
             reader: reader.clone(),
         })
     }
@@ -465,6 +470,7 @@ impl ServerConfig {
             https: None,
             cluster: None,
             log_files: Vec::new(),
+            listeners: Vec::new(),
             reader: reader.clone(),
         })
     }

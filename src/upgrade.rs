@@ -40,6 +40,59 @@ pub struct Plan {
     pub health_url: String,
     /// What the unit listens on now (recorded before the stop, checked after the start).
     pub listeners: Vec<crate::listener::Probe>,
+    /// Everything that stops this upgrade before any downtime, the policy first (`gate`).
+    pub blockers: Vec<Blocker>,
+}
+
+/// One reason an upgrade cannot run yet, with what to do about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocker {
+    pub message: String,
+    /// The exit code it has alone (3 refused, 4 preflight).
+    #[serde(skip)]
+    exit: i32,
+    /// The policy's verdict (the plan's `policy:` line shows it already).
+    #[serde(skip)]
+    policy: bool,
+}
+
+impl From<Error> for Blocker {
+    fn from(e: Error) -> Blocker {
+        let e = e.before_downtime();
+        Blocker {
+            exit: e.exit_code(),
+            message: e.to_string(),
+            policy: false,
+        }
+    }
+}
+
+/// The refusal for `blockers` (none: Ok). One is refused as it is; several are listed in one
+/// message, in the order found (the policy first), each with its command, so the admin fixes
+/// them in one go instead of learning them one run at a time. The exit code is the first's.
+pub(crate) fn refusal(blockers: &[Blocker]) -> Result<(), Error> {
+    let Some(first) = blockers.first() else {
+        return Ok(());
+    };
+    let message = if blockers.len() == 1 {
+        first.message.clone()
+    } else {
+        let list: Vec<String> = blockers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("  {}. {}", i + 1, b.message))
+            .collect();
+        format!(
+            "{} things stop this upgrade before any downtime (nothing was stopped or changed); fix each, then run it again:\n{}",
+            blockers.len(),
+            list.join("\n")
+        )
+    };
+    Err(if first.exit == crate::exit::REFUSED {
+        Error::Refused(message)
+    } else {
+        Error::Preflight(message)
+    })
 }
 
 impl Plan {
@@ -179,7 +232,12 @@ impl std::fmt::Display for Plan {
                 writeln!(f, "policy:        NEEDS APPROVAL: {message}")
             }
             Verdict::Refused { message } => writeln!(f, "policy:        REFUSED: {message}"),
+        }?;
+        // The policy's own line says it; the rest are listed here.
+        for b in self.blockers.iter().filter(|b| !b.policy) {
+            writeln!(f, "blocked:       {}", b.message)?;
         }
+        Ok(())
     }
 }
 
@@ -197,7 +255,7 @@ pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
     let m = Resources::new(ctx, &state);
     transaction::recover_locked(&m)?;
     let plan = plan(&m, req).map_err(Error::before_downtime)?;
-    gate(&plan, req).map_err(Error::before_downtime)?;
+    gate(&plan).map_err(Error::before_downtime)?;
     Ok(plan)
 }
 
@@ -209,7 +267,7 @@ pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
 fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
     let ctx = m.ctx;
     let plan = plan(m, req).map_err(Error::before_downtime)?;
-    gate(&plan, req).map_err(Error::before_downtime)?;
+    gate(&plan).map_err(Error::before_downtime)?;
     if plan.class == Class::Same {
         return Ok(nothing_to_do(&plan));
     }
@@ -230,12 +288,19 @@ fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
 /// makes `run` undo what the journal says was started.
 fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error> {
     tx.step(Step::Stage, |m, b| steps::stage(m, b, &plan.target))?;
+    let crossing = last_dump(tx.machine(), plan)?;
+    crate::journal::test_point("last-dump:done");
     tx.step(Step::Stop, steps::stop)?;
     tx.step(Step::Snapshot, |m, b| {
         steps::snapshot(m, b, &plan.server_config, known)
     })?;
     tx.step(Step::Swap, steps::exchange)?;
-    if let (Some((_, json)), Some((dump, carried))) = (&plan.generation_json, &plan.carry) {
+    if let Some(Crossing {
+        dump,
+        carried,
+        json,
+    }) = &crossing
+    {
         let admin = crate::carry::one_time_admin()?;
         tx.step(Step::Generation, |m, b| {
             crate::carry::save(&crate::carry::dir(m.state, &b.txid), dump, carried)?;
@@ -281,12 +346,13 @@ pub(crate) fn check_env(m: &Resources) -> Result<(), Error> {
 pub(crate) fn running_listeners(
     m: &Resources,
     unit_state: &crate::systemd::UnitState,
+    cfg: &ServerConfig,
 ) -> Result<Vec<crate::listener::Probe>, Error> {
     if unit_state.active_state != "active" {
         return Ok(Vec::new());
     }
     let pids = m.sys()?.unit_pids(&m.settings().unit);
-    Ok(crate::listener::probe_all(&pids))
+    Ok(crate::listener::probe_all(&pids, &cfg.listeners))
 }
 
 /// bin.new is a full copy of bin/ with the new binary, on the same file system as bin/ (the
@@ -388,25 +454,71 @@ fn carry_plan(
             s.unit, s.unit
         )));
     }
+    read_directory(m, cfg)
+}
+
+/// 0.15's directory and settings read through its management API and converted.
+fn read_directory(
+    m: &Resources,
+    cfg: &ServerConfig,
+) -> Result<(crate::carry::Dump, crate::carry::Carried), Error> {
+    let s = m.settings();
     let pids = m.sys()?.unit_pids(&s.unit);
     let endpoint = crate::webadmin::Endpoint::of(s, Some(cfg), pids);
     let api = crate::webadmin::Api::connect(s, &endpoint, crate::webadmin::Login::Configured(None))
         .map_err(|e| crate::carry::CarryError::Dump(e.into()))?;
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    Ok(crate::carry::prepare(&api, &host)?)
+    Ok(crate::carry::prepare(&api, &crate::carry::machine())?)
 }
 
-fn gate(plan: &Plan, req: &UpgradeRequest) -> Result<(), Error> {
-    match &plan.verdict {
-        Verdict::Allowed => {}
-        Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => {
-            return Err(Error::Refused(message.clone()))
-        }
+/// What a crossing carries: 0.15's dump, its objects for 0.16, and config.json.
+struct Crossing {
+    dump: crate::carry::Dump,
+    carried: crate::carry::Carried,
+    json: String,
+}
+
+/// The crossing's dump taken last, immediately before the stop (issue 26): `plan` read 0.15's
+/// directory minutes earlier (the pre-hash, the SQLite pre-copy and the staging run after it),
+/// and an account, password or alias changed in between would otherwise not be carried. The
+/// same listing again, compared with the plan's: unchanged, the plan's objects go over;
+/// changed, the new dump is converted and checked as the plan's was (anything 0.16 would now
+/// refuse, or that no longer converts, fails here, before the stop). What changes between this
+/// and the stop (one D-Bus call) is the same race any backup taken at a stop has.
+fn last_dump(m: &Resources, plan: &Plan) -> Result<Option<Crossing>, Error> {
+    let (Some((_, json)), Some((dump, carried))) = (&plan.generation_json, &plan.carry) else {
+        return Ok(None);
+    };
+    let (d, c) = read_directory(m, &plan.server_config)?;
+    if d == *dump {
+        return Ok(Some(Crossing {
+            dump: dump.clone(),
+            carried: carried.clone(),
+            json: json.clone(),
+        }));
     }
-    cluster_gate(&plan.server_config, &plan.to, req.cluster_stopped)
+    let (principals, settings) = dump.differences(&d);
+    tracing::info!(
+        principals,
+        settings,
+        "0.15's directory changed since the plan ({principals} principals, {settings} settings): the crossing carries it as read now, just before the stop"
+    );
+    let refused: Vec<Blocker> = c
+        .refused
+        .iter()
+        .map(|r| Error::Preflight(format!("{r}; nothing was changed")).into())
+        .collect();
+    refusal(&refused)?;
+    let json = crossing::data_store_json(&plan.server_config, Some(&d.settings))?;
+    Ok(Some(Crossing {
+        dump: d,
+        carried: c,
+        json,
+    }))
+}
+
+/// Everything `plan` found that stops the upgrade, as one refusal (module comment of `refusal`).
+fn gate(plan: &Plan) -> Result<(), Error> {
+    refusal(&plan.blockers)
 }
 
 /// Upstream: every node of a cluster must be stopped before an upgrade (in 0.16 one node left on
@@ -483,18 +595,38 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         m.ctx.unattended,
         m.ctx.allow.as_deref(),
     )?;
-    check_staging_space(s, &req.target)?;
+    // From here on every check that fails is collected, not returned: a refusal lists them
+    // all, the policy's first (`refusal`).
+    let mut blockers: Vec<Blocker> = Vec::new();
+    match &verdict {
+        Verdict::Allowed => {}
+        Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => {
+            blockers.push(Blocker {
+                message: message.clone(),
+                exit: crate::exit::REFUSED,
+                policy: true,
+            })
+        }
+    }
+    let mut check = |r: Result<(), Error>| {
+        if let Err(e) = r {
+            blockers.push(e.into());
+        }
+    };
+    check(check_staging_space(s, &req.target));
     let server_config = m.server_config(&crossing::server_config_path(s, &from))?;
-    check_stores_writable(&server_config)?;
-    crate::snapshot::check_store_paths(s, &server_config)
-        .map_err(|e| Error::Preflight(e.to_string()))?;
+    check(check_stores_writable(&server_config));
+    check(
+        crate::snapshot::check_store_paths(s, &server_config)
+            .map_err(|e| Error::Preflight(e.to_string())),
+    );
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
     if !snapshot.fits() {
-        return Err(Error::Preflight(format!(
+        check(Err(Error::Preflight(format!(
             "{}; nothing was stopped",
             snapshots.space_advice(&snapshot, &[])
-        )));
+        ))));
     }
     let unit_state = m.sys()?.state(&s.unit)?;
     if unit_state.load_state != "loaded" {
@@ -505,23 +637,41 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         .into());
     }
     let health_url = health::base_url(s, Some(&server_config));
-    check_env(m)?;
-    let listeners = running_listeners(m, &unit_state)?;
+    check(check_env(m));
+    let listeners = running_listeners(m, &unit_state, &server_config)?;
     let carry = match crosses_the_line(&from, &to, &verdict) {
-        true => Some(carry_plan(m, &server_config, &unit_state)?),
+        true => match carry_plan(m, &server_config, &unit_state) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                check(Err(e));
+                None
+            }
+        },
         false => None,
     };
     let generation_json = match &carry {
-        Some((dump, _)) => Some(generation_plan(s, &server_config, dump)?),
+        Some((dump, carried)) => {
+            for r in &carried.refused {
+                check(Err(Error::Preflight(format!("{r}; nothing was changed"))));
+            }
+            match generation_plan(s, &server_config, dump) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    check(Err(e));
+                    None
+                }
+            }
+        }
         None => None,
     };
     if unit_state.active_state == "active" {
-        health::check_running(&health_url, Duration::from_secs(10)).map_err(|why| {
+        check(health::check_running(&health_url, Duration::from_secs(10)).map_err(|why| {
             Error::Preflight(format!(
                 "the running server does not answer {health_url}/healthz/ready ({why}), so the health check after the upgrade could not pass either; nothing was stopped. If the server is starting or migrating, wait and retry; if it answers HTTP elsewhere, set `[health] url` in /etc/stalwart-upgrade/config.toml"
             ))
-        })?;
+        }));
     }
+    check(cluster_gate(&server_config, &to, req.cluster_stopped));
     Ok(Plan {
         unit: s.unit.clone(),
         health_url,
@@ -540,5 +690,61 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         carry,
         snapshot,
         listeners,
+        blockers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unapproved crossing on a machine without web-admin credentials: the admin learns
+    /// both at once, the policy (and its `allow` command) first, each with what to run.
+    #[test]
+    fn a_refusal_lists_every_blocker_the_policy_first() {
+        let policy = Blocker {
+            message: "0.15.5 -> 0.16.18 is a minor upgrade: run `stalwart-upgrade allow 0.16`"
+                .into(),
+            exit: crate::exit::REFUSED,
+            policy: true,
+        };
+        let credentials: Blocker = Error::Carry(crate::carry::CarryError::Dump(
+            crate::carry::dump::DumpError::Api(crate::webadmin::WebadminError::NoCredentials),
+        ))
+        .into();
+        let hostname: Blocker =
+            Error::Preflight("0.15's server.hostname = \"mailhost\": 0.16 refuses it".into())
+                .into();
+        assert_eq!(credentials.exit, crate::exit::PREFLIGHT);
+        let e = refusal(&[policy.clone(), credentials.clone(), hostname.clone()]).unwrap_err();
+        assert_eq!(
+            e.exit_code(),
+            crate::exit::REFUSED,
+            "the policy's code: {e}"
+        );
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("3 things stop this upgrade"), "{text}");
+        assert!(
+            lines[1].starts_with("  1. ") && lines[1].contains("stalwart-upgrade allow 0.16"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("  2. ")
+                && lines[2].contains("[webadmin] credentials_file")
+                && lines[2].contains("nothing was stopped or changed"),
+            "{text}"
+        );
+        assert!(lines[3].starts_with("  3. ") && lines[3].contains("server.hostname"));
+        // Alone, each is refused as it always was, with its own exit code.
+        let e = refusal(&[credentials]).unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::PREFLIGHT);
+        assert!(
+            e.to_string().starts_with("the 0.15 -> 0.16 crossing reads"),
+            "{e}"
+        );
+        assert!(refusal(&[]).is_ok());
+        let e = refusal(&[policy]).unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e:?}");
+    }
 }

@@ -401,3 +401,106 @@ fn a_failure_after_the_carry_takes_the_pinned_admin_away_again() {
         "{t}"
     );
 }
+
+/// Issue 26: the crossing's dump is taken last, right before the stop. A password changed after
+/// the plan read 0.15's directory (here: while the upgrade is paused after staging, i.e. after
+/// the pre-hash and the staging that take minutes on a large install) is the one carried.
+#[test]
+fn a_password_changed_after_the_plan_and_before_the_stop_is_carried() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let api = |method: &str, path: &str, body: &str| {
+        s.ct.exec_ok(&[
+            "curl",
+            "-sf",
+            "-u",
+            &format!("admin:{}", testbed::stalwart::DEFAULT_ADMIN_SECRET),
+            "-X",
+            method,
+            "-d",
+            body,
+            &format!("{}{path}", testbed::stalwart::HTTP),
+        ])
+        .unwrap()
+    };
+    api(
+        "POST",
+        "/api/principal",
+        r#"{"type":"domain","name":"example.org"}"#,
+    );
+    api(
+        "POST",
+        "/api/principal",
+        r#"{"type":"individual","name":"alice","secrets":["old-password-1"],"emails":["alice@example.org"],"roles":["user"]}"#,
+    );
+    s.allow("0.16");
+    let target = release("0.16.18", Fault::None, 0);
+    let plan = s.helper(&["plan", "--to", &s.inside(&target)], &[]);
+    assert!(text(&plan).contains("1 Account/User"), "{}", text(&plan));
+    let change = format!(
+        "curl -sf -u admin:{} -X PATCH -d '[{{\"action\":\"set\",\"field\":\"secrets\",\"value\":[\"new-password-2\"]}}]' {}/api/principal/alice",
+        testbed::stalwart::DEFAULT_ADMIN_SECRET,
+        testbed::stalwart::HTTP
+    );
+    let out = s.upgrade_pausing(&target, "stage:done", &change);
+    let t = text(&out);
+    assert_eq!(code(&out), 0, "{t}");
+    assert!(
+        t.contains("0.15's directory changed since the plan (1 principals, 0 settings)"),
+        "{t}"
+    );
+    // What the carry step created in 0.16 (kept in the crossing's dir until the next commit).
+    let objects: serde_json::Value = serde_json::from_str(
+        &s.ct
+            .sh_ok("cat /var/lib/stalwart-upgrade/carry/*/objects.json")
+            .unwrap(),
+    )
+    .unwrap();
+    let secret = objects["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|op| op["object"] == "Account")
+        .flat_map(|op| op["items"].as_array().unwrap().iter())
+        .find(|item| item[1]["name"] == "alice")
+        .map(|item| {
+            item[1]["credentials"]["0"]["secret"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap_or_else(|| panic!("alice is not carried: {objects}"));
+    assert!(
+        sha_crypt::sha512_check("new-password-2", &secret).is_ok(),
+        "the carried password is not the one set before the stop: {secret}"
+    );
+    assert!(sha_crypt::sha512_check("old-password-1", &secret).is_err());
+}
+
+/// Issue 26: an unapproved crossing on a machine without web-admin credentials is refused with
+/// both obstacles at once, the policy and its `allow` command first, then the credentials (the
+/// admin used to learn the second only after fixing the first); nothing was stopped.
+#[test]
+fn an_unapproved_crossing_without_credentials_names_both_the_policy_first() {
+    let s = Scenario::with(
+        &release("0.15.5", Fault::None, 0),
+        testbed::stalwart::ServerLayout::default(),
+        &DEFAULT_HELPER_CONFIG.replace(
+            "credentials_file = \"/etc/stalwart-upgrade/webadmin.cred\"",
+            "credentials_file = \"/etc/stalwart-upgrade/nothing-here.cred\"",
+        ),
+    );
+    let pid = s.main_pid();
+    let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 3, "the policy's exit code: {t}");
+    let policy = t
+        .find("stalwart-upgrade allow 0.16")
+        .unwrap_or_else(|| panic!("no allow command: {t}"));
+    let credentials = t
+        .find("nothing-here.cred")
+        .unwrap_or_else(|| panic!("no credentials blocker: {t}"));
+    assert!(policy < credentials, "the policy first: {t}");
+    assert!(t.contains("2 things stop this upgrade"), "{t}");
+    assert_eq!(s.main_pid(), pid, "nothing was stopped");
+    assert_eq!(s.binary_version(), "0.15.5");
+}

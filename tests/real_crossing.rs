@@ -346,3 +346,245 @@ fn an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back() {
     }
     RealServer::deliver(&s.ct, false, &alice(), "after-the-refused-crossing").unwrap();
 }
+
+/// The listeners upstream's `--init` config declares (0.15.5 boot.rs, QUICKSTART_CONFIG):
+/// port, protocol, implicit TLS, listener id.
+const INIT_LISTENERS: [(u16, &str, bool, &str); 10] = [
+    (25, "smtp", false, "smtp"),
+    (587, "smtp", false, "submission"),
+    (465, "smtp", true, "submissions"),
+    (143, "imap", false, "imap"),
+    (993, "imap", true, "imaptls"),
+    (110, "pop3", false, "pop3"),
+    (995, "pop3", true, "pop3s"),
+    (4190, "managesieve", false, "sieve"),
+    (443, "http", true, "https"),
+    (8080, "http", false, "http"),
+];
+
+/// Every listener of `--init`'s config answers on loopback with its protocol's greeting (after
+/// a TLS handshake where it is implicit TLS); `when` names the moment in the message. SMTP
+/// drops a connection past upstream's default inbound limit (`queue.limiter.inbound.ip`: 5
+/// connections a second per IP, checked at the connect, measured: closed right after the TLS
+/// handshake), which the deliveries before and the three SMTP ports reach: each port gets a
+/// few tries a second apart.
+#[track_caller]
+fn every_init_listener_greets(s: &RealScenario, when: &str) {
+    for (port, proto, tls, id) in INIT_LISTENERS {
+        let addr = format!("127.0.0.1:{port}");
+        let mut tries = 0;
+        let line = loop {
+            tries += 1;
+            match s
+                .ct
+                .in_netns(|| testbed::mail::first_line(&addr, proto, tls))
+            {
+                Ok(l) => break l,
+                Err(_) if tries < 5 => std::thread::sleep(std::time::Duration::from_secs(1)),
+                Err(e) => panic!("{when}: listener {id} ({addr}) does not answer: {e:#}"),
+            }
+        };
+        assert!(
+            testbed::mail::greets_as(proto, &line),
+            "{when}: listener {id} ({addr}, {proto}, TLS {tls}) answers {line:?}"
+        );
+    }
+}
+
+/// Issue 26: upstream's DEFAULT installation crosses. The real 0.15.5 installed the install.sh
+/// way on the config its own `--init` writes (RocksDB, the ten default listeners, no
+/// server.hostname) in a container whose hostname is not fully qualified (0.16 refuses such a
+/// name as its defaultHostname), with a domain, accounts with passwords, an alias, a DKIM key
+/// and delivered mail. `allow 0.16` + `upgrade --to` the newest real 0.16: exit 0, 0.16's bytes
+/// run in normal mode, the accounts log in with their old passwords over IMAPS and JMAP and see
+/// their mail, the 0.15 admin works, every listener of before answers with its protocol's
+/// greeting; `rollback` brings 0.15.5 back with all of it.
+#[test]
+fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
+    use testbed::real_server::{alice, bob, RealServer, ADMIN, ADMIN_SECRET, DOMAIN, HTTP};
+    let test = "upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back";
+    let Some([old, new]) = crossing_releases(test) else {
+        return;
+    };
+    if !(old.rocksdb && new.rocksdb) {
+        testbed::real::skip(
+            test,
+            "upstream's default store is RocksDB, which a release lacks",
+        );
+        return;
+    }
+    let s = RealScenario::with_init(old);
+    // The machine: a short hostname, no fully qualified one (what 0.15 fell back to).
+    let host = s.ct.exec_ok(&["hostname"]).unwrap();
+    assert!(!host.trim().contains('.'), "{host}");
+    let fqdn = s.ct.exec(&["hostname", "-f"]);
+    assert!(
+        !fqdn.status.success() || !String::from_utf8_lossy(&fqdn.stdout).contains('.'),
+        "{}",
+        text(&fqdn)
+    );
+    // The config is --init's own: RocksDB, ten listeners, no server.hostname.
+    let toml =
+        s.ct.exec_ok(&["cat", "/opt/stalwart/etc/config.toml"])
+            .unwrap();
+    assert!(
+        !toml.contains("hostname") && toml.contains("type = \"rocksdb\""),
+        "{toml}"
+    );
+    assert_eq!(toml.matches("[server.listener.").count(), 10, "{toml}");
+    s.ct.in_netns(|| s.server.rest().dkim("Ed25519", DOMAIN, "s2026e"))
+        .expect("a DKIM key through the 0.15 API");
+    // Two settings an admin changes from 0.15's defaults (the web admin's way: the database).
+    s.ct.in_netns(|| {
+        s.server.rest().post(
+            "/api/settings",
+            serde_json::json!([{"type": "insert", "prefix": null, "assert_empty": false,
+                "values": [["queue.schedule.remote.expire", "5d"],
+                           ["report.analysis.addresses", format!("postmaster@{DOMAIN}")]]}]),
+        )
+    })
+    .expect("settings through the 0.15 API");
+    RealServer::deliver(
+        &s.ct,
+        false,
+        &alice(),
+        "to-the-alias-before", // delivered to alice's own address; the alias is checked after
+    )
+    .unwrap();
+    every_init_listener_greets(&s, "0.15.5 before");
+
+    assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
+    let plan = s.helper(&["plan", "--to", &new.in_container()]);
+    let p = text(&plan);
+    assert_eq!(code(&plan), 0, "{p}");
+    assert!(
+        p.contains(&format!("hostname:      mail.{DOMAIN} ")),
+        "the hostname 0.16 gets: {p}"
+    );
+    for label in [
+        "127.0.0.1:25 SMTP (listener smtp)",
+        "127.0.0.1:587 SMTP (listener submission)",
+        "127.0.0.1:465 SMTP submissions (listener submissions)",
+        "127.0.0.1:143 IMAP (listener imap)",
+        "127.0.0.1:993 IMAPS (listener imaptls)",
+        "127.0.0.1:110 POP3 (listener pop3)",
+        "127.0.0.1:995 POP3S (listener pop3s)",
+        "127.0.0.1:4190 ManageSieve (listener sieve)",
+        "127.0.0.1:443 HTTPS (listener https)",
+        "127.0.0.1:8080 HTTP (listener http)",
+    ] {
+        assert!(p.contains(label), "no {label:?} in the plan: {p}");
+    }
+    assert!(!p.contains("HTTP/TLS") && !p.contains("blocked:"), "{p}");
+    assert!(
+        p.contains("10 NetworkListener") && p.contains("1 DkimSignature"),
+        "{p}"
+    );
+    // Left behind: the two changed settings apart from everything 0.15.5 wrote itself (its
+    // defaults, --init's config, the generated keys): no other line says "an admin changed".
+    let changed: Vec<&str> = p
+        .lines()
+        .filter(|l| l.starts_with("left behind:") && l.contains("an admin changed"))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "left behind:   1 x settings queue.schedule.* an admin changed (each with its value in left-behind.txt)",
+            "left behind:   1 x settings report.analysis.* an admin changed (each with its value in left-behind.txt)",
+        ],
+        "{p}"
+    );
+    assert!(p.contains("settings at 0.15's own defaults"), "{p}");
+
+    let out = s.upgrade(new);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.server.wait_ready(&s.ct).unwrap();
+    assert_eq!(RealServer::running_sha256(&s.ct).unwrap(), new.sha256);
+    let (status, session) =
+        s.ct.in_netns(|| {
+            Ok::<_, anyhow::Error>(testbed::mail::http_get(
+                &format!("{HTTP}/jmap/session"),
+                None,
+            ))
+        })
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        session.contains("\"apiUrl\":\"http"),
+        "not in normal mode: {session}"
+    );
+    // The accounts, their 0.15 passwords, their mail: over JMAP and IMAPS.
+    RealServer::sees(
+        &s.ct,
+        true,
+        &alice(),
+        &["before-alice", "to-the-alias-before"],
+    )
+    .unwrap();
+    RealServer::sees(&s.ct, true, &bob(), &["before-bob"]).unwrap();
+    let n =
+        s.ct.in_netns(|| {
+            testbed::mail::imaps_inbox_count("127.0.0.1:993", &alice().address(), &alice().password)
+        })
+        .unwrap();
+    assert!(n >= 2, "alice's INBOX over IMAPS holds {n}");
+    // The alias delivers.
+    s.ct.in_netns(|| {
+        testbed::mail::smtp_send(
+            "127.0.0.1:25",
+            "sender@external.test",
+            &[&format!("alice.smith@{DOMAIN}")],
+            "to-the-alias-after",
+            "Hi.\n",
+        )?;
+        testbed::mail::wait_for_mail(
+            HTTP,
+            &alice().address(),
+            &alice().password,
+            "to-the-alias-after",
+        )
+    })
+    .unwrap();
+    every_init_listener_greets(&s, "0.16 after the crossing");
+    // The 0.15 admin with its old password: the key, and the hostname 0.16 got.
+    let admin = testbed::mail::Jmap016::new(HTTP, ADMIN, ADMIN_SECRET);
+    let (keys, settings) =
+        s.ct.in_netns(|| {
+            Ok::<_, anyhow::Error>((
+                admin.get("DkimSignature", serde_json::Value::Null)?,
+                admin.get("SystemSettings", serde_json::json!(["singleton"]))?,
+            ))
+        })
+        .expect("the 0.15 admin logs in to 0.16");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["selector"], "s2026e", "{keys:?}");
+    assert_eq!(
+        settings[0]["defaultHostname"],
+        format!("mail.{DOMAIN}"),
+        "{settings:?}"
+    );
+    assert_eq!(s.status_code(), 0, "{}", text(&s.helper(&["status"])));
+    // The report next to the dump: the changed settings by key, with their values.
+    let report =
+        s.ct.sh_ok("cat /var/lib/stalwart-upgrade/carry/*/left-behind.txt")
+            .unwrap();
+    let listed: Vec<&str> = report.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        listed,
+        [
+            "queue.schedule.remote.expire = \"5d\"",
+            "report.analysis.addresses = \"postmaster@example.org\"",
+        ],
+        "{report}"
+    );
+
+    // And back: 0.15.5 with its accounts, mail, admin and listeners.
+    let out = s.helper(&["rollback", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.serves(old, false, &["before-alice", "to-the-alias-before"]);
+    every_init_listener_greets(&s, "0.15.5 after the rollback");
+    let principal =
+        s.ct.in_netns(|| s.server.rest().principal("alice"))
+            .expect("the 0.15 admin after the rollback");
+    assert_eq!(principal["name"], "alice", "{principal}");
+}

@@ -46,6 +46,32 @@ pub struct Carried {
     /// The `[authentication.fallback-admin]` user and secret (a hash or plain text), which
     /// becomes 0.16's `STALWART_RECOVERY_ADMIN`.
     pub admin: Option<(String, String)>,
+    /// 0.16's `defaultHostname` and where it comes from, for `plan`.
+    #[serde(default)]
+    pub hostname: Option<Hostname>,
+    /// What 0.16 would refuse (module `accept`), each with what to change in 0.15: the
+    /// crossing is refused before the downtime while any is left.
+    #[serde(default)]
+    pub refused: Vec<String>,
+    /// Settings left behind that an admin changed from 0.15's defaults: (key, value).
+    #[serde(default)]
+    pub changed: Vec<(String, String)>,
+}
+
+/// The host name the crossing gives 0.16.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Hostname {
+    pub name: String,
+    /// Where it comes from, in words.
+    pub source: String,
+}
+
+/// The machine's names: what 0.15 fell back to (`gethostname`), and the fully qualified one
+/// (`hostname -f`: getaddrinfo's canonical name), if it has one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Machine {
+    pub name: String,
+    pub fqdn: Option<String>,
 }
 
 impl Carried {
@@ -135,10 +161,13 @@ impl<'a> Principal<'a> {
     }
 }
 
-/// Upstream's `is_valid_domain_name`: two labels at least, letters/digits/hyphens, <= 253.
+/// Upstream's `is_valid_domain_name` (two labels at least, letters/digits/hyphens, <= 253), and
+/// a name 0.16's registry takes (`accept::sanitize_domain`): a domain 0.16 would refuse stays
+/// behind, said in the plan, instead of failing the carry step after the stop.
 fn valid_domain(d: &str) -> bool {
     let labels: Vec<&str> = d.split('.').collect();
-    d.len() <= 253
+    super::accept::sanitize_domain(d).is_some()
+        && d.len() <= 253
         && labels.len() >= 2
         && labels.iter().all(|l| {
             !l.is_empty()
@@ -208,13 +237,17 @@ struct Conv<'a> {
     claimed: BTreeMap<String, String>,
     left: BTreeMap<String, usize>,
     next_id: usize,
+    /// What 0.16 would refuse (`Carried::refused`).
+    refused: Vec<String>,
+    hostname: Option<Hostname>,
+    changed: Vec<(String, String)>,
 }
 
-/// Converts the dump. `hostname`: the machine's name, 0.15's last fallback for
+/// Converts the dump. `machine`: the machine's names, 0.15's last fallback for
 /// `server.hostname`. `hash`: turns a plain-text password into a sha512-crypt hash.
 pub fn convert(
     dump: &Dump,
-    hostname: &str,
+    machine: &Machine,
     hash: &dyn Fn(&str) -> String,
 ) -> Result<Carried, ConvertError> {
     let mut c = Conv {
@@ -225,6 +258,9 @@ pub fn convert(
         claimed: BTreeMap::new(),
         left: BTreeMap::new(),
         next_id: 0,
+        refused: Vec::new(),
+        hostname: None,
+        changed: Vec::new(),
     };
     let principals: Vec<Principal> = dump.principals.iter().map(Principal).collect();
     for p in &principals {
@@ -240,7 +276,7 @@ pub fn convert(
     let (groups, users) = c.accounts_ops(&principals, hash)?;
     ops.extend([groups, users, c.lists_op(&principals)?]);
     ops.extend([c.dkim_op(), c.certificates_op(), c.listeners_op()]);
-    ops.extend(c.system_settings_op(hostname));
+    ops.extend(c.system_settings_op(machine));
     ops.extend(c.imap_op());
     ops.extend(c.blob_store_op()?);
     c.other_stores();
@@ -267,6 +303,9 @@ pub fn convert(
         ops,
         left_behind: c.left.into_iter().collect(),
         admin,
+        hostname: c.hostname,
+        refused: c.refused,
+        changed: c.changed,
     })
 }
 
@@ -704,20 +743,84 @@ impl<'a> Conv<'a> {
         }
     }
 
-    fn system_settings_op(&mut self, hostname: &str) -> Option<Op> {
+    fn system_settings_op(&mut self, machine: &Machine) -> Option<Op> {
         let d = self.default_domain.clone()?;
         let dref = self.domain_ref(&d)?;
-        // 0.15 fell back from server.hostname to lookup.default.hostname to the machine's name;
-        // 0.16 refuses an empty defaultHostname.
-        let host = ["server.hostname", "lookup.default.hostname"]
-            .iter()
-            .filter_map(|k| self.dump.settings.get(*k))
-            .find(|v| !v.is_empty() && !is_macro(v))
-            .cloned()
-            .unwrap_or_else(|| hostname.to_string());
-        Some(Op::Update {
+        let host = self.choose_hostname(machine, &d)?;
+        let op = Op::Update {
             object: "SystemSettings".into(),
-            value: json!({"defaultDomainId": dref, "defaultHostname": host}),
+            value: json!({"defaultDomainId": dref, "defaultHostname": host.name}),
+        };
+        self.hostname = Some(host);
+        Some(op)
+    }
+
+    /// 0.16's `defaultHostname`, resolved the way 0.15 resolved its own (crates/common/src/
+    /// config/network.rs at v0.15.5: `server.hostname`, else `lookup.default.hostname`, else the
+    /// machine's name), but never a name 0.16 refuses (`accept::hostname`): where 0.15 fell back
+    /// to the machine's short name, the machine's fully qualified name (what install.sh asks
+    /// `hostname -f` for), else `mail.<default domain>`. A name the admin set that 0.16 refuses
+    /// is not replaced behind their back: it refuses the crossing (`refused`) naming the key.
+    fn choose_hostname(&mut self, machine: &Machine, domain: &str) -> Option<Hostname> {
+        let mut skipped = Vec::new();
+        for key in ["server.hostname", "lookup.default.hostname"] {
+            let Some(v) = self.dump.settings.get(key).map(|v| v.trim()) else {
+                continue;
+            };
+            if v.is_empty() {
+                continue;
+            }
+            if is_macro(v) {
+                // Never expanded (see the module comment): said, and the next candidate used.
+                skipped.push(format!("{key} is a %{{..}}% macro, not expanded"));
+                continue;
+            }
+            return match super::accept::hostname(v) {
+                Some(name) => Some(Hostname {
+                    name,
+                    source: format!("0.15's {key}"),
+                }),
+                None => {
+                    self.refused.push(format!(
+                        "0.15's {key} = {v:?}: {}; set {key} to the server's fully qualified name in 0.15 (web admin: Settings > Server > Network, or config.toml), then run the upgrade again",
+                        super::accept::HOSTNAME_REFUSED
+                    ));
+                    None
+                }
+            };
+        }
+        if skipped.is_empty() {
+            skipped.push("0.15 has no server.hostname".into());
+        }
+        let short = machine.name.trim().to_lowercase();
+        let fqdn = machine.fqdn.as_deref().map(str::trim).unwrap_or("");
+        let (name, why) = if let Some(name) = super::accept::hostname(&short) {
+            (name, "the machine's name, as 0.15 used it".to_string())
+        } else {
+            if !short.is_empty() {
+                skipped.push(format!(
+                    "0.15 used the machine's name {short:?}, which 0.16 refuses"
+                ));
+            }
+            match super::accept::hostname(fqdn) {
+                Some(name) => (name, "the machine's fully qualified name".to_string()),
+                None => {
+                    if !fqdn.is_empty() && fqdn != short {
+                        skipped.push(format!(
+                            "the machine's fully qualified name {fqdn:?} is refused too"
+                        ));
+                    }
+                    let name = super::accept::hostname(&format!("mail.{domain}"))?;
+                    (name, format!("`mail.` and the default domain {domain}"))
+                }
+            }
+        };
+        Some(Hostname {
+            name,
+            source: format!(
+                "{why} ({}; set server.hostname in 0.15 to choose another)",
+                skipped.join("; ")
+            ),
         })
     }
 
@@ -785,10 +888,14 @@ impl<'a> Conv<'a> {
         }
     }
 
-    /// Settings under no consumed prefix, counted by their first two segments.
+    /// Settings under no consumed prefix, counted by their first two segments: those an admin
+    /// changed from 0.15's own defaults (`defaults`), each kept by key with its value for the
+    /// crossing's `left-behind.txt`, apart from those still at 0.15's defaults (0.16 brings its
+    /// own).
     fn unconsumed_settings(&mut self) {
-        let mut by: BTreeMap<String, usize> = BTreeMap::new();
-        for k in self.dump.settings.keys() {
+        let mut changed: BTreeMap<String, usize> = BTreeMap::new();
+        let mut defaults: BTreeMap<String, usize> = BTreeMap::new();
+        for (k, v) in &self.dump.settings {
             if CONSUMED
                 .iter()
                 .any(|p| k.starts_with(p) || k == p.trim_end_matches('.'))
@@ -796,10 +903,32 @@ impl<'a> Conv<'a> {
                 continue;
             }
             let prefix: Vec<&str> = k.splitn(3, '.').take(2).collect();
-            *by.entry(prefix.join(".")).or_default() += 1;
+            let prefix = prefix.join(".");
+            if super::defaults::is_default(k, v, &self.dump.settings) {
+                *defaults.entry(prefix).or_default() += 1;
+            } else {
+                *changed.entry(prefix).or_default() += 1;
+                self.changed.push((k.clone(), v.clone()));
+            }
         }
-        for (p, n) in by {
-            self.leave(&format!("settings {p}.*"), n);
+        for (p, n) in changed {
+            self.leave(
+                &format!(
+                    "settings {p}.* an admin changed (each with its value in left-behind.txt)"
+                ),
+                n,
+            );
+        }
+        let n: usize = defaults.values().sum();
+        if n > 0 {
+            let groups: Vec<String> = defaults.keys().map(|p| format!("{p}.*")).collect();
+            self.leave(
+                &format!(
+                    "settings at 0.15's own defaults, 0.16 brings its own ({})",
+                    groups.join(", ")
+                ),
+                n,
+            );
         }
     }
 }
@@ -807,6 +936,13 @@ impl<'a> Conv<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn machine(name: &str) -> Machine {
+        Machine {
+            name: name.into(),
+            fqdn: None,
+        }
+    }
 
     fn fake_hash(p: &str) -> String {
         format!("$6$test${p}")
@@ -869,7 +1005,7 @@ mod tests {
 
     #[test]
     fn accounts_keep_their_ids_passwords_aliases_groups_and_admin_role() {
-        let c = convert(&fixture(), "host", &fake_hash).unwrap();
+        let c = convert(&fixture(), &machine("host"), &fake_hash).unwrap();
         let accounts = items(&c, "Account");
         let ids: Vec<&str> = accounts.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["restore-2", "restore-3", "restore-4"], "groups first");
@@ -893,7 +1029,7 @@ mod tests {
 
     #[test]
     fn lists_dkim_settings_and_what_is_left_behind() {
-        let c = convert(&fixture(), "host", &fake_hash).unwrap();
+        let c = convert(&fixture(), &machine("host"), &fake_hash).unwrap();
         let lists = items(&c, "MailingList");
         assert_eq!(lists.len(), 1);
         let r = lists[0].1["recipients"].as_object().unwrap();
@@ -914,7 +1050,17 @@ mod tests {
             value: json!({"defaultDomainId": "#create-0", "defaultHostname": "mx.example.org"}),
         }));
         let left: BTreeMap<String, usize> = c.left_behind.iter().cloned().collect();
-        assert_eq!(left["settings queue.outbound.*"], 2);
+        assert_eq!(
+            left["settings queue.outbound.* an admin changed (each with its value in left-behind.txt)"],
+            2
+        );
+        assert_eq!(
+            c.changed,
+            [
+                ("queue.outbound.hostname".to_string(), "x".to_string()),
+                ("queue.outbound.next-hop".to_string(), "y".to_string())
+            ]
+        );
         assert_eq!(left["0.15 principals of type apiKey"], 1);
         assert_eq!(left["app passwords (issue them again in 0.16)"], 1);
         assert_eq!(left["DKIM keys with an algorithm 0.16 lacks (rsa-sha1)"], 1);
@@ -933,7 +1079,7 @@ mod tests {
             ]),
             &[],
         );
-        let e = convert(&d, "h", &fake_hash).unwrap_err();
+        let e = convert(&d, &machine("h"), &fake_hash).unwrap_err();
         assert!(matches!(e, ConvertError::DuplicateAddress { .. }), "{e}");
     }
 
@@ -950,7 +1096,7 @@ mod tests {
                 ("certificate.c.private-key", "%{env:KEY}%"),
             ],
         );
-        let c = convert(&d, "h", &fake_hash).unwrap();
+        let c = convert(&d, &machine("h"), &fake_hash).unwrap();
         assert!(items(&c, "DkimSignature").is_empty());
         assert!(items(&c, "Certificate").is_empty());
         let text = serde_json::to_string(&c.ops).unwrap();
@@ -966,7 +1112,7 @@ mod tests {
             ]),
             &[],
         );
-        let c = convert(&d, "h", &fake_hash).unwrap();
+        let c = convert(&d, &machine("h"), &fake_hash).unwrap();
         assert_eq!(items(&c, "Account").len(), 1);
         assert!(c.left_behind.iter().any(|(w, _)| w.contains("localhost")));
     }
@@ -977,7 +1123,7 @@ mod tests {
         let with = |extra: &[(&'static str, &'static str)]| {
             let mut v: Vec<(&str, &str)> = base.to_vec();
             v.extend_from_slice(extra);
-            convert(&dump(json!([]), &v), "h", &fake_hash)
+            convert(&dump(json!([]), &v), &machine("h"), &fake_hash)
         };
         assert!(with(&[("storage.blob", "db")]).unwrap().ops.is_empty());
         let fs = with(&[
@@ -995,6 +1141,76 @@ mod tests {
         assert!(matches!(s3, ConvertError::BlobStore { .. }), "{s3}");
         let fts = with(&[("storage.fts", "es"), ("store.es.type", "elasticsearch")]).unwrap();
         assert!(fts.left_behind.iter().any(|(w, _)| w.contains("full-text")));
+    }
+
+    #[test]
+    fn the_hostname_is_one_0_16_accepts_chosen_as_0_15_chose_it() {
+        let alice =
+            json!([{"id": 1, "type": "individual", "name": "a", "emails": ["a@example.org"]}]);
+        let host = |settings: &[(&str, &str)], m: Machine| {
+            let c = convert(&dump(alice.clone(), settings), &m, &fake_hash).unwrap();
+            let set = c.ops.iter().find_map(|op| match op {
+                Op::Update { object, value } if object == "SystemSettings" => {
+                    Some(value["defaultHostname"].as_str().unwrap().to_string())
+                }
+                _ => None,
+            });
+            let h = c.hostname.clone();
+            assert_eq!(set.as_deref(), h.as_ref().map(|h| h.name.as_str()), "{c:?}");
+            (h, c.refused)
+        };
+        let short = |n: &str, f: Option<&str>| Machine {
+            name: n.into(),
+            fqdn: f.map(String::from),
+        };
+        // server.hostname first, then lookup.default.hostname, as 0.15.
+        let (h, r) = host(
+            &[
+                ("server.hostname", "MX.example.org"),
+                ("lookup.default.hostname", "other.example.org"),
+            ],
+            short("debian", None),
+        );
+        assert_eq!(h.unwrap().name, "mx.example.org");
+        assert!(r.is_empty());
+        let (h, _) = host(
+            &[("lookup.default.hostname", "Other.Example.org")],
+            short("debian", None),
+        );
+        assert_eq!(h.unwrap().source, "0.15's lookup.default.hostname");
+        // No name set: 0.15 used the machine's short name, which 0.16 refuses; its fully
+        // qualified name, else mail.<default domain>.
+        let (h, r) = host(&[], short("debian", Some("debian.corp.example.net")));
+        assert_eq!(h.unwrap().name, "debian.corp.example.net");
+        assert!(r.is_empty());
+        let (h, r) = host(&[], short("stwtb-1-0-ab", None));
+        let h = h.unwrap();
+        assert_eq!(h.name, "mail.example.org");
+        assert!(
+            h.source.contains("\"stwtb-1-0-ab\", which 0.16 refuses"),
+            "{}",
+            h.source
+        );
+        assert!(r.is_empty());
+        let (h, _) = host(&[], short("debian", Some("debian")));
+        assert_eq!(h.unwrap().name, "mail.example.org");
+        // A machine whose own name is fully qualified keeps it (what 0.15 used).
+        let (h, _) = host(&[], short("mx1.example.org", None));
+        assert_eq!(h.unwrap().name, "mx1.example.org");
+        // A macro is not expanded: the next candidate, said.
+        let (h, _) = host(&[("server.hostname", "%{env:HOST}%")], short("d", None));
+        let h = h.unwrap();
+        assert_eq!(h.name, "mail.example.org");
+        assert!(h.source.contains("macro"), "{}", h.source);
+        // A name the admin set that 0.16 refuses refuses the crossing, naming the key.
+        let (h, r) = host(&[("server.hostname", "mailhost")], short("d", None));
+        assert_eq!(h, None);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].contains("server.hostname = \"mailhost\"")
+                && r[0].contains("Invalid hostname or IP address"),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -81,6 +81,36 @@ pub struct Dump {
     pub principals: Vec<Value>,
 }
 
+impl Dump {
+    /// How many principals (by id) and settings (by key) differ between two dumps: added,
+    /// removed or changed.
+    pub fn differences(&self, other: &Dump) -> (usize, usize) {
+        let by_id = |d: &Dump| -> BTreeMap<u64, Value> {
+            d.principals
+                .iter()
+                .filter_map(|p| Some((p.get("id")?.as_u64()?, p.clone())))
+                .collect()
+        };
+        let (a, b) = (by_id(self), by_id(other));
+        let principals = a
+            .keys()
+            .chain(b.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|id| a.get(id) != b.get(id))
+            .count();
+        let settings = self
+            .settings
+            .keys()
+            .chain(other.settings.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| self.settings.get(*k) != other.settings.get(*k))
+            .count();
+        (principals, settings)
+    }
+}
+
 pub fn dump(api: &Api) -> Result<Dump, DumpError> {
     dump_with(&mut |path| api.rest_get_sized(path), Limits::default())
 }
@@ -383,6 +413,27 @@ mod tests {
             "{e}"
         );
         assert_eq!(calls, 10);
+    }
+
+    #[test]
+    fn differences_count_what_was_added_removed_or_changed() {
+        let d = |principals: Value, settings: &[(&str, &str)]| Dump {
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            principals: principals.as_array().unwrap().clone(),
+        };
+        let a = d(
+            json!([{"id": 1, "secrets": ["old"]}, {"id": 2}]),
+            &[("a", "1"), ("b", "2")],
+        );
+        assert_eq!(a.differences(&a.clone()), (0, 0));
+        let b = d(
+            json!([{"id": 1, "secrets": ["new"]}, {"id": 3}]),
+            &[("a", "1"), ("b", "3"), ("c", "4")],
+        );
+        assert_eq!(a.differences(&b), (3, 2));
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //!   the server's env file (its password hash works there unchanged), so the admin's login
 //!   keeps working.
 
+pub mod accept;
 pub mod apply;
 pub mod convert;
+pub mod defaults;
 pub mod dump;
 pub mod listeners;
 
-pub use convert::{Carried, Op};
+pub use convert::{Carried, Machine, Op};
 pub use dump::Dump;
 
 use crate::config::Settings;
@@ -44,10 +46,58 @@ pub fn dir(state: &crate::state::StateDir, txid: &str) -> PathBuf {
 
 /// Reads and converts 0.15's directory through `api` (the running 0.15, the admin's
 /// credentials).
-pub fn prepare(api: &crate::webadmin::Api, hostname: &str) -> Result<(Dump, Carried), CarryError> {
+pub fn prepare(
+    api: &crate::webadmin::Api,
+    machine: &Machine,
+) -> Result<(Dump, Carried), CarryError> {
     let d = dump::dump(api).map_err(CarryError::Dump)?;
-    let c = convert::convert(&d, hostname, &sha512_crypt)?;
+    let c = convert::convert(&d, machine, &sha512_crypt)?;
     Ok((d, c))
+}
+
+/// The machine's names: `gethostname` (0.15's fallback) and the fully qualified name
+/// `hostname -f` prints (getaddrinfo's canonical name of it). The resolver may wait on a DNS
+/// server that does not answer: after 5 s the machine has no fully qualified name.
+pub fn machine() -> Machine {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = name.clone();
+    // Detached on purpose: a resolver stuck past the timeout must not hold the upgrade.
+    std::thread::spawn(move || {
+        let _ = tx.send(canonical_name(&n));
+    });
+    let fqdn = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .ok()
+        .flatten();
+    Machine { name, fqdn }
+}
+
+/// getaddrinfo(name, AI_CANONNAME)'s canonical name, as `hostname -f` asks for it.
+fn canonical_name(name: &str) -> Option<String> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a zeroed addrinfo is a valid hints value; getaddrinfo's result is freed below and
+    // ai_canonname read before that.
+    unsafe {
+        let mut hints: libc::addrinfo = std::mem::zeroed();
+        hints.ai_flags = libc::AI_CANONNAME;
+        hints.ai_socktype = libc::SOCK_STREAM;
+        let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+        if libc::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) != 0 || res.is_null() {
+            return None;
+        }
+        let canon = (*res).ai_canonname;
+        let out = (!canon.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(canon)
+                .to_string_lossy()
+                .into_owned()
+        });
+        libc::freeaddrinfo(res);
+        out.filter(|s| !s.is_empty())
+    }
 }
 
 /// A plain-text password as sha512-crypt (what 0.15's `--init` writes too), which 0.16 stores
@@ -67,6 +117,15 @@ pub fn describe(c: &Carried) -> Vec<String> {
         let list: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         out.push(format!("carried over:  {}", list.join(", ")));
     }
+    if let Some(h) = &c.hostname {
+        out.push(format!(
+            "hostname:      {} (0.16's default hostname: {})",
+            h.name, h.source
+        ));
+    }
+    for r in &c.refused {
+        out.push(format!("0.16 refuses:  {r}"));
+    }
     if let Some((u, _)) = &c.admin {
         out.push(format!(
             "admin:         the 0.15 fallback admin `{u}` keeps its password, as 0.16's STALWART_RECOVERY_ADMIN in the server's env file"
@@ -79,8 +138,36 @@ pub fn describe(c: &Carried) -> Vec<String> {
 }
 
 /// The files of a crossing's dir that hold no secret: what `plan` showed (counts, the admin's
-/// login name), kept when the rest goes (`expire`).
+/// login name), and the settings an admin changed that stay behind (secret values left out),
+/// kept when the rest goes (`expire`).
 const REPORT: &str = "report.txt";
+pub const LEFT_BEHIND: &str = "left-behind.txt";
+
+/// `left-behind.txt`: each setting an admin changed from 0.15's defaults that 0.16 does not get,
+/// `key = value` as 0.15 lists it, to set again in 0.16 where it has a counterpart. A value
+/// whose key names a secret (password, secret, key, token) is left out: it is in dump.json,
+/// which goes at the next commit, while this file stays.
+pub fn left_behind_report(c: &Carried) -> String {
+    let mut out = String::from(
+        "# Settings of 0.15 that an admin changed from its defaults and that the crossing did not\n\
+         # carry to 0.16 (0.16 has no such setting, or keeps it elsewhere): set them again in 0.16\n\
+         # where it has a counterpart. Settings still at 0.15's defaults are not listed.\n",
+    );
+    for (k, v) in &c.changed {
+        let last = k.rsplit('.').next().unwrap_or(k).to_lowercase();
+        let secret = ["secret", "password", "key", "token"]
+            .iter()
+            .any(|w| last.contains(w));
+        if secret {
+            out.push_str(&format!(
+                "{k} = (a secret: see dump.json until the next commit)\n"
+            ));
+        } else {
+            out.push_str(&format!("{k} = {v:?}\n"));
+        }
+    }
+    out
+}
 
 /// How long a crossing's dump stays when no other transaction commits after it.
 pub const DUMP_KEEP_DAYS: u64 = 14;
@@ -104,6 +191,12 @@ pub fn save(dir: &Path, d: &Dump, c: &Carried) -> Result<(), CarryError> {
     let report: String = describe(c).iter().map(|l| format!("{l}\n")).collect();
     crate::state::write_atomic(&dir.join(REPORT), report.as_bytes(), 0o600)
         .map_err(|e| err(e.to_string()))?;
+    crate::state::write_atomic(
+        &dir.join(LEFT_BEHIND),
+        left_behind_report(c).as_bytes(),
+        0o600,
+    )
+    .map_err(|e| err(e.to_string()))?;
     Ok(())
 }
 
@@ -142,7 +235,7 @@ pub fn expire(
             .entries()
             .map_err(ferr)?
             .into_iter()
-            .filter(|n| n != REPORT)
+            .filter(|n| n != REPORT && n != LEFT_BEHIND)
             .collect();
         if secrets.is_empty() {
             continue;
@@ -284,6 +377,7 @@ mod tests {
             names(&old),
             [
                 "dump.json",
+                "left-behind.txt",
                 "objects.json",
                 "report.txt",
                 "stalwart.env.before"
@@ -294,7 +388,7 @@ mod tests {
             expire(&state, "tx-next", now, age).unwrap(),
             ["tx-crossing"]
         );
-        assert_eq!(names(&old), ["report.txt"]);
+        assert_eq!(names(&old), ["left-behind.txt", "report.txt"]);
         let report = std::fs::read_to_string(old.join("report.txt")).unwrap();
         assert!(
             report.contains("carried over") && !report.contains("$6$"),
@@ -305,8 +399,28 @@ mod tests {
         // A crossing without a report (written before reports existed) goes whole.
         let bare = crossing(&state, "tx-bare");
         std::fs::remove_file(bare.join("report.txt")).unwrap();
+        std::fs::remove_file(bare.join("left-behind.txt")).unwrap();
         expire(&state, "tx-later", now, age).unwrap();
         assert!(!bare.exists());
+    }
+
+    #[test]
+    fn left_behind_lists_changed_settings_with_values_but_no_secret() {
+        let c = Carried {
+            changed: vec![
+                ("queue.schedule.remote.expire".into(), "5d".into()),
+                ("queue.route.relay.auth.secret".into(), "hunter2".into()),
+                ("session.auth.key".into(), "k3y".into()),
+            ],
+            ..Carried::default()
+        };
+        let r = left_behind_report(&c);
+        assert!(r.contains("queue.schedule.remote.expire = \"5d\"\n"), "{r}");
+        assert!(
+            r.contains("queue.route.relay.auth.secret = (a secret"),
+            "{r}"
+        );
+        assert!(!r.contains("hunter2") && !r.contains("k3y"), "{r}");
     }
 
     #[test]
@@ -319,7 +433,7 @@ mod tests {
         let age = DUMP_KEEP_DAYS * 86_400;
         let later = crate::clock::now_secs() + age + 60;
         assert_eq!(expire(&state, "tx-slow", later, age).unwrap(), ["tx-slow"]);
-        assert_eq!(names(&dir), ["report.txt"]);
+        assert_eq!(names(&dir), ["left-behind.txt", "report.txt"]);
         // No crossing at all: nothing to do, no error.
         let empty = tempfile::tempdir().unwrap();
         let none = StateDir {

@@ -305,6 +305,33 @@ impl Flat<'_> {
     }
 
     /// First `[server.listener.<id>]` with protocol http and (`tls`) or without implicit TLS.
+    /// Every `[server.listener.<id>]` with a protocol (upstream's listener.rs finds listeners by
+    /// their `.protocol` key; `tls.implicit` defaults to false), with the ports it binds. Only
+    /// names ports for the plan: a key that does not parse is skipped, never an error.
+    pub(super) fn listeners(&self) -> Vec<crate::listener::Declared> {
+        let mut out = Vec::new();
+        for id in self.children("server.listener") {
+            let p = format!("server.listener.{id}");
+            let Ok(Some(protocol)) = self.get_str(&format!("{p}.protocol")) else {
+                continue;
+            };
+            let ports = self
+                .get_list(&format!("{p}.bind"))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|b| b.trim().parse::<SocketAddr>().ok())
+                .map(|a| a.port())
+                .collect();
+            out.push(crate::listener::Declared {
+                id,
+                protocol: protocol.to_lowercase(),
+                tls: self.get_bool(&format!("{p}.tls.implicit")).unwrap_or(false),
+                ports,
+            });
+        }
+        out
+    }
+
     pub(super) fn http_listener(&self, tls: bool) -> Result<Option<SocketAddr>, ServerConfigError> {
         for id in self.children("server.listener") {
             let p = format!("server.listener.{id}");

@@ -10,7 +10,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,16 @@ pub fn smtp_send(addr: &str, from: &str, to: &[&str], subject: &str, body: &str)
 pub fn imap_inbox_count(addr: &str, user: &str, pass: &str) -> Result<u64> {
     let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut w = stream.try_clone()?;
+    imap_count_on(stream, addr, user, pass)
+}
+
+/// `imap_inbox_count` over implicit TLS (IMAPS, e.g. "127.0.0.1:993"), whatever certificate the
+/// server shows (its self-signed fallback, in these tests).
+pub fn imaps_inbox_count(addr: &str, user: &str, pass: &str) -> Result<u64> {
+    imap_count_on(tls_connect(addr)?, addr, user, pass)
+}
+
+fn imap_count_on<S: Read + Write>(stream: S, addr: &str, user: &str, pass: &str) -> Result<u64> {
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -133,7 +142,7 @@ pub fn imap_inbox_count(addr: &str, user: &str, pass: &str) -> Result<u64> {
         bail!("IMAP greeting at {addr}: {line:?}");
     }
     // Reads up to the tagged answer; the untagged lines before it.
-    let tagged = |r: &mut BufReader<TcpStream>, tag: &str| -> Result<Vec<String>> {
+    let tagged = |r: &mut BufReader<S>, tag: &str| -> Result<Vec<String>> {
         let mut lines = Vec::new();
         loop {
             let mut l = String::new();
@@ -150,11 +159,16 @@ pub fn imap_inbox_count(addr: &str, user: &str, pass: &str) -> Result<u64> {
         }
     };
     let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
-    w.write_all(format!("a AUTHENTICATE PLAIN {token}\r\n").as_bytes())?;
+    let send = |r: &mut BufReader<S>, line: &str| -> Result<()> {
+        r.get_mut().write_all(line.as_bytes())?;
+        r.get_mut().flush()?;
+        Ok(())
+    };
+    send(&mut r, &format!("a AUTHENTICATE PLAIN {token}\r\n"))?;
     tagged(&mut r, "a").with_context(|| format!("IMAP login of {user}"))?;
-    w.write_all(b"b SELECT INBOX\r\n")?;
+    send(&mut r, "b SELECT INBOX\r\n")?;
     let lines = tagged(&mut r, "b")?;
-    let _ = w.write_all(b"c LOGOUT\r\n");
+    let _ = send(&mut r, "c LOGOUT\r\n");
     lines
         .iter()
         .find_map(|l| {
@@ -163,6 +177,113 @@ pub fn imap_inbox_count(addr: &str, user: &str, pass: &str) -> Result<u64> {
                 .and_then(|n| n.parse().ok())
         })
         .ok_or_else(|| anyhow!("no EXISTS in the SELECT answer: {lines:?}"))
+}
+
+// ------------------------------------------------------------------ any listener
+
+/// A TLS connection to `addr` that accepts any certificate (the servers under test show their
+/// self-signed fallback; what is tested is that TLS and the protocol behind it answer).
+pub fn tls_connect(addr: &str) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name)?;
+    let tcp = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn
+            .complete_io(&mut s.sock)
+            .with_context(|| format!("TLS handshake with {addr}"))?;
+    }
+    Ok(s)
+}
+
+#[derive(Debug)]
+struct AnyCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What a client of `protocol` ("smtp", "imap", "pop3", "managesieve", "http") meets at
+/// `addr`, over implicit TLS when `tls`: the greeting line, or for HTTP the status line of
+/// `GET /healthz/live`. Err when the connection, the handshake or the first line fails.
+pub fn first_line(addr: &str, protocol: &str, tls: bool) -> Result<String> {
+    fn line_of<S: Read + Write>(mut s: S, http: bool) -> Result<String> {
+        if http {
+            s.write_all(
+                b"GET /healthz/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )?;
+            s.flush()?;
+        }
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        Ok(line.trim_end().to_string())
+    }
+    let http = protocol == "http";
+    if tls {
+        line_of(tls_connect(addr)?, http)
+    } else {
+        let s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        line_of(s, http)
+    }
+}
+
+/// Does `line` (from `first_line`) greet as `protocol` does?
+pub fn greets_as(protocol: &str, line: &str) -> bool {
+    match protocol {
+        "smtp" | "lmtp" => line.starts_with("220 "),
+        "imap" => line.starts_with("* OK"),
+        "pop3" => line.starts_with("+OK"),
+        "managesieve" => line.starts_with("\"IMPLEMENTATION\""),
+        "http" => line.starts_with("HTTP/1.1 200"),
+        _ => false,
+    }
 }
 
 // ------------------------------------------------------------------ JMAP mail

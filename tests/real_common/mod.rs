@@ -81,6 +81,18 @@ impl RealScenario {
     pub fn new(release: &RealRelease, backend: Backend) -> RealScenario {
         let ct = container();
         let server = RealServer::install(&ct, release, backend).expect("install the real server");
+        Self::populated(ct, server, release)
+    }
+
+    /// `new` on upstream's default installation: `release` (a 0.15 with RocksDB) installed
+    /// the install.sh way with the config its own `--init` writes (`RealServer::install_init`).
+    pub fn with_init(release: &RealRelease) -> RealScenario {
+        let ct = container();
+        let server = RealServer::install_init(&ct, release).expect("install with --init");
+        Self::populated(ct, server, release)
+    }
+
+    fn populated(ct: Container, server: RealServer, release: &RealRelease) -> RealScenario {
         let g = release.is_016();
         RealServer::populate(&ct, g).expect("accounts");
         RealServer::deliver(&ct, g, &alice(), "before-alice").expect("deliver to alice");

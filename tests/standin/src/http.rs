@@ -53,6 +53,9 @@ pub struct App {
     /// 0.16: registry objects created over JMAP (object type, id, value). STAND-IN: kept in
     /// memory only, gone at the next start (upstream stores them in its database).
     pub registry: Mutex<Vec<(String, String, Value)>>,
+    /// 0.15: the directory's principals, created and changed over `/api/principal`. STAND-IN:
+    /// kept in memory only, gone at the next start (upstream stores them in its database).
+    pub principals: Mutex<Vec<Value>>,
 }
 
 enum Who {
@@ -157,7 +160,12 @@ fn handle(app: &App, mut req: Request) {
         (Method::Get, "/api/settings/list") if !app.json_generation => {
             settings_list(app, &req, query)
         }
-        (Method::Get, "/api/principal") if !app.json_generation => principals(app, &req),
+        (Method::Get, "/api/principal") if !app.json_generation => principals(app, &req, query),
+        (Method::Post, "/api/principal") if !app.json_generation => create_principal(app, &mut req),
+        (Method::Patch, p) if !app.json_generation && p.starts_with("/api/principal/") => {
+            let name = p.trim_start_matches("/api/principal/").to_string();
+            update_principal(app, &mut req, &name)
+        }
         (Method::Get, "/jmap/session" | "/.well-known/jmap") if app.json_generation => session(app),
         (Method::Post, "/jmap" | "/jmap/") if app.json_generation => jmap(app, &mut req),
         (Method::Get, "/admin/") if app.json_generation => {
@@ -220,13 +228,110 @@ fn settings_list(app: &App, req: &Request, query: &str) -> Resp {
     json_resp(200, &json!({"data": {"total": keys.len(), "items": items}}))
 }
 
-/// 0.15 `GET /api/principal`: the stand-in has no directory (its fallback admin is in the
-/// config), so every type lists nothing.
-fn principals(app: &App, req: &Request) -> Resp {
-    match authenticate(app, req) {
-        None => unauthorized(false),
-        Some(_) => json_resp(200, &json!({"data": {"items": [], "total": 0}})),
+/// 0.15 `GET /api/principal?page=N&limit=L&types=T` (permission PrincipalList): the
+/// principals of that type, paged, `{"data":{"items":[...],"total":T}}` (every field, secrets
+/// too, as upstream lists them).
+fn principals(app: &App, req: &Request, query: &str) -> Resp {
+    if authenticate(app, req).is_none() {
+        return unauthorized(false);
     }
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let page: usize = param("page").parse().unwrap_or(1).max(1);
+    let limit: usize = param("limit").parse().unwrap_or(50).max(1);
+    let ty = param("types");
+    let all = lock(&app.principals);
+    let of: Vec<&Value> = all
+        .iter()
+        .filter(|p| ty.is_empty() || p["type"] == ty.as_str())
+        .collect();
+    let items: Vec<Value> = of
+        .iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .map(|p| (*p).clone())
+        .collect();
+    json_resp(200, &json!({"data": {"items": items, "total": of.len()}}))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn body_json(req: &mut Request) -> Option<Value> {
+    let mut body = String::new();
+    req.as_reader().read_to_string(&mut body).ok()?;
+    serde_json::from_str(&body).ok()
+}
+
+/// 0.15 `POST /api/principal` (permission PrincipalCreate): `{"data": <new id>}`; a name taken
+/// already is an error, sent with HTTP 200 as upstream sends management errors.
+fn create_principal(app: &App, req: &mut Request) -> Resp {
+    if !matches!(authenticate(app, req), Some(Who::Admin)) {
+        return unauthorized(false);
+    }
+    let Some(mut p) = body_json(req).filter(Value::is_object) else {
+        return problem(400, "Bad Request", "Invalid JSON body");
+    };
+    let mut all = lock(&app.principals);
+    if all.iter().any(|q| q["name"] == p["name"]) {
+        return json_resp(
+            200,
+            &json!({"error": "fieldAlreadyExists", "field": "name"}),
+        );
+    }
+    let id = all.len() as u64 + 1;
+    p["id"] = json!(id);
+    all.push(p);
+    json_resp(200, &json!({"data": id}))
+}
+
+/// 0.15 `PATCH /api/principal/<name>` (permission PrincipalUpdate): a list of
+/// `{"action":"set"|"addItem"|"removeItem","field":F,"value":V}` (directory/src/backend/
+/// internal/mod.rs `PrincipalUpdate`); `{"data":null}`.
+fn update_principal(app: &App, req: &mut Request, name: &str) -> Resp {
+    if !matches!(authenticate(app, req), Some(Who::Admin)) {
+        return unauthorized(false);
+    }
+    let Some(Value::Array(changes)) = body_json(req) else {
+        return problem(400, "Bad Request", "Invalid JSON body");
+    };
+    let mut all = lock(&app.principals);
+    let Some(p) = all.iter_mut().find(|p| p["name"] == name) else {
+        return json_resp(200, &json!({"error": "notFound", "item": name}));
+    };
+    for c in changes {
+        let (Some(field), value) = (c["field"].as_str(), c["value"].clone()) else {
+            continue;
+        };
+        match c["action"].as_str() {
+            Some("set") => p[field] = value,
+            Some("addItem") => {
+                if !p[field].is_array() {
+                    p[field] = json!([]);
+                }
+                if let Some(a) = p[field].as_array_mut() {
+                    a.push(value);
+                }
+            }
+            Some("removeItem") => {
+                if let Some(a) = p[field].as_array_mut() {
+                    a.retain(|v| *v != value);
+                }
+            }
+            _ => return problem(400, "Bad Request", "Unknown action"),
+        }
+    }
+    crate::info!("Principal {name} updated");
+    json_resp(200, &json!({"data": null}))
 }
 
 /// 0.16 `x:<Object>/set` and `/get` for registry objects other than actions: created objects

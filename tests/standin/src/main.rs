@@ -52,8 +52,9 @@
 //!   a self-signed certificate when none is configured; the stand-in then serves no TLS.)
 //! * Management API reads and writes the 0.16 crossing uses: 0.15 `GET /api/settings/list`
 //!   (paged, `{"data":{"total","items":{key:value}}}`; upstream lists config.toml's keys with
-//!   their macros unexpanded, the stand-in expanded) and `GET /api/principal` (the stand-in has
-//!   no directory: always empty); 0.16 `x:<Object>/set` creating/updating registry objects and
+//!   their macros unexpanded, the stand-in expanded), `GET /api/principal` (paged by type),
+//!   `POST /api/principal` and `PATCH /api/principal/<name>` (`[{"action":"set","field":..,
+//!   "value":..}]`; STAND-IN: the directory is kept in memory only); 0.16 `x:<Object>/set` creating/updating registry objects and
 //!   `x:<Object>/get` (STAND-IN: kept in memory only, and its listeners are not bound from them).
 //! * Web admin refresh: 0.15 `GET /api/update/webadmin` (200 `{"data":null}`; measured: a 401
 //!   without any `WWW-Authenticate` header under /api, 403, 500 as `application/problem+json`);
@@ -365,6 +366,7 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         webui: AtomicBool::new(true),
         settings: cfg.settings.clone(),
         registry: Mutex::new(Vec::new()),
+        principals: Mutex::new(Vec::new()),
     });
     if let Some((from, wipe_settings)) = migration {
         info!("Migrating database from schema {from} to {own}");
