@@ -470,6 +470,26 @@ fn parse_pg_major(version: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// What every client does alike: no TLS asked for, a unix socket (nothing crosses a network),
+/// or the helper's CA file. None: it depends on the client.
+fn settled_trust(
+    store: &str,
+    conn: &SqlConn,
+    run_as: RunAs,
+) -> Result<Option<Trust>, SnapshotError> {
+    if !conn.tls {
+        return Ok(Some(Trust::Plain));
+    }
+    if is_socket(conn) {
+        return Ok(Some(Trust::Local));
+    }
+    if let Some(ca) = &conn.ca_file {
+        check_ca_file(store, ca, run_as)?;
+        return Ok(Some(Trust::CaFile(ca.clone())));
+    }
+    Ok(None)
+}
+
 /// How `client` (pg_dump, psql) verifies the server of `conn`. Without a CA file: the system's
 /// CAs, which libpq knows as `sslrootcert=system` from version 16 on; before that its only
 /// default is ~/.postgresql/root.crt, and HOME is /nonexistent for the tools (and the server's
@@ -482,15 +502,8 @@ pub(crate) fn pg_trust(
     run_as: RunAs,
     client: &Path,
 ) -> Result<Trust, SnapshotError> {
-    if !conn.tls {
-        return Ok(Trust::Plain);
-    }
-    if is_socket(conn) {
-        return Ok(Trust::Local);
-    }
-    if let Some(ca) = &conn.ca_file {
-        check_ca_file(store, ca, run_as)?;
-        return Ok(Trust::CaFile(ca.clone()));
+    if let Some(t) = settled_trust(store, conn, run_as)? {
+        return Ok(t);
     }
     match pg_client_major(client, run_as) {
         Some(v) if v >= 16 => Ok(Trust::System),
@@ -515,15 +528,8 @@ pub(crate) fn my_trust(
     run_as: RunAs,
     client: &Path,
 ) -> Result<Trust, SnapshotError> {
-    if !conn.tls {
-        return Ok(Trust::Plain);
-    }
-    if is_socket(conn) {
-        return Ok(Trust::Local);
-    }
-    if let Some(ca) = &conn.ca_file {
-        check_ca_file(store, ca, run_as)?;
-        return Ok(Trust::CaFile(ca.clone()));
+    if let Some(t) = settled_trust(store, conn, run_as)? {
+        return Ok(t);
     }
     if is_mariadb(client) {
         Ok(Trust::System)
