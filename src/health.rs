@@ -1,5 +1,6 @@
 //! The health gate after a start. Healthy means, for a mail server:
-//! - the unit is active and stays active, with the same main process;
+//! - the unit is active and stays active, with the same main process, and that process runs the
+//!   binary the transaction installed (not one another agent started before the swap);
 //! - `/healthz/ready` answers 200 (429 is retried), from a socket a process of the unit holds
 //!   (not a listener of the service user's standing in for a server that failed);
 //! - on >= 0.16, the server runs in normal mode: `/healthz/ready` is 200 in bootstrap and recovery
@@ -55,6 +56,13 @@ pub enum HealthError {
     ListenersMissing { unit: String, missing: String },
     #[error("{url} answers, but no process of {unit} holds that socket: something else listens there; see `ss -ltnp` and `journalctl -u {unit}`")]
     NotTheServer { unit: String, url: String },
+    #[error("{unit}'s main process (pid {pid}) does not run {binary} ({detail}): it was not started from the binary this transaction installed; see `systemctl cat {unit}` and `journalctl -u {unit}`")]
+    NotTheBinary {
+        unit: String,
+        pid: u32,
+        binary: String,
+        detail: String,
+    },
     #[error("interrupted by {signal} while waiting for {unit} to be healthy")]
     Interrupted { unit: String, signal: String },
     #[error(transparent)]
@@ -77,6 +85,10 @@ pub struct Expect {
     /// Where to probe instead of the server config's listener (recovery mode listens on its
     /// own port only).
     pub base: Option<String>,
+    /// The binary the main process must be running (bin/stalwart after a swap or an undo): a
+    /// process some other agent started before the swap runs the old inode, and a pass on it
+    /// would commit bytes that never ran.
+    pub binary: Option<std::path::PathBuf>,
 }
 
 impl Expect {
@@ -112,7 +124,14 @@ impl Expect {
             json_generation: json,
             mode_hint,
             base: None,
+            binary: None,
         }
+    }
+
+    /// The same, also requiring the main process to run `binary`.
+    pub fn running(mut self, binary: std::path::PathBuf) -> Expect {
+        self.binary = Some(binary);
+        self
     }
 
     /// The crossing's recovery-mode start.
@@ -279,6 +298,14 @@ pub fn gate(
             after: after.main_pid,
         });
     }
+    if let Some(binary) = &expect.binary {
+        runs_binary(after.main_pid, binary).map_err(|detail| HealthError::NotTheBinary {
+            unit: unit.into(),
+            pid: after.main_pid,
+            binary: binary.display().to_string(),
+            detail,
+        })?;
+    }
     if let Some(line) = failure_in_log(&after, settings)
         .or_else(|| failure_in_files(&expect.log_files, after.exec_main_start_secs(), settings))
     {
@@ -291,6 +318,22 @@ pub fn gate(
         ready_after_ms,
         main_pid: after.main_pid,
     })
+}
+
+/// Does process `pid` run the inode `binary` names? `/proc/PID/exe` resolves to the inode the
+/// kernel mapped, whatever names it has now (the swap renamed it into place).
+fn runs_binary(pid: u32, binary: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+    let exe = format!("/proc/{pid}/exe");
+    let got = std::fs::metadata(&exe).map_err(|e| format!("{exe}: {e}"))?;
+    if (got.dev(), got.ino()) == (want.dev(), want.ino()) {
+        return Ok(());
+    }
+    let name = std::fs::read_link(&exe)
+        .map(|p| crate::child::printable(&p.display().to_string()))
+        .unwrap_or_else(|_| "an unknown file".into());
+    Err(format!("it runs {name}"))
 }
 
 fn tls_or_plain_loopback(base: &str) -> bool {

@@ -140,7 +140,8 @@ fn steps(
         Some(to_config),
         &plan.to,
         listeners,
-    );
+    )
+    .running(tx.machine().settings().server_binary());
     tx.step(Step::Health, |m, _| steps::healthy(m, to_config, &expect))?;
     Ok(())
 }

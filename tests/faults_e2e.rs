@@ -782,3 +782,31 @@ fn status_exits_8_for_a_server_restart_keeps_bringing_back() {
     let st = s.helper(&["status"], &[]);
     assert_eq!(code(&st), 0, "{}", text(&st));
 }
+
+/// Issue #24: the gate passes only a main process that runs the bytes this transaction put in
+/// bin/. Here the unit's ExecStart runs a copy of the old binary kept elsewhere (a local drop-in
+/// an admin forgot): the new version never ran, so the upgrade must not commit it. It is rolled
+/// back (exit 5), naming the binary, and the old version serves its data.
+#[test]
+fn a_main_process_that_does_not_run_the_installed_binary_is_not_committed() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let before = s.digest();
+    s.ct.sh_ok(
+        "cp /opt/stalwart/bin/stalwart /usr/local/bin/stalwart-kept && \
+         mkdir -p /etc/systemd/system/stalwart.service.d && \
+         printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/stalwart-kept --config=/opt/stalwart/etc/config.toml\\n' \
+           > /etc/systemd/system/stalwart.service.d/60-kept.conf && \
+         systemctl daemon-reload && systemctl restart stalwart.service",
+    )
+    .unwrap();
+    s.ready();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 5, "rolled back: {t}");
+    assert!(
+        t.contains("does not run /opt/stalwart/bin/stalwart") && t.contains("stalwart-kept"),
+        "{t}"
+    );
+    assert_eq!(s.binary_version(), "0.15.5");
+    s.serves("0.15.5", &before);
+}
