@@ -347,50 +347,6 @@ fn an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back() {
     RealServer::deliver(&s.ct, false, &alice(), "after-the-refused-crossing").unwrap();
 }
 
-/// The listeners upstream's `--init` config declares (0.15.5 boot.rs, QUICKSTART_CONFIG):
-/// port, protocol, implicit TLS, listener id.
-const INIT_LISTENERS: [(u16, &str, bool, &str); 10] = [
-    (25, "smtp", false, "smtp"),
-    (587, "smtp", false, "submission"),
-    (465, "smtp", true, "submissions"),
-    (143, "imap", false, "imap"),
-    (993, "imap", true, "imaptls"),
-    (110, "pop3", false, "pop3"),
-    (995, "pop3", true, "pop3s"),
-    (4190, "managesieve", false, "sieve"),
-    (443, "http", true, "https"),
-    (8080, "http", false, "http"),
-];
-
-/// Every listener of `--init`'s config answers on loopback with its protocol's greeting (after
-/// a TLS handshake where it is implicit TLS); `when` names the moment in the message. SMTP
-/// drops a connection past upstream's default inbound limit (`queue.limiter.inbound.ip`: 5
-/// connections a second per IP, checked at the connect, measured: closed right after the TLS
-/// handshake), which the deliveries before and the three SMTP ports reach: each port gets a
-/// few tries a second apart.
-#[track_caller]
-fn every_init_listener_greets(s: &RealScenario, when: &str) {
-    for (port, proto, tls, id) in INIT_LISTENERS {
-        let addr = format!("127.0.0.1:{port}");
-        let mut tries = 0;
-        let line = loop {
-            tries += 1;
-            match s
-                .ct
-                .in_netns(|| testbed::mail::first_line(&addr, proto, tls))
-            {
-                Ok(l) => break l,
-                Err(_) if tries < 5 => std::thread::sleep(std::time::Duration::from_secs(1)),
-                Err(e) => panic!("{when}: listener {id} ({addr}) does not answer: {e:#}"),
-            }
-        };
-        assert!(
-            testbed::mail::greets_as(proto, &line),
-            "{when}: listener {id} ({addr}, {proto}, TLS {tls}) answers {line:?}"
-        );
-    }
-}
-
 /// Issue 26: upstream's DEFAULT installation crosses. The real 0.15.5 installed the install.sh
 /// way on the config its own `--init` writes (RocksDB, the ten default listeners, no
 /// server.hostname) in a container whose hostname is not fully qualified (0.16 refuses such a
@@ -451,7 +407,7 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
         "to-the-alias-before", // delivered to alice's own address; the alias is checked after
     )
     .unwrap();
-    every_init_listener_greets(&s, "0.15.5 before");
+    testbed::real_server::every_init_listener_greets(&s.ct, "0.15.5 before");
 
     assert_eq!(code(&s.helper(&["allow", "0.16"])), 0);
     let plan = s.helper(&["plan", "--to", &new.in_container()]);
@@ -545,7 +501,7 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
         )
     })
     .unwrap();
-    every_init_listener_greets(&s, "0.16 after the crossing");
+    testbed::real_server::every_init_listener_greets(&s.ct, "0.16 after the crossing");
     // The 0.15 admin with its old password: the key, and the hostname 0.16 got.
     let admin = testbed::mail::Jmap016::new(HTTP, ADMIN, ADMIN_SECRET);
     let (keys, settings) =
@@ -582,7 +538,7 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
     let out = s.helper(&["rollback", "--yes"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     s.serves(old, false, &["before-alice", "to-the-alias-before"]);
-    every_init_listener_greets(&s, "0.15.5 after the rollback");
+    testbed::real_server::every_init_listener_greets(&s.ct, "0.15.5 after the rollback");
     let principal =
         s.ct.in_netns(|| s.server.rest().principal("alice"))
             .expect("the 0.15 admin after the rollback");

@@ -382,3 +382,95 @@ fn a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_i
     RealServer::deliver(&m.ct, true, &alice(), "after-the-move").unwrap();
     assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
 }
+
+/// Issue #26: upstream's DEFAULT installation crosses through the packages. The real 0.15.5
+/// installed the install.sh way on the config its own `--init` writes (RocksDB, ten listeners,
+/// no server.hostname, a machine with a short hostname), with accounts and mail; the admin
+/// installs the helper, approves the 0.16 line and gives the web-admin credentials, then
+/// `apt-get install stalwart` of the real 0.16.18 package adopts the installation and crosses in
+/// the same run: 0.16.18's bytes in normal mode, old passwords over JMAP and IMAPS, the mail,
+/// every listener of before; dpkg clean. `rollback` then brings 0.15.5 back with the mail.
+#[test]
+fn upstreams_default_0_15_installation_crosses_to_0_16_through_apt_get_install() {
+    let test = "upstreams_default_0_15_installation_crosses_to_0_16_through_apt_get_install";
+    let (Some(old), Some(new)) = (
+        testbed::real::newest("0.15").filter(|r| r.rocksdb),
+        testbed::real::newest("0.16"),
+    ) else {
+        testbed::real::skip(test, "needs a 0.15 release with RocksDB and a 0.16 release");
+        return;
+    };
+    let m = Machine::apt_real();
+    let host = m.sh_ok("hostname");
+    assert!(!host.trim().contains('.'), "{host}");
+    m.ct.write_file(
+        "/etc/stalwart-upgrade/config.toml",
+        &format!(
+            "{HELPER_CONFIG_016}\n[webadmin]\ncredentials_file = \"/etc/stalwart-upgrade/webadmin.cred\"\n"
+        ),
+    )
+    .unwrap();
+    m.ct.write_file(
+        "/etc/stalwart-upgrade/webadmin.cred",
+        format!(
+            "{}:{}",
+            testbed::real_server::ADMIN,
+            testbed::real_server::ADMIN_SECRET
+        ),
+    )
+    .unwrap();
+    m.sh_ok("chmod 0600 /etc/stalwart-upgrade/webadmin.cred");
+    RealServer::install_init(&m.ct, old).expect("install.sh 0.15.5 with --init");
+    RealServer::populate(&m.ct, false).expect("accounts");
+    RealServer::deliver(&m.ct, false, &alice(), "before-the-packages").expect("mail");
+    testbed::real_server::every_init_listener_greets(&m.ct, "0.15.5 before");
+
+    let helper = helper_packages();
+    let server = real_server_packages(new);
+    m.publish_debs(&[&helper.deb, &server.deb]);
+    m.apt_ok("update");
+    m.apt_ok("install stalwart-upgrade");
+    let allow = m.helper(&["allow", "0.16"]);
+    assert_eq!(code(&allow), 0, "{}", text(&allow));
+    let out = m.apt_ok("install stalwart");
+    assert!(out.contains("adopting the existing installation"), "{out}");
+    assert!(
+        out.contains(&format!("{} -> {}", old.version, new.version)),
+        "{out}"
+    );
+    assert_eq!(m.dpkg_audit(), "");
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), new.sha256);
+    let (status, session) =
+        m.ct.in_netns(|| {
+            Ok::<_, anyhow::Error>(testbed::mail::http_get(
+                &format!("{HTTP}/jmap/session"),
+                None,
+            ))
+        })
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        session.contains("\"apiUrl\":\"http"),
+        "not in normal mode: {session}"
+    );
+    RealServer::sees(&m.ct, true, &alice(), &["before-the-packages"]).unwrap();
+    let n =
+        m.ct.in_netns(|| {
+            testbed::mail::imaps_inbox_count("127.0.0.1:993", &alice().address(), &alice().password)
+        })
+        .unwrap();
+    assert!(n >= 1, "alice's INBOX over IMAPS holds {n}");
+    testbed::real_server::every_init_listener_greets(&m.ct, "0.16 after apt-get install");
+    assert_eq!(m.sh_ok("find /opt/stalwart -perm /6000"), "");
+    assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
+
+    let back = m.helper(&["rollback", "--yes"]);
+    assert_eq!(code(&back), 0, "{}", text(&back));
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), old.sha256);
+    RealServer::sees(&m.ct, false, &alice(), &["before-the-packages"]).unwrap();
+    testbed::real_server::every_init_listener_greets(&m.ct, "0.15.5 after the rollback");
+}

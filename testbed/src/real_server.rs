@@ -406,3 +406,44 @@ enable = false
             .to_string())
     }
 }
+
+/// The listeners upstream's `--init` config declares (0.15.5 boot.rs, QUICKSTART_CONFIG):
+/// port, protocol, implicit TLS, listener id.
+pub const INIT_LISTENERS: [(u16, &str, bool, &str); 10] = [
+    (25, "smtp", false, "smtp"),
+    (587, "smtp", false, "submission"),
+    (465, "smtp", true, "submissions"),
+    (143, "imap", false, "imap"),
+    (993, "imap", true, "imaptls"),
+    (110, "pop3", false, "pop3"),
+    (995, "pop3", true, "pop3s"),
+    (4190, "managesieve", false, "sieve"),
+    (443, "http", true, "https"),
+    (8080, "http", false, "http"),
+];
+
+/// Every listener of `--init`'s config answers on loopback with its protocol's greeting (after
+/// a TLS handshake where it is implicit TLS); `when` names the moment in the message. SMTP
+/// drops a connection past upstream's default inbound limit (`queue.limiter.inbound.ip`: 5
+/// connections a second per IP, checked at the connect, measured: closed right after the TLS
+/// handshake), which the deliveries before and the three SMTP ports reach: each port gets a
+/// few tries a second apart.
+#[track_caller]
+pub fn every_init_listener_greets(ct: &Container, when: &str) {
+    for (port, proto, tls, id) in INIT_LISTENERS {
+        let addr = format!("127.0.0.1:{port}");
+        let mut tries = 0;
+        let line = loop {
+            tries += 1;
+            match ct.in_netns(|| crate::mail::first_line(&addr, proto, tls)) {
+                Ok(l) => break l,
+                Err(_) if tries < 5 => std::thread::sleep(std::time::Duration::from_secs(1)),
+                Err(e) => panic!("{when}: listener {id} ({addr}) does not answer: {e:#}"),
+            }
+        };
+        assert!(
+            crate::mail::greets_as(proto, &line),
+            "{when}: listener {id} ({addr}, {proto}, TLS {tls}) answers {line:?}"
+        );
+    }
+}
