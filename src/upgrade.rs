@@ -128,6 +128,7 @@ impl Plan {
             &self.to,
             self.listeners.clone(),
         )
+        .running(settings.server_binary())
     }
 }
 
@@ -220,10 +221,11 @@ impl std::fmt::Display for Plan {
             f,
             "on failure:    roll back to {}{}",
             self.from,
-            if self.restore_data {
-                " and restore the data snapshot (the schema may move)"
-            } else {
-                " (binary only: patch releases keep the schema)"
+            match (self.restore_data, self.class.schema_may_move()) {
+                (true, true) => " and restore the data snapshot (the schema may move)",
+                (true, false) =>
+                    " and, once the new version ran, restore the data snapshot (patch releases have migrated data before); what it wrote is set aside",
+                (false, _) => " (binary only)",
             }
         )?;
         match &self.verdict {
@@ -675,7 +677,12 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     Ok(Plan {
         unit: s.unit.clone(),
         health_url,
-        restore_data: class.schema_may_move(),
+        // Every class: upstream patch releases have migrated data before (#2584), a 0.16
+        // writes into its store before its schema check, and a release can change the store
+        // and then fail (measured: a 1.x build on a 0.16 store adds column families, exits 101,
+        // and 0.16 no longer opens it). Once the new version ran, only the snapshot gives the
+        // old version data it can read; what the new one wrote is set aside, never deleted.
+        restore_data: true,
         old_sha256: swap::sha256_file(&current)?,
         unit_active: unit_state.active_state == "active",
         unit_warning: unit_state.override_warning(&s.unit),

@@ -474,3 +474,64 @@ fn upstreams_default_0_15_installation_crosses_to_0_16_through_apt_get_install()
     RealServer::sees(&m.ct, false, &alice(), &["before-the-packages"]).unwrap();
     testbed::real_server::every_init_listener_greets(&m.ct, "0.15.5 after the rollback");
 }
+
+/// Issue #24 (a patch undo never restored data) and #26 (the demo's broken release): a release
+/// that changes the store and then fails. Upstream's 1.x store code labelled as the 0.16 patch
+/// release 0.16.19-rc1 adds its column families to the 0.16.18 RocksDB store and panics (exit
+/// 101); 0.16.18 cannot open that store any more (measured, ../shared/facts). `apt-get upgrade`
+/// to it is rolled back WITH the data: 0.16.18 serves the mail of before, dpkg is clean, status
+/// exits 8 and names the data the broken release ran on, which is set aside, not deleted.
+#[test]
+fn a_real_release_that_changes_the_store_then_panics_is_rolled_back_with_the_data_by_apt() {
+    let test =
+        "a_real_release_that_changes_the_store_then_panics_is_rolled_back_with_the_data_by_apt";
+    let Some(rels) = testbed::real::require(test, &["0.16.18", "1.0.0-pre.1"]) else {
+        return;
+    };
+    let (good, onex) = (rels[0], rels[1]);
+    if !(good.rocksdb && onex.rocksdb) {
+        testbed::real::skip(test, "the measured damage is to a RocksDB store");
+        return;
+    }
+    let m = Machine::apt_real();
+    m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
+        .unwrap();
+    m.publish_debs(&[&helper_packages().deb, &real_server_packages(good).deb]);
+    m.apt_ok("update");
+    m.apt_ok("install stalwart");
+    let password = m
+        .sh_ok("sed -n 's/^STALWART_RECOVERY_ADMIN=admin://p' /etc/stalwart-upgrade/stalwart.env")
+        .trim()
+        .to_string();
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(90)))
+        .unwrap();
+    let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
+    m.ct.in_netns(|| admin.disable_pyzor()).unwrap();
+    RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
+    RealServer::deliver(&m.ct, true, &alice(), "before-the-broken-release").unwrap();
+
+    m.publish_debs(&[&relabelled_real_packages(onex, "0.16.19-rc1").deb]);
+    m.apt_ok("update");
+    let out = text(&m.apt_get("upgrade"));
+    assert!(out.contains("Rolled back"), "{out}");
+    assert!(out.contains("data restored from snapshot"), "{out}");
+    // The broken release did run and did change the store: what it ran on is kept aside.
+    assert!(
+        m.ct.journal("stalwart.service").contains("status=101"),
+        "the relabelled 1.x did not run and panic: {}",
+        m.ct.journal("stalwart.service")
+    );
+    assert_eq!(m.dpkg_audit(), "");
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), good.sha256);
+    RealServer::sees(&m.ct, true, &alice(), &["before-the-broken-release"]).unwrap();
+    RealServer::deliver(&m.ct, true, &alice(), "after-the-rollback").unwrap();
+    let status = m.helper(&["status"]);
+    assert_eq!(code(&status), 8, "{}", text(&status));
+    assert!(
+        text(&status).contains("snapshot remove"),
+        "the set-aside data is named with its remove command: {}",
+        text(&status)
+    );
+}

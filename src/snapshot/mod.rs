@@ -633,8 +633,9 @@ impl SetAside {
                 self.clone_databases.join(", ")
             ));
         }
-        let newer = running
-            .is_some_and(|r| crate::version::classify(r, &self.server_version).schema_may_move());
+        // Data a newer version wrote, of any class: a patch release can change the store too
+        // (upstream #2584; measured with a 1.x build on a 0.16 store).
+        let newer = running.is_some_and(|r| self.server_version > *r);
         let back = if newer {
             format!(
                 "to put it back, run {v} again first (`stalwart-upgrade upgrade --to PATH` with                  {v}'s binary), then `stalwart-upgrade snapshot restore {id} --stop`",

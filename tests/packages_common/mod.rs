@@ -209,6 +209,49 @@ pub fn real_server_packages(release: &testbed::real::RealRelease) -> Built {
     b
 }
 
+/// The `stalwart` packages around a real upstream binary whose version string is replaced by
+/// `label` (same length, every occurrence, as ../shared/real-stalwart made 1.0.1-pre.1): real
+/// server code that presents itself as another release. The demo's broken release is upstream's
+/// 1.x store code labelled as a 0.16 patch: on a 0.16 store it adds its column families, then
+/// panics (exit 101), and 0.16 can no longer open that store (measured, ../shared/facts).
+pub fn relabelled_real_packages(release: &testbed::real::RealRelease, label: &str) -> Built {
+    assert_eq!(
+        release.version.len(),
+        label.len(),
+        "a label must keep the length of {}",
+        release.version
+    );
+    let dir = work_dir().join(format!("relabelled-{label}"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let bytes = std::fs::read(&release.path).expect("read the real binary");
+    let (from, to) = (release.version.as_bytes(), label.as_bytes());
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let bin = dir.join("stalwart");
+    std::fs::write(&bin, out).expect("write the relabelled binary");
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    pick(&packaging_build(
+        &[
+            "--server-only",
+            "--server-binary",
+            bin.to_str().expect("utf-8 path"),
+            "--server-version",
+            label,
+        ],
+        &dir.join("out"),
+    ))
+}
+
 /// A booted container with a local package repository bound at /srv/repo: built and signed on
 /// the host by `packaging/repo` (apt suite in apt/, dnf repository in rpm/), used inside with
 /// signature checks on.
