@@ -390,13 +390,15 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
     assert_eq!(toml.matches("[server.listener.").count(), 10, "{toml}");
     s.ct.in_netns(|| s.server.rest().dkim("Ed25519", DOMAIN, "s2026e"))
         .expect("a DKIM key through the 0.15 API");
-    // Two settings an admin changes from 0.15's defaults (the web admin's way: the database).
+    // Three settings an admin changes from 0.15's defaults (the web admin's way: the
+    // database): two 0.16's registry expresses (carried), one it is not carried (listed).
     s.ct.in_netns(|| {
         s.server.rest().post(
             "/api/settings",
             serde_json::json!([{"type": "insert", "prefix": null, "assert_empty": false,
                 "values": [["queue.schedule.remote.expire", "5d"],
-                           ["report.analysis.addresses", format!("postmaster@{DOMAIN}")]]}]),
+                           ["report.analysis.addresses", format!("postmaster@{DOMAIN}")],
+                           ["session.rcpt.max-recipients", "200"]]}]),
         )
     })
     .expect("settings through the 0.15 API");
@@ -436,18 +438,20 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
         p.contains("10 NetworkListener") && p.contains("1 DkimSignature"),
         "{p}"
     );
-    // Left behind: the two changed settings apart from everything 0.15.5 wrote itself (its
-    // defaults, --init's config, the generated keys): no other line says "an admin changed".
+    // The changed settings apart from everything 0.15.5 wrote itself (its defaults, --init's
+    // config, the generated keys): two carried, one left behind, no other line says "an admin
+    // changed".
+    assert!(
+        p.contains("settings:      2 an admin changed, carried: queue.schedule.remote.expire, report.analysis.addresses"),
+        "{p}"
+    );
     let changed: Vec<&str> = p
         .lines()
         .filter(|l| l.starts_with("left behind:") && l.contains("an admin changed"))
         .collect();
     assert_eq!(
         changed,
-        [
-            "left behind:   1 x settings queue.schedule.* an admin changed (each with its value in left-behind.txt)",
-            "left behind:   1 x settings report.analysis.* an admin changed (each with its value in left-behind.txt)",
-        ],
+        ["left behind:   1 x settings session.rcpt.* an admin changed (each with its value in left-behind.txt)"],
         "{p}"
     );
     assert!(p.contains("settings at 0.15's own defaults"), "{p}");
@@ -527,11 +531,36 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
     let listed: Vec<&str> = report.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(
         listed,
-        [
-            "queue.schedule.remote.expire = \"5d\"",
-            "report.analysis.addresses = \"postmaster@example.org\"",
-        ],
+        ["session.rcpt.max-recipients = \"200\""],
         "{report}"
+    );
+    // The carried settings, as 0.16 has them: the remote schedule expires after 5 days, with
+    // 0.15's retries; the other three schedules and four queues are there too (0.16 adds none
+    // of its defaults once one exists), and the report address is 0.15's.
+    let (schedules, queues, reports) =
+        s.ct.in_netns(|| {
+            Ok::<_, anyhow::Error>((
+                admin.get("MtaDeliverySchedule", serde_json::Value::Null)?,
+                admin.get("MtaVirtualQueue", serde_json::Value::Null)?,
+                admin.get("ReportSettings", serde_json::json!(["singleton"]))?,
+            ))
+        })
+        .expect("the carried settings");
+    let remote = schedules
+        .iter()
+        .find(|s| s["name"] == "remote")
+        .unwrap_or_else(|| panic!("{schedules:?}"));
+    assert_eq!(remote["expiry"]["expire"], 432_000_000u64, "{remote}");
+    assert_eq!(
+        remote["retry"]["intervals"]["0"]["duration"], 120_000,
+        "{remote}"
+    );
+    assert_eq!(schedules.len(), 4, "{schedules:?}");
+    assert_eq!(queues.len(), 4, "{queues:?}");
+    assert_eq!(
+        reports[0]["inboundReportAddresses"],
+        serde_json::json!({format!("postmaster@{DOMAIN}"): true}),
+        "{reports:?}"
     );
 
     // And back: 0.15.5 with its accounts, mail, admin and listeners.

@@ -56,6 +56,9 @@ pub struct Carried {
     /// Settings left behind that an admin changed from 0.15's defaults: (key, value).
     #[serde(default)]
     pub changed: Vec<(String, String)>,
+    /// Settings an admin changed that are carried (module `settings`), by key.
+    #[serde(default)]
+    pub carried_settings: Vec<String>,
 }
 
 /// The host name the crossing gives 0.16.
@@ -241,6 +244,9 @@ struct Conv<'a> {
     refused: Vec<String>,
     hostname: Option<Hostname>,
     changed: Vec<(String, String)>,
+    /// Keys the `settings` module carries (changed or not).
+    carried_keys: std::collections::BTreeSet<String>,
+    carried_changed: Vec<String>,
 }
 
 /// Converts the dump. `machine`: the machine's names, 0.15's last fallback for
@@ -261,6 +267,8 @@ pub fn convert(
         refused: Vec::new(),
         hostname: None,
         changed: Vec::new(),
+        carried_keys: Default::default(),
+        carried_changed: Vec::new(),
     };
     let principals: Vec<Principal> = dump.principals.iter().map(Principal).collect();
     for p in &principals {
@@ -280,6 +288,11 @@ pub fn convert(
     ops.extend(c.imap_op());
     ops.extend(c.blob_store_op()?);
     c.other_stores();
+    let carried = super::settings::carry(&dump.settings, &|k, v| {
+        !super::defaults::is_default(k, v, &dump.settings)
+    });
+    ops.extend(carried.ops);
+    c.carried_keys = carried.keys;
     c.unconsumed_settings();
     let admin = match (
         dump.settings.get("authentication.fallback-admin.user"),
@@ -306,6 +319,7 @@ pub fn convert(
         hostname: c.hostname,
         refused: c.refused,
         changed: c.changed,
+        carried_settings: c.carried_changed,
     })
 }
 
@@ -902,9 +916,16 @@ impl<'a> Conv<'a> {
             {
                 continue;
             }
+            let is_default = super::defaults::is_default(k, v, &self.dump.settings);
+            if self.carried_keys.contains(k) {
+                if !is_default {
+                    self.carried_changed.push(k.clone());
+                }
+                continue;
+            }
             let prefix: Vec<&str> = k.splitn(3, '.').take(2).collect();
             let prefix = prefix.join(".");
-            if super::defaults::is_default(k, v, &self.dump.settings) {
+            if is_default {
                 *defaults.entry(prefix).or_default() += 1;
             } else {
                 *changed.entry(prefix).or_default() += 1;

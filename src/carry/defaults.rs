@@ -10,7 +10,7 @@
 //! install lists exactly these (tests/real_crossing.rs).
 
 /// boot.rs `DEFAULT_SETTINGS`, verbatim.
-const DEFAULT_SETTINGS: &[(&str, &str)] = &[
+pub(super) const DEFAULT_SETTINGS: &[(&str, &str)] = &[
     ("queue.quota.size.messages", "100000"),
     ("queue.quota.size.size", "10737418240"),
     ("queue.quota.size.enable", "true"),

@@ -19,6 +19,7 @@ pub mod convert;
 pub mod defaults;
 pub mod dump;
 pub mod listeners;
+pub mod settings;
 
 pub use convert::{Carried, Machine, Op};
 pub use dump::Dump;
@@ -129,6 +130,13 @@ pub fn describe(c: &Carried) -> Vec<String> {
     if let Some((u, _)) = &c.admin {
         out.push(format!(
             "admin:         the 0.15 fallback admin `{u}` keeps its password, as 0.16's STALWART_RECOVERY_ADMIN in the server's env file"
+        ));
+    }
+    if !c.carried_settings.is_empty() {
+        out.push(format!(
+            "settings:      {} an admin changed, carried: {}",
+            c.carried_settings.len(),
+            c.carried_settings.join(", ")
         ));
     }
     for (what, n) in &c.left_behind {
