@@ -52,3 +52,36 @@ fn real_0_16_17_to_0_16_18_and_rollback_keep_accounts_and_mail() {
         "0.16.18",
     );
 }
+
+/// Issue #24: what the helper's refusal of export-only snapshots on 0.16.15+ stands on,
+/// checked on the real binary (a release that fixes upstream #3273 turns this red, and the
+/// refusal in `SnapshotPlan::unrestorable` can then stop at that release): a populated 0.16.18,
+/// stopped, `--export`s its store, and `--import` of that export into a fresh, empty store
+/// fails, because the import's own start writes the node lease into the subspace it then
+/// refuses.
+#[test]
+fn real_0_16_18_cannot_import_its_own_export_into_a_fresh_store() {
+    let test = "real_0_16_18_cannot_import_its_own_export_into_a_fresh_store";
+    let Some((rels, _)) = releases(test, &["0.16.18"]) else {
+        return;
+    };
+    let s = RealScenario::new(rels[0], testbed::real::Backend::RocksDb);
+    let as_server = "runuser -u stalwart -- env STALWART_RECOVERY_ADMIN=admin:Export-check-1 /opt/stalwart/bin/stalwart";
+    s.ct.sh_ok(&format!(
+        "systemctl stop stalwart.service && install -d -o stalwart -g stalwart /var/tmp/x && \
+         cd /var/tmp/x && {as_server} --config=/opt/stalwart/etc/config.json --export /var/tmp/x/export && \
+         ls /var/tmp/x/export | grep -q subspace_g && \
+         printf '{{\"@type\":\"RocksDb\",\"path\":\"/var/tmp/x/fresh\"}}' > /var/tmp/x/fresh.json && \
+         chown stalwart: /var/tmp/x/fresh.json"
+    ))
+    .unwrap();
+    let import = s.ct.sh(&format!(
+        "cd /var/tmp/x && {as_server} --config=/var/tmp/x/fresh.json --import /var/tmp/x/export"
+    ));
+    let t = text(&import);
+    assert_eq!(code(&import), 1, "{t}");
+    assert!(
+        t.contains("subspace_g") && t.contains("already contains data"),
+        "{t}"
+    );
+}

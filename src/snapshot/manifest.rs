@@ -288,16 +288,107 @@ pub struct SnapshotPlan {
     pub margin: u64,
     /// Stores whose size we could not estimate.
     pub unknown: Vec<String>,
+    /// What undoing the upgrade may need on the snapshots' file system on top of the snapshot
+    /// (issue #24): the dump of the live SQL data taken before a destructive restore, the
+    /// copies a restore writes back next to the data it sets aside.
+    pub undo_bytes: u64,
+    /// What undoing it would copy back onto other file systems (stores apart from the
+    /// snapshots): per file system, a directory on it, bytes needed, bytes free.
+    pub undo_elsewhere: Vec<(PathBuf, u64, u64)>,
 }
 
 impl SnapshotPlan {
     pub fn fits(&self) -> bool {
         self.bytes_needed.saturating_add(self.margin) <= self.bytes_free
     }
+    /// The snapshot and everything its undo may need fit, checked before the stop: an undo
+    /// that runs out of space leaves the server down on half-restored data.
+    pub fn fits_with_undo(&self) -> bool {
+        self.bytes_needed
+            .saturating_add(self.undo_bytes)
+            .saturating_add(self.margin)
+            <= self.bytes_free
+            && self
+                .undo_elsewhere
+                .iter()
+                .all(|(_, need, free)| need <= free)
+    }
     /// How many bytes are missing (0 when it fits).
     pub fn shortfall(&self) -> u64 {
         self.bytes_needed
             .saturating_add(self.margin)
             .saturating_sub(self.bytes_free)
+    }
+
+    /// Why a snapshot of these stores, taken under `server`, could not be restored: the stores
+    /// only the server's own `--export` covers, when `server` cannot `--import` into a fresh
+    /// store. Measured on the real 0.16.18 (RocksDB and SQLite; upstream issue #3273, since
+    /// 0.16.15): every start of the binary, `--import` included, writes its node lease into
+    /// the registry subspace `g` first (store/src/build/registry.rs), and the import refuses a
+    /// subspace that already holds keys (common/src/manager/restore.rs), exit 1. Leaving `g`
+    /// out keeps the lease but loses every registry primary key: logins fail (measured).
+    pub fn unrestorable(&self, server: &crate::version::Version) -> Option<String> {
+        let v = &server.0;
+        let affected = v.major == 0 && v.minor == 16 && v.patch >= 15;
+        let stores: Vec<String> = self
+            .stores
+            .iter()
+            .filter(|p| p.method == StoreMethod::LogicalExport)
+            .map(|p| format!("`{}` ({})", p.id, p.kind))
+            .collect();
+        (affected && !stores.is_empty()).then(|| {
+            format!(
+                "the store {} has no snapshot this helper could restore: its only method is the server's own `--export`, and {server} cannot `--import` that into a fresh store (upstream issue #3273, since 0.16.15), so a rollback would have no data to go back to; nothing was stopped. Back that store up with its own tools and upgrade by hand (upstream's UPGRADING), or wait for a release that fixes the import",
+                stores.join(", ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(methods: &[StoreMethod]) -> SnapshotPlan {
+        SnapshotPlan {
+            root: "/var/lib/stalwart-upgrade/snapshots".into(),
+            stores: methods
+                .iter()
+                .enumerate()
+                .map(|(i, m)| StorePlan {
+                    id: format!("s{i}"),
+                    kind: "foundationdb".into(),
+                    method: *m,
+                    source: String::new(),
+                    data_bytes: None,
+                    bytes_needed: None,
+                    note: String::new(),
+                })
+                .collect(),
+            bytes_needed: 0,
+            bytes_free: 0,
+            margin: 0,
+            unknown: vec![],
+            undo_bytes: 0,
+            undo_elsewhere: vec![],
+        }
+    }
+
+    /// Upstream #3273: only 0.16.15 and later, and only stores the export alone covers.
+    #[test]
+    fn an_export_only_store_under_0_16_15_or_later_has_no_restorable_snapshot() {
+        let v = |s: &str| s.parse::<crate::version::Version>().unwrap();
+        let export = plan(&[StoreMethod::RocksDbFiles, StoreMethod::LogicalExport]);
+        let why = export.unrestorable(&v("0.16.18")).expect("refused");
+        assert!(
+            why.contains("`s1` (foundationdb)") && why.contains("#3273"),
+            "{why}"
+        );
+        assert!(!why.contains("`s0`"), "{why}");
+        assert!(export.unrestorable(&v("0.16.15")).is_some());
+        assert!(export.unrestorable(&v("0.16.14")).is_none());
+        assert!(export.unrestorable(&v("0.15.5")).is_none());
+        let files = plan(&[StoreMethod::RocksDbFiles, StoreMethod::SqliteFiles]);
+        assert!(files.unrestorable(&v("0.16.18")).is_none());
     }
 }
