@@ -126,7 +126,8 @@ pub enum SnapshotCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Re-hash a snapshot against its manifest
+    /// Re-hash a snapshot against its manifest (hashing first what was never hashed, e.g. a
+    /// snapshot committed at boot)
     Verify { id: String },
     /// Put a snapshot's data back (the server must be stopped, or give --stop)
     Restore {
@@ -641,7 +642,12 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         SnapshotCmd::Verify { id } => {
-            let r = with_env().verify(&id)?;
+            let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
+            let snaps = with_env();
+            // A boot-time commit leaves its snapshot unhashed (the server's start does not wait
+            // for it): the copies nobody else can reach are hashed now, then all are checked.
+            snaps.hash(&id)?;
+            let r = snaps.verify(&id)?;
             print_json(&r)?;
             Ok(if r.ok() { exit::OK } else { exit::ERROR })
         }
@@ -650,8 +656,8 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             // Never the snapshot a rollback of the running release would restore.
             let running = crate::swap::binary_version(&s.server_binary())?;
             let protect = history::protected_snapshots(&state, &running, None)?;
-            let gone = with_env().prune(s.snapshots.keep, &protect, dry_run)?;
-            for m in &gone {
+            let pruned = with_env().prune(s.snapshots.keep, &protect, dry_run)?;
+            for m in &pruned.gone {
                 println!(
                     "{} {} ({} MiB)",
                     if dry_run { "would remove" } else { "removed" },
@@ -659,10 +665,20 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
                     m.bytes() >> 20
                 );
             }
-            if gone.is_empty() {
+            for (id, why) in &pruned.failed {
+                eprintln!(
+                    "could not remove snapshot {id}: {}",
+                    crate::child::printable(why)
+                );
+            }
+            if pruned.gone.is_empty() && pruned.failed.is_empty() {
                 println!("nothing to prune (keep = {})", s.snapshots.keep);
             }
-            Ok(exit::OK)
+            Ok(if pruned.failed.is_empty() {
+                exit::OK
+            } else {
+                exit::ERROR
+            })
         }
         SnapshotCmd::Create { stop } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;

@@ -411,6 +411,46 @@ fn fs_blob_store_is_hard_linked_and_restored() {
     assert_eq!(inventory(&blobs), original);
 }
 
+/// Issue #25: a snapshot that cannot be removed (here its manifest is immutable, as a file the
+/// disk refuses to unlink) does not stop the pruning of the others; it is reported by id.
+#[test]
+fn prune_goes_past_a_snapshot_it_cannot_remove() {
+    let fx = Fixture::new();
+    let data = fx.path("data");
+    make_rocksdb(&data);
+    let cfg = toml_cfg(
+        fx.tmp.path(),
+        &format!(
+            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
+            data.display()
+        ),
+    );
+    let snaps = fx.snaps();
+    let ids: Vec<String> = (0..4)
+        .map(|_| snaps.create(&cfg, &meta()).unwrap().id)
+        .collect();
+    let stuck = fx.path("snapshots").join(&ids[1]).join("manifest.json");
+    assert!(stuck.exists(), "{}", stuck.display());
+    let chattr = |flag: &str| {
+        let o = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&stuck)
+            .output()
+            .expect("chattr");
+        assert!(o.status.success(), "chattr {flag}: {o:?}");
+    };
+    chattr("+i");
+    let pruned = snaps.prune(1, &[], false);
+    chattr("-i");
+    let pruned = pruned.unwrap();
+    let gone: Vec<&str> = pruned.gone.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(gone, [ids[0].as_str(), ids[2].as_str()]);
+    assert_eq!(pruned.failed.len(), 1, "{:?}", pruned.failed);
+    assert_eq!(pruned.failed[0].0, ids[1]);
+    let left: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(left, vec![ids[1].clone(), ids[3].clone()]);
+}
+
 #[test]
 fn prune_keeps_newest_and_protected() {
     let fx = Fixture::new();
@@ -429,14 +469,15 @@ fn prune_keeps_newest_and_protected() {
         .collect();
     let listed: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(listed, ids, "list is oldest first");
-    let dry = snaps.prune(1, &[ids[0].clone()], true).unwrap();
+    let dry = snaps.prune(1, &[ids[0].clone()], true).unwrap().gone;
     assert_eq!(
         dry.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
         vec![ids[1].clone(), ids[2].clone()]
     );
     assert_eq!(snaps.list().unwrap().len(), 4, "dry run removes nothing");
     let gone = snaps.prune(1, &[ids[0].clone()], false).unwrap();
-    assert_eq!(gone.len(), 2);
+    assert_eq!(gone.gone.len(), 2);
+    assert!(gone.failed.is_empty(), "{:?}", gone.failed);
     let left: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(left, vec![ids[0].clone(), ids[3].clone()]);
     // keep = 0 still never removes a protected one.
@@ -530,8 +571,12 @@ fn a_snapshot_that_became_the_only_copy_of_displaced_data_is_set_aside() {
         bytes_free: 0,
         margin: 0,
         unknown: vec![],
+        undo_bytes: 0,
+        undo_elsewhere: vec![],
     };
     let advice = snaps.space_advice(&plan, &[]);
+    assert!(!advice.contains(&taken.id), "{advice}");
+    let advice = snaps.undo_space_advice(&plan, &[]);
     assert!(!advice.contains(&taken.id), "{advice}");
     // It still restores: the mail the newer version took comes back.
     snaps.restore(&taken.id, Some(&cfg), &keep()).unwrap();

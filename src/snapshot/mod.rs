@@ -468,15 +468,19 @@ impl Snapshots {
 
     /// Keeps the `keep` newest snapshots and every id in `protect`; removes the others (or,
     /// with `dry_run`, only says which). Returns the removed (or removable) ones, oldest first.
+    /// Removes the snapshots past the newest `keep` (never `protect`ed ones, never set-aside
+    /// data). One that cannot be removed (a clone database that will not drop, a file the
+    /// disk refuses to unlink) does not stop the others: it is reported in `Pruned::failed`,
+    /// so one bad snapshot never leaves every older one filling the disk (issue #25).
     pub fn prune(
         &self,
         keep: usize,
         protect: &[String],
         dry_run: bool,
-    ) -> Result<Vec<Manifest>, SnapshotError> {
+    ) -> Result<Pruned, SnapshotError> {
         let all = self.list()?;
         let n = all.len();
-        let mut gone = Vec::new();
+        let mut out = Pruned::default();
         for (i, m) in all.into_iter().enumerate() {
             // 0 = newest
             let newest_rank = n - 1 - i;
@@ -486,14 +490,20 @@ impl Snapshots {
                 continue;
             }
             if !dry_run {
-                self.remove(&m.id)?;
+                if let Err(e) = self.remove(&m.id) {
+                    out.failed.push((m.id.clone(), e.to_string()));
+                    continue;
+                }
             }
-            gone.push(m);
+            out.gone.push(m);
         }
         if !dry_run {
-            self.remove_partials()?;
+            if let Err(e) = self.remove_partials() {
+                out.failed
+                    .push(("(unfinished snapshots)".into(), e.to_string()));
+            }
         }
-        Ok(gone)
+        Ok(out)
     }
 
     /// The package purge's part: every snapshot that is not set-aside data goes, with the
@@ -588,6 +598,13 @@ impl Snapshots {
         }
         Ok(total)
     }
+}
+
+/// What `prune` did: removed, and what it could not remove (id, why).
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub gone: Vec<Manifest>,
+    pub failed: Vec<(String, String)>,
 }
 
 /// What `Snapshots::purge` did.
@@ -922,9 +939,22 @@ mod tests {
             bytes_free: 50,
             margin: 10,
             unknown: vec![],
+            undo_bytes: 0,
+            undo_elsewhere: vec![],
         };
         assert!(!p.fits());
         assert_eq!(p.shortfall(), 60);
+        // Issue #24: the snapshot fits, what its undo may need does not (here or elsewhere).
+        let mut p = SnapshotPlan {
+            bytes_free: 200,
+            undo_bytes: 100,
+            ..p
+        };
+        assert!(p.fits() && !p.fits_with_undo());
+        p.undo_bytes = 90;
+        assert!(p.fits_with_undo());
+        p.undo_elsewhere = vec![("/srv/data".into(), 30, 20)];
+        assert!(!p.fits_with_undo());
         assert_eq!(human(1536), "1.5 KiB");
     }
 }
