@@ -624,10 +624,18 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     );
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
+    if let Some(why) = snapshot.unrestorable(&from) {
+        check(Err(Error::Preflight(why)));
+    }
     if !snapshot.fits() {
         check(Err(Error::Preflight(format!(
             "{}; nothing was stopped",
             snapshots.space_advice(&snapshot, &[])
+        ))));
+    } else if !snapshot.fits_with_undo() {
+        check(Err(Error::Preflight(format!(
+            "{}; nothing was stopped",
+            snapshots.undo_space_advice(&snapshot, &[])
         ))));
     }
     let unit_state = m.sys()?.state(&s.unit)?;

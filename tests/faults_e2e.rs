@@ -810,3 +810,47 @@ fn a_main_process_that_does_not_run_the_installed_binary_is_not_committed() {
     assert_eq!(s.binary_version(), "0.15.5");
     s.serves("0.15.5", &before);
 }
+
+/// Issue #24: an undo needs space too. Here the data store sits on its own file system apart
+/// from the snapshots: the snapshot (a full copy onto the snapshots' file system) fits, but a
+/// rollback would copy the data back beside what it keeps in place, and the data's file system
+/// has only half of that free. Refused before any downtime, naming the place and the sizes.
+#[test]
+fn too_little_space_for_the_undo_is_refused_before_downtime() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.ct.sh_ok(
+        "systemctl stop stalwart && cp -a /opt/stalwart/data /root/data-copy && \
+         mkdir -p /srv/datafs && mount -t tmpfs -o size=256m tmpfs /srv/datafs && \
+         cp -a /root/data-copy /srv/datafs/data && \
+         mount --bind /srv/datafs/data /opt/stalwart/data && systemctl start stalwart",
+    )
+    .unwrap();
+    s.ready();
+    let before = s.digest();
+    let pid = s.main_pid();
+    // Leave free half of what the data takes.
+    s.ct.sh_ok(
+        "need=$(du -sk /opt/stalwart/data | cut -f1) && \
+         free=$(df --output=avail -k /srv/datafs | tail -1) && \
+         dd if=/dev/zero of=/srv/datafs/.filler bs=1k count=$((free - need / 2)) 2>/dev/null && \
+         df -k /srv/datafs",
+    )
+    .unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 4, "{t}");
+    assert!(
+        t.contains("not enough space to undo this upgrade")
+            && t.contains("in /opt/stalwart/data: a rollback would copy")
+            && t.contains("nothing was stopped"),
+        "{t}"
+    );
+    unchanged(&s, &before);
+    assert_eq!(pid, s.main_pid(), "the server was restarted");
+    // With the room back, the same upgrade goes through.
+    s.ct.sh_ok("rm /srv/datafs/.filler").unwrap();
+    let out = s.upgrade(&release("0.15.6", Fault::None, 0), &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ct.sh_ok("systemctl stop stalwart && umount /opt/stalwart/data && umount /srv/datafs")
+        .unwrap();
+}

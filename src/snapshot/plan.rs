@@ -15,6 +15,18 @@ impl Snapshots {
         self.check_root_apart(cfg)?;
         let root_dev = fsops::device_of(&self.root);
         let mut stores = Vec::new();
+        let mut undo_bytes = 0u64;
+        // Per other file system: a directory on it, what an undo copies back there.
+        let mut elsewhere: std::collections::BTreeMap<u64, (std::path::PathBuf, u64)> =
+            Default::default();
+        let mut undo_elsewhere_add = |path: &Path, bytes: u64| {
+            if let Some(dev) = fsops::device_of(path) {
+                let e = elsewhere
+                    .entry(dev)
+                    .or_insert_with(|| (path.to_path_buf(), 0));
+                e.1 += bytes;
+            }
+        };
         for (s, (method, covered_by)) in cfg.stores.iter().zip(methods(&cfg.stores)) {
             let mut p = StorePlan {
                 id: s.id.clone(),
@@ -46,6 +58,13 @@ impl Snapshots {
                         tree_bytes(path, &|rel| !is_rocks || rocksdb_immutable(rel));
                     p.data_bytes = Some(linkable + other);
                     p.bytes_needed = Some(if same_fs { other } else { linkable + other });
+                    // The undo links the tables back and copies the rest; apart from the
+                    // snapshots it copies everything back beside the data it keeps in place.
+                    if same_fs {
+                        undo_bytes += other;
+                    } else {
+                        undo_elsewhere_add(path, linkable + other);
+                    }
                     if !same_fs {
                         p.note = format!(
                             "full copy: {} is on another file system than the snapshots",
@@ -63,6 +82,12 @@ impl Snapshots {
                         .sum();
                     p.data_bytes = Some(size);
                     p.bytes_needed = Some(size);
+                    // The restore copies the file back beside the one it sets aside.
+                    if root_dev.is_some() && fsops::device_of(path) == root_dev {
+                        undo_bytes += size;
+                    } else {
+                        undo_elsewhere_add(path.parent().unwrap_or(path), size);
+                    }
                 }
                 (StoreKind::PostgreSql(c), _) => {
                     p.source = sql_source("postgresql", c);
@@ -77,8 +102,10 @@ impl Snapshots {
                         p.note = StoreMethod::PgClone.describe().to_string();
                         p.bytes_needed = Some(0);
                     } else {
-                        // An uncompressed custom-format dump: about the database size.
+                        // An uncompressed custom-format dump: about the database size; the
+                        // undo dumps the live data once more before its destructive restore.
                         p.bytes_needed = p.data_bytes;
+                        undo_bytes += p.data_bytes.unwrap_or(0);
                     }
                 }
                 (StoreKind::MySql(c), _) => {
@@ -87,8 +114,10 @@ impl Snapshots {
                     let run_as = super::tool_identity(&cfg.path, None);
                     sql::check_trust(&s.id, c, run_as, false)?;
                     p.data_bytes = sql::mysql_size(c, run_as);
-                    // Text dump: roughly the data size (hex-encoded blobs may double it).
+                    // Text dump: roughly the data size (hex-encoded blobs may double it); the
+                    // undo dumps the live data once more before its restore.
                     p.bytes_needed = p.data_bytes;
+                    undo_bytes += p.data_bytes.unwrap_or(0);
                 }
                 (StoreKind::Other { .. }, _) => {
                     p.source = "server --export".into();
@@ -102,6 +131,13 @@ impl Snapshots {
             .map(|p| p.id.clone())
             .collect();
         let bytes_needed = stores.iter().filter_map(|p| p.bytes_needed).sum();
+        let undo_elsewhere = elsewhere
+            .into_values()
+            .map(|(dir, need)| {
+                let free = fsops::bytes_free(&dir).unwrap_or(0);
+                (dir, need, free)
+            })
+            .collect();
         Ok(SnapshotPlan {
             root: self.root.clone(),
             bytes_free: fsops::bytes_free(&self.root)?,
@@ -109,7 +145,63 @@ impl Snapshots {
             bytes_needed,
             margin: 64 << 20,
             unknown,
+            undo_bytes,
+            undo_elsewhere,
         })
+    }
+
+    /// A message for an admin when the snapshot fits but what undoing the upgrade may need
+    /// does not (`fits_with_undo`): where, how much, and what a prune could free.
+    pub fn undo_space_advice(&self, plan: &SnapshotPlan, protect: &[String]) -> String {
+        let mut parts = Vec::new();
+        let root_need = plan
+            .bytes_needed
+            .saturating_add(plan.undo_bytes)
+            .saturating_add(plan.margin);
+        if root_need > plan.bytes_free {
+            parts.push(format!(
+                "in {}: the snapshot takes {} and a rollback may need {} more (the copies a restore writes back, the dump of the live database before its restore), plus {} margin; {} free",
+                plan.root.display(),
+                human(plan.bytes_needed),
+                human(plan.undo_bytes),
+                human(plan.margin),
+                human(plan.bytes_free)
+            ));
+        }
+        for (dir, need, free) in plan.undo_elsewhere.iter().filter(|(_, n, f)| n > f) {
+            parts.push(format!(
+                "in {}: a rollback would copy {} of data back there, {} free",
+                dir.display(),
+                human(*need),
+                human(*free)
+            ));
+        }
+        let mut msg = format!(
+            "not enough space to undo this upgrade if it fails ({})",
+            parts.join("; ")
+        );
+        let candidates = self.prune_candidates(protect);
+        if !candidates.is_empty() {
+            msg.push_str("; `stalwart-upgrade snapshot prune` could free: ");
+            msg.push_str(&candidates.join(", "));
+        }
+        msg
+    }
+
+    /// Snapshots a prune could remove (not `protect`ed, not set aside), with what each frees.
+    fn prune_candidates(&self, protect: &[String]) -> Vec<String> {
+        self.list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| !protect.contains(&m.id))
+            // Set-aside data is never offered: it is the only copy of what it holds.
+            .filter(|m| !m.set_aside())
+            .filter_map(|m| {
+                self.reclaimable(&m.id)
+                    .ok()
+                    .map(|b| format!("{} ({})", m.id, human(b)))
+            })
+            .collect()
     }
 
     /// A message for an admin when `plan.fits()` is false: how much is missing and which
@@ -124,24 +216,12 @@ impl Snapshots {
             human(plan.bytes_free),
             human(plan.shortfall())
         );
-        let candidates: Vec<(String, u64)> = self
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| !protect.contains(&m.id))
-            // Set-aside data is never offered: it is the only copy of what it holds.
-            .filter(|m| !m.set_aside())
-            .filter_map(|m| self.reclaimable(&m.id).ok().map(|b| (m.id, b)))
-            .collect();
+        let candidates = self.prune_candidates(protect);
         if candidates.is_empty() {
             msg.push_str("; no snapshot can be pruned: free space on that file system");
         } else {
             msg.push_str("; `stalwart-upgrade snapshot prune` could free: ");
-            let parts: Vec<String> = candidates
-                .iter()
-                .map(|(id, b)| format!("{id} ({})", human(*b)))
-                .collect();
-            msg.push_str(&parts.join(", "));
+            msg.push_str(&candidates.join(", "));
         }
         msg
     }
