@@ -405,7 +405,7 @@ fn upstreams_default_0_15_installation_crosses_to_0_16_through_apt_get_install()
     assert!(!host.trim().contains('.'), "{host}");
     m.ct.write_file(
         "/etc/stalwart-upgrade/config.toml",
-        &format!(
+        format!(
             "{HELPER_CONFIG_016}\n[webadmin]\ncredentials_file = \"/etc/stalwart-upgrade/webadmin.cred\"\n"
         ),
     )
