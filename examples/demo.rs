@@ -71,6 +71,23 @@ fn main() {
     ));
 }
 
+/// After the broken release: apt clean, both packages, and what status and history say.
+fn what_the_admin_sees(m: &Machine) {
+    show(
+        "dpkg --audit (empty: nothing half-configured)",
+        &m.dpkg_audit(),
+    );
+    show(
+        "dpkg-query -W stalwart stalwart-upgrade",
+        &m.sh_ok("dpkg-query -W stalwart stalwart-upgrade"),
+    );
+    show(
+        "stalwart-upgrade status   (exits 8: the last upgrade failed)",
+        &text(&m.helper(&["status"])),
+    );
+    show("stalwart-upgrade history", &text(&m.helper(&["history"])));
+}
+
 /// The helper's settings for a real server (its start takes seconds).
 const REAL_CONFIG: &str = "[timeouts]\nstop_secs = 30\nstart_secs = 30\nready_secs = 60\nsettle_secs = 1\nlock_wait_secs = 10\n";
 
@@ -144,19 +161,7 @@ fn real([old, new, onex]: [&'static RealRelease; 3]) {
         "after the rollback",
         &["mail-under-0.16.17", "mail-under-0.16.18"],
     );
-    show(
-        "dpkg --audit (empty: nothing half-configured)",
-        &m.dpkg_audit(),
-    );
-    show(
-        "dpkg-query -W stalwart stalwart-upgrade",
-        &m.sh_ok("dpkg-query -W stalwart stalwart-upgrade"),
-    );
-    show(
-        "stalwart-upgrade status   (exits 8: the last upgrade failed)",
-        &text(&m.helper(&["status"])),
-    );
-    show("stalwart-upgrade history", &text(&m.helper(&["history"])));
+    what_the_admin_sees(&m);
 }
 
 fn standin() {
@@ -200,17 +205,5 @@ fn standin() {
         m.running_binary(),
         m.digest()
     );
-    show(
-        "dpkg --audit (empty: nothing half-configured)",
-        &m.dpkg_audit(),
-    );
-    show(
-        "dpkg-query -W stalwart stalwart-upgrade",
-        &m.sh_ok("dpkg-query -W stalwart stalwart-upgrade"),
-    );
-    show(
-        "stalwart-upgrade status   (exits 8: the last upgrade failed)",
-        &text(&m.helper(&["status"])),
-    );
-    show("stalwart-upgrade history", &text(&m.helper(&["history"])));
+    what_the_admin_sees(&m);
 }

@@ -411,10 +411,8 @@ fn fs_blob_store_is_hard_linked_and_restored() {
     assert_eq!(inventory(&blobs), original);
 }
 
-/// Issue #25: a snapshot that cannot be removed (here its manifest is immutable, as a file the
-/// disk refuses to unlink) does not stop the pruning of the others; it is reported by id.
-#[test]
-fn prune_goes_past_a_snapshot_it_cannot_remove() {
+/// A RocksDB store and four snapshots of it, oldest first.
+fn four_rocksdb_snapshots() -> (Fixture, Snapshots, Vec<String>) {
     let fx = Fixture::new();
     let data = fx.path("data");
     make_rocksdb(&data);
@@ -429,6 +427,14 @@ fn prune_goes_past_a_snapshot_it_cannot_remove() {
     let ids: Vec<String> = (0..4)
         .map(|_| snaps.create(&cfg, &meta()).unwrap().id)
         .collect();
+    (fx, snaps, ids)
+}
+
+/// Issue #25: a snapshot that cannot be removed (here its manifest is immutable, as a file the
+/// disk refuses to unlink) does not stop the pruning of the others; it is reported by id.
+#[test]
+fn prune_goes_past_a_snapshot_it_cannot_remove() {
+    let (fx, snaps, ids) = four_rocksdb_snapshots();
     let stuck = fx.path("snapshots").join(&ids[1]).join("manifest.json");
     assert!(stuck.exists(), "{}", stuck.display());
     let chattr = |flag: &str| {
@@ -453,20 +459,7 @@ fn prune_goes_past_a_snapshot_it_cannot_remove() {
 
 #[test]
 fn prune_keeps_newest_and_protected() {
-    let fx = Fixture::new();
-    let data = fx.path("data");
-    make_rocksdb(&data);
-    let cfg = toml_cfg(
-        fx.tmp.path(),
-        &format!(
-            "storage.data = \"r\"\nstore.r.type = \"rocksdb\"\nstore.r.path = \"{}\"\n",
-            data.display()
-        ),
-    );
-    let snaps = fx.snaps();
-    let ids: Vec<String> = (0..4)
-        .map(|_| snaps.create(&cfg, &meta()).unwrap().id)
-        .collect();
+    let (_fx, snaps, ids) = four_rocksdb_snapshots();
     let listed: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(listed, ids, "list is oldest first");
     let dry = snaps.prune(1, &[ids[0].clone()], true).unwrap().gone;
