@@ -194,20 +194,12 @@ fn copy_dir(
             }
             Kind::File => {
                 let (f, fm) = src.open_file(&name)?;
-                // The stamp of the inode right after the link (the link itself moves its ctime).
-                let mut stamp = None;
                 let linked = same_fs && how.owner.is_none() && (how.link)(&rel) && {
                     match src.hard_link(&name, dst, &name) {
                         // The name may have been swapped between our open and the link: the link
                         // must be of the inode we opened, or it is dropped and copied instead.
                         Ok(()) => match dst.stat(&name)? {
-                            Some(lm) if lm.kind == Kind::File && lm.id == fm.id => {
-                                // Written between our fstat and the link: no stamp, hashed at
-                                // restore.
-                                stamp = (lm.size == fm.size && lm.mtime == fm.mtime)
-                                    .then(|| super::manifest::Stamp::of(&lm));
-                                true
-                            }
+                            Some(lm) if lm.kind == Kind::File && lm.id == fm.id => true,
                             _ => {
                                 dst.remove_file(&name)?;
                                 false
@@ -234,13 +226,6 @@ fn copy_dir(
                     e.sha256 = Some(match known.lookup(&fm) {
                         Some(sha) => sha.to_string(),
                         None => fsutil::sha256_of(&f, &src.path().join(&name))?,
-                    });
-                    // Only a hash taken of the stamped inode lets a stamp stand for it.
-                    e.stamp = stamp.filter(|st| {
-                        dst.stat(&name)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|now| super::manifest::Stamp::of(&now) == *st)
                     });
                 }
                 entries.push(e);
@@ -277,7 +262,6 @@ pub(crate) fn entry(
         link_target,
         how,
         sha256: None,
-        stamp: None,
     }
 }
 

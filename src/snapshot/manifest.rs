@@ -106,30 +106,6 @@ pub struct FileEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub how: Option<How>,
     pub sha256: Option<String>,
-    /// A hard-linked file's inode as it was right after the link: device, inode number and
-    /// ctime. Every write, chmod, chown or link change updates ctime and no unprivileged process
-    /// can set it, so an inode that still has this stamp still has the recorded sha256, and a
-    /// restore need not read it again inside the downtime (see `Snapshots::check_linked`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stamp: Option<Stamp>,
-}
-
-/// See [`FileEntry::stamp`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    pub dev: u64,
-    pub ino: u64,
-    pub ctime: (i64, i64),
-}
-
-impl Stamp {
-    pub fn of(m: &crate::fsutil::Meta) -> Stamp {
-        Stamp {
-            dev: m.id.dev,
-            ino: m.id.ino,
-            ctime: m.ctime,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -423,8 +423,7 @@ impl Snapshots {
     /// an inode through its live name, keeping its size, and a size check alone would restore
     /// whatever it wrote. Private copies (one link, root-only) are not re-read: nobody else can
     /// reach them. A file with no recorded hash (displaced data not hashed yet) is checked by
-    /// size only (`check_complete`). A file whose inode still carries the stamp recorded when it
-    /// was linked (`FileEntry::stamp`) is not read: its ctime proves nothing wrote it since.
+    /// size only (`check_complete`).
     fn check_linked(&self, m: &Manifest) -> Result<(), SnapshotError> {
         use std::os::unix::fs::MetadataExt;
         let dir = self.dir_of(&m.id)?;
@@ -433,23 +432,9 @@ impl Snapshots {
         for s in &m.stores {
             for f in s.files.iter().filter(|f| f.kind == FileKind::File) {
                 let path = dir.join(&s.id).join(&f.path);
-                let now = std::fs::symlink_metadata(&path).ok();
                 let shared = f.how == Some(super::How::HardLink)
-                    || now.as_ref().is_some_and(|md| md.nlink() > 1);
-                // The inode still has the stamp it had when it was linked and hashed: nothing
-                // wrote it since (a write moves ctime, which no unprivileged process can set).
-                // Reading it again would only lengthen the downtime.
-                let unchanged = match (&f.stamp, &now) {
-                    (Some(st), Some(md)) => {
-                        md.dev() == st.dev
-                            && md.ino() == st.ino
-                            && (md.ctime(), md.ctime_nsec()) == st.ctime
-                            && md.len() == f.size
-                    }
-                    _ => false,
-                };
+                    || std::fs::symlink_metadata(&path).is_ok_and(|md| md.nlink() > 1);
                 match (&f.sha256, shared) {
-                    (Some(_), true) if unchanged => {}
                     (Some(h), true) => {
                         jobs.push((path, f.size));
                         want.push((h.as_str(), f.size));
@@ -988,7 +973,6 @@ mod tests {
     use super::super::{FileEntry, How, MANIFEST};
     use super::*;
     use sha2::Digest;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     /// A snapshot `id` of a RocksDB store at `data` holding one table hard-linked from the live
     /// directory, with its sha256 recorded as linked.
@@ -1014,9 +998,8 @@ mod tests {
             link_target: None,
             how,
             sha256,
-            stamp: None,
         };
-        let mut m = Manifest {
+        let m = Manifest {
             id: id.into(),
             format: 1,
             seq: 1,
@@ -1060,41 +1043,12 @@ mod tests {
             config_reader: None,
             origin: None,
         };
-        // Stamped as the snapshot stamps a linked file: right after the link.
-        let linked = std::fs::symlink_metadata(store.join("000010.sst")).unwrap();
-        m.stores[0].files[1].stamp = Some(super::super::manifest::Stamp {
-            dev: linked.dev(),
-            ino: linked.ino(),
-            ctime: (linked.ctime(), linked.ctime_nsec()),
-        });
         std::fs::write(
             snaps.root.join(id).join(MANIFEST),
             serde_json::to_vec(&m).unwrap(),
         )
         .unwrap();
         (snaps, live)
-    }
-
-    /// The stamp stands for the hash: a file whose inode kept it is not read again (here the
-    /// recorded hash is wrong on purpose and still passes), and one whose ctime moved is hashed
-    /// (and then refused).
-    #[test]
-    fn a_linked_file_that_kept_its_stamp_is_not_hashed_again_and_one_that_lost_it_is() {
-        let t = tempfile::tempdir().unwrap();
-        let id = "20260101T000000Z-0.15.5";
-        let (snaps, live) = linked_snapshot(t.path(), id);
-        let path = snaps.root.join(id).join(MANIFEST);
-        let mut m: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        m.stores[0].files[1].sha256 = Some("0".repeat(64));
-        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
-        let m = snaps.get(id).unwrap();
-        snaps.check_linked(&m).unwrap();
-        // Same bytes, but the inode was touched (its ctime moved): now it is read, and the
-        // (wrong) hash refuses it.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::set_permissions(&live, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = snaps.check_linked(&m).unwrap_err();
-        assert!(matches!(e, SnapshotError::Altered { .. }), "{e}");
     }
 
     #[test]
