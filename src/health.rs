@@ -89,6 +89,10 @@ pub struct Expect {
     /// process some other agent started before the swap runs the old inode, and a pass on it
     /// would commit bytes that never ran.
     pub binary: Option<std::path::PathBuf>,
+    /// The bytes the main process must be running (the undo: the old release's sha256, in
+    /// bin/ or a copy an ExecStart runs), so an outside start of the new binary during the undo
+    /// is not reported as the old version back.
+    pub binary_sha256: Option<String>,
 }
 
 impl Expect {
@@ -125,12 +129,19 @@ impl Expect {
             mode_hint,
             base: None,
             binary: None,
+            binary_sha256: None,
         }
     }
 
     /// The same, also requiring the main process to run `binary`.
     pub fn running(mut self, binary: std::path::PathBuf) -> Expect {
         self.binary = Some(binary);
+        self
+    }
+
+    /// The same, also requiring the main process to run bytes of this sha256.
+    pub fn running_bytes(mut self, sha256: &str) -> Expect {
+        self.binary_sha256 = Some(sha256.to_string());
         self
     }
 
@@ -305,6 +316,23 @@ pub fn gate(
             binary: binary.display().to_string(),
             detail,
         })?;
+    }
+    if let Some(want) = &expect.binary_sha256 {
+        let exe = std::path::PathBuf::from(format!("/proc/{}/exe", after.main_pid));
+        match crate::swap::sha256_file(&exe) {
+            Ok(got) if got == *want => {}
+            got => {
+                return Err(HealthError::NotTheBinary {
+                    unit: unit.into(),
+                    pid: after.main_pid,
+                    binary: format!("bytes of sha256 {want}"),
+                    detail: match got {
+                        Ok(sha) => format!("it runs bytes of sha256 {sha}"),
+                        Err(e) => e.to_string(),
+                    },
+                })
+            }
+        }
     }
     if let Some(line) = failure_in_log(&after, settings)
         .or_else(|| failure_in_files(&expect.log_files, after.exec_main_start_secs(), settings))

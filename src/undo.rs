@@ -155,6 +155,9 @@ fn run(
     let s = m.settings();
     match action {
         Action::Stop => {
+            // Held as the forward stop holds it, until the undo's own start: an outside start
+            // must not run the new binary or write while the old one and its data go back.
+            m.sys()?.hold(&begin.unit)?;
             m.sys()?.stop(&begin.unit, s.stop_timeout())?;
             did.push(format!("{} stopped", begin.unit));
             Ok(None)
@@ -245,7 +248,8 @@ fn run(
             let cfg = server_config(m, begin).ok();
             // The old version, on its listeners of before the transaction.
             let expect =
-                health::Expect::normal(s, cfg.as_ref(), &begin.from, begin.listeners.clone());
+                health::Expect::normal(s, cfg.as_ref(), &begin.from, begin.listeners.clone())
+                    .running_bytes(&begin.old_sha256);
             // Its own bound (issue #25): the old version may have a migration-free but slow
             // start on a restored store, and a false "could not be undone" pages the admin.
             let mut patient = s.clone();

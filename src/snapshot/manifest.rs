@@ -287,7 +287,7 @@ impl SnapshotPlan {
             && self
                 .undo_elsewhere
                 .iter()
-                .all(|(_, need, free)| need <= free)
+                .all(|(_, need, free)| need.saturating_add(self.margin) <= *free)
     }
     /// How many bytes are missing (0 when it fits).
     pub fn shortfall(&self) -> u64 {

@@ -347,9 +347,16 @@ impl Snapshots {
         for (si, s) in m.stores.iter().enumerate() {
             for (fi, f) in s.files.iter().enumerate() {
                 // Linked files were hashed as they were linked (`prehash`): hashing them now
-                // would describe whatever the live name made of them since.
-                if f.kind == FileKind::File && f.sha256.is_none() {
-                    jobs.push((dir.join(&s.id).join(&f.path), f.size));
+                // would describe whatever the live name made of them since. Likewise a copy
+                // that shares its inode with a name outside the snapshot now (linked back into
+                // the data by an earlier restore): left unhashed (`verify` says so), and a
+                // missing file is left for `verify` to report.
+                let path = dir.join(&s.id).join(&f.path);
+                let private = std::fs::symlink_metadata(&path).is_ok_and(|md| {
+                    md.is_file() && std::os::unix::fs::MetadataExt::nlink(&md) == 1
+                });
+                if f.kind == FileKind::File && f.sha256.is_none() && private {
+                    jobs.push((path, f.size));
                     slots.push((si, fi));
                 }
             }
@@ -360,7 +367,10 @@ impl Snapshots {
             m.stores[si].files[fi].sha256 = Some(hex);
         }
         for s in &mut m.stores {
-            s.hashed = true;
+            s.hashed = s
+                .files
+                .iter()
+                .all(|f| f.kind != FileKind::File || f.sha256.is_some());
         }
         m.hashed_at = Some(now().2);
         let data = serde_json::to_vec_pretty(&m).map_err(|e| SnapshotError::Manifest {
@@ -442,7 +452,12 @@ impl Snapshots {
             fs::remove_file(&manifest).map_err(|e| fsops::io_err("remove", &manifest, e))?;
             crate::fsutil::Dir::open(&dir)?.fsync()?;
         }
-        fsops::remove_tree(&dir)?;
+        // Then it takes a partial's name: a tree whose removal fails half way (or is killed)
+        // is one `remove_partials` finishes later, never a nameless leftover (issue #25).
+        let doomed = self.root.join(format!("{PARTIAL_PREFIX}removed-{id}"));
+        fs::rename(&dir, &doomed).map_err(|e| fsops::io_err("rename", &dir, e))?;
+        crate::fsutil::Dir::open(&self.root)?.fsync()?;
+        fsops::remove_tree(&doomed)?;
         Ok(crate::fsutil::Dir::open(&self.root)?.fsync()?)
     }
 
@@ -467,8 +482,7 @@ impl Snapshots {
     }
 
     /// Keeps the `keep` newest snapshots and every id in `protect`; removes the others (or,
-    /// with `dry_run`, only says which). Returns the removed (or removable) ones, oldest first.
-    /// Removes the snapshots past the newest `keep` (never `protect`ed ones, never set-aside
+    /// with `dry_run`, only says which), oldest first. Removes the snapshots past the newest `keep` (never `protect`ed ones, never set-aside
     /// data). One that cannot be removed (a clone database that will not drop, a file the
     /// disk refuses to unlink) does not stop the others: it is reported in `Pruned::failed`,
     /// so one bad snapshot never leaves every older one filling the disk (issue #25).

@@ -168,11 +168,16 @@ impl Snapshots {
                 human(plan.bytes_free)
             ));
         }
-        for (dir, need, free) in plan.undo_elsewhere.iter().filter(|(_, n, f)| n > f) {
+        for (dir, need, free) in plan
+            .undo_elsewhere
+            .iter()
+            .filter(|(_, n, f)| n.saturating_add(plan.margin) > *f)
+        {
             parts.push(format!(
-                "in {}: a rollback would copy {} of data back there, {} free",
+                "in {}: a rollback would copy {} of data back there (plus {} margin), {} free",
                 dir.display(),
                 human(*need),
+                human(plan.margin),
                 human(*free)
             ));
         }
