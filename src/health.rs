@@ -318,8 +318,13 @@ pub fn gate(
         })?;
     }
     if let Some(want) = &expect.binary_sha256 {
+        // /proc/PID/exe is a magic link to the mapped inode (root may follow it; the
+        // O_NOFOLLOW opens of `swap` refuse it with ELOOP).
         let exe = std::path::PathBuf::from(format!("/proc/{}/exe", after.main_pid));
-        match crate::swap::sha256_file(&exe) {
+        let sha = std::fs::File::open(&exe)
+            .map_err(|e| format!("{}: {e}", exe.display()))
+            .and_then(|f| crate::fsutil::sha256_of(&f, &exe).map_err(|e| e.to_string()));
+        match sha {
             Ok(got) if got == *want => {}
             got => {
                 return Err(HealthError::NotTheBinary {
@@ -328,7 +333,7 @@ pub fn gate(
                     binary: format!("bytes of sha256 {want}"),
                     detail: match got {
                         Ok(sha) => format!("it runs bytes of sha256 {sha}"),
-                        Err(e) => e.to_string(),
+                        Err(e) => e,
                     },
                 })
             }
