@@ -78,7 +78,17 @@ pub enum Command {
         /// Boot-time mode (ordered before the server's unit): never start or stop units
         #[arg(long)]
         boot: bool,
+        /// Run again in 5 minutes when it cannot finish (what a failed boot recovery schedules)
+        #[arg(long, hide = true)]
+        retry_later: bool,
     },
+    /// The probation watcher after a commit (run by the helper as a transient unit)
+    #[command(hide = true)]
+    Probation,
+    /// May the server start now? The packaged unit's ExecCondition: exits 1 (systemd then skips
+    /// the start) while an interrupted transaction nobody works on is open
+    #[command(hide = true)]
+    StartCheck,
     /// The data snapshots on their own
     Snapshot {
         #[command(subcommand)]
@@ -266,6 +276,9 @@ fn init_logging(ansi: bool) {
         .try_init();
 }
 
+/// The transient unit (and timer) that retries a recovery a boot could not finish.
+const RECOVER_RETRY_UNIT: &str = "stalwart-upgrade-recover-retry";
+
 fn context(unattended: bool) -> Result<Context, Error> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
@@ -431,6 +444,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 to,
                 binary_only,
                 cluster_stopped,
+                start: false,
             };
             print!("{}", crate::rollback::preview(&ctx, &req)?);
             if !confirm("Roll back the server?", yes) {
@@ -439,10 +453,52 @@ fn run(cmd: Command) -> Result<i32, Error> {
             let r = crate::rollback::run(&ctx, &req)?;
             Ok(print_report(&r))
         }
-        Command::Recover { boot } => {
+        Command::StartCheck => {
+            // No root check, no lock wait: systemd runs it before every start of the unit. A
+            // helper config that does not parse must not keep the mail server down: the
+            // default state directory is checked then.
+            let settings = crate::config::Settings::load().unwrap_or_else(|e| {
+                eprintln!("stalwart-upgrade: {e}; checking the default state directory");
+                crate::config::Settings::default()
+            });
+            match crate::transaction::start_check(&settings) {
+                Ok(()) => Ok(exit::OK),
+                Err(why) => {
+                    eprintln!("stalwart-upgrade: {}", crate::child::printable(&why));
+                    Ok(1)
+                }
+            }
+        }
+        Command::Probation => {
+            let ctx = context(true)?;
+            crate::probation::watch(&ctx)?;
+            Ok(exit::OK)
+        }
+        Command::Recover { boot, retry_later } => {
             let mut ctx = context(true)?;
             ctx.boot = boot;
-            let r = crate::transaction::recover(&ctx)?;
+            let r = crate::transaction::recover(&ctx);
+            // A recovery at boot that cannot finish leaves the server stopped (its unit's
+            // start-check) and tries again every 5 minutes, so a cause that goes away (a disk
+            // mounted late, a database server back) ends the outage without an admin.
+            let unfinished = !matches!(
+                &r,
+                Ok(RecoverReport::Nothing
+                    | RecoverReport::Finished { .. }
+                    | RecoverReport::RolledBack { .. })
+            );
+            if unfinished && (boot || retry_later) {
+                match crate::systemd::run_helper_transient(
+                    RECOVER_RETRY_UNIT,
+                    "Stalwart upgrade: retry an unfinished recovery",
+                    Some(std::time::Duration::from_secs(300)),
+                    &["recover", "--retry-later"],
+                ) {
+                    Ok(()) => eprintln!("stalwart-upgrade: `recover` runs again in 5 minutes ({RECOVER_RETRY_UNIT}); the server stays stopped until it finishes"),
+                    Err(e) => eprintln!("stalwart-upgrade: could not schedule a retry of `recover` ({e}); run it yourself"),
+                }
+            }
+            let r = r?;
             match &r {
                 RecoverReport::Nothing => println!("no unfinished transaction"),
                 RecoverReport::Finished { report }

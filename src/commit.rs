@@ -112,10 +112,36 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
             }
         }
     }
+    // A release that passed its gate may still crash a minute later: it is on probation.
+    if begin.kind == TxKind::Upgrade && begin.was_active && !m.ctx.boot {
+        warnings.extend(start_probation(m, &begin));
+    }
     prune(m, sum, &mut warnings);
     expire_carried(m, &begin, &mut warnings);
     tracing::info!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "committed", "{message}");
     Ok(report(&begin, sum, Outcome::Committed, message, warnings))
+}
+
+fn start_probation(m: &Resources, begin: &Begin) -> Option<String> {
+    if m.settings().health.probation_secs == 0 {
+        return None;
+    }
+    let cfg = m
+        .server_config(&crate::crossing::server_config_path(
+            m.settings(),
+            &begin.to,
+        ))
+        .ok();
+    let p = crate::probation::Probation {
+        txid: begin.txid.clone(),
+        unit: begin.unit.clone(),
+        from: begin.from.clone(),
+        to: begin.to.clone(),
+        health_url: crate::health::base_url(m.settings(), cfg.as_ref()),
+        until_unix_ms: crate::clock::now_ms()
+            + m.settings().health.probation_secs.saturating_mul(1000),
+    };
+    crate::probation::begin(m, p)
 }
 
 fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {

@@ -99,6 +99,9 @@ pub struct HealthSettings {
     /// Where >= 0.16 writes its log files (its default tracer's path, which the packaged unit
     /// creates with LogsDirectory=); 0.15's come from config.toml's `[tracer.*]`.
     pub log_dir: PathBuf,
+    /// After an upgrade's commit, how long a crash of the new release still rolls it back
+    /// (`probation`); 0: no probation.
+    pub probation_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -188,6 +191,7 @@ impl Default for HealthSettings {
                 "unknown database schema version".into(),
             ],
             log_dir: PathBuf::from("/var/log/stalwart"),
+            probation_secs: 180,
         }
     }
 }
@@ -303,6 +307,7 @@ impl Settings {
             ("timeouts.lock_wait_secs", t.lock_wait_secs),
             ("timeouts.tool_secs", t.tool_secs),
             ("webadmin.timeout_secs", self.webadmin.timeout_secs),
+            ("health.probation_secs", self.health.probation_secs),
         ] {
             if secs > MAX_TIMEOUT_SECS {
                 return Err(format!(

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod journal;
 pub mod listener;
 pub mod policy;
+pub mod probation;
 pub mod progress;
 pub mod rollback;
 pub mod serverconfig;

@@ -19,6 +19,9 @@ pub struct RollbackRequest {
     pub binary_only: bool,
     /// Every other node of this server's cluster is stopped (see `upgrade::cluster_gate`).
     pub cluster_stopped: bool,
+    /// Start the old version afterwards even if the unit is not active now (the probation's
+    /// rollback of a release `Restart=` keeps crashing and bringing back).
+    pub start: bool,
 }
 
 pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
@@ -217,7 +220,7 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         target: release.clone(),
         target_sha256: swap::sha256_file(&release)?,
         old_sha256: swap::sha256_file(&s.server_binary())?,
-        unit_active: unit_state.active_state == "active",
+        unit_active: unit_state.active_state == "active" || req.start,
         unit_warning: unit_state.override_warning(&s.unit),
         health_url: health::base_url(s, Some(&server_config)),
         restore_data: forward.schema_may_move(),

@@ -27,6 +27,8 @@ pub struct Status {
     /// Snapshots of set-aside data (`Manifest::set_aside`): kept until removed by name.
     pub set_aside: Vec<crate::snapshot::SetAside>,
     pub policy: Option<serde_json::Value>,
+    /// The release on probation after its commit (`probation`), if any.
+    pub probation: Option<crate::probation::Probation>,
     /// Why `status` exits non-zero, in words.
     pub attention: Vec<String>,
     pub warnings: Vec<String>,
@@ -159,6 +161,7 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         kept_releases: state.releases()?.iter().map(|v| v.to_string()).collect(),
         snapshots,
         set_aside,
+        probation: crate::probation::current(&state),
         policy: crate::policy::state(s, ctx.allow.as_deref())
             .ok()
             .and_then(|p| serde_json::to_value(p).ok()),
@@ -290,6 +293,14 @@ impl std::fmt::Display for Status {
                 list(&p["unattended"]),
                 p["hold_line"].as_str().unwrap_or("none"),
                 list(&p["approvals"])
+            )?;
+        }
+        if let Some(p) = &self.probation {
+            let left = p.until_unix_ms.saturating_sub(crate::clock::now_ms()) / 1000;
+            writeln!(
+                f,
+                "probation:    {} for {left} s more: a crash meanwhile rolls it back to {}",
+                p.to, p.from
             )?;
         }
         for w in &self.warnings {

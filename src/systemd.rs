@@ -673,6 +673,38 @@ struct UnitProps {
     service: HashMap<String, OwnedValue>,
 }
 
+/// Runs this helper with `args` as the transient service `unit` (`systemd-run`: nothing to
+/// install, and it outlives this process, the package manager's run and the terminal), now or,
+/// with `delay`, from a transient timer. A unit of that name that already runs is left as it is.
+pub fn run_helper_transient(
+    unit: &str,
+    description: &str,
+    delay: Option<Duration>,
+    args: &[&str],
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the helper's own path: {e}"))?;
+    let mut cmd = std::process::Command::new("/usr/bin/systemd-run");
+    cmd.args(["--unit", unit, "--collect", "--quiet", "--no-block"])
+        .arg(format!("--description={description}"));
+    if let Some(d) = delay {
+        cmd.arg(format!("--on-active={}", d.as_secs().max(1)));
+    }
+    // The helper reads its settings from their default place (a STALWART_UPGRADE_CONFIG of
+    // this run is not passed on).
+    cmd.arg(exe).args(args).stderr(std::process::Stdio::piped());
+    crate::child::confine(&mut cmd);
+    let out = cmd.output().map_err(|e| format!("systemd-run: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || err.contains("already") {
+        Ok(())
+    } else {
+        Err(format!(
+            "systemd-run: {}",
+            crate::child::printable(err.trim())
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

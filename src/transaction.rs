@@ -371,6 +371,50 @@ impl RecoverReport {
     }
 }
 
+/// May the server's unit start now? (`stalwart-upgrade start-check`, the packaged unit's
+/// `ExecCondition=`, issue #25.) Not while a transaction is open that nobody works on (a boot
+/// recovery that could not finish, a helper killed mid-undo, and a reboot that dropped the
+/// runtime hold since): the old binary could start on data an undo left half-restored, or on
+/// the new schema, and crash-loop. A transaction a helper runs now (it holds the lock: its own
+/// start) or one past its health gate (the new version is healthy) lets it start. Err says why
+/// not and what to run.
+pub fn start_check(settings: &Settings) -> Result<(), String> {
+    let Ok(state) = StateDir::open(&settings.state_dir) else {
+        return Ok(());
+    };
+    let path = state.journal_path();
+    if !path.exists() {
+        return Ok(());
+    }
+    // A helper at work holds the lock: its own start (or its undo's) goes ahead.
+    let Ok(_lock) = state.lock(std::time::Duration::ZERO) else {
+        return Ok(());
+    };
+    let records = match Journal::read_open(&path, &state.damaged_dir()) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            return Err(format!(
+                "{e}; {} is not started until that is resolved",
+                settings.unit
+            ))
+        }
+    };
+    let sum = Summary::of(&records);
+    if sum.done(Step::Health) || sum.end.is_some() || !sum.started(Step::Stop) {
+        return Ok(());
+    }
+    Err(format!(
+        "an interrupted transaction ({}) left {} unfinished, so {} is not started on data it may have left half-restored: run `stalwart-upgrade recover` (it finishes or undoes it and starts the server), then see `stalwart-upgrade status`",
+        path.display(),
+        sum.begin
+            .as_ref()
+            .map(|b| format!("{} -> {}", b.from, b.to))
+            .unwrap_or_else(|| "a transaction".into()),
+        settings.unit
+    ))
+}
+
 /// Finishes or undoes an interrupted transaction. Takes the lock; idempotent.
 pub fn recover(ctx: &Context) -> Result<RecoverReport, Error> {
     let state = StateDir::open(&ctx.settings.state_dir)?;

@@ -155,3 +155,79 @@ fn crash_in_a_rollback_below_0_16_boots_into_0_16_on_its_data() {
         .path("/var/lib/stalwart-upgrade/journal.jsonl")
         .exists());
 }
+
+/// Issue #25: a boot recovery that cannot finish leaves the server stopped, not crash-looping
+/// on the new schema it could not undo. The packaged unit's `ExecCondition=+stalwart-upgrade
+/// start-check` skips the start while an interrupted transaction nobody works on is open (the
+/// boot's recovery, and an admin's `systemctl start` afterwards). Once the cause is fixed,
+/// `recover` undoes it and starts the old version on its data.
+#[test]
+fn a_boot_recovery_that_cannot_restore_leaves_the_server_stopped_until_recover() {
+    let s = Scenario::new(&release("0.14.3", Fault::None, 0));
+    install_recover_unit(&s);
+    s.ct.write_file(
+        "/etc/systemd/system/stalwart.service.d/10-start-check.conf",
+        "[Service]\nExecCondition=+/usr/sbin/stalwart-upgrade start-check\n",
+    )
+    .unwrap();
+    s.ct.exec_ok(&["systemctl", "daemon-reload"]).unwrap();
+    s.allow("0.15");
+    let before = s.digest();
+    let out = s.upgrade(
+        &release("0.15.5", Fault::None, 0),
+        &[("STALWART_UPGRADE_TEST_KILL_AT", "start:done")],
+    );
+    assert!(
+        out.status.code().is_none(),
+        "helper not killed: {}",
+        text(&out)
+    );
+    // The snapshot the undo needs is away (a disk not mounted at boot): the boot's recovery
+    // cannot restore.
+    s.ct.sh_ok("mkdir /root/aside && mv /var/lib/stalwart-upgrade/snapshots/[0-9]* /root/aside/")
+        .unwrap();
+    let helper = s.helper.clone();
+    // The recover unit fails at this boot (what the test is about): a degraded boot.
+    let ct =
+        s.ct.crash()
+            .boot_again_degraded()
+            .expect("boot again after the crash");
+    let s = Scenario { ct, helper };
+    std::thread::sleep(Duration::from_secs(5));
+    let recover_log = s.ct.journal("stalwart-upgrade-recover.service");
+    assert!(
+        s.ct.path("/var/lib/stalwart-upgrade/journal.jsonl")
+            .exists(),
+        "the boot's recovery should not have finished: {recover_log}"
+    );
+    let active = s.ct.sh("systemctl is-active stalwart.service");
+    assert_eq!(
+        String::from_utf8_lossy(&active.stdout).trim(),
+        "inactive",
+        "started on what the undo could not put back:\n{recover_log}\n{}",
+        s.ct.journal("stalwart.service")
+    );
+    // An admin's (or monit's) start is skipped too, saying why.
+    let _ = s.ct.sh("systemctl start stalwart.service");
+    let active = s.ct.sh("systemctl is-active stalwart.service");
+    assert_eq!(String::from_utf8_lossy(&active.stdout).trim(), "inactive");
+    let log = s.ct.journal("stalwart.service");
+    assert!(log.contains("stalwart-upgrade recover"), "{log}");
+    // The cause fixed, `recover` undoes it and starts 0.14.3 on its data.
+    s.ct.sh_ok("mv /root/aside/* /var/lib/stalwart-upgrade/snapshots/")
+        .unwrap();
+    assert!(
+        recover_log.contains("runs again in 5 minutes"),
+        "a retry is scheduled: {recover_log}"
+    );
+    assert!(s
+        .ct
+        .sh("systemctl list-timers --all | grep -q stalwart-upgrade-recover-retry")
+        .status
+        .success());
+    let out = s.helper(&["recover"], &[]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    s.ready();
+    assert_eq!(s.binary_version(), "0.14.3");
+    assert_eq!(data_of(&s.digest()), data_of(&before));
+}

@@ -854,3 +854,61 @@ fn too_little_space_for_the_undo_is_refused_before_downtime() {
     s.ct.sh_ok("systemctl stop stalwart && umount /opt/stalwart/data && umount /srv/datafs")
         .unwrap();
 }
+
+/// Issue #25: a release that passes its gate and crashes 15 s later (into `Restart=`'s loop) is
+/// committed on probation; the watcher the commit starts (a transient unit: it outlives the
+/// helper) rolls it back to the version it came from within the probation, with the data, and
+/// marks it failed: `status` exits 8 naming the probation, and the journal has the reason.
+#[test]
+fn a_release_that_crashes_after_its_commit_is_rolled_back_by_its_probation() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    s.ct.write_file(
+        "/etc/stalwart-upgrade/config.d/probation.toml",
+        "[health]\nprobation_secs = 60\n",
+    )
+    .unwrap();
+    let before = s.digest();
+    let out = s.upgrade(&release("0.15.6", Fault::CrashLater, 0), &[]);
+    let t = text(&out);
+    assert_eq!(code(&out), 0, "committed on probation: {t}");
+    assert_eq!(s.binary_version(), "0.15.6");
+    let st = text(&s.helper(&["status"], &[]));
+    assert!(st.contains("probation:    0.15.6 for"), "{st}");
+    // The crash comes 15 s after the start; the watcher looks every 2 s. Bound: the probation
+    // plus 30 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let back = s.binary_version() == "0.15.5"
+            && !s
+                .ct
+                .path("/var/lib/stalwart-upgrade/probation.json")
+                .exists()
+            && !s
+                .ct
+                .path("/var/lib/stalwart-upgrade/journal.jsonl")
+                .exists()
+            && s.ct
+                .sh("systemctl is-active --quiet stalwart.service")
+                .status
+                .success();
+        if back {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rolled back within 90 s:\n{}\n{}",
+            s.ct.journal("stalwart-upgrade-probation.service"),
+            s.ct.journal("stalwart.service")
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    s.serves("0.15.5", &before);
+    let st = s.helper(&["status"], &[]);
+    assert_eq!(code(&st), 8, "{}", text(&st));
+    assert!(text(&st).contains("failed its probation"), "{}", text(&st));
+    let log = s.ct.journal("stalwart-upgrade-probation.service");
+    assert!(log.contains("0.15.6 failed its probation"), "{log}");
+    // Not retried on its own.
+    let out = s.upgrade(&release("0.15.6", Fault::CrashLater, 0), &[]);
+    assert_ne!(code(&out), 0, "{}", text(&out));
+}

@@ -157,6 +157,11 @@ impl Halted {
             .ok_or_else(|| anyhow!("this container's state dir is gone"))?;
         Container::start(new_name(), dir, self.rootfs.clone(), self.spec.clone())
     }
+    /// `boot_again`, accepting a boot where a unit failed (a test that makes one fail).
+    pub fn boot_again_degraded(mut self) -> Result<Container> {
+        self.spec.allow_degraded = true;
+        self.boot_again()
+    }
     /// The overlay upper dir: everything the container wrote, on the host.
     pub fn upper(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join("upper"))

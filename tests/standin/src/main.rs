@@ -419,6 +419,13 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
         app.ready.store(true, Ordering::SeqCst);
     }
     info!("Stalwart Server v{} started", release.version);
+    if release.fault == Fault::CrashLater {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(15));
+            error!("Stalwart Server crashed (stand-in fault crash-later)");
+            std::process::exit(1);
+        });
+    }
 
     let sig = wait_for_stop(ignore_stop);
     info!(

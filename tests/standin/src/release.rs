@@ -51,11 +51,14 @@ pub enum Fault {
     /// 0.16 in recovery mode refuses every registry object a client creates (`notCreated`
     /// invalidProperties), as the real 0.16 refuses an object it cannot accept.
     RegistryRefuses,
+    /// Starts and becomes ready like a healthy release, then crashes (exit 1) 15 s later, at
+    /// every start: past the health gate, into `Restart=`'s loop.
+    CrashLater,
 }
 
 impl Fault {
     /// All faults, in declaration order.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::None,
         Fault::MigrationFails,
         Fault::CrashAtStart,
@@ -64,6 +67,7 @@ impl Fault {
         Fault::WebadminFails,
         Fault::WebadminSlow,
         Fault::RegistryRefuses,
+        Fault::CrashLater,
     ];
 
     /// The kebab-case name used in the trailer JSON ("none", "migration-fails", ...).
@@ -77,6 +81,7 @@ impl Fault {
             Fault::WebadminFails => "webadmin-fails",
             Fault::WebadminSlow => "webadmin-slow",
             Fault::RegistryRefuses => "registry-refuses",
+            Fault::CrashLater => "crash-later",
         }
     }
 }
