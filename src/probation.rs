@@ -90,6 +90,17 @@ pub fn current(state: &StateDir) -> Option<Probation> {
     (crate::clock::now_ms() < p.until_unix_ms).then_some(p)
 }
 
+/// Ends the probation of transaction `txid` (not a newer one a later upgrade began meanwhile).
+fn end_of(state: &StateDir, txid: &str) {
+    let ours = std::fs::read(path(state))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Probation>(&t).ok())
+        .is_some_and(|p| p.txid == txid);
+    if ours {
+        end(state);
+    }
+}
+
 fn end(state: &StateDir) {
     if let Err(e) = std::fs::remove_file(path(state)) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -165,7 +176,8 @@ pub fn watch(ctx: &Context) -> Result<(), Error> {
             fails = 0;
         } else if verdict == Look::Running {
             match crate::health::probe_ready(&p.health_url) {
-                Ok(200) => fails = 0,
+                // 429: upstream's anonymous rate limit answered, so the server is up.
+                Ok(200) | Ok(429) => fails = 0,
                 other => {
                     fails += 1;
                     if fails >= FAILS {
@@ -183,18 +195,21 @@ pub fn watch(ctx: &Context) -> Result<(), Error> {
         }
         match verdict {
             Look::Running => std::thread::sleep(TICK),
+            // A later upgrade may have begun its own probation meanwhile: this watcher (the
+            // one unit) goes on with it.
             Look::Passed => {
                 tracing::info!(unit = %p.unit, to = %p.to, "{} passed its probation", p.to);
-                end(&state);
-                return Ok(());
+                end_of(&state, &p.txid);
+                fails = 0;
             }
             Look::TakenOver(why) => {
                 tracing::info!(unit = %p.unit, to = %p.to, "probation of {} ended: {why}", p.to);
-                end(&state);
-                return Ok(());
+                end_of(&state, &p.txid);
+                fails = 0;
+                std::thread::sleep(TICK);
             }
             Look::Crashed(why) => {
-                end(&state);
+                end_of(&state, &p.txid);
                 return roll_back(ctx, &state, &p, &why);
             }
         }
