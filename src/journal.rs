@@ -343,7 +343,33 @@ pub struct Cut {
     pub tail: String,
 }
 
+/// Room set aside behind the journal's end (allocated, not part of its length) when it is
+/// created or reopened, so the records to come (health:done, the undo's, the end) are still
+/// written when the state directory's file system fills up meanwhile: a full disk must neither
+/// roll back a healthy upgrade nor stop an undo from recording what it did (issue #25).
+const RESERVE: u64 = 1 << 20;
+
 impl Journal {
+    /// Allocates [`RESERVE`] bytes past the end (FALLOC_FL_KEEP_SIZE: readers see no change).
+    /// A file system without fallocate gets none; the journal works as before.
+    fn reserve(&self) {
+        if let Err(e) = rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.len,
+            RESERVE,
+        ) {
+            tracing::debug!("no room reserved behind {}: {e}", self.path.display());
+        }
+    }
+
+    /// Gives the reserve back (a closed journal only grows no more): its length, no more.
+    pub fn release_reserve(&self) {
+        if let Err(e) = self.file.set_len(self.len) {
+            tracing::debug!("{}: {e}", self.path.display());
+        }
+    }
+
     /// Starts a new journal; refuses when one exists (an unfinished transaction must be
     /// recovered first).
     pub fn create(path: &Path, begin: Begin) -> Result<Journal, JournalError> {
@@ -369,6 +395,7 @@ impl Journal {
         if let Some(dir) = path.parent() {
             crate::state::fsync_dir(dir).map_err(|e| j.io(e))?;
         }
+        j.reserve();
         j.append(Record::Begin {
             at: crate::clock::now_ms(),
             mono: crate::clock::mono_stamp(),
@@ -419,6 +446,7 @@ impl Journal {
             });
         }
         if !j.torn {
+            j.reserve();
             return Ok((j, None));
         }
         let torn = &bytes[whole..];
@@ -427,6 +455,7 @@ impl Journal {
             tail: String::from_utf8_lossy(&torn[..torn.len().min(CUT_TAIL_MAX)]).into_owned(),
         };
         j.cut_back()?;
+        j.reserve();
         tracing::warn!(
             "journal {}: cut off a torn last record ({} bytes) left by a helper killed while writing it",
             path.display(),

@@ -286,6 +286,7 @@ pub(crate) fn close(
             message: message.into(),
         })?;
     }
+    j.release_reserve();
     archive(m.state, &begin.txid)?;
     crate::announce::ended(
         &begin.unit,

@@ -912,3 +912,28 @@ fn a_release_that_crashes_after_its_commit_is_rolled_back_by_its_probation() {
     let out = s.upgrade(&release("0.15.6", Fault::CrashLater, 0), &[]);
     assert_ne!(code(&out), 0, "{}", text(&out));
 }
+
+/// Issue #25: the state directory's file system fills up while the new version is being
+/// checked. The journal keeps room behind its end (allocated when it is created), so
+/// `health:done` and the end record are still written: the healthy upgrade commits (exit 0)
+/// instead of being rolled back for a full disk, and what could not be written is a warning.
+#[test]
+fn a_full_state_dir_during_the_health_gate_does_not_roll_back_a_healthy_upgrade() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let state = "/var/lib/stalwart-upgrade";
+    private_fs(&s, state, 128);
+    let target = release("0.15.6", Fault::None, 0);
+    let out = s.upgrade_pausing(&target, "health:started", &fill(state));
+    let t = text(&out);
+    assert_eq!(code(&out), 0, "committed: {t}");
+    assert!(t.contains("committed"), "{t}");
+    s.ready();
+    assert_eq!(s.binary_version(), "0.15.6", "{t}");
+    assert!(!s.ct.path(format!("{state}/journal.jsonl")).exists(), "{t}");
+    let last = s.ct.sh_ok(&format!("ls {state}/history")).unwrap();
+    assert!(last.contains(".jsonl"), "{last}");
+    s.ct.sh_ok(&format!(
+        "rm {state}/.filler; systemctl stop stalwart; umount {state}"
+    ))
+    .unwrap();
+}
