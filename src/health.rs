@@ -85,14 +85,59 @@ pub struct Expect {
     /// Where to probe instead of the server config's listener (recovery mode listens on its
     /// own port only).
     pub base: Option<String>,
-    /// The binary the main process must be running (bin/stalwart after a swap or an undo): a
-    /// process some other agent started before the swap runs the old inode, and a pass on it
-    /// would commit bytes that never ran.
-    pub binary: Option<std::path::PathBuf>,
-    /// The bytes the main process must be running (the undo: the old release's sha256, in
-    /// bin/ or a copy an ExecStart runs), so an outside start of the new binary during the undo
-    /// is not reported as the old version back.
-    pub binary_sha256: Option<String>,
+    /// What the main process must be running, if anything is asked.
+    pub runs: Option<Runs>,
+}
+
+/// What a started main process must run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runs {
+    /// The inode this path names (bin/stalwart after a swap): a process some other agent
+    /// started before the swap runs the old inode, and a pass on it would commit bytes that
+    /// never ran.
+    Installed(std::path::PathBuf),
+    /// Bytes of this sha256 (the undo: the old release's, in bin/ or a copy an ExecStart
+    /// runs), so an outside start of the new binary during the undo is not reported as the old
+    /// version back.
+    Bytes(String),
+}
+
+impl Runs {
+    /// Ok, or (what was expected, what process `pid` runs instead).
+    fn check(&self, pid: u32) -> Result<(), (String, String)> {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/PID/exe is a magic link to the mapped inode, whatever names it has now (root
+        // may follow it; the O_NOFOLLOW opens of `swap` refuse it with ELOOP).
+        let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+        match self {
+            Runs::Installed(binary) => {
+                let expected = binary.display().to_string();
+                let want = std::fs::metadata(binary)
+                    .map_err(|e| (expected.clone(), format!("{expected}: {e}")))?;
+                let got = std::fs::metadata(&exe)
+                    .map_err(|e| (expected.clone(), format!("{}: {e}", exe.display())))?;
+                if (got.dev(), got.ino()) == (want.dev(), want.ino()) {
+                    return Ok(());
+                }
+                let name = std::fs::read_link(&exe)
+                    .map(|p| crate::child::printable(&p.display().to_string()))
+                    .unwrap_or_else(|_| "an unknown file".into());
+                Err((expected, format!("it runs {name}")))
+            }
+            Runs::Bytes(want) => {
+                let expected = format!("bytes of sha256 {want}");
+                let got = std::fs::File::open(&exe)
+                    .map_err(|e| format!("{}: {e}", exe.display()))
+                    .and_then(|f| crate::fsutil::sha256_of(&f, &exe).map_err(|e| e.to_string()))
+                    .map_err(|e| (expected.clone(), e))?;
+                if got == *want {
+                    Ok(())
+                } else {
+                    Err((expected, format!("it runs bytes of sha256 {got}")))
+                }
+            }
+        }
+    }
 }
 
 impl Expect {
@@ -128,20 +173,19 @@ impl Expect {
             json_generation: json,
             mode_hint,
             base: None,
-            binary: None,
-            binary_sha256: None,
+            runs: None,
         }
     }
 
     /// The same, also requiring the main process to run `binary`.
     pub fn running(mut self, binary: std::path::PathBuf) -> Expect {
-        self.binary = Some(binary);
+        self.runs = Some(Runs::Installed(binary));
         self
     }
 
     /// The same, also requiring the main process to run bytes of this sha256.
     pub fn running_bytes(mut self, sha256: &str) -> Expect {
-        self.binary_sha256 = Some(sha256.to_string());
+        self.runs = Some(Runs::Bytes(sha256.to_string()));
         self
     }
 
@@ -309,35 +353,14 @@ pub fn gate(
             after: after.main_pid,
         });
     }
-    if let Some(binary) = &expect.binary {
-        runs_binary(after.main_pid, binary).map_err(|detail| HealthError::NotTheBinary {
-            unit: unit.into(),
-            pid: after.main_pid,
-            binary: binary.display().to_string(),
-            detail,
-        })?;
-    }
-    if let Some(want) = &expect.binary_sha256 {
-        // /proc/PID/exe is a magic link to the mapped inode (root may follow it; the
-        // O_NOFOLLOW opens of `swap` refuse it with ELOOP).
-        let exe = std::path::PathBuf::from(format!("/proc/{}/exe", after.main_pid));
-        let sha = std::fs::File::open(&exe)
-            .map_err(|e| format!("{}: {e}", exe.display()))
-            .and_then(|f| crate::fsutil::sha256_of(&f, &exe).map_err(|e| e.to_string()));
-        match sha {
-            Ok(got) if got == *want => {}
-            got => {
-                return Err(HealthError::NotTheBinary {
-                    unit: unit.into(),
-                    pid: after.main_pid,
-                    binary: format!("bytes of sha256 {want}"),
-                    detail: match got {
-                        Ok(sha) => format!("it runs bytes of sha256 {sha}"),
-                        Err(e) => e,
-                    },
-                })
-            }
-        }
+    if let Some(runs) = &expect.runs {
+        runs.check(after.main_pid)
+            .map_err(|(binary, detail)| HealthError::NotTheBinary {
+                unit: unit.into(),
+                pid: after.main_pid,
+                binary,
+                detail,
+            })?;
     }
     if let Some(line) = failure_in_log(&after, settings)
         .or_else(|| failure_in_files(&expect.log_files, after.exec_main_start_secs(), settings))
@@ -351,22 +374,6 @@ pub fn gate(
         ready_after_ms,
         main_pid: after.main_pid,
     })
-}
-
-/// Does process `pid` run the inode `binary` names? `/proc/PID/exe` resolves to the inode the
-/// kernel mapped, whatever names it has now (the swap renamed it into place).
-fn runs_binary(pid: u32, binary: &std::path::Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let want = std::fs::metadata(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-    let exe = format!("/proc/{pid}/exe");
-    let got = std::fs::metadata(&exe).map_err(|e| format!("{exe}: {e}"))?;
-    if (got.dev(), got.ino()) == (want.dev(), want.ino()) {
-        return Ok(());
-    }
-    let name = std::fs::read_link(&exe)
-        .map(|p| crate::child::printable(&p.display().to_string()))
-        .unwrap_or_else(|_| "an unknown file".into());
-    Err(format!("it runs {name}"))
 }
 
 fn tls_or_plain_loopback(base: &str) -> bool {
