@@ -197,14 +197,11 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         .map_err(|e| Error::Preflight(e.to_string()))?;
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
-    if !snapshot.fits() || !snapshot.fits_with_undo() {
+    if !snapshot.fits_with_undo() {
         let protect = history::protected_snapshots(m.state, &current, restore_from.as_deref())?;
-        let advice = if snapshot.fits() {
-            snapshots.undo_space_advice(&snapshot, &protect)
-        } else {
-            snapshots.space_advice(&snapshot, &protect)
-        };
-        return Err(Error::Preflight(format!("{advice}; nothing was stopped")));
+        if let Some(advice) = snapshots.space_refusal(&snapshot, &protect) {
+            return Err(Error::Preflight(format!("{advice}; nothing was stopped")));
+        }
     }
     let unit_state = m.sys()?.state(&s.unit)?;
     upgrade::check_env(m)?;

@@ -627,15 +627,9 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     if let Some(why) = snapshot.unrestorable(&from) {
         check(Err(Error::Preflight(why)));
     }
-    if !snapshot.fits() {
+    if let Some(advice) = snapshots.space_refusal(&snapshot, &[]) {
         check(Err(Error::Preflight(format!(
-            "{}; nothing was stopped",
-            snapshots.space_advice(&snapshot, &[])
-        ))));
-    } else if !snapshot.fits_with_undo() {
-        check(Err(Error::Preflight(format!(
-            "{}; nothing was stopped",
-            snapshots.undo_space_advice(&snapshot, &[])
+            "{advice}; nothing was stopped"
         ))));
     }
     let unit_state = m.sys()?.state(&s.unit)?;

@@ -150,6 +150,19 @@ impl Snapshots {
         })
     }
 
+    /// Why `plan` cannot go ahead for lack of space, if so: the snapshot itself does not fit
+    /// (`space_advice`), or it does but what undoing the transaction may need does not
+    /// (`undo_space_advice`). One answer for the upgrade and the rollback plans.
+    pub fn space_refusal(&self, plan: &SnapshotPlan, protect: &[String]) -> Option<String> {
+        if !plan.fits() {
+            Some(self.space_advice(plan, protect))
+        } else if !plan.fits_with_undo() {
+            Some(self.undo_space_advice(plan, protect))
+        } else {
+            None
+        }
+    }
+
     /// A message for an admin when the snapshot fits but what undoing the upgrade may need
     /// does not (`fits_with_undo`): where, how much, and what a prune could free.
     pub fn undo_space_advice(&self, plan: &SnapshotPlan, protect: &[String]) -> String {
