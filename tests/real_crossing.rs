@@ -153,19 +153,7 @@ fn a_real_crossing_carries_accounts_groups_lists_dkim_keys_listeners_and_the_adm
     assert_eq!(code(&out), 0, "{}", text(&out));
     s.server.wait_ready(&s.ct).unwrap();
     assert_eq!(RealServer::running_sha256(&s.ct).unwrap(), new.sha256);
-    let (status, session) =
-        s.ct.in_netns(|| {
-            Ok::<_, anyhow::Error>(testbed::mail::http_get(
-                &format!("{HTTP}/jmap/session"),
-                None,
-            ))
-        })
-        .unwrap();
-    assert_eq!(status, 200);
-    assert!(
-        session.contains("\"apiUrl\":\"http"),
-        "not in normal mode: {session}"
-    );
+    testbed::real_server::assert_normal_mode(&s.ct);
 
     // Every account, its 0.15 password, its mail; over IMAP on the carried listener too.
     RealServer::sees(&s.ct, true, &alice(), &["before-alice"]).unwrap();
@@ -460,19 +448,7 @@ fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     s.server.wait_ready(&s.ct).unwrap();
     assert_eq!(RealServer::running_sha256(&s.ct).unwrap(), new.sha256);
-    let (status, session) =
-        s.ct.in_netns(|| {
-            Ok::<_, anyhow::Error>(testbed::mail::http_get(
-                &format!("{HTTP}/jmap/session"),
-                None,
-            ))
-        })
-        .unwrap();
-    assert_eq!(status, 200);
-    assert!(
-        session.contains("\"apiUrl\":\"http"),
-        "not in normal mode: {session}"
-    );
+    testbed::real_server::assert_normal_mode(&s.ct);
     // The accounts, their 0.15 passwords, their mail: over JMAP and IMAPS.
     RealServer::sees(
         &s.ct,

@@ -146,25 +146,7 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
     assert!(password.len() >= 16, "no generated password: {password:?}");
     m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(90)))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", m.ct.journal("stalwart.service")));
-    // Normal mode: the anonymous session names an absolute API URL (recovery and bootstrap
-    // mode a relative one; measured).
-    let (status, session) =
-        m.ct.in_netns(|| {
-            Ok::<_, anyhow::Error>(testbed::mail::http_get(
-                &format!("{HTTP}/jmap/session"),
-                None,
-            ))
-        })
-        .unwrap();
-    assert_eq!(status, 200, "{session}");
-    let session: serde_json::Value = serde_json::from_str(&session).unwrap();
-    assert!(
-        session["apiUrl"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("http"),
-        "not in normal mode: {session}"
-    );
+    testbed::real_server::assert_normal_mode(&m.ct);
     assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
 
     let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
@@ -442,19 +424,7 @@ fn upstreams_default_0_15_installation_crosses_to_0_16_through_apt_get_install()
     m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
         .unwrap();
     assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), new.sha256);
-    let (status, session) =
-        m.ct.in_netns(|| {
-            Ok::<_, anyhow::Error>(testbed::mail::http_get(
-                &format!("{HTTP}/jmap/session"),
-                None,
-            ))
-        })
-        .unwrap();
-    assert_eq!(status, 200);
-    assert!(
-        session.contains("\"apiUrl\":\"http"),
-        "not in normal mode: {session}"
-    );
+    testbed::real_server::assert_normal_mode(&m.ct);
     RealServer::sees(&m.ct, true, &alice(), &["before-the-packages"]).unwrap();
     let n =
         m.ct.in_netns(|| {

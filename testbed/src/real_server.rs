@@ -447,3 +447,22 @@ pub fn every_init_listener_greets(ct: &Container, when: &str) {
         );
     }
 }
+
+/// A 0.16 answers in normal mode: the anonymous JMAP session names an absolute API URL
+/// (recovery and bootstrap mode a relative one; measured with the real 0.16.17/0.16.18).
+#[track_caller]
+pub fn assert_normal_mode(ct: &Container) {
+    let (status, session) = ct
+        .in_netns(|| Ok::<_, anyhow::Error>(mail::http_get(&format!("{HTTP}/jmap/session"), None)))
+        .expect("the anonymous JMAP session");
+    assert_eq!(status, 200, "{session}");
+    let json: serde_json::Value = serde_json::from_str(&session)
+        .unwrap_or_else(|e| panic!("the JMAP session is not JSON ({e}): {session}"));
+    assert!(
+        json["apiUrl"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("http"),
+        "not in normal mode: {session}"
+    );
+}
