@@ -16,6 +16,10 @@ pub const ROLLED_BACK: &str = "97a59f1a87d94666b6cdc3b7fe31d9ca";
 pub const FAILED: &str = "18e298dc631d4891b52753850fbf4650";
 /// An upgrade the package manager asked for was refused before any downtime.
 pub const REFUSED: &str = "e0e0a2aca43c424d95d5f6f993049904";
+/// A committed release crashed during its probation and was rolled back by the watcher.
+pub const PROBATION_ROLLED_BACK: &str = "97e4d1cac51b4532aa5a4f5b21d3975b";
+/// A recovery (at boot, or its retry) could not finish: the server is held stopped.
+pub const RECOVERY_UNFINISHED: &str = "4878deb09c9d42cfbd03bd7e9be2f086";
 
 /// The tracing target of these entries: the journald layer takes them, the stderr layer does
 /// not (what they say is printed there already, in the words of the caller).
@@ -70,13 +74,47 @@ pub fn refused(unit: &str, target: &str, why: &str) {
     );
 }
 
+/// The journal entry for a release the probation watcher rolled back (`done`: the rollback
+/// finished; otherwise [`FAILED`]'s advice applies too and the message says why).
+pub fn probation_rolled_back(unit: &str, txid: &str, from: &str, to: &str, why: &str, done: bool) {
+    let message = if done {
+        format!("{to} failed its probation after the commit ({why}): rolled back to {from}")
+    } else {
+        format!("{to} failed its probation after the commit ({why}) and the rollback to {from} did not finish: run `stalwart-upgrade status`")
+    };
+    ending_entry!(error, PROBATION_ROLLED_BACK, unit, txid, from, to, message)
+}
+
+/// The journal entry for a recovery that could not finish (`why`); `retry` says whether a
+/// retry timer was set.
+pub fn recovery_unfinished(unit: &str, why: &str, retry: bool) {
+    let next = if retry {
+        "it is retried every 5 minutes"
+    } else {
+        "run `stalwart-upgrade recover` once the cause is fixed"
+    };
+    tracing::error!(
+        target: TARGET,
+        message_id = RECOVERY_UNFINISHED,
+        object_systemd_unit = unit,
+        "recovery of an interrupted upgrade of {unit} could not finish ({why}): the server is held stopped; {next}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn message_ids_are_distinct_128_bit_hex() {
-        let ids = [COMMITTED, ROLLED_BACK, FAILED, REFUSED];
+        let ids = [
+            COMMITTED,
+            ROLLED_BACK,
+            FAILED,
+            REFUSED,
+            PROBATION_ROLLED_BACK,
+            RECOVERY_UNFINISHED,
+        ];
         for id in ids {
             assert_eq!(id.len(), 32, "{id}");
             assert!(id

@@ -477,7 +477,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
         Command::Recover { boot, retry_later } => {
             let mut ctx = context(true)?;
             ctx.boot = boot;
-            let r = crate::transaction::recover(&ctx);
+            let r = crate::probation::recover(&ctx);
             // A recovery at boot that cannot finish leaves the server stopped (its unit's
             // start-check) and tries again every 5 minutes, so a cause that goes away (a disk
             // mounted late, a database server back) ends the outage without an admin.
@@ -488,15 +488,27 @@ fn run(cmd: Command) -> Result<i32, Error> {
                     | RecoverReport::RolledBack { .. })
             );
             if unfinished && (boot || retry_later) {
-                match crate::systemd::run_helper_transient(
+                let retry = match crate::systemd::run_helper_transient(
                     RECOVER_RETRY_UNIT,
                     "Stalwart upgrade: retry an unfinished recovery",
                     Some(std::time::Duration::from_secs(300)),
                     &["recover", "--retry-later"],
                 ) {
-                    Ok(()) => eprintln!("stalwart-upgrade: `recover` runs again in 5 minutes ({RECOVER_RETRY_UNIT}); the server stays stopped until it finishes"),
-                    Err(e) => eprintln!("stalwart-upgrade: could not schedule a retry of `recover` ({e}); run it yourself"),
-                }
+                    Ok(()) => {
+                        eprintln!("stalwart-upgrade: `recover` runs again in 5 minutes ({RECOVER_RETRY_UNIT}); the server stays stopped until it finishes");
+                        true
+                    }
+                    Err(e) => {
+                        eprintln!("stalwart-upgrade: could not schedule a retry of `recover` ({e}); run it yourself");
+                        false
+                    }
+                };
+                let why = match &r {
+                    Ok(RecoverReport::Failed { report }) => report.message.clone(),
+                    Ok(_) => String::new(),
+                    Err(e) => e.to_string(),
+                };
+                crate::announce::recovery_unfinished(&ctx.settings.unit, &why, retry);
             }
             let r = r?;
             match &r {

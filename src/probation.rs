@@ -128,6 +128,9 @@ pub fn begin(m: &Resources, p: Probation) -> Option<String> {
             p.unit
         ));
     }
+    // Killed here, the probation is on disk without a watcher: `recover` (the hook's first
+    // step, and boot) starts one (`resume`).
+    crate::journal::test_point("probation:begun");
     match start_watcher() {
         Ok(()) => {
             tracing::info!(unit = %p.unit, to = %p.to, "{} is on probation for {} s: a crash meanwhile rolls it back", p.to, s.health.probation_secs);
@@ -208,9 +211,13 @@ pub fn watch(ctx: &Context) -> Result<(), Error> {
                 fails = 0;
                 std::thread::sleep(TICK);
             }
+            // The probation ends after the rollback, not before: a watcher killed in between
+            // leaves it on disk, and the watcher `recover` starts judges the release again.
             Look::Crashed(why) => {
+                crate::journal::test_point("probation:judged");
+                let r = roll_back(ctx, &state, &p, &why);
                 end_of(&state, &p.txid);
-                return roll_back(ctx, &state, &p, &why);
+                return r;
             }
         }
     }
@@ -238,15 +245,47 @@ fn roll_back(ctx: &Context, state: &StateDir, p: &Probation, why: &str) -> Resul
     if let Err(e) = state.set_failed(&marker) {
         tracing::warn!("recording the failure of {} failed: {e}", p.to);
     }
+    let (from, to) = (p.from.to_string(), p.to.to_string());
     match report {
         Ok(r) => {
             tracing::error!(unit = %p.unit, "probation rollback of {}: {}", p.to, r.message);
+            crate::announce::probation_rolled_back(&p.unit, &p.txid, &from, &to, why, true);
             Ok(())
         }
         Err(e) => {
             tracing::error!(unit = %p.unit, "probation rollback of {} FAILED: {e}", p.to);
+            crate::announce::probation_rolled_back(&p.unit, &p.txid, &from, &to, why, false);
             Err(e)
         }
+    }
+}
+
+/// `recover`, then [`resume`]: what `stalwart-upgrade recover`, boot and every hook run.
+pub fn recover(ctx: &Context) -> Result<crate::transaction::RecoverReport, Error> {
+    let r = crate::transaction::recover(ctx)?;
+    if let Ok(state) = StateDir::open(&ctx.settings.state_dir) {
+        if let Some(warning) = resume(&state) {
+            tracing::warn!("{warning}");
+        }
+    }
+    Ok(r)
+}
+
+/// Run by `recover` (the first step of every hook, and boot): a probation on disk whose
+/// watcher is gone (the helper killed between the commit and the watcher's start, a watcher
+/// killed, a reboot during the probation) gets its watcher back. Nothing when the watcher runs
+/// (systemd-run refuses a second unit of the name) or no probation is current.
+pub fn resume(state: &StateDir) -> Option<String> {
+    let p = current(state)?;
+    match start_watcher() {
+        Ok(()) => {
+            tracing::debug!(unit = %p.unit, to = %p.to, "the probation of {} goes on", p.to);
+            None
+        }
+        Err(why) => Some(format!(
+            "the probation of {} could not go on ({why}): watch {} yourself for a while",
+            p.to, p.unit
+        )),
     }
 }
 

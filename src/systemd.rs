@@ -689,6 +689,12 @@ pub fn run_helper_transient(
     if let Some(d) = delay {
         cmd.arg(format!("--on-active={}", d.as_secs().max(1)));
     }
+    // The crash tests reach the watcher's own points through its environment (a build with
+    // the fault-injection feature only; the packages never have it).
+    #[cfg(feature = "fault-injection")]
+    if let Ok(point) = std::env::var(crate::journal::KILL_AT_ENV) {
+        cmd.arg(format!("--setenv={}={point}", crate::journal::KILL_AT_ENV));
+    }
     // The helper reads its settings from their default place (a STALWART_UPGRADE_CONFIG of
     // this run is not passed on).
     cmd.arg(exe).args(args).stderr(std::process::Stdio::piped());

@@ -225,6 +225,24 @@ fn a_boot_recovery_that_cannot_restore_leaves_the_server_stopped_until_recover()
         .sh("systemctl list-timers --all | grep -q stalwart-upgrade-recover-retry")
         .status
         .success());
+    // The admin's alert: one entry with the unfinished recovery's MESSAGE_ID, part of the
+    // server unit's journal, explained by the catalog.
+    let entries = s
+        .ct
+        .sh_ok("journalctl -q -o json MESSAGE_ID=4878deb09c9d42cfbd03bd7e9be2f086")
+        .unwrap();
+    let entries: Vec<serde_json::Value> = entries
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["OBJECT_SYSTEMD_UNIT"], "stalwart.service");
+    assert_eq!(entries[0]["PRIORITY"], "3");
+    let message = entries[0]["MESSAGE"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("held stopped") && message.contains("retried every 5 minutes"),
+        "{message}"
+    );
     let out = s.helper(&["recover"], &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     s.ready();

@@ -407,3 +407,103 @@ fn mail_taken_by_the_new_version_before_a_kill_is_kept_and_named_by_status() {
         "the mail is back"
     );
 }
+
+/// The probation's points (issue #25), for a release that passes its gate and crashes 15 s
+/// later: the helper killed after the probation is on disk but before its watcher started, and
+/// the watcher killed after it judged the crash but before its rollback. Each time the one
+/// `recover` a hook or boot runs starts a watcher again, which rolls the release back to the
+/// old version with its data, within the probation plus 30 s, and says so in the journal
+/// (MESSAGE_ID of the probation rollback).
+#[test]
+fn probation_points_then_recover() {
+    let mut failures = Vec::new();
+    for point in ["probation:begun", "probation:judged"] {
+        let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+        s.ct.write_file(
+            "/etc/stalwart-upgrade/config.d/probation.toml",
+            "[health]\nprobation_secs = 60\n",
+        )
+        .unwrap();
+        let before = s.digest();
+        let out = s.upgrade(
+            &release("0.15.6", Fault::CrashLater, 0),
+            &[("STALWART_UPGRADE_TEST_KILL_AT", point)],
+        );
+        let probation = "/var/lib/stalwart-upgrade/probation.json";
+        if point == "probation:begun" {
+            if let Err(e) = was_killed(&out, point) {
+                failures.push(e);
+                continue;
+            }
+        } else {
+            assert_eq!(code(&out), 0, "committed on probation: {}", text(&out));
+            // The watcher kills itself at its verdict, 15 s after the start at the earliest.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while s
+                .ct
+                .sh("systemctl is-active --quiet stalwart-upgrade-probation.service")
+                .status
+                .success()
+            {
+                assert!(std::time::Instant::now() < deadline, "the watcher ran on");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+        if !s.ct.path(probation).exists() {
+            failures.push(format!("{point}: the probation was not left on disk"));
+            continue;
+        }
+        assert_eq!(s.binary_version(), "0.15.6", "{point}: not rolled back yet");
+        let rec = s.helper(&["recover"], &[]);
+        if code(&rec) != 0 {
+            failures.push(format!("{point}: recover failed: {}", text(&rec)));
+            continue;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        let back = loop {
+            let back = s.binary_version() == "0.15.5"
+                && !s.ct.path(probation).exists()
+                && !s
+                    .ct
+                    .path("/var/lib/stalwart-upgrade/journal.jsonl")
+                    .exists()
+                && s.ct
+                    .sh("systemctl is-active --quiet stalwart.service")
+                    .status
+                    .success();
+            if back || std::time::Instant::now() > deadline {
+                break back;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        };
+        if !back {
+            failures.push(format!(
+                "{point}: not rolled back within 90 s of recover:\n{}",
+                s.ct.journal("stalwart-upgrade-probation.service")
+            ));
+            continue;
+        }
+        s.serves("0.15.5", &before);
+        let st = s.helper(&["status"], &[]);
+        if code(&st) != 8 || !text(&st).contains("failed its probation") {
+            failures.push(format!("{point}: status: {}", text(&st)));
+        }
+        let entries = s
+            .ct
+            .sh_ok("journalctl -q -o json MESSAGE_ID=97e4d1cac51b4532aa5a4f5b21d3975b")
+            .unwrap();
+        let entries: Vec<serde_json::Value> = entries
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if entries.len() != 1
+            || entries[0]["STALWART_FROM"] != "0.15.5"
+            || entries[0]["STALWART_TO"] != "0.15.6"
+            || entries[0]["OBJECT_SYSTEMD_UNIT"] != "stalwart.service"
+        {
+            failures.push(format!("{point}: journal entries {entries:#?}"));
+        }
+        println!("{point}: recover resumed the probation, 0.15.5 healthy, data consistent");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -391,6 +391,37 @@ fn apt_power_loss_mid_upgrade_is_recovered_at_boot() {
     assert_eq!(m.status_code(), 0);
 }
 
+/// Issue #25: the helper killed inside postinst while the new version is being checked (no
+/// power loss: the machine runs on) leaves dpkg Half-Configured and the journal open; `apt-get
+/// -f install` (dpkg --configure -a under apt) recovers the interrupted transaction in its first
+/// step and upgrades again: healthy on the new version, mail intact, dpkg clean.
+#[test]
+fn apt_kill_inside_postinst_then_apt_get_f_install_ends_healthy() {
+    if testbed::skip_requested("apt_kill_inside_postinst_then_apt_get_f_install_ends_healthy") {
+        return;
+    }
+    let m = Machine::apt();
+    install_first(&m, "0.15.5");
+    m.deliver(10);
+    let before = m.digest();
+    let next = server_packages("0.15.6", Fault::None, 0);
+    m.publish_debs(&[&next.deb]);
+    m.apt_ok("update");
+    let o = m.sh(&format!(
+        "STALWART_UPGRADE_TEST_KILL_AT=health:started {APT} upgrade 2>&1"
+    ));
+    assert_ne!(code(&o), 0, "the helper was killed: {}", text(&o));
+    assert!(m.dpkg_audit().contains("stalwart"), "Half-Configured");
+    m.sh_ok("test -f /var/lib/stalwart-upgrade/journal.jsonl");
+    let out = m.apt_ok("-f install");
+    assert!(out.contains("upgraded 0.15.5 -> 0.15.6"), "{out}");
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.6");
+    assert_eq!(m.digest()["records"], before["records"]);
+    assert_eq!(m.dpkg_audit(), "");
+    assert_eq!(m.status_code(), 0);
+}
+
 /// A refusal before downtime inside `apt upgrade` (here: the health URL points nowhere) leaves apt
 /// clean and the old version running; `status` must then flag that the package's version does
 /// not run, and its advice must work.

@@ -213,3 +213,42 @@ fn dnf_refuses_a_tampered_repository() {
     );
     assert_eq!(m.running_binary(), "0.15.5");
 }
+
+/// Issue #25: the helper killed inside %posttrans (new binary in place, server stopped) leaves
+/// rpm's transaction done and the journal open; rpm never runs %posttrans again, so the helper's
+/// messages name `dnf reinstall stalwart`: its hook recovers the interrupted transaction first,
+/// then upgrades, and the server ends healthy on the new version with its mail.
+#[test]
+fn dnf_kill_inside_posttrans_then_reinstall_ends_healthy() {
+    if testbed::skip_requested("dnf_kill_inside_posttrans_then_reinstall_ends_healthy") {
+        return;
+    }
+    let m = Machine::dnf();
+    install_first(&m, "0.15.5");
+    m.deliver(10);
+    let before = m.digest();
+    let next = server_packages("0.15.6", Fault::None, 0);
+    m.publish_rpms(&[&next.rpm]);
+    let o = m.sh(
+        "STALWART_UPGRADE_TEST_KILL_AT=swap:done \
+         dnf -y --releasever=12 --setopt=install_weak_deps=False upgrade --refresh 2>&1",
+    );
+    assert!(
+        m.rpm_q("stalwart").starts_with("stalwart-0.15.6-1"),
+        "rpm's transaction is done: {}",
+        text(&o)
+    );
+    assert_eq!(
+        m.sh_ok("test -f /var/lib/stalwart-upgrade/journal.jsonl && echo open"),
+        "open\n",
+        "the helper was killed mid-transaction: {}",
+        text(&o)
+    );
+    let out = dnf_ok(&m, "reinstall stalwart");
+    assert!(out.contains("upgraded 0.15.5 -> 0.15.6"), "{out}");
+    m.ready();
+    assert_eq!(m.running_binary(), "0.15.6");
+    assert_eq!(m.digest()["records"], before["records"]);
+    m.sh_ok("test ! -e /var/lib/stalwart-upgrade/journal.jsonl");
+    assert_eq!(m.status_code(), 0);
+}

@@ -63,7 +63,7 @@ fn run(cmd: &mut Command) -> Result<String, Error> {
 
 impl Engine for System {
     fn recover(&self, ctx: &Context) -> Result<RecoverReport, Error> {
-        crate::transaction::recover(ctx)
+        crate::probation::recover(ctx)
     }
 
     fn gate(&self, ctx: &Context, to: &Version) -> Result<(), Error> {
