@@ -97,6 +97,17 @@ fn apt_install_upgrade_remove_purge() {
     assert!(!out.contains("B/s"), "no progress bar under dpkg: {out}");
     m.ready();
     assert_eq!(m.running_binary(), "0.15.6");
+    // The commit's journal entry (info), in the server unit's journal.
+    let committed: Vec<_> = m
+        .entries("331eb49cee5c4d81ab98ec8340f72c3f")
+        .into_iter()
+        .filter(|e| e["STALWART_TO"] == "0.15.6")
+        .collect();
+    assert_eq!(committed.len(), 1, "{committed:#?}");
+    assert_eq!(committed[0]["STALWART_FROM"], "0.15.5");
+    assert_eq!(committed[0]["OBJECT_SYSTEMD_UNIT"], "stalwart.service");
+    // tracing-journald's INFO is syslog's notice.
+    assert_eq!(committed[0]["PRIORITY"], "5");
     assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.6-1");
     assert_eq!(m.dpkg_audit(), "");
     let after = m.digest();
@@ -170,11 +181,7 @@ fn apt_broken_release_rolls_back_exits_0_and_is_not_retried() {
     assert_ne!(m.status_code(), 0, "status must flag the failed upgrade");
     // Beyond stderr: one journal entry with the rollback's MESSAGE_ID, part of the server
     // unit's journal, explained by the catalog (journalctl -x).
-    let entries = m.sh_ok("journalctl -q -o json MESSAGE_ID=97a59f1a87d94666b6cdc3b7fe31d9ca");
-    let entries: Vec<serde_json::Value> = entries
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let entries = m.entries("97a59f1a87d94666b6cdc3b7fe31d9ca");
     assert_eq!(entries.len(), 1, "{entries:#?}");
     assert_eq!(entries[0]["OBJECT_SYSTEMD_UNIT"], "stalwart.service");
     assert_eq!(entries[0]["STALWART_FROM"], "0.15.5");
@@ -439,6 +446,13 @@ fn apt_upgrade_refused_before_downtime_is_flagged_by_status() {
     let running = m.invocation();
     let out = m.apt_ok("upgrade");
     assert!(out.contains("STALWART WAS NOT UPGRADED"), "{out}");
+    // The refusal's journal entry (warning), in the server unit's journal.
+    let refused = m.entries("e0e0a2aca43c424d95d5f6f993049904");
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    // The package's binary: the hook refused before it read the version.
+    assert_eq!(refused[0]["STALWART_TARGET"], "/usr/lib/stalwart/stalwart");
+    assert_eq!(refused[0]["OBJECT_SYSTEMD_UNIT"], "stalwart.service");
+    assert_eq!(refused[0]["PRIORITY"], "4");
     assert_eq!(m.dpkg_status("stalwart"), "install ok installed 0.15.6-1");
     assert_eq!(m.dpkg_audit(), "");
     assert_eq!(m.running_binary(), "0.15.5");

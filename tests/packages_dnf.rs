@@ -229,10 +229,8 @@ fn dnf_kill_inside_posttrans_then_reinstall_ends_healthy() {
     let before = m.digest();
     let next = server_packages("0.15.6", Fault::None, 0);
     m.publish_rpms(&[&next.rpm]);
-    let o = m.sh(
-        "STALWART_UPGRADE_TEST_KILL_AT=swap:done \
-         dnf -y --releasever=12 --setopt=install_weak_deps=False upgrade --refresh 2>&1",
-    );
+    let o = m.sh("STALWART_UPGRADE_TEST_KILL_AT=swap:done \
+         dnf -y --releasever=12 --setopt=install_weak_deps=False upgrade --refresh 2>&1");
     assert!(
         m.rpm_q("stalwart").starts_with("stalwart-0.15.6-1"),
         "rpm's transaction is done: {}",

@@ -307,6 +307,15 @@ impl Machine {
         assert!(o.status.success(), "packaging/repo: {}", text(&o));
     }
 
+    /// The journal entries with `message_id` (what `journalctl MESSAGE_ID=...` shows an admin),
+    /// as JSON objects.
+    pub fn entries(&self, message_id: &str) -> Vec<Value> {
+        self.sh_ok(&format!("journalctl -q -o json MESSAGE_ID={message_id}"))
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("journalctl -o json"))
+            .collect()
+    }
+
     pub fn helper(&self, args: &[&str]) -> Output {
         let mut full = vec!["stalwart-upgrade"];
         full.extend_from_slice(args);
