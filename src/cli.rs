@@ -770,35 +770,17 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             Ok(exit::OK)
         }
         SnapshotCmd::Restore { id, stop, yes } => {
-            let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
-            let cfg = server_config(s, &crate::crossing::current_server_config(s))?;
+            // What is restored, and from what, is shown before the question.
             let m = snaps.get(&id)?;
-            let running = crate::swap::binary_version(&s.server_binary())?;
-            // Data from a newer schema would make the running binary panic at start.
-            if crate::version::classify(&running, &m.server_version).schema_may_move() {
-                return Err(Error::Refused(format!(
-                    "snapshot {id} was taken by {} and may hold a newer schema than {running} reads; use `stalwart-upgrade rollback` or upgrade first",
-                    m.server_version
-                )));
-            }
+            println!(
+                "restore:       snapshot {id} (taken {}, while {} ran) replaces the live data of {}; the live data is first kept in a new snapshot, not deleted",
+                m.created_at, m.server_version, s.unit
+            );
             if !confirm(&format!("Replace the live data with snapshot {id}?"), yes) {
                 return Ok(exit::OK);
             }
-            let displaced = crate::snapshot::Displaced::Keep {
-                origin: format!("the live data replaced by `snapshot restore {id}`"),
-                version: running.clone(),
-            };
-            let restored = with_server_stopped(ctx, stop, "a restore", || {
-                Ok(with_env().restore(&id, Some(&cfg), &displaced)?)
-            })?;
-            println!("data restored from snapshot {id}");
-            if let Some(kept) = &restored.kept {
-                println!("the data it replaced is kept in snapshot {kept}");
-            }
-            for p in &restored.left_in_place {
-                println!("the data it replaced is kept at {}", p.display());
-            }
-            Ok(exit::OK)
+            let r = crate::restore::run(ctx, &crate::restore::RestoreRequest { id, stop })?;
+            Ok(print_report(&r))
         }
     }
 }

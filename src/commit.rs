@@ -65,22 +65,32 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
             "; the data is snapshot {older}'s again, and the data as it was under {from} is kept in snapshot {kept} (`stalwart-upgrade snapshot list`)",
             from = begin.from
         ),
+        (Some(_), Some(kept)) if begin.kind == TxKind::Restore => format!(
+            "; the live data it replaced is kept in snapshot {kept} until you remove it (`stalwart-upgrade snapshot remove {kept}`)"
+        ),
         _ => String::new(),
     };
-    let stopped = if begin.was_active || begin.kind != TxKind::Upgrade {
-        String::new()
-    } else {
-        format!(
+    let stopped = match begin.kind {
+        _ if begin.was_active => String::new(),
+        TxKind::Upgrade => format!(
             "; {unit} was stopped before and stays stopped: {to} has not run yet (`systemctl start {unit}`; `stalwart-upgrade rollback` goes back to {from})",
             unit = begin.unit,
             to = begin.to,
             from = begin.from
-        )
+        ),
+        TxKind::Restore => format!(
+            "; {unit} was stopped before and stays stopped",
+            unit = begin.unit
+        ),
+        TxKind::Rollback => String::new(),
     };
     let message = format!(
-        "{title} ({class}) committed{data}{stopped}{w}",
+        "{title}{class} committed{data}{stopped}{w}",
         title = title(&begin),
-        class = begin.class,
+        class = match begin.kind {
+            TxKind::Restore => String::new(),
+            _ => format!(" ({})", begin.class),
+        },
         w = if warnings.is_empty() {
             String::new()
         } else {

@@ -306,17 +306,28 @@ pub fn ending_word(e: Option<Ending>) -> &'static str {
 impl std::fmt::Display for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = (self.started_at / 1000) as i64;
-        write!(
-            f,
-            "{} {:?} {} -> {} ({}) {} in {:.1} s",
-            format_time(secs),
-            self.kind,
-            self.from,
-            self.to,
-            self.class,
-            ending_word(self.ending),
-            self.duration_ms as f64 / 1000.0
-        )?;
+        if self.kind == TxKind::Restore {
+            write!(
+                f,
+                "{} snapshot restore under {} {} in {:.1} s",
+                format_time(secs),
+                self.from,
+                ending_word(self.ending),
+                self.duration_ms as f64 / 1000.0
+            )?;
+        } else {
+            write!(
+                f,
+                "{} {:?} {} -> {} ({}) {} in {:.1} s",
+                format_time(secs),
+                self.kind,
+                self.from,
+                self.to,
+                self.class,
+                ending_word(self.ending),
+                self.duration_ms as f64 / 1000.0
+            )?;
+        }
         if let Some(d) = self.downtime_ms {
             write!(f, ", downtime {:.1} s", d as f64 / 1000.0)?;
         }

@@ -182,6 +182,8 @@ pub enum Phase {
 pub enum TxKind {
     Upgrade,
     Rollback,
+    /// `snapshot restore`: the data put back, the binary unchanged.
+    Restore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -586,6 +588,7 @@ impl Journal {
                         let kind = match b.kind {
                             TxKind::Upgrade => "upgrade",
                             TxKind::Rollback => "rollback",
+                            TxKind::Restore => "snapshot restore",
                         };
                         format!(" ({kind} {} -> {} of {})", b.from, b.to, b.unit)
                     })

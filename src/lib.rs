@@ -18,6 +18,7 @@ pub mod listener;
 pub mod policy;
 pub mod probation;
 pub mod progress;
+pub mod restore;
 pub mod rollback;
 pub mod serverconfig;
 pub mod serverenv;

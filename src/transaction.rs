@@ -262,6 +262,14 @@ pub(crate) fn title(begin: &Begin) -> String {
     let kind = match begin.kind {
         TxKind::Upgrade => "Upgrade",
         TxKind::Rollback => "Rollback",
+        TxKind::Restore => {
+            return format!(
+                "Restore of snapshot {} on {} ({})",
+                begin.restore_from.as_deref().unwrap_or("?"),
+                begin.unit,
+                begin.from
+            )
+        }
     };
     format!(
         "{kind} of {} from {} to {}",

@@ -337,6 +337,7 @@ pub fn roll_back(
                         to = begin.to
                     ),
                     TxKind::Rollback => "Nothing else to do; `stalwart-upgrade status` shows the state.".into(),
+                    TxKind::Restore => "The live data is as it was before the restore; nothing else to do (`stalwart-upgrade status` shows the state).".into(),
                 }
             );
             // The server is back: from here on a failure to write (a full disk) must not hide

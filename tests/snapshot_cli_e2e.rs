@@ -86,3 +86,81 @@ fn progress_is_drawn_on_a_terminal_only() {
     assert!(!text(&piped).contains("B/s"), "{}", text(&piped));
     assert!(!text(&piped).contains('\r'), "{}", text(&piped));
 }
+
+/// Issue #24: `snapshot restore` is a transaction of its own. Killed after the data was put back
+/// but before the server started, `recover` undoes it (the live data back, the server running
+/// on it); killed after its gate passed, `recover` finishes it. A completed restore keeps the
+/// data it replaced as a set-aside snapshot and says so; a restore refused (server running,
+/// no --stop) changes nothing.
+#[test]
+fn a_snapshot_restore_killed_half_way_is_undone_or_finished_by_recover() {
+    let s = Scenario::new(&release("0.15.5", Fault::None, 0));
+    let at_snapshot = s.digest();
+    let o = s.helper(&["snapshot", "create", "--stop"], &[]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    s.ready();
+    let list = s.helper(&["snapshot", "list", "--json"], &[]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    s.deliver(5);
+    let live = s.digest();
+    assert_ne!(data_of(&live), data_of(&at_snapshot));
+
+    let running =
+        s.ct.sh_ok("systemctl show -P InvocationID stalwart")
+            .unwrap();
+    let r = s.helper(&["snapshot", "restore", &id, "--yes"], &[]);
+    assert_eq!(code(&r), 3, "refused without --stop: {}", text(&r));
+    assert_eq!(
+        s.ct.sh_ok("systemctl show -P InvocationID stalwart")
+            .unwrap(),
+        running,
+        "not stopped"
+    );
+
+    // Killed with the snapshot's data in place and the server stopped: undone.
+    let r = s.helper(
+        &["snapshot", "restore", &id, "--stop", "--yes"],
+        &[("STALWART_UPGRADE_TEST_KILL_AT", "restore:done")],
+    );
+    assert!(r.status.code().is_none(), "not killed: {}", text(&r));
+    assert!(s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .is_file());
+    let rec = s.helper(&["recover"], &[]);
+    assert_eq!(code(&rec), 0, "{}", text(&rec));
+    s.serves("0.15.5", &live);
+
+    // Killed after its gate: finished, the snapshot's data serves.
+    let r = s.helper(
+        &["snapshot", "restore", &id, "--stop", "--yes"],
+        &[("STALWART_UPGRADE_TEST_KILL_AT", "health:done")],
+    );
+    assert!(r.status.code().is_none(), "not killed: {}", text(&r));
+    let rec = s.helper(&["recover"], &[]);
+    assert_eq!(code(&rec), 0, "{}", text(&rec));
+    s.serves("0.15.5", &at_snapshot);
+    assert!(!s
+        .ct
+        .path("/var/lib/stalwart-upgrade/journal.jsonl")
+        .exists());
+
+    // The live data it replaced is set aside: status names it, and restoring it brings the
+    // five mails back, this time to the end in one run.
+    let st = text(&s.helper(&["status"], &[]));
+    let aside = st
+        .lines()
+        .filter(|l| l.contains("keeps the live data replaced by `snapshot restore"))
+        .filter_map(|l| l.split("snapshot ").nth(1)?.split_whitespace().next())
+        .next_back()
+        .map(String::from)
+        .unwrap_or_else(|| panic!("status names no set-aside snapshot: {st}"));
+    let r = s.helper(&["snapshot", "restore", &aside, "--stop", "--yes"], &[]);
+    assert_eq!(code(&r), 0, "{}", text(&r));
+    assert!(text(&r).contains("committed"), "{}", text(&r));
+    assert!(text(&r).contains("is kept in snapshot"), "{}", text(&r));
+    s.serves("0.15.5", &live);
+    let h = text(&s.helper(&["history"], &[]));
+    assert!(h.contains("snapshot restore under 0.15.5 committed"), "{h}");
+}
