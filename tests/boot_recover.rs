@@ -9,26 +9,6 @@ use common::*;
 use std::time::Duration;
 use testbed::Fault;
 
-fn install_recover_unit(s: &Scenario) {
-    let helper = testbed::target_dir().join("debug/stalwart-upgrade");
-    std::fs::copy(&helper, s.ct.path("/usr/sbin/stalwart-upgrade")).unwrap();
-    let unit = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("systemd/stalwart-upgrade-recover.service"),
-    )
-    .unwrap();
-    s.ct.write_file("/etc/systemd/system/stalwart-upgrade-recover.service", unit)
-        .unwrap();
-    s.ct.exec_ok(&["systemctl", "daemon-reload"]).unwrap();
-    s.ct.exec_ok(&[
-        "systemctl",
-        "enable",
-        "--quiet",
-        "stalwart-upgrade-recover.service",
-    ])
-    .unwrap();
-}
-
 /// Stops the container without a shutdown, boots it again and waits until the server is ready
 /// (the recover unit ran first); returns the new scenario and the recover unit's log.
 fn power_loss(s: Scenario) -> (Scenario, String) {
@@ -50,7 +30,7 @@ fn power_loss(s: Scenario) -> (Scenario, String) {
 
 fn crash_and_boot(kill_at: &str, expect: &str) -> (Scenario, String) {
     let s = Scenario::new(&release("0.14.3", Fault::None, 0));
-    install_recover_unit(&s);
+    s.install_recover_unit();
     s.allow("0.15");
     let before = s.digest();
     let out = s.upgrade(
@@ -123,7 +103,7 @@ fn crash_mid_swap_boots_into_the_old_one() {
 #[test]
 fn crash_in_a_rollback_below_0_16_boots_into_0_16_on_its_data() {
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
-    install_recover_unit(&s);
+    s.install_recover_unit();
     s.allow("0.16");
     let out = s.upgrade(&release("0.16.18", Fault::None, 0), &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -164,7 +144,7 @@ fn crash_in_a_rollback_below_0_16_boots_into_0_16_on_its_data() {
 #[test]
 fn a_boot_recovery_that_cannot_restore_leaves_the_server_stopped_until_recover() {
     let s = Scenario::new(&release("0.14.3", Fault::None, 0));
-    install_recover_unit(&s);
+    s.install_recover_unit();
     s.ct.write_file(
         "/etc/systemd/system/stalwart.service.d/10-start-check.conf",
         "[Service]\nExecCondition=+/usr/sbin/stalwart-upgrade start-check\n",
@@ -247,4 +227,209 @@ fn a_boot_recovery_that_cannot_restore_leaves_the_server_stopped_until_recover()
     s.ready();
     assert_eq!(s.binary_version(), "0.14.3");
     assert_eq!(data_of(&s.digest()), data_of(&before));
+}
+
+/// An ext4 file system on a loop device on the host, bound into the container at
+/// /opt/stalwart and /var/lib/stalwart-upgrade; `lose_page_cache` replaces it by the image the
+/// device held at that instant, what a power cut leaves: everything written but not yet written
+/// back (file data, directory entries, renames not made durable) is gone. Mounted
+/// `data=writeback,commit=300,noauto_da_alloc`: metadata may reach the disk before the data it
+/// points at, nothing is committed on a timer during a test, and a rename does not flush the
+/// renamed file, so only the helper's own fsyncs make anything durable.
+struct LossyDisk {
+    dir: std::path::PathBuf,
+}
+
+const LOSSY_OPTIONS: &str = "loop,data=writeback,commit=300,noauto_da_alloc";
+
+impl LossyDisk {
+    fn new(name: &str) -> LossyDisk {
+        let dir = testbed::tmp_root().join(format!("lossy-{}-{name}", std::process::id()));
+        let sh = |script: &str| {
+            let o = std::process::Command::new("sh")
+                .args(["-ec", script])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{script}: {}", text(&o));
+        };
+        sh(&format!(
+            "rm -rf {d} && mkdir -p {d}/mnt && truncate -s 1G {d}/disk.img && \
+             mkfs.ext4 -q -F {d}/disk.img && mount -o {LOSSY_OPTIONS} {d}/disk.img {d}/mnt && \
+             mkdir -m 755 {d}/mnt/opt && mkdir -m 700 {d}/mnt/state",
+            d = dir.display()
+        ));
+        LossyDisk { dir }
+    }
+
+    fn opt(&self) -> std::path::PathBuf {
+        self.dir.join("mnt/opt")
+    }
+
+    fn state(&self) -> std::path::PathBuf {
+        self.dir.join("mnt/state")
+    }
+
+    /// Copies what the device holds now (the host's cache of the image file is the device's
+    /// content; the container's file system cache above it is not in it).
+    fn image_now(&self) {
+        let d = self.dir.display();
+        let o = std::process::Command::new("sh")
+            .args([
+                "-ec",
+                &format!("cp --sparse=always {d}/disk.img {d}/crash.img"),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+
+    /// After the container is gone: the file system mounted again from the image taken at the
+    /// power cut (ext4 replays its journal, as at boot).
+    fn lose_page_cache(&self) {
+        let d = self.dir.display();
+        let o = std::process::Command::new("sh")
+            .args([
+                "-ec",
+                &format!(
+                    "umount {d}/mnt || umount -l {d}/mnt; rm {d}/disk.img; mv {d}/crash.img {d}/disk.img; \
+                     mount -o {LOSSY_OPTIONS} {d}/disk.img {d}/mnt"
+                ),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+}
+
+impl Drop for LossyDisk {
+    fn drop(&mut self) {
+        let d = self.dir.display();
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("umount {d}/mnt 2>/dev/null || umount -l {d}/mnt; rm -rf {d}"),
+            ])
+            .output();
+    }
+}
+
+/// Issue #24: power lost with the page cache at a step of a minor upgrade (and of the undo of a
+/// broken one): the disk holds only what the helper made durable before the step's journal
+/// record. At the next boot the recover unit must undo or finish from that image, and the
+/// server comes up on one consistent version and data.
+#[test]
+fn power_loss_with_the_page_cache_lost_ends_consistent() {
+    let cases: &[(&str, bool, &str)] = &[
+        ("snapshot:done", false, "0.14.3"),
+        ("swap:done", false, "0.14.3"),
+        ("start:done", false, "0.14.3"),
+        ("health:done", false, "0.15.5"),
+        ("undo-data:done", true, "0.14.3"),
+        ("undo-start:done", true, "0.14.3"),
+    ];
+    let mut failures = Vec::new();
+    for &(point, broken, expect) in cases {
+        let disk = LossyDisk::new(&point.replace(':', "-"));
+        let ct = testbed::Container::builder()
+            .bind(disk.opt(), "/opt/stalwart")
+            .bind(disk.state(), "/var/lib/stalwart-upgrade")
+            .boot()
+            .expect("boot container");
+        let cfg = if broken {
+            DEFAULT_HELPER_CONFIG.replace("ready_secs = 20", "ready_secs = 3")
+        } else {
+            DEFAULT_HELPER_CONFIG.to_string()
+        };
+        let s = Scenario::on(
+            ct,
+            &release("0.14.3", Fault::None, 0),
+            testbed::stalwart::ServerLayout::rocksdb(),
+            &cfg,
+        );
+        s.install_recover_unit();
+        s.allow("0.15");
+        let before = s.digest();
+        let fault = if broken {
+            Fault::NeverReady
+        } else {
+            Fault::None
+        };
+        let to = s.inside(&release("0.15.5", fault, 0));
+        // The helper pauses itself right after the point's record is on disk; the image is
+        // taken then, and the container is cut off without a shutdown.
+        s.ct.sh_ok(&format!(
+            "systemd-run --unit=power-loss-upgrade --setenv=STALWART_UPGRADE_TEST_PAUSE_AT={point} {} upgrade --to {to} --yes",
+            s.helper
+        ))
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let paused = loop {
+            let st = s.ct.sh(
+                "p=$(systemctl show -P MainPID power-loss-upgrade); [ \"$p\" != 0 ] && cut -d' ' -f3 /proc/$p/stat",
+            );
+            if String::from_utf8_lossy(&st.stdout).trim() == "T" {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if !paused {
+            failures.push(format!(
+                "{point}: the helper never paused there:\n{}",
+                s.ct.journal("power-loss-upgrade.service")
+            ));
+            continue;
+        }
+        // The control: a file written now and not synced must be gone after the cut, or the
+        // simulation loses nothing and the case proves nothing.
+        s.ct.sh_ok("echo written > /opt/stalwart/power-loss-control")
+            .unwrap();
+        disk.image_now();
+        let helper = s.helper.clone();
+        let halted = s.ct.crash();
+        disk.lose_page_cache();
+        let ct = halted.boot_again().expect("boot again after the power cut");
+        let s = Scenario { ct, helper };
+        if let Err(e) = testbed::stalwart::wait_ready(&s.ct, Duration::from_secs(90)) {
+            failures.push(format!(
+                "{point}: not ready after the boot: {e:#}\nrecover:\n{}\nserver:\n{}",
+                s.ct.journal("stalwart-upgrade-recover.service"),
+                s.ct.journal("stalwart.service")
+            ));
+            continue;
+        }
+        let control = s.ct.sh("cat /opt/stalwart/power-loss-control 2>/dev/null");
+        if String::from_utf8_lossy(&control.stdout).contains("written") {
+            failures.push(format!(
+                "{point}: a file that was never synced survived the power cut: nothing was lost"
+            ));
+            continue;
+        }
+        let after = s.digest();
+        let version = s.binary_version();
+        let journal_open =
+            s.ct.path("/var/lib/stalwart-upgrade/journal.jsonl")
+                .exists();
+        let consistent = match expect {
+            "0.14.3" => data_of(&after) == data_of(&before),
+            _ => after["records"] == before["records"],
+        };
+        if version != expect || after["version"] != expect || !consistent || journal_open {
+            failures.push(format!(
+                "{point}: binary {version}, server {}, journal open {journal_open}; before {before} after {after}\nrecover:\n{}",
+                after["version"],
+                s.ct.journal("stalwart-upgrade-recover.service")
+            ));
+            continue;
+        }
+        let st = s.helper(&["history"], &[]);
+        if code(&st) != 0 {
+            failures.push(format!("{point}: history after the boot: {}", text(&st)));
+            continue;
+        }
+        println!("{point}: {expect} healthy on consistent data after the page cache was lost");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -518,6 +518,12 @@ impl Container {
     /// here directly. Not for paths under tmpfs mounts inside (/tmp, /run).
     pub fn path(&self, ct_path: impl AsRef<Path>) -> PathBuf {
         let p = ct_path.as_ref();
+        // Under a bind mount the file is the host's bound directory's, not the overlay's.
+        for b in &self.spec.binds {
+            if let Ok(rest) = p.strip_prefix(&b.ct) {
+                return b.host.join(rest);
+            }
+        }
         self.merged.join(p.strip_prefix("/").unwrap_or(p))
     }
     /// The path under /target inside the container of a file in the host's cargo target dir.

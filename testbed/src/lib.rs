@@ -22,7 +22,7 @@ mod rootfs;
 pub mod stalwart;
 pub mod standin;
 
-pub use container::{cleanup_stale, Container, ContainerBuilder, Halted};
+pub use container::{cleanup_stale, tmp_root, Container, ContainerBuilder, Halted};
 pub use proc::run_with_timeout;
 pub use rootfs::{cache_root, rootfs};
 pub use standin::{make_release, standin_base_binary, standin_release, Fault, Release};

@@ -43,6 +43,11 @@ impl Scenario {
     pub fn with(from: &Path, layout: ServerLayout, helper_config: &str) -> Scenario {
         testbed::preflight().expect("testbed preflight");
         let ct = Container::boot().expect("boot container");
+        Self::on(ct, from, layout, helper_config)
+    }
+
+    /// `with` in a container the caller booted (e.g. with file systems of its own bound in).
+    pub fn on(ct: Container, from: &Path, layout: ServerLayout, helper_config: &str) -> Scenario {
         stalwart::install_server(&ct, from, layout).expect("install server");
         stalwart::wait_ready(&ct, Duration::from_secs(30)).expect("server ready");
         ct.write_file(HELPER_CONFIG, helper_config).unwrap();
@@ -59,6 +64,29 @@ impl Scenario {
         let s = Scenario { ct, helper };
         s.deliver(20);
         s
+    }
+
+    /// Installs the helper at /usr/sbin and the packaged stalwart-upgrade-recover.service,
+    /// enabled: what runs at boot before stalwart.service.
+    pub fn install_recover_unit(&self) {
+        let helper = testbed::target_dir().join("debug/stalwart-upgrade");
+        std::fs::copy(&helper, self.ct.path("/usr/sbin/stalwart-upgrade")).unwrap();
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/stalwart-upgrade-recover.service"),
+        )
+        .unwrap();
+        self.ct
+            .write_file("/etc/systemd/system/stalwart-upgrade-recover.service", unit)
+            .unwrap();
+        self.ct.exec_ok(&["systemctl", "daemon-reload"]).unwrap();
+        self.ct
+            .exec_ok(&[
+                "systemctl",
+                "enable",
+                "--quiet",
+                "stalwart-upgrade-recover.service",
+            ])
+            .unwrap();
     }
 
     /// Path of a host file under target/ as the container sees it.
