@@ -578,6 +578,12 @@ fn mariadb_dump_and_restore_with_a_real_server() {
     let plan = snaps.plan(&cfg).unwrap();
     assert_eq!(plan.stores[0].method, StoreMethod::MysqlDump);
     assert!(plan.stores[0].bytes_needed.unwrap_or(0) > 0, "{plan:?}");
+    // The plan says why this dump is inside the downtime (issue #24).
+    assert!(
+        plan.stores[0].note.contains("inside the downtime")
+            && plan.stores[0].note.contains("binary log"),
+        "{plan:?}"
+    );
 
     let m = snaps.create(&cfg, &meta()).unwrap();
     let manifest = std::fs::read_to_string(snaps.root.join(&m.id).join("manifest.json")).unwrap();

@@ -117,6 +117,15 @@ impl Snapshots {
                     // Text dump: roughly the data size (hex-encoded blobs may double it); the
                     // undo dumps the live data once more before its restore.
                     p.bytes_needed = p.data_bytes;
+                    // Why not before the stop, as PostgreSQL's clone is: a consistent online
+                    // dump (--single-transaction) is easy, but an exact catch-up of what the
+                    // server writes until the stop needs MariaDB's binary log (off by default,
+                    // and the store's role cannot read it) or a change log Stalwart's tables do
+                    // not keep; MariaDB has no clone of a database inside the server either.
+                    p.note = format!(
+                        "{}; taken inside the downtime: an online dump could not be caught up exactly to the stop without MariaDB's binary log",
+                        p.note
+                    );
                     undo_bytes += p.data_bytes.unwrap_or(0);
                 }
                 (StoreKind::Other { .. }, _) => {
