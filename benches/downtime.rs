@@ -2,10 +2,11 @@
 //! upgrades, minor upgrades and automatic rollbacks, each as a ratio to a bare
 //! `systemctl stop` + `systemctl start` + ready of the same server in the same run, for a
 //! RocksDB-like directory and a SQLite file of 1 and 4 GiB (stand-in server, booted container),
-//! and a PostgreSQL database of 1 and 4 GiB (upstream's real 0.15 server).
+//! a PostgreSQL database of 1 and 4 GiB (upstream's real 0.15 server) and a MariaDB one (the real
+//! 0.16 server).
 //! Plus the helper's peak RSS. `cargo bench --bench downtime` (root; uses the testbed and the
 //! release build of the helper). `DOWNTIME_BENCH_GIB=1,4` picks the sizes, `DOWNTIME_BENCH_ROUNDS`
-//! the rounds (median reported), `DOWNTIME_BENCH_STORES=rocksdb,sqlite,sqlite+xfs,postgres,pg+clone`
+//! the rounds (median reported), `DOWNTIME_BENCH_STORES=rocksdb,sqlite,sqlite+xfs,postgres,pg+clone,mariadb`
 //! the stores (`pg+clone`: PostgreSQL whose role may create databases, snapshotted as a clone database;
 //! `sqlite+xfs`: the SQLite store and the snapshots on a loop-mounted XFS with reflinks).
 
@@ -437,6 +438,60 @@ fn run_pg(
     }))
 }
 
+/// A MariaDB store, on upstream's real 0.16.17 -> 0.16.18 (the 0.16 builds have the MySQL store;
+/// the 0.15 ones do not), the store's database grown by `gib` GiB of 1 MiB rows in a table of its
+/// own. One patch round and the automatic rollback from a release that fails at start: its undo
+/// restores the dump inside the downtime, which is what MariaDB costs (see the plan's note on why
+/// the dump cannot be taken before the stop). The restore at 1 GiB only, as for `postgres`.
+fn run_maria(gib: u64, rounds: u32, helper_host: &std::path::Path) -> anyhow::Result<Option<Row>> {
+    let (Some(old), Some(new)) = (
+        testbed::real::release("0.16.17"),
+        testbed::real::release("0.16.18"),
+    ) else {
+        eprintln!("mariadb: skipped, the real 0.16.17 and 0.16.18 binaries are not in the cache");
+        return Ok(None);
+    };
+    let ct = Container::builder()
+        .bind_ro(testbed::real::cache_dir(), testbed::real::IN_CONTAINER)
+        .boot()?;
+    testbed::real_server::RealServer::install(&ct, old, testbed::real::Backend::MariaDb)?;
+    ct.write_file("/etc/stalwart-upgrade/config.toml", BENCH_CONFIG)?;
+    let helper = ct
+        .target_path(helper_host)
+        .ok_or_else(|| anyhow::anyhow!("helper not under target/"))?;
+    ct.sh_ok(&format!(
+        "mariadb stalwart -e \"CREATE TABLE bench_fill (k INT PRIMARY KEY, v LONGBLOB); \
+         INSERT INTO bench_fill SELECT seq, REPEAT(MD5(RAND()), 32768) FROM seq_1_to_{n}\" && \
+         mariadb -N -e \"SELECT ROUND(SUM(data_length + index_length) / 1048576) FROM information_schema.tables WHERE table_schema = 'stalwart'\"",
+        n = gib * 1024
+    ))?;
+    let mut bare = Vec::new();
+    for _ in 0..rounds {
+        bare.push(bare_restart(&ct));
+    }
+    let (patch, patch_server) = upgrade_path(&ct, &helper, &new.in_container())?;
+    let rb = rollback(
+        &ct,
+        &helper,
+        &testbed::standin_release("0.16.99", Fault::CrashAtStart, 0),
+    )?;
+    let restore = if gib <= 1 {
+        Some(restore_newest(&ct, &helper)?)
+    } else {
+        None
+    };
+    Ok(Some(Row {
+        restore,
+        store: "mariadb",
+        gib,
+        bare: median(&mut bare),
+        patch,
+        patch_server,
+        minor: None,
+        rollback: rb,
+    }))
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
@@ -452,7 +507,7 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let stores = std::env::var("DOWNTIME_BENCH_STORES")
-        .unwrap_or_else(|_| "rocksdb,sqlite,sqlite+xfs,postgres,pg+clone".into());
+        .unwrap_or_else(|_| "rocksdb,sqlite,sqlite+xfs,postgres,pg+clone,mariadb".into());
     // The packaged helper is a release build: measure that one.
     let helper = ["release", "debug"]
         .iter()
@@ -472,6 +527,7 @@ fn main() -> anyhow::Result<()> {
                 "sqlite" => run("sqlite", gib, rounds, &helper).map(Some),
                 "sqlite+xfs" => run("sqlite+xfs", gib, rounds, &helper).map(Some),
                 "postgres" | "pg+clone" => run_pg(gib, rounds, &helper, kind == "pg+clone"),
+                "mariadb" => run_maria(gib, rounds, &helper),
                 other => anyhow::bail!("unknown store {other:?} in DOWNTIME_BENCH_STORES"),
             };
             match row {
@@ -546,7 +602,14 @@ fn print_row(r: &Row) {
 
 fn print_growth(rows: &[Row]) {
     let by = |store: &str, gib: u64| rows.iter().find(|r| r.store == store && r.gib == gib);
-    for store in ["rocksdb", "sqlite", "sqlite+xfs", "postgres", "pg+clone"] {
+    for store in [
+        "rocksdb",
+        "sqlite",
+        "sqlite+xfs",
+        "postgres",
+        "pg+clone",
+        "mariadb",
+    ] {
         if let (Some(a), Some(b)) = (by(store, 1), by(store, 4)) {
             let g = |r: &Row| r.patch.as_secs_f64() / r.bare.as_secs_f64();
             println!(

@@ -9,8 +9,9 @@ MIRROR=${2:-http://deb.debian.org/debian}
 # faketime: the clock-jump tests run the helper under libfaketime (the container shares the
 # host's clock, which the tests must not set). strace: the security tests check that the helper
 # reaches nothing below the server's directories by a path (tests/security_e2e.rs). postgresql:
-# a real PostgreSQL as a real Stalwart's data store (tests/real_crossing.rs); not started at boot.
-PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,apt-utils,unattended-upgrades,iproute2,ca-certificates,rpm,dnf,dnf-plugins-core,curl,procps,faketime,strace,postgresql
+# a real PostgreSQL as a real Stalwart's data store (tests/real_crossing.rs); mariadb-server: the
+# same for MariaDB (benches/downtime's row); neither started at boot.
+PACKAGES=systemd,systemd-sysv,dbus,libpam-systemd,python3,apt-utils,unattended-upgrades,iproute2,ca-certificates,rpm,dnf,dnf-plugins-core,curl,procps,faketime,strace,postgresql,mariadb-server
 
 command -v mmdebstrap >/dev/null || {
     echo "mmdebstrap is missing: apt-get install -y --no-install-recommends mmdebstrap systemd-container" >&2
@@ -23,8 +24,9 @@ mmdebstrap --quiet --variant=minbase --include="$PACKAGES" --components=main boo
 : > "$DEST/etc/machine-id"
 rm -f "$DEST/etc/hostname"
 
-# PostgreSQL only where a test starts it (`systemctl start postgresql`).
-rm -f "$DEST/etc/systemd/system/multi-user.target.wants/postgresql.service"
+# PostgreSQL and MariaDB only where a test starts them (`systemctl start postgresql|mariadb`).
+rm -f "$DEST/etc/systemd/system/multi-user.target.wants/postgresql.service" \
+      "$DEST/etc/systemd/system/multi-user.target.wants/mariadb.service"
 
 # Units that need the network or a clock, or that would race the tests: masked.
 for u in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer dnf-makecache.timer \

@@ -84,6 +84,9 @@ pub enum Backend {
     RocksDb,
     /// The container's own PostgreSQL (started by the install), database and user `stalwart`.
     Postgres,
+    /// The container's own MariaDB (started by the install), database and user `stalwart`;
+    /// the 0.16 builds only (../shared/real-stalwart: the 0.15 ones have no MySQL store).
+    MariaDb,
 }
 
 impl Backend {

@@ -18,7 +18,7 @@
 use crate::mail::{self, Jmap016, Rest015};
 use crate::real::{Backend, RealRelease};
 use crate::Container;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::time::Duration;
 
 pub const HTTP: &str = "http://127.0.0.1:8080";
@@ -29,6 +29,8 @@ pub const ADMIN_SECRET: &str = "Adm1n-staple-battery-42";
 pub const DOMAIN: &str = "example.org";
 /// The PostgreSQL password of the `stalwart` database user (Backend::Postgres).
 pub const PG_SECRET: &str = "Pg-store-secret-7";
+/// The MariaDB password of the `stalwart` database user (Backend::MariaDb).
+pub const MARIADB_SECRET: &str = "Maria-store-secret-7";
 
 /// The unit install.sh 0.16 writes with PREFIX=/opt/stalwart, verbatim.
 pub const UNIT_FILE_016: &str = "\
@@ -121,6 +123,18 @@ impl RealServer {
                  runuser -u postgres -- psql -q -c \"CREATE DATABASE stalwart OWNER stalwart\""
             ))?;
         }
+        if backend == Backend::MariaDb {
+            ensure!(
+                release.is_016(),
+                "{}: the 0.15 builds have no MySQL store",
+                release.version
+            );
+            ct.sh_ok(&format!(
+                "systemctl start mariadb && \
+                 mariadb -e \"CREATE USER stalwart@'127.0.0.1' IDENTIFIED BY '{MARIADB_SECRET}'; \
+                 CREATE DATABASE stalwart; GRANT ALL ON stalwart.* TO stalwart@'127.0.0.1'\""
+            ))?;
+        }
         if release.is_016() {
             s.install_016(ct)?;
         } else {
@@ -185,11 +199,13 @@ impl RealServer {
             Backend::Sqlite => "[store.sqlite]\ntype = \"sqlite\"\npath = \"/opt/stalwart/data/index.sqlite3\"\n",
             Backend::RocksDb => "[store.rocksdb]\ntype = \"rocksdb\"\npath = \"/opt/stalwart/data\"\ncompression = \"lz4\"\n",
             Backend::Postgres => pg.as_str(),
+            Backend::MariaDb => bail!("the 0.15 builds have no MySQL store"),
         };
         let id = match self.backend {
             Backend::Sqlite => "sqlite",
             Backend::RocksDb => "rocksdb",
             Backend::Postgres => "pg",
+            Backend::MariaDb => "mysql",
         };
         let config = format!(
             r#"[server]
@@ -274,10 +290,14 @@ enable = false
         let pg = format!(
             r#"{{"@type":"PostgreSql","host":"127.0.0.1","port":5432,"database":"stalwart","authUsername":"stalwart","authSecret":{{"@type":"Value","secret":"{PG_SECRET}"}}}}"#
         );
+        let maria = format!(
+            r#"{{"@type":"MySql","host":"127.0.0.1","port":3306,"database":"stalwart","authUsername":"stalwart","authSecret":{{"@type":"Value","secret":"{MARIADB_SECRET}"}}}}"#
+        );
         let store = match self.backend {
             Backend::Sqlite => r#"{"@type":"Sqlite","path":"/opt/stalwart/data/stalwart.db"}"#,
             Backend::RocksDb => r#"{"@type":"RocksDb","path":"/opt/stalwart/data"}"#,
             Backend::Postgres => pg.as_str(),
+            Backend::MariaDb => maria.as_str(),
         };
         ct.write_file("/opt/stalwart/etc/config.json", store)?;
         ct.write_file(
