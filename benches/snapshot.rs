@@ -7,8 +7,8 @@
 //! data, reported both without and with a following `sync` (cp alone is not durable). The page
 //! cache is flushed (`sync`) before every timed run so each measures only its own writes.
 
-use stalwart_upgrade::serverconfig::ServerConfig;
-use stalwart_upgrade::snapshot::{Manifest, SnapshotMeta, Snapshots};
+use stalwart_upgrade::server::serverconfig::ServerConfig;
+use stalwart_upgrade::store::snapshot::{Manifest, SnapshotMeta, Snapshots};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,9 +1,9 @@
 //! The command line (spec: "The helper's command line"). Each command maps to one library call;
 //! this module only parses, asks for confirmation on a terminal, prints, and picks the exit code.
 
-use crate::state::StateDir;
-use crate::transaction::{Outcome, RecoverReport, Report};
-use crate::{exit, history, Context, Error, UpgradeRequest};
+use crate::engine::transaction::{Outcome, RecoverReport, Report};
+use crate::store::state::StateDir;
+use crate::{engine::history, exit, Context, Error, UpgradeRequest};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -204,14 +204,14 @@ pub fn main() -> i32 {
     init_logging(!plain && std::io::stderr().is_terminal());
     // Bars only for an admin at a terminal: never in hooks (apt's terminal, dpkg's log).
     if !matches!(cmd, Command::Hook { .. }) && std::io::stderr().is_terminal() {
-        crate::progress::enable();
+        crate::os::progress::enable();
     }
     match run(cmd) {
         Ok(code) => code,
         Err(e) => {
             eprintln!(
                 "stalwart-upgrade: error: {}",
-                crate::child::printable(&e.to_string())
+                crate::os::child::printable(&e.to_string())
             );
             e.exit_code()
         }
@@ -258,7 +258,7 @@ fn init_logging(ansi: bool) {
         .with_target(false)
         .with_ansi(ansi)
         .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.target() != crate::announce::TARGET
+            m.target() != crate::engine::announce::TARGET
         }));
     let journald = std::path::Path::new("/run/systemd/journal/socket")
         .exists()
@@ -336,24 +336,27 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
 fn print_report(r: &Report) -> i32 {
     match &r.outcome {
         Outcome::Committed | Outcome::NothingToDo => {
-            println!("{}", crate::child::printable(&r.message))
+            println!("{}", crate::os::child::printable(&r.message))
         }
         Outcome::RolledBack { .. } | Outcome::Failed { .. } => {
             eprintln!(
                 "\n*** stalwart-upgrade: {}\n",
-                crate::child::printable(&r.message).replace('\n', "\n*** ")
+                crate::os::child::printable(&r.message).replace('\n', "\n*** ")
             );
         }
     }
     for w in &r.warnings {
-        eprintln!("stalwart-upgrade: warning: {}", crate::child::printable(w));
+        eprintln!(
+            "stalwart-upgrade: warning: {}",
+            crate::os::child::printable(w)
+        );
     }
     r.exit_code()
 }
 
 fn run(cmd: Command) -> Result<i32, Error> {
     match cmd {
-        Command::Status { json } => crate::status::run(&context(false)?, json),
+        Command::Status { json } => crate::flows::status::run(&context(false)?, json),
         Command::History { json } => {
             let ctx = context(false)?;
             let state = StateDir::open(&ctx.settings.state_dir)?;
@@ -363,7 +366,10 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 ..
             } = history::listing(&state)?;
             for w in &warnings {
-                eprintln!("stalwart-upgrade: warning: {}", crate::child::printable(w));
+                eprintln!(
+                    "stalwart-upgrade: warning: {}",
+                    crate::os::child::printable(w)
+                );
             }
             if json {
                 print_json(&list)?;
@@ -377,10 +383,11 @@ fn run(cmd: Command) -> Result<i32, Error> {
             if !json {
                 // What past rollbacks and undos set aside stays until removed by name: said
                 // where the admin looks for what happened to their mail.
-                let aside = crate::snapshot::Snapshots::new(&ctx.settings.snapshot_dir())
+                let aside = crate::store::snapshot::Snapshots::new(&ctx.settings.snapshot_dir())
                     .set_aside()
                     .unwrap_or_default();
-                let running = crate::swap::binary_version(&ctx.settings.server_binary()).ok();
+                let running =
+                    crate::store::swap::binary_version(&ctx.settings.server_binary()).ok();
                 for a in &aside {
                     println!("set aside: {}", a.describe(running.as_ref()));
                 }
@@ -400,8 +407,8 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 cluster_stopped: false,
             };
             let state = StateDir::open(&ctx.settings.state_dir)?;
-            let m = crate::transaction::Resources::new(&ctx, &state);
-            let plan = crate::upgrade::plan(&m, &req)?;
+            let m = crate::engine::transaction::Resources::new(&ctx, &state);
+            let plan = crate::flows::upgrade::plan(&m, &req)?;
             if json {
                 print_json(&plan)?;
             } else {
@@ -424,13 +431,13 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 cluster_stopped,
             };
             if !yes && std::io::stdin().is_terminal() {
-                let plan = crate::upgrade::preflight(&ctx, &req)?;
+                let plan = crate::flows::upgrade::preflight(&ctx, &req)?;
                 print!("{plan}");
                 if !confirm("Proceed with the upgrade?", yes) {
                     return Ok(exit::OK);
                 }
             }
-            let r = crate::upgrade::run(&ctx, &req)?;
+            let r = crate::flows::upgrade::run(&ctx, &req)?;
             Ok(print_report(&r))
         }
         Command::Rollback {
@@ -440,17 +447,17 @@ fn run(cmd: Command) -> Result<i32, Error> {
             yes,
         } => {
             let ctx = context(false)?;
-            let req = crate::rollback::RollbackRequest {
+            let req = crate::flows::rollback::RollbackRequest {
                 to,
                 binary_only,
                 cluster_stopped,
                 start: false,
             };
-            print!("{}", crate::rollback::preview(&ctx, &req)?);
+            print!("{}", crate::flows::rollback::preview(&ctx, &req)?);
             if !confirm("Roll back the server?", yes) {
                 return Ok(exit::OK);
             }
-            let r = crate::rollback::run(&ctx, &req)?;
+            let r = crate::flows::rollback::run(&ctx, &req)?;
             Ok(print_report(&r))
         }
         Command::StartCheck => {
@@ -461,23 +468,23 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 eprintln!("stalwart-upgrade: {e}; checking the default state directory");
                 crate::config::Settings::default()
             });
-            match crate::transaction::start_check(&settings) {
+            match crate::engine::transaction::start_check(&settings) {
                 Ok(()) => Ok(exit::OK),
                 Err(why) => {
-                    eprintln!("stalwart-upgrade: {}", crate::child::printable(&why));
+                    eprintln!("stalwart-upgrade: {}", crate::os::child::printable(&why));
                     Ok(1)
                 }
             }
         }
         Command::Probation => {
             let ctx = context(true)?;
-            crate::probation::watch(&ctx)?;
+            crate::flows::probation::watch(&ctx)?;
             Ok(exit::OK)
         }
         Command::Recover { boot, retry_later } => {
             let mut ctx = context(true)?;
             ctx.boot = boot;
-            let r = crate::probation::recover(&ctx);
+            let r = crate::flows::probation::recover(&ctx);
             // A recovery at boot that cannot finish leaves the server stopped (its unit's
             // start-check) and tries again every 5 minutes, so a cause that goes away (a disk
             // mounted late, a database server back) ends the outage without an admin.
@@ -488,7 +495,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                     | RecoverReport::RolledBack { .. })
             );
             if unfinished && (boot || retry_later) {
-                let retry = match crate::systemd::run_helper_transient(
+                let retry = match crate::os::systemd::run_helper_transient(
                     RECOVER_RETRY_UNIT,
                     "Stalwart upgrade: retry an unfinished recovery",
                     Some(std::time::Duration::from_secs(300)),
@@ -508,7 +515,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                     Ok(_) => String::new(),
                     Err(e) => e.to_string(),
                 };
-                crate::announce::recovery_unfinished(&ctx.settings.unit, &why, retry);
+                crate::engine::announce::recovery_unfinished(&ctx.settings.unit, &why, retry);
             }
             let r = r?;
             match &r {
@@ -525,20 +532,20 @@ fn run(cmd: Command) -> Result<i32, Error> {
             action: WebadminCmd::Refresh,
         } => {
             let ctx = context(false)?;
-            let running = crate::swap::binary_version(&ctx.settings.server_binary())?;
-            let path = crate::crossing::server_config_path(&ctx.settings, &running);
-            let sys = crate::systemd::Systemd::connect()?;
-            let cfg = crate::serverconfig::ServerConfig::load_with_env(
+            let running = crate::store::swap::binary_version(&ctx.settings.server_binary())?;
+            let path = crate::flows::crossing::server_config_path(&ctx.settings, &running);
+            let sys = crate::os::systemd::Systemd::connect()?;
+            let cfg = crate::server::serverconfig::ServerConfig::load_with_env(
                 &path,
                 &sys.server_env(&ctx.settings.unit)?,
             )?;
             let pids = sys.unit_pids(&ctx.settings.unit);
-            let endpoint = crate::webadmin::Endpoint::of(&ctx.settings, Some(&cfg), pids);
+            let endpoint = crate::server::webadmin::Endpoint::of(&ctx.settings, Some(&cfg), pids);
             let admin = sys
                 .server_env(&ctx.settings.unit)
                 .ok()
                 .and_then(|e| e.recovery_admin());
-            crate::webadmin::refresh(&ctx.settings, cfg.generation, &endpoint, admin)?;
+            crate::server::webadmin::refresh(&ctx.settings, cfg.generation, &endpoint, admin)?;
             println!("web admin refreshed at {}", endpoint.base());
             Ok(exit::OK)
         }
@@ -568,7 +575,7 @@ stalwart-upgrade: removing with the default settings instead"
             let ctx = context(false)?;
             let line = match line {
                 Some(l) => l,
-                None => crate::swap::binary_version(&ctx.settings.server_binary())?.line(),
+                None => crate::store::swap::binary_version(&ctx.settings.server_binary())?.line(),
             };
             println!("{}", crate::policy::hold(&ctx.settings, Some(&line))?);
             Ok(exit::OK)
@@ -600,10 +607,10 @@ stalwart-upgrade: removing with the default settings instead"
 fn server_config(
     s: &crate::config::Settings,
     path: &std::path::Path,
-) -> Result<crate::serverconfig::ServerConfig, Error> {
-    Ok(crate::serverconfig::ServerConfig::load_with_env(
+) -> Result<crate::server::serverconfig::ServerConfig, Error> {
+    Ok(crate::server::serverconfig::ServerConfig::load_with_env(
         path,
-        &crate::serverenv::ServerEnv::of_unit(&s.unit),
+        &crate::server::serverenv::ServerEnv::of_unit(&s.unit),
     )?)
 }
 
@@ -616,7 +623,7 @@ fn with_server_stopped<T>(
     f: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, Error> {
     let s = &ctx.settings;
-    let sys = crate::systemd::Systemd::connect()?;
+    let sys = crate::os::systemd::Systemd::connect()?;
     let active = sys.state(&s.unit)?.active_state == "active";
     if active && !stop {
         return Err(Error::Refused(format!(
@@ -625,11 +632,11 @@ fn with_server_stopped<T>(
         )));
     }
     let listeners = if active {
-        let running = crate::swap::binary_version(&s.server_binary())?;
-        let declared = server_config(s, &crate::crossing::server_config_path(s, &running))
+        let running = crate::store::swap::binary_version(&s.server_binary())?;
+        let declared = server_config(s, &crate::flows::crossing::server_config_path(s, &running))
             .map(|c| c.listeners)
             .unwrap_or_default();
-        crate::listener::probe_all(&sys.unit_pids(&s.unit), &declared)
+        crate::server::listener::probe_all(&sys.unit_pids(&s.unit), &declared)
     } else {
         Vec::new()
     };
@@ -639,11 +646,11 @@ fn with_server_stopped<T>(
     let r = f();
     if active {
         sys.start(&s.unit, s.start_timeout())?;
-        let running = crate::swap::binary_version(&s.server_binary())?;
-        let path = crate::crossing::server_config_path(s, &running);
+        let running = crate::store::swap::binary_version(&s.server_binary())?;
+        let path = crate::flows::crossing::server_config_path(s, &running);
         let cfg = server_config(s, &path).ok();
-        let expect = crate::health::Expect::normal(s, cfg.as_ref(), &running, listeners);
-        crate::health::gate(&sys, s, cfg.as_ref(), &expect)?;
+        let expect = crate::server::health::Expect::normal(s, cfg.as_ref(), &running, listeners);
+        crate::server::health::gate(&sys, s, cfg.as_ref(), &expect)?;
     }
     r
 }
@@ -651,12 +658,12 @@ fn with_server_stopped<T>(
 fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
     let s = &ctx.settings;
     let state = StateDir::open(&s.state_dir)?;
-    let snaps = crate::snapshot::Snapshots::for_settings(s);
+    let snaps = crate::store::snapshot::Snapshots::for_settings(s);
     // Removing, verifying and restoring a snapshot of a SQL store reach its database with the
     // connection of the snapshot's config copy, whose macros need the unit's environment.
     let with_env = || {
-        crate::snapshot::Snapshots::for_settings(s)
-            .with_server_env(crate::serverenv::ServerEnv::of_unit(&s.unit))
+        crate::store::snapshot::Snapshots::for_settings(s)
+            .with_server_env(crate::server::serverenv::ServerEnv::of_unit(&s.unit))
     };
     match action {
         SnapshotCmd::List { json } => {
@@ -722,7 +729,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         SnapshotCmd::Prune { dry_run } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
             // Never the snapshot a rollback of the running release would restore.
-            let running = crate::swap::binary_version(&s.server_binary())?;
+            let running = crate::store::swap::binary_version(&s.server_binary())?;
             let protect = history::protected_snapshots(&state, &running, None)?;
             let pruned = with_env().prune(s.snapshots.keep, &protect, dry_run)?;
             for m in &pruned.gone {
@@ -736,7 +743,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             for (id, why) in &pruned.failed {
                 eprintln!(
                     "could not remove snapshot {id}: {}",
-                    crate::child::printable(why)
+                    crate::os::child::printable(why)
                 );
             }
             if pruned.gone.is_empty() && pruned.failed.is_empty() {
@@ -750,15 +757,15 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         }
         SnapshotCmd::Create { stop } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
-            let cfg = server_config(s, &crate::crossing::current_server_config(s))?;
-            crate::snapshot::check_store_paths(s, &cfg)
+            let cfg = server_config(s, &crate::flows::crossing::current_server_config(s))?;
+            crate::store::snapshot::check_store_paths(s, &cfg)
                 .map_err(|e| Error::Preflight(e.to_string()))?;
             let plan = snaps.plan(&cfg)?;
             if !plan.fits() {
                 return Err(Error::Preflight(snaps.space_advice(&plan, &[])));
             }
-            let meta = crate::snapshot::SnapshotMeta {
-                server_version: crate::swap::binary_version(&s.server_binary())?,
+            let meta = crate::store::snapshot::SnapshotMeta {
+                server_version: crate::store::swap::binary_version(&s.server_binary())?,
                 target_version: None,
                 class: None,
                 server_binary: s.server_binary(),
@@ -779,7 +786,10 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
             if !confirm(&format!("Replace the live data with snapshot {id}?"), yes) {
                 return Ok(exit::OK);
             }
-            let r = crate::restore::run(ctx, &crate::restore::RestoreRequest { id, stop })?;
+            let r = crate::flows::restore::run(
+                ctx,
+                &crate::flows::restore::RestoreRequest { id, stop },
+            )?;
             Ok(print_report(&r))
         }
     }

@@ -22,8 +22,8 @@
 
 pub mod system;
 
-use crate::transaction::{Outcome, RecoverReport, Report};
-use crate::version::Version;
+use crate::engine::transaction::{Outcome, RecoverReport, Report};
+use crate::server::version::Version;
 use crate::{exit, Context, Error, UpgradeRequest};
 use std::io::Write;
 
@@ -207,7 +207,7 @@ pub fn rpm(ctx: &Context, scriptlet: &str, arg: &str) -> i32 {
 pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dyn Write) -> i32 {
     let mut say = |text: &str| {
         // Server and tool output reaches apt's terminal and term.log through here.
-        for line in crate::child::printable(text).lines() {
+        for line in crate::os::child::printable(text).lines() {
             let _ = writeln!(out, "stalwart-upgrade: {line}");
         }
     };
@@ -250,7 +250,11 @@ pub fn execute(engine: &dyn Engine, ctx: &Context, action: &Action, out: &mut dy
             match engine.gate(ctx, to) {
                 Ok(()) => exit::OK,
                 Err(e) => {
-                    crate::announce::refused(&ctx.settings.unit, &to.to_string(), &e.to_string());
+                    crate::engine::announce::refused(
+                        &ctx.settings.unit,
+                        &to.to_string(),
+                        &e.to_string(),
+                    );
                     say(&format!(
                         "not installing stalwart {to}: {e}\n  nothing was changed; {} keeps running the current version",
                         ctx.settings.unit
@@ -439,7 +443,7 @@ fn converge(
             // Refused by the policy or a check before any downtime (versions, server config):
             // nothing changed and the old version runs. Exiting non-zero would leave the package
             // Half-Configured and make every later apt run fail on it (spec.md).
-            crate::announce::refused(unit, &payload.display().to_string(), &e.to_string());
+            crate::engine::announce::refused(unit, &payload.display().to_string(), &e.to_string());
             banner(
                 say,
                 &[
@@ -538,8 +542,8 @@ fn banner(say: &mut dyn FnMut(&str), lines: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::TxKind;
-    use crate::version::Class;
+    use crate::engine::journal::TxKind;
+    use crate::server::version::Class;
     use std::cell::RefCell;
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -965,7 +969,7 @@ mod tests {
         assert!(out.contains("NOT UPGRADED: minor needs approval"), "{out}");
         let f = Fake {
             upgrade: || {
-                Err(Error::State(crate::state::StateError::Locked {
+                Err(Error::State(crate::store::state::StateError::Locked {
                     path: "/x".into(),
                     holder: "pid 1".into(),
                     secs: 30,

@@ -1,40 +1,15 @@
 //! stalwart-upgrade: a Stalwart server upgrade as a crash-safe transaction.
 //! See docs/DESIGN.md for the map of modules.
 
-pub mod announce;
-pub mod carry;
-pub mod child;
 pub mod cli;
-pub mod clock;
-pub mod commit;
 pub mod config;
-pub mod crossing;
-pub mod fsutil;
-pub mod health;
-pub mod history;
+pub mod engine;
+pub mod flows;
 pub mod hooks;
-pub mod journal;
-pub mod listener;
+pub mod os;
 pub mod policy;
-pub mod probation;
-pub mod progress;
-pub mod restore;
-pub mod rollback;
-pub mod serverconfig;
-pub mod serverenv;
-pub mod signals;
-pub mod snapshot;
-pub mod state;
-pub mod status;
-pub mod steps;
-pub mod swap;
-pub mod systemd;
-pub mod tls;
-pub mod transaction;
-pub mod undo;
-pub mod upgrade;
-pub mod version;
-pub mod webadmin;
+pub mod server;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -108,27 +83,27 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    ServerConfig(#[from] serverconfig::ServerConfigError),
+    ServerConfig(#[from] server::serverconfig::ServerConfigError),
     #[error(transparent)]
-    Version(#[from] version::VersionError),
+    Version(#[from] server::version::VersionError),
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
-    Systemd(#[from] systemd::SystemdError),
+    Systemd(#[from] os::systemd::SystemdError),
     #[error(transparent)]
-    Snapshot(#[from] snapshot::SnapshotError),
+    Snapshot(#[from] store::snapshot::SnapshotError),
     #[error(transparent)]
-    Swap(#[from] swap::SwapError),
+    Swap(#[from] store::swap::SwapError),
     #[error(transparent)]
-    Health(#[from] health::HealthError),
+    Health(#[from] server::health::HealthError),
     #[error(transparent)]
-    Journal(#[from] journal::JournalError),
+    Journal(#[from] engine::journal::JournalError),
     #[error(transparent)]
-    State(#[from] state::StateError),
+    State(#[from] store::state::StateError),
     #[error(transparent)]
-    Webadmin(#[from] webadmin::WebadminError),
+    Webadmin(#[from] server::webadmin::WebadminError),
     #[error(transparent)]
-    Carry(#[from] carry::CarryError),
+    Carry(#[from] flows::carry::CarryError),
     /// Whatever failed before anything was stopped (a D-Bus error, a corrupt state file, a
     /// snapshot dir inside a store): nothing changed, so it is a failed preflight (exit 4), not
     /// an error that would leave a package half-configured.
@@ -146,7 +121,7 @@ pub enum Error {
     /// This version failed before and was rolled back; not retried until the admin asks.
     #[error("the upgrade to {version} failed before (transaction {txid}: {reason}) and was rolled back; it is not retried automatically. Read `stalwart-upgrade history`, then run `stalwart-upgrade upgrade --to PATH --retry` (or reinstall the package) to try again")]
     PreviouslyFailed {
-        version: version::Version,
+        version: server::version::Version,
         txid: String,
         reason: String,
     },
@@ -186,12 +161,12 @@ impl Error {
             | Error::Config(_)
             // The checks of the new binary run before anything is stopped.
             | Error::Swap(
-                swap::SwapError::VersionCheck { .. }
-                | swap::SwapError::WrongVersion { .. }
-                | swap::SwapError::Checksum { .. }
-                | swap::SwapError::NotListed { .. },
+                store::swap::SwapError::VersionCheck { .. }
+                | store::swap::SwapError::WrongVersion { .. }
+                | store::swap::SwapError::Checksum { .. }
+                | store::swap::SwapError::NotListed { .. },
             ) => exit::PREFLIGHT,
-            Error::State(state::StateError::Locked { .. }) => exit::LOCKED,
+            Error::State(store::state::StateError::Locked { .. }) => exit::LOCKED,
             Error::Usage(_) => exit::USAGE,
             _ => exit::ERROR,
         }

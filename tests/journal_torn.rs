@@ -9,12 +9,12 @@
 //! Also a write cut short by the file-size limit (what a full disk does): the failed append is
 //! cut back, so the undo's records that follow stay on lines of their own.
 
-use stalwart_upgrade::history;
-use stalwart_upgrade::journal::{
+use stalwart_upgrade::engine::history;
+use stalwart_upgrade::engine::journal::{
     parse, Begin, Ending, Journal, JournalError, Noted, Phase, Record, Step, Summary, TxKind, Undo,
 };
-use stalwart_upgrade::state::StateDir;
-use stalwart_upgrade::version::{Class, Version};
+use stalwart_upgrade::server::version::{Class, Version};
+use stalwart_upgrade::store::state::StateDir;
 use std::path::Path;
 
 fn begin(txid: &str) -> Begin {
@@ -334,7 +334,9 @@ fn short_write_child(p: &Path) {
         .step(
             Step::Stop,
             Phase::Done,
-            Some(stalwart_upgrade::journal::Note::Text("x".repeat(200))),
+            Some(stalwart_upgrade::engine::journal::Note::Text(
+                "x".repeat(200),
+            )),
         )
         .unwrap_err();
     assert!(matches!(e, JournalError::Io { .. }), "{e}");

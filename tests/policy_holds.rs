@@ -2,7 +2,7 @@
 
 use stalwart_upgrade::config::Settings;
 use stalwart_upgrade::policy::{self, HoldPaths, Verdict};
-use stalwart_upgrade::version::{Class, Version};
+use stalwart_upgrade::server::version::{Class, Version};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -11,7 +11,7 @@ use prop_common::{check, corpus, expect_of, Expect};
 use proptest::prelude::*;
 use stalwart_upgrade::config::Settings;
 use stalwart_upgrade::hooks::{deb_action, rpm_action, Action};
-use stalwart_upgrade::version::Version;
+use stalwart_upgrade::server::version::Version;
 use std::time::{Duration, Instant};
 
 fn word() -> impl Strategy<Value = String> {

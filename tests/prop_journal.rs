@@ -14,11 +14,11 @@ mod prop_common;
 
 use prop_common::{check, corpus, expect_of, Expect};
 use proptest::prelude::*;
-use stalwart_upgrade::journal::{
+use stalwart_upgrade::engine::journal::{
     parse, salvage, Begin, Ending, Journal, JournalError, Note, Phase, Record, Step, Summary,
     TxKind, Undo,
 };
-use stalwart_upgrade::version::{Class, Version};
+use stalwart_upgrade::server::version::{Class, Version};
 use std::path::Path;
 
 const JPATH: &str = "/var/lib/stalwart-upgrade/journal";

@@ -8,8 +8,8 @@ mod prop_common;
 
 use prop_common::{check, corpus, expect_of, Expect, SLOW_CASE};
 use proptest::prelude::*;
-use stalwart_upgrade::serverconfig::{ServerConfig, ServerConfigError};
-use stalwart_upgrade::serverenv::ServerEnv;
+use stalwart_upgrade::server::serverconfig::{ServerConfig, ServerConfigError};
+use stalwart_upgrade::server::serverenv::ServerEnv;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -6,7 +6,7 @@ mod prop_common;
 
 use prop_common::{check, corpus, expect_of, Expect};
 use proptest::prelude::*;
-use stalwart_upgrade::version::{classify, parse_line, Class, Version, VersionError};
+use stalwart_upgrade::server::version::{classify, parse_line, Class, Version, VersionError};
 use std::cmp::Ordering;
 
 /// Every parser on one input; a parsed version must display and re-parse to itself.

@@ -1,18 +1,18 @@
 //! Snapshots of file-based stores (RocksDB-like dir, SQLite, fs blobs), on the host, as root.
 
-use stalwart_upgrade::serverconfig::ServerConfig;
-use stalwart_upgrade::snapshot::{
+use stalwart_upgrade::server::serverconfig::ServerConfig;
+use stalwart_upgrade::store::snapshot::{
     FileKind, How, SnapshotError, SnapshotMeta, Snapshots, StoreMethod,
 };
 
 /// What a restore does with the data it replaces: kept as a snapshot (the helper's default).
-fn keep() -> stalwart_upgrade::snapshot::Displaced {
-    stalwart_upgrade::snapshot::Displaced::Keep {
+fn keep() -> stalwart_upgrade::store::snapshot::Displaced {
+    stalwart_upgrade::store::snapshot::Displaced::Keep {
         origin: "replaced by a test restore".into(),
         version: "0.15.6".parse().unwrap(),
     }
 }
-use stalwart_upgrade::version::Version;
+use stalwart_upgrade::server::version::Version;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -524,7 +524,7 @@ fn a_snapshot_that_became_the_only_copy_of_displaced_data_is_set_aside() {
         .restore(
             &before.id,
             Some(&cfg),
-            &stalwart_upgrade::snapshot::Displaced::Discard {
+            &stalwart_upgrade::store::snapshot::Displaced::Discard {
                 covered_by: taken.id.clone(),
                 origin: "the data 0.16.1 ran on, replaced by rollback tx-1".into(),
                 version: "0.16.1".parse().unwrap(),
@@ -557,7 +557,7 @@ fn a_snapshot_that_became_the_only_copy_of_displaced_data_is_set_aside() {
             && line.contains("run 0.16.1 again first"),
         "{line}"
     );
-    let plan = stalwart_upgrade::snapshot::SnapshotPlan {
+    let plan = stalwart_upgrade::store::snapshot::SnapshotPlan {
         root: snaps.root.clone(),
         stores: vec![],
         bytes_needed: u64::MAX / 4,
@@ -951,7 +951,7 @@ fn linked_files_are_hashed_as_linked_not_after() {
     let linked: Vec<_> = m.stores[0]
         .files
         .iter()
-        .filter(|f| f.how == Some(stalwart_upgrade::snapshot::How::HardLink))
+        .filter(|f| f.how == Some(stalwart_upgrade::store::snapshot::How::HardLink))
         .collect();
     assert_eq!(linked.len(), 3);
     assert!(linked.iter().all(|f| f.sha256.is_some()), "{linked:?}");
@@ -1011,7 +1011,7 @@ fn sqlite_on_a_reflink_file_system_is_cloned_at_the_stop_not_copied_before() {
     let f = &m.stores[0].files[0];
     assert_eq!(
         f.how,
-        Some(stalwart_upgrade::snapshot::How::Reflink),
+        Some(stalwart_upgrade::store::snapshot::How::Reflink),
         "{f:?}"
     );
     let copy = snaps.root.join(&m.id).join("sq/stalwart.db");

@@ -5,13 +5,13 @@
 //! If a server is not installed the test FAILS (it does not skip): .ci/run must install the apt
 //! packages `postgresql postgresql-client mariadb-server mariadb-client`.
 
-use stalwart_upgrade::serverconfig::ServerConfig;
-use stalwart_upgrade::serverenv::ServerEnv;
-use stalwart_upgrade::snapshot::{SnapshotError, SnapshotMeta, Snapshots, StoreMethod};
+use stalwart_upgrade::server::serverconfig::ServerConfig;
+use stalwart_upgrade::server::serverenv::ServerEnv;
+use stalwart_upgrade::store::snapshot::{SnapshotError, SnapshotMeta, Snapshots, StoreMethod};
 
 /// What a restore does with the data it replaces: kept as a snapshot (the helper's default).
-fn keep() -> stalwart_upgrade::snapshot::Displaced {
-    stalwart_upgrade::snapshot::Displaced::Keep {
+fn keep() -> stalwart_upgrade::store::snapshot::Displaced {
+    stalwart_upgrade::store::snapshot::Displaced::Keep {
         origin: "replaced by a test restore".into(),
         version: "0.15.6".parse().unwrap(),
     }

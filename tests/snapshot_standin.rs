@@ -4,12 +4,12 @@
 //!
 //! Needs the stand-in binary: `cargo build -p stalwart-standin` (as .ci/run does).
 
-use stalwart_upgrade::serverconfig::{ServerConfig, StoreKind};
-use stalwart_upgrade::snapshot::{How, SnapshotMeta, Snapshots, StoreMethod};
+use stalwart_upgrade::server::serverconfig::{ServerConfig, StoreKind};
+use stalwart_upgrade::store::snapshot::{How, SnapshotMeta, Snapshots, StoreMethod};
 
 /// What a restore does with the data it replaces: kept as a snapshot (the helper's default).
-fn keep() -> stalwart_upgrade::snapshot::Displaced {
-    stalwart_upgrade::snapshot::Displaced::Keep {
+fn keep() -> stalwart_upgrade::store::snapshot::Displaced {
+    stalwart_upgrade::store::snapshot::Displaced::Keep {
         origin: "replaced by a test restore".into(),
         version: "0.15.6".parse().unwrap(),
     }

@@ -1,8 +1,8 @@
-//! `stalwart_upgrade::systemd` against a real systemd: each test boots a container and drives its
+//! `stalwart_upgrade::os::systemd` against a real systemd: each test boots a container and drives its
 //! systemd from the HOST over the container's system bus.
 //! Needs root and systemd-nspawn; fails otherwise (TESTBED_SKIP=1 skips explicitly, loudly).
 
-use stalwart_upgrade::systemd::{Systemd, SystemdError};
+use stalwart_upgrade::os::systemd::{Systemd, SystemdError};
 use std::time::{Duration, Instant};
 use testbed::Container;
 

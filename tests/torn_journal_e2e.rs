@@ -15,7 +15,7 @@
 
 mod common;
 use common::*;
-use stalwart_upgrade::journal::{parse, Ending, Record};
+use stalwart_upgrade::engine::journal::{parse, Ending, Record};
 use testbed::Fault;
 
 const JOURNAL: &str = "/var/lib/stalwart-upgrade/journal.jsonl";

@@ -3,8 +3,8 @@
 //! each give a clear, typed error; the password never appears in an error message.
 
 use stalwart_upgrade::config::Settings;
-use stalwart_upgrade::serverconfig::Generation;
-use stalwart_upgrade::webadmin::{refresh, WebadminError};
+use stalwart_upgrade::server::serverconfig::Generation;
+use stalwart_upgrade::server::webadmin::{refresh, WebadminError};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -68,7 +68,7 @@ fn start(version: &str, fault: Fault) -> Server {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let t = Instant::now();
-    while stalwart_upgrade::health::probe_ready(&base) != Ok(200) {
+    while stalwart_upgrade::server::health::probe_ready(&base) != Ok(200) {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "stand-in {version} not ready"
@@ -84,8 +84,8 @@ fn start(version: &str, fault: Fault) -> Server {
 
 impl Server {
     /// The stand-in's listener, trusted because this process (the "unit") holds its socket.
-    fn endpoint(&self) -> stalwart_upgrade::webadmin::Endpoint {
-        stalwart_upgrade::webadmin::Endpoint::Server {
+    fn endpoint(&self) -> stalwart_upgrade::server::webadmin::Endpoint {
+        stalwart_upgrade::server::webadmin::Endpoint::Server {
             base: self.base.clone(),
             unit: "stalwart.service".into(),
             pids: vec![self.child.id()],
@@ -173,7 +173,10 @@ fn check_all(version: &str) {
     assert!(!e.to_string().contains(SECRET));
     // The servers keep serving after every failed refresh.
     for s in [&srv, &failing, &slow] {
-        assert_eq!(stalwart_upgrade::health::probe_ready(&s.base), Ok(200));
+        assert_eq!(
+            stalwart_upgrade::server::health::probe_ready(&s.base),
+            Ok(200)
+        );
     }
 }
 

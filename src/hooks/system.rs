@@ -3,14 +3,14 @@
 //! install.sh installation, and purge.
 
 use super::Engine;
-use crate::fsutil::Dir;
+use crate::engine::transaction::{RecoverReport, Report};
+use crate::os::fsutil::Dir;
+use crate::os::systemd::Systemd;
 use crate::policy::{self, HoldPaths, Verdict};
-use crate::state::StateDir;
-use crate::swap::{self, SwapError};
-use crate::systemd::Systemd;
-use crate::transaction::{RecoverReport, Report};
-use crate::version::Version;
-use crate::{health, serverconfig::ServerConfig, Context, Error, UpgradeRequest};
+use crate::server::version::Version;
+use crate::store::state::StateDir;
+use crate::store::swap::{self, SwapError};
+use crate::{server::health, server::serverconfig::ServerConfig, Context, Error, UpgradeRequest};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::Command;
@@ -63,7 +63,7 @@ fn run(cmd: &mut Command) -> Result<String, Error> {
 
 impl Engine for System {
     fn recover(&self, ctx: &Context) -> Result<RecoverReport, Error> {
-        crate::probation::recover(ctx)
+        crate::flows::probation::recover(ctx)
     }
 
     fn gate(&self, ctx: &Context, to: &Version) -> Result<(), Error> {
@@ -90,7 +90,7 @@ impl Engine for System {
     }
 
     fn upgrade(&self, ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
-        crate::upgrade::run(ctx, req)
+        crate::flows::upgrade::run(ctx, req)
     }
 
     fn payload_version(&self, ctx: &Context) -> Result<Version, Error> {
@@ -130,7 +130,7 @@ impl Engine for System {
         let mut done: Vec<String> = move_legacy_env(s).into_iter().collect();
         // A >= 0.16 unit's drop-in names the env file: rewritten when this version's differs.
         if let Ok(v) = swap::binary_version(&s.server_binary()) {
-            match crate::crossing::write_unit_dropin(s, &v) {
+            match crate::flows::crossing::write_unit_dropin(s, &v) {
                 Ok(true) => {
                     if units_controllable(&s.unit).is_ok() {
                         if let Err(e) = Systemd::connect().and_then(|sys| sys.daemon_reload()) {
@@ -141,7 +141,7 @@ impl Engine for System {
                         "{} now reads its environment from {} (drop-in {})",
                         s.unit,
                         s.server_env.display(),
-                        crate::crossing::paths(s).dropin.display()
+                        crate::flows::crossing::paths(s).dropin.display()
                     ));
                 }
                 Ok(false) => {}
@@ -251,7 +251,7 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
     let mut done = Vec::new();
     let payload = s.payload_dir.join("stalwart");
     let sums = s.payload_dir.join("SHA256SUMS");
-    let program = crate::child::Program::open(&payload).map_err(swap::SwapError::from)?;
+    let program = crate::os::child::Program::open(&payload).map_err(swap::SwapError::from)?;
     let sha = program.sha256().map_err(swap::SwapError::from)?;
     swap::verify_sha256sums(&payload, &sums, &sha)?;
     let version = swap::program_version(&program)?;
@@ -290,15 +290,15 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
         s.server_binary().display()
     ));
 
-    let json = crate::crossing::is_json(&version);
+    let json = crate::flows::crossing::is_json(&version);
     let config = if json {
-        crate::crossing::paths(s).config_json
+        crate::flows::crossing::paths(s).config_json
     } else {
         s.server_config_path()
     };
     if json {
         // The packaged unit runs config.toml; >= 0.16 gets its drop-in (config.json, env file).
-        crate::crossing::write_unit_dropin(s, &version)?;
+        crate::flows::crossing::write_unit_dropin(s, &version)?;
     }
     let mut may_start = true;
     if config.exists() {
@@ -356,7 +356,7 @@ fn units_controllable(unit: &str) -> Result<(), String> {
     let policy = Path::new("/usr/sbin/policy-rc.d");
     if policy.is_file() {
         let mut c = Command::new(policy);
-        crate::child::clear_env(&mut c);
+        crate::os::child::clear_env(&mut c);
         if let Ok(st) = c.arg(unit).arg("start").status() {
             if st.code() == Some(101) {
                 return Err(format!(
@@ -403,10 +403,10 @@ fn enable_and_start(sys: &System, ctx: &Context, config: &Path) -> Vec<String> {
 fn snapshot_kept_data(
     ctx: &Context,
     config: &Path,
-    version: &crate::version::Version,
+    version: &crate::server::version::Version,
 ) -> Result<Option<String>, Error> {
-    use crate::serverconfig::StoreKind;
-    let env = crate::serverenv::ServerEnv::of_unit(&ctx.settings.unit);
+    use crate::server::serverconfig::StoreKind;
+    let env = crate::server::serverenv::ServerEnv::of_unit(&ctx.settings.unit);
     let cfg = ServerConfig::load_with_env(config, &env)?;
     let non_empty = |p: &Path| match std::fs::read_dir(p) {
         Ok(mut rd) => rd.next().is_some(),
@@ -421,8 +421,9 @@ fn snapshot_kept_data(
     if !has_data {
         return Ok(None);
     }
-    let snapshots = crate::snapshot::Snapshots::for_settings(&ctx.settings).with_server_env(env);
-    let meta = crate::snapshot::SnapshotMeta {
+    let snapshots =
+        crate::store::snapshot::Snapshots::for_settings(&ctx.settings).with_server_env(env);
+    let meta = crate::store::snapshot::SnapshotMeta {
         server_version: version.clone(),
         target_version: None,
         class: None,
@@ -444,7 +445,7 @@ fn snapshot_kept_data(
 fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> {
     let s = &ctx.settings;
     let mut done = Vec::new();
-    let ran = crate::child::Program::open(&s.server_binary())
+    let ran = crate::os::child::Program::open(&s.server_binary())
         .map_err(|e| command_failed("open the server binary", e.to_string()))
         .and_then(|p| {
             let mut c = p.command(Some((uid, gid)));
@@ -466,7 +467,7 @@ fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> 
             if let Some(pw) = pw {
                 let cred = Path::new(CREDENTIALS_FILE);
                 if !cred.exists() {
-                    match crate::state::write_atomic(cred, format!("admin:{pw}\n").as_bytes(), 0o600) {
+                    match crate::store::state::write_atomic(cred, format!("admin:{pw}\n").as_bytes(), 0o600) {
                         Ok(()) => done.push(format!(
                             "the administrator's credential is kept in {CREDENTIALS_FILE} (root-only), for the web-admin refresh"
                         )),
@@ -486,7 +487,7 @@ fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> 
     // The config holds the admin's password hash: not for others to read.
     if let Ok((dir, name)) = Dir::open_parent(config) {
         if let Ok((f, _)) = dir.open_file(&name) {
-            let _ = crate::fsutil::set_mode(&f, config, 0o640);
+            let _ = crate::os::fsutil::set_mode(&f, config, 0o640);
             done.push(format!("created the server config {}", config.display()));
         }
     }
@@ -527,13 +528,14 @@ pub(crate) fn random_password(n: usize) -> Result<String, Error> {
 /// config.json is written and upstream's wizard runs instead.
 fn init_016(ctx: &Context, config: &Path) -> Result<Vec<String>, Error> {
     let s = &ctx.settings;
-    let fs = |e: crate::fsutil::FsError| Error::Swap(swap::SwapError::from(e));
+    let fs = |e: crate::os::fsutil::FsError| Error::Swap(swap::SwapError::from(e));
     let mut done = Vec::new();
     let env_path = s.server_env.clone();
-    let env_err =
-        |e: crate::serverenv::EnvFileError| command_failed("the server's env file", e.to_string());
+    let env_err = |e: crate::server::serverenv::EnvFileError| {
+        command_failed("the server's env file", e.to_string())
+    };
     let mut admin = None;
-    if crate::serverenv::read_server_env(s)
+    if crate::server::serverenv::read_server_env(s)
         .map_err(env_err)?
         .is_none()
     {
@@ -549,7 +551,7 @@ fn init_016(ctx: &Context, config: &Path) -> Result<Vec<String>, Error> {
             text.push_str(&format!("STALWART_RECOVERY_ADMIN=admin:{pw}\n"));
             admin = Some(pw);
         }
-        crate::serverenv::write_server_env(s, text.as_bytes()).map_err(env_err)?;
+        crate::server::serverenv::write_server_env(s, text.as_bytes()).map_err(env_err)?;
         done.push(format!(
             "created {} (root:{USER}, 0640)",
             env_path.display()
@@ -656,9 +658,9 @@ fn start_first(ctx: &Context, config: &Path) -> String {
 fn mark_managed(ctx: &Context, what: &str) -> Result<(), Error> {
     StateDir::open(&ctx.settings.state_dir)?;
     let p = ctx.settings.state_dir.join(MANAGED_MARKER);
-    crate::state::write_atomic(
+    crate::store::state::write_atomic(
         &p,
-        format!("{what} at {}\n", crate::clock::now_secs()).as_bytes(),
+        format!("{what} at {}\n", crate::os::clock::now_secs()).as_bytes(),
         0o600,
     )?;
     Ok(())
@@ -692,7 +694,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     // >= 0.16 (install.sh 0.16 with PREFIX=/opt/stalwart): the unit in effect, whichever it is,
     // gets the drop-in of its generation (config.json, the env file).
     if let Ok(v) = swap::binary_version(&s.server_binary()) {
-        if crate::crossing::write_unit_dropin(s, &v)? {
+        if crate::flows::crossing::write_unit_dropin(s, &v)? {
             if units_controllable(&s.unit).is_ok() {
                 Systemd::connect()?.daemon_reload()?;
             }
@@ -701,7 +703,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
                 s.unit,
                 v,
                 s.server_env.display(),
-                crate::crossing::paths(s).dropin.display()
+                crate::flows::crossing::paths(s).dropin.display()
             ));
         }
     }
@@ -715,7 +717,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
             .unwrap_or(true);
         if !active {
             let config = swap::binary_version(&s.server_binary())
-                .map(|v| crate::crossing::server_config_path(s, &v))
+                .map(|v| crate::flows::crossing::server_config_path(s, &v))
                 .unwrap_or_else(|_| s.server_config_path());
             done.push(start_first(ctx, &config));
         }
@@ -729,7 +731,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
 /// reads it as root from a directory of the service user's); a failure is a warning, the
 /// package still installs.
 pub(super) fn move_legacy_env(s: &crate::config::Settings) -> Option<String> {
-    match crate::serverenv::move_legacy_env(s) {
+    match crate::server::serverenv::move_legacy_env(s) {
         Ok(said) => said,
         Err(e) => Some(format!("warning: {e}")),
     }
@@ -780,7 +782,7 @@ fn fhs_installation(ctx: &Context) -> Option<String> {
 /// In the server's directories (etc, data, logs) owners stay; set-id bits of files that are not
 /// root's are cleared (a root-owned file there was not made by the service user).
 fn take_back_for_root(prefix: &Path) -> Result<Vec<String>, Error> {
-    let fs = |e: crate::fsutil::FsError| Error::Swap(swap::SwapError::from(e));
+    let fs = |e: crate::os::fsutil::FsError| Error::Swap(swap::SwapError::from(e));
     let mut done = Vec::new();
     let pdir = Dir::open(prefix).map_err(fs)?;
     take_dir(&pdir, prefix, "the install prefix", &mut done).map_err(fs)?;
@@ -791,7 +793,7 @@ fn take_back_for_root(prefix: &Path) -> Result<Vec<String>, Error> {
         let path = prefix.join(&name);
         let name_str = name.to_string_lossy();
         match (name_str.as_ref(), m.kind) {
-            ("etc" | "data" | "logs", crate::fsutil::Kind::Dir) => {
+            ("etc" | "data" | "logs", crate::os::fsutil::Kind::Dir) => {
                 let d = pdir.open_dir(&name).map_err(fs)?;
                 clear_set_id(&d, &path, 0, &mut done).map_err(fs)?;
             }
@@ -818,7 +820,7 @@ fn take_dir(
     path: &Path,
     what: &str,
     done: &mut Vec<String>,
-) -> Result<(), crate::fsutil::FsError> {
+) -> Result<(), crate::os::fsutil::FsError> {
     let m = d.meta()?;
     let mode = m.mode & 0o755;
     if m.uid != 0 || m.gid != 0 || m.mode != mode {
@@ -839,11 +841,11 @@ fn take_entry(
     parent: &Dir,
     name: &std::ffi::OsStr,
     path: &Path,
-    m: crate::fsutil::Meta,
+    m: crate::os::fsutil::Meta,
     depth: usize,
     done: &mut Vec<String>,
-) -> Result<(), crate::fsutil::FsError> {
-    use crate::fsutil::{FsError, Kind};
+) -> Result<(), crate::os::fsutil::FsError> {
+    use crate::os::fsutil::{FsError, Kind};
     match m.kind {
         Kind::Dir => {
             if depth >= TAKE_DEPTH {
@@ -877,8 +879,8 @@ fn take_entry(
                 std::ffi::OsString::from(format!(".stalwart-upgrade-adopt.{}", std::process::id()));
             parent.remove_file(&tmp)?;
             let dst = parent.create_file(&tmp, 0o600)?;
-            crate::fsutil::copy_content(&src, &dst, fm.size, path)?;
-            crate::fsutil::set_mode(&dst, path, mode)?;
+            crate::os::fsutil::copy_content(&src, &dst, fm.size, path)?;
+            crate::os::fsutil::set_mode(&dst, path, mode)?;
             dst.sync_all().map_err(|e| FsError::new("fsync", path, e))?;
             parent.rename(&tmp, parent, name)?;
             // Power loss must not bring back the inode the service user could rewrite.
@@ -915,8 +917,8 @@ fn clear_set_id(
     path: &Path,
     depth: usize,
     done: &mut Vec<String>,
-) -> Result<(), crate::fsutil::FsError> {
-    use crate::fsutil::Kind;
+) -> Result<(), crate::os::fsutil::FsError> {
+    use crate::os::fsutil::Kind;
     if depth >= TAKE_DEPTH {
         return Ok(());
     }
@@ -929,7 +931,7 @@ fn clear_set_id(
             }
             Kind::File if m.mode & 0o6000 != 0 && m.uid != 0 => {
                 let (f, fm) = d.open_file(&entry)?;
-                crate::fsutil::set_mode(&f, &path.join(&entry), fm.mode)?;
+                crate::os::fsutil::set_mode(&f, &path.join(&entry), fm.mode)?;
                 done.push(format!(
                     "cleared the set-id bit of {} (uid {} mode {:o})",
                     path.join(&entry).display(),
@@ -1039,7 +1041,7 @@ fn purge(ctx: &Context, with_data: bool, holds: &HoldPaths) -> Result<Vec<String
 /// An open journal is a transaction that `recover` must finish or undo first.
 fn refuse_if_unfinished(state: &StateDir) -> Result<(), Error> {
     let journal = state.journal_path();
-    let what = match crate::history::unfinished(state) {
+    let what = match crate::engine::history::unfinished(state) {
         Ok(Some(u)) => format!(
             "transaction {} ({} -> {}) is unfinished",
             u.txid, u.from, u.to
@@ -1061,10 +1063,11 @@ fn purge_snapshots(ctx: &Context, done: &mut Vec<String>) -> Result<bool, Error>
     if !dir.exists() {
         return Ok(false);
     }
-    let env = crate::serverenv::ServerEnv::of_unit(&s.unit);
+    let env = crate::server::serverenv::ServerEnv::of_unit(&s.unit);
     // The connection for the clones of interrupted snapshots, which only the config names.
-    let cfg = ServerConfig::load_with_env(&crate::crossing::current_server_config(s), &env).ok();
-    let snapshots = crate::snapshot::Snapshots::for_settings(s).with_server_env(env);
+    let cfg =
+        ServerConfig::load_with_env(&crate::flows::crossing::current_server_config(s), &env).ok();
+    let snapshots = crate::store::snapshot::Snapshots::for_settings(s).with_server_env(env);
     let purged = snapshots.purge(cfg.as_ref())?;
     if !purged.removed.is_empty() {
         done.push(format!(
@@ -1155,7 +1158,7 @@ mod tests {
 
     /// An upgrade killed after its stop: the journal `recover` needs to undo it.
     fn open_journal(ctx: &Context) {
-        use crate::journal::{Begin, Journal, Phase, Step, TxKind};
+        use crate::engine::journal::{Begin, Journal, Phase, Step, TxKind};
         let s = &ctx.settings;
         let mut j = Journal::create(
             &StateDir::open(&s.state_dir).unwrap().journal_path(),
@@ -1166,7 +1169,7 @@ mod tests {
                 unit: s.unit.clone(),
                 from: "0.14.3".parse().unwrap(),
                 to: "0.15.5".parse().unwrap(),
-                class: crate::version::Class::Minor,
+                class: crate::server::version::Class::Minor,
                 was_active: true,
                 bin_dir: s.bin_dir(),
                 staged_dir: s.staged_dir(),
@@ -1252,8 +1255,8 @@ mod tests {
             ),
         )
         .unwrap();
-        let snaps = crate::snapshot::Snapshots::new(&ctx.settings.snapshot_dir());
-        let meta = crate::snapshot::SnapshotMeta {
+        let snaps = crate::store::snapshot::Snapshots::new(&ctx.settings.snapshot_dir());
+        let meta = crate::store::snapshot::SnapshotMeta {
             server_version: "0.15.5".parse().unwrap(),
             target_version: None,
             class: None,

@@ -2,7 +2,7 @@
 //! filesystem root (`/` on a real system).
 
 use super::*;
-use crate::version::parse_line;
+use crate::server::version::parse_line;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

@@ -30,7 +30,7 @@
 //! comments in that file are lost by dnf itself, not by us.
 
 use crate::config::Settings;
-use crate::version::{classify, parse_line, Class, Version, VersionError};
+use crate::server::version::{classify, parse_line, Class, Version, VersionError};
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ mod state;
 pub use holds::*;
 pub use state::*;
 
-pub use crate::version::schema_for;
+pub use crate::server::version::schema_for;
 
 /// The environment variable of a one-off override (see the module docs).
 pub const ENV_ALLOW: &str = "STALWART_UPGRADE_ALLOW";
@@ -450,7 +450,7 @@ pub fn allow_at(
     if !p.approvals.iter().any(|a| a.line == line) {
         p.approvals.push(Approval {
             line: line.clone(),
-            approved_at: crate::clock::now_secs(),
+            approved_at: crate::os::clock::now_secs(),
         });
     }
     if settings.policy.manage_holds && p.holds_enabled {

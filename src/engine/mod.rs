@@ -1,0 +1,10 @@
+//! The transaction engine: the journal, the runner and its recover rule, the undo, the commit,
+//! the signals held while a transaction is open, the endings' announcements, the history.
+
+pub mod announce;
+pub mod commit;
+pub mod history;
+pub mod journal;
+pub mod signals;
+pub mod transaction;
+pub mod undo;

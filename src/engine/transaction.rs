@@ -1,0 +1,529 @@
+//! The transaction engine: each step is journaled (fsync'd) before and after it runs, a failed step
+//! triggers the undo of everything the journal says was started, and `recover` finishes or undoes
+//! a transaction whose helper was killed at any point.
+//!
+//! Modelled on rustup's `dist/component/transaction.rs` (every change recorded with its undo, rolled
+//! back unless committed), but the record is on disk so the undo survives a crash. The rule for a
+//! killed transaction is deterministic: before `health` was done it is undone (the old version
+//! runs), after it the transaction is finished (the new version runs).
+
+use crate::config::Settings;
+use crate::engine::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind};
+use crate::os::systemd::Systemd;
+use crate::server::serverconfig::ServerConfig;
+use crate::server::serverenv::ServerEnv;
+use crate::server::version::{Class, Version};
+use crate::store::snapshot::Snapshots;
+use crate::store::state::StateDir;
+use crate::{server::health, Context, Error};
+use serde::Serialize;
+use std::cell::OnceCell;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Committed,
+    /// The old version runs healthy again. `before_stop`: the failure came before the server
+    /// was stopped (staging): nothing was changed, a failed preflight (exit 4).
+    RolledBack {
+        reason: String,
+        #[serde(default)]
+        before_stop: bool,
+    },
+    /// Neither version could be brought back healthy: the admin must act.
+    Failed {
+        reason: String,
+    },
+    /// The requested version already runs.
+    NothingToDo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub txid: String,
+    pub kind: TxKind,
+    pub from: Version,
+    pub to: Version,
+    pub class: Class,
+    pub outcome: Outcome,
+    /// Stop issued -> the new version answered ready (ms).
+    pub downtime_ms: Option<u64>,
+    pub snapshot: Option<String>,
+    /// What went wrong without failing the transaction (web admin refresh, hashing).
+    pub warnings: Vec<String>,
+    /// Plain-words account for the admin.
+    pub message: String,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> i32 {
+        match self.outcome {
+            Outcome::Committed | Outcome::NothingToDo => crate::exit::OK,
+            Outcome::RolledBack {
+                before_stop: true, ..
+            } => crate::exit::PREFLIGHT,
+            Outcome::RolledBack { .. } => crate::exit::ROLLED_BACK,
+            Outcome::Failed { .. } => crate::exit::BROKEN,
+        }
+    }
+}
+
+/// The resources steps act on: settings, state dir, and a D-Bus connection made on first use.
+pub struct Resources<'a> {
+    pub ctx: &'a Context,
+    pub state: &'a StateDir,
+    sys: OnceCell<Systemd>,
+    env: OnceCell<ServerEnv>,
+}
+
+impl<'a> Resources<'a> {
+    pub fn new(ctx: &'a Context, state: &'a StateDir) -> Resources<'a> {
+        Resources {
+            ctx,
+            state,
+            sys: OnceCell::new(),
+            env: OnceCell::new(),
+        }
+    }
+    pub fn settings(&self) -> &Settings {
+        &self.ctx.settings
+    }
+    pub fn sys(&self) -> Result<&Systemd, Error> {
+        if let Some(s) = self.sys.get() {
+            return Ok(s);
+        }
+        let s = Systemd::connect()?;
+        Ok(self.sys.get_or_init(|| s))
+    }
+    /// The environment the unit gives the server, read once: the only source of the server
+    /// config's `%{env:..}%` macros (the helper's own environment is root's, set by whoever ran
+    /// dpkg).
+    pub fn server_env(&self) -> Result<&ServerEnv, Error> {
+        if let Some(e) = self.env.get() {
+            return Ok(e);
+        }
+        let e = self.sys()?.server_env(&self.settings().unit)?;
+        Ok(self.env.get_or_init(|| e))
+    }
+    /// The server config at `path`, its macros expanded from the unit's environment.
+    pub fn server_config(&self, path: &std::path::Path) -> Result<ServerConfig, Error> {
+        Ok(ServerConfig::load_with_env(path, self.server_env()?)?)
+    }
+    pub fn snapshots(&self) -> Snapshots {
+        // Without the unit's environment (no D-Bus), a snapshot's config that needs a variable
+        // is refused with a message that names it; whatever stopped D-Bus is reported by the
+        // step that needs systemd.
+        let env = match self.server_env() {
+            Ok(e) => e.clone(),
+            Err(e) => {
+                tracing::debug!("the server unit's environment is not available: {e}");
+                ServerEnv::default()
+            }
+        };
+        Snapshots::for_settings(self.settings()).with_server_env(env)
+    }
+}
+
+/// Takes the state dir's lock, finishes or undoes an interrupted transaction, then runs `f`
+/// (upgrade, rollback). A recovery that leaves the server needing an admin is the answer
+/// instead: nothing new starts on top of it.
+pub fn after_recovery(
+    ctx: &Context,
+    f: impl FnOnce(&Resources) -> Result<Report, Error>,
+) -> Result<Report, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(std::time::Duration::from_secs(
+        ctx.settings.timeouts.lock_wait_secs,
+    ))?;
+    let m = Resources::new(ctx, &state);
+    if let RecoverReport::Failed { report } = recover_locked(&m)? {
+        return Ok(report);
+    }
+    f(&m)
+}
+
+/// A running transaction. Dropping it without `commit` or `abort` leaves the journal open, which is
+/// exactly what a crash leaves: `recover` then decides.
+pub struct Transaction<'m, 'a> {
+    m: &'m Resources<'a>,
+    journal: Journal,
+    begin: Begin,
+    failed_step: Option<Step>,
+    /// Committed or aborted: nothing left for the panic backstop in `Drop`.
+    closed: bool,
+    _signals: crate::engine::signals::Held,
+}
+
+impl<'m, 'a> Transaction<'m, 'a> {
+    pub fn begin(m: &'m Resources<'a>, mut begin: Begin) -> Result<Self, Error> {
+        begin.seq = crate::engine::history::next_seq(m.state)?;
+        let journal = Journal::create(&m.state.journal_path(), begin.clone())?;
+        tracing::info!(
+            unit = %begin.unit, from = %begin.from, to = %begin.to, txid = %begin.txid,
+            "{:?} {} -> {} ({}) begins", begin.kind, begin.from, begin.to, begin.class
+        );
+        Ok(Transaction {
+            m,
+            journal,
+            begin,
+            failed_step: None,
+            closed: false,
+            _signals: crate::engine::signals::hold(),
+        })
+    }
+
+    pub fn machine(&self) -> &'m Resources<'a> {
+        self.m
+    }
+    pub fn begin_record(&self) -> &Begin {
+        &self.begin
+    }
+
+    /// Runs one step between its two journal records. The closure returns a note to journal with
+    /// the Done record (e.g. the snapshot id), which undo and history read back.
+    pub fn step<T>(
+        &mut self,
+        step: Step,
+        f: impl FnOnce(
+            &Resources<'a>,
+            &Begin,
+        ) -> Result<(T, Option<crate::engine::journal::Noted>), Error>,
+    ) -> Result<T, Error> {
+        if let Some(sig) = crate::engine::signals::received() {
+            tracing::warn!(unit = %self.begin.unit, "{sig} received: rolling back before step {step}");
+            return Err(Error::Interrupted {
+                signal: sig.to_string(),
+                step: step.as_str().into(),
+            });
+        }
+        self.journal.step(step, Phase::Started, None)?;
+        tracing::info!(unit = %self.begin.unit, step = step.as_str(), "step {step} started");
+        match f(self.m, &self.begin) {
+            Ok((v, note)) => {
+                self.journal.step(step, Phase::Done, note.map(Into::into))?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.failed_step = Some(step);
+                tracing::error!(unit = %self.begin.unit, step = step.as_str(), "step {step} failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes everything started, from the journal's own record, and closes the transaction.
+    pub fn abort(mut self, err: &Error) -> Result<Report, Error> {
+        let at = self
+            .failed_step
+            .map(|s| format!(" at step {s}"))
+            .unwrap_or_default();
+        let reason = format!("{}{at}: {err}", self.begin.to);
+        // An interruption says nothing against the release.
+        let blameless = matches!(err, Error::Interrupted { .. })
+            || matches!(err, Error::Health(health::HealthError::Interrupted { .. }));
+        self.undo_now(&reason, !blameless)
+    }
+
+    fn undo_now(&mut self, reason: &str, may_blame: bool) -> Result<Report, Error> {
+        self.closed = true;
+        crate::engine::signals::undoing();
+        let records = Journal::read(self.journal.path())?.unwrap_or_default();
+        let sum = Summary::of(&records);
+        // An attempt that took the server down is not repeated unattended (no second outage
+        // without the admin); one that failed before the stop (staging) changed nothing.
+        let blame = may_blame && sum.started(Step::Stop);
+        crate::engine::undo::roll_back(self.m, &mut self.journal, &sum, reason, blame)
+    }
+
+    /// Past the health gate: hashes the snapshot, refreshes the web admin, commits.
+    pub fn commit(mut self) -> Result<Report, Error> {
+        self.closed = true;
+        let records = Journal::read(self.journal.path())?.unwrap_or_default();
+        crate::engine::commit::finish(self.m, &mut self.journal, &Summary::of(&records))
+    }
+}
+
+/// The backstop for a panic inside a transaction: the undo runs from the journal, as `recover`
+/// would (the journal stays authoritative: a panic during this undo leaves it for `recover`).
+impl Drop for Transaction<'_, '_> {
+    fn drop(&mut self) {
+        if !self.closed && std::thread::panicking() {
+            tracing::error!(unit = %self.begin.unit, "the helper panicked inside the transaction: rolling back");
+            let r = self.undo_now("the helper panicked (a bug: please report it with `stalwart-upgrade history --json`)", false);
+            match r {
+                Ok(report) => eprintln!("{}", report.message),
+                Err(e) => eprintln!(
+                    "rolling back after a panic failed: {e}; run `stalwart-upgrade recover`"
+                ),
+            }
+        }
+    }
+}
+
+/// "Upgrade of stalwart.service from 0.15.5 to 0.15.6": how every closing message starts.
+pub(crate) fn title(begin: &Begin) -> String {
+    let kind = match begin.kind {
+        TxKind::Upgrade => "Upgrade",
+        TxKind::Rollback => "Rollback",
+        TxKind::Restore => {
+            return format!(
+                "Restore of snapshot {} on {} ({})",
+                begin.restore_from.as_deref().unwrap_or("?"),
+                begin.unit,
+                begin.from
+            )
+        }
+    };
+    format!(
+        "{kind} of {} from {} to {}",
+        begin.unit, begin.from, begin.to
+    )
+}
+
+/// Writes the End record and moves the journal into history.
+pub(crate) fn close(
+    m: &Resources,
+    j: &mut Journal,
+    begin: &Begin,
+    sum: &Summary,
+    ending: Ending,
+    message: &str,
+) -> Result<(), Error> {
+    if sum.end.is_none() {
+        j.append(crate::engine::journal::Record::End {
+            at: crate::os::clock::now_ms(),
+            mono: crate::os::clock::mono_stamp(),
+            ending,
+            message: message.into(),
+        })?;
+    }
+    j.release_reserve();
+    archive(m.state, &begin.txid)?;
+    crate::engine::announce::ended(
+        &begin.unit,
+        &begin.txid,
+        &begin.from.to_string(),
+        &begin.to.to_string(),
+        ending,
+        message,
+    );
+    // What a rollback below 0.16 set aside is in the snapshot it took too (config copy).
+    let aside = crate::flows::crossing::aside_dir(m.state, &begin.txid);
+    if aside.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&aside) {
+            tracing::warn!("cannot remove {}: {e}", aside.display());
+        }
+    }
+    Ok(())
+}
+
+fn archive(state: &StateDir, txid: &str) -> Result<(), Error> {
+    let from = state.journal_path();
+    let to = state.history_dir().join(format!("{txid}.jsonl"));
+    std::fs::rename(&from, &to).map_err(|source| crate::engine::journal::JournalError::Io {
+        path: from.clone(),
+        source,
+    })?;
+    // The journal's new entry first: power loss must not persist its removal from the state dir
+    // (below) without its arrival in history (the record of the transaction would be gone).
+    let history = state.history_dir();
+    crate::store::state::fsync_dir(&history).map_err(|source| {
+        crate::engine::journal::JournalError::Io {
+            path: history.clone(),
+            source,
+        }
+    })?;
+    crate::store::state::fsync_dir(&state.root).map_err(|source| {
+        crate::engine::journal::JournalError::Io {
+            path: state.root.clone(),
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+pub(crate) fn report(
+    begin: &Begin,
+    sum: &Summary,
+    outcome: Outcome,
+    message: String,
+    warnings: Vec<String>,
+) -> Report {
+    Report {
+        txid: begin.txid.clone(),
+        kind: begin.kind,
+        from: begin.from.clone(),
+        to: begin.to.clone(),
+        class: begin.class,
+        outcome,
+        downtime_ms: sum.downtime_ms(),
+        snapshot: sum.snapshot_id().map(String::from),
+        warnings,
+        message,
+    }
+}
+
+/// What `recover` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum RecoverReport {
+    /// No unfinished transaction.
+    Nothing,
+    /// The transaction had passed its health gate: finished (new version).
+    Finished { report: Report },
+    /// Undone (old version).
+    RolledBack { report: Report },
+    /// The undo could not complete; the journal is kept.
+    Failed { report: Report },
+}
+
+impl RecoverReport {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RecoverReport::Nothing | RecoverReport::Finished { .. } => crate::exit::OK,
+            RecoverReport::RolledBack { .. } => crate::exit::OK,
+            RecoverReport::Failed { .. } => crate::exit::BROKEN,
+        }
+    }
+}
+
+/// May the server's unit start now? (`stalwart-upgrade start-check`, the packaged unit's
+/// `ExecCondition=`, issue #25.) Not while a transaction is open that nobody works on (a boot
+/// recovery that could not finish, a helper killed mid-undo, and a reboot that dropped the
+/// runtime hold since): the old binary could start on data an undo left half-restored, or on
+/// the new schema, and crash-loop. A transaction a helper runs now (it holds the lock: its own
+/// start) or one past its health gate (the new version is healthy) lets it start. Err says why
+/// not and what to run.
+pub fn start_check(settings: &Settings) -> Result<(), String> {
+    let Ok(state) = StateDir::open(&settings.state_dir) else {
+        return Ok(());
+    };
+    let path = state.journal_path();
+    if !path.exists() {
+        return Ok(());
+    }
+    // A helper at work holds the lock: its own start (or its undo's) goes ahead.
+    let Ok(_lock) = state.lock(std::time::Duration::ZERO) else {
+        return Ok(());
+    };
+    let records = match Journal::read_open(&path, &state.damaged_dir()) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            return Err(format!(
+                "{e}; {} is not started until that is resolved",
+                settings.unit
+            ))
+        }
+    };
+    let sum = Summary::of(&records);
+    if sum.done(Step::Health) || sum.end.is_some() || !sum.started(Step::Stop) {
+        return Ok(());
+    }
+    Err(format!(
+        "an interrupted transaction ({}) left {} unfinished, so {} is not started on data it may have left half-restored: run `stalwart-upgrade recover` (it finishes or undoes it and starts the server), then see `stalwart-upgrade status`",
+        path.display(),
+        sum.begin
+            .as_ref()
+            .map(|b| format!("{} -> {}", b.from, b.to))
+            .unwrap_or_else(|| "a transaction".into()),
+        settings.unit
+    ))
+}
+
+/// Finishes or undoes an interrupted transaction. Takes the lock; idempotent.
+pub fn recover(ctx: &Context) -> Result<RecoverReport, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(std::time::Duration::from_secs(
+        ctx.settings.timeouts.lock_wait_secs,
+    ))?;
+    let m = Resources::new(ctx, &state);
+    recover_locked(&m)
+}
+
+/// `recover` for callers that already hold the lock (upgrade, rollback, hooks).
+pub fn recover_locked(m: &Resources) -> Result<RecoverReport, Error> {
+    let path = m.state.journal_path();
+    // Damage before the last line refuses (with what to do); a torn last line is not a record,
+    // and `Journal::open` below cuts it off before anything is appended.
+    let Some(records) = Journal::read_open(&path, &m.state.damaged_dir())? else {
+        return Ok(RecoverReport::Nothing);
+    };
+    let sum = Summary::of(&records);
+    let Some(begin) = sum.begin.clone() else {
+        // Killed while writing the first record: nothing was changed.
+        std::fs::remove_file(&path).map_err(|source| crate::engine::journal::JournalError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        return Ok(RecoverReport::Nothing);
+    };
+    let mut j = Journal::open(&path)?;
+    if let Some((ending, message)) = &sum.end {
+        // Killed after the End record but before the journal moved into history.
+        close(m, &mut j, &begin, &sum, *ending, message)?;
+        let outcome = match ending {
+            Ending::Committed => Outcome::Committed,
+            Ending::RolledBack => Outcome::RolledBack {
+                reason: message.clone(),
+                before_stop: !sum.started(Step::Stop),
+            },
+            Ending::Failed => Outcome::Failed {
+                reason: message.clone(),
+            },
+        };
+        let r = report(&begin, &sum, outcome, message.clone(), Vec::new());
+        return Ok(match ending {
+            Ending::Committed => RecoverReport::Finished { report: r },
+            _ => RecoverReport::RolledBack { report: r },
+        });
+    }
+    tracing::warn!(unit = %begin.unit, txid = %begin.txid, "recovering an interrupted transaction {} -> {}", begin.from, begin.to);
+    if sum.abort.is_none() && sum.done(Step::Health) {
+        return Ok(RecoverReport::Finished {
+            report: crate::engine::commit::finish(m, &mut j, &sum)?,
+        });
+    }
+    let last = sum
+        .last_started()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| "begin".into());
+    let reason = format!("the helper was interrupted during step {last}");
+    // A rollback that had already begun was caused by a real failure of the release.
+    let report = crate::engine::undo::roll_back(m, &mut j, &sum, &reason, sum.abort.is_some())?;
+    Ok(match report.outcome {
+        Outcome::Failed { .. } => RecoverReport::Failed { report },
+        _ => RecoverReport::RolledBack { report },
+    })
+}
+
+/// Unique, sortable transaction id.
+pub fn new_txid(from: &Version, to: &Version) -> String {
+    let ms = crate::os::clock::now_ms();
+    format!("{ms}-{from}-to-{to}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::fsutil::trace;
+
+    #[test]
+    fn an_archived_journal_is_durable_in_history_before_its_removal_from_the_state_dir() {
+        let t = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&t.path().join("state")).unwrap();
+        std::fs::write(state.journal_path(), b"{}\n").unwrap();
+        trace::start();
+        archive(&state, "tx-1").unwrap();
+        let log = trace::take();
+        assert!(state.history_dir().join("tx-1.jsonl").is_file());
+        assert!(!state.journal_path().exists());
+        assert_eq!(
+            log,
+            [
+                format!("fsync {}", state.history_dir().display()),
+                format!("fsync {}", state.root.display()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! Probation after a commit (issue #25; the pattern of RAUC's and Mender's commit after health,
+//! and of Fedora's greenboot). A release can pass the gate and crash a minute later (measured: a
+//! crash 20 s after start was committed and `Restart=on-failure` then looped it while `status`
+//! said all was well). For `[health] probation_secs` after an upgrade's commit a watcher
+//! (`stalwart-upgrade probation`, run as the transient unit [`UNIT`] so that it outlives the helper
+//! and the package manager) looks at the server every few seconds and rolls the release back
+//! when it crashes: the unit failed, or `Restart=` brought it back (NRestarts above 0: the helper's
+//! own start reset it), or `/healthz/ready` failed [`FAILS`] times in a row once the process is
+//! older than `[timeouts] ready_secs` (an admin's restart is not judged while it starts). The rollback is the
+//! admin's `rollback` (binary, and the data snapshot when the schema may have moved, with what
+//! the release wrote set aside), and the release is marked failed: not retried automatically.
+//!
+//! An admin who stops or restarts the server, or any other transaction (a `rollback`, the next
+//! upgrade), ends the probation without judging the release. Its state is STATE/probation.json,
+//! written at the commit and removed when the probation ends; `status` shows it.
+
+use crate::engine::transaction::Resources;
+use crate::os::systemd::UnitState;
+use crate::server::version::Version;
+use crate::store::state::{FailedUpgrade, StateDir};
+use crate::{Context, Error};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The watcher's transient unit.
+pub const UNIT: &str = "stalwart-upgrade-probation.service";
+const FILE: &str = "probation.json";
+/// Failed readiness probes in a row that count as a failure (one every [`TICK`]).
+pub const FAILS: u32 = 3;
+const TICK: Duration = Duration::from_secs(2);
+
+/// A release on probation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probation {
+    pub txid: String,
+    pub unit: String,
+    pub from: Version,
+    pub to: Version,
+    /// The server's health base URL (as the gate probed it).
+    pub health_url: String,
+    /// Until when (ms since the epoch).
+    pub until_unix_ms: u64,
+}
+
+/// What one look at the server says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// Running; the probe's answer decides.
+    Running,
+    /// It crashed: the release is rolled back.
+    Crashed(String),
+    /// Someone else took over (a stop, another transaction): the probation ends, no verdict.
+    TakenOver(String),
+    /// The probation time is over: the release stays.
+    Passed,
+}
+
+/// Pure: what the unit's state, the installed version and the clock say about `p`.
+pub fn look(p: &Probation, st: &UnitState, installed: Option<&Version>, now_ms: u64) -> Look {
+    if installed != Some(&p.to) {
+        return Look::TakenOver(format!(
+            "{} is installed now, not {}",
+            installed.map_or("another version".into(), |v| v.to_string()),
+            p.to
+        ));
+    }
+    if st.n_restarts > 0 || st.sub_state == "auto-restart" || st.active_state == "failed" {
+        return Look::Crashed(format!(
+            "{} crashed after its commit ({} {}, exit status {}, restarted {} time(s) by Restart=)",
+            p.unit, st.active_state, st.sub_state, st.exec_main_status, st.n_restarts
+        ));
+    }
+    if st.active_state == "inactive" {
+        return Look::TakenOver(format!("{} was stopped", p.unit));
+    }
+    if now_ms >= p.until_unix_ms {
+        return Look::Passed;
+    }
+    Look::Running
+}
+
+fn path(state: &StateDir) -> std::path::PathBuf {
+    state.root.join(FILE)
+}
+
+/// The probation in progress, if any (a stale file, past its time, counts as none).
+pub fn current(state: &StateDir) -> Option<Probation> {
+    let text = std::fs::read(path(state)).ok()?;
+    let p: Probation = serde_json::from_slice(&text).ok()?;
+    (crate::os::clock::now_ms() < p.until_unix_ms).then_some(p)
+}
+
+/// Ends the probation of transaction `txid` (not a newer one a later upgrade began meanwhile).
+fn end_of(state: &StateDir, txid: &str) {
+    let ours = std::fs::read(path(state))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Probation>(&t).ok())
+        .is_some_and(|p| p.txid == txid);
+    if ours {
+        end(state);
+    }
+}
+
+fn end(state: &StateDir) {
+    if let Err(e) = std::fs::remove_file(path(state)) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("removing {} failed: {e}", path(state).display());
+        }
+    }
+}
+
+/// At the commit of an upgrade that started the server: put the release on probation and start
+/// the watcher. A warning when it cannot be watched (the release stays committed).
+pub fn begin(m: &Resources, p: Probation) -> Option<String> {
+    let s = m.settings();
+    if s.health.probation_secs == 0 {
+        return None;
+    }
+    let data = match serde_json::to_vec_pretty(&p) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("probation not started: {e}")),
+    };
+    if let Err(e) = crate::os::fsutil::Dir::open(&m.state.root)
+        .and_then(|d| d.write_atomic(FILE, &data, 0o600, None))
+    {
+        return Some(format!(
+            "probation not started ({e}): watch {} yourself for a while",
+            p.unit
+        ));
+    }
+    // Killed here, the probation is on disk without a watcher: `recover` (the hook's first
+    // step, and boot) starts one (`resume`).
+    crate::engine::journal::test_point("probation:begun");
+    match start_watcher() {
+        Ok(()) => {
+            tracing::info!(unit = %p.unit, to = %p.to, "{} is on probation for {} s: a crash meanwhile rolls it back", p.to, s.health.probation_secs);
+            None
+        }
+        Err(why) => {
+            end(m.state);
+            Some(format!(
+                "probation not started ({why}): watch {} yourself for a while",
+                p.unit
+            ))
+        }
+    }
+}
+
+/// Starts the watcher as a transient unit; one that already runs picks up the new probation.
+fn start_watcher() -> Result<(), String> {
+    crate::os::systemd::run_helper_transient(
+        UNIT,
+        "Stalwart upgrade probation: roll back a release that crashes after its commit",
+        None,
+        &["probation"],
+    )
+}
+
+/// The watcher (`stalwart-upgrade probation`): looks every [`TICK`] until the probation ends.
+pub fn watch(ctx: &Context) -> Result<(), Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let sys = crate::os::systemd::Systemd::connect()?;
+    let mut fails = 0u32;
+    loop {
+        let Some(p) = current(&state) else {
+            end(&state);
+            return Ok(());
+        };
+        let st = sys.state(&p.unit)?;
+        let installed = crate::store::swap::binary_version(&ctx.settings.server_binary()).ok();
+        let now = crate::os::clock::now_ms();
+        let mut verdict = look(&p, &st, installed.as_ref(), now);
+        // A process younger than the gate's own bound (an admin's restart, a slow start) is not
+        // judged by its readiness yet.
+        let young = st.exec_main_start_us / 1000
+            + ctx.settings.timeouts.ready_secs.saturating_mul(1000)
+            > now;
+        if verdict == Look::Running && young {
+            fails = 0;
+        } else if verdict == Look::Running {
+            match crate::server::health::probe_ready(&p.health_url) {
+                // 429: upstream's anonymous rate limit answered, so the server is up.
+                Ok(200) | Ok(429) => fails = 0,
+                other => {
+                    fails += 1;
+                    if fails >= FAILS {
+                        verdict = Look::Crashed(format!(
+                            "{}/healthz/ready failed {FAILS} times in a row after the commit (last: {})",
+                            p.health_url,
+                            match other {
+                                Ok(code) => format!("HTTP {code}"),
+                                Err(e) => e,
+                            }
+                        ));
+                    }
+                }
+            }
+        }
+        match verdict {
+            Look::Running => std::thread::sleep(TICK),
+            // A later upgrade may have begun its own probation meanwhile: this watcher (the
+            // one unit) goes on with it.
+            Look::Passed => {
+                tracing::info!(unit = %p.unit, to = %p.to, "{} passed its probation", p.to);
+                end_of(&state, &p.txid);
+                fails = 0;
+            }
+            Look::TakenOver(why) => {
+                tracing::info!(unit = %p.unit, to = %p.to, "probation of {} ended: {why}", p.to);
+                end_of(&state, &p.txid);
+                fails = 0;
+                std::thread::sleep(TICK);
+            }
+            // The probation ends after the rollback, not before: a watcher killed in between
+            // leaves it on disk, and the watcher `recover` starts judges the release again.
+            Look::Crashed(why) => {
+                crate::engine::journal::test_point("probation:judged");
+                let r = roll_back(ctx, &state, &p, &why);
+                end_of(&state, &p.txid);
+                return r;
+            }
+        }
+    }
+}
+
+/// The release failed its probation: the admin's `rollback` to the version it came from, then
+/// the failure marker (after the rollback, whose commit clears the marker), so neither apt nor
+/// dnf nor a hook tries it again on its own.
+fn roll_back(ctx: &Context, state: &StateDir, p: &Probation, why: &str) -> Result<(), Error> {
+    tracing::error!(unit = %p.unit, from = %p.from, to = %p.to, "{} failed its probation: {why}; rolling back to {}", p.to, p.from);
+    let req = crate::flows::rollback::RollbackRequest {
+        to: Some(p.from.to_string()),
+        binary_only: false,
+        cluster_stopped: false,
+        start: true,
+    };
+    let report = crate::flows::rollback::run(ctx, &req);
+    let marker = FailedUpgrade {
+        version: p.to.clone(),
+        from: p.from.clone(),
+        txid: p.txid.clone(),
+        reason: format!("failed its probation after the commit: {why}"),
+        at: crate::os::clock::now_secs(),
+    };
+    if let Err(e) = state.set_failed(&marker) {
+        tracing::warn!("recording the failure of {} failed: {e}", p.to);
+    }
+    let (from, to) = (p.from.to_string(), p.to.to_string());
+    match report {
+        Ok(r) => {
+            tracing::error!(unit = %p.unit, "probation rollback of {}: {}", p.to, r.message);
+            crate::engine::announce::probation_rolled_back(&p.unit, &p.txid, &from, &to, why, true);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(unit = %p.unit, "probation rollback of {} FAILED: {e}", p.to);
+            crate::engine::announce::probation_rolled_back(
+                &p.unit, &p.txid, &from, &to, why, false,
+            );
+            Err(e)
+        }
+    }
+}
+
+/// `recover`, then [`resume`]: what `stalwart-upgrade recover`, boot and every hook run.
+pub fn recover(ctx: &Context) -> Result<crate::engine::transaction::RecoverReport, Error> {
+    let r = crate::engine::transaction::recover(ctx)?;
+    if let Ok(state) = StateDir::open(&ctx.settings.state_dir) {
+        if let Some(warning) = resume(&state) {
+            tracing::warn!("{warning}");
+        }
+    }
+    Ok(r)
+}
+
+/// Run by `recover` (the first step of every hook, and boot): a probation on disk whose
+/// watcher is gone (the helper killed between the commit and the watcher's start, a watcher
+/// killed, a reboot during the probation) gets its watcher back. Nothing when the watcher runs
+/// (systemd-run refuses a second unit of the name) or no probation is current.
+pub fn resume(state: &StateDir) -> Option<String> {
+    let p = current(state)?;
+    match start_watcher() {
+        Ok(()) => {
+            tracing::debug!(unit = %p.unit, to = %p.to, "the probation of {} goes on", p.to);
+            None
+        }
+        Err(why) => Some(format!(
+            "the probation of {} could not go on ({why}): watch {} yourself for a while",
+            p.to, p.unit
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> Probation {
+        Probation {
+            txid: "t".into(),
+            unit: "stalwart.service".into(),
+            from: "0.15.5".parse().unwrap(),
+            to: "0.15.6".parse().unwrap(),
+            health_url: "http://127.0.0.1:8080".into(),
+            until_unix_ms: 1_000,
+        }
+    }
+
+    fn running() -> UnitState {
+        UnitState {
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            main_pid: 7,
+            ..UnitState::default()
+        }
+    }
+
+    #[test]
+    fn a_crash_a_restart_loop_or_a_failed_unit_roll_back() {
+        let v: Version = "0.15.6".parse().unwrap();
+        assert_eq!(look(&p(), &running(), Some(&v), 10), Look::Running);
+        let restarted = UnitState {
+            n_restarts: 1,
+            ..running()
+        };
+        assert!(matches!(
+            look(&p(), &restarted, Some(&v), 10),
+            Look::Crashed(_)
+        ));
+        let waiting = UnitState {
+            active_state: "activating".into(),
+            sub_state: "auto-restart".into(),
+            ..running()
+        };
+        assert!(matches!(
+            look(&p(), &waiting, Some(&v), 10),
+            Look::Crashed(_)
+        ));
+        let failed = UnitState {
+            active_state: "failed".into(),
+            sub_state: "failed".into(),
+            ..running()
+        };
+        // Even past the deadline: a crash seen is a crash.
+        assert!(matches!(
+            look(&p(), &failed, Some(&v), 5_000),
+            Look::Crashed(_)
+        ));
+    }
+
+    #[test]
+    fn a_stop_or_another_transaction_ends_it_and_time_passes_it() {
+        let v: Version = "0.15.6".parse().unwrap();
+        let stopped = UnitState {
+            active_state: "inactive".into(),
+            sub_state: "dead".into(),
+            ..running()
+        };
+        assert!(matches!(
+            look(&p(), &stopped, Some(&v), 10),
+            Look::TakenOver(_)
+        ));
+        let back: Version = "0.15.5".parse().unwrap();
+        assert!(matches!(
+            look(&p(), &running(), Some(&back), 10),
+            Look::TakenOver(_)
+        ));
+        assert_eq!(look(&p(), &running(), Some(&v), 1_000), Look::Passed);
+    }
+}

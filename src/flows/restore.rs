@@ -1,0 +1,139 @@
+//! `stalwart-upgrade snapshot restore ID`: a snapshot's data put back as a transaction of its
+//! own (issue #24), so that a failure or a kill half-way never leaves the server on
+//! half-restored data: stop (held), a snapshot of the live data, the restore, start, the gate.
+//! A failure is undone (the live data back from the snapshot just taken, the server started);
+//! a kill is finished or undone by `recover`, as for an upgrade. The live data the restore
+//! replaced is kept, set aside, until the admin removes it by name.
+
+use crate::engine::journal::{Begin, Noted, Step, TxKind};
+use crate::engine::transaction::{self, Report, Resources, Transaction};
+use crate::flows::upgrade::{self, Plan};
+use crate::server::version::{classify, Class};
+use crate::store::snapshot::PreHash;
+use crate::{engine::history, flows::steps, server::health, store::swap, Context, Error};
+
+/// What the admin asked for.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// The snapshot to put back.
+    pub id: String,
+    /// Stop a running server for it (and start it again after).
+    pub stop: bool,
+}
+
+pub fn run(ctx: &Context, req: &RestoreRequest) -> Result<Report, Error> {
+    transaction::after_recovery(ctx, |m| run_recovered(m, req))
+}
+
+fn run_recovered(m: &Resources, req: &RestoreRequest) -> Result<Report, Error> {
+    let plan = plan(m, req).map_err(Error::before_downtime)?;
+    let mut begin = Begin {
+        kind: TxKind::Restore,
+        ..plan.begin(m.ctx)
+    };
+    begin.restore_from = Some(req.id.clone());
+    begin.restore_data = true;
+    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
+    let mut tx = Transaction::begin(m, begin).map_err(Error::before_downtime)?;
+    match steps(&mut tx, &plan, &req.id, &known) {
+        Ok(()) => tx.commit(),
+        Err(e) => tx.abort(&e),
+    }
+}
+
+/// The steps: no binary changes, so no stage and no swap.
+fn steps(tx: &mut Transaction, plan: &Plan, id: &str, known: &PreHash) -> Result<(), Error> {
+    tx.step(Step::Stop, steps::stop)?;
+    let taken = tx.step(Step::Snapshot, |m, b| {
+        steps::snapshot(m, b, &plan.server_config, known)
+    })?;
+    tx.step(Step::Restore, |m, b| {
+        // The live data was just snapshotted (`taken`, server stopped since): the copy proven
+        // identical to it is dropped and `taken` holds it, set aside.
+        let displaced = crate::store::snapshot::Displaced::Discard {
+            covered_by: taken.clone(),
+            origin: format!(
+                "the live data replaced by `snapshot restore {id}` ({})",
+                b.txid
+            ),
+            version: b.from.clone(),
+        };
+        m.snapshots()
+            .restore(id, Some(&plan.server_config), &displaced)?;
+        Ok((
+            (),
+            Some(Noted::Restored {
+                snapshot: id.to_string(),
+            }),
+        ))
+    })?;
+    // A server that was stopped (restore without --stop) stays stopped.
+    if !plan.unit_active {
+        let m = tx.machine();
+        m.sys()?.release(&m.settings().unit)?;
+        return Ok(());
+    }
+    tx.step(Step::Start, steps::start)?;
+    let expect = plan.expect(tx.machine().settings());
+    tx.step(Step::Health, |m, _| {
+        steps::healthy(m, &plan.server_config, &expect)
+    })?;
+    Ok(())
+}
+
+/// Everything that can refuse, before anything is stopped.
+fn plan(m: &Resources, req: &RestoreRequest) -> Result<Plan, Error> {
+    let s = m.settings();
+    let running = swap::binary_version(&s.server_binary())?;
+    let snapshot = m.snapshots().get(&req.id)?;
+    // Data from a newer schema would make the running binary panic at start.
+    if classify(&running, &snapshot.server_version).schema_may_move() {
+        return Err(Error::Refused(format!(
+            "snapshot {} was taken by {} and may hold a newer schema than {running} reads; use `stalwart-upgrade rollback` or upgrade first",
+            req.id, snapshot.server_version
+        )));
+    }
+    let unit_state = m.sys()?.state(&s.unit)?;
+    let active = unit_state.active_state == "active";
+    if active && !req.stop {
+        return Err(Error::Refused(format!(
+            "{} is running; a restore needs it stopped. Add --stop: it is stopped for the restore and started again",
+            s.unit
+        )));
+    }
+    let server_config =
+        m.server_config(&crate::flows::crossing::server_config_path(s, &running))?;
+    crate::store::snapshot::check_store_paths(s, &server_config)
+        .map_err(|e| Error::Preflight(e.to_string()))?;
+    let snapshots = m.snapshots();
+    let space = snapshots.plan(&server_config)?;
+    if !space.fits_with_undo() {
+        let protect = history::protected_snapshots(m.state, &running, Some(&req.id))?;
+        if let Some(advice) = snapshots.space_refusal(&space, &protect) {
+            return Err(Error::Preflight(format!("{advice}; nothing was stopped")));
+        }
+    }
+    upgrade::check_env(m)?;
+    let listeners = upgrade::running_listeners(m, &unit_state, &server_config)?;
+    let sha256 = swap::sha256_file(&s.server_binary())?;
+    Ok(Plan {
+        unit: s.unit.clone(),
+        from: running.clone(),
+        to: running,
+        class: Class::Same,
+        verdict: crate::policy::Verdict::Allowed,
+        target: s.server_binary(),
+        target_sha256: sha256.clone(),
+        old_sha256: sha256,
+        unit_active: active,
+        unit_warning: unit_state.override_warning(&s.unit),
+        health_url: health::base_url(s, Some(&server_config)),
+        restore_data: true,
+        server_config,
+        generation_json: None,
+        carry: None,
+        snapshot: space,
+        listeners,
+        blockers: Vec::new(),
+    })
+}

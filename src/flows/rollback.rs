@@ -1,0 +1,318 @@
+//! `stalwart-upgrade rollback`: back to the previous (or a kept) release. A rollback is itself a
+//! transaction — it snapshots the current data first, so a rollback that fails is undone too.
+
+use crate::engine::journal::{Begin, Step, TxKind};
+use crate::engine::transaction::{self, Report, Resources, Transaction};
+use crate::flows::steps;
+use crate::flows::upgrade::{self, Plan};
+use crate::server::serverconfig::ServerConfig;
+use crate::server::version::{classify, Class, Version};
+use crate::store::state::StateDir;
+use crate::{engine::history, server::health, store::swap, Context, Error};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRequest {
+    /// A kept release; default: the version the last committed upgrade came from.
+    pub to: Option<String>,
+    /// Only the binary: refused when the schema may have moved (the old binary would panic).
+    pub binary_only: bool,
+    /// Every other node of this server's cluster is stopped (see `upgrade::cluster_gate`).
+    pub cluster_stopped: bool,
+    /// Start the old version afterwards even if the unit is not active now (the probation's
+    /// rollback of a release `Restart=` keeps crashing and bringing back).
+    pub start: bool,
+}
+
+pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
+    transaction::after_recovery(ctx, |m| run_recovered(m, req))
+}
+
+fn run_recovered(m: &Resources, req: &RollbackRequest) -> Result<Report, Error> {
+    let (plan, back) = plan(m, req).map_err(Error::before_downtime)?;
+    // The upgrade's record of the same plan, as a rollback (its restore comes from `back`).
+    let mut begin = Begin {
+        kind: TxKind::Rollback,
+        ..plan.begin(m.ctx)
+    };
+    begin.restore_from = back.restore_from.clone();
+    begin.restore_data = back.restore_from.is_some();
+    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
+    let mut tx = Transaction::begin(m, begin).map_err(Error::before_downtime)?;
+    match steps(&mut tx, &plan, &back, &known) {
+        Ok(()) => tx.commit(),
+        Err(e) => tx.abort(&e),
+    }
+}
+
+/// What `rollback` would do, for the admin before it runs (takes the lock to see a settled state).
+pub fn preview(ctx: &Context, req: &RollbackRequest) -> Result<String, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
+    let m = Resources::new(ctx, &state);
+    let (plan, back) = plan(&m, req)?;
+    let mut out = format!(
+        "rollback:      {} from {} to the kept release {}\n",
+        plan.unit, plan.from, plan.to
+    );
+    if let Some(id) = &back.restore_from {
+        let taken = m
+            .snapshots()
+            .get(id)
+            .map(|s| s.created_at)
+            .unwrap_or_else(|_| "?".into());
+        out += &format!(
+            "data:          snapshot {id} (taken {taken}, while {} ran) is put back: the schema moved since. Everything since then, mail included, is first kept in a new snapshot of the current data, not deleted\n",
+            plan.to
+        );
+    } else {
+        out += "data:          kept as it is (the schema did not move)\n";
+    }
+    if let Some(toml) = &back.below_016 {
+        out += &format!(
+            "config:        config.json and the unit drop-in are set aside: {} runs {} again\n",
+            plan.to,
+            toml.path.display()
+        );
+    }
+    Ok(out)
+}
+
+/// What going back needs beyond an upgrade's plan.
+pub struct Back {
+    /// The snapshot to put back (the schema moved since `to` ran).
+    pub restore_from: Option<String>,
+    /// Going below the 0.16 line: config.toml, which `to` reads again (and the snapshot's stores
+    /// are named after).
+    pub below_016: Option<ServerConfig>,
+}
+
+/// The same steps as an upgrade, plus, between swap and start: the 0.16 files set aside (below
+/// the 0.16 line) and the older data put back.
+fn steps(
+    tx: &mut Transaction,
+    plan: &Plan,
+    back: &Back,
+    known: &crate::store::snapshot::PreHash,
+) -> Result<(), Error> {
+    // The server config `to` reads: config.toml again below the 0.16 line.
+    let to_config = back.below_016.as_ref().unwrap_or(&plan.server_config);
+    tx.step(Step::Stage, |m, b| steps::stage(m, b, &plan.target))?;
+    tx.step(Step::Stop, steps::stop)?;
+    let taken = tx.step(Step::Snapshot, |m, b| {
+        steps::snapshot(m, b, &plan.server_config, known)
+    })?;
+    tx.step(Step::Swap, steps::exchange)?;
+    if back.below_016.is_some() {
+        tx.step(Step::GenerationBack, |m, b| {
+            let aside = crate::flows::crossing::aside_dir(m.state, &b.txid);
+            crate::flows::crossing::set_aside(m.settings(), m.sys()?, &aside)?;
+            Ok((
+                (),
+                Some(crate::engine::journal::Noted::Aside { dir: aside }),
+            ))
+        })?;
+    }
+    if let Some(id) = &back.restore_from {
+        tx.step(Step::Restore, |m, b| {
+            // The data being replaced was just snapshotted (`taken`, server stopped since):
+            // only what is not proven to be that tree is kept besides.
+            let displaced = crate::store::snapshot::Displaced::Discard {
+                covered_by: taken.clone(),
+                origin: format!(
+                    "the data {} ran on, replaced by rollback {}",
+                    b.from, b.txid
+                ),
+                version: b.from.clone(),
+            };
+            m.snapshots().restore(id, Some(to_config), &displaced)?;
+            Ok((
+                (),
+                Some(crate::engine::journal::Noted::Restored {
+                    snapshot: id.to_string(),
+                }),
+            ))
+        })?;
+    }
+    tx.step(Step::Start, steps::start)?;
+    // Below the 0.16 line the 0.15 listeners come back with config.toml, not 0.16's.
+    let listeners = if back.below_016.is_some() {
+        Vec::new()
+    } else {
+        plan.listeners.clone()
+    };
+    let expect = health::Expect::normal(
+        tx.machine().settings(),
+        Some(to_config),
+        &plan.to,
+        listeners,
+    )
+    .running(tx.machine().settings().server_binary());
+    tx.step(Step::Health, |m, _| steps::healthy(m, to_config, &expect))?;
+    Ok(())
+}
+
+/// Picks the release and, when the schema may have moved since it ran, the snapshot taken
+/// before the upgrade away from it.
+fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
+    let s = m.settings();
+    let current = swap::binary_version(&s.server_binary())?;
+    let kept = m.state.releases()?;
+    let target: Version = match &req.to {
+        Some(v) => v.parse()?,
+        None => history::committed_upgrade(m.state, &current, None)?
+            .map(|e| e.from)
+            .or_else(|| kept.iter().find(|v| **v < current).cloned())
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "no earlier release is kept to roll back to from {current}; kept: {}",
+                    list(&kept)
+                ))
+            })?,
+    };
+    let release = m.state.release_binary(&target);
+    if !release.is_file() {
+        return Err(Error::Refused(format!(
+            "release {target} is not kept in {}; kept releases: {}",
+            m.state.releases_dir().display(),
+            list(&kept)
+        )));
+    }
+    // The class of the change being undone (target -> current) says whether the data moved.
+    let forward = classify(&target, &current);
+    let restore_from = if forward.schema_may_move() {
+        if req.binary_only {
+            return Err(Error::Refused(format!(
+                "--binary-only refused: {target} -> {current} is a {forward} change, the schema may have moved and {target} would refuse (panic on) the newer data; roll back with the data snapshot (omit --binary-only)"
+            )));
+        }
+        Some(snapshot_before(m, &target, &current)?)
+    } else {
+        None
+    };
+    let below_016 = below_016(m, &current, &target, restore_from.as_deref())?;
+    if let Some(toml) = &below_016 {
+        upgrade::cluster_gate(toml, &target, req.cluster_stopped)?;
+    }
+    let server_config =
+        m.server_config(&crate::flows::crossing::server_config_path(s, &current))?;
+    upgrade::cluster_gate(&server_config, &target, req.cluster_stopped)?;
+    crate::store::snapshot::check_store_paths(s, &server_config)
+        .map_err(|e| Error::Preflight(e.to_string()))?;
+    let snapshots = m.snapshots();
+    let snapshot = snapshots.plan(&server_config)?;
+    if !snapshot.fits_with_undo() {
+        let protect = history::protected_snapshots(m.state, &current, restore_from.as_deref())?;
+        if let Some(advice) = snapshots.space_refusal(&snapshot, &protect) {
+            return Err(Error::Preflight(format!("{advice}; nothing was stopped")));
+        }
+    }
+    let unit_state = m.sys()?.state(&s.unit)?;
+    upgrade::check_env(m)?;
+    // The 0.15 config names the ports when the rollback goes below the line (0.16 declares none).
+    let declared = below_016.as_ref().unwrap_or(&server_config);
+    let listeners = upgrade::running_listeners(m, &unit_state, declared)?;
+    let plan = Plan {
+        unit: s.unit.clone(),
+        from: current.clone(),
+        to: target.clone(),
+        class: Class::Downgrade,
+        verdict: crate::policy::Verdict::Allowed,
+        target: release.clone(),
+        target_sha256: swap::sha256_file(&release)?,
+        old_sha256: swap::sha256_file(&s.server_binary())?,
+        unit_active: unit_state.active_state == "active" || req.start,
+        unit_warning: unit_state.override_warning(&s.unit),
+        health_url: health::base_url(s, Some(&server_config)),
+        restore_data: forward.schema_may_move(),
+        server_config,
+        generation_json: None,
+        carry: None,
+        snapshot,
+        listeners,
+        blockers: Vec::new(),
+    };
+    Ok((
+        plan,
+        Back {
+            restore_from,
+            below_016,
+        },
+    ))
+}
+
+/// From >= 0.16 back to <= 0.15: config.toml (never changed by the upgrade) must still be there
+/// and the snapshot to restore must be one taken with it (schema 5, stores named as in it).
+/// Returns config.toml's reading; None when the rollback stays on one side of the line.
+fn below_016(
+    m: &Resources,
+    current: &Version,
+    target: &Version,
+    restore_from: Option<&str>,
+) -> Result<Option<ServerConfig>, Error> {
+    use crate::flows::crossing::is_json;
+    match (is_json(current), is_json(target)) {
+        (true, false) => {}
+        (false, true) => {
+            return Err(Error::Refused(format!(
+                "{current} -> {target} crosses the 0.16 line upwards: that is an upgrade (config.json, recovery-mode migration); run `stalwart-upgrade upgrade --to PATH` instead. Nothing was changed"
+            )))
+        }
+        _ => return Ok(None),
+    }
+    let toml_path = m.settings().server_config_path();
+    let toml = m.server_config(&toml_path).map_err(|e| {
+        Error::Refused(format!(
+            "going back to {target} needs the config.toml it ran with, which the upgrade left in place: {e}. Nothing was changed"
+        ))
+    })?;
+    let id = restore_from.ok_or_else(|| {
+        Error::Refused(format!("going back to {target} needs the data snapshot from before the upgrade to {current}; nothing was changed"))
+    })?;
+    let snap = m.snapshots().get(id)?;
+    if snap.generation != crate::server::serverconfig::Generation::Toml {
+        return Err(Error::Refused(format!(
+            "snapshot {id} was taken with {} ({:?} generation), not with config.toml; {target} cannot use it. Nothing was changed",
+            snap.config_path.display(),
+            snap.generation
+        )));
+    }
+    Ok(Some(toml))
+}
+
+fn list(v: &[Version]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The last committed upgrade that led to `current` (from `from`, when given).
+/// The snapshot to put back when going from `current` back to `version`: the one the last
+/// committed upgrade `version` -> `current` took (its journal names it), else the newest
+/// snapshot taken while `version` ran. Newest by sequence, never by the wall clock: after the
+/// clock was set back, an older failed attempt's snapshot could look newer and its stale data
+/// would be restored.
+fn snapshot_before(m: &Resources, version: &Version, current: &Version) -> Result<String, Error> {
+    let all = m.snapshots().list()?;
+    let upgrade_took = history::committed_upgrade(m.state, current, Some(version))?
+        .and_then(|e| e.snapshot)
+        .filter(|id| all.iter().any(|s| &s.id == id));
+    upgrade_took
+        .or_else(|| {
+            all.into_iter()
+                .rev()
+                .find(|s| &s.server_version == version)
+                .map(|s| s.id)
+        })
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "no data snapshot taken while {version} ran exists in {}; without it {version} would refuse the newer schema. Nothing was changed (see `stalwart-upgrade snapshot list`)",
+                m.settings().snapshot_dir().display()
+            ))
+        })
+}

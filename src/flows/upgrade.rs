@@ -1,0 +1,770 @@
+//! An upgrade, as one short list of steps (`steps`), plus the plan/preflight that decides whether it
+//! may run at all — everything that can refuse happens here, before the server is stopped.
+
+use crate::engine::journal::{Begin, Step, TxKind};
+use crate::engine::transaction::{self, Outcome, Report, Resources, Transaction};
+use crate::policy::{self, Verdict};
+use crate::server::serverconfig::ServerConfig;
+use crate::server::version::{classify, Class, Version};
+use crate::store::snapshot::PreHash;
+use crate::store::state::StateDir;
+use crate::{
+    flows::crossing, flows::steps, server::health, store::swap, Context, Error, UpgradeRequest,
+};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What an upgrade would do; `plan` prints it, `run` executes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub unit: String,
+    pub from: Version,
+    pub to: Version,
+    pub class: Class,
+    pub verdict: Verdict,
+    pub target: PathBuf,
+    pub target_sha256: String,
+    pub old_sha256: String,
+    pub unit_active: bool,
+    /// The unit in effect is not the packaged one (install.sh's, in /etc/systemd/system).
+    pub unit_warning: Option<String>,
+    pub server_config: ServerConfig,
+    /// 0.15 -> 0.16: where config.json goes and what it says (config.toml's data store).
+    pub generation_json: Option<(PathBuf, String)>,
+    /// 0.15 -> 0.16: 0.15's directory and settings as read before the stop, and as 0.16
+    /// objects (module `carry`).
+    pub carry: Option<(crate::flows::carry::Dump, crate::flows::carry::Carried)>,
+    /// Method, space needed and free for the snapshot of each store.
+    pub snapshot: crate::store::snapshot::SnapshotPlan,
+    /// A rollback must restore the data snapshot: the schema may move (minor/major).
+    pub restore_data: bool,
+    pub health_url: String,
+    /// What the unit listens on now (recorded before the stop, checked after the start).
+    pub listeners: Vec<crate::server::listener::Probe>,
+    /// Everything that stops this upgrade before any downtime, the policy first (`gate`).
+    pub blockers: Vec<Blocker>,
+}
+
+/// One reason an upgrade cannot run yet, with what to do about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocker {
+    pub message: String,
+    /// The exit code it has alone (3 refused, 4 preflight).
+    #[serde(skip)]
+    exit: i32,
+    /// The policy's verdict (the plan's `policy:` line shows it already).
+    #[serde(skip)]
+    policy: bool,
+}
+
+impl From<Error> for Blocker {
+    fn from(e: Error) -> Blocker {
+        let e = e.before_downtime();
+        Blocker {
+            exit: e.exit_code(),
+            message: e.to_string(),
+            policy: false,
+        }
+    }
+}
+
+/// The refusal for `blockers` (none: Ok). One is refused as it is; several are listed in one
+/// message, in the order found (the policy first), each with its command, so the admin fixes
+/// them in one go instead of learning them one run at a time. The exit code is the first's.
+pub(crate) fn refusal(blockers: &[Blocker]) -> Result<(), Error> {
+    let Some(first) = blockers.first() else {
+        return Ok(());
+    };
+    let message = if blockers.len() == 1 {
+        first.message.clone()
+    } else {
+        let list: Vec<String> = blockers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("  {}. {}", i + 1, b.message))
+            .collect();
+        format!(
+            "{} things stop this upgrade before any downtime (nothing was stopped or changed); fix each, then run it again:\n{}",
+            blockers.len(),
+            list.join("\n")
+        )
+    };
+    Err(if first.exit == crate::exit::REFUSED {
+        Error::Refused(message)
+    } else {
+        Error::Preflight(message)
+    })
+}
+
+impl Plan {
+    /// The journal's first record of a transaction carrying out this plan.
+    pub(crate) fn begin(&self, ctx: &Context) -> Begin {
+        let s = &ctx.settings;
+        Begin {
+            txid: transaction::new_txid(&self.from, &self.to),
+            seq: 0,
+            kind: TxKind::Upgrade,
+            unit: self.unit.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            class: self.class,
+            was_active: self.unit_active,
+            bin_dir: s.bin_dir(),
+            staged_dir: s.staged_dir(),
+            old_sha256: self.old_sha256.clone(),
+            new_sha256: self.target_sha256.clone(),
+            restore_data: self.restore_data,
+            restore_from: None,
+            server_config: self.server_config.path.clone(),
+            listeners: self.listeners.clone(),
+        }
+    }
+
+    /// What the health gate after the start expects: the new version in normal mode, with every
+    /// listener of the old one again (across the 0.16 line too: the carry step recreates them).
+    pub fn expect(&self, settings: &crate::config::Settings) -> health::Expect {
+        health::Expect::normal(
+            settings,
+            Some(&self.server_config),
+            &self.to,
+            self.listeners.clone(),
+        )
+        .running(settings.server_binary())
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "unit:          {} ({})",
+            self.unit,
+            if self.unit_active {
+                "active"
+            } else {
+                "not active"
+            }
+        )?;
+        writeln!(
+            f,
+            "upgrade:       {} -> {} ({} release)",
+            self.from, self.to, self.class
+        )?;
+        writeln!(
+            f,
+            "binary:        {} (sha256 {})",
+            self.target.display(),
+            self.target_sha256
+        )?;
+        writeln!(
+            f,
+            "server config: {} ({:?} generation)",
+            self.server_config.path.display(),
+            self.server_config.generation
+        )?;
+        for st in &self.server_config.stores {
+            writeln!(
+                f,
+                "store:         {} {:?} roles {}",
+                st.id,
+                kind_name(&st.kind),
+                st.roles.join(",")
+            )?;
+        }
+        for st in &self.snapshot.stores {
+            writeln!(
+                f,
+                "snapshot:      {} by {} ({})",
+                st.id,
+                st.method.describe(),
+                st.note
+            )?;
+        }
+        writeln!(
+            f,
+            "space:         {} MiB needed, {} MiB free in {}",
+            self.snapshot.bytes_needed >> 20,
+            self.snapshot.bytes_free >> 20,
+            self.snapshot.root.display()
+        )?;
+        if let Some((path, _)) = &self.generation_json {
+            writeln!(
+                f,
+                "0.16 line:     writes {} from the data store, points the unit at it (drop-in), and starts {} once in recovery mode: upstream's migration of schema 5 -> 6 wipes settings, directory, reports, tasks and quotas (e-mail is kept), then the accounts, domains, lists, DKIM keys, certificates and listeners read from 0.15 are created again (below); config.toml is left as it is for a rollback",
+                path.display(),
+                self.to
+            )?;
+        }
+        if let Some((_, carried)) = &self.carry {
+            for line in crate::flows::carry::describe(carried) {
+                writeln!(f, "{line}")?;
+            }
+        }
+        if let Some(node) = &self.server_config.cluster {
+            writeln!(
+                f,
+                "cluster:       a cluster node ({node}): every other node must be stopped first (upstream); needs --cluster-stopped"
+            )?;
+        }
+        if let Some(w) = &self.unit_warning {
+            writeln!(f, "warning:       {w}")?;
+        }
+        writeln!(f, "health:        {}/healthz/ready", self.health_url)?;
+        if !self.listeners.is_empty() {
+            let l: Vec<String> = self.listeners.iter().map(|p| p.to_string()).collect();
+            writeln!(
+                f,
+                "listeners:     {} (each must answer again)",
+                l.join(", ")
+            )?;
+        }
+        writeln!(
+            f,
+            "on failure:    roll back to {}{}",
+            self.from,
+            match (self.restore_data, self.class.schema_may_move()) {
+                (true, true) => " and restore the data snapshot (the schema may move)",
+                (true, false) =>
+                    " and, once the new version ran, restore the data snapshot (patch releases have migrated data before); what it wrote is set aside",
+                (false, _) => " (binary only)",
+            }
+        )?;
+        match &self.verdict {
+            Verdict::Allowed => writeln!(f, "policy:        allowed"),
+            Verdict::NeedsApproval { message, .. } => {
+                writeln!(f, "policy:        NEEDS APPROVAL: {message}")
+            }
+            Verdict::Refused { message } => writeln!(f, "policy:        REFUSED: {message}"),
+        }?;
+        // The policy's own line says it; the rest are listed here.
+        for b in self.blockers.iter().filter(|b| !b.policy) {
+            writeln!(f, "blocked:       {}", b.message)?;
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(k: &crate::server::serverconfig::StoreKind) -> String {
+    serde_json::to_value(k)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str().map(String::from)))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Plan without changing anything (takes the lock so it sees a settled state).
+pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
+    let state = StateDir::open(&ctx.settings.state_dir)?;
+    let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
+    let m = Resources::new(ctx, &state);
+    transaction::recover_locked(&m)?;
+    let plan = plan(&m, req).map_err(Error::before_downtime)?;
+    gate(&plan).map_err(Error::before_downtime)?;
+    Ok(plan)
+}
+
+/// The whole upgrade: lock, recover, plan, then the transaction.
+pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
+    transaction::after_recovery(ctx, |m| run_recovered(m, req))
+}
+
+fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
+    let ctx = m.ctx;
+    let plan = plan(m, req).map_err(Error::before_downtime)?;
+    gate(&plan).map_err(Error::before_downtime)?;
+    if plan.class == Class::Same {
+        return Ok(nothing_to_do(&plan));
+    }
+    if let Some(w) = &plan.unit_warning {
+        tracing::warn!(unit = %plan.unit, "{w}");
+    }
+    // Before the stop: the files the snapshot will link are hashed while the server runs.
+    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
+    crate::engine::journal::test_point("prehash:done");
+    let mut tx = Transaction::begin(m, plan.begin(ctx)).map_err(Error::before_downtime)?;
+    match steps(&mut tx, &plan, &known) {
+        Ok(()) => tx.commit(),
+        Err(e) => tx.abort(&e),
+    }
+}
+
+/// The upgrade, step by step (spec: "Upgrade transaction" 2-6). Each step is journaled; a failure
+/// makes `run` undo what the journal says was started.
+fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error> {
+    tx.step(Step::Stage, |m, b| steps::stage(m, b, &plan.target))?;
+    let crossing = last_dump(tx.machine(), plan)?;
+    crate::engine::journal::test_point("last-dump:done");
+    tx.step(Step::Stop, steps::stop)?;
+    tx.step(Step::Snapshot, |m, b| {
+        steps::snapshot(m, b, &plan.server_config, known)
+    })?;
+    tx.step(Step::Swap, steps::exchange)?;
+    if let Some(Crossing {
+        dump,
+        carried,
+        json,
+    }) = &crossing
+    {
+        let admin = crate::flows::carry::one_time_admin()?;
+        tx.step(Step::Generation, |m, b| {
+            crate::flows::carry::save(&crate::flows::carry::dir(m.state, &b.txid), dump, carried)?;
+            crossing::apply(m.settings(), m.sys()?, &plan.server_config, json)?;
+            Ok(((), None))
+        })?;
+        tx.step(Step::Migrate, |m, b| {
+            let start = || {
+                Ok(m.sys()?
+                    .start_fresh(&b.unit, m.settings().start_timeout())?)
+            };
+            crossing::start_recovery(m.settings(), m.sys()?, start, &plan.server_config, &admin)?;
+            Ok(((), None))
+        })?;
+        tx.step(Step::Carry, |m, b| steps::carry(m, b, carried, &admin))?;
+    }
+    // A server the admin had stopped stays stopped (issue #24): the binary is swapped and the
+    // data snapshotted, its first start is the admin's (`status` says it is not running).
+    // The crossing never gets here with a stopped server (its plan refuses one).
+    if !plan.unit_active {
+        let m = tx.machine();
+        m.sys()?.release(&m.settings().unit)?;
+        return Ok(());
+    }
+    tx.step(Step::Start, steps::start)?;
+    let expect = plan.expect(tx.machine().settings());
+    tx.step(Step::Health, |m, _| {
+        steps::healthy(m, &plan.server_config, &expect)
+    })?;
+    Ok(())
+}
+
+/// What the server's environment must not say (`serverenv`): refused before any downtime.
+pub(crate) fn check_env(m: &Resources) -> Result<(), Error> {
+    let s = m.settings();
+    match m.sys()?.server_env(&s.unit)?.refusals().first() {
+        Some(r) => Err(Error::Refused(format!("{r}; nothing was changed"))),
+        None => Ok(()),
+    }
+}
+
+/// The listeners of the running unit, each with its greeting (none when it is not running).
+pub(crate) fn running_listeners(
+    m: &Resources,
+    unit_state: &crate::os::systemd::UnitState,
+    cfg: &ServerConfig,
+) -> Result<Vec<crate::server::listener::Probe>, Error> {
+    if unit_state.active_state != "active" {
+        return Ok(Vec::new());
+    }
+    let pids = m.sys()?.unit_pids(&m.settings().unit);
+    Ok(crate::server::listener::probe_all(&pids, &cfg.listeners))
+}
+
+/// bin.new is a full copy of bin/ with the new binary, on the same file system as bin/ (the
+/// exchange is a rename): a disk that cannot hold it is found here, before anything is stopped.
+fn check_staging_space(s: &crate::config::Settings, target: &std::path::Path) -> Result<(), Error> {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let others: u64 = crate::os::fsutil::Dir::open(&s.bin_dir())
+        .and_then(|d| {
+            let mut sum = 0;
+            for n in d.entries()? {
+                if n != "stalwart" {
+                    sum += d
+                        .stat(&n)?
+                        .filter(|m| m.kind == crate::os::fsutil::Kind::File)
+                        .map_or(0, |m| m.size);
+                }
+            }
+            Ok(sum)
+        })
+        .unwrap_or(0);
+    let margin = 16 << 20;
+    let need = size(target) + others + margin;
+    let st = nix::sys::statvfs::statvfs(&s.prefix).map_err(|e| {
+        Error::Preflight(format!(
+            "cannot read the free space of {}: {e}",
+            s.prefix.display()
+        ))
+    })?;
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < need {
+        return Err(Error::Preflight(format!(
+            "not enough space in {} to stage the new binary as {}: {} MiB needed (including a 16 MiB margin), {} MiB free; free some space there and run the upgrade again; nothing was stopped",
+            s.prefix.display(),
+            s.staged_dir().display(),
+            need >> 20,
+            free >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// A store on a read-only file system can be neither migrated by the new version nor restored
+/// by a rollback: refused before anything is stopped.
+fn check_stores_writable(cfg: &ServerConfig) -> Result<(), Error> {
+    for st in &cfg.stores {
+        let Some(path) = st.kind.path() else { continue };
+        let probe = if path.exists() {
+            path
+        } else {
+            path.parent().unwrap_or(path)
+        };
+        if let Ok(v) = nix::sys::statvfs::statvfs(probe) {
+            if v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+                return Err(Error::Preflight(format!(
+                    "the store `{}` at {} is on a read-only file system: the new version could not migrate it and a rollback could not restore it; remount it read-write (and check why it went read-only), then run the upgrade again; nothing was stopped",
+                    st.id,
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 0.15 -> 0.16 (facts: stalwart.md): only from the last 0.15 schema (the policy already refuses
+/// older jumps), only for data stores whose carry-over is plain, and never over a config.json the
+/// admin already has.
+/// Does this upgrade cross the 0.16 line (and is it not refused anyway)?
+fn crosses_the_line(from: &Version, to: &Version, verdict: &Verdict) -> bool {
+    crossing::crosses(from, to) && !matches!(verdict, Verdict::Refused { .. })
+}
+
+fn generation_plan(
+    s: &crate::config::Settings,
+    cfg: &ServerConfig,
+    dump: &crate::flows::carry::Dump,
+) -> Result<(PathBuf, String), Error> {
+    let existing = crossing::paths(s).config_json;
+    if existing.exists() {
+        return Err(Error::Preflight(format!(
+            "{} already exists: the 0.16 config would replace it; move it aside (0.15 does not read it) and run the upgrade again; nothing was changed",
+            existing.display()
+        )));
+    }
+    crossing::data_store_json(cfg, Some(&dump.settings)).map(|json| (existing, json))
+}
+
+/// Reads 0.15's directory from the running server with the admin's credentials and converts it
+/// (before any downtime: 0.16's migration wipes what is not read now).
+fn carry_plan(
+    m: &Resources,
+    cfg: &ServerConfig,
+    unit_state: &crate::os::systemd::UnitState,
+) -> Result<(crate::flows::carry::Dump, crate::flows::carry::Carried), Error> {
+    let s = m.settings();
+    if unit_state.active_state != "active" {
+        return Err(Error::Preflight(format!(
+            "{} is not running: the 0.15 -> 0.16 crossing reads 0.15's accounts and settings through its management API before the stop (0.16's migration wipes them); start it (`systemctl start {}`), then run the upgrade again; nothing was changed",
+            s.unit, s.unit
+        )));
+    }
+    read_directory(m, cfg)
+}
+
+/// 0.15's directory and settings read through its management API and converted.
+fn read_directory(
+    m: &Resources,
+    cfg: &ServerConfig,
+) -> Result<(crate::flows::carry::Dump, crate::flows::carry::Carried), Error> {
+    let s = m.settings();
+    let pids = m.sys()?.unit_pids(&s.unit);
+    let endpoint = crate::server::webadmin::Endpoint::of(s, Some(cfg), pids);
+    let api = crate::server::webadmin::Api::connect(
+        s,
+        &endpoint,
+        crate::server::webadmin::Login::Configured(None),
+    )
+    .map_err(|e| crate::flows::carry::CarryError::Dump(e.into()))?;
+    Ok(crate::flows::carry::prepare(
+        &api,
+        &crate::flows::carry::machine(),
+    )?)
+}
+
+/// What a crossing carries: 0.15's dump, its objects for 0.16, and config.json.
+struct Crossing {
+    dump: crate::flows::carry::Dump,
+    carried: crate::flows::carry::Carried,
+    json: String,
+}
+
+/// The crossing's dump taken last, immediately before the stop (issue 26): `plan` read 0.15's
+/// directory minutes earlier (the pre-hash, the SQLite pre-copy and the staging run after it),
+/// and an account, password or alias changed in between would otherwise not be carried. The
+/// same listing again, compared with the plan's: unchanged, the plan's objects go over;
+/// changed, the new dump is converted and checked as the plan's was (anything 0.16 would now
+/// refuse, or that no longer converts, fails here, before the stop). What changes between this
+/// and the stop (one D-Bus call) is the same race any backup taken at a stop has.
+fn last_dump(m: &Resources, plan: &Plan) -> Result<Option<Crossing>, Error> {
+    let (Some((_, json)), Some((dump, carried))) = (&plan.generation_json, &plan.carry) else {
+        return Ok(None);
+    };
+    let (d, c) = read_directory(m, &plan.server_config)?;
+    if d == *dump {
+        return Ok(Some(Crossing {
+            dump: dump.clone(),
+            carried: carried.clone(),
+            json: json.clone(),
+        }));
+    }
+    let (principals, settings) = dump.differences(&d);
+    tracing::info!(
+        principals,
+        settings,
+        "0.15's directory changed since the plan ({principals} principals, {settings} settings): the crossing carries it as read now, just before the stop"
+    );
+    let refused: Vec<Blocker> = c
+        .refused
+        .iter()
+        .map(|r| Error::Preflight(format!("{r}; nothing was changed")).into())
+        .collect();
+    refusal(&refused)?;
+    let json = crossing::data_store_json(&plan.server_config, Some(&d.settings))?;
+    Ok(Some(Crossing {
+        dump: d,
+        carried: c,
+        json,
+    }))
+}
+
+/// Everything `plan` found that stops the upgrade, as one refusal (module comment of `refusal`).
+fn gate(plan: &Plan) -> Result<(), Error> {
+    refusal(&plan.blockers)
+}
+
+/// Upstream: every node of a cluster must be stopped before an upgrade (in 0.16 one node left on
+/// 0.15 corrupts data), and a minor release migrates the shared store under the other nodes'
+/// feet. This helper stops only its own node, so it goes on only when the admin says the others
+/// are stopped; unattended runs (package hooks) never can.
+pub(crate) fn cluster_gate(
+    cfg: &ServerConfig,
+    to: &Version,
+    others_stopped: bool,
+) -> Result<(), Error> {
+    match &cfg.cluster {
+        Some(node) if !others_stopped => Err(Error::Refused(format!(
+            "this server is a node of a cluster ({node} in {}): upstream requires every node stopped before an upgrade, and this helper stops only this one. Stop the other nodes, then run `stalwart-upgrade upgrade --to PATH --cluster-stopped` (or `rollback --cluster-stopped`) here, then on each other node. Nothing was changed: the server does not run {to}",
+            cfg.path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn nothing_to_do(plan: &Plan) -> Report {
+    Report {
+        txid: String::new(),
+        kind: TxKind::Upgrade,
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        class: plan.class,
+        outcome: Outcome::NothingToDo,
+        downtime_ms: None,
+        snapshot: None,
+        warnings: Vec::new(),
+        message: format!("{} already runs {}; nothing to do", plan.unit, plan.to),
+    }
+}
+
+/// Everything that can refuse, before any downtime: versions, checksum, policy, an earlier failure
+/// of the same version, the server config, the unit.
+pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
+    let s = m.settings();
+    if !req.target.is_file() {
+        return Err(Error::Preflight(format!(
+            "{} does not exist or is not a file; nothing was changed",
+            req.target.display()
+        )));
+    }
+    let current = s.server_binary();
+    if !current.is_file() {
+        return Err(Error::Preflight(format!(
+            "no server binary at {}: nothing to upgrade (a first install is done by the `stalwart` package)",
+            current.display()
+        )));
+    }
+    let from = swap::binary_version(&current)?;
+    let to = swap::binary_version(&req.target)?;
+    let class = classify(&from, &to);
+    let target_sha256 = swap::sha256_file(&req.target)?;
+    if let Some(sums) = &req.sha256sums {
+        swap::verify_sha256sums(&req.target, sums, &target_sha256)?;
+    }
+    if let Some(f) = m.state.failed()? {
+        if f.version == to && !req.retry {
+            return Err(Error::PreviouslyFailed {
+                version: f.version,
+                txid: f.txid,
+                reason: f.reason,
+            });
+        }
+    }
+    let verdict = policy::verdict(
+        s,
+        &from,
+        &to,
+        class,
+        m.ctx.unattended,
+        m.ctx.allow.as_deref(),
+    )?;
+    // From here on every check that fails is collected, not returned: a refusal lists them
+    // all, the policy's first (`refusal`).
+    let mut blockers: Vec<Blocker> = Vec::new();
+    match &verdict {
+        Verdict::Allowed => {}
+        Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => {
+            blockers.push(Blocker {
+                message: message.clone(),
+                exit: crate::exit::REFUSED,
+                policy: true,
+            })
+        }
+    }
+    let mut check = |r: Result<(), Error>| {
+        if let Err(e) = r {
+            blockers.push(e.into());
+        }
+    };
+    check(check_staging_space(s, &req.target));
+    let server_config = m.server_config(&crossing::server_config_path(s, &from))?;
+    check(check_stores_writable(&server_config));
+    check(
+        crate::store::snapshot::check_store_paths(s, &server_config)
+            .map_err(|e| Error::Preflight(e.to_string())),
+    );
+    let snapshots = m.snapshots();
+    let snapshot = snapshots.plan(&server_config)?;
+    if let Some(why) = snapshot.unrestorable(&from) {
+        check(Err(Error::Preflight(why)));
+    }
+    if let Some(advice) = snapshots.space_refusal(&snapshot, &[]) {
+        check(Err(Error::Preflight(format!(
+            "{advice}; nothing was stopped"
+        ))));
+    }
+    let unit_state = m.sys()?.state(&s.unit)?;
+    if unit_state.load_state != "loaded" {
+        return Err(crate::os::systemd::SystemdError::NotLoaded {
+            unit: s.unit.clone(),
+            load_state: unit_state.load_state,
+        }
+        .into());
+    }
+    let health_url = health::base_url(s, Some(&server_config));
+    check(check_env(m));
+    let listeners = running_listeners(m, &unit_state, &server_config)?;
+    let carry = match crosses_the_line(&from, &to, &verdict) {
+        true => match carry_plan(m, &server_config, &unit_state) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                check(Err(e));
+                None
+            }
+        },
+        false => None,
+    };
+    let generation_json = match &carry {
+        Some((dump, carried)) => {
+            for r in &carried.refused {
+                check(Err(Error::Preflight(format!("{r}; nothing was changed"))));
+            }
+            match generation_plan(s, &server_config, dump) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    check(Err(e));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if unit_state.active_state == "active" {
+        check(health::check_running(&health_url, Duration::from_secs(10)).map_err(|why| {
+            Error::Preflight(format!(
+                "the running server does not answer {health_url}/healthz/ready ({why}), so the health check after the upgrade could not pass either; nothing was stopped. If the server is starting or migrating, wait and retry; if it answers HTTP elsewhere, set `[health] url` in /etc/stalwart-upgrade/config.toml"
+            ))
+        }));
+    }
+    check(cluster_gate(&server_config, &to, req.cluster_stopped));
+    Ok(Plan {
+        unit: s.unit.clone(),
+        health_url,
+        // Every class: upstream patch releases have migrated data before (#2584), a 0.16
+        // writes into its store before its schema check, and a release can change the store
+        // and then fail (measured: a 1.x build on a 0.16 store adds column families, exits 101,
+        // and 0.16 no longer opens it). Once the new version ran, only the snapshot gives the
+        // old version data it can read; what the new one wrote is set aside, never deleted.
+        restore_data: true,
+        old_sha256: swap::sha256_file(&current)?,
+        unit_active: unit_state.active_state == "active",
+        unit_warning: unit_state.override_warning(&s.unit),
+        from,
+        to,
+        class,
+        verdict,
+        target: req.target.clone(),
+        target_sha256,
+        server_config,
+        generation_json,
+        carry,
+        snapshot,
+        listeners,
+        blockers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unapproved crossing on a machine without web-admin credentials: the admin learns
+    /// both at once, the policy (and its `allow` command) first, each with what to run.
+    #[test]
+    fn a_refusal_lists_every_blocker_the_policy_first() {
+        let policy = Blocker {
+            message: "0.15.5 -> 0.16.18 is a minor upgrade: run `stalwart-upgrade allow 0.16`"
+                .into(),
+            exit: crate::exit::REFUSED,
+            policy: true,
+        };
+        let credentials: Blocker = Error::Carry(crate::flows::carry::CarryError::Dump(
+            crate::flows::carry::dump::DumpError::Api(
+                crate::server::webadmin::WebadminError::NoCredentials,
+            ),
+        ))
+        .into();
+        let hostname: Blocker =
+            Error::Preflight("0.15's server.hostname = \"mailhost\": 0.16 refuses it".into())
+                .into();
+        assert_eq!(credentials.exit, crate::exit::PREFLIGHT);
+        let e = refusal(&[policy.clone(), credentials.clone(), hostname.clone()]).unwrap_err();
+        assert_eq!(
+            e.exit_code(),
+            crate::exit::REFUSED,
+            "the policy's code: {e}"
+        );
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("3 things stop this upgrade"), "{text}");
+        assert!(
+            lines[1].starts_with("  1. ") && lines[1].contains("stalwart-upgrade allow 0.16"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("  2. ")
+                && lines[2].contains("[webadmin] credentials_file")
+                && lines[2].contains("nothing was stopped or changed"),
+            "{text}"
+        );
+        assert!(lines[3].starts_with("  3. ") && lines[3].contains("server.hostname"));
+        // Alone, each is refused as it always was, with its own exit code.
+        let e = refusal(&[credentials]).unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::PREFLIGHT);
+        assert!(
+            e.to_string().starts_with("the 0.15 -> 0.16 crossing reads"),
+            "{e}"
+        );
+        assert!(refusal(&[]).is_ok());
+        let e = refusal(&[policy]).unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e:?}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Adapters to the operating system: systemd over D-Bus, file operations through directory
+//! descriptors, children, TLS, clocks, progress bars.
+
+pub mod child;
+pub mod clock;
+pub mod fsutil;
+pub mod progress;
+pub mod systemd;
+pub mod tls;

@@ -1,0 +1,769 @@
+//! Stop and start the server's unit over D-Bus (org.freedesktop.systemd1), waiting for the result of
+//! our own job. OWNER: testbed/systemd helper. Interface used by the engine — keep these signatures.
+//!
+//! How a stop or start is done (each step matters, see testbed.md and systemd's D-Bus API):
+//! 1. `Manager.Subscribe` (once per connection), otherwise systemd emits no job signals to us;
+//! 2. subscribe to `JobRemoved` BEFORE calling `StopUnit`/`StartUnit(unit, "replace")`, so a job
+//!    that finishes at once is not missed;
+//! 3. match the signal on the job object path that call returned (other jobs run concurrently);
+//! 4. the job's result: done / skipped are success, canceled / timeout / failed / dependency /
+//!    anything else a [`SystemdError::JobFailed`]; the whole wait is bounded by the caller's timeout;
+//! 5. after a stop, also wait until `MainPID` is 0 and `ActiveState` is inactive or failed: with
+//!    `KillMode=process` (the unit install.sh writes) the job ends when the main process is gone,
+//!    but we check rather than trust that.
+//!
+//! Object paths of units always come from `LoadUnit`/the job, never built by hand (unit names
+//! with `-`, `@`, `\x2d`... are escaped by systemd in its own way).
+//!
+//! The blocking calls run the async zbus API under `zbus::block_on`, with an `async-io` timer
+//! racing the signal stream: no helper thread is left behind when a wait times out.
+
+use futures_lite::StreamExt;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::Connection;
+
+const DEST: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
+const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
+/// Bound on every single D-Bus call (dbus's own default): a wedged systemd makes a call fail,
+/// never hang. Waiting for a job is bounded separately, by the caller's timeout.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(25);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("cannot reach systemd over D-Bus ({address}): {message}\n  is systemd PID 1 and dbus running? nothing was stopped")]
+    Bus { address: String, message: String },
+    #[error("{unit}: {message}; check `systemctl status {unit}`")]
+    Call { unit: String, message: String },
+    #[error("{unit} is not loaded ({load_state}); check `systemctl status {unit}`{hint}", hint = not_loaded_hint(unit, load_state))]
+    NotLoaded { unit: String, load_state: String },
+    #[error("{op} job for {unit} ended with result '{result}'; see `journalctl -u {unit}` and `systemctl status {unit}`")]
+    JobFailed {
+        unit: String,
+        op: &'static str,
+        result: String,
+    },
+    #[error("{op} of {unit} did not finish within {secs} s (the job may still be running); see `systemctl status {unit}` and `systemctl list-jobs`")]
+    Timeout {
+        unit: String,
+        op: &'static str,
+        secs: u64,
+    },
+}
+
+fn not_loaded_hint(unit: &str, load_state: &str) -> String {
+    match load_state {
+        "masked" => format!(" (it is masked: `systemctl unmask {unit}`)"),
+        "not-found" => " (no unit file: is the server installed?)".to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Where systemd reads runtime unit files and drop-ins (tmpfs: gone at the next boot).
+const RUNTIME_UNITS: &str = "/run/systemd/system";
+
+/// The runtime drop-in of `Systemd::hold`.
+pub fn hold_path(unit: &str) -> std::path::PathBuf {
+    Path::new(RUNTIME_UNITS)
+        .join(format!("{unit}.d"))
+        .join("40-stalwart-upgrade-hold.conf")
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UnitState {
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub main_pid: u32,
+    pub fragment_path: String,
+    /// Hex of the unit's InvocationID (journal field _SYSTEMD_INVOCATION_ID).
+    pub invocation_id: String,
+    pub unit_file_state: String,
+    pub exec_main_status: i32,
+    /// The main process of the last start (also after it exited).
+    pub exec_main_pid: u32,
+    /// When that process started (µs since the epoch, realtime; 0 if never).
+    pub exec_main_start_us: u64,
+    /// Restarts by `Restart=` since the unit was last started on request (systemd's
+    /// NRestarts; our own starts reset it with `reset-failed`): above 0, the server crashed.
+    pub n_restarts: u32,
+}
+
+impl UnitState {
+    /// When the main process of the last start started (Unix seconds), if it did.
+    pub fn exec_main_start_secs(&self) -> Option<u64> {
+        (self.exec_main_start_us > 0).then_some(self.exec_main_start_us / 1_000_000)
+    }
+
+    /// install.sh writes its unit to /etc/systemd/system, which overrides the one a package ships
+    /// in /lib/systemd/system: the packaged unit's hardening and settings are then silently
+    /// ignored. Some(warning) when that is the case.
+    pub fn override_warning(&self, unit: &str) -> Option<String> {
+        let fragment = &self.fragment_path;
+        if !fragment.starts_with("/etc/systemd/system/") {
+            return None;
+        }
+        let shipped = ["/lib/systemd/system", "/usr/lib/systemd/system"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(unit))
+            .find(|p| p.exists())?;
+        Some(format!(
+            "{fragment} overrides the packaged {} (install.sh writes its own unit there); the packaged unit's settings are not in effect. If nothing in it is yours, remove it and run `systemctl daemon-reload`",
+            shipped.display()
+        ))
+    }
+}
+
+/// A connection to systemd's manager.
+pub struct Systemd {
+    conn: Connection,
+    address: String,
+}
+
+/// How a stop/start job ended, as systemd's `JobRemoved` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Stop,
+    Start,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Stop => "stop",
+            Op::Start => "start",
+        }
+    }
+    fn method(self) -> &'static str {
+        match self {
+            Op::Stop => "StopUnit",
+            Op::Start => "StartUnit",
+        }
+    }
+}
+
+/// Pure decision: is this `JobRemoved` result a success for `op`?
+fn job_result_ok(op: Op, result: &str) -> bool {
+    match result {
+        "done" => true,
+        // "skipped": the job did not apply to the unit's state (e.g. nothing to do): for a stop,
+        // the unit is not running, which is what we want; for a start it means nothing started.
+        "skipped" => op == Op::Stop,
+        _ => false,
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn prop_str(props: &HashMap<String, OwnedValue>, key: &str) -> String {
+    props
+        .get(key)
+        .and_then(|v| <&str>::try_from(v).ok().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn prop_u32(props: &HashMap<String, OwnedValue>, key: &str) -> u32 {
+    props
+        .get(key)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+fn prop_i32(props: &HashMap<String, OwnedValue>, key: &str) -> i32 {
+    props
+        .get(key)
+        .and_then(|v| i32::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+fn prop_bool(props: &HashMap<String, OwnedValue>, key: &str) -> Option<bool> {
+    props.get(key).and_then(|v| bool::try_from(v).ok())
+}
+
+fn prop_bytes(props: &HashMap<String, OwnedValue>, key: &str) -> Vec<u8> {
+    match props.get(key).map(|v| &**v) {
+        Some(Value::Array(a)) => a.iter().filter_map(|x| u8::try_from(x).ok()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Systemd {
+    /// The system bus: `DBUS_SYSTEM_BUS_ADDRESS` if set, else /run/dbus/system_bus_socket.
+    pub fn connect() -> Result<Systemd, SystemdError> {
+        let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+            .unwrap_or_else(|_| DEFAULT_SYSTEM_BUS.to_string());
+        let conn = zbus::block_on(async {
+            zbus::connection::Builder::system()?
+                .method_timeout(METHOD_TIMEOUT)
+                .build()
+                .await
+        })
+        .map_err(|e| SystemdError::Bus {
+            address: address.clone(),
+            message: e.to_string(),
+        })?;
+        Self::with_connection(conn, address)
+    }
+
+    /// An explicit bus address, e.g. `unix:path=/some/dir/system_bus_socket` (a container's bus).
+    pub fn connect_address(address: &str) -> Result<Systemd, SystemdError> {
+        let conn = zbus::block_on(async {
+            zbus::connection::Builder::address(address)?
+                .method_timeout(METHOD_TIMEOUT)
+                .build()
+                .await
+        })
+        .map_err(|e| SystemdError::Bus {
+            address: address.to_string(),
+            message: e.to_string(),
+        })?;
+        Self::with_connection(conn, address.to_string())
+    }
+
+    fn with_connection(conn: Connection, address: String) -> Result<Systemd, SystemdError> {
+        let sys = Systemd { conn, address };
+        // Without Subscribe, systemd sends no JobRemoved to this client.
+        let r: Result<(), zbus::Error> = zbus::block_on(sys.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "Subscribe",
+            &(),
+        ))
+        .map(|_| ());
+        match r {
+            Ok(()) => Ok(sys),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" =>
+            {
+                Ok(sys)
+            }
+            Err(e) => Err(SystemdError::Bus {
+                address: sys.address.clone(),
+                message: format!("Manager.Subscribe: {e}"),
+            }),
+        }
+    }
+
+    /// The bus address this connection uses (for messages).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Stops `unit` and waits (at most `timeout`) for our stop job's result, then for the main
+    /// process to be gone (MainPID 0, ActiveState inactive or failed), then for its cgroup to be
+    /// empty: with `KillMode=process` (install.sh's unit) other processes of the service user
+    /// survive the stop and could still write the data we snapshot or restore, so whatever is
+    /// left is killed (SIGKILL, logged).
+    pub fn stop(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        let deadline = Instant::now() + timeout;
+        self.run_job(Op::Stop, unit, timeout, deadline)?;
+        // The job is done; confirm the process is gone (bounded by the same deadline).
+        let mut killed = false;
+        loop {
+            let props = self.unit_props(unit)?;
+            let active = prop_str(&props.unit, "ActiveState");
+            let pid = prop_u32(&props.service, "MainPID");
+            if pid == 0 && matches!(active.as_str(), "inactive" | "failed") {
+                let left = self.unit_processes(unit)?;
+                if left.is_empty() {
+                    return Ok(());
+                }
+                if !killed {
+                    tracing::warn!(
+                        unit,
+                        "{unit} is stopped but processes of it are left ({}): killing them, so that nothing writes the data while it is snapshotted or restored",
+                        left.iter().map(|(pid, cmd)| format!("{pid} {cmd}")).collect::<Vec<_>>().join(", ")
+                    );
+                    self.kill_all(unit, libc::SIGKILL)?;
+                    killed = true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(SystemdError::Timeout {
+                    unit: unit.to_string(),
+                    op: Op::Stop.name(),
+                    secs: ceil_secs(timeout),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts `unit` and waits (at most `timeout`) for our start job's result. Whether the server
+    /// then becomes healthy is the health gate's business. A start skipped because a `Condition*=`
+    /// did not hold (systemd reports the job as done) is reported as result `condition-failed`.
+    /// Starts the unit after clearing its failed state and start-rate counter: our own
+    /// stop/start pairs (and a crash-looping release being replaced) count against
+    /// StartLimitBurst, and a rate-limited unit would refuse the very start that brings the
+    /// server back.
+    pub fn start_fresh(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        self.release(unit)?;
+        if let Err(e) = self.reset_failed(unit) {
+            tracing::debug!("reset-failed {unit}: {e}");
+        }
+        self.start(unit, timeout)
+    }
+
+    /// Holds `unit` stopped for the helper (issue #24): a runtime drop-in with
+    /// `RefuseManualStart=yes`, so a start that monit, Puppet/Ansible "ensure running" or an
+    /// admin asks for while the helper has the server stopped is refused by systemd instead of
+    /// cancelling the stop job or starting the server on data being snapshotted or restored.
+    /// In /run: a reboot lifts it by itself (the boot recovery decides then); the helper's own
+    /// start (`start_fresh`) lifts it first. Its own StopUnit/StartUnit calls are the only
+    /// ones that matter meanwhile.
+    pub fn hold(&self, unit: &str) -> Result<(), SystemdError> {
+        let path = hold_path(unit);
+        let err = |e: std::io::Error| SystemdError::Call {
+            unit: unit.to_string(),
+            message: format!("cannot write {}: {e}", path.display()),
+        };
+        // /run/systemd/system exists whenever systemd is PID 1 (sd_booted(3)); never create it.
+        let dir = path.parent().unwrap_or(Path::new("/run/systemd/system"));
+        if !Path::new(RUNTIME_UNITS).is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::store::state::write_atomic(
+            &path,
+            b"# stalwart-upgrade holds the server stopped during an upgrade; removed when it starts it
+              [Unit]
+RefuseManualStart=yes
+",
+            0o644,
+        )
+        .map_err(|e| SystemdError::Call {
+            unit: unit.to_string(),
+            message: e.to_string(),
+        })?;
+        self.daemon_reload()
+    }
+
+    /// Lifts `hold`; Ok(true) when there was one.
+    pub fn release(&self, unit: &str) -> Result<bool, SystemdError> {
+        let path = hold_path(unit);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                self.daemon_reload()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(SystemdError::Call {
+                unit: unit.to_string(),
+                message: format!("cannot remove {}: {e}", path.display()),
+            }),
+        }
+    }
+
+    /// The pids of the unit's processes (none when systemd cannot say).
+    pub fn unit_pids(&self, unit: &str) -> Vec<u32> {
+        self.unit_processes(unit)
+            .map(|v| v.into_iter().map(|(pid, _)| pid).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn start(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
+        let deadline = Instant::now() + timeout;
+        self.run_job(Op::Start, unit, timeout, deadline)?;
+        let props = self.unit_props(unit)?;
+        if prop_bool(&props.unit, "ConditionResult") == Some(false)
+            && prop_str(&props.unit, "ActiveState") == "inactive"
+        {
+            return Err(SystemdError::JobFailed {
+                unit: unit.to_string(),
+                op: Op::Start.name(),
+                result: "condition-failed (a Condition*= of the unit did not hold)".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The unit's state (loads the unit first). A unit that is masked, has no unit file or one
+    /// that does not parse is [`SystemdError::NotLoaded`].
+    pub fn state(&self, unit: &str) -> Result<UnitState, SystemdError> {
+        let props = self.unit_props(unit)?;
+        let load_state = prop_str(&props.unit, "LoadState");
+        if load_state != "loaded" {
+            return Err(SystemdError::NotLoaded {
+                unit: unit.to_string(),
+                load_state,
+            });
+        }
+        Ok(UnitState {
+            load_state,
+            active_state: prop_str(&props.unit, "ActiveState"),
+            sub_state: prop_str(&props.unit, "SubState"),
+            main_pid: prop_u32(&props.service, "MainPID"),
+            fragment_path: prop_str(&props.unit, "FragmentPath"),
+            invocation_id: hex(&prop_bytes(&props.unit, "InvocationID")),
+            unit_file_state: prop_str(&props.unit, "UnitFileState"),
+            exec_main_status: prop_i32(&props.service, "ExecMainStatus"),
+            exec_main_pid: prop_u32(&props.service, "ExecMainPID"),
+            exec_main_start_us: props
+                .service
+                .get("ExecMainStartTimestamp")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(0),
+            n_restarts: prop_u32(&props.service, "NRestarts"),
+        })
+    }
+
+    /// The environment the unit gives the server (`Environment=`, `EnvironmentFile=`,
+    /// `UnsetEnvironment=`), see `serverenv`.
+    pub fn server_env(
+        &self,
+        unit: &str,
+    ) -> Result<crate::server::serverenv::ServerEnv, SystemdError> {
+        let props = self.unit_props(unit)?;
+        let strings = |k: &str| -> Vec<String> {
+            match props.service.get(k).map(|v| &**v) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| <&str>::try_from(x).ok().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let files: Vec<(std::path::PathBuf, bool)> =
+            match props.service.get("EnvironmentFiles").map(|v| &**v) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| match x {
+                        Value::Structure(st) => {
+                            let f = st.fields();
+                            let path = f.first().and_then(|p| <&str>::try_from(p).ok())?;
+                            let optional = f
+                                .get(1)
+                                .and_then(|b| bool::try_from(b).ok())
+                                .unwrap_or(false);
+                            Some((std::path::PathBuf::from(path), optional))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+        Ok(crate::server::serverenv::ServerEnv::from_unit(
+            &strings("Environment"),
+            &files,
+            &strings("UnsetEnvironment"),
+        ))
+    }
+
+    /// The processes in the unit's cgroup: (pid, command line).
+    pub fn unit_processes(&self, unit: &str) -> Result<Vec<(u32, String)>, SystemdError> {
+        let r = zbus::block_on(self.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "GetUnitProcesses",
+            &(unit),
+        ));
+        match r {
+            Ok(reply) => {
+                let procs: Vec<(String, u32, String)> = reply
+                    .body()
+                    .deserialize()
+                    .map_err(|e| self.call_error(unit, e))?;
+                Ok(procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect())
+            }
+            // An inactive unit that was garbage-collected has no cgroup and no processes.
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(self.call_error(unit, e)),
+        }
+    }
+
+    /// `systemctl kill --kill-whom=all --signal=SIG UNIT`.
+    pub fn kill_all(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+        zbus::block_on(self.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "KillUnit",
+            &(unit, "all", signal),
+        ))
+        .map(|_| ())
+        .map_err(|e| self.call_error(unit, e))
+    }
+
+    /// `systemctl daemon-reload`: returns when the manager has reloaded.
+    pub fn daemon_reload(&self) -> Result<(), SystemdError> {
+        zbus::block_on(self.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "Reload",
+            &(),
+        ))
+        .map(|_| ())
+        .map_err(|e| self.call_error("daemon-reload", e))
+    }
+
+    /// `systemctl reset-failed UNIT`: clears the failed state and the start rate limit.
+    pub fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        zbus::block_on(self.conn.call_method(
+            Some(DEST),
+            MANAGER_PATH,
+            Some(MANAGER),
+            "ResetFailedUnit",
+            &(unit),
+        ))
+        .map(|_| ())
+        .map_err(|e| self.call_error(unit, e))
+    }
+
+    fn call_error(&self, unit: &str, e: zbus::Error) -> SystemdError {
+        match e {
+            zbus::Error::MethodError(name, desc, _) => {
+                let desc = desc.unwrap_or_default();
+                match name.as_str() {
+                    "org.freedesktop.systemd1.NoSuchUnit" => SystemdError::NotLoaded {
+                        unit: unit.to_string(),
+                        load_state: "not-found".to_string(),
+                    },
+                    "org.freedesktop.systemd1.UnitMasked" => SystemdError::NotLoaded {
+                        unit: unit.to_string(),
+                        load_state: "masked".to_string(),
+                    },
+                    _ => SystemdError::Call {
+                        unit: unit.to_string(),
+                        message: format!("{name}: {desc}"),
+                    },
+                }
+            }
+            zbus::Error::InputOutput(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                SystemdError::Call {
+                    unit: unit.to_string(),
+                    message: format!(
+                        "systemd did not answer within {} s (is it reloading or wedged?)",
+                        METHOD_TIMEOUT.as_secs()
+                    ),
+                }
+            }
+            other => SystemdError::Bus {
+                address: self.address.clone(),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// Queues `op` for `unit` (mode "replace") and waits for our job's JobRemoved.
+    fn run_job(
+        &self,
+        op: Op,
+        unit: &str,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<(), SystemdError> {
+        let timed_out = || SystemdError::Timeout {
+            unit: unit.to_string(),
+            op: op.name(),
+            secs: ceil_secs(timeout),
+        };
+        let result = zbus::block_on(async {
+            let manager = zbus::Proxy::new(&self.conn, DEST, MANAGER_PATH, MANAGER)
+                .await
+                .map_err(|e| self.call_error(unit, e))?;
+            // Subscribe to the signal BEFORE queueing the job.
+            let mut removed = manager
+                .receive_signal("JobRemoved")
+                .await
+                .map_err(|e| self.call_error(unit, e))?;
+            let job: OwnedObjectPath = manager
+                .call(op.method(), &(unit, "replace"))
+                .await
+                .map_err(|e| self.call_error(unit, e))?;
+            let wait = async {
+                while let Some(msg) = removed.next().await {
+                    let Ok((_id, path, _unit, result)) =
+                        msg.body()
+                            .deserialize::<(u32, OwnedObjectPath, String, String)>()
+                    else {
+                        continue;
+                    };
+                    if path == job {
+                        return Ok(result);
+                    }
+                }
+                Err(SystemdError::Bus {
+                    address: self.address.clone(),
+                    message: format!(
+                        "the bus connection closed while waiting for the {} job of {unit}",
+                        op.name()
+                    ),
+                })
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            futures_lite::future::or(wait, async {
+                async_io::Timer::after(left).await;
+                Err(timed_out())
+            })
+            .await
+        })?;
+        if job_result_ok(op, &result) {
+            Ok(())
+        } else {
+            Err(SystemdError::JobFailed {
+                unit: unit.to_string(),
+                op: op.name(),
+                result,
+            })
+        }
+    }
+
+    fn unit_props(&self, unit: &str) -> Result<UnitProps, SystemdError> {
+        zbus::block_on(async {
+            let reply = self
+                .conn
+                .call_method(Some(DEST), MANAGER_PATH, Some(MANAGER), "LoadUnit", &(unit))
+                .await
+                .map_err(|e| self.call_error(unit, e))?;
+            let path: OwnedObjectPath = reply
+                .body()
+                .deserialize()
+                .map_err(|e| self.call_error(unit, e))?;
+            let unit_props = self.get_all(unit, &path, UNIT_IFACE).await?;
+            // Only services have MainPID / ExecMainStatus.
+            let service = if unit.ends_with(".service") {
+                self.get_all(unit, &path, SERVICE_IFACE).await?
+            } else {
+                HashMap::new()
+            };
+            Ok(UnitProps {
+                unit: unit_props,
+                service,
+            })
+        })
+    }
+
+    async fn get_all(
+        &self,
+        unit: &str,
+        path: &OwnedObjectPath,
+        iface: &str,
+    ) -> Result<HashMap<String, OwnedValue>, SystemdError> {
+        let reply = self
+            .conn
+            .call_method(Some(DEST), path, Some(PROPERTIES), "GetAll", &(iface))
+            .await
+            .map_err(|e| self.call_error(unit, e))?;
+        reply
+            .body()
+            .deserialize::<HashMap<String, OwnedValue>>()
+            .map_err(|e| self.call_error(unit, e))
+    }
+}
+
+struct UnitProps {
+    unit: HashMap<String, OwnedValue>,
+    service: HashMap<String, OwnedValue>,
+}
+
+/// Runs this helper with `args` as the transient service `unit` (`systemd-run`: nothing to
+/// install, and it outlives this process, the package manager's run and the terminal), now or,
+/// with `delay`, from a transient timer. A unit of that name that already runs is left as it is.
+pub fn run_helper_transient(
+    unit: &str,
+    description: &str,
+    delay: Option<Duration>,
+    args: &[&str],
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the helper's own path: {e}"))?;
+    let mut cmd = std::process::Command::new("/usr/bin/systemd-run");
+    cmd.args(["--unit", unit, "--collect", "--quiet", "--no-block"])
+        .arg(format!("--description={description}"));
+    if let Some(d) = delay {
+        cmd.arg(format!("--on-active={}", d.as_secs().max(1)));
+    }
+    // The crash tests reach the watcher's own points through its environment (a build with
+    // the fault-injection feature only; the packages never have it).
+    #[cfg(feature = "fault-injection")]
+    if let Ok(point) = std::env::var(crate::engine::journal::KILL_AT_ENV) {
+        cmd.arg(format!(
+            "--setenv={}={point}",
+            crate::engine::journal::KILL_AT_ENV
+        ));
+    }
+    // The helper reads its settings from their default place (a STALWART_UPGRADE_CONFIG of
+    // this run is not passed on).
+    cmd.arg(exe).args(args).stderr(std::process::Stdio::piped());
+    crate::os::child::confine(&mut cmd);
+    let out = cmd.output().map_err(|e| format!("systemd-run: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || err.contains("already") {
+        Ok(())
+    } else {
+        Err(format!(
+            "systemd-run: {}",
+            crate::os::child::printable(err.trim())
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_results() {
+        assert!(job_result_ok(Op::Stop, "done"));
+        assert!(job_result_ok(Op::Start, "done"));
+        assert!(job_result_ok(Op::Stop, "skipped"));
+        assert!(!job_result_ok(Op::Start, "skipped"));
+        for bad in [
+            "canceled",
+            "timeout",
+            "failed",
+            "dependency",
+            "invalid",
+            "assert",
+        ] {
+            assert!(!job_result_ok(Op::Stop, bad), "{bad}");
+            assert!(!job_result_ok(Op::Start, bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secs_round_up() {
+        assert_eq!(ceil_secs(Duration::from_millis(500)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn messages_name_unit_and_next_step() {
+        let e = SystemdError::NotLoaded {
+            unit: "stalwart.service".into(),
+            load_state: "masked".into(),
+        };
+        assert!(e.to_string().contains("systemctl unmask stalwart.service"));
+        let e = SystemdError::Timeout {
+            unit: "stalwart.service".into(),
+            op: "stop",
+            secs: 3,
+        };
+        assert!(e.to_string().contains("systemctl status stalwart.service"));
+    }
+
+    #[test]
+    fn connect_to_nothing_is_a_bus_error() {
+        let e = Systemd::connect_address("unix:path=/nonexistent/testbed/bus").err();
+        assert!(matches!(e, Some(SystemdError::Bus { .. })), "{e:?}");
+    }
+}
