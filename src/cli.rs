@@ -500,6 +500,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                     "Stalwart upgrade: retry an unfinished recovery",
                     Some(std::time::Duration::from_secs(300)),
                     &["recover", "--retry-later"],
+                    &[],
                 ) {
                     Ok(()) => {
                         eprintln!("stalwart-upgrade: `recover` runs again in 5 minutes ({RECOVER_RETRY_UNIT}); the server stays stopped until it finishes");
@@ -537,12 +538,11 @@ fn run(cmd: Command) -> Result<i32, Error> {
             let sys = crate::os::systemd::Systemd::connect()?;
             let cfg = crate::server::serverconfig::ServerConfig::load_with_env(
                 &path,
-                &sys.server_env(&ctx.settings.unit)?,
+                &crate::server::serverenv::ServerEnv::of(&sys, &ctx.settings.unit)?,
             )?;
             let pids = sys.unit_pids(&ctx.settings.unit);
             let endpoint = crate::server::webadmin::Endpoint::of(&ctx.settings, Some(&cfg), pids);
-            let admin = sys
-                .server_env(&ctx.settings.unit)
+            let admin = crate::server::serverenv::ServerEnv::of(&sys, &ctx.settings.unit)
                 .ok()
                 .and_then(|e| e.recovery_admin());
             crate::server::webadmin::refresh(&ctx.settings, cfg.generation, &endpoint, admin)?;

@@ -162,8 +162,7 @@ fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
     let sys = m.sys()?;
     let pids = sys.unit_pids(&m.settings().unit);
     let endpoint = webadmin::Endpoint::of(m.settings(), Some(&cfg), pids);
-    let admin = sys
-        .server_env(&m.settings().unit)
+    let admin = crate::server::serverenv::ServerEnv::of(sys, &m.settings().unit)
         .ok()
         .and_then(|e| e.recovery_admin());
     webadmin::refresh(m.settings(), cfg.generation, &endpoint, admin)?;

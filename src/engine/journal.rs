@@ -302,6 +302,16 @@ pub fn test_point(point: &str) {
     let _ = point;
 }
 
+/// The fault-injection settings of this run, for a helper it starts as a unit (the crash tests
+/// reach the probation watcher's own points that way); empty in a build without the feature.
+pub fn test_env() -> Vec<(&'static str, String)> {
+    #[cfg(feature = "fault-injection")]
+    if let Ok(point) = std::env::var(KILL_AT_ENV) {
+        return vec![(KILL_AT_ENV, point)];
+    }
+    Vec::new()
+}
+
 /// Test fault injection (only in a build with the `fault-injection` feature, which scripts/test
 /// enables and the packages never do): `STALWART_UPGRADE_TEST_KILL_AT=<step>:<started|done>` (steps as in
 /// `Step::as_str`/`Undo::as_str`) makes the helper SIGKILL itself right after that record is on

@@ -5,6 +5,5 @@ pub mod announce;
 pub mod commit;
 pub mod history;
 pub mod journal;
-pub mod signals;
 pub mod transaction;
 pub mod undo;

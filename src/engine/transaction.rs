@@ -102,7 +102,7 @@ impl<'a> Resources<'a> {
         if let Some(e) = self.env.get() {
             return Ok(e);
         }
-        let e = self.sys()?.server_env(&self.settings().unit)?;
+        let e = ServerEnv::of(self.sys()?, &self.settings().unit)?;
         Ok(self.env.get_or_init(|| e))
     }
     /// The server config at `path`, its macros expanded from the unit's environment.
@@ -151,7 +151,7 @@ pub struct Transaction<'m, 'a> {
     failed_step: Option<Step>,
     /// Committed or aborted: nothing left for the panic backstop in `Drop`.
     closed: bool,
-    _signals: crate::engine::signals::Held,
+    _signals: crate::os::signals::Held,
 }
 
 impl<'m, 'a> Transaction<'m, 'a> {
@@ -168,7 +168,7 @@ impl<'m, 'a> Transaction<'m, 'a> {
             begin,
             failed_step: None,
             closed: false,
-            _signals: crate::engine::signals::hold(),
+            _signals: crate::os::signals::hold(),
         })
     }
 
@@ -189,7 +189,7 @@ impl<'m, 'a> Transaction<'m, 'a> {
             &Begin,
         ) -> Result<(T, Option<crate::engine::journal::Noted>), Error>,
     ) -> Result<T, Error> {
-        if let Some(sig) = crate::engine::signals::received() {
+        if let Some(sig) = crate::os::signals::received() {
             tracing::warn!(unit = %self.begin.unit, "{sig} received: rolling back before step {step}");
             return Err(Error::Interrupted {
                 signal: sig.to_string(),
@@ -226,7 +226,7 @@ impl<'m, 'a> Transaction<'m, 'a> {
 
     fn undo_now(&mut self, reason: &str, may_blame: bool) -> Result<Report, Error> {
         self.closed = true;
-        crate::engine::signals::undoing();
+        crate::os::signals::undoing();
         let records = Journal::read(self.journal.path())?.unwrap_or_default();
         let sum = Summary::of(&records);
         // An attempt that took the server down is not repeated unattended (no second outage

@@ -16,15 +16,11 @@
 use crate::config::Settings;
 use crate::os::fsutil::Dir;
 use crate::os::systemd::Systemd;
+use crate::server::lines::{is_json, RECOVERY_PORT};
 use crate::server::serverconfig::{ServerConfig, StoreKind};
 use crate::server::version::Version;
 use crate::Error;
 use std::path::{Path, PathBuf};
-
-/// >= 0.16 servers read config.json and are managed over JMAP.
-pub fn is_json(v: &Version) -> bool {
-    v.0.major > 0 || v.0.minor >= 16
-}
 
 pub fn crosses(from: &Version, to: &Version) -> bool {
     !is_json(from) && is_json(to)
@@ -354,10 +350,6 @@ pub fn start_recovery(
     crate::server::health::gate(sys, s, Some(cfg), &expect)?;
     Ok(())
 }
-
-/// The port upstream's recovery mode listens on (plain HTTP, `[::]`), pinned so that an env
-/// file of the admin's does not move it.
-pub const RECOVERY_PORT: u16 = 8080;
 
 /// Stops the recovery-mode server and removes the runtime drop-in and its env file, so the
 /// normal start that follows runs without them. Idempotent.

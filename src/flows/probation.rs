@@ -153,6 +153,7 @@ fn start_watcher() -> Result<(), String> {
         "Stalwart upgrade probation: roll back a release that crashes after its commit",
         None,
         &["probation"],
+        &crate::engine::journal::test_env(),
     )
 }
 

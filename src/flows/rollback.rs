@@ -250,7 +250,7 @@ fn below_016(
     target: &Version,
     restore_from: Option<&str>,
 ) -> Result<Option<ServerConfig>, Error> {
-    use crate::flows::crossing::is_json;
+    use crate::server::lines::is_json;
     match (is_json(current), is_json(target)) {
         (true, false) => {}
         (false, true) => {

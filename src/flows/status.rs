@@ -109,7 +109,7 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         } else if let Some(v) = binary_version
             .as_deref()
             .and_then(|v| v.parse::<crate::server::version::Version>().ok())
-            .filter(crate::flows::crossing::is_json)
+            .filter(crate::server::lines::is_json)
         {
             // 0.16 answers /healthz/ready in bootstrap and recovery mode too: only its session
             // tells (health::server_mode).

@@ -19,7 +19,7 @@ pub(crate) fn carry(
 ) -> StepResult {
     let s = m.settings();
     let endpoint = crate::server::webadmin::Endpoint::Server {
-        base: format!("http://127.0.0.1:{}", crossing::RECOVERY_PORT),
+        base: format!("http://127.0.0.1:{}", crate::server::lines::RECOVERY_PORT),
         unit: b.unit.clone(),
         pids: m.sys()?.unit_pids(&b.unit),
     };

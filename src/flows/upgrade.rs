@@ -340,7 +340,10 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
 /// What the server's environment must not say (`serverenv`): refused before any downtime.
 pub(crate) fn check_env(m: &Resources) -> Result<(), Error> {
     let s = m.settings();
-    match m.sys()?.server_env(&s.unit)?.refusals().first() {
+    match crate::server::serverenv::ServerEnv::of(m.sys()?, &s.unit)?
+        .refusals()
+        .first()
+    {
         Some(r) => Err(Error::Refused(format!("{r}; nothing was changed"))),
         None => Ok(()),
     }

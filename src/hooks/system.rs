@@ -7,6 +7,7 @@ use crate::engine::transaction::{RecoverReport, Report};
 use crate::os::fsutil::Dir;
 use crate::os::systemd::Systemd;
 use crate::policy::{self, HoldPaths, Verdict};
+use crate::server::credentials;
 use crate::server::version::Version;
 use crate::store::state::StateDir;
 use crate::store::swap::{self, SwapError};
@@ -290,7 +291,7 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
         s.server_binary().display()
     ));
 
-    let json = crate::flows::crossing::is_json(&version);
+    let json = crate::server::lines::is_json(&version);
     let config = if json {
         crate::flows::crossing::paths(s).config_json
     } else {
@@ -465,13 +466,14 @@ fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> 
                 .and_then(|r| r.split('\'').next())
                 .filter(|p| !p.is_empty());
             if let Some(pw) = pw {
-                let cred = Path::new(CREDENTIALS_FILE);
+                let cred = Path::new(credentials::CREDENTIALS_FILE);
                 if !cred.exists() {
                     match crate::store::state::write_atomic(cred, format!("admin:{pw}\n").as_bytes(), 0o600) {
                         Ok(()) => done.push(format!(
-                            "the administrator's credential is kept in {CREDENTIALS_FILE} (root-only), for the web-admin refresh"
+                            "the administrator's credential is kept in {} (root-only), for the web-admin refresh",
+                            cred.display()
                         )),
-                        Err(e) => done.push(format!("warning: could not keep the credential in {CREDENTIALS_FILE}: {e}")),
+                        Err(e) => done.push(format!("warning: could not keep the credential in {}: {e}", cred.display())),
                     }
                 }
             }
@@ -492,32 +494,6 @@ fn init_config(ctx: &Context, config: &Path, uid: u32, gid: u32) -> Vec<String> 
         }
     }
     done
-}
-
-/// Where the package puts the administrator's credential of a 0.15 first install (upstream's
-/// `--init` prints the password once; the web-admin refresh reads it from here).
-pub const CREDENTIALS_FILE: &str = "/etc/stalwart-upgrade/webadmin.cred";
-
-/// A random password of `n` letters and digits (from the kernel's random source).
-pub(crate) fn random_password(n: usize) -> Result<String, Error> {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut bytes = vec![0u8; n * 2];
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| command_failed("read /dev/urandom", e.to_string()))?;
-    // Rejection sampling keeps the characters uniform.
-    let limit = 256 - 256 % ALPHABET.len();
-    let mut out = String::new();
-    for b in bytes {
-        if (b as usize) < limit && out.len() < n {
-            out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
-        }
-    }
-    if out.len() < n {
-        return random_password(n);
-    }
-    Ok(out)
 }
 
 /// 0.16 has no `--init`: the package writes what upstream's setup wizard would write, so the
@@ -547,7 +523,8 @@ fn init_016(ctx: &Context, config: &Path) -> Result<Vec<String>, Error> {
              #STALWART_PUBLIC_URL=https://mail.example.com\n",
         );
         if !s.install.bootstrap {
-            let pw = random_password(24)?;
+            let pw = credentials::random_password(24)
+                .map_err(|e| command_failed("read /dev/urandom", e.to_string()))?;
             text.push_str(&format!("STALWART_RECOVERY_ADMIN=admin:{pw}\n"));
             admin = Some(pw);
         }
@@ -635,7 +612,11 @@ fn start_first(ctx: &Context, config: &Path) -> String {
         // The unit's drop-in (>= 0.16) was written after the hook's own reload.
         sys.daemon_reload()?;
         sys.start(&s.unit, s.start_timeout())?;
-        let cfg = ServerConfig::load_with_env(config, &sys.server_env(&s.unit)?).ok();
+        let cfg = ServerConfig::load_with_env(
+            config,
+            &crate::server::serverenv::ServerEnv::of(&sys, &s.unit)?,
+        )
+        .ok();
         let version = swap::binary_version(&s.server_binary())?;
         let expect = health::Expect::normal(s, cfg.as_ref(), &version, Vec::new());
         let h = health::gate(&sys, s, cfg.as_ref(), &expect)?;

@@ -37,6 +37,36 @@ pub struct FsError {
     pub source: io::Error,
 }
 
+/// Replaces the file at `path` (a path the caller trusts: root's own directories, reached by
+/// name) by `bytes` with `mode`, durably: written to a temporary file beside it, fsync'd,
+/// renamed over it, the directory fsync'd. For directories someone else can write, use
+/// [`Dir::write_atomic`] instead.
+pub fn write_atomic_path(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| FsError::new("create a temporary file in", dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| FsError::new("write", path, e))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| FsError::new("chmod", path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| FsError::new("fsync", path, e))?;
+    tmp.persist(path)
+        .map_err(|e| FsError::new("rename over", path, e.error))?;
+    fsync_dir_path(dir).map_err(|e| FsError::new("fsync", dir, e))
+}
+
+/// fsync of a directory reached by name (a rename or unlink inside it becomes durable).
+pub fn fsync_dir_path(dir: &Path) -> io::Result<()> {
+    trace::note("fsync", dir);
+    std::fs::File::open(dir)?.sync_all()
+}
+
 impl FsError {
     pub fn new(op: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
         FsError {

@@ -5,5 +5,7 @@ pub mod child;
 pub mod clock;
 pub mod fsutil;
 pub mod progress;
+pub mod readas;
+pub mod signals;
 pub mod systemd;
 pub mod tls;

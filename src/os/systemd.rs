@@ -337,7 +337,7 @@ impl Systemd {
             return Ok(());
         }
         std::fs::create_dir_all(dir).map_err(err)?;
-        crate::store::state::write_atomic(
+        crate::os::fsutil::write_atomic_path(
             &path,
             b"# stalwart-upgrade holds the server stopped during an upgrade; removed when it starts it
               [Unit]
@@ -421,12 +421,9 @@ RefuseManualStart=yes
         })
     }
 
-    /// The environment the unit gives the server (`Environment=`, `EnvironmentFile=`,
-    /// `UnsetEnvironment=`), see `serverenv`.
-    pub fn server_env(
-        &self,
-        unit: &str,
-    ) -> Result<crate::server::serverenv::ServerEnv, SystemdError> {
+    /// What the unit gives its main process as environment (`Environment=`, `EnvironmentFile=`,
+    /// `UnsetEnvironment=`), as systemd reports it; `server::serverenv` reads it.
+    pub fn environment(&self, unit: &str) -> Result<UnitEnvironment, SystemdError> {
         let props = self.unit_props(unit)?;
         let strings = |k: &str| -> Vec<String> {
             match props.service.get(k).map(|v| &**v) {
@@ -456,11 +453,11 @@ RefuseManualStart=yes
                     .collect(),
                 _ => Vec::new(),
             };
-        Ok(crate::server::serverenv::ServerEnv::from_unit(
-            &strings("Environment"),
-            &files,
-            &strings("UnsetEnvironment"),
-        ))
+        Ok(UnitEnvironment {
+            environment: strings("Environment"),
+            files,
+            unset: strings("UnsetEnvironment"),
+        })
     }
 
     /// The processes in the unit's cgroup: (pid, command line).
@@ -676,14 +673,27 @@ struct UnitProps {
     service: HashMap<String, OwnedValue>,
 }
 
+/// A unit's environment settings as systemd reports them.
+#[derive(Debug, Clone, Default)]
+pub struct UnitEnvironment {
+    /// `Environment=` assignments.
+    pub environment: Vec<String>,
+    /// `EnvironmentFile=` paths, each with whether it is optional (`-`).
+    pub files: Vec<(std::path::PathBuf, bool)>,
+    /// `UnsetEnvironment=` names.
+    pub unset: Vec<String>,
+}
+
 /// Runs this helper with `args` as the transient service `unit` (`systemd-run`: nothing to
 /// install, and it outlives this process, the package manager's run and the terminal), now or,
-/// with `delay`, from a transient timer. A unit of that name that already runs is left as it is.
+/// with `delay`, from a transient timer, with `env` added to its environment. A unit of that
+/// name that already runs is left as it is.
 pub fn run_helper_transient(
     unit: &str,
     description: &str,
     delay: Option<Duration>,
     args: &[&str],
+    env: &[(&str, String)],
 ) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("the helper's own path: {e}"))?;
     let mut cmd = std::process::Command::new("/usr/bin/systemd-run");
@@ -692,14 +702,8 @@ pub fn run_helper_transient(
     if let Some(d) = delay {
         cmd.arg(format!("--on-active={}", d.as_secs().max(1)));
     }
-    // The crash tests reach the watcher's own points through its environment (a build with
-    // the fault-injection feature only; the packages never have it).
-    #[cfg(feature = "fault-injection")]
-    if let Ok(point) = std::env::var(crate::engine::journal::KILL_AT_ENV) {
-        cmd.arg(format!(
-            "--setenv={}={point}",
-            crate::engine::journal::KILL_AT_ENV
-        ));
+    for (k, v) in env {
+        cmd.arg(format!("--setenv={k}={v}"));
     }
     // The helper reads its settings from their default place (a STALWART_UPGRADE_CONFIG of
     // this run is not passed on).

@@ -148,7 +148,7 @@ impl Expect {
         version: &crate::server::version::Version,
         listeners: Vec<crate::server::listener::Probe>,
     ) -> Expect {
-        let json = crate::flows::crossing::is_json(version);
+        let json = crate::server::lines::is_json(version);
         let mut log_files = cfg.map(|c| c.log_files.clone()).unwrap_or_default();
         if json {
             log_files.push(crate::server::serverconfig::LogFiles {
@@ -195,7 +195,7 @@ impl Expect {
             recovery: true,
             base: Some(format!(
                 "http://127.0.0.1:{}",
-                crate::flows::crossing::RECOVERY_PORT
+                crate::server::lines::RECOVERY_PORT
             )),
             ..Expect::default()
         }
@@ -285,7 +285,7 @@ pub fn gate(
         if !running || state.sub_state == "auto-restart" {
             return Err(exited(unit, &state, settings, expect));
         }
-        if let Some(sig) = crate::engine::signals::received() {
+        if let Some(sig) = crate::os::signals::received() {
             return Err(HealthError::Interrupted {
                 unit: unit.into(),
                 signal: sig.to_string(),
@@ -327,7 +327,7 @@ pub fn gate(
         && server_mode(&base) == Some(Mode::RecoveryOrBootstrap)
     {
         // What the unit's environment says now names the cause exactly when it is the env.
-        let hint = match sys.server_env(unit) {
+        let hint = match crate::server::serverenv::ServerEnv::of(sys, unit) {
             Ok(env) if env.recovery_mode() => format!(
                 " (STALWART_RECOVERY_MODE is set in {}: remove it there, then `systemctl restart {unit}`)",
                 env.origin("STALWART_RECOVERY_MODE").unwrap_or("the unit's environment")
@@ -613,7 +613,7 @@ mod tests {
             cluster: None,
             log_files: vec![],
             listeners: vec![],
-            reader: crate::server::serverconfig::files::Reader::Helper,
+            reader: crate::os::readas::Reader::Helper,
         };
         assert_eq!(base_url(&s, Some(&cfg)), "http://127.0.0.1:9090");
         let https_only = ServerConfig {

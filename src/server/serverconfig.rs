@@ -12,7 +12,6 @@
 //!   `VAR` is looked up in the server unit's environment (`serverenv`), never the helper's.
 //! - 0.16 config.json holds one DataStore object, `{"@type":"RocksDb","path":...}`.
 
-pub(crate) mod files;
 mod flat;
 mod secret;
 use flat::*;
@@ -165,7 +164,7 @@ pub struct ServerConfig {
     pub listeners: Vec<crate::server::listener::Declared>,
     /// Who the files the config names were read as (recorded with a snapshot's copy of it).
     #[serde(skip)]
-    pub(crate) reader: files::Reader,
+    pub(crate) reader: crate::os::readas::Reader,
 }
 
 /// Log files of the server: `dir/<prefix>*`.
@@ -183,7 +182,7 @@ impl ServerConfig {
     /// the way, none at the end), a regular file of at most [`MAX_CONFIG`] bytes (a FIFO or
     /// /dev/zero in its place must not hang or exhaust the helper under dpkg). Files its macros
     /// and secrets name are then read as whoever controls it, decided from that same descriptor
-    /// and its directory (`files::Reader::for_file`).
+    /// and its directory (`readas::Reader::for_file`).
     ///
     /// `%{env:..}%` macros (0.15) and `EnvironmentVariable` secrets (0.16) take their values from
     /// `env`, the server unit's environment (`systemd::Systemd::server_env`), never from the
@@ -198,7 +197,7 @@ impl ServerConfig {
     /// root read `%{file:..}%` and send it to a database host the copy names).
     pub(crate) fn load_copy(
         path: &Path,
-        reader: &files::Reader,
+        reader: &crate::os::readas::Reader,
         env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
         Self::load_with(path, Some(reader), env)
@@ -206,7 +205,7 @@ impl ServerConfig {
 
     fn load_with(
         path: &Path,
-        reader: Option<&files::Reader>,
+        reader: Option<&crate::os::readas::Reader>,
         env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
         let read_err = |e: crate::os::fsutil::FsError| ServerConfigError::Read {
@@ -240,7 +239,7 @@ impl ServerConfig {
         })?;
         let reader = match reader {
             Some(r) => r.clone(),
-            None => files::Reader::for_file(&meta, &dir_meta),
+            None => crate::os::readas::Reader::for_file(&meta, &dir_meta),
         };
         let is_json = path.extension().is_some_and(|e| e == "json")
             || (path.extension().is_none() && text.trim_start().starts_with('{'));
@@ -268,7 +267,12 @@ impl ServerConfig {
         text: &str,
         env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
-        Self::parse_toml_as(path, text, &files::Reader::for_config(path), env)
+        Self::parse_toml_as(
+            path,
+            text,
+            &crate::os::readas::Reader::for_config(path),
+            env,
+        )
     }
 
     /// Parses config.json text (>= 0.16); files it names are read as whoever controls `path`.
@@ -283,14 +287,19 @@ impl ServerConfig {
         text: &str,
         env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
-        Self::parse_json_as(path, text, &files::Reader::for_config(path), env)
+        Self::parse_json_as(
+            path,
+            text,
+            &crate::os::readas::Reader::for_config(path),
+            env,
+        )
     }
 
     /// Parses config.toml text (<= 0.15). `path` is only used in messages and for the result.
     fn parse_toml_as(
         path: &Path,
         text: &str,
-        reader: &files::Reader,
+        reader: &crate::os::readas::Reader,
         env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
         let malformed = ServerConfigError::malformed_in(path);
@@ -374,7 +383,7 @@ impl ServerConfig {
     fn parse_json_as(
         path: &Path,
         text: &str,
-        reader: &files::Reader,
+        reader: &crate::os::readas::Reader,
         env: &ServerEnv,
     ) -> Result<ServerConfig, ServerConfigError> {
         let malformed = ServerConfigError::malformed_in(path);
@@ -571,8 +580,12 @@ store = "rocksdb"
         std::fs::write(&copy, text(&secret)).unwrap();
         let as_root = ServerConfig::load(&copy).unwrap();
         assert!(format!("{:?}", as_root.stores).contains("secret-path"));
-        let e = ServerConfig::load_copy(&copy, &files::Reader::nobody(), &ServerEnv::default())
-            .unwrap_err();
+        let e = ServerConfig::load_copy(
+            &copy,
+            &crate::os::readas::Reader::nobody(),
+            &ServerEnv::default(),
+        )
+        .unwrap_err();
         assert!(!e.to_string().contains("secret-path"), "{e}");
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&secret, &link).unwrap();

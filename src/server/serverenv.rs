@@ -75,13 +75,23 @@ impl ServerEnv {
         env
     }
 
+    /// The environment `unit` gives the server, as systemd says now (`Environment=`,
+    /// `EnvironmentFile=`, `UnsetEnvironment=`).
+    pub fn of(
+        sys: &crate::os::systemd::Systemd,
+        unit: &str,
+    ) -> Result<ServerEnv, crate::os::systemd::SystemdError> {
+        let e = sys.environment(unit)?;
+        Ok(ServerEnv::from_unit(&e.environment, &e.files, &e.unset))
+    }
+
     /// The environment `unit` gives the server, asked of systemd now: where the server config's
     /// `%{env:..}%` macros take their values (never the helper's own environment, which is
     /// root's, from whoever ran dpkg). Best effort, for commands that work without systemd too:
     /// without D-Bus it is empty, and a config that needs a variable is refused with a message
     /// naming it.
     pub fn of_unit(unit: &str) -> ServerEnv {
-        match crate::os::systemd::Systemd::connect().and_then(|sys| sys.server_env(unit)) {
+        match crate::os::systemd::Systemd::connect().and_then(|sys| ServerEnv::of(&sys, unit)) {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!("the environment of {unit} is not available: {e}");
@@ -270,7 +280,7 @@ pub fn remove_server_env(s: &crate::config::Settings) -> Result<(), EnvFileError
 
 /// Moves install.sh's PREFIX/etc/stalwart.env (in the server's own directory) to
 /// `Settings::server_env` when that does not exist yet. Its text is read with the identity of
-/// whoever controls that directory (`serverconfig::files::Reader`): the service user may have
+/// whoever controls that directory (`readas::Reader`): the service user may have
 /// put any file of root's there under that name (a rename, a symlink), and what root copies into
 /// the server's environment must be something the server could read anyway. The old file is
 /// renamed `stalwart.env.moved` so nobody edits a file no unit reads. Some(what was done).
@@ -301,13 +311,11 @@ pub fn move_legacy_env(s: &crate::config::Settings) -> Result<Option<String>, En
         )));
     }
     let etc_meta = etc.meta().map_err(file_err(&legacy))?;
-    let reader = crate::server::serverconfig::files::Reader::for_file(&meta, &etc_meta);
+    let reader = crate::os::readas::Reader::for_file(&meta, &etc_meta);
     let text =
-        crate::server::serverconfig::files::read_as(&reader, &legacy, 1 << 20).map_err(|m| {
-            EnvFileError::File {
-                path: legacy.clone(),
-                message: format!("cannot be moved to {}: {m}", s.server_env.display()),
-            }
+        crate::os::readas::read_as(&reader, &legacy, 1 << 20).map_err(|m| EnvFileError::File {
+            path: legacy.clone(),
+            message: format!("cannot be moved to {}: {m}", s.server_env.display()),
         })?;
     write_server_env(s, text.as_bytes())?;
     etc.rename(&name, &etc, "stalwart.env.moved")

@@ -177,7 +177,7 @@ fn agent(settings: &Settings, base: &str) -> Result<ureq::Agent, WebadminError> 
 }
 
 /// The credentials: `[webadmin] credentials_file`, else the file a 0.15 first install of the
-/// package keeps (`hooks::system::CREDENTIALS_FILE`), else 0.16's `STALWART_RECOVERY_ADMIN` from
+/// package keeps (`credentials::CREDENTIALS_FILE`), else 0.16's `STALWART_RECOVERY_ADMIN` from
 /// the server's environment (what a 0.16 first install pins).
 fn credentials(
     settings: &Settings,
@@ -186,7 +186,7 @@ fn credentials(
     if let Some(f) = &settings.webadmin.credentials_file {
         return read_credentials(f);
     }
-    let kept = Path::new(crate::hooks::system::CREDENTIALS_FILE);
+    let kept = Path::new(crate::server::credentials::CREDENTIALS_FILE);
     if kept.exists() {
         return read_credentials(kept);
     }

@@ -240,8 +240,7 @@ fn check_parents(root: &Path) -> Result<(), StateError> {
 }
 
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    crate::os::fsutil::trace::note("fsync", dir);
-    std::fs::File::open(dir)?.sync_all()
+    crate::os::fsutil::fsync_dir_path(dir)
 }
 
 /// `create_dir_all`, durably: each directory it creates has its parent fsync'd, so a file made
@@ -289,18 +288,10 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Sta
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    tmp.write_all(bytes).map_err(io(path))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io(path))?;
-    tmp.as_file().sync_all().map_err(io(path))?;
-    tmp.persist(path).map_err(|e| io(path)(e.error))?;
-    fsync_dir(dir).map_err(io(dir))
+    crate::os::fsutil::write_atomic_path(path, bytes, mode).map_err(|e| StateError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

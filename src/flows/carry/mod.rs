@@ -274,7 +274,7 @@ pub fn expire(
 
 /// The one-time administrator of the recovery-mode start: a random login only this run knows.
 pub fn one_time_admin() -> Result<(String, String), CarryError> {
-    let pw = crate::hooks::system::random_password(32).map_err(|e| CarryError::File {
+    let pw = crate::server::credentials::random_password(32).map_err(|e| CarryError::File {
         path: "/dev/urandom".into(),
         message: e.to_string(),
     })?;

@@ -35,7 +35,7 @@ pub(super) const MAX_EXPANDED_LEN: usize = 64 * 1024;
 pub(super) struct Flat<'a> {
     pub(super) path: &'a Path,
     /// Whose identity reads the files that macros name.
-    pub(super) reader: &'a files::Reader,
+    pub(super) reader: &'a crate::os::readas::Reader,
     /// Where `%{env:..}%` macros take their values: the server unit's environment.
     pub(super) env: &'a crate::server::serverenv::ServerEnv,
     pub(super) keys: BTreeMap<String, toml::Value>,

@@ -9,7 +9,7 @@ use std::path::Path;
 pub(super) fn json_secret(
     path: &Path,
     v: &serde_json::Value,
-    reader: &files::Reader,
+    reader: &crate::os::readas::Reader,
     env: &ServerEnv,
 ) -> Result<Secret, ServerConfigError> {
     let malformed = ServerConfigError::malformed_in(path);
@@ -93,9 +93,9 @@ pub(super) const MAX_SECRET_FILE: u64 = 64 * 1024;
 pub(super) fn read_secret_file(
     cfg_path: &Path,
     file: &Path,
-    reader: &files::Reader,
+    reader: &crate::os::readas::Reader,
 ) -> Result<String, ServerConfigError> {
-    files::read_as(reader, file, MAX_SECRET_FILE)
+    crate::os::readas::read_as(reader, file, MAX_SECRET_FILE)
         .map(|s| s.trim().to_string())
         .map_err(|why| ServerConfigError::Malformed {
             path: cfg_path.to_owned(),

@@ -187,7 +187,7 @@ pub struct Manifest {
     /// Whom the files the config names were read as when the snapshot was taken: the copy is
     /// parsed with that identity (None, from before it was recorded: as nobody).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) config_reader: Option<crate::server::serverconfig::files::Reader>,
+    pub(crate) config_reader: Option<crate::os::readas::Reader>,
     /// Why this snapshot exists when it is not a snapshot taken on purpose: the data a restore
     /// displaced (what a server ran on since), kept rather than deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -477,7 +477,7 @@ impl Snapshots {
             "snapshot {} keeps no copy of the server config, which the database connection of its SQL store is taken from; restore it with pg_restore / mariadb by hand",
             m.id
         )))?;
-        let nobody = crate::server::serverconfig::files::Reader::nobody();
+        let nobody = crate::os::readas::Reader::nobody();
         let reader = m.config_reader.as_ref().unwrap_or(&nobody);
         let cfg = ServerConfig::load_copy(&self.dir_of(&m.id)?.join(copy), reader, &self.env)
             .map_err(|e| SnapshotError::Other(e.to_string()))?;
