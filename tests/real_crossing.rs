@@ -10,6 +10,10 @@ use real_common::*;
 const DB: &str = "/opt/stalwart/data/index.sqlite3";
 
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_0_16_that_fails_to_start_is_rolled_back_to_0_15_with_the_mail() {
     let test = "a_real_0_16_that_fails_to_start_is_rolled_back_to_0_15_with_the_mail";
     let Some((old, new, backend)) = crossing(test) else {
@@ -46,6 +50,10 @@ fn a_real_0_16_that_fails_to_start_is_rolled_back_to_0_15_with_the_mail() {
 }
 
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn rollback_after_a_real_crossing_brings_0_15_back_with_its_mail() {
     let test = "rollback_after_a_real_crossing_brings_0_15_back_with_its_mail";
     let Some((old, new, backend)) = crossing(test) else {
@@ -107,6 +115,10 @@ fn rollback_after_a_real_crossing_brings_0_15_back_with_its_mail() {
 /// mail, the alias and the list deliver, the group, list and key exist, and the 0.15 admin logs
 /// in with its old password.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_crossing_carries_accounts_groups_lists_dkim_keys_listeners_and_the_admin() {
     use testbed::real_server::{
         alice, bob, Account, RealServer, ADMIN, ADMIN_SECRET, DOMAIN, HTTP,
@@ -220,6 +232,10 @@ fn a_real_crossing_carries_accounts_groups_lists_dkim_keys_listeners_and_the_adm
 /// `[store.pg]` becomes 0.16's `PostgreSql` config.json with its secret, the accounts and mail
 /// come over, and `rollback` brings 0.15.5 back from the pg_dump snapshot with the mail.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail() {
     crossing_on_postgresql(
         "a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail",
@@ -231,6 +247,10 @@ fn a_real_crossing_on_postgresql_and_its_rollback_keep_accounts_and_mail() {
 /// the PostgreSQL server, the rollback copies it back and swaps it in, and what 0.16 wrote (the
 /// mail delivered to it) is kept as a database of its own.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_crossing_on_postgresql_with_a_clone_snapshot_and_its_rollback() {
     crossing_on_postgresql(
         "a_real_crossing_on_postgresql_with_a_clone_snapshot_and_its_rollback",
@@ -300,6 +320,10 @@ fn crossing_on_postgresql(test: &str, clone: bool) {
 /// parse, which 0.15 kept without complaint) fails the whole crossing: 0.15.5 runs again with
 /// its accounts, mail and config as before.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back() {
     use testbed::real_server::{alice, RealServer};
     let test = "an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back";
@@ -344,6 +368,10 @@ fn an_object_the_real_0_16_refuses_rolls_the_whole_crossing_back() {
 /// their mail, the 0.15 admin works, every listener of before answers with its protocol's
 /// greeting; `rollback` brings 0.15.5 back with all of it.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back() {
     use testbed::real_server::{alice, bob, RealServer, ADMIN, ADMIN_SECRET, DOMAIN, HTTP};
     let test = "upstreams_default_installation_crosses_on_a_short_hostname_and_rolls_back";

@@ -9,6 +9,10 @@ use testbed::real_server::{alice, RealServer, HTTP};
 /// The admin gets a working password: upstream's `--init` prints it on stderr (measured with the
 /// real 0.15.5; the helper kept only stdout and lost it), the hook shows it, and it logs in.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_first_install_of_a_real_0_15_package_shows_a_working_admin_password() {
     let test = "a_first_install_of_a_real_0_15_package_shows_a_working_admin_password";
     let Some(rel) = testbed::real::newest("0.15") else {
@@ -198,6 +202,10 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
 }
 
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt() {
     fresh_0_16_install_upgrade_and_rollback(
         "a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt",
@@ -206,6 +214,10 @@ fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with
 }
 
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_dnf() {
     fresh_0_16_install_upgrade_and_rollback(
         "a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_dnf",
@@ -218,6 +230,10 @@ fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with
 /// touching config or data and upgrades it in the same run; the accounts and mail made through
 /// the real API are there afterwards.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt() {
     let test = "a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt";
     let Some(rels) = testbed::real::require(test, &["0.16.17", "0.16.18"]) else {
@@ -284,6 +300,10 @@ fn a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt() {
 /// alone: never a second server beside it. The message's commands move it to the PREFIX layout;
 /// then the package adopts it, with the mail.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_it_names() {
     let test =
         "a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_it_names";
@@ -373,6 +393,10 @@ fn a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_i
 /// the same run: 0.16.18's bytes in normal mode, old passwords over JMAP and IMAPS, the mail,
 /// every listener of before; dpkg clean. `rollback` then brings 0.15.5 back with the mail.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn upstreams_default_0_15_installation_crosses_to_0_16_through_apt_get_install() {
     let test = "upstreams_default_0_15_installation_crosses_to_0_16_through_apt_get_install";
     let (Some(old), Some(new)) = (
@@ -452,6 +476,10 @@ fn upstreams_default_0_15_installation_crosses_to_0_16_through_apt_get_install()
 /// to it is rolled back WITH the data: 0.16.18 serves the mail of before, dpkg is clean, status
 /// exits 8 and names the data the broken release ran on, which is set aside, not deleted.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn a_real_release_that_changes_the_store_then_panics_is_rolled_back_with_the_data_by_apt() {
     let test =
         "a_real_release_that_changes_the_store_then_panics_is_rolled_back_with_the_data_by_apt";

@@ -32,6 +32,10 @@ fn patch_upgrade_and_rollback(test: &str, old: &str, new: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn real_0_15_patch_upgrade_and_rollback_keep_accounts_and_mail() {
     let test = "real_0_15_patch_upgrade_and_rollback_keep_accounts_and_mail";
     let Some((old, new)) = testbed::real::newest_two("0.15") else {
@@ -45,6 +49,10 @@ fn real_0_15_patch_upgrade_and_rollback_keep_accounts_and_mail() {
 }
 
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn real_0_16_17_to_0_16_18_and_rollback_keep_accounts_and_mail() {
     patch_upgrade_and_rollback(
         "real_0_16_17_to_0_16_18_and_rollback_keep_accounts_and_mail",
@@ -60,6 +68,10 @@ fn real_0_16_17_to_0_16_18_and_rollback_keep_accounts_and_mail() {
 /// fails, because the import's own start writes the node lease into the subspace it then
 /// refuses.
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn real_0_16_18_cannot_import_its_own_export_into_a_fresh_store() {
     let test = "real_0_16_18_cannot_import_its_own_export_into_a_fresh_store";
     let Some((rels, _)) = releases(test, &["0.16.18"]) else {

@@ -7,6 +7,10 @@ mod real_common;
 use real_common::*;
 
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn real_0_15_web_admin_refresh_serves_the_new_bundle() {
     let test = "real_0_15_web_admin_refresh_serves_the_new_bundle";
     let Some(rel) = testbed::real::newest("0.15") else {
@@ -38,6 +42,10 @@ fn real_0_15_web_admin_refresh_serves_the_new_bundle() {
 }
 
 #[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
 fn real_0_16_web_admin_refresh_serves_the_new_bundle_and_a_lost_bundle_is_a_failure() {
     let test = "real_0_16_web_admin_refresh_serves_the_new_bundle_and_a_lost_bundle_is_a_failure";
     let Some(rel) = testbed::real::newest("0.16") else {

@@ -157,7 +157,16 @@ pub fn newest(line: &str) -> Option<&'static RealRelease> {
 }
 
 /// A loud line that `test` did not run and why (a skipped real test must never look like a pass).
+/// With the binaries on this machine a real test that cannot run fails instead: the suite's
+/// real tier must then run in full (without them the tests are reported as ignored, see
+/// build.rs).
 pub fn skip(test: &str, why: &str) {
+    if let Some(dir) = source_dir() {
+        panic!(
+            "real-server test `{test}` cannot run although the real binaries are here ({}): {why}",
+            dir.display()
+        );
+    }
     eprintln!(
         "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
          !!! REAL-SERVER TEST `{test}` SKIPPED: {why}\n\
