@@ -273,7 +273,7 @@ fn swap_falls_back_to_renames_where_exchange_is_refused() {
 }
 
 /// A server whose only HTTP listener has implicit TLS (self-signed, for the mail domain): the
-/// health gate and the web-admin refresh reach it on https://127.0.0.1 (see src/tls.rs).
+/// health gate and the web-admin refresh reach it on https://127.0.0.1 (see src/os/tls.rs).
 #[test]
 fn an_https_only_server_is_upgraded_over_tls_on_loopback() {
     let s = Scenario::new(&release("0.15.5", Fault::None, 0));
