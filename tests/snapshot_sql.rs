@@ -1313,3 +1313,175 @@ fn a_clone_the_stores_role_opened_and_changed_is_never_restored() {
         "nothing was kept: nothing was replaced"
     );
 }
+
+/// Issue #24, the undo's side: a restore first dumps the live data it is about to replace (the
+/// mail the failed version took). When that dump hits a full file system, the restore must fail
+/// as NoSpace within a bound, before it touches the live data, with no tool left running and no
+/// partial snapshot; once there is room (the file system grown, as an admin would free space),
+/// the same restore goes through and the snapshot's records are back.
+fn undo_dump_into_a_full_fs_keeps_the_live_data(
+    cfg: ServerConfig,
+    root: &Path,
+    sock: &str,
+    tool: &str,
+    count: &dyn Fn() -> u64,
+    add_mail: &dyn Fn(),
+) {
+    let _small = SmallFs::mount(root, "5m");
+    let snaps = Snapshots::new(root);
+    let s = snaps.create(&cfg, &meta()).expect("the first dump fits");
+    let at_snapshot = count();
+    add_mail();
+    let live = count();
+    assert!(live > at_snapshot);
+    // Leave less room than the dump of the live data needs.
+    let free = nix::sys::statvfs::statvfs(root).unwrap();
+    let free = free.blocks_available() * free.fragment_size();
+    let filler = free.saturating_sub(512 << 10);
+    std::fs::write(root.join("filler"), vec![1u8; filler as usize]).unwrap();
+
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let cfg = cfg.clone();
+        let id = s.id.clone();
+        let snaps = Snapshots::new(root);
+        std::thread::spawn(move || {
+            let _ = tx.send(snaps.restore(&id, Some(&cfg), &keep()));
+        });
+    }
+    let res = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the restore hung on the full file system");
+    let err = res.expect_err("the live data's dump cannot fit");
+    assert!(
+        matches!(err, SnapshotError::KeepNoSpace { .. })
+            && err.to_string().contains("live data was NOT changed"),
+        "a full disk is named as such: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        count(),
+        live,
+        "the live data was touched by a restore that could not keep it"
+    );
+    let t0 = Instant::now();
+    let running = || -> Vec<String> {
+        processes_naming(sock)
+            .into_iter()
+            .filter(|p| p.contains(tool))
+            .collect()
+    };
+    while !running().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        running().is_empty(),
+        "{tool} still running: {:?}",
+        running()
+    );
+    let ids: Vec<String> = snaps.list().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![s.id.clone()], "no partial snapshot counts as one");
+
+    // Room again: the same restore goes through, and the live data is kept besides.
+    std::fs::remove_file(root.join("filler")).unwrap();
+    must(
+        Command::new("mount")
+            .args(["-o", "remount,size=64m"])
+            .arg(root),
+    );
+    let r = snaps
+        .restore(&s.id, Some(&cfg), &keep())
+        .expect("restore with room");
+    assert_eq!(count(), at_snapshot, "the snapshot's records are back");
+    assert!(r.kept.is_some(), "the replaced live data is kept: {r:?}");
+}
+
+#[test]
+fn a_postgresql_restore_whose_dump_of_the_live_data_fills_the_disk_keeps_the_live_data() {
+    let pg = Postgres::start();
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE ROLE stalwart LOGIN PASSWORD 'pg-Secret-42'",
+    );
+    pg.psql(
+        "postgres",
+        "super-pw",
+        "postgres",
+        "CREATE DATABASE mail OWNER stalwart",
+    );
+    let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
+    st("CREATE TABLE messages (id int PRIMARY KEY, body text NOT NULL)");
+    st(
+        "INSERT INTO messages SELECT g, md5(g::text) || md5((g+1)::text) || md5((g+2)::text) \
+        || md5((g+3)::text) FROM generate_series(1, 20000) g",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\n\
+             database = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
+            pg.sock.display(),
+            pg.port
+        ),
+    )
+    .unwrap();
+    let cfg = ServerConfig::load_with_env(&cfg_path, &ServerEnv::default()).unwrap();
+    let count = || -> u64 { st("SELECT count(*) FROM messages").trim().parse().unwrap() };
+    let add = || {
+        st("INSERT INTO messages SELECT g, md5(g::text) FROM generate_series(20001, 21000) g");
+    };
+    undo_dump_into_a_full_fs_keeps_the_live_data(
+        cfg,
+        &tmp.path().join("snapshots"),
+        &pg.sock.display().to_string(),
+        "pg_dump",
+        &count,
+        &add,
+    );
+}
+
+#[test]
+fn a_mariadb_restore_whose_dump_of_the_live_data_fills_the_disk_keeps_the_live_data() {
+    let db = Mariadb::start();
+    db.root("CREATE DATABASE mail");
+    db.root("CREATE USER 'stalwart'@'localhost' IDENTIFIED BY 'my-Secret-42'");
+    db.root("GRANT ALL ON mail.* TO 'stalwart'@'localhost'");
+    db.user("CREATE TABLE messages (id INT PRIMARY KEY, body TEXT NOT NULL) ENGINE=InnoDB");
+    db.user(
+        "INSERT INTO messages SELECT seq, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2), \
+         MD5(seq + 3)) FROM seq_1_to_20000",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[storage]\ndata = \"my\"\n[store.my]\ntype = \"mysql\"\nhost = \"{}\"\n\
+             database = \"mail\"\nuser = \"stalwart\"\npassword = \"my-Secret-42\"\n",
+            db.sock.display()
+        ),
+    )
+    .unwrap();
+    let cfg = ServerConfig::load(&cfg_path).unwrap();
+    let count = || -> u64 { db.user("SELECT COUNT(*) FROM messages").parse().unwrap() };
+    let add = || {
+        db.user("INSERT INTO messages SELECT seq, MD5(seq) FROM seq_20001_to_21000");
+    };
+    undo_dump_into_a_full_fs_keeps_the_live_data(
+        cfg,
+        &tmp.path().join("snapshots"),
+        &db.sock.display().to_string(),
+        "mariadb-dump",
+        &count,
+        &add,
+    );
+}

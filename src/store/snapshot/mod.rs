@@ -138,6 +138,13 @@ pub enum SnapshotError {
     )]
     RestoreNoSpace { store: String, path: PathBuf },
     #[error(
+        "the file system of {path} is full: the dump of store \"{store}\"'s live data, taken \
+         before a restore replaces it, did not fit; the live data was NOT changed and the partial \
+         dump was removed. Free space there, then run the restore again (for an upgrade's or a \
+         rollback's undo: `stalwart-upgrade recover`)"
+    )]
+    KeepNoSpace { store: String, path: PathBuf },
+    #[error(
         "store \"{store}\": the dump {path} is not complete ({message}); restore refused before \
          the database was touched. Use another snapshot (`stalwart-upgrade snapshot list`)"
     )]

@@ -690,14 +690,19 @@ impl Snapshots {
                     let kd = keep.dir()?.create_dir(&slot, 0o700)?;
                     let file = if pg { "dump.pgcustom" } else { "dump.sql" };
                     let mut out = kd.create_file(file, 0o600)?;
-                    if pg {
-                        sql::pg_dump(&snap.id, conn, run_as, &mut out)?;
+                    let dumped = if pg {
+                        sql::pg_dump(&snap.id, conn, run_as, &mut out)
                     } else {
-                        sql::mysql_dump(&snap.id, conn, run_as, &mut out)?;
+                        sql::mysql_dump(&snap.id, conn, run_as, &mut out)
                     }
                     // The restore below replaces the live database: power loss after it must
                     // still find this dump (the only copy of what was written since) on disk.
-                    crate::os::fsutil::sync_file(&out, &kd.path().join(file))?;
+                    .and_then(|()| Ok(crate::os::fsutil::sync_file(&out, &kd.path().join(file))?));
+                    if let Err(e) = dumped {
+                        // A partial dump keeps nothing and only holds the space that ran out.
+                        let _ = kd.remove_file(file);
+                        return Err(keep_failed(e, &snap.id, kd.path()));
+                    }
                     keep.settle(&kd)?;
                     keep.stores.push(StoreSnapshot {
                         id: slot,
@@ -966,6 +971,26 @@ fn restore_sqlite(
     }
     dir.fsync()?;
     Ok(())
+}
+
+/// A dump of the live data that a full file system cut short is named as such (the tool's own
+/// words would send the admin to check the database's credentials).
+fn keep_failed(e: SnapshotError, store: &str, dir: &Path) -> SnapshotError {
+    let no_space = match &e {
+        SnapshotError::Io { source, .. } => fsops::is_no_space(source),
+        SnapshotError::Tool { detail, .. } => {
+            detail.contains("No space left") || detail.contains("ENOSPC")
+        }
+        _ => false,
+    };
+    if no_space {
+        SnapshotError::KeepNoSpace {
+            store: store.to_string(),
+            path: dir.to_owned(),
+        }
+    } else {
+        e
+    }
 }
 
 #[cfg(test)]
