@@ -591,6 +591,9 @@ fn mariadb_dump_and_restore_with_a_real_server() {
         !manifest.contains("my-Secret-42"),
         "password leaked into the manifest"
     );
+    // `verify` checks what a restore would: the dump is complete (mariadb-dump's trailer).
+    let v = snaps.verify(&m.id).unwrap();
+    assert!(v.unrestorable.is_empty(), "{v:?}");
     let dump = snaps.root.join(&m.id).join("my/dump.sql");
     assert!(!std::fs::read_to_string(&dump)
         .unwrap()
@@ -625,6 +628,19 @@ fn mariadb_dump_and_restore_with_a_real_server() {
     assert!(matches!(err, SnapshotError::BadDump { .. }), "{err}");
     assert!(err.to_string().contains("truncated"), "{err}");
     assert_eq!(db.user("SELECT COUNT(*) FROM messages"), "499");
+    // A dump cut short (its trailer gone) is one the restore would refuse: verify says so.
+    let len = std::fs::metadata(&dump).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dump)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    let v = snaps.verify(&m.id).unwrap();
+    assert!(
+        !v.ok() && v.unrestorable.iter().any(|u| u.starts_with("my/dump.sql")),
+        "{v:?}"
+    );
 }
 
 // ------------------------------------------------------------------ the server's user as attacker

@@ -231,11 +231,19 @@ pub struct VerifyReport {
     pub missing: Vec<String>,
     /// `store/path` with no recorded sha256 (the snapshot was never hashed).
     pub unhashed: Vec<String>,
+    /// Dumps the restore would refuse, with why: what a restore checks before it touches the
+    /// database (a custom-format header for pg_dump, the completion trailer for mariadb-dump),
+    /// checked here too, so that `verify` says what a restore would say.
+    #[serde(default)]
+    pub unrestorable: Vec<String>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.mismatched.is_empty() && self.missing.is_empty() && self.unhashed.is_empty()
+        self.mismatched.is_empty()
+            && self.missing.is_empty()
+            && self.unhashed.is_empty()
+            && self.unrestorable.is_empty()
     }
 }
 

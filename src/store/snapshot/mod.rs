@@ -35,7 +35,7 @@ mod restore;
 mod sql;
 
 use fs_err as fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use fsops::link_stays_inside;
@@ -433,6 +433,29 @@ impl Snapshots {
                         expect.push((name, h.clone()));
                     }
                 }
+            }
+        }
+        // What a restore of a dump checks before it touches the database.
+        for s in &m.stores {
+            let (file, check): (&str, fn(&str, &std::fs::File) -> Result<(), SnapshotError>) =
+                match s.method {
+                    StoreMethod::PgDump => ("dump.pgcustom", sql::check_pg_magic),
+                    StoreMethod::MysqlDump => ("dump.sql", sql::check_mysql_trailer),
+                    _ => continue,
+                };
+            let path = dir.join(&s.id).join(file);
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path);
+            match opened {
+                Ok(f) => {
+                    if let Err(e) = check(&s.id, &f) {
+                        report.unrestorable.push(format!("{}/{file}: {e}", s.id));
+                    }
+                }
+                // Named as missing by the hash check below.
+                Err(_) => {}
             }
         }
         for ((name, want), r) in expect.into_iter().zip(hash::hash_files(&jobs)) {
