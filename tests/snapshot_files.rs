@@ -163,6 +163,11 @@ fn rocksdb_links_immutable_copies_mutable_and_restores() {
         ]))
     );
     assert!(plan.fits());
+    // The linked tables are what the snapshot pins once the new version compacts them.
+    assert_eq!(
+        plan.pinned_bytes,
+        blocks(&["000010.sst", "000011.sst", "blobs/000012.blob"])
+    );
 
     let m = snaps.create(&cfg, &meta()).unwrap();
     assert!(m.id.ends_with("-0.15.5"), "{}", m.id);
@@ -566,6 +571,7 @@ fn a_snapshot_that_became_the_only_copy_of_displaced_data_is_set_aside() {
         unknown: vec![],
         undo_bytes: 0,
         undo_elsewhere: vec![],
+        pinned_bytes: 0,
     };
     let advice = snaps.space_advice(&plan, &[]);
     assert!(!advice.contains(&taken.id), "{advice}");

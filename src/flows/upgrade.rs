@@ -188,6 +188,9 @@ impl std::fmt::Display for Plan {
             self.snapshot.bytes_free >> 20,
             self.snapshot.root.display()
         )?;
+        if let Some(w) = self.snapshot.pinned_warning() {
+            writeln!(f, "WARNING:       {w}")?;
+        }
         if let Some((path, _)) = &self.generation_json {
             writeln!(
                 f,
@@ -636,6 +639,9 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     );
     let snapshots = m.snapshots();
     let snapshot = snapshots.plan(&server_config)?;
+    if let Some(w) = snapshot.pinned_warning() {
+        tracing::warn!("{w}");
+    }
     if let Some(why) = snapshot.unrestorable(&from) {
         check(Err(Error::Preflight(why)));
     }

@@ -279,9 +279,36 @@ pub struct SnapshotPlan {
     /// What undoing it would copy back onto other file systems (stores apart from the
     /// snapshots): per file system, a directory on it, bytes needed, bytes free.
     pub undo_elsewhere: Vec<(PathBuf, u64, u64)>,
+    /// The live tables a hard-linked snapshot shares (RocksDB's immutable .sst files, a file
+    /// store's files) on the snapshots' file system: free now, but once the new version
+    /// compacts or rewrites them the snapshot's links keep their blocks until it is pruned.
+    pub pinned_bytes: u64,
 }
 
 impl SnapshotPlan {
+    /// A warning when what stays free after the snapshot and its undo could not hold the
+    /// tables the snapshot will pin once more (issue #24): not a refusal (compaction is gradual
+    /// and the space is given back at pruning), but what the admin must know before a disk
+    /// fills up under the new version.
+    pub fn pinned_warning(&self) -> Option<String> {
+        if self.pinned_bytes == 0 {
+            return None;
+        }
+        let after = self.bytes_free.saturating_sub(
+            self.bytes_needed
+                .saturating_add(self.undo_bytes)
+                .saturating_add(self.margin),
+        );
+        (after < self.pinned_bytes).then(|| {
+            format!(
+                "the snapshot hard-links {} of store tables in {}: as the new version compacts them they stay on that file system until the snapshot is pruned, and only {} would be free then; free space there, or lower [snapshots] keep",
+                super::human(self.pinned_bytes),
+                self.root.display(),
+                super::human(after)
+            )
+        })
+    }
+
     pub fn fits(&self) -> bool {
         self.bytes_needed.saturating_add(self.margin) <= self.bytes_free
     }
@@ -355,7 +382,22 @@ mod tests {
             unknown: vec![],
             undo_bytes: 0,
             undo_elsewhere: vec![],
+            pinned_bytes: 0,
         }
+    }
+
+    #[test]
+    fn tables_a_snapshot_will_pin_are_warned_about_when_they_could_not_be_held_once_more() {
+        let mut p = plan(&[StoreMethod::RocksDbFiles]);
+        p.bytes_free = 10 << 30;
+        p.margin = 64 << 20;
+        p.pinned_bytes = 4 << 30;
+        assert!(p.pinned_warning().is_none(), "room for them");
+        p.pinned_bytes = 12 << 30;
+        let w = p.pinned_warning().expect("no room");
+        assert!(w.contains("12.0 GiB") && w.contains("keep"), "{w}");
+        p.pinned_bytes = 0;
+        assert!(p.pinned_warning().is_none());
     }
 
     /// Upstream #3273: only 0.16.15 and later, and only stores the export alone covers.

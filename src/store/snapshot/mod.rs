@@ -998,6 +998,7 @@ mod tests {
             unknown: vec![],
             undo_bytes: 0,
             undo_elsewhere: vec![],
+            pinned_bytes: 0,
         };
         assert!(!p.fits());
         assert_eq!(p.shortfall(), 60);

@@ -16,6 +16,7 @@ impl Snapshots {
         let root_dev = fsops::device_of(&self.root);
         let mut stores = Vec::new();
         let mut undo_bytes = 0u64;
+        let mut pinned_bytes = 0u64;
         // Per other file system: a directory on it, what an undo copies back there.
         let mut elsewhere: std::collections::BTreeMap<u64, (std::path::PathBuf, u64)> =
             Default::default();
@@ -62,6 +63,7 @@ impl Snapshots {
                     // snapshots it copies everything back beside the data it keeps in place.
                     if same_fs {
                         undo_bytes += other;
+                        pinned_bytes += linkable;
                     } else {
                         undo_elsewhere_add(path, linkable + other);
                     }
@@ -156,6 +158,7 @@ impl Snapshots {
             unknown,
             undo_bytes,
             undo_elsewhere,
+            pinned_bytes,
         })
     }
 
