@@ -534,7 +534,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
         } => {
             let ctx = context(false)?;
             let running = crate::store::swap::binary_version(&ctx.settings.server_binary())?;
-            let path = crate::flows::crossing::server_config_path(&ctx.settings, &running);
+            let path = crate::server::lines::server_config_path(&ctx.settings, &running);
             let sys = crate::os::systemd::Systemd::connect()?;
             let cfg = crate::server::serverconfig::ServerConfig::load_with_env(
                 &path,
@@ -633,7 +633,7 @@ fn with_server_stopped<T>(
     }
     let listeners = if active {
         let running = crate::store::swap::binary_version(&s.server_binary())?;
-        let declared = server_config(s, &crate::flows::crossing::server_config_path(s, &running))
+        let declared = server_config(s, &crate::server::lines::server_config_path(s, &running))
             .map(|c| c.listeners)
             .unwrap_or_default();
         crate::server::listener::probe_all(&sys.unit_pids(&s.unit), &declared)
@@ -647,7 +647,7 @@ fn with_server_stopped<T>(
     if active {
         sys.start(&s.unit, s.start_timeout())?;
         let running = crate::store::swap::binary_version(&s.server_binary())?;
-        let path = crate::flows::crossing::server_config_path(s, &running);
+        let path = crate::server::lines::server_config_path(s, &running);
         let cfg = server_config(s, &path).ok();
         let expect = crate::server::health::Expect::normal(s, cfg.as_ref(), &running, listeners);
         crate::server::health::gate(&sys, s, cfg.as_ref(), &expect)?;

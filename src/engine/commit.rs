@@ -137,7 +137,7 @@ fn start_probation(m: &Resources, begin: &Begin) -> Option<String> {
         return None;
     }
     let cfg = m
-        .server_config(&crate::flows::crossing::server_config_path(
+        .server_config(&crate::server::lines::server_config_path(
             m.settings(),
             &begin.to,
         ))
@@ -155,7 +155,7 @@ fn start_probation(m: &Resources, begin: &Begin) -> Option<String> {
 }
 
 fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
-    let cfg = m.server_config(&crate::flows::crossing::server_config_path(
+    let cfg = m.server_config(&crate::server::lines::server_config_path(
         m.settings(),
         &begin.to,
     ))?;

@@ -308,7 +308,7 @@ pub(crate) fn close(
         message,
     );
     // What a rollback below 0.16 set aside is in the snapshot it took too (config copy).
-    let aside = crate::flows::crossing::aside_dir(m.state, &begin.txid);
+    let aside = m.state.aside_dir(&begin.txid);
     if aside.exists() {
         if let Err(e) = std::fs::remove_dir_all(&aside) {
             tracing::warn!("cannot remove {}: {e}", aside.display());

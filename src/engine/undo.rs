@@ -178,7 +178,7 @@ fn run(
             Ok(Some(Noted::Binary { found: r }))
         }
         Action::GenerationBack => {
-            let aside = crate::flows::crossing::aside_dir(m.state, &begin.txid);
+            let aside = m.state.aside_dir(&begin.txid);
             crate::flows::crossing::put_back(s, m.sys()?, &aside)?;
             did.push("config.json and the unit drop-in of the 0.16 line put back".into());
             Ok(None)

@@ -27,25 +27,12 @@ pub fn crosses(from: &Version, to: &Version) -> bool {
 }
 
 /// The server config the installed server binary reads (its version decides; see
-/// `server_config_path`). Every "which config does the server read" goes through here or there.
+/// `server::lines::server_config_path`). Every "which config does the server read" goes through
+/// here or there.
 pub fn current_server_config(s: &Settings) -> PathBuf {
     match crate::store::swap::binary_version(&s.server_binary()) {
-        Ok(v) => server_config_path(s, &v),
+        Ok(v) => crate::server::lines::server_config_path(s, &v),
         Err(_) => s.server_config_path(),
-    }
-}
-
-/// The server config `running` reads: the configured one, else config.json for >= 0.16 (when
-/// present), else config.toml. After a 0.15 -> 0.16 upgrade both files exist.
-pub fn server_config_path(s: &Settings, running: &Version) -> PathBuf {
-    if let Some(p) = &s.server_config {
-        return p.clone();
-    }
-    let json = s.prefix.join("etc/config.json");
-    if is_json(running) && json.exists() {
-        json
-    } else {
-        s.server_config_path()
     }
 }
 
@@ -361,11 +348,6 @@ pub fn end_recovery(s: &Settings, sys: &Systemd) -> Result<(), Error> {
     sys.daemon_reload()?;
     stopped?;
     Ok(())
-}
-
-/// Where a rollback below the 0.16 line keeps config.json and the unit drop-in (root-only).
-pub fn aside_dir(state: &crate::store::state::StateDir, txid: &str) -> PathBuf {
-    state.root.join("aside").join(txid)
 }
 
 fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

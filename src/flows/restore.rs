@@ -101,8 +101,7 @@ fn plan(m: &Resources, req: &RestoreRequest) -> Result<Plan, Error> {
             s.unit
         )));
     }
-    let server_config =
-        m.server_config(&crate::flows::crossing::server_config_path(s, &running))?;
+    let server_config = m.server_config(&crate::server::lines::server_config_path(s, &running))?;
     crate::store::snapshot::check_store_paths(s, &server_config)
         .map_err(|e| Error::Preflight(e.to_string()))?;
     let snapshots = m.snapshots();

@@ -105,7 +105,7 @@ fn steps(
     tx.step(Step::Swap, steps::exchange)?;
     if back.below_016.is_some() {
         tx.step(Step::GenerationBack, |m, b| {
-            let aside = crate::flows::crossing::aside_dir(m.state, &b.txid);
+            let aside = m.state.aside_dir(&b.txid);
             crate::flows::crossing::set_aside(m.settings(), m.sys()?, &aside)?;
             Ok((
                 (),
@@ -194,8 +194,7 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     if let Some(toml) = &below_016 {
         upgrade::cluster_gate(toml, &target, req.cluster_stopped)?;
     }
-    let server_config =
-        m.server_config(&crate::flows::crossing::server_config_path(s, &current))?;
+    let server_config = m.server_config(&crate::server::lines::server_config_path(s, &current))?;
     upgrade::cluster_gate(&server_config, &target, req.cluster_stopped)?;
     crate::store::snapshot::check_store_paths(s, &server_config)
         .map_err(|e| Error::Preflight(e.to_string()))?;

@@ -113,7 +113,7 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         {
             // 0.16 answers /healthz/ready in bootstrap and recovery mode too: only its session
             // tells (health::server_mode).
-            let path = crate::flows::crossing::server_config_path(s, &v);
+            let path = crate::server::lines::server_config_path(s, &v);
             let env = crate::server::serverenv::ServerEnv::of_unit(&s.unit);
             let cfg = crate::server::serverconfig::ServerConfig::load_with_env(&path, &env).ok();
             let base = crate::server::health::base_url(s, cfg.as_ref());

@@ -631,7 +631,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         }
     };
     check(check_staging_space(s, &req.target));
-    let server_config = m.server_config(&crossing::server_config_path(s, &from))?;
+    let server_config = m.server_config(&crate::server::lines::server_config_path(s, &from))?;
     check(check_stores_writable(&server_config));
     check(
         crate::store::snapshot::check_store_paths(s, &server_config)

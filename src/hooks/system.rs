@@ -698,7 +698,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
             .unwrap_or(true);
         if !active {
             let config = swap::binary_version(&s.server_binary())
-                .map(|v| crate::flows::crossing::server_config_path(s, &v))
+                .map(|v| crate::server::lines::server_config_path(s, &v))
                 .unwrap_or_else(|_| s.server_config_path());
             done.push(start_first(ctx, &config));
         }

@@ -92,6 +92,12 @@ impl StateDir {
         })
     }
 
+    /// Where a rollback below the 0.16 line keeps config.json and the unit drop-in of
+    /// transaction `txid` (root-only).
+    pub fn aside_dir(&self, txid: &str) -> PathBuf {
+        self.root.join("aside").join(txid)
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.root.join("journal.jsonl")
     }

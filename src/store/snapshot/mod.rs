@@ -437,25 +437,26 @@ impl Snapshots {
         }
         // What a restore of a dump checks before it touches the database.
         for s in &m.stores {
-            let (file, check): (&str, fn(&str, &std::fs::File) -> Result<(), SnapshotError>) =
-                match s.method {
-                    StoreMethod::PgDump => ("dump.pgcustom", sql::check_pg_magic),
-                    StoreMethod::MysqlDump => ("dump.sql", sql::check_mysql_trailer),
-                    _ => continue,
-                };
-            let path = dir.join(&s.id).join(file);
+            let pg = match s.method {
+                StoreMethod::PgDump => true,
+                StoreMethod::MysqlDump => false,
+                _ => continue,
+            };
+            let file = if pg { "dump.pgcustom" } else { "dump.sql" };
             let opened = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&path);
-            match opened {
-                Ok(f) => {
-                    if let Err(e) = check(&s.id, &f) {
-                        report.unrestorable.push(format!("{}/{file}: {e}", s.id));
-                    }
+                .open(dir.join(&s.id).join(file));
+            // A dump that does not open is named as missing by the hash check below.
+            if let Ok(f) = opened {
+                let checked = if pg {
+                    sql::check_pg_magic(&s.id, &f)
+                } else {
+                    sql::check_mysql_trailer(&s.id, &f)
+                };
+                if let Err(e) = checked {
+                    report.unrestorable.push(format!("{}/{file}: {e}", s.id));
                 }
-                // Named as missing by the hash check below.
-                Err(_) => {}
             }
         }
         for ((name, want), r) in expect.into_iter().zip(hash::hash_files(&jobs)) {
