@@ -403,16 +403,8 @@ fn run_pg(
          {psql} -c 'VACUUM ANALYZE bench_fill' && {psql} -At -c \"SELECT pg_size_pretty(pg_database_size('stalwart'))\"",
         n = gib * 1024
     ))?;
-    let mut bare = Vec::new();
-    for _ in 0..rounds {
-        bare.push(bare_restart(&ct));
-    }
-    let (patch, patch_server) = upgrade_path(&ct, &helper, &new.in_container())?;
-    let rb = rollback(
-        &ct,
-        &helper,
-        &testbed::standin_release("0.15.99", Fault::CrashAtStart, 0),
-    )?;
+    let (bare, (patch, patch_server), rb) =
+        patch_and_rollback(&ct, &helper, new, "0.15.99", rounds)?;
     // The dump's restore at 4 GiB (a dump of the live database kept, then pg_restore with its
     // WAL) needs about 40 GB of disk: measured at 1 GiB only.
     let restore = if clone || gib <= 1 {
@@ -430,12 +422,35 @@ fn run_pg(
         restore,
         store: if clone { "pg+clone" } else { "postgres" },
         gib,
-        bare: median(&mut bare),
+        bare,
         patch,
         patch_server,
         minor: None,
         rollback: rb,
     }))
+}
+
+/// The real-server rows' measurements: the median bare restart, the patch upgrade to `new`
+/// (downtime, the new server's own start -> ready) and the automatic rollback from a stand-in
+/// `broken` release that fails at start.
+fn patch_and_rollback(
+    ct: &Container,
+    helper: &str,
+    new: &testbed::real::RealRelease,
+    broken: &str,
+    rounds: u32,
+) -> anyhow::Result<(Duration, (Duration, Duration), Duration)> {
+    let mut bare = Vec::new();
+    for _ in 0..rounds {
+        bare.push(bare_restart(ct));
+    }
+    let patch = upgrade_path(ct, helper, &new.in_container())?;
+    let rb = rollback(
+        ct,
+        helper,
+        &testbed::standin_release(broken, Fault::CrashAtStart, 0),
+    )?;
+    Ok((median(&mut bare), patch, rb))
 }
 
 /// A MariaDB store, on upstream's real 0.16.17 -> 0.16.18 (the 0.16 builds have the MySQL store;
@@ -465,16 +480,8 @@ fn run_maria(gib: u64, rounds: u32, helper_host: &std::path::Path) -> anyhow::Re
          mariadb -N -e \"SELECT ROUND(SUM(data_length + index_length) / 1048576) FROM information_schema.tables WHERE table_schema = 'stalwart'\"",
         n = gib * 1024
     ))?;
-    let mut bare = Vec::new();
-    for _ in 0..rounds {
-        bare.push(bare_restart(&ct));
-    }
-    let (patch, patch_server) = upgrade_path(&ct, &helper, &new.in_container())?;
-    let rb = rollback(
-        &ct,
-        &helper,
-        &testbed::standin_release("0.16.99", Fault::CrashAtStart, 0),
-    )?;
+    let (bare, (patch, patch_server), rb) =
+        patch_and_rollback(&ct, &helper, new, "0.16.99", rounds)?;
     let restore = if gib <= 1 {
         Some(restore_newest(&ct, &helper)?)
     } else {
@@ -484,7 +491,7 @@ fn run_maria(gib: u64, rounds: u32, helper_host: &std::path::Path) -> anyhow::Re
         restore,
         store: "mariadb",
         gib,
-        bare: median(&mut bare),
+        bare,
         patch,
         patch_server,
         minor: None,

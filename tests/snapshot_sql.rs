@@ -314,13 +314,9 @@ fn processes_naming(needle: &str) -> Vec<String> {
     out
 }
 
-/// Issue #24: a pg_dump into a snapshot directory whose file system fills up. The helper used to
-/// wait for pg_dump's stderr while pg_dump blocked on its full stdout pipe: forever, with the
-/// server stopped and the lock held. Now the dump is killed, the partial snapshot removed, and
-/// the error says the disk is full, within a bound.
-#[test]
-fn a_postgresql_dump_into_a_full_file_system_fails_within_a_bound() {
-    let pg = Postgres::start();
+/// The `mail` database of role `stalwart` with about 3 MB of messages (text that does not
+/// compress away), and a config naming it as the data store.
+fn pg_mail_store(pg: &Postgres) -> (tempfile::TempDir, ServerConfig) {
     pg.psql(
         "postgres",
         "super-pw",
@@ -335,12 +331,10 @@ fn a_postgresql_dump_into_a_full_file_system_fails_within_a_bound() {
     );
     let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
     st("CREATE TABLE messages (id int PRIMARY KEY, body text NOT NULL)");
-    // About 3 MB of text that does not compress away (the dump is uncompressed anyway).
     st(
         "INSERT INTO messages SELECT g, md5(g::text) || md5((g+1)::text) || md5((g+2)::text) \
         || md5((g+3)::text) FROM generate_series(1, 20000) g",
     );
-
     let tmp = tempfile::tempdir().unwrap();
     let cfg_path = tmp.path().join("config.toml");
     std::fs::write(
@@ -354,6 +348,17 @@ fn a_postgresql_dump_into_a_full_file_system_fails_within_a_bound() {
     )
     .unwrap();
     let cfg = ServerConfig::load_with_env(&cfg_path, &ServerEnv::default()).unwrap();
+    (tmp, cfg)
+}
+
+/// Issue #24: a pg_dump into a snapshot directory whose file system fills up. The helper used to
+/// wait for pg_dump's stderr while pg_dump blocked on its full stdout pipe: forever, with the
+/// server stopped and the lock held. Now the dump is killed, the partial snapshot removed, and
+/// the error says the disk is full, within a bound.
+#[test]
+fn a_postgresql_dump_into_a_full_file_system_fails_within_a_bound() {
+    let pg = Postgres::start();
+    let (tmp, cfg) = pg_mail_store(&pg);
     dump_into_a_full_fs_fails_within_a_bound(
         cfg,
         &tmp.path().join("snapshots"),
@@ -649,10 +654,9 @@ fn mariadb_dump_and_restore_with_a_real_server() {
 // root's tools do anything the server itself could not (README "Security", findings 2 and 3).
 
 /// A config owned by an unprivileged uid (the service user), in a directory of theirs.
-/// The same full file system under a mariadb-dump (issue #24).
-#[test]
-fn a_mariadb_dump_into_a_full_file_system_fails_within_a_bound() {
-    let db = Mariadb::start();
+/// The `mail` database of user `stalwart` with about 3 MB of messages, and a config naming it
+/// as the data store.
+fn maria_mail_store(db: &Mariadb) -> (tempfile::TempDir, ServerConfig) {
     db.root("CREATE DATABASE mail");
     db.root("CREATE USER 'stalwart'@'localhost' IDENTIFIED BY 'my-Secret-42'");
     db.root("GRANT ALL ON mail.* TO 'stalwart'@'localhost'");
@@ -673,6 +677,14 @@ fn a_mariadb_dump_into_a_full_file_system_fails_within_a_bound() {
     )
     .unwrap();
     let cfg = ServerConfig::load(&cfg_path).unwrap();
+    (tmp, cfg)
+}
+
+/// The same full file system under a mariadb-dump (issue #24).
+#[test]
+fn a_mariadb_dump_into_a_full_file_system_fails_within_a_bound() {
+    let db = Mariadb::start();
+    let (tmp, cfg) = maria_mail_store(&db);
     dump_into_a_full_fs_fails_within_a_bound(
         cfg,
         &tmp.path().join("snapshots"),
@@ -1420,37 +1432,8 @@ fn undo_dump_into_a_full_fs_keeps_the_live_data(
 #[test]
 fn a_postgresql_restore_whose_dump_of_the_live_data_fills_the_disk_keeps_the_live_data() {
     let pg = Postgres::start();
-    pg.psql(
-        "postgres",
-        "super-pw",
-        "postgres",
-        "CREATE ROLE stalwart LOGIN PASSWORD 'pg-Secret-42'",
-    );
-    pg.psql(
-        "postgres",
-        "super-pw",
-        "postgres",
-        "CREATE DATABASE mail OWNER stalwart",
-    );
+    let (tmp, cfg) = pg_mail_store(&pg);
     let st = |sql: &str| pg.psql("stalwart", "pg-Secret-42", "mail", sql);
-    st("CREATE TABLE messages (id int PRIMARY KEY, body text NOT NULL)");
-    st(
-        "INSERT INTO messages SELECT g, md5(g::text) || md5((g+1)::text) || md5((g+2)::text) \
-        || md5((g+3)::text) FROM generate_series(1, 20000) g",
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg_path = tmp.path().join("config.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "[storage]\ndata = \"pg\"\n[store.pg]\ntype = \"postgresql\"\nhost = \"{}\"\nport = {}\n\
-             database = \"mail\"\nuser = \"stalwart\"\npassword = \"pg-Secret-42\"\n",
-            pg.sock.display(),
-            pg.port
-        ),
-    )
-    .unwrap();
-    let cfg = ServerConfig::load_with_env(&cfg_path, &ServerEnv::default()).unwrap();
     let count = || -> u64 { st("SELECT count(*) FROM messages").trim().parse().unwrap() };
     let add = || {
         st("INSERT INTO messages SELECT g, md5(g::text) FROM generate_series(20001, 21000) g");
@@ -1468,26 +1451,7 @@ fn a_postgresql_restore_whose_dump_of_the_live_data_fills_the_disk_keeps_the_liv
 #[test]
 fn a_mariadb_restore_whose_dump_of_the_live_data_fills_the_disk_keeps_the_live_data() {
     let db = Mariadb::start();
-    db.root("CREATE DATABASE mail");
-    db.root("CREATE USER 'stalwart'@'localhost' IDENTIFIED BY 'my-Secret-42'");
-    db.root("GRANT ALL ON mail.* TO 'stalwart'@'localhost'");
-    db.user("CREATE TABLE messages (id INT PRIMARY KEY, body TEXT NOT NULL) ENGINE=InnoDB");
-    db.user(
-        "INSERT INTO messages SELECT seq, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2), \
-         MD5(seq + 3)) FROM seq_1_to_20000",
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg_path = tmp.path().join("config.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "[storage]\ndata = \"my\"\n[store.my]\ntype = \"mysql\"\nhost = \"{}\"\n\
-             database = \"mail\"\nuser = \"stalwart\"\npassword = \"my-Secret-42\"\n",
-            db.sock.display()
-        ),
-    )
-    .unwrap();
-    let cfg = ServerConfig::load(&cfg_path).unwrap();
+    let (tmp, cfg) = maria_mail_store(&db);
     let count = || -> u64 { db.user("SELECT COUNT(*) FROM messages").parse().unwrap() };
     let add = || {
         db.user("INSERT INTO messages SELECT seq, MD5(seq) FROM seq_20001_to_21000");
