@@ -1,7 +1,8 @@
 //! The command line (spec: "The helper's command line"). Each command maps to one library call;
 //! this module only parses, asks for confirmation on a terminal, prints, and picks the exit code.
 
-use crate::engine::transaction::{Outcome, RecoverReport, Report};
+use crate::engine::ending::{Outcome, Report};
+use crate::engine::transaction::RecoverReport;
 use crate::store::state::StateDir;
 use crate::{engine::history, exit, Context, Error, UpgradeRequest};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -407,7 +408,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 cluster_stopped: false,
             };
             let state = StateDir::open(&ctx.settings.state_dir)?;
-            let m = crate::engine::transaction::Resources::new(&ctx, &state);
+            let m = crate::engine::resources::Resources::new(&ctx, &state);
             let plan = crate::flows::upgrade::plan(&m, &req)?;
             if json {
                 print_json(&plan)?;

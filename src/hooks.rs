@@ -22,7 +22,8 @@
 
 pub mod system;
 
-use crate::engine::transaction::{Outcome, RecoverReport, Report};
+use crate::engine::ending::{Outcome, Report};
+use crate::engine::transaction::RecoverReport;
 use crate::server::version::Version;
 use crate::{exit, Context, Error, UpgradeRequest};
 use std::io::Write;

@@ -2,8 +2,9 @@
 //! path), refresh the web admin (reported, never rolled back), close the journal, clear the
 //! failure marker, move the package hold to the new line, apply the snapshot retention.
 
+use crate::engine::ending::{close, report, title, Outcome, Report};
 use crate::engine::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind};
-use crate::engine::transaction::{close, report, title, Outcome, Report, Resources};
+use crate::engine::resources::Resources;
 use crate::{server::webadmin, store::swap, Error};
 
 /// Completes a transaction whose health gate passed: hash the snapshot (off the downtime path),

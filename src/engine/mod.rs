@@ -3,7 +3,9 @@
 
 pub mod announce;
 pub mod commit;
+pub mod ending;
 pub mod history;
 pub mod journal;
+pub mod resources;
 pub mod transaction;
 pub mod undo;

@@ -7,8 +7,9 @@
 //! Modelled on rustup's `dist/component/transaction.rs` (a closed set of undo actions), with the
 //! record on disk so the undo survives a crash.
 
+use crate::engine::ending::{close, report, title, Outcome, Report};
 use crate::engine::journal::{Begin, Ending, Journal, Noted, Phase, Step, Summary, TxKind, Undo};
-use crate::engine::transaction::{close, report, title, Outcome, Report, Resources};
+use crate::engine::resources::Resources;
 use crate::server::serverconfig::ServerConfig;
 use crate::server::version::Version;
 use crate::store::state::FailedUpgrade;

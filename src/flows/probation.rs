@@ -14,7 +14,7 @@
 //! upgrade), ends the probation without judging the release. Its state is STATE/probation.json,
 //! written at the commit and removed when the probation ends; `status` shows it.
 
-use crate::engine::transaction::Resources;
+use crate::engine::resources::Resources;
 use crate::os::systemd::UnitState;
 use crate::server::version::Version;
 use crate::store::state::{FailedUpgrade, StateDir};

@@ -5,8 +5,10 @@
 //! a kill is finished or undone by `recover`, as for an upgrade. The live data the restore
 //! replaced is kept, set aside, until the admin removes it by name.
 
+use crate::engine::ending::Report;
 use crate::engine::journal::{Begin, Noted, Step, TxKind};
-use crate::engine::transaction::{self, Report, Resources, Transaction};
+use crate::engine::resources::Resources;
+use crate::engine::transaction::{self, Transaction};
 use crate::flows::upgrade::{self, Plan};
 use crate::server::version::{classify, Class};
 use crate::store::snapshot::PreHash;

@@ -1,8 +1,10 @@
 //! `stalwart-upgrade rollback`: back to the previous (or a kept) release. A rollback is itself a
 //! transaction — it snapshots the current data first, so a rollback that fails is undone too.
 
+use crate::engine::ending::Report;
 use crate::engine::journal::{Begin, Step, TxKind};
-use crate::engine::transaction::{self, Report, Resources, Transaction};
+use crate::engine::resources::Resources;
+use crate::engine::transaction::{self, Transaction};
 use crate::flows::steps;
 use crate::flows::upgrade::{self, Plan};
 use crate::server::serverconfig::ServerConfig;

@@ -2,7 +2,7 @@
 //! journaled step does (`Transaction::step` records it), with the note it journals.
 
 use crate::engine::journal::{Begin, Noted};
-use crate::engine::transaction::Resources;
+use crate::engine::resources::Resources;
 use crate::server::serverconfig::ServerConfig;
 use crate::store::snapshot::{PreHash, SnapshotMeta};
 use crate::{flows::crossing, server::health, store::swap, Error};

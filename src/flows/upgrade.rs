@@ -1,8 +1,10 @@
 //! An upgrade, as one short list of steps (`steps`), plus the plan/preflight that decides whether it
 //! may run at all — everything that can refuse happens here, before the server is stopped.
 
+use crate::engine::ending::{Outcome, Report};
 use crate::engine::journal::{Begin, Step, TxKind};
-use crate::engine::transaction::{self, Outcome, Report, Resources, Transaction};
+use crate::engine::resources::Resources;
+use crate::engine::transaction::{self, Transaction};
 use crate::policy::{self, Verdict};
 use crate::server::serverconfig::ServerConfig;
 use crate::server::version::{classify, Class, Version};

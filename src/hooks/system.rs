@@ -3,7 +3,8 @@
 //! install.sh installation, and purge.
 
 use super::Engine;
-use crate::engine::transaction::{RecoverReport, Report};
+use crate::engine::ending::Report;
+use crate::engine::transaction::RecoverReport;
 use crate::os::fsutil::Dir;
 use crate::os::systemd::Systemd;
 use crate::policy::{self, HoldPaths, Verdict};
