@@ -1,5 +1,5 @@
 //! Stop and start the server's unit over D-Bus (org.freedesktop.systemd1), waiting for the result of
-//! our own job. OWNER: testbed/systemd helper. Interface used by the engine — keep these signatures.
+//! our own job.
 //!
 //! How a stop or start is done (each step matters, see testbed.md and systemd's D-Bus API):
 //! 1. `Manager.Subscribe` (once per connection), otherwise systemd emits no job signals to us;

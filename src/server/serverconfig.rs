@@ -1,6 +1,5 @@
 //! Reads the Stalwart server's own config: config.toml (<= 0.15) or config.json (>= 0.16).
-//! The helper never rewrites it (the server rewrites config.toml itself). OWNER: snapshot helper.
-//! Interface used by the engine — keep these signatures.
+//! The helper never rewrites it (the server rewrites config.toml itself).
 //!
 //! Upstream facts used here (docs/facts, "Two generations of the server"):
 //! - 0.15 declares stores as `[store.<id>] type = ...` and picks them per role with

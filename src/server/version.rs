@@ -1,5 +1,5 @@
 //! Versions of the server as the binary (`--version`), dpkg and rpm spell them, and the semver class
-//! of a change. OWNER: policy helper. Interface used by the engine — keep these signatures.
+//! of a change.
 //!
 //! Every string is mapped to semver strictly: exactly three numeric components (no leading zeros,
 //! none above [`MAX_COMPONENT`]), an optional pre-release, nothing else. Anything else is refused

@@ -1,5 +1,4 @@
-//! Snapshots of the server's data, per store. OWNER: snapshot helper.
-//! Interface used by the engine — keep these signatures (add to them freely).
+//! Snapshots of the server's data, per store.
 //!
 //! Why a snapshot at all: a binary that finds a higher schema than it knows panics ("Unknown
 //! database schema version", facts), so rolling back a minor/major upgrade needs the old data.
