@@ -455,8 +455,21 @@ fn exited(
     settings: &Settings,
     expect: &Expect,
 ) -> HealthError {
-    let log = failure_in_log(state, settings)
-        .or_else(|| failure_in_files(&expect.log_files, state.exec_main_start_secs(), settings))
+    // journald reads the server's stdout asynchronously: the last lines of a process that just
+    // exited (upstream logs "failed to migrate" and exits 0) can reach the journal a moment
+    // after systemd reports the unit inactive. Looked for a little longer before the failure is
+    // reported without the reason.
+    let mut found = None;
+    for _ in 0..12 {
+        found = failure_in_log(state, settings).or_else(|| {
+            failure_in_files(&expect.log_files, state.exec_main_start_secs(), settings)
+        });
+        if found.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = found
         .map(|l| format!("; it logged {l:?}"))
         .unwrap_or_default();
     HealthError::Exited {
