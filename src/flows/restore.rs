@@ -9,10 +9,11 @@ use crate::engine::ending::Report;
 use crate::engine::journal::{Begin, Noted, Step, TxKind};
 use crate::engine::resources::Resources;
 use crate::engine::transaction::{self, Transaction};
+use crate::flows::rollback;
 use crate::flows::upgrade::{self, Plan};
 use crate::server::version::{classify, Class};
 use crate::store::snapshot::PreHash;
-use crate::{engine::history, flows::steps, server::health, store::swap, Context, Error};
+use crate::{flows::steps, server::health, store::swap, Context, Error};
 
 /// What the admin asked for.
 #[derive(Debug, Clone)]
@@ -104,16 +105,7 @@ fn plan(m: &Resources, req: &RestoreRequest) -> Result<Plan, Error> {
         )));
     }
     let server_config = m.server_config(&crate::server::lines::server_config_path(s, &running))?;
-    crate::store::snapshot::check_store_paths(s, &server_config)
-        .map_err(|e| Error::Preflight(e.to_string()))?;
-    let snapshots = m.snapshots();
-    let space = snapshots.plan(&server_config)?;
-    if !space.fits_with_undo() {
-        let protect = history::protected_snapshots(m.state, &running, Some(&req.id))?;
-        if let Some(advice) = snapshots.space_refusal(&space, &protect) {
-            return Err(Error::Preflight(format!("{advice}; nothing was stopped")));
-        }
-    }
+    let space = rollback::snapshot_with_room(m, &server_config, &running, Some(&req.id))?;
     upgrade::check_env(m)?;
     let listeners = upgrade::running_listeners(m, &unit_state, &server_config)?;
     let sha256 = swap::sha256_file(&s.server_binary())?;

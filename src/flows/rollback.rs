@@ -198,16 +198,7 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     }
     let server_config = m.server_config(&crate::server::lines::server_config_path(s, &current))?;
     upgrade::cluster_gate(&server_config, &target, req.cluster_stopped)?;
-    crate::store::snapshot::check_store_paths(s, &server_config)
-        .map_err(|e| Error::Preflight(e.to_string()))?;
-    let snapshots = m.snapshots();
-    let snapshot = snapshots.plan(&server_config)?;
-    if !snapshot.fits_with_undo() {
-        let protect = history::protected_snapshots(m.state, &current, restore_from.as_deref())?;
-        if let Some(advice) = snapshots.space_refusal(&snapshot, &protect) {
-            return Err(Error::Preflight(format!("{advice}; nothing was stopped")));
-        }
-    }
+    let snapshot = snapshot_with_room(m, &server_config, &current, restore_from.as_deref())?;
     let unit_state = m.sys()?.state(&s.unit)?;
     upgrade::check_env(m)?;
     // The 0.15 config names the ports when the rollback goes below the line (0.16 declares none).
@@ -240,6 +231,29 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
             below_016,
         },
     ))
+}
+
+/// The snapshot a transaction that puts data back (a rollback, `snapshot restore`) takes of the
+/// live data first, checked before the stop: the stores lie where a restore may write, and the
+/// snapshot and its undo fit, counting the room pruning could free (never `restore_from`, the
+/// snapshot to be put back, nor the one a rollback of `running` needs).
+pub(crate) fn snapshot_with_room(
+    m: &Resources,
+    server_config: &ServerConfig,
+    running: &Version,
+    restore_from: Option<&str>,
+) -> Result<crate::store::snapshot::SnapshotPlan, Error> {
+    crate::store::snapshot::check_store_paths(m.settings(), server_config)
+        .map_err(|e| Error::Preflight(e.to_string()))?;
+    let snapshots = m.snapshots();
+    let snapshot = snapshots.plan(server_config)?;
+    if !snapshot.fits_with_undo() {
+        let protect = history::protected_snapshots(m.state, running, restore_from)?;
+        if let Some(advice) = snapshots.space_refusal(&snapshot, &protect) {
+            return Err(Error::Preflight(format!("{advice}; nothing was stopped")));
+        }
+    }
+    Ok(snapshot)
 }
 
 /// From >= 0.16 back to <= 0.15: config.toml (never changed by the upgrade) must still be there

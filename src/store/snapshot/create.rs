@@ -291,14 +291,7 @@ impl Snapshots {
 }
 
 fn no_space_or(e: SnapshotError, root: &Path, store: &str) -> SnapshotError {
-    let no_space = match &e {
-        SnapshotError::Io { source, .. } => fsops::is_no_space(source),
-        SnapshotError::Tool { detail, .. } => {
-            detail.contains("No space left") || detail.contains("ENOSPC")
-        }
-        _ => false,
-    };
-    if no_space {
+    if e.is_no_space() {
         SnapshotError::NoSpace {
             root: root.to_owned(),
             store: store.to_string(),

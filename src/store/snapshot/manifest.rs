@@ -294,11 +294,7 @@ impl SnapshotPlan {
         if self.pinned_bytes == 0 {
             return None;
         }
-        let after = self.bytes_free.saturating_sub(
-            self.bytes_needed
-                .saturating_add(self.undo_bytes)
-                .saturating_add(self.margin),
-        );
+        let after = self.bytes_free.saturating_sub(self.needed_with_undo());
         (after < self.pinned_bytes).then(|| {
             format!(
                 "the snapshot hard-links {} of store tables in {}: as the new version compacts them they stay on that file system until the snapshot is pruned, and only {} would be free then; free space there, or lower [snapshots] keep",
@@ -315,14 +311,17 @@ impl SnapshotPlan {
     /// The snapshot and everything its undo may need fit, checked before the stop: an undo
     /// that runs out of space leaves the server down on half-restored data.
     pub fn fits_with_undo(&self) -> bool {
-        self.bytes_needed
-            .saturating_add(self.undo_bytes)
-            .saturating_add(self.margin)
-            <= self.bytes_free
+        self.needed_with_undo() <= self.bytes_free
             && self
                 .undo_elsewhere
                 .iter()
                 .all(|(_, need, free)| need.saturating_add(self.margin) <= *free)
+    }
+    /// On the snapshots' file system: the snapshot, what its undo may need, and the margin.
+    fn needed_with_undo(&self) -> u64 {
+        self.bytes_needed
+            .saturating_add(self.undo_bytes)
+            .saturating_add(self.margin)
     }
     /// How many bytes are missing (0 when it fits).
     pub fn shortfall(&self) -> u64 {

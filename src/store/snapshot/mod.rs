@@ -211,6 +211,20 @@ pub enum SnapshotError {
     Replaced { store: String, path: PathBuf },
 }
 
+impl SnapshotError {
+    /// A file system that filled up: our own write, or a dump tool's output (`sql` says so in
+    /// the tool error's detail).
+    pub(crate) fn is_no_space(&self) -> bool {
+        match self {
+            SnapshotError::Io { source, .. } => fsops::is_no_space(source),
+            SnapshotError::Tool { detail, .. } => {
+                detail.contains("No space left") || detail.contains("ENOSPC")
+            }
+            _ => false,
+        }
+    }
+}
+
 pub struct Snapshots {
     pub root: PathBuf,
     /// The helper's `[snapshots] database_ca_file`: what the database tools verify a SQL

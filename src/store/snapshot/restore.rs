@@ -976,14 +976,7 @@ fn restore_sqlite(
 /// A dump of the live data that a full file system cut short is named as such (the tool's own
 /// words would send the admin to check the database's credentials).
 fn keep_failed(e: SnapshotError, store: &str, dir: &Path) -> SnapshotError {
-    let no_space = match &e {
-        SnapshotError::Io { source, .. } => fsops::is_no_space(source),
-        SnapshotError::Tool { detail, .. } => {
-            detail.contains("No space left") || detail.contains("ENOSPC")
-        }
-        _ => false,
-    };
-    if no_space {
+    if e.is_no_space() {
         SnapshotError::KeepNoSpace {
             store: store.to_string(),
             path: dir.to_owned(),
