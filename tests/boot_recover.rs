@@ -207,13 +207,7 @@ fn a_boot_recovery_that_cannot_restore_leaves_the_server_stopped_until_recover()
         .success());
     // The admin's alert: one entry with the unfinished recovery's MESSAGE_ID, part of the
     // server unit's journal, explained by the catalog.
-    let entries =
-        s.ct.sh_ok("journalctl -q -o json MESSAGE_ID=4878deb09c9d42cfbd03bd7e9be2f086")
-            .unwrap();
-    let entries: Vec<serde_json::Value> = entries
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let entries = s.entries("4878deb09c9d42cfbd03bd7e9be2f086");
     assert_eq!(entries.len(), 1, "{entries:#?}");
     assert_eq!(entries[0]["OBJECT_SYSTEMD_UNIT"], "stalwart.service");
     assert_eq!(entries[0]["PRIORITY"], "3");

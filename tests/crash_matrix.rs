@@ -488,13 +488,7 @@ fn probation_points_then_recover() {
         if code(&st) != 8 || !text(&st).contains("failed its probation") {
             failures.push(format!("{point}: status: {}", text(&st)));
         }
-        let entries =
-            s.ct.sh_ok("journalctl -q -o json MESSAGE_ID=97e4d1cac51b4532aa5a4f5b21d3975b")
-                .unwrap();
-        let entries: Vec<serde_json::Value> = entries
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let entries = s.entries("97e4d1cac51b4532aa5a4f5b21d3975b");
         if entries.len() != 1
             || entries[0]["STALWART_FROM"] != "0.15.5"
             || entries[0]["STALWART_TO"] != "0.15.6"

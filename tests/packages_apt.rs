@@ -336,6 +336,24 @@ fn apt_policy_gate_refuses_a_minor_upgrade_without_downtime() {
     assert_eq!(m.digest()["schema"], 5);
 }
 
+/// 0.15.5 installed with mail, then `apt upgrade` to 0.15.6 with the helper killed at `point`
+/// inside postinst: dpkg is left Half-Configured. Returns the machine and the mail as it was.
+fn killed_in_postinst(point: &str) -> (Machine, serde_json::Value) {
+    let m = Machine::apt();
+    install_first(&m, "0.15.5");
+    m.deliver(10);
+    let before = m.digest();
+    let next = server_packages("0.15.6", Fault::None, 0);
+    m.publish_debs(&[&next.deb]);
+    m.apt_ok("update");
+    let o = m.sh(&format!(
+        "STALWART_UPGRADE_TEST_KILL_AT={point} {APT} upgrade 2>&1"
+    ));
+    assert_ne!(code(&o), 0, "the helper was killed: {}", text(&o));
+    assert!(m.dpkg_audit().contains("stalwart"), "Half-Configured");
+    (m, before)
+}
+
 /// Power loss in the middle of the postinst transaction (binary swapped, server stopped): dpkg
 /// is left Half-Configured; at boot stalwart-upgrade-recover.service (ordered before
 /// stalwart.service) undoes the swap so the old version starts; `dpkg --configure -a` then runs
@@ -345,18 +363,7 @@ fn apt_power_loss_mid_upgrade_is_recovered_at_boot() {
     if testbed::skip_requested("apt_power_loss_mid_upgrade_is_recovered_at_boot") {
         return;
     }
-    let m = Machine::apt();
-    install_first(&m, "0.15.5");
-    m.deliver(10);
-    let before = m.digest();
-    let next = server_packages("0.15.6", Fault::None, 0);
-    m.publish_debs(&[&next.deb]);
-    m.apt_ok("update");
-    let o = m.sh(&format!(
-        "STALWART_UPGRADE_TEST_KILL_AT=swap:done {APT} upgrade 2>&1"
-    ));
-    assert_ne!(code(&o), 0, "the helper was killed: {}", text(&o));
-    assert!(m.dpkg_audit().contains("stalwart"), "Half-Configured");
+    let (m, before) = killed_in_postinst("swap:done");
 
     let m = m.crash_and_boot();
     m.ready();
@@ -407,18 +414,7 @@ fn apt_kill_inside_postinst_then_apt_get_f_install_ends_healthy() {
     if testbed::skip_requested("apt_kill_inside_postinst_then_apt_get_f_install_ends_healthy") {
         return;
     }
-    let m = Machine::apt();
-    install_first(&m, "0.15.5");
-    m.deliver(10);
-    let before = m.digest();
-    let next = server_packages("0.15.6", Fault::None, 0);
-    m.publish_debs(&[&next.deb]);
-    m.apt_ok("update");
-    let o = m.sh(&format!(
-        "STALWART_UPGRADE_TEST_KILL_AT=health:started {APT} upgrade 2>&1"
-    ));
-    assert_ne!(code(&o), 0, "the helper was killed: {}", text(&o));
-    assert!(m.dpkg_audit().contains("stalwart"), "Half-Configured");
+    let (m, before) = killed_in_postinst("health:started");
     m.sh_ok("test -f /var/lib/stalwart-upgrade/journal.jsonl");
     let out = m.apt_ok("-f install");
     assert!(out.contains("upgraded 0.15.5 -> 0.15.6"), "{out}");

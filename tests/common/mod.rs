@@ -66,6 +66,17 @@ impl Scenario {
         s
     }
 
+    /// The journal entries with `message_id` (what `journalctl MESSAGE_ID=...` shows an admin),
+    /// as JSON objects.
+    pub fn entries(&self, message_id: &str) -> Vec<Value> {
+        self.ct
+            .sh_ok(&format!("journalctl -q -o json MESSAGE_ID={message_id}"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("journalctl -o json"))
+            .collect()
+    }
+
     /// Installs the helper at /usr/sbin and the packaged stalwart-upgrade-recover.service,
     /// enabled: what runs at boot before stalwart.service.
     pub fn install_recover_unit(&self) {
