@@ -625,7 +625,7 @@ fn with_server_stopped<T>(
 ) -> Result<T, Error> {
     let s = &ctx.settings;
     let sys = crate::os::systemd::Systemd::connect()?;
-    let active = sys.state(&s.unit)?.active_state == "active";
+    let active = sys.state(&s.unit)?.active_state == crate::os::systemd::ActiveState::Active;
     if active && !stop {
         return Err(Error::Refused(format!(
             "{} is running; {what} needs it stopped for a consistent copy. Add --stop: it is stopped for the copy and started again",

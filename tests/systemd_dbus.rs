@@ -2,7 +2,9 @@
 //! systemd from the HOST over the container's system bus.
 //! Needs root and systemd-nspawn; fails otherwise (TESTBED_SKIP=1 skips explicitly, loudly).
 
-use stalwart_upgrade::os::systemd::{Systemd, SystemdError};
+use stalwart_upgrade::os::systemd::{
+    ActiveState, JobResult, LoadState, ServiceState, Systemd, SystemdError,
+};
 use std::time::{Duration, Instant};
 use testbed::Container;
 
@@ -30,8 +32,8 @@ fn start_and_stop_a_service_from_the_host() {
         "[Service]\nType=simple\nExecStart=/bin/sleep infinity\n",
     );
     let before = sys.state("sleeper.service").unwrap();
-    assert_eq!(before.load_state, "loaded");
-    assert_eq!(before.active_state, "inactive");
+    assert_eq!(before.load_state, LoadState::Loaded);
+    assert_eq!(before.active_state, ActiveState::Inactive);
     assert_eq!(before.main_pid, 0);
     assert_eq!(before.fragment_path, "/etc/systemd/system/sleeper.service");
 
@@ -40,8 +42,8 @@ fn start_and_stop_a_service_from_the_host() {
         .unwrap();
     eprintln!("start took {:?}", t.elapsed());
     let running = sys.state("sleeper.service").unwrap();
-    assert_eq!(running.active_state, "active");
-    assert_eq!(running.sub_state, "running");
+    assert_eq!(running.active_state, ActiveState::Active);
+    assert_eq!(running.sub_state, ServiceState::Running);
     assert!(running.main_pid > 0);
     assert_eq!(running.invocation_id.len(), 32, "{running:?}");
     // The same PID systemctl shows inside.
@@ -59,7 +61,7 @@ fn start_and_stop_a_service_from_the_host() {
         .unwrap();
     eprintln!("stop took {:?}", t.elapsed());
     let stopped = sys.state("sleeper.service").unwrap();
-    assert_eq!(stopped.active_state, "inactive");
+    assert_eq!(stopped.active_state, ActiveState::Inactive);
     assert_eq!(stopped.main_pid, 0);
     // Stopping an inactive unit succeeds too.
     sys.stop("sleeper.service", Duration::from_secs(10))
@@ -75,7 +77,7 @@ fn start_and_stop_a_service_from_the_host() {
         .unwrap();
     assert_eq!(
         sys.state("odd-name@x\\x2dy.service").unwrap().active_state,
-        "active"
+        ActiveState::Active
     );
     sys.stop("odd-name@x\\x2dy.service", Duration::from_secs(10))
         .unwrap();
@@ -113,7 +115,7 @@ fn a_stop_that_hangs_ends_in_timeout_not_a_hang() {
         .contains("systemctl status stubborn.service"));
     // systemd is still stopping it (its own 60 s timeout): state says so.
     let st = sys.state("stubborn.service").unwrap();
-    assert_eq!(st.active_state, "deactivating", "{st:?}");
+    assert_eq!(st.active_state, ActiveState::Deactivating, "{st:?}");
     // The Systemd handle is still usable afterwards.
     add_unit(
         &ct,
@@ -145,7 +147,7 @@ fn masked_and_missing_units_are_not_loaded() {
 
     let err = sys.state("hidden.service").unwrap_err();
     assert!(
-        matches!(err, SystemdError::NotLoaded { ref load_state, .. } if load_state == "masked"),
+        matches!(err, SystemdError::NotLoaded { ref load_state, .. } if *load_state == LoadState::Masked),
         "{err:?}"
     );
     assert!(err.to_string().contains("systemctl unmask hidden.service"));
@@ -153,7 +155,7 @@ fn masked_and_missing_units_are_not_loaded() {
         .start("hidden.service", Duration::from_secs(5))
         .unwrap_err();
     assert!(
-        matches!(err, SystemdError::NotLoaded { ref load_state, .. } if load_state == "masked"),
+        matches!(err, SystemdError::NotLoaded { ref load_state, .. } if *load_state == LoadState::Masked),
         "{err:?}"
     );
 
@@ -165,7 +167,7 @@ fn masked_and_missing_units_are_not_loaded() {
         };
         let err = r.unwrap_err();
         assert!(
-            matches!(err, SystemdError::NotLoaded { ref unit, ref load_state } if unit == "no-such-thing.service" && load_state == "not-found"),
+            matches!(err, SystemdError::NotLoaded { ref unit, ref load_state } if unit == "no-such-thing.service" && *load_state == LoadState::NotFound),
             "{op}: {err:?}"
         );
     }
@@ -187,13 +189,13 @@ fn units_that_fail_to_start() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let st = loop {
         let st = sys.state("falls.service").unwrap();
-        if st.active_state == "failed" || Instant::now() > deadline {
+        if st.active_state == ActiveState::Failed || Instant::now() > deadline {
             break st;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(st.active_state, "failed", "{st:?}");
-    assert_eq!(st.sub_state, "failed");
+    assert_eq!(st.active_state, ActiveState::Failed, "{st:?}");
+    assert_eq!(st.sub_state, ServiceState::Failed);
     assert_eq!(st.exec_main_status, 1);
     assert_eq!(st.main_pid, 0);
     // Stopping a failed unit is fine (nothing runs).
@@ -209,14 +211,14 @@ fn units_that_fail_to_start() {
         .start("falls-oneshot.service", Duration::from_secs(10))
         .unwrap_err();
     assert!(
-        matches!(err, SystemdError::JobFailed { op: "start", ref result, .. } if result == "failed"),
+        matches!(err, SystemdError::JobFailed { op: "start", ref result, .. } if *result == JobResult::Failed),
         "{err:?}"
     );
     assert!(err
         .to_string()
         .contains("journalctl -u falls-oneshot.service"));
     let st = sys.state("falls-oneshot.service").unwrap();
-    assert_eq!(st.active_state, "failed");
+    assert_eq!(st.active_state, ActiveState::Failed);
     assert_eq!(st.exec_main_status, 1);
 
     // A missing ExecStart binary with Type=exec: the job fails.
@@ -229,7 +231,7 @@ fn units_that_fail_to_start() {
         .start("nobinary.service", Duration::from_secs(10))
         .unwrap_err();
     assert!(
-        matches!(err, SystemdError::JobFailed { ref result, .. } if result == "failed"),
+        matches!(err, SystemdError::JobFailed { ref result, .. } if *result == JobResult::Failed),
         "{err:?}"
     );
 
@@ -244,7 +246,7 @@ fn units_that_fail_to_start() {
         .start("needs-broken.service", Duration::from_secs(10))
         .unwrap_err();
     assert!(
-        matches!(err, SystemdError::JobFailed { ref result, .. } if result == "dependency"),
+        matches!(err, SystemdError::JobFailed { ref result, .. } if *result == JobResult::Dependency),
         "{err:?}"
     );
 
@@ -259,7 +261,7 @@ fn units_that_fail_to_start() {
         .start("conditional.service", Duration::from_secs(10))
         .unwrap_err();
     assert!(
-        matches!(err, SystemdError::JobFailed { ref result, .. } if result.starts_with("condition-failed")),
+        matches!(err, SystemdError::JobFailed { ref result, .. } if *result == JobResult::ConditionFailed),
         "{err:?}"
     );
 
@@ -317,7 +319,7 @@ fn the_stalwart_unit_from_install_sh() {
     sys.start("stalwart.service", Duration::from_secs(10))
         .unwrap();
     let st = sys.state("stalwart.service").unwrap();
-    assert_eq!(st.active_state, "active");
+    assert_eq!(st.active_state, ActiveState::Active);
     assert_eq!(st.unit_file_state, "disabled");
     let user = ct
         .exec_ok(&["ps", "-o", "user=", "-p", &st.main_pid.to_string()])
@@ -327,7 +329,7 @@ fn the_stalwart_unit_from_install_sh() {
     sys.stop("stalwart.service", Duration::from_secs(10))
         .unwrap();
     let st = sys.state("stalwart.service").unwrap();
-    assert_eq!((st.active_state.as_str(), st.main_pid), ("inactive", 0));
+    assert_eq!((st.active_state, st.main_pid), (ActiveState::Inactive, 0));
 }
 
 #[test]
@@ -361,7 +363,7 @@ fn many_jobs_in_a_row_and_in_parallel_each_get_their_own_result() {
                 let unit = format!("worker{i}.service");
                 for _ in 0..10 {
                     sys.start(&unit, Duration::from_secs(10)).unwrap();
-                    assert_eq!(sys.state(&unit).unwrap().active_state, "active");
+                    assert_eq!(sys.state(&unit).unwrap().active_state, ActiveState::Active);
                     sys.stop(&unit, Duration::from_secs(10)).unwrap();
                     assert_eq!(sys.state(&unit).unwrap().main_pid, 0);
                 }
@@ -389,6 +391,6 @@ fn connect_honours_dbus_system_bus_address() {
     let sys = Systemd::connect().expect("connect via DBUS_SYSTEM_BUS_ADDRESS");
     std::env::remove_var("DBUS_SYSTEM_BUS_ADDRESS");
     let st = sys.state("only-in-this-container.service").unwrap();
-    assert_eq!(st.load_state, "loaded");
+    assert_eq!(st.load_state, LoadState::Loaded);
     assert_eq!(sys.address(), ct.bus_address());
 }

@@ -193,7 +193,10 @@ fn run(
         Action::Data { snapshot } => {
             // A recovery resumed after its own stop: whatever runs now (an admin's start) must
             // not write while the data goes back.
-            if !m.ctx.boot && m.sys()?.state(&begin.unit)?.active_state != "inactive" {
+            if !m.ctx.boot
+                && m.sys()?.state(&begin.unit)?.active_state
+                    != crate::os::systemd::ActiveState::Inactive
+            {
                 m.sys()?.stop(&begin.unit, s.stop_timeout())?;
             }
             // The data the new version ran on (mail may have arrived meanwhile) is kept.

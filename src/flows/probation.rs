@@ -15,7 +15,7 @@
 //! written at the commit and removed when the probation ends; `status` shows it.
 
 use crate::engine::resources::Resources;
-use crate::os::systemd::UnitState;
+use crate::os::systemd::{ActiveState, UnitState};
 use crate::server::version::Version;
 use crate::store::state::{FailedUpgrade, StateDir};
 use crate::{Context, Error};
@@ -64,13 +64,14 @@ pub fn look(p: &Probation, st: &UnitState, installed: Option<&Version>, now_ms: 
             p.to
         ));
     }
-    if st.n_restarts > 0 || st.sub_state == "auto-restart" || st.active_state == "failed" {
+    if st.n_restarts > 0 || st.sub_state.is_auto_restart() || st.active_state == ActiveState::Failed
+    {
         return Look::Crashed(format!(
             "{} crashed after its commit ({} {}, exit status {}, restarted {} time(s) by Restart=)",
             p.unit, st.active_state, st.sub_state, st.exec_main_status, st.n_restarts
         ));
     }
-    if st.active_state == "inactive" {
+    if st.active_state == ActiveState::Inactive {
         return Look::TakenOver(format!("{} was stopped", p.unit));
     }
     if now_ms >= p.until_unix_ms {
@@ -309,9 +310,9 @@ mod tests {
 
     fn running() -> UnitState {
         UnitState {
-            load_state: "loaded".into(),
-            active_state: "active".into(),
-            sub_state: "running".into(),
+            load_state: crate::os::systemd::LoadState::Loaded,
+            active_state: ActiveState::Active,
+            sub_state: crate::os::systemd::ServiceState::Running,
             main_pid: 7,
             ..UnitState::default()
         }
@@ -330,8 +331,8 @@ mod tests {
             Look::Crashed(_)
         ));
         let waiting = UnitState {
-            active_state: "activating".into(),
-            sub_state: "auto-restart".into(),
+            active_state: ActiveState::Activating,
+            sub_state: crate::os::systemd::ServiceState::AutoRestart,
             ..running()
         };
         assert!(matches!(
@@ -339,8 +340,8 @@ mod tests {
             Look::Crashed(_)
         ));
         let failed = UnitState {
-            active_state: "failed".into(),
-            sub_state: "failed".into(),
+            active_state: ActiveState::Failed,
+            sub_state: crate::os::systemd::ServiceState::Failed,
             ..running()
         };
         // Even past the deadline: a crash seen is a crash.
@@ -354,8 +355,8 @@ mod tests {
     fn a_stop_or_another_transaction_ends_it_and_time_passes_it() {
         let v: Version = "0.15.6".parse().unwrap();
         let stopped = UnitState {
-            active_state: "inactive".into(),
-            sub_state: "dead".into(),
+            active_state: ActiveState::Inactive,
+            sub_state: crate::os::systemd::ServiceState::Dead,
             ..running()
         };
         assert!(matches!(

@@ -97,7 +97,7 @@ fn plan(m: &Resources, req: &RestoreRequest) -> Result<Plan, Error> {
         )));
     }
     let unit_state = m.sys()?.state(&s.unit)?;
-    let active = unit_state.active_state == "active";
+    let active = unit_state.active_state == crate::os::systemd::ActiveState::Active;
     if active && !req.stop {
         return Err(Error::Refused(format!(
             "{} is running; a restore needs it stopped. Add --stop: it is stopped for the restore and started again",

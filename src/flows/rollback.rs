@@ -213,7 +213,8 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         target: release.clone(),
         target_sha256: swap::sha256_file(&release)?,
         old_sha256: swap::sha256_file(&s.server_binary())?,
-        unit_active: unit_state.active_state == "active" || req.start,
+        unit_active: unit_state.active_state == crate::os::systemd::ActiveState::Active
+            || req.start,
         unit_warning: unit_state.override_warning(&s.unit),
         health_url: health::base_url(s, Some(&server_config)),
         restore_data: forward.schema_may_move(),

@@ -99,7 +99,7 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
                 unit = s.unit
             ));
         }
-        if st.active_state != "active" {
+        if st.active_state != crate::os::systemd::ActiveState::Active {
             attention.push(format!(
                 "{unit} is {}/{}: the mail server is not running; see `journalctl -u {unit}`, then `systemctl start {unit}`",
                 st.active_state,

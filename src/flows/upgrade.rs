@@ -5,6 +5,7 @@ use crate::engine::ending::{Outcome, Report};
 use crate::engine::journal::{Begin, Step, TxKind};
 use crate::engine::resources::Resources;
 use crate::engine::transaction::{self, Transaction};
+use crate::os::systemd::ActiveState;
 use crate::policy::{self, Verdict};
 use crate::server::serverconfig::ServerConfig;
 use crate::server::version::{classify, Class, Version};
@@ -360,7 +361,7 @@ pub(crate) fn running_listeners(
     unit_state: &crate::os::systemd::UnitState,
     cfg: &ServerConfig,
 ) -> Result<Vec<crate::server::listener::Probe>, Error> {
-    if unit_state.active_state != "active" {
+    if unit_state.active_state != ActiveState::Active {
         return Ok(Vec::new());
     }
     let pids = m.sys()?.unit_pids(&m.settings().unit);
@@ -460,7 +461,7 @@ fn carry_plan(
     unit_state: &crate::os::systemd::UnitState,
 ) -> Result<(crate::flows::carry::Dump, crate::flows::carry::Carried), Error> {
     let s = m.settings();
-    if unit_state.active_state != "active" {
+    if unit_state.active_state != ActiveState::Active {
         return Err(Error::Preflight(format!(
             "{} is not running: the 0.15 -> 0.16 crossing reads 0.15's accounts and settings through its management API before the stop (0.16's migration wipes them); start it (`systemctl start {}`), then run the upgrade again; nothing was changed",
             s.unit, s.unit
@@ -653,13 +654,6 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         ))));
     }
     let unit_state = m.sys()?.state(&s.unit)?;
-    if unit_state.load_state != "loaded" {
-        return Err(crate::os::systemd::SystemdError::NotLoaded {
-            unit: s.unit.clone(),
-            load_state: unit_state.load_state,
-        }
-        .into());
-    }
     let health_url = health::base_url(s, Some(&server_config));
     check(check_env(m));
     let listeners = running_listeners(m, &unit_state, &server_config)?;
@@ -688,7 +682,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         }
         None => None,
     };
-    if unit_state.active_state == "active" {
+    if unit_state.active_state == ActiveState::Active {
         check(health::check_running(&health_url, Duration::from_secs(10)).map_err(|why| {
             Error::Preflight(format!(
                 "the running server does not answer {health_url}/healthz/ready ({why}), so the health check after the upgrade could not pass either; nothing was stopped. If the server is starting or migrating, wait and retry; if it answers HTTP elsewhere, set `[health] url` in /etc/stalwart-upgrade/config.toml"
@@ -706,7 +700,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         // old version data it can read; what the new one wrote is set aside, never deleted.
         restore_data: true,
         old_sha256: swap::sha256_file(&current)?,
-        unit_active: unit_state.active_state == "active",
+        unit_active: unit_state.active_state == ActiveState::Active,
         unit_warning: unit_state.override_warning(&s.unit),
         from,
         to,

@@ -695,7 +695,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     if units_controllable(&s.unit).is_ok() {
         let active = Systemd::connect()
             .and_then(|sys| sys.state(&s.unit))
-            .map(|st| st.active_state == "active")
+            .map(|st| st.active_state == crate::os::systemd::ActiveState::Active)
             .unwrap_or(true);
         if !active {
             let config = swap::binary_version(&s.server_binary())

@@ -278,11 +278,7 @@ pub fn gate(
         let state = sys.state(unit)?;
         // "activating (auto-restart)" is a process that already exited and waits for
         // Restart=on-failure: the start failed, even if systemd will try again.
-        let running = matches!(
-            state.active_state.as_str(),
-            "active" | "activating" | "reloading"
-        );
-        if !running || state.sub_state == "auto-restart" {
+        if !state.active_state.is_up() || state.sub_state.is_auto_restart() {
             return Err(exited(unit, &state, settings, expect));
         }
         if let Some(sig) = crate::os::signals::received() {
@@ -343,7 +339,7 @@ pub fn gate(
     wait_listeners(unit, &expect.listeners, deadline)?;
     std::thread::sleep(Duration::from_secs(settings.timeouts.settle_secs));
     let after = sys.state(unit)?;
-    if after.active_state != "active" {
+    if after.active_state != crate::os::systemd::ActiveState::Active {
         return Err(exited(unit, &after, settings, expect));
     }
     if after.main_pid != state.main_pid {

@@ -18,19 +18,18 @@
 //! The blocking calls run the async zbus API under `zbus::block_on`, with an `async-io` timer
 //! racing the signal stream: no helper thread is left behind when a wait times out.
 
+mod bus;
+mod state;
+
+pub use state::{ActiveState, JobResult, LoadState, ServiceState};
+
 use futures_lite::StreamExt;
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::OwnedObjectPath;
 use zbus::Connection;
 
-const DEST: &str = "org.freedesktop.systemd1";
-const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
-const MANAGER: &str = "org.freedesktop.systemd1.Manager";
-const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
-const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
-const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
 /// Bound on every single D-Bus call (dbus's own default): a wedged systemd makes a call fail,
 /// never hang. Waiting for a job is bounded separately, by the caller's timeout.
@@ -43,12 +42,12 @@ pub enum SystemdError {
     #[error("{unit}: {message}; check `systemctl status {unit}`")]
     Call { unit: String, message: String },
     #[error("{unit} is not loaded ({load_state}); check `systemctl status {unit}`{hint}", hint = not_loaded_hint(unit, load_state))]
-    NotLoaded { unit: String, load_state: String },
-    #[error("{op} job for {unit} ended with result '{result}'; see `journalctl -u {unit}` and `systemctl status {unit}`")]
+    NotLoaded { unit: String, load_state: LoadState },
+    #[error("{op} job for {unit} ended with result '{result}'{hint}; see `journalctl -u {unit}` and `systemctl status {unit}`", hint = job_result_hint(result))]
     JobFailed {
         unit: String,
         op: &'static str,
-        result: String,
+        result: JobResult,
     },
     #[error("{op} of {unit} did not finish within {secs} s (the job may still be running); see `systemctl status {unit}` and `systemctl list-jobs`")]
     Timeout {
@@ -58,11 +57,18 @@ pub enum SystemdError {
     },
 }
 
-fn not_loaded_hint(unit: &str, load_state: &str) -> String {
+fn not_loaded_hint(unit: &str, load_state: &LoadState) -> String {
     match load_state {
-        "masked" => format!(" (it is masked: `systemctl unmask {unit}`)"),
-        "not-found" => " (no unit file: is the server installed?)".to_string(),
+        LoadState::Masked => format!(" (it is masked: `systemctl unmask {unit}`)"),
+        LoadState::NotFound => " (no unit file: is the server installed?)".to_string(),
         _ => String::new(),
+    }
+}
+
+fn job_result_hint(result: &JobResult) -> &'static str {
+    match result {
+        JobResult::ConditionFailed => " (a Condition*= of the unit did not hold)",
+        _ => "",
     }
 }
 
@@ -78,9 +84,9 @@ pub fn hold_path(unit: &str) -> std::path::PathBuf {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UnitState {
-    pub load_state: String,
-    pub active_state: String,
-    pub sub_state: String,
+    pub load_state: LoadState,
+    pub active_state: ActiveState,
+    pub sub_state: ServiceState,
     pub main_pid: u32,
     pub fragment_path: String,
     /// Hex of the unit's InvocationID (journal field _SYSTEMD_INVOCATION_ID).
@@ -141,21 +147,15 @@ impl Op {
             Op::Start => "start",
         }
     }
-    fn method(self) -> &'static str {
-        match self {
-            Op::Stop => "StopUnit",
-            Op::Start => "StartUnit",
-        }
-    }
 }
 
 /// Pure decision: is this `JobRemoved` result a success for `op`?
-fn job_result_ok(op: Op, result: &str) -> bool {
+fn job_result_ok(op: Op, result: &JobResult) -> bool {
     match result {
-        "done" => true,
-        // "skipped": the job did not apply to the unit's state (e.g. nothing to do): for a stop,
+        JobResult::Done => true,
+        // Skipped: the job did not apply to the unit's state (e.g. nothing to do): for a stop,
         // the unit is not running, which is what we want; for a start it means nothing started.
-        "skipped" => op == Op::Stop,
+        JobResult::Skipped => op == Op::Stop,
         _ => false,
     }
 }
@@ -166,38 +166,6 @@ fn ceil_secs(d: Duration) -> u64 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn prop_str(props: &HashMap<String, OwnedValue>, key: &str) -> String {
-    props
-        .get(key)
-        .and_then(|v| <&str>::try_from(v).ok().map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn prop_u32(props: &HashMap<String, OwnedValue>, key: &str) -> u32 {
-    props
-        .get(key)
-        .and_then(|v| u32::try_from(v).ok())
-        .unwrap_or(0)
-}
-
-fn prop_i32(props: &HashMap<String, OwnedValue>, key: &str) -> i32 {
-    props
-        .get(key)
-        .and_then(|v| i32::try_from(v).ok())
-        .unwrap_or(0)
-}
-
-fn prop_bool(props: &HashMap<String, OwnedValue>, key: &str) -> Option<bool> {
-    props.get(key).and_then(|v| bool::try_from(v).ok())
-}
-
-fn prop_bytes(props: &HashMap<String, OwnedValue>, key: &str) -> Vec<u8> {
-    match props.get(key).map(|v| &**v) {
-        Some(Value::Array(a)) => a.iter().filter_map(|x| u8::try_from(x).ok()).collect(),
-        _ => Vec::new(),
-    }
 }
 
 impl Systemd {
@@ -236,14 +204,7 @@ impl Systemd {
     fn with_connection(conn: Connection, address: String) -> Result<Systemd, SystemdError> {
         let sys = Systemd { conn, address };
         // Without Subscribe, systemd sends no JobRemoved to this client.
-        let r: Result<(), zbus::Error> = zbus::block_on(sys.conn.call_method(
-            Some(DEST),
-            MANAGER_PATH,
-            Some(MANAGER),
-            "Subscribe",
-            &(),
-        ))
-        .map(|_| ());
+        let r = zbus::block_on(async { sys.manager().await?.subscribe().await });
         match r {
             Ok(()) => Ok(sys),
             Err(zbus::Error::MethodError(name, _, _))
@@ -256,6 +217,13 @@ impl Systemd {
                 message: format!("Manager.Subscribe: {e}"),
             }),
         }
+    }
+
+    async fn manager(&self) -> zbus::Result<bus::ManagerProxy<'_>> {
+        bus::ManagerProxy::builder(&self.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
     }
 
     /// The bus address this connection uses (for messages).
@@ -274,10 +242,8 @@ impl Systemd {
         // The job is done; confirm the process is gone (bounded by the same deadline).
         let mut killed = false;
         loop {
-            let props = self.unit_props(unit)?;
-            let active = prop_str(&props.unit, "ActiveState");
-            let pid = prop_u32(&props.service, "MainPID");
-            if pid == 0 && matches!(active.as_str(), "inactive" | "failed") {
+            let st = self.state_of(unit)?;
+            if st.main_pid == 0 && st.active_state.is_down() {
                 let left = self.unit_processes(unit)?;
                 if left.is_empty() {
                     return Ok(());
@@ -378,14 +344,24 @@ RefuseManualStart=yes
     pub fn start(&self, unit: &str, timeout: Duration) -> Result<(), SystemdError> {
         let deadline = Instant::now() + timeout;
         self.run_job(Op::Start, unit, timeout, deadline)?;
-        let props = self.unit_props(unit)?;
-        if prop_bool(&props.unit, "ConditionResult") == Some(false)
-            && prop_str(&props.unit, "ActiveState") == "inactive"
-        {
+        let skipped = zbus::block_on(async {
+            let u = self.unit_proxy(unit).await?;
+            Ok::<_, SystemdError>(
+                !u.condition_result()
+                    .await
+                    .map_err(|e| self.call_error(unit, e))?
+                    && state::parse::<ActiveState>(
+                        &u.active_state()
+                            .await
+                            .map_err(|e| self.call_error(unit, e))?,
+                    ) == ActiveState::Inactive,
+            )
+        })?;
+        if skipped {
             return Err(SystemdError::JobFailed {
                 unit: unit.to_string(),
                 op: Op::Start.name(),
-                result: "condition-failed (a Condition*= of the unit did not hold)".to_string(),
+                result: JobResult::ConditionFailed,
             });
         }
         Ok(())
@@ -394,89 +370,68 @@ RefuseManualStart=yes
     /// The unit's state (loads the unit first). A unit that is masked, has no unit file or one
     /// that does not parse is [`SystemdError::NotLoaded`].
     pub fn state(&self, unit: &str) -> Result<UnitState, SystemdError> {
-        let props = self.unit_props(unit)?;
-        let load_state = prop_str(&props.unit, "LoadState");
-        if load_state != "loaded" {
+        let st = self.state_of(unit)?;
+        if st.load_state != LoadState::Loaded {
             return Err(SystemdError::NotLoaded {
                 unit: unit.to_string(),
-                load_state,
+                load_state: st.load_state,
             });
         }
-        Ok(UnitState {
-            load_state,
-            active_state: prop_str(&props.unit, "ActiveState"),
-            sub_state: prop_str(&props.unit, "SubState"),
-            main_pid: prop_u32(&props.service, "MainPID"),
-            fragment_path: prop_str(&props.unit, "FragmentPath"),
-            invocation_id: hex(&prop_bytes(&props.unit, "InvocationID")),
-            unit_file_state: prop_str(&props.unit, "UnitFileState"),
-            exec_main_status: prop_i32(&props.service, "ExecMainStatus"),
-            exec_main_pid: prop_u32(&props.service, "ExecMainPID"),
-            exec_main_start_us: props
-                .service
-                .get("ExecMainStartTimestamp")
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(0),
-            n_restarts: prop_u32(&props.service, "NRestarts"),
+        Ok(st)
+    }
+
+    /// The unit's state, loaded or not.
+    fn state_of(&self, unit: &str) -> Result<UnitState, SystemdError> {
+        let e = |e| self.call_error(unit, e);
+        zbus::block_on(async {
+            let u = self.unit_proxy(unit).await?;
+            let mut st = UnitState {
+                load_state: state::parse(&u.load_state().await.map_err(e)?),
+                active_state: state::parse(&u.active_state().await.map_err(e)?),
+                sub_state: state::parse(&u.sub_state().await.map_err(e)?),
+                fragment_path: u.fragment_path().await.map_err(e)?,
+                invocation_id: hex(&u.invocation_id().await.map_err(e)?),
+                unit_file_state: u.unit_file_state().await.map_err(e)?,
+                ..UnitState::default()
+            };
+            // Only services have a main process.
+            if unit.ends_with(".service") && st.load_state == LoadState::Loaded {
+                let s = self.service_proxy(unit).await?;
+                st.main_pid = s.main_pid().await.map_err(e)?;
+                st.exec_main_status = s.exec_main_status().await.map_err(e)?;
+                st.exec_main_pid = s.exec_main_pid().await.map_err(e)?;
+                st.exec_main_start_us = s.exec_main_start_timestamp().await.map_err(e)?;
+                st.n_restarts = s.n_restarts().await.map_err(e)?;
+            }
+            Ok(st)
         })
     }
 
     /// What the unit gives its main process as environment (`Environment=`, `EnvironmentFile=`,
     /// `UnsetEnvironment=`), as systemd reports it; `server::serverenv` reads it.
     pub fn environment(&self, unit: &str) -> Result<UnitEnvironment, SystemdError> {
-        let props = self.unit_props(unit)?;
-        let strings = |k: &str| -> Vec<String> {
-            match props.service.get(k).map(|v| &**v) {
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|x| <&str>::try_from(x).ok().map(str::to_string))
+        let e = |e| self.call_error(unit, e);
+        zbus::block_on(async {
+            let s = self.service_proxy(unit).await?;
+            Ok(UnitEnvironment {
+                environment: s.environment().await.map_err(e)?,
+                files: s
+                    .environment_files()
+                    .await
+                    .map_err(e)?
+                    .into_iter()
+                    .map(|(path, optional)| (std::path::PathBuf::from(path), optional))
                     .collect(),
-                _ => Vec::new(),
-            }
-        };
-        let files: Vec<(std::path::PathBuf, bool)> =
-            match props.service.get("EnvironmentFiles").map(|v| &**v) {
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|x| match x {
-                        Value::Structure(st) => {
-                            let f = st.fields();
-                            let path = f.first().and_then(|p| <&str>::try_from(p).ok())?;
-                            let optional = f
-                                .get(1)
-                                .and_then(|b| bool::try_from(b).ok())
-                                .unwrap_or(false);
-                            Some((std::path::PathBuf::from(path), optional))
-                        }
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-        Ok(UnitEnvironment {
-            environment: strings("Environment"),
-            files,
-            unset: strings("UnsetEnvironment"),
+                unset: s.unset_environment().await.map_err(e)?,
+            })
         })
     }
 
     /// The processes in the unit's cgroup: (pid, command line).
     pub fn unit_processes(&self, unit: &str) -> Result<Vec<(u32, String)>, SystemdError> {
-        let r = zbus::block_on(self.conn.call_method(
-            Some(DEST),
-            MANAGER_PATH,
-            Some(MANAGER),
-            "GetUnitProcesses",
-            &(unit),
-        ));
+        let r = zbus::block_on(async { self.manager().await?.get_unit_processes(unit).await });
         match r {
-            Ok(reply) => {
-                let procs: Vec<(String, u32, String)> = reply
-                    .body()
-                    .deserialize()
-                    .map_err(|e| self.call_error(unit, e))?;
-                Ok(procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect())
-            }
+            Ok(procs) => Ok(procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect()),
             // An inactive unit that was garbage-collected has no cgroup and no processes.
             Err(zbus::Error::MethodError(name, _, _))
                 if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
@@ -489,41 +444,20 @@ RefuseManualStart=yes
 
     /// `systemctl kill --kill-whom=all --signal=SIG UNIT`.
     pub fn kill_all(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
-        zbus::block_on(self.conn.call_method(
-            Some(DEST),
-            MANAGER_PATH,
-            Some(MANAGER),
-            "KillUnit",
-            &(unit, "all", signal),
-        ))
-        .map(|_| ())
-        .map_err(|e| self.call_error(unit, e))
+        zbus::block_on(async { self.manager().await?.kill_unit(unit, "all", signal).await })
+            .map_err(|e| self.call_error(unit, e))
     }
 
     /// `systemctl daemon-reload`: returns when the manager has reloaded.
     pub fn daemon_reload(&self) -> Result<(), SystemdError> {
-        zbus::block_on(self.conn.call_method(
-            Some(DEST),
-            MANAGER_PATH,
-            Some(MANAGER),
-            "Reload",
-            &(),
-        ))
-        .map(|_| ())
-        .map_err(|e| self.call_error("daemon-reload", e))
+        zbus::block_on(async { self.manager().await?.reload().await })
+            .map_err(|e| self.call_error("daemon-reload", e))
     }
 
     /// `systemctl reset-failed UNIT`: clears the failed state and the start rate limit.
     pub fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
-        zbus::block_on(self.conn.call_method(
-            Some(DEST),
-            MANAGER_PATH,
-            Some(MANAGER),
-            "ResetFailedUnit",
-            &(unit),
-        ))
-        .map(|_| ())
-        .map_err(|e| self.call_error(unit, e))
+        zbus::block_on(async { self.manager().await?.reset_failed_unit(unit).await })
+            .map_err(|e| self.call_error(unit, e))
     }
 
     fn call_error(&self, unit: &str, e: zbus::Error) -> SystemdError {
@@ -533,11 +467,11 @@ RefuseManualStart=yes
                 match name.as_str() {
                     "org.freedesktop.systemd1.NoSuchUnit" => SystemdError::NotLoaded {
                         unit: unit.to_string(),
-                        load_state: "not-found".to_string(),
+                        load_state: LoadState::NotFound,
                     },
                     "org.freedesktop.systemd1.UnitMasked" => SystemdError::NotLoaded {
                         unit: unit.to_string(),
-                        load_state: "masked".to_string(),
+                        load_state: LoadState::Masked,
                     },
                     _ => SystemdError::Call {
                         unit: unit.to_string(),
@@ -574,29 +508,23 @@ RefuseManualStart=yes
             op: op.name(),
             secs: ceil_secs(timeout),
         };
+        let e = |e| self.call_error(unit, e);
         let result = zbus::block_on(async {
-            let manager = zbus::Proxy::new(&self.conn, DEST, MANAGER_PATH, MANAGER)
-                .await
-                .map_err(|e| self.call_error(unit, e))?;
+            let manager = self.manager().await.map_err(e)?;
             // Subscribe to the signal BEFORE queueing the job.
-            let mut removed = manager
-                .receive_signal("JobRemoved")
-                .await
-                .map_err(|e| self.call_error(unit, e))?;
-            let job: OwnedObjectPath = manager
-                .call(op.method(), &(unit, "replace"))
-                .await
-                .map_err(|e| self.call_error(unit, e))?;
+            let mut removed = manager.receive_job_removed().await.map_err(e)?;
+            let job = match op {
+                Op::Stop => manager.stop_unit(unit, "replace").await,
+                Op::Start => manager.start_unit(unit, "replace").await,
+            }
+            .map_err(e)?;
             let wait = async {
-                while let Some(msg) = removed.next().await {
-                    let Ok((_id, path, _unit, result)) =
-                        msg.body()
-                            .deserialize::<(u32, OwnedObjectPath, String, String)>()
-                    else {
+                while let Some(signal) = removed.next().await {
+                    let Ok(args) = signal.args() else {
                         continue;
                     };
-                    if path == job {
-                        return Ok(result);
+                    if *args.job() == *job {
+                        return Ok(state::parse::<JobResult>(args.result()));
                     }
                 }
                 Err(SystemdError::Bus {
@@ -625,52 +553,35 @@ RefuseManualStart=yes
         }
     }
 
-    fn unit_props(&self, unit: &str) -> Result<UnitProps, SystemdError> {
-        zbus::block_on(async {
-            let reply = self
-                .conn
-                .call_method(Some(DEST), MANAGER_PATH, Some(MANAGER), "LoadUnit", &(unit))
-                .await
-                .map_err(|e| self.call_error(unit, e))?;
-            let path: OwnedObjectPath = reply
-                .body()
-                .deserialize()
-                .map_err(|e| self.call_error(unit, e))?;
-            let unit_props = self.get_all(unit, &path, UNIT_IFACE).await?;
-            // Only services have MainPID / ExecMainStatus.
-            let service = if unit.ends_with(".service") {
-                self.get_all(unit, &path, SERVICE_IFACE).await?
-            } else {
-                HashMap::new()
-            };
-            Ok(UnitProps {
-                unit: unit_props,
-                service,
-            })
-        })
-    }
-
-    async fn get_all(
-        &self,
-        unit: &str,
-        path: &OwnedObjectPath,
-        iface: &str,
-    ) -> Result<HashMap<String, OwnedValue>, SystemdError> {
-        let reply = self
-            .conn
-            .call_method(Some(DEST), path, Some(PROPERTIES), "GetAll", &(iface))
+    /// The unit's object, from `LoadUnit` (never a path built by hand).
+    async fn unit_path(&self, unit: &str) -> Result<OwnedObjectPath, SystemdError> {
+        let m = self.manager().await.map_err(|e| self.call_error(unit, e))?;
+        m.load_unit(unit)
             .await
-            .map_err(|e| self.call_error(unit, e))?;
-        reply
-            .body()
-            .deserialize::<HashMap<String, OwnedValue>>()
             .map_err(|e| self.call_error(unit, e))
     }
-}
 
-struct UnitProps {
-    unit: HashMap<String, OwnedValue>,
-    service: HashMap<String, OwnedValue>,
+    async fn unit_proxy(&self, unit: &str) -> Result<bus::UnitProxy<'_>, SystemdError> {
+        let path = self.unit_path(unit).await?;
+        bus::UnitProxy::builder(&self.conn)
+            .path(path)
+            .map(|b| b.cache_properties(CacheProperties::No))
+            .map_err(|e| self.call_error(unit, e))?
+            .build()
+            .await
+            .map_err(|e| self.call_error(unit, e))
+    }
+
+    async fn service_proxy(&self, unit: &str) -> Result<bus::ServiceProxy<'_>, SystemdError> {
+        let path = self.unit_path(unit).await?;
+        bus::ServiceProxy::builder(&self.conn)
+            .path(path)
+            .map(|b| b.cache_properties(CacheProperties::No))
+            .map_err(|e| self.call_error(unit, e))?
+            .build()
+            .await
+            .map_err(|e| self.call_error(unit, e))
+    }
 }
 
 /// A unit's environment settings as systemd reports them.
@@ -727,10 +638,11 @@ mod tests {
 
     #[test]
     fn job_results() {
-        assert!(job_result_ok(Op::Stop, "done"));
-        assert!(job_result_ok(Op::Start, "done"));
-        assert!(job_result_ok(Op::Stop, "skipped"));
-        assert!(!job_result_ok(Op::Start, "skipped"));
+        let r = state::parse::<JobResult>;
+        assert!(job_result_ok(Op::Stop, &r("done")));
+        assert!(job_result_ok(Op::Start, &r("done")));
+        assert!(job_result_ok(Op::Stop, &r("skipped")));
+        assert!(!job_result_ok(Op::Start, &r("skipped")));
         for bad in [
             "canceled",
             "timeout",
@@ -739,8 +651,8 @@ mod tests {
             "invalid",
             "assert",
         ] {
-            assert!(!job_result_ok(Op::Stop, bad), "{bad}");
-            assert!(!job_result_ok(Op::Start, bad), "{bad}");
+            assert!(!job_result_ok(Op::Stop, &r(bad)), "{bad}");
+            assert!(!job_result_ok(Op::Start, &r(bad)), "{bad}");
         }
     }
 
@@ -754,7 +666,7 @@ mod tests {
     fn messages_name_unit_and_next_step() {
         let e = SystemdError::NotLoaded {
             unit: "stalwart.service".into(),
-            load_state: "masked".into(),
+            load_state: LoadState::Masked,
         };
         assert!(e.to_string().contains("systemctl unmask stalwart.service"));
         let e = SystemdError::Timeout {
