@@ -479,7 +479,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
         }
         Command::Probation => {
             let ctx = context(true)?;
-            crate::flows::probation::watch(&ctx)?;
+            crate::flows::watcher::watch(&ctx)?;
             Ok(exit::OK)
         }
         Command::Recover { boot, retry_later } => {

@@ -712,6 +712,7 @@ mod tests {
             snapshot: None,
             warnings: Vec::new(),
             message: "msg".into(),
+            was_active: true,
         }
     }
 

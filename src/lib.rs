@@ -104,6 +104,8 @@ pub enum Error {
     Webadmin(#[from] server::webadmin::WebadminError),
     #[error(transparent)]
     Carry(#[from] flows::carry::CarryError),
+    #[error(transparent)]
+    Carried(#[from] store::carried::CarriedError),
     /// Whatever failed before anything was stopped (a D-Bus error, a corrupt state file, a
     /// snapshot dir inside a store): nothing changed, so it is a failed preflight (exit 4), not
     /// an error that would leave a package half-configured.

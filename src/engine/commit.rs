@@ -123,36 +123,10 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
             }
         }
     }
-    // A release that passed its gate may still crash a minute later: it is on probation.
-    if begin.kind == TxKind::Upgrade && begin.was_active && !m.ctx.boot {
-        warnings.extend(start_probation(m, &begin));
-    }
     prune(m, sum, &mut warnings);
     expire_carried(m, &begin, &mut warnings);
     tracing::info!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "committed", "{message}");
     Ok(report(&begin, sum, Outcome::Committed, message, warnings))
-}
-
-fn start_probation(m: &Resources, begin: &Begin) -> Option<String> {
-    if m.settings().health.probation_secs == 0 {
-        return None;
-    }
-    let cfg = m
-        .server_config(&crate::server::lines::server_config_path(
-            m.settings(),
-            &begin.to,
-        ))
-        .ok();
-    let p = crate::flows::probation::Probation {
-        txid: begin.txid.clone(),
-        unit: begin.unit.clone(),
-        from: begin.from.clone(),
-        to: begin.to.clone(),
-        health_url: crate::server::health::base_url(m.settings(), cfg.as_ref()),
-        until_unix_ms: crate::os::clock::now_ms()
-            + m.settings().health.probation_secs.saturating_mul(1000),
-    };
-    crate::flows::probation::begin(m, p)
 }
 
 fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
@@ -174,8 +148,8 @@ fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
 /// hashes and DKIM keys) goes once it is no longer needed: at the commit of the next
 /// transaction, or of the crossing itself when that comes `DUMP_KEEP_DAYS` late.
 fn expire_carried(m: &Resources, begin: &Begin, warnings: &mut Vec<String>) {
-    let max_age = crate::flows::carry::DUMP_KEEP_DAYS * 86_400;
-    match crate::flows::carry::expire(m.state, &begin.txid, crate::os::clock::now_secs(), max_age) {
+    let max_age = crate::store::carried::DUMP_KEEP_DAYS * 86_400;
+    match crate::store::carried::expire(m.state, &begin.txid, crate::os::clock::now_secs(), max_age) {
         Ok(gone) if !gone.is_empty() => tracing::info!(
             "removed the directory dumps of the crossings {} (their report.txt stays)",
             gone.join(", ")

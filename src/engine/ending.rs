@@ -43,6 +43,10 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Plain-words account for the admin.
     pub message: String,
+    /// The server was running when the transaction began (a committed upgrade of a running
+    /// server goes on probation).
+    #[serde(skip)]
+    pub was_active: bool,
 }
 
 impl Report {
@@ -158,6 +162,7 @@ pub(crate) fn report(
         snapshot: sum.snapshot_id().map(String::from),
         warnings,
         message,
+        was_active: begin.was_active,
     }
 }
 

@@ -21,17 +21,24 @@ use serde::Serialize;
 /// instead: nothing new starts on top of it.
 pub fn after_recovery(
     ctx: &Context,
-    f: impl FnOnce(&Resources) -> Result<Report, Error>,
+    f: impl FnOnce(&Resources, RecoverReport) -> Result<Report, Error>,
 ) -> Result<Report, Error> {
+    locked(ctx, |m| match recover_locked(m)? {
+        RecoverReport::Failed { report } => Ok(report),
+        recovered => f(m, recovered),
+    })
+}
+
+/// Runs `f` with the state dir's lock held (waiting for it at most `lock_wait_secs`).
+pub fn locked<T>(
+    ctx: &Context,
+    f: impl FnOnce(&Resources) -> Result<T, Error>,
+) -> Result<T, Error> {
     let state = StateDir::open(&ctx.settings.state_dir)?;
     let _lock = state.lock(std::time::Duration::from_secs(
         ctx.settings.timeouts.lock_wait_secs,
     ))?;
-    let m = Resources::new(ctx, &state);
-    if let RecoverReport::Failed { report } = recover_locked(&m)? {
-        return Ok(report);
-    }
-    f(&m)
+    f(&Resources::new(ctx, &state))
 }
 
 /// A running transaction. Dropping it without `commit` or `abort` leaves the journal open, which is
@@ -222,12 +229,7 @@ pub fn start_check(settings: &Settings) -> Result<(), String> {
 
 /// Finishes or undoes an interrupted transaction. Takes the lock; idempotent.
 pub fn recover(ctx: &Context) -> Result<RecoverReport, Error> {
-    let state = StateDir::open(&ctx.settings.state_dir)?;
-    let _lock = state.lock(std::time::Duration::from_secs(
-        ctx.settings.timeouts.lock_wait_secs,
-    ))?;
-    let m = Resources::new(ctx, &state);
-    recover_locked(&m)
+    locked(ctx, recover_locked)
 }
 
 /// `recover` for callers that already hold the lock (upgrade, rollback, hooks).

@@ -180,13 +180,16 @@ fn run(
         }
         Action::GenerationBack => {
             let aside = m.state.aside_dir(&begin.txid);
-            crate::flows::crossing::put_back(s, m.sys()?, &aside)?;
+            crate::store::crossing::put_back(s, m.sys()?, &aside)?;
             did.push("config.json and the unit drop-in of the 0.16 line put back".into());
             Ok(None)
         }
         Action::Generation => {
-            crate::flows::carry::unpin_admin(s, &crate::flows::carry::dir(m.state, &begin.txid))?;
-            crate::flows::crossing::undo(s, m.sys()?)?;
+            crate::store::carried::unpin_admin(
+                s,
+                &crate::store::carried::dir(m.state, &begin.txid),
+            )?;
+            crate::store::crossing::undo(s, m.sys()?)?;
             did.push("config.json, stalwart.env's carried admin and the unit drop-in of the 0.16 line removed (config.toml was never changed)".into());
             Ok(None)
         }

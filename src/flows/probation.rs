@@ -14,10 +14,13 @@
 //! upgrade), ends the probation without judging the release. Its state is STATE/probation.json,
 //! written at the commit and removed when the probation ends; `status` shows it.
 
+use crate::engine::ending::{Outcome, Report};
+use crate::engine::journal::TxKind;
 use crate::engine::resources::Resources;
+use crate::engine::transaction::{self, RecoverReport};
 use crate::os::systemd::{ActiveState, UnitState};
 use crate::server::version::Version;
-use crate::store::state::{FailedUpgrade, StateDir};
+use crate::store::state::StateDir;
 use crate::{Context, Error};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -27,7 +30,7 @@ pub const UNIT: &str = "stalwart-upgrade-probation.service";
 const FILE: &str = "probation.json";
 /// Failed readiness probes in a row that count as a failure (one every [`TICK`]).
 pub const FAILS: u32 = 3;
-const TICK: Duration = Duration::from_secs(2);
+pub(crate) const TICK: Duration = Duration::from_secs(2);
 
 /// A release on probation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +95,7 @@ pub fn current(state: &StateDir) -> Option<Probation> {
 }
 
 /// Ends the probation of transaction `txid` (not a newer one a later upgrade began meanwhile).
-fn end_of(state: &StateDir, txid: &str) {
+pub(crate) fn end_of(state: &StateDir, txid: &str) {
     let ours = std::fs::read(path(state))
         .ok()
         .and_then(|t| serde_json::from_slice::<Probation>(&t).ok())
@@ -102,7 +105,7 @@ fn end_of(state: &StateDir, txid: &str) {
     }
 }
 
-fn end(state: &StateDir) {
+pub(crate) fn end(state: &StateDir) {
     if let Err(e) = std::fs::remove_file(path(state)) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!("removing {} failed: {e}", path(state).display());
@@ -110,13 +113,44 @@ fn end(state: &StateDir) {
     }
 }
 
-/// At the commit of an upgrade that started the server: put the release on probation and start
-/// the watcher. A warning when it cannot be watched (the release stays committed).
-pub fn begin(m: &Resources, p: Probation) -> Option<String> {
+/// After a commit: an upgrade that started the server goes on probation (a release that passed
+/// its gate may still crash a minute later). Not at boot: the server's unit is ordered after
+/// the boot recovery, and the next `recover` (every hook's first step) starts it then. A
+/// warning on the report when it cannot be watched (the release stays committed).
+pub fn after_commit(m: &Resources, mut r: Report) -> Report {
+    if r.kind == TxKind::Upgrade && r.outcome == Outcome::Committed && r.was_active && !m.ctx.boot {
+        r.warnings.extend(begin(m, &r));
+    }
+    r
+}
+
+/// [`after_commit`] for what a recovery finished (the helper killed past the health gate).
+pub fn recovered(m: &Resources, r: RecoverReport) -> RecoverReport {
+    match r {
+        RecoverReport::Finished { report } => RecoverReport::Finished {
+            report: after_commit(m, report),
+        },
+        other => other,
+    }
+}
+
+/// Puts the release `r` committed on probation and starts the watcher.
+fn begin(m: &Resources, r: &Report) -> Option<String> {
     let s = m.settings();
     if s.health.probation_secs == 0 {
         return None;
     }
+    let cfg = m
+        .server_config(&crate::server::lines::server_config_path(s, &r.to))
+        .ok();
+    let p = Probation {
+        txid: r.txid.clone(),
+        unit: s.unit.clone(),
+        from: r.from.clone(),
+        to: r.to.clone(),
+        health_url: crate::server::health::base_url(s, cfg.as_ref()),
+        until_unix_ms: crate::os::clock::now_ms() + s.health.probation_secs.saturating_mul(1000),
+    };
     let data = match serde_json::to_vec_pretty(&p) {
         Ok(d) => d,
         Err(e) => return Some(format!("probation not started: {e}")),
@@ -158,121 +192,15 @@ fn start_watcher() -> Result<(), String> {
     )
 }
 
-/// The watcher (`stalwart-upgrade probation`): looks every [`TICK`] until the probation ends.
-pub fn watch(ctx: &Context) -> Result<(), Error> {
-    let state = StateDir::open(&ctx.settings.state_dir)?;
-    let sys = crate::os::systemd::Systemd::connect()?;
-    let mut fails = 0u32;
-    loop {
-        let Some(p) = current(&state) else {
-            end(&state);
-            return Ok(());
-        };
-        let st = sys.state(&p.unit)?;
-        let installed = crate::store::swap::binary_version(&ctx.settings.server_binary()).ok();
-        let now = crate::os::clock::now_ms();
-        let mut verdict = look(&p, &st, installed.as_ref(), now);
-        // A process younger than the gate's own bound (an admin's restart, a slow start) is not
-        // judged by its readiness yet.
-        let young = st.exec_main_start_us / 1000
-            + ctx.settings.timeouts.ready_secs.saturating_mul(1000)
-            > now;
-        if verdict == Look::Running && young {
-            fails = 0;
-        } else if verdict == Look::Running {
-            match crate::server::health::probe_ready(&p.health_url) {
-                // 429: upstream's anonymous rate limit answered, so the server is up.
-                Ok(200) | Ok(429) => fails = 0,
-                other => {
-                    fails += 1;
-                    if fails >= FAILS {
-                        verdict = Look::Crashed(format!(
-                            "{}/healthz/ready failed {FAILS} times in a row after the commit (last: {})",
-                            p.health_url,
-                            match other {
-                                Ok(code) => format!("HTTP {code}"),
-                                Err(e) => e,
-                            }
-                        ));
-                    }
-                }
-            }
-        }
-        match verdict {
-            Look::Running => std::thread::sleep(TICK),
-            // A later upgrade may have begun its own probation meanwhile: this watcher (the
-            // one unit) goes on with it.
-            Look::Passed => {
-                tracing::info!(unit = %p.unit, to = %p.to, "{} passed its probation", p.to);
-                end_of(&state, &p.txid);
-                fails = 0;
-            }
-            Look::TakenOver(why) => {
-                tracing::info!(unit = %p.unit, to = %p.to, "probation of {} ended: {why}", p.to);
-                end_of(&state, &p.txid);
-                fails = 0;
-                std::thread::sleep(TICK);
-            }
-            // The probation ends after the rollback, not before: a watcher killed in between
-            // leaves it on disk, and the watcher `recover` starts judges the release again.
-            Look::Crashed(why) => {
-                crate::engine::journal::test_point("probation:judged");
-                let r = roll_back(ctx, &state, &p, &why);
-                end_of(&state, &p.txid);
-                return r;
-            }
-        }
-    }
-}
-
-/// The release failed its probation: the admin's `rollback` to the version it came from, then
-/// the failure marker (after the rollback, whose commit clears the marker), so neither apt nor
-/// dnf nor a hook tries it again on its own.
-fn roll_back(ctx: &Context, state: &StateDir, p: &Probation, why: &str) -> Result<(), Error> {
-    tracing::error!(unit = %p.unit, from = %p.from, to = %p.to, "{} failed its probation: {why}; rolling back to {}", p.to, p.from);
-    let req = crate::flows::rollback::RollbackRequest {
-        to: Some(p.from.to_string()),
-        binary_only: false,
-        cluster_stopped: false,
-        start: true,
-    };
-    let report = crate::flows::rollback::run(ctx, &req);
-    let marker = FailedUpgrade {
-        version: p.to.clone(),
-        from: p.from.clone(),
-        txid: p.txid.clone(),
-        reason: format!("failed its probation after the commit: {why}"),
-        at: crate::os::clock::now_secs(),
-    };
-    if let Err(e) = state.set_failed(&marker) {
-        tracing::warn!("recording the failure of {} failed: {e}", p.to);
-    }
-    let (from, to) = (p.from.to_string(), p.to.to_string());
-    match report {
-        Ok(r) => {
-            tracing::error!(unit = %p.unit, "probation rollback of {}: {}", p.to, r.message);
-            crate::engine::announce::probation_rolled_back(&p.unit, &p.txid, &from, &to, why, true);
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(unit = %p.unit, "probation rollback of {} FAILED: {e}", p.to);
-            crate::engine::announce::probation_rolled_back(
-                &p.unit, &p.txid, &from, &to, why, false,
-            );
-            Err(e)
-        }
-    }
-}
-
 /// `recover`, then [`resume`]: what `stalwart-upgrade recover`, boot and every hook run.
-pub fn recover(ctx: &Context) -> Result<crate::engine::transaction::RecoverReport, Error> {
-    let r = crate::engine::transaction::recover(ctx)?;
-    if let Ok(state) = StateDir::open(&ctx.settings.state_dir) {
-        if let Some(warning) = resume(&state) {
+pub fn recover(ctx: &Context) -> Result<RecoverReport, Error> {
+    transaction::locked(ctx, |m| {
+        let r = recovered(m, transaction::recover_locked(m)?);
+        if let Some(warning) = resume(m.state) {
             tracing::warn!("{warning}");
         }
-    }
-    Ok(r)
+        Ok(r)
+    })
 }
 
 /// Run by `recover` (the first step of every hook, and boot): a probation on disk whose

@@ -8,7 +8,7 @@
 use crate::engine::ending::Report;
 use crate::engine::journal::{Begin, Noted, Step, TxKind};
 use crate::engine::resources::Resources;
-use crate::engine::transaction::{self, Transaction};
+use crate::engine::transaction::Transaction;
 use crate::flows::rollback;
 use crate::flows::upgrade::{self, Plan};
 use crate::server::version::{classify, Class};
@@ -25,7 +25,7 @@ pub struct RestoreRequest {
 }
 
 pub fn run(ctx: &Context, req: &RestoreRequest) -> Result<Report, Error> {
-    transaction::after_recovery(ctx, |m| run_recovered(m, req))
+    crate::flows::after_recovery(ctx, |m| run_recovered(m, req))
 }
 
 fn run_recovered(m: &Resources, req: &RestoreRequest) -> Result<Report, Error> {

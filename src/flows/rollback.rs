@@ -4,7 +4,7 @@
 use crate::engine::ending::Report;
 use crate::engine::journal::{Begin, Step, TxKind};
 use crate::engine::resources::Resources;
-use crate::engine::transaction::{self, Transaction};
+use crate::engine::transaction::Transaction;
 use crate::flows::steps;
 use crate::flows::upgrade::{self, Plan};
 use crate::server::serverconfig::ServerConfig;
@@ -27,7 +27,7 @@ pub struct RollbackRequest {
 }
 
 pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
-    transaction::after_recovery(ctx, |m| run_recovered(m, req))
+    crate::flows::after_recovery(ctx, |m| run_recovered(m, req))
 }
 
 fn run_recovered(m: &Resources, req: &RollbackRequest) -> Result<Report, Error> {
@@ -108,7 +108,7 @@ fn steps(
     if back.below_016.is_some() {
         tx.step(Step::GenerationBack, |m, b| {
             let aside = m.state.aside_dir(&b.txid);
-            crate::flows::crossing::set_aside(m.settings(), m.sys()?, &aside)?;
+            crate::store::crossing::set_aside(m.settings(), m.sys()?, &aside)?;
             Ok((
                 (),
                 Some(crate::engine::journal::Noted::Aside { dir: aside }),

@@ -5,9 +5,39 @@ use crate::engine::journal::{Begin, Noted};
 use crate::engine::resources::Resources;
 use crate::server::serverconfig::ServerConfig;
 use crate::store::snapshot::{PreHash, SnapshotMeta};
-use crate::{flows::crossing, server::health, store::swap, Error};
+use crate::{server::health, store::swap, Error};
 
 pub(crate) type StepResult = Result<((), Option<Noted>), Error>;
+
+/// Writes what the crossing needs on disk: its record in the state dir (the dump and the
+/// converted objects, for the carry and the undo), config.json and the unit's drop-in.
+pub(crate) fn cross(
+    m: &Resources,
+    b: &Begin,
+    cfg: &ServerConfig,
+    dump: &crate::flows::carry::Dump,
+    carried: &crate::flows::carry::Carried,
+    json: &str,
+) -> StepResult {
+    crate::flows::carry::save(&crate::store::carried::dir(m.state, &b.txid), dump, carried)?;
+    crate::store::crossing::apply(m.settings(), m.sys()?, cfg, json)?;
+    Ok(((), None))
+}
+
+/// The recovery-mode start that migrates a 0.15 database: armed, started through the unit,
+/// and healthy once the migration is done (the recovery listener answers). It keeps running for
+/// the carry step, which stops it.
+pub(crate) fn migrate(
+    m: &Resources,
+    b: &Begin,
+    cfg: &ServerConfig,
+    admin: &(String, String),
+) -> StepResult {
+    crate::store::crossing::arm_recovery(m.settings(), m.sys()?, admin)?;
+    start(m, b)?;
+    healthy(m, cfg, &health::Expect::recovery())?;
+    Ok(((), None))
+}
 
 /// Creates the carried objects in the recovery-mode server (its own socket, the one-time
 /// admin), stops it, and pins the 0.15 admin for the normal start.
@@ -30,9 +60,9 @@ pub(crate) fn carry(
     )?;
     let created = crate::flows::carry::apply::apply(&api, &carried.ops)
         .map_err(crate::flows::carry::CarryError::from)?;
-    crossing::end_recovery(s, m.sys()?)?;
+    crate::store::crossing::end_recovery(s, m.sys()?)?;
     if let Some(a) = &carried.admin {
-        crate::flows::carry::pin_admin(s, &crate::flows::carry::dir(m.state, &b.txid), a)?;
+        crate::store::carried::pin_admin(s, &crate::store::carried::dir(m.state, &b.txid), a)?;
     }
     Ok((
         (),

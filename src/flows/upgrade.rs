@@ -263,7 +263,7 @@ pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
     let state = StateDir::open(&ctx.settings.state_dir)?;
     let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
     let m = Resources::new(ctx, &state);
-    transaction::recover_locked(&m)?;
+    crate::flows::probation::recovered(&m, transaction::recover_locked(&m)?);
     let plan = plan(&m, req).map_err(Error::before_downtime)?;
     gate(&plan).map_err(Error::before_downtime)?;
     Ok(plan)
@@ -271,7 +271,7 @@ pub fn preflight(ctx: &Context, req: &UpgradeRequest) -> Result<Plan, Error> {
 
 /// The whole upgrade: lock, recover, plan, then the transaction.
 pub fn run(ctx: &Context, req: &UpgradeRequest) -> Result<Report, Error> {
-    transaction::after_recovery(ctx, |m| run_recovered(m, req))
+    crate::flows::after_recovery(ctx, |m| run_recovered(m, req))
 }
 
 fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
@@ -289,7 +289,9 @@ fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
     crate::engine::journal::test_point("prehash:done");
     let mut tx = Transaction::begin(m, plan.begin(ctx)).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
-        Ok(()) => tx.commit(),
+        Ok(()) => tx
+            .commit()
+            .map(|r| crate::flows::probation::after_commit(m, r)),
         Err(e) => tx.abort(&e),
     }
 }
@@ -313,17 +315,10 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
     {
         let admin = crate::flows::carry::one_time_admin()?;
         tx.step(Step::Generation, |m, b| {
-            crate::flows::carry::save(&crate::flows::carry::dir(m.state, &b.txid), dump, carried)?;
-            crossing::apply(m.settings(), m.sys()?, &plan.server_config, json)?;
-            Ok(((), None))
+            steps::cross(m, b, &plan.server_config, dump, carried, json)
         })?;
         tx.step(Step::Migrate, |m, b| {
-            let start = || {
-                Ok(m.sys()?
-                    .start_fresh(&b.unit, m.settings().start_timeout())?)
-            };
-            crossing::start_recovery(m.settings(), m.sys()?, start, &plan.server_config, &admin)?;
-            Ok(((), None))
+            steps::migrate(m, b, &plan.server_config, &admin)
         })?;
         tx.step(Step::Carry, |m, b| steps::carry(m, b, carried, &admin))?;
     }
@@ -443,7 +438,7 @@ fn generation_plan(
     cfg: &ServerConfig,
     dump: &crate::flows::carry::Dump,
 ) -> Result<(PathBuf, String), Error> {
-    let existing = crossing::paths(s).config_json;
+    let existing = crate::store::crossing::paths(s).config_json;
     if existing.exists() {
         return Err(Error::Preflight(format!(
             "{} already exists: the 0.16 config would replace it; move it aside (0.15 does not read it) and run the upgrade again; nothing was changed",
@@ -571,6 +566,7 @@ fn nothing_to_do(plan: &Plan) -> Report {
         snapshot: None,
         warnings: Vec::new(),
         message: format!("{} already runs {}; nothing to do", plan.unit, plan.to),
+        was_active: plan.unit_active,
     }
 }
 

@@ -132,7 +132,7 @@ impl Engine for System {
         let mut done: Vec<String> = move_legacy_env(s).into_iter().collect();
         // A >= 0.16 unit's drop-in names the env file: rewritten when this version's differs.
         if let Ok(v) = swap::binary_version(&s.server_binary()) {
-            match crate::flows::crossing::write_unit_dropin(s, &v) {
+            match crate::store::crossing::write_unit_dropin(s, &v) {
                 Ok(true) => {
                     if units_controllable(&s.unit).is_ok() {
                         if let Err(e) = Systemd::connect().and_then(|sys| sys.daemon_reload()) {
@@ -143,7 +143,7 @@ impl Engine for System {
                         "{} now reads its environment from {} (drop-in {})",
                         s.unit,
                         s.server_env.display(),
-                        crate::flows::crossing::paths(s).dropin.display()
+                        crate::store::crossing::paths(s).dropin.display()
                     ));
                 }
                 Ok(false) => {}
@@ -294,13 +294,13 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
 
     let json = crate::server::lines::is_json(&version);
     let config = if json {
-        crate::flows::crossing::paths(s).config_json
+        crate::store::crossing::paths(s).config_json
     } else {
         s.server_config_path()
     };
     if json {
         // The packaged unit runs config.toml; >= 0.16 gets its drop-in (config.json, env file).
-        crate::flows::crossing::write_unit_dropin(s, &version)?;
+        crate::store::crossing::write_unit_dropin(s, &version)?;
     }
     let mut may_start = true;
     if config.exists() {
@@ -676,7 +676,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     // >= 0.16 (install.sh 0.16 with PREFIX=/opt/stalwart): the unit in effect, whichever it is,
     // gets the drop-in of its generation (config.json, the env file).
     if let Ok(v) = swap::binary_version(&s.server_binary()) {
-        if crate::flows::crossing::write_unit_dropin(s, &v)? {
+        if crate::store::crossing::write_unit_dropin(s, &v)? {
             if units_controllable(&s.unit).is_ok() {
                 Systemd::connect()?.daemon_reload()?;
             }
@@ -685,7 +685,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
                 s.unit,
                 v,
                 s.server_env.display(),
-                crate::flows::crossing::paths(s).dropin.display()
+                crate::store::crossing::paths(s).dropin.display()
             ));
         }
     }

@@ -24,8 +24,7 @@ pub mod settings;
 pub use convert::{Carried, Machine, Op};
 pub use dump::Dump;
 
-use crate::config::Settings;
-use crate::os::fsutil::Dir;
+use crate::store::carried::{LEFT_BEHIND, REPORT};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,11 +37,8 @@ pub enum CarryError {
     Apply(#[from] apply::ApplyError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
-}
-
-/// Where a crossing keeps its dump and converted objects (root-only, part of its record).
-pub fn dir(state: &crate::store::state::StateDir, txid: &str) -> PathBuf {
-    state.root.join("carry").join(txid)
+    #[error(transparent)]
+    Record(#[from] crate::store::carried::CarriedError),
 }
 
 /// Reads and converts 0.15's directory through `api` (the running 0.15, the admin's
@@ -145,12 +141,6 @@ pub fn describe(c: &Carried) -> Vec<String> {
     out
 }
 
-/// The files of a crossing's dir that hold no secret: what `plan` showed (counts, the admin's
-/// login name), and the settings an admin changed that stay behind (secret values left out),
-/// kept when the rest goes (`expire`).
-const REPORT: &str = "report.txt";
-pub const LEFT_BEHIND: &str = "left-behind.txt";
-
 /// `left-behind.txt`: each setting an admin changed from 0.15's defaults that 0.16 does not get,
 /// `key = value` as 0.15 lists it, to set again in 0.16 where it has a counterpart. A value
 /// whose key names a secret (password, secret, key, token) is left out: it is in dump.json,
@@ -176,9 +166,6 @@ pub fn left_behind_report(c: &Carried) -> String {
     }
     out
 }
-
-/// How long a crossing's dump stays when no other transaction commits after it.
-pub const DUMP_KEEP_DAYS: u64 = 14;
 
 /// Keeps the dump and the converted objects in the crossing's dir, 0600, with a report of what
 /// was carried that outlives them.
@@ -208,70 +195,6 @@ pub fn save(dir: &Path, d: &Dump, c: &Carried) -> Result<(), CarryError> {
     Ok(())
 }
 
-/// At a commit: removes what crossings kept that holds secrets (the dump and the converted
-/// objects carry every password hash and DKIM private key of 0.15's directory, and the saved
-/// stalwart.env the credentials of the server's admin), keeping each one's report. A crossing
-/// needs them only until it is committed or undone: the undo restores stalwart.env from them.
-/// So they go once a later transaction (`current` is the one committing) commits, or once
-/// `current` itself is older than `max_age` (its commit came long after: a recovery). Removed
-/// durably (the directories fsync'd): a crash must not bring them back. Returns the crossings
-/// whose secrets were removed.
-pub fn expire(
-    state: &crate::store::state::StateDir,
-    current: &str,
-    now_secs: u64,
-    max_age_secs: u64,
-) -> Result<Vec<String>, CarryError> {
-    let root = state.root.join("carry");
-    let ferr = |e: crate::os::fsutil::FsError| CarryError::File {
-        path: e.path.clone(),
-        message: e.to_string(),
-    };
-    let carry = match Dir::open(&root) {
-        Ok(d) => d,
-        Err(e) if e.is_not_found() => return Ok(Vec::new()),
-        Err(e) => return Err(ferr(e)),
-    };
-    let mut cleared = Vec::new();
-    for txid in carry.entries().map_err(ferr)? {
-        let dir = match carry.open_dir(&txid) {
-            Ok(d) => d,
-            // Not a directory of ours (the state dir is root's: nothing else is put here).
-            Err(_) => continue,
-        };
-        let secrets: Vec<_> = dir
-            .entries()
-            .map_err(ferr)?
-            .into_iter()
-            .filter(|n| n != REPORT && n != LEFT_BEHIND)
-            .collect();
-        if secrets.is_empty() {
-            continue;
-        }
-        // The crossing's age: when its dump was written.
-        let written = dir
-            .stat("dump.json")
-            .ok()
-            .flatten()
-            .or_else(|| dir.meta().ok())
-            .map_or(0, |m| m.mtime.0.max(0) as u64);
-        let old = now_secs.saturating_sub(written) > max_age_secs;
-        if txid == current && !old {
-            continue;
-        }
-        for n in &secrets {
-            dir.remove_tree(n).map_err(ferr)?;
-        }
-        dir.fsync().map_err(ferr)?;
-        if dir.entries().map_err(ferr)?.is_empty() {
-            carry.remove_tree(&txid).map_err(ferr)?;
-            carry.fsync().map_err(ferr)?;
-        }
-        cleared.push(txid.to_string_lossy().into_owned());
-    }
-    Ok(cleared)
-}
-
 /// The one-time administrator of the recovery-mode start: a random login only this run knows.
 pub fn one_time_admin() -> Result<(String, String), CarryError> {
     let pw = crate::server::credentials::random_password(32).map_err(|e| CarryError::File {
@@ -281,79 +204,14 @@ pub fn one_time_admin() -> Result<(String, String), CarryError> {
     Ok(("stalwart-upgrade".into(), pw))
 }
 
-/// The name of stalwart.env's saved original in the crossing's dir; `ENV_CREATED` marks an env
-/// file the crossing created.
-const ENV_ORIGINAL: &str = "stalwart.env.before";
-const ENV_CREATED: &str = "stalwart.env.created";
-
-/// Pins the 0.15 fallback admin as 0.16's `STALWART_RECOVERY_ADMIN` in the server's env file
-/// (`Settings::server_env`, root's directory), replacing any such line; what was there is kept
-/// in `dir` for the undo. Single-quoted: systemd takes the value verbatim then (a `$6$` hash has
-/// `$` in it).
-pub fn pin_admin(s: &Settings, dir: &Path, admin: &(String, String)) -> Result<(), CarryError> {
-    let path = s.server_env.clone();
-    let ferr = |e: crate::server::serverenv::EnvFileError| CarryError::File {
-        path: path.clone(),
-        message: e.to_string(),
-    };
-    crate::server::serverenv::move_legacy_env(s).map_err(ferr)?;
-    let before = crate::server::serverenv::read_server_env(s).map_err(ferr)?;
-    let save_err = |e: crate::store::state::StateError| CarryError::File {
-        path: dir.to_owned(),
-        message: e.to_string(),
-    };
-    match &before {
-        Some(b) if !dir.join(ENV_ORIGINAL).exists() => {
-            crate::store::state::write_atomic(&dir.join(ENV_ORIGINAL), b, 0o600)
-                .map_err(save_err)?
-        }
-        None if !dir.join(ENV_ORIGINAL).exists() => {
-            crate::store::state::write_atomic(&dir.join(ENV_CREATED), b"", 0o600)
-                .map_err(save_err)?
-        }
-        _ => {}
-    }
-    let mut text: String = before
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("STALWART_RECOVERY_ADMIN="))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    if before.is_none() {
-        text.push_str("# Environment of the Stalwart service (0.16 and later).\n");
-    }
-    text.push_str(&format!(
-        "# The 0.15 fallback administrator, carried over by stalwart-upgrade: log in as `{}` with its old password.\n\
-         STALWART_RECOVERY_ADMIN='{}:{}'\n",
-        admin.0, admin.0, admin.1
-    ));
-    crate::server::serverenv::write_server_env(s, text.as_bytes()).map_err(ferr)?;
-    Ok(())
-}
-
-/// Undo of `pin_admin`: the env file as it was (or gone, if the crossing created it).
-pub fn unpin_admin(s: &Settings, dir: &Path) -> Result<(), CarryError> {
-    let ferr = |e: crate::server::serverenv::EnvFileError| CarryError::File {
-        path: s.server_env.clone(),
-        message: e.to_string(),
-    };
-    if let Ok(before) = std::fs::read(dir.join(ENV_ORIGINAL)) {
-        crate::server::serverenv::write_server_env(s, &before).map_err(ferr)?;
-    } else if dir.join(ENV_CREATED).exists() {
-        crate::server::serverenv::remove_server_env(s).map_err(ferr)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::carried::{expire, DUMP_KEEP_DAYS, ENV_ORIGINAL};
     use crate::store::state::StateDir;
 
     fn crossing(state: &StateDir, txid: &str) -> PathBuf {
-        let dir = super::dir(state, txid);
+        let dir = crate::store::carried::dir(state, txid);
         let d = Dump {
             settings: [("k".to_string(), "v".to_string())].into(),
             principals: vec![serde_json::json!({"id": 1, "secrets": ["$6$hash"]})],
