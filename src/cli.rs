@@ -349,7 +349,7 @@ fn print_report(r: &Report) -> i32 {
     for w in &r.warnings {
         eprintln!(
             "stalwart-upgrade: warning: {}",
-            crate::os::child::printable(w)
+            crate::os::child::printable(&w.to_string())
         );
     }
     r.exit_code()
@@ -387,8 +387,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 let aside = crate::store::snapshot::Snapshots::new(&ctx.settings.snapshot_dir())
                     .set_aside()
                     .unwrap_or_default();
-                let running =
-                    crate::store::swap::binary_version(&ctx.settings.server_binary()).ok();
+                let running = crate::server::version::of_binary(&ctx.settings.server_binary()).ok();
                 for a in &aside {
                     println!("set aside: {}", a.describe(running.as_ref()));
                 }
@@ -534,7 +533,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
             action: WebadminCmd::Refresh,
         } => {
             let ctx = context(false)?;
-            let running = crate::store::swap::binary_version(&ctx.settings.server_binary())?;
+            let running = crate::server::version::of_binary(&ctx.settings.server_binary())?;
             let path = crate::server::lines::server_config_path(&ctx.settings, &running);
             let sys = crate::os::systemd::Systemd::connect()?;
             let cfg = crate::server::serverconfig::ServerConfig::load_with_env(
@@ -546,7 +545,7 @@ fn run(cmd: Command) -> Result<i32, Error> {
             let admin = crate::server::serverenv::ServerEnv::of(&sys, &ctx.settings.unit)
                 .ok()
                 .and_then(|e| e.recovery_admin());
-            crate::server::webadmin::refresh(&ctx.settings, cfg.generation, &endpoint, admin)?;
+            crate::server::webadmin::refresh(&ctx.settings, cfg.format, &endpoint, admin)?;
             println!("web admin refreshed at {}", endpoint.base());
             Ok(exit::OK)
         }
@@ -576,7 +575,7 @@ stalwart-upgrade: removing with the default settings instead"
             let ctx = context(false)?;
             let line = match line {
                 Some(l) => l,
-                None => crate::store::swap::binary_version(&ctx.settings.server_binary())?.line(),
+                None => crate::server::version::of_binary(&ctx.settings.server_binary())?.line(),
             };
             println!("{}", crate::policy::hold(&ctx.settings, Some(&line))?);
             Ok(exit::OK)
@@ -633,7 +632,7 @@ fn with_server_stopped<T>(
         )));
     }
     let listeners = if active {
-        let running = crate::store::swap::binary_version(&s.server_binary())?;
+        let running = crate::server::version::of_binary(&s.server_binary())?;
         let declared = server_config(s, &crate::server::lines::server_config_path(s, &running))
             .map(|c| c.listeners)
             .unwrap_or_default();
@@ -647,7 +646,7 @@ fn with_server_stopped<T>(
     let r = f();
     if active {
         sys.start(&s.unit, s.start_timeout())?;
-        let running = crate::store::swap::binary_version(&s.server_binary())?;
+        let running = crate::server::version::of_binary(&s.server_binary())?;
         let path = crate::server::lines::server_config_path(s, &running);
         let cfg = server_config(s, &path).ok();
         let expect = crate::server::health::Expect::normal(s, cfg.as_ref(), &running, listeners);
@@ -730,7 +729,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         SnapshotCmd::Prune { dry_run } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
             // Never the snapshot a rollback of the running release would restore.
-            let running = crate::store::swap::binary_version(&s.server_binary())?;
+            let running = crate::server::version::of_binary(&s.server_binary())?;
             let protect = history::protected_snapshots(&state, &running, None)?;
             let pruned = with_env().prune(s.snapshots.keep, &protect, dry_run)?;
             for m in &pruned.gone {
@@ -758,7 +757,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
         }
         SnapshotCmd::Create { stop } => {
             let _lock = state.lock(std::time::Duration::from_secs(s.timeouts.lock_wait_secs))?;
-            let cfg = server_config(s, &crate::flows::crossing::current_server_config(s))?;
+            let cfg = server_config(s, &crate::server::lines::installed_config(s))?;
             crate::store::snapshot::check_store_paths(s, &cfg)
                 .map_err(|e| Error::Preflight(e.to_string()))?;
             let plan = snaps.plan(&cfg)?;
@@ -766,7 +765,7 @@ fn snapshot_cmd(ctx: &Context, action: SnapshotCmd) -> Result<i32, Error> {
                 return Err(Error::Preflight(snaps.space_advice(&plan, &[])));
             }
             let meta = crate::store::snapshot::SnapshotMeta {
-                server_version: crate::store::swap::binary_version(&s.server_binary())?,
+                server_version: crate::server::version::of_binary(&s.server_binary())?,
                 target_version: None,
                 class: None,
                 server_binary: s.server_binary(),

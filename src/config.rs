@@ -370,13 +370,17 @@ impl Settings {
     pub fn server_binary(&self) -> PathBuf {
         self.bin_dir().join("stalwart")
     }
+    /// Where >= 0.16 reads its config (upstream's PREFIX/etc/config.json; the crossing writes it).
+    pub fn config_json_path(&self) -> PathBuf {
+        self.prefix.join("etc/config.json")
+    }
     /// The server config actually in use: the configured one, else config.toml, else config.json.
     pub fn server_config_path(&self) -> PathBuf {
         if let Some(p) = &self.server_config {
             return p.clone();
         }
         let toml = self.prefix.join("etc/config.toml");
-        let json = self.prefix.join("etc/config.json");
+        let json = self.config_json_path();
         if !toml.exists() && json.exists() {
             json
         } else {

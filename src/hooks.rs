@@ -489,21 +489,20 @@ fn outcome(say: &mut dyn FnMut(&str), unit: &str, payload: &std::path::Path, r: 
         Outcome::RolledBack { .. } => {
             // The engine's message says why, what was undone and how to retry; it has also
             // logged the failure to the journal.
-            banner(
-                say,
-                &[
-                    format!(
-                        "UPGRADE OF STALWART ROLLED BACK: {} -> {} failed; {unit} runs {} again, healthy.",
-                        r.from, r.to, r.from
-                    ),
-                    r.message.clone(),
-                    format!(
-                        "The package stays installed (apt and unattended-upgrades are not blocked), but {} is NOT running; `stalwart-upgrade status` reports this until it is resolved. To try it again: `stalwart-upgrade upgrade --to {} --retry`.",
-                        r.to,
-                        payload.display()
-                    ),
-                ],
-            );
+            let mut lines = vec![
+                format!(
+                    "UPGRADE OF STALWART ROLLED BACK: {} -> {} failed; {unit} runs {} again, healthy.",
+                    r.from, r.to, r.from
+                ),
+                r.message.clone(),
+            ];
+            lines.extend(r.warnings.iter().map(|w| format!("WARNING: {w}")));
+            lines.push(format!(
+                "The package stays installed (apt and unattended-upgrades are not blocked), but {} is NOT running; `stalwart-upgrade status` reports this until it is resolved. To try it again: `stalwart-upgrade upgrade --to {} --retry`.",
+                r.to,
+                payload.display()
+            ));
+            banner(say, &lines);
             exit::OK
         }
         Outcome::Failed { .. } => {

@@ -87,6 +87,8 @@ pub enum Error {
     #[error(transparent)]
     Version(#[from] server::version::VersionError),
     #[error(transparent)]
+    VersionCheck(#[from] server::version::CheckError),
+    #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     #[error(transparent)]
     Systemd(#[from] os::systemd::SystemdError),
@@ -160,10 +162,11 @@ impl Error {
             Error::Preflight(_)
             | Error::ServerConfig(_)
             | Error::Version(_)
+            | Error::VersionCheck(_)
             | Error::Config(_)
             // The checks of the new binary run before anything is stopped.
             | Error::Swap(
-                store::swap::SwapError::VersionCheck { .. }
+                store::swap::SwapError::Version(_)
                 | store::swap::SwapError::WrongVersion { .. }
                 | store::swap::SwapError::Checksum { .. }
                 | store::swap::SwapError::NotListed { .. },

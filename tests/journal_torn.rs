@@ -103,6 +103,7 @@ fn write_until(j: &mut Journal, last: &str) -> usize {
                     mono: None,
                     ending: Ending::RolledBack,
                     message: "rolled back".into(),
+                    warnings: Vec::new(),
                 })
                 .unwrap()
             }),
@@ -138,6 +139,7 @@ fn recover_appends(p: &Path, aside: &Path) -> Option<u64> {
             mono: None,
             ending: Ending::RolledBack,
             message: "rolled back after the interruption".into(),
+            warnings: Vec::new(),
         })
         .unwrap();
     }

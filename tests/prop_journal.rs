@@ -103,6 +103,7 @@ fn append_ops(j: &mut Journal, ops: &[Op]) {
                     mono: None,
                     ending,
                     message,
+                    warnings: Vec::new(),
                 })
                 .unwrap(),
         }

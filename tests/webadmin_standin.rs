@@ -3,7 +3,7 @@
 //! each give a clear, typed error; the password never appears in an error message.
 
 use stalwart_upgrade::config::Settings;
-use stalwart_upgrade::server::serverconfig::Generation;
+use stalwart_upgrade::server::serverconfig::ConfigFormat;
 use stalwart_upgrade::server::webadmin::{refresh, WebadminError};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
@@ -104,11 +104,11 @@ fn settings(cred: &str, timeout: u64) -> (Settings, tempfile::TempDir) {
     (s, d)
 }
 
-fn generation(v: &str) -> Generation {
+fn generation(v: &str) -> ConfigFormat {
     if v.starts_with("0.16") {
-        Generation::Json
+        ConfigFormat::Json
     } else {
-        Generation::Toml
+        ConfigFormat::Toml
     }
 }
 
@@ -150,11 +150,11 @@ fn check_all(version: &str) {
     let failing = start(version, Fault::WebadminFails);
     let e = refresh(&ok, g, &failing.endpoint(), None).unwrap_err();
     match g {
-        Generation::Toml => assert!(
+        ConfigFormat::Toml => assert!(
             matches!(e, WebadminError::Server { status: 500, .. }),
             "{version}: {e}"
         ),
-        Generation::Json => assert!(
+        ConfigFormat::Json => assert!(
             matches!(e, WebadminError::NotServed { status: 404, .. }),
             "{version}: {e}"
         ),

@@ -5,6 +5,7 @@
 use crate::engine::ending::{close, report, title, Outcome, Report};
 use crate::engine::journal::{Begin, Ending, Journal, Phase, Step, Summary, TxKind};
 use crate::engine::resources::Resources;
+use crate::engine::warning::Warning;
 use crate::{server::webadmin, store::swap, Error};
 
 /// Completes a transaction whose health gate passed: hash the snapshot (off the downtime path),
@@ -20,14 +21,15 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
         // here would hold the mail server down for it (issue #25). Its copies stay checkable
         // by size, and `snapshot verify` hashes them later.
         if m.ctx.boot && !sum.done(Step::Verify) {
-            warnings.push(format!(
-                "snapshot {id} is not hashed yet (the boot did not wait for it): run `stalwart-upgrade snapshot verify {id}`"
-            ));
+            warnings.push(Warning::SnapshotNotHashed { id: id.to_string() });
         } else if !sum.done(Step::Verify) {
             j.step(Step::Verify, Phase::Started, None)?;
             match m.snapshots().hash(id) {
                 Ok(_) => j.step(Step::Verify, Phase::Done, None)?,
-                Err(e) => warnings.push(format!("hashing snapshot {id} failed: {e}")),
+                Err(e) => warnings.push(Warning::SnapshotHashFailed {
+                    id: id.to_string(),
+                    error: e.to_string(),
+                }),
             }
         }
     }
@@ -44,7 +46,7 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
                     Error::Webadmin(
                         webadmin::WebadminError::Unauthorized { .. }
                         | webadmin::WebadminError::Forbidden { .. },
-                    ) if sum.started(Step::Generation) => format!(
+                    ) if sum.started(Step::Crossing) => format!(
                         " (after crossing to 0.16: API keys are not carried over and accounts log in with their full address; put a 0.16 admin's user:password in {cred} (the 0.15 fallback admin works as it was), then run `stalwart-upgrade webadmin refresh`)",
                         cred = m
                             .settings()
@@ -56,7 +58,10 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
                     ),
                     _ => String::new(),
                 };
-                warnings.push(format!("web admin refresh failed: {e}{hint}"));
+                warnings.push(Warning::WebadminRefreshFailed {
+                    error: e.to_string(),
+                    hint,
+                });
             }
         }
     }
@@ -95,31 +100,38 @@ pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, E
         w = if warnings.is_empty() {
             String::new()
         } else {
-            format!("; WARNING: {}", warnings.join("; "))
+            let w: Vec<String> = warnings.iter().map(Warning::to_string).collect();
+            format!("; WARNING: {}", w.join("; "))
         }
     );
     // The new version runs healthy: what cannot be written from here on (a full disk) becomes a
     // warning, never an error that would hide it.
-    if let Err(e) = close(m, j, &begin, sum, Ending::Committed, &message) {
-        warnings.push(format!(
-            "the journal {} could not be closed ({e}); free space there, then run `stalwart-upgrade recover`, which only closes it",
-            j.path().display()
-        ));
+    if let Err(e) = close(m, j, &begin, sum, Ending::Committed, &message, &warnings) {
+        warnings.push(Warning::JournalNotClosed {
+            path: j.path().to_owned(),
+            error: e.to_string(),
+            rolled_back: false,
+            unit: begin.unit.clone(),
+        });
     }
     if let Err(e) = m.state.clear_failed() {
-        warnings.push(format!("clearing the failure marker failed: {e}"));
+        warnings.push(Warning::FailureMarkerNotCleared {
+            error: e.to_string(),
+        });
     }
     if begin.kind == TxKind::Upgrade {
         if let Err(e) = swap::remove_dir(&begin.staged_dir) {
-            warnings.push(format!("removing the staged binary failed: {e}"));
+            warnings.push(Warning::StagedNotRemoved {
+                error: e.to_string(),
+            });
         }
         // The hold follows the new line and the approval that allowed it is used up.
         if m.settings().policy.manage_holds {
             if let Err(e) = crate::policy::after_upgrade(m.settings(), &begin.to) {
-                warnings.push(format!(
-                    "moving the package hold to {} failed: {e}",
-                    begin.to.line()
-                ));
+                warnings.push(Warning::HoldNotMoved {
+                    line: begin.to.line(),
+                    error: e.to_string(),
+                });
             }
         }
     }
@@ -140,32 +152,33 @@ fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
     let admin = crate::server::serverenv::ServerEnv::of(sys, &m.settings().unit)
         .ok()
         .and_then(|e| e.recovery_admin());
-    webadmin::refresh(m.settings(), cfg.generation, &endpoint, admin)?;
+    webadmin::refresh(m.settings(), cfg.format, &endpoint, admin)?;
     Ok(())
 }
 
 /// What a 0.15 -> 0.16 crossing kept with secrets in it (its directory dump, with password
 /// hashes and DKIM keys) goes once it is no longer needed: at the commit of the next
 /// transaction, or of the crossing itself when that comes `DUMP_KEEP_DAYS` late.
-fn expire_carried(m: &Resources, begin: &Begin, warnings: &mut Vec<String>) {
+fn expire_carried(m: &Resources, begin: &Begin, warnings: &mut Vec<Warning>) {
     let max_age = crate::store::carried::DUMP_KEEP_DAYS * 86_400;
-    match crate::store::carried::expire(m.state, &begin.txid, crate::os::clock::now_secs(), max_age) {
+    match crate::store::carried::expire(m.state, &begin.txid, crate::os::clock::now_secs(), max_age)
+    {
         Ok(gone) if !gone.is_empty() => tracing::info!(
             "removed the directory dumps of the crossings {} (their report.txt stays)",
             gone.join(", ")
         ),
         Ok(_) => {}
-        Err(e) => warnings.push(format!(
-            "removing the directory dump of an earlier 0.15 -> 0.16 crossing failed: {e}; remove {} by hand",
-            m.state.root.join("carry").display()
-        )),
+        Err(e) => warnings.push(Warning::CarriedDumpNotRemoved {
+            error: e.to_string(),
+            dir: m.state.root.join("carry"),
+        }),
     }
 }
 
 /// Retention: keep the newest `snapshots.keep`, and always the protected ones
 /// (`history::protected_snapshots`: this transaction's, and what a rollback of the running
 /// release restores) and the set-aside ones (`Manifest::set_aside`, whatever their age).
-fn prune(m: &Resources, sum: &Summary, warnings: &mut Vec<String>) {
+fn prune(m: &Resources, sum: &Summary, warnings: &mut Vec<Warning>) {
     let running = sum.begin.as_ref().map(|b| b.to.clone());
     let protect = match running
         .map(|v| crate::engine::history::protected_snapshots(m.state, &v, sum.snapshot_id()))
@@ -174,7 +187,9 @@ fn prune(m: &Resources, sum: &Summary, warnings: &mut Vec<String>) {
         Ok(Some(p)) => p,
         Ok(None) => sum.snapshot_id().map(String::from).into_iter().collect(),
         Err(e) => {
-            warnings.push(format!("pruning skipped: {e}"));
+            warnings.push(Warning::PruneSkipped {
+                error: e.to_string(),
+            });
             return;
         }
     };
@@ -188,11 +203,11 @@ fn prune(m: &Resources, sum: &Summary, warnings: &mut Vec<String>) {
                 tracing::info!("pruned snapshots {}", ids.join(", "));
             }
             for (id, why) in pruned.failed {
-                warnings.push(format!(
-                    "snapshot {id} could not be pruned ({why}); the others were: fix that, then `stalwart-upgrade snapshot prune`"
-                ));
+                warnings.push(Warning::SnapshotNotPruned { id, why });
             }
         }
-        Err(e) => warnings.push(format!("pruning old snapshots failed: {e}")),
+        Err(e) => warnings.push(Warning::PruneFailed {
+            error: e.to_string(),
+        }),
     }
 }

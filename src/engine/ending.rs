@@ -4,6 +4,7 @@
 
 use crate::engine::journal::{Begin, Ending, Journal, Summary, TxKind};
 use crate::engine::resources::Resources;
+use crate::engine::warning::Warning;
 use crate::server::version::{Class, Version};
 use crate::store::state::StateDir;
 use crate::Error;
@@ -40,7 +41,7 @@ pub struct Report {
     pub downtime_ms: Option<u64>,
     pub snapshot: Option<String>,
     /// What went wrong without failing the transaction (web admin refresh, hashing).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// Plain-words account for the admin.
     pub message: String,
     /// The server was running when the transaction began (a committed upgrade of a running
@@ -90,6 +91,7 @@ pub(crate) fn close(
     sum: &Summary,
     ending: Ending,
     message: &str,
+    warnings: &[Warning],
 ) -> Result<(), Error> {
     if sum.end.is_none() {
         j.append(crate::engine::journal::Record::End {
@@ -97,6 +99,7 @@ pub(crate) fn close(
             mono: crate::os::clock::mono_stamp(),
             ending,
             message: message.into(),
+            warnings: warnings.to_vec(),
         })?;
     }
     j.release_reserve();
@@ -149,7 +152,7 @@ pub(crate) fn report(
     sum: &Summary,
     outcome: Outcome,
     message: String,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
 ) -> Report {
     Report {
         txid: begin.txid.clone(),

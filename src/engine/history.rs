@@ -29,6 +29,9 @@ pub struct Entry {
     /// None: the transaction is unfinished (the live journal).
     pub ending: Option<Ending>,
     pub message: String,
+    /// What went wrong without changing the ending.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::engine::warning::Warning>,
     pub steps: Vec<StepTime>,
     pub snapshot: Option<String>,
     /// The journal was damaged: set aside here, and this entry is what could be read of it.
@@ -62,6 +65,7 @@ impl Entry {
                 .map(|e| e.1.clone())
                 .or_else(|| sum.abort.clone())
                 .unwrap_or_default(),
+            warnings: sum.end_warnings.clone(),
             steps: sum
                 .step_times
                 .iter()
@@ -400,6 +404,7 @@ mod tests {
             mono: None,
             ending: Ending::RolledBack,
             message: "rolled back".into(),
+            warnings: Vec::new(),
         };
         bytes.extend(serde_json::to_vec(&end).unwrap());
         bytes.push(b'\n');

@@ -72,10 +72,12 @@ pub enum Step {
     /// (rollback transactions) put an earlier data snapshot back.
     Restore,
     /// (0.15 -> 0.16) write config.json from config.toml's data store and point the unit at it.
-    Generation,
+    #[serde(rename = "generation")]
+    Crossing,
     /// (rollback from >= 0.16 to <= 0.15) set config.json and the unit drop-in aside, so the unit
     /// runs config.toml again.
-    GenerationBack,
+    #[serde(rename = "generation_back")]
+    CrossingBack,
     /// (0.15 -> 0.16) start the new binary in upstream's recovery mode, which migrates schema 5.
     Migrate,
     /// (0.15 -> 0.16) create 0.15's accounts, domains, lists, keys and listeners in the
@@ -99,8 +101,8 @@ impl Step {
         Step::Snapshot,
         Step::Swap,
         Step::Restore,
-        Step::Generation,
-        Step::GenerationBack,
+        Step::Crossing,
+        Step::CrossingBack,
         Step::Migrate,
         Step::Carry,
         Step::Start,
@@ -115,8 +117,8 @@ impl Step {
             Step::Snapshot => "snapshot",
             Step::Swap => "swap",
             Step::Restore => "restore",
-            Step::Generation => "generation",
-            Step::GenerationBack => "generation_back",
+            Step::Crossing => "generation",
+            Step::CrossingBack => "generation_back",
             Step::Migrate => "migrate",
             Step::Carry => "carry",
             Step::Start => "start",
@@ -141,10 +143,12 @@ pub enum Undo {
     Stop,
     /// Put the old binary back into bin/.
     Binary,
-    /// Remove what the generation step wrote (config.json, the unit drop-in).
-    Generation,
-    /// Put back what the generation_back step set aside.
-    GenerationBack,
+    /// Remove what the crossing step wrote (config.json, the unit drop-in).
+    #[serde(rename = "generation")]
+    Crossing,
+    /// Put back what the crossing-back step set aside.
+    #[serde(rename = "generation_back")]
+    CrossingBack,
     /// Put the data from before the transaction back.
     Data,
     /// Remove bin.new and a partial snapshot.
@@ -160,8 +164,8 @@ impl Undo {
         match self {
             Undo::Stop => "undo-stop",
             Undo::Binary => "undo-binary",
-            Undo::Generation => "undo-generation",
-            Undo::GenerationBack => "undo-generation-back",
+            Undo::Crossing => "undo-generation",
+            Undo::CrossingBack => "undo-generation-back",
             Undo::Data => "undo-data",
             Undo::Cleanup => "undo-cleanup",
             Undo::Config => "undo-config",
@@ -266,6 +270,9 @@ pub enum Record {
         mono: Option<String>,
         ending: Ending,
         message: String,
+        /// What went wrong without changing the ending (`warning::Warning`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<crate::engine::warning::Warning>,
     },
     /// A torn last record (the helper was killed or the machine lost power while writing it) was
     /// cut off before this journal was written to again: `bytes` long, starting with `tail`
@@ -782,6 +789,9 @@ pub struct Summary {
     pub abort: Option<String>,
     pub undone: Vec<Undo>,
     pub end: Option<(Ending, String)>,
+    /// The end record's warnings (for a journal written before they were records, the text
+    /// its message carried).
+    pub end_warnings: Vec<crate::engine::warning::Warning>,
     pub first_at: u64,
     pub last_at: u64,
     /// Begin and End (or the last record) as stamps, for the duration.
@@ -879,10 +889,12 @@ impl Summary {
                     mono,
                     ending,
                     message,
+                    warnings,
                 } => {
                     s.last_at = *at;
                     s.last = Stamp::new(*at, mono);
                     s.end = Some((*ending, message.clone()));
+                    s.end_warnings = crate::engine::warning::of_end(message, warnings);
                 }
                 // What was cut was never a record: nothing to summarise.
                 Record::Cut { .. } => {}
@@ -1211,6 +1223,7 @@ mod tests {
                 mono: None,
                 ending: Ending::RolledBack,
                 message: "rolled back".into(),
+                warnings: Vec::new(),
             },
         ] {
             bytes.extend(serde_json::to_vec(&r).unwrap());

@@ -9,3 +9,4 @@ pub mod journal;
 pub mod resources;
 pub mod transaction;
 pub mod undo;
+pub mod warning;

@@ -252,7 +252,7 @@ pub fn recover_locked(m: &Resources) -> Result<RecoverReport, Error> {
     let mut j = Journal::open(&path)?;
     if let Some((ending, message)) = &sum.end {
         // Killed after the End record but before the journal moved into history.
-        close(m, &mut j, &begin, &sum, *ending, message)?;
+        close(m, &mut j, &begin, &sum, *ending, message, &[])?;
         let outcome = match ending {
             Ending::Committed => Outcome::Committed,
             Ending::RolledBack => Outcome::RolledBack {
@@ -263,7 +263,13 @@ pub fn recover_locked(m: &Resources) -> Result<RecoverReport, Error> {
                 reason: message.clone(),
             },
         };
-        let r = report(&begin, &sum, outcome, message.clone(), Vec::new());
+        let r = report(
+            &begin,
+            &sum,
+            outcome,
+            message.clone(),
+            sum.end_warnings.clone(),
+        );
         return Ok(match ending {
             Ending::Committed => RecoverReport::Finished { report: r },
             _ => RecoverReport::RolledBack { report: r },

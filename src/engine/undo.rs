@@ -10,6 +10,7 @@
 use crate::engine::ending::{close, report, title, Outcome, Report};
 use crate::engine::journal::{Begin, Ending, Journal, Noted, Phase, Step, Summary, TxKind, Undo};
 use crate::engine::resources::Resources;
+use crate::engine::warning::Warning;
 use crate::server::serverconfig::ServerConfig;
 use crate::server::version::Version;
 use crate::store::state::FailedUpgrade;
@@ -23,9 +24,9 @@ pub enum Action {
     /// Put the old binary back into bin/.
     Binary,
     /// Put back what a rollback below 0.16 set aside (config.json, the drop-in).
-    GenerationBack,
+    CrossingBack,
     /// Remove what the crossing wrote (config.json, drop-ins, the pinned admin).
-    Generation,
+    Crossing,
     /// Put the data of before the transaction back from this snapshot.
     Data { snapshot: String },
     /// Remove bin.new, and a snapshot left half-written.
@@ -44,8 +45,8 @@ impl Action {
         Some(match self {
             Action::Stop => Undo::Stop,
             Action::Binary => Undo::Binary,
-            Action::GenerationBack => Undo::GenerationBack,
-            Action::Generation => Undo::Generation,
+            Action::CrossingBack => Undo::CrossingBack,
+            Action::Crossing => Undo::Crossing,
             Action::Data { .. } => Undo::Data,
             Action::Cleanup { .. } => Undo::Cleanup,
             Action::Config { .. } => Undo::Config,
@@ -70,11 +71,11 @@ pub fn plan(sum: &Summary, begin: &Begin, boot: bool) -> Result<Vec<Action>, Err
         out.push(Action::Binary);
     }
     // Before the data: the data undo reads the stores from the config the old version uses.
-    if sum.started(Step::GenerationBack) {
-        out.push(Action::GenerationBack);
+    if sum.started(Step::CrossingBack) {
+        out.push(Action::CrossingBack);
     }
-    if sum.started(Step::Generation) {
-        out.push(Action::Generation);
+    if sum.started(Step::Crossing) {
+        out.push(Action::Crossing);
     }
     let snapshot = sum.snapshot_id().map(String::from);
     let data_moved = new_ran || sum.started(Step::Restore);
@@ -178,13 +179,13 @@ fn run(
             ));
             Ok(Some(Noted::Binary { found: r }))
         }
-        Action::GenerationBack => {
+        Action::CrossingBack => {
             let aside = m.state.aside_dir(&begin.txid);
             crate::store::crossing::put_back(s, m.sys()?, &aside)?;
             did.push("config.json and the unit drop-in of the 0.16 line put back".into());
             Ok(None)
         }
-        Action::Generation => {
+        Action::Crossing => {
             crate::store::carried::unpin_admin(
                 s,
                 &crate::store::carried::dir(m.state, &begin.txid),
@@ -326,7 +327,7 @@ pub fn roll_back(
     let mut did = Vec::new();
     match execute(m, j, sum, &begin, &mut did) {
         Ok(()) => {
-            let mut message = format!(
+            let message = format!(
                 "{headline}\nRolled back: {did}.\n{next}",
                 did = did.join("; "),
                 next = match begin.kind {
@@ -350,6 +351,7 @@ pub fn roll_back(
             // The server is back: from here on a failure to write (a full disk) must not hide
             // that, only add what it means. The marker goes first: a kill before the close
             // repeats this rollback, which writes it again.
+            let mut warnings = Vec::new();
             if begin.kind == TxKind::Upgrade && blame_version {
                 if let Err(e) = m.state.set_failed(&FailedUpgrade {
                     version: begin.to.clone(),
@@ -358,18 +360,19 @@ pub fn roll_back(
                     reason: reason.clone(),
                     at: crate::os::clock::now_secs(),
                 }) {
-                    message += &format!(
-                        "\nWARNING: {to} could not be recorded as failed ({e}), so an unattended run may try it again; free space there, or hold the package (`stalwart-upgrade hold`).",
-                        to = begin.to
-                    );
+                    warnings.push(Warning::FailureNotRecorded {
+                        version: begin.to.to_string(),
+                        error: e.to_string(),
+                    });
                 }
             }
-            if let Err(e) = close(m, j, &begin, sum, Ending::RolledBack, &message) {
-                message += &format!(
-                    "\nWARNING: the journal {journal} could not be closed ({e}); free space there, then run `stalwart-upgrade recover` to close it (it checks each undo again, and may restart {unit} once).",
-                    journal = j.path().display(),
-                    unit = begin.unit
-                );
+            if let Err(e) = close(m, j, &begin, sum, Ending::RolledBack, &message, &warnings) {
+                warnings.push(Warning::JournalNotClosed {
+                    path: j.path().to_owned(),
+                    error: e.to_string(),
+                    rolled_back: true,
+                    unit: begin.unit.clone(),
+                });
             }
             tracing::error!(unit = %begin.unit, from = %begin.from, to = %begin.to, outcome = "rolled_back", "{message}");
             Ok(report(
@@ -380,7 +383,7 @@ pub fn roll_back(
                     before_stop: !sum.started(Step::Stop),
                 },
                 message,
-                Vec::new(),
+                warnings,
             ))
         }
         Err(e) => {
@@ -490,7 +493,7 @@ mod tests {
             (
                 begin(TxKind::Upgrade, Class::Minor, true, true),
                 vec![
-                    Stage, Stop, Snapshot, Swap, Generation, Migrate, Carry, Start, Health,
+                    Stage, Stop, Snapshot, Swap, Crossing, Migrate, Carry, Start, Health,
                 ],
             ),
             (
@@ -500,7 +503,7 @@ mod tests {
                     Stop,
                     Snapshot,
                     Swap,
-                    GenerationBack,
+                    CrossingBack,
                     Restore,
                     Start,
                     Health,
@@ -520,13 +523,13 @@ mod tests {
                     assert_eq!(plan.contains(&Action::Stop), new_ran && !boot, "{ctx}");
                     assert_eq!(plan.contains(&Action::Binary), sum.started(Swap), "{ctx}");
                     assert_eq!(
-                        plan.contains(&Action::Generation),
-                        sum.started(Generation),
+                        plan.contains(&Action::Crossing),
+                        sum.started(Crossing),
                         "{ctx}"
                     );
                     assert_eq!(
-                        plan.contains(&Action::GenerationBack),
-                        sum.started(GenerationBack),
+                        plan.contains(&Action::CrossingBack),
+                        sum.started(CrossingBack),
                         "{ctx}"
                     );
                     let data = b.restore_data && (new_ran || sum.started(Restore));
@@ -553,7 +556,7 @@ mod tests {
                         position(&plan, |a| *a == Action::Stop),
                         position(&plan, |a| *a == Action::Binary),
                         position(&plan, |a| {
-                            matches!(a, Action::Generation | Action::GenerationBack)
+                            matches!(a, Action::Crossing | Action::CrossingBack)
                         }),
                         position(&plan, |a| matches!(a, Action::Data { .. })),
                         position(&plan, |a| matches!(a, Action::Cleanup { .. })),

@@ -13,25 +13,13 @@
 //! two files aside into the state dir (`set_aside`), so the unit runs config.toml again; the data
 //! comes from the snapshot taken before the upgrade (schema 5: 0.15 panics on schema 6).
 
-use crate::config::Settings;
 use crate::server::lines::is_json;
 use crate::server::serverconfig::{ServerConfig, StoreKind};
 use crate::server::version::Version;
 use crate::Error;
-use std::path::PathBuf;
 
 pub fn crosses(from: &Version, to: &Version) -> bool {
     !is_json(from) && is_json(to)
-}
-
-/// The server config the installed server binary reads (its version decides; see
-/// `server::lines::server_config_path`). Every "which config does the server read" goes through
-/// here or there.
-pub fn current_server_config(s: &Settings) -> PathBuf {
-    match crate::store::swap::binary_version(&s.server_binary()) {
-        Ok(v) => crate::server::lines::server_config_path(s, &v),
-        Err(_) => s.server_config_path(),
-    }
 }
 
 /// The 0.16 DataStore object for config.toml's `storage.data` store. SQL stores take their

@@ -18,6 +18,7 @@ use crate::engine::ending::{Outcome, Report};
 use crate::engine::journal::TxKind;
 use crate::engine::resources::Resources;
 use crate::engine::transaction::{self, RecoverReport};
+use crate::engine::warning::Warning;
 use crate::os::systemd::{ActiveState, UnitState};
 use crate::server::version::Version;
 use crate::store::state::StateDir;
@@ -135,7 +136,7 @@ pub fn recovered(m: &Resources, r: RecoverReport) -> RecoverReport {
 }
 
 /// Puts the release `r` committed on probation and starts the watcher.
-fn begin(m: &Resources, r: &Report) -> Option<String> {
+fn begin(m: &Resources, r: &Report) -> Option<Warning> {
     let s = m.settings();
     if s.health.probation_secs == 0 {
         return None;
@@ -153,15 +154,20 @@ fn begin(m: &Resources, r: &Report) -> Option<String> {
     };
     let data = match serde_json::to_vec_pretty(&p) {
         Ok(d) => d,
-        Err(e) => return Some(format!("probation not started: {e}")),
+        Err(e) => {
+            return Some(Warning::ProbationNotStarted {
+                unit: p.unit,
+                why: e.to_string(),
+            })
+        }
     };
     if let Err(e) = crate::os::fsutil::Dir::open(&m.state.root)
         .and_then(|d| d.write_atomic(FILE, &data, 0o600, None))
     {
-        return Some(format!(
-            "probation not started ({e}): watch {} yourself for a while",
-            p.unit
-        ));
+        return Some(Warning::ProbationNotStarted {
+            unit: p.unit,
+            why: e.to_string(),
+        });
     }
     // Killed here, the probation is on disk without a watcher: `recover` (the hook's first
     // step, and boot) starts one (`resume`).
@@ -173,10 +179,7 @@ fn begin(m: &Resources, r: &Report) -> Option<String> {
         }
         Err(why) => {
             end(m.state);
-            Some(format!(
-                "probation not started ({why}): watch {} yourself for a while",
-                p.unit
-            ))
+            Some(Warning::ProbationNotStarted { unit: p.unit, why })
         }
     }
 }

@@ -87,7 +87,7 @@ fn steps(tx: &mut Transaction, plan: &Plan, id: &str, known: &PreHash) -> Result
 /// Everything that can refuse, before anything is stopped.
 fn plan(m: &Resources, req: &RestoreRequest) -> Result<Plan, Error> {
     let s = m.settings();
-    let running = swap::binary_version(&s.server_binary())?;
+    let running = crate::server::version::of_binary(&s.server_binary())?;
     let snapshot = m.snapshots().get(&req.id)?;
     // Data from a newer schema would make the running binary panic at start.
     if classify(&running, &snapshot.server_version).schema_may_move() {
@@ -123,7 +123,7 @@ fn plan(m: &Resources, req: &RestoreRequest) -> Result<Plan, Error> {
         health_url: health::base_url(s, Some(&server_config)),
         restore_data: true,
         server_config,
-        generation_json: None,
+        crossing_json: None,
         carry: None,
         snapshot: space,
         listeners,

@@ -106,7 +106,7 @@ fn steps(
     })?;
     tx.step(Step::Swap, steps::exchange)?;
     if back.below_016.is_some() {
-        tx.step(Step::GenerationBack, |m, b| {
+        tx.step(Step::CrossingBack, |m, b| {
             let aside = m.state.aside_dir(&b.txid);
             crate::store::crossing::set_aside(m.settings(), m.sys()?, &aside)?;
             Ok((
@@ -158,7 +158,7 @@ fn steps(
 /// before the upgrade away from it.
 fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     let s = m.settings();
-    let current = swap::binary_version(&s.server_binary())?;
+    let current = crate::server::version::of_binary(&s.server_binary())?;
     let kept = m.state.releases()?;
     let target: Version = match &req.to {
         Some(v) => v.parse()?,
@@ -219,7 +219,7 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
         health_url: health::base_url(s, Some(&server_config)),
         restore_data: forward.schema_may_move(),
         server_config,
-        generation_json: None,
+        crossing_json: None,
         carry: None,
         snapshot,
         listeners,
@@ -286,11 +286,11 @@ fn below_016(
         Error::Refused(format!("going back to {target} needs the data snapshot from before the upgrade to {current}; nothing was changed"))
     })?;
     let snap = m.snapshots().get(id)?;
-    if snap.generation != crate::server::serverconfig::Generation::Toml {
+    if snap.config_format != crate::server::serverconfig::ConfigFormat::Toml {
         return Err(Error::Refused(format!(
             "snapshot {id} was taken with {} ({:?} generation), not with config.toml; {target} cannot use it. Nothing was changed",
             snap.config_path.display(),
-            snap.generation
+            snap.config_format
         )));
     }
     Ok(Some(toml))

@@ -7,7 +7,7 @@ use crate::engine::history::{self, Entry};
 use crate::engine::journal::Ending;
 use crate::os::systemd::{Systemd, UnitState};
 use crate::store::state::{FailedUpgrade, StateDir};
-use crate::{exit, store::swap, Context, Error};
+use crate::{exit, Context, Error};
 use serde::Serialize;
 use std::process::Command;
 
@@ -42,7 +42,9 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
         Err(e) => (None, Some(e.to_string())),
     };
     let binary = s.server_binary();
-    let binary_version = swap::binary_version(&binary).ok().map(|v| v.to_string());
+    let binary_version = crate::server::version::of_binary(&binary)
+        .ok()
+        .map(|v| v.to_string());
     let listing = history::listing(&state)?;
     let last = listing.entries.last().cloned();
     let failed = state.failed()?;
@@ -76,7 +78,7 @@ pub fn collect(ctx: &Context) -> Result<Status, Error> {
                 l.txid, l.message
             ));
         }
-        if l.ending == Some(Ending::Committed) && l.message.contains("WARNING") {
+        if l.ending == Some(Ending::Committed) && !l.warnings.is_empty() {
             warnings.push(l.message.clone());
         }
     }
@@ -191,7 +193,9 @@ fn package_mismatch(
     if !payload.is_file() {
         return None;
     }
-    let packaged = swap::binary_version(&payload).ok()?.to_string();
+    let packaged = crate::server::version::of_binary(&payload)
+        .ok()?
+        .to_string();
     if Some(packaged.as_str()) == running {
         return None;
     }

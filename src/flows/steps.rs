@@ -81,7 +81,7 @@ pub(crate) fn stage(m: &Resources, b: &Begin, target: &std::path::Path) -> StepR
     let staged_dir = swap::stage(&b.bin_dir, &b.staged_dir, target)?;
     let sha = staged_dir.sha256.clone();
     let staged = b.staged_dir.join("stalwart");
-    let v = swap::binary_version(&staged)?;
+    let v = crate::server::version::of_binary(&staged)?;
     if v != b.to || sha != b.new_sha256 {
         return Err(swap::SwapError::WrongVersion {
             path: staged,

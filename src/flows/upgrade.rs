@@ -6,7 +6,7 @@ use crate::engine::journal::{Begin, Step, TxKind};
 use crate::engine::resources::Resources;
 use crate::engine::transaction::{self, Transaction};
 use crate::os::systemd::ActiveState;
-use crate::policy::{self, Verdict};
+use crate::policy::{self, Admission, Verdict};
 use crate::server::serverconfig::ServerConfig;
 use crate::server::version::{classify, Class, Version};
 use crate::store::snapshot::PreHash;
@@ -34,7 +34,7 @@ pub struct Plan {
     pub unit_warning: Option<String>,
     pub server_config: ServerConfig,
     /// 0.15 -> 0.16: where config.json goes and what it says (config.toml's data store).
-    pub generation_json: Option<(PathBuf, String)>,
+    pub crossing_json: Option<(PathBuf, String)>,
     /// 0.15 -> 0.16: 0.15's directory and settings as read before the stop, and as 0.16
     /// objects (module `carry`).
     pub carry: Option<(crate::flows::carry::Dump, crate::flows::carry::Carried)>,
@@ -164,7 +164,7 @@ impl std::fmt::Display for Plan {
             f,
             "server config: {} ({:?} generation)",
             self.server_config.path.display(),
-            self.server_config.generation
+            self.server_config.format
         )?;
         for st in &self.server_config.stores {
             writeln!(
@@ -194,7 +194,7 @@ impl std::fmt::Display for Plan {
         if let Some(w) = self.snapshot.pinned_warning() {
             writeln!(f, "WARNING:       {w}")?;
         }
-        if let Some((path, _)) = &self.generation_json {
+        if let Some((path, _)) = &self.crossing_json {
             writeln!(
                 f,
                 "0.16 line:     writes {} from the data store, points the unit at it (drop-in), and starts {} once in recovery mode: upstream's migration of schema 5 -> 6 wipes settings, directory, reports, tasks and quotas (e-mail is kept), then the accounts, domains, lists, DKIM keys, certificates and listeners read from 0.15 are created again (below); config.toml is left as it is for a rollback",
@@ -314,7 +314,7 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
     }) = &crossing
     {
         let admin = crate::flows::carry::one_time_admin()?;
-        tx.step(Step::Generation, |m, b| {
+        tx.step(Step::Crossing, |m, b| {
             steps::cross(m, b, &plan.server_config, dump, carried, json)
         })?;
         tx.step(Step::Migrate, |m, b| {
@@ -433,7 +433,7 @@ fn crosses_the_line(from: &Version, to: &Version, verdict: &Verdict) -> bool {
     crossing::crosses(from, to) && !matches!(verdict, Verdict::Refused { .. })
 }
 
-fn generation_plan(
+fn crossing_plan(
     s: &crate::config::Settings,
     cfg: &ServerConfig,
     dump: &crate::flows::carry::Dump,
@@ -500,7 +500,7 @@ struct Crossing {
 /// refuse, or that no longer converts, fails here, before the stop). What changes between this
 /// and the stop (one D-Bus call) is the same race any backup taken at a stop has.
 fn last_dump(m: &Resources, plan: &Plan) -> Result<Option<Crossing>, Error> {
-    let (Some((_, json)), Some((dump, carried))) = (&plan.generation_json, &plan.carry) else {
+    let (Some((_, json)), Some((dump, carried))) = (&plan.crossing_json, &plan.carry) else {
         return Ok(None);
     };
     let (d, c) = read_directory(m, &plan.server_config)?;
@@ -587,30 +587,24 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
             current.display()
         )));
     }
-    let from = swap::binary_version(&current)?;
-    let to = swap::binary_version(&req.target)?;
+    let from = crate::server::version::of_binary(&current)?;
+    let to = crate::server::version::of_binary(&req.target)?;
     let class = classify(&from, &to);
     let target_sha256 = swap::sha256_file(&req.target)?;
     if let Some(sums) = &req.sha256sums {
         swap::verify_sha256sums(&req.target, sums, &target_sha256)?;
     }
-    if let Some(f) = m.state.failed()? {
-        if f.version == to && !req.retry {
+    let ask = (m.ctx.unattended, m.ctx.allow.as_deref());
+    let verdict = match policy::admit(s, m.state, &from, &to, req.retry, ask)? {
+        Admission::PreviouslyFailed(f) => {
             return Err(Error::PreviouslyFailed {
                 version: f.version,
                 txid: f.txid,
                 reason: f.reason,
-            });
+            })
         }
-    }
-    let verdict = policy::verdict(
-        s,
-        &from,
-        &to,
-        class,
-        m.ctx.unattended,
-        m.ctx.allow.as_deref(),
-    )?;
+        Admission::Decided(v) => v,
+    };
     // From here on every check that fails is collected, not returned: a refusal lists them
     // all, the policy's first (`refusal`).
     let mut blockers: Vec<Blocker> = Vec::new();
@@ -663,12 +657,12 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         },
         false => None,
     };
-    let generation_json = match &carry {
+    let crossing_json = match &carry {
         Some((dump, carried)) => {
             for r in &carried.refused {
                 check(Err(Error::Preflight(format!("{r}; nothing was changed"))));
             }
-            match generation_plan(s, &server_config, dump) {
+            match crossing_plan(s, &server_config, dump) {
                 Ok(g) => Some(g),
                 Err(e) => {
                     check(Err(e));
@@ -705,7 +699,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         target: req.target.clone(),
         target_sha256,
         server_config,
-        generation_json,
+        crossing_json,
         carry,
         snapshot,
         listeners,

@@ -19,7 +19,7 @@ pub fn watch(ctx: &Context) -> Result<(), Error> {
             return Ok(());
         };
         let st = sys.state(&p.unit)?;
-        let installed = crate::store::swap::binary_version(&ctx.settings.server_binary()).ok();
+        let installed = crate::server::version::of_binary(&ctx.settings.server_binary()).ok();
         let now = crate::os::clock::now_ms();
         let mut verdict = look(&p, &st, installed.as_ref(), now);
         // A process younger than the gate's own bound (an admin's restart, a slow start) is not

@@ -7,7 +7,7 @@ use crate::engine::ending::Report;
 use crate::engine::transaction::RecoverReport;
 use crate::os::fsutil::Dir;
 use crate::os::systemd::Systemd;
-use crate::policy::{self, HoldPaths, Verdict};
+use crate::policy::{self, Admission, HoldPaths, Verdict};
 use crate::server::credentials;
 use crate::server::version::Version;
 use crate::store::state::StateDir;
@@ -74,20 +74,15 @@ impl Engine for System {
         if !current.is_file() {
             return Ok(()); // first install: nothing to judge against
         }
-        let from = swap::binary_version(&current)?;
-        if &from == to {
-            return Ok(());
-        }
+        let from = crate::server::version::of_binary(&current)?;
         let state = StateDir::open(&s.state_dir)?;
-        if state.failed()?.is_some_and(|f| &f.version == to) {
+        let ask = (ctx.unattended, ctx.allow.as_deref());
+        match policy::admit(s, &state, &from, to, false, ask)? {
             // postinst/%posttrans reports it (PreviouslyFailed) without touching the server.
-            return Ok(());
-        }
-        match policy::verdict_for(s, &from, to, ctx.unattended, ctx.allow.as_deref())? {
-            Verdict::Allowed => Ok(()),
-            Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => {
-                Err(Error::Refused(message))
-            }
+            Admission::PreviouslyFailed(_) | Admission::Decided(Verdict::Allowed) => Ok(()),
+            Admission::Decided(
+                Verdict::NeedsApproval { message, .. } | Verdict::Refused { message },
+            ) => Err(Error::Refused(message)),
         }
     }
 
@@ -96,7 +91,7 @@ impl Engine for System {
     }
 
     fn payload_version(&self, ctx: &Context) -> Result<Version, Error> {
-        Ok(swap::binary_version(
+        Ok(crate::server::version::of_binary(
             &ctx.settings.payload_dir.join("stalwart"),
         )?)
     }
@@ -131,7 +126,7 @@ impl Engine for System {
         let s = &ctx.settings;
         let mut done: Vec<String> = move_legacy_env(s).into_iter().collect();
         // A >= 0.16 unit's drop-in names the env file: rewritten when this version's differs.
-        if let Ok(v) = swap::binary_version(&s.server_binary()) {
+        if let Ok(v) = crate::server::version::of_binary(&s.server_binary()) {
             match crate::store::crossing::write_unit_dropin(s, &v) {
                 Ok(true) => {
                     if units_controllable(&s.unit).is_ok() {
@@ -256,7 +251,7 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
     let program = crate::os::child::Program::open(&payload).map_err(swap::SwapError::from)?;
     let sha = program.sha256().map_err(swap::SwapError::from)?;
     swap::verify_sha256sums(&payload, &sums, &sha)?;
-    let version = swap::program_version(&program)?;
+    let version = crate::server::version::of_program(&program)?;
 
     done.extend(ensure_user(&s.prefix)?);
     let user = nix::unistd::User::from_name(USER)
@@ -294,7 +289,8 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
 
     let json = crate::server::lines::is_json(&version);
     let config = if json {
-        crate::store::crossing::paths(s).config_json
+        // A fresh >= 0.16 has no config.json yet (upstream's setup wizard writes it).
+        s.config_json_path()
     } else {
         s.server_config_path()
     };
@@ -618,7 +614,7 @@ fn start_first(ctx: &Context, config: &Path) -> String {
             &crate::server::serverenv::ServerEnv::of(&sys, &s.unit)?,
         )
         .ok();
-        let version = swap::binary_version(&s.server_binary())?;
+        let version = crate::server::version::of_binary(&s.server_binary())?;
         let expect = health::Expect::normal(s, cfg.as_ref(), &version, Vec::new());
         let h = health::gate(&sys, s, cfg.as_ref(), &expect)?;
         Ok(format!(
@@ -658,7 +654,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     let mut done = Vec::new();
     done.extend(take_back_for_root(&s.prefix)?);
     done.extend(move_legacy_env(s));
-    let version = swap::binary_version(&s.server_binary())
+    let version = crate::server::version::of_binary(&s.server_binary())
         .map(|v| v.to_string())
         .unwrap_or_else(|e| format!("unknown version ({e})"));
     done.push(format!(
@@ -675,7 +671,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
     }
     // >= 0.16 (install.sh 0.16 with PREFIX=/opt/stalwart): the unit in effect, whichever it is,
     // gets the drop-in of its generation (config.json, the env file).
-    if let Ok(v) = swap::binary_version(&s.server_binary()) {
+    if let Ok(v) = crate::server::version::of_binary(&s.server_binary()) {
         if crate::store::crossing::write_unit_dropin(s, &v)? {
             if units_controllable(&s.unit).is_ok() {
                 Systemd::connect()?.daemon_reload()?;
@@ -698,9 +694,7 @@ fn adopt(ctx: &Context) -> Result<Vec<String>, Error> {
             .map(|st| st.active_state == crate::os::systemd::ActiveState::Active)
             .unwrap_or(true);
         if !active {
-            let config = swap::binary_version(&s.server_binary())
-                .map(|v| crate::server::lines::server_config_path(s, &v))
-                .unwrap_or_else(|_| s.server_config_path());
+            let config = crate::server::lines::installed_config(s);
             done.push(start_first(ctx, &config));
         }
     }
@@ -1047,8 +1041,7 @@ fn purge_snapshots(ctx: &Context, done: &mut Vec<String>) -> Result<bool, Error>
     }
     let env = crate::server::serverenv::ServerEnv::of_unit(&s.unit);
     // The connection for the clones of interrupted snapshots, which only the config names.
-    let cfg =
-        ServerConfig::load_with_env(&crate::flows::crossing::current_server_config(s), &env).ok();
+    let cfg = ServerConfig::load_with_env(&crate::server::lines::installed_config(s), &env).ok();
     let snapshots = crate::store::snapshot::Snapshots::for_settings(s).with_server_env(env);
     let purged = snapshots.purge(cfg.as_ref())?;
     if !purged.removed.is_empty() {
@@ -1063,7 +1056,7 @@ fn purge_snapshots(ctx: &Context, done: &mut Vec<String>) -> Result<bool, Error>
         ));
     }
     if !purged.set_aside.is_empty() {
-        let running = swap::binary_version(&s.server_binary()).ok();
+        let running = crate::server::version::of_binary(&s.server_binary()).ok();
         done.push(format!(
             "kept {} snapshot(s) of set-aside data in {}: each holds data nothing else holds (such as mail a newer version took before a rollback), so a purge does not delete it; remove each by name once it is not needed:",
             purged.set_aside.len(),

@@ -71,6 +71,8 @@ pub enum PolicyError {
     HoldsNotManaged,
     #[error("no release line to hold: none given and none recorded\n  run `stalwart-upgrade hold 0.15` naming the running server's line")]
     NoLine,
+    #[error(transparent)]
+    State(#[from] crate::store::state::StateError),
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PolicyError {
@@ -288,15 +290,38 @@ pub fn verdict(
     }))
 }
 
-/// Classifies and decides in one call.
-pub fn verdict_for(
+/// May `to` replace `from`? The one check both gates ask (the package hooks' before any file
+/// is unpacked, the upgrade's plan): the failure marker first (a release that failed is not
+/// tried again unless `retry`), then the policy's [`verdict`].
+pub fn admit(
     settings: &Settings,
+    state: &crate::store::state::StateDir,
     from: &Version,
     to: &Version,
-    unattended: bool,
-    allow: Option<&str>,
-) -> Result<Verdict, PolicyError> {
-    verdict(settings, from, to, classify(from, to), unattended, allow)
+    retry: bool,
+    ctx: (bool, Option<&str>),
+) -> Result<Admission, PolicyError> {
+    if let Some(f) = state.failed()? {
+        if &f.version == to && !retry {
+            return Ok(Admission::PreviouslyFailed(f));
+        }
+    }
+    if from == to {
+        // A reinstall: nothing to decide (and a policy file that cannot be read does not stop it).
+        return Ok(Admission::Decided(Verdict::Allowed));
+    }
+    let (unattended, allow) = ctx;
+    let v = verdict(settings, from, to, classify(from, to), unattended, allow)?;
+    Ok(Admission::Decided(v))
+}
+
+/// What [`admit`] says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// `to` failed before (the failure marker names it) and no retry was asked for.
+    PreviouslyFailed(crate::store::state::FailedUpgrade),
+    /// The policy decided.
+    Decided(Verdict),
 }
 
 // ---------------------------------------------------------------------------------------------

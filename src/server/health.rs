@@ -79,7 +79,7 @@ pub struct Expect {
     /// Log files of the server to search (0.15 tracer; 0.16 `[health] log_dir`).
     pub log_files: Vec<crate::server::serverconfig::LogFiles>,
     /// >= 0.16: check the mode over JMAP.
-    pub json_generation: bool,
+    pub json_config: bool,
     /// Why a non-normal mode may be (the env file sets recovery mode, config.json is missing).
     pub mode_hint: String,
     /// Where to probe instead of the server config's listener (recovery mode listens on its
@@ -170,7 +170,7 @@ impl Expect {
             recovery: false,
             listeners,
             log_files,
-            json_generation: json,
+            json_config: json,
             mode_hint,
             base: None,
             runs: None,
@@ -318,7 +318,7 @@ pub fn gate(
             }
         }
     }
-    if expect.json_generation
+    if expect.json_config
         && !expect.recovery
         && server_mode(&base) == Some(Mode::RecoveryOrBootstrap)
     {
@@ -615,7 +615,7 @@ mod tests {
         assert_eq!(base_url(&s, None), "http://127.0.0.1:8080");
         let cfg = ServerConfig {
             path: "/x".into(),
-            generation: crate::server::serverconfig::Generation::Toml,
+            format: crate::server::serverconfig::ConfigFormat::Toml,
             stores: vec![],
             http: Some("127.0.0.1:9090".parse().unwrap()),
             https: Some("127.0.0.1:9443".parse().unwrap()),

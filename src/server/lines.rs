@@ -19,10 +19,19 @@ pub fn server_config_path(s: &Settings, running: &Version) -> PathBuf {
     if let Some(p) = &s.server_config {
         return p.clone();
     }
-    let json = s.prefix.join("etc/config.json");
+    let json = s.config_json_path();
     if is_json(running) && json.exists() {
         json
     } else {
         s.server_config_path()
+    }
+}
+
+/// The server config the installed server binary reads (its `--version` decides, through
+/// [`server_config_path`]); config.toml's place when the binary cannot say.
+pub fn installed_config(s: &Settings) -> PathBuf {
+    match crate::server::version::of_binary(&s.server_binary()) {
+        Ok(v) => server_config_path(s, &v),
+        Err(_) => s.server_config_path(),
     }
 }

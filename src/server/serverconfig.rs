@@ -46,7 +46,7 @@ impl ServerConfigError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Generation {
+pub enum ConfigFormat {
     /// <= 0.15: config.toml, REST management under /api.
     Toml,
     /// >= 0.16: config.json with one DataStore, JMAP management.
@@ -139,7 +139,9 @@ pub struct Store {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerConfig {
     pub path: PathBuf,
-    pub generation: Generation,
+    /// Which of upstream's config formats it is (the server version decides which it reads).
+    #[serde(rename = "generation")]
+    pub format: ConfigFormat,
     /// Every store the config uses (unused [store.*] tables are left out).
     pub stores: Vec<Store>,
     /// First plain-HTTP listener, as a loopback-reachable address (for /healthz).
@@ -368,7 +370,7 @@ impl ServerConfig {
 
         Ok(ServerConfig {
             path: path.to_owned(),
-            generation: Generation::Toml,
+            format: ConfigFormat::Toml,
             stores,
             http: cfg.http_listener(false)?,
             https: cfg.http_listener(true)?,
@@ -464,7 +466,7 @@ impl ServerConfig {
         };
         Ok(ServerConfig {
             path: path.to_owned(),
-            generation: Generation::Json,
+            format: ConfigFormat::Json,
             // config.json only declares the DataStore; the other roles live in the database
             // (registry) itself, which a data snapshot therefore includes.
             stores: vec![Store {
@@ -600,7 +602,7 @@ store = "rocksdb"
     #[test]
     fn default_015_config() {
         let c = toml(DEFAULT_015).unwrap();
-        assert_eq!(c.generation, Generation::Toml);
+        assert_eq!(c.format, ConfigFormat::Toml);
         assert_eq!(c.stores.len(), 1, "unused store left out: {:?}", c.stores);
         assert_eq!(c.stores[0].id, "rocksdb");
         assert_eq!(
@@ -884,7 +886,7 @@ database = "st"
     #[test]
     fn json_rocksdb() {
         let c = json(r#"{"@type":"RocksDb","path":"/var/lib/stalwart/"}"#).unwrap();
-        assert_eq!(c.generation, Generation::Json);
+        assert_eq!(c.format, ConfigFormat::Json);
         assert_eq!(c.http, None);
         assert_eq!(
             c.stores[0].kind,

@@ -18,8 +18,12 @@
 //! `rc10` < `rc9` as text. Classes only look at the numeric core, so this only matters when two
 //! pre-releases of one release are compared.
 
+use crate::os::child::Program;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum VersionError {
@@ -29,6 +33,14 @@ pub enum VersionError {
         input: String,
         reason: String,
     },
+}
+
+/// `BINARY --version` did not give a version.
+#[derive(Debug, thiserror::Error)]
+#[error("{path} --version failed: {message}; is it a Stalwart server binary for this machine?")]
+pub struct CheckError {
+    pub path: PathBuf,
+    pub message: String,
 }
 
 /// An upstream server version (semver; no packaging revision).
@@ -371,6 +383,62 @@ pub fn classify(from: &Version, to: &Version) -> Class {
     } else {
         Class::Patch
     }
+}
+
+/// Runs `BINARY --version` (upstream prints the bare version and exits 0), bounded in time.
+pub fn of_binary(path: &Path) -> Result<Version, CheckError> {
+    let prog = Program::open(path).map_err(|e| CheckError {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    of_program(&prog)
+}
+
+/// `--version` of an opened binary, executed through its descriptor (what runs is what was
+/// opened), never as root: as whoever could change that file, else as nobody. A version check
+/// needs no privilege, and the file may be one the service user handed us.
+pub fn of_program(prog: &Program) -> Result<Version, CheckError> {
+    let path = prog.path();
+    let fail = |message: String| CheckError {
+        path: path.to_owned(),
+        message,
+    };
+    let run_as = if rustix::process::geteuid().is_root() {
+        Some(prog.controller().unwrap_or((crate::NOBODY, crate::NOBODY)))
+    } else {
+        None
+    };
+    let mut child = prog
+        .command(run_as)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.try_wait().map_err(|e| fail(e.to_string()))? {
+            Some(_) => break,
+            None if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail("did not exit within 20 s".into()));
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{}: {}",
+            out.status,
+            crate::os::child::printable(String::from_utf8_lossy(&out.stderr).trim())
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Version::parse_binary_output(text.trim())
+        .map_err(|e| fail(crate::os::child::printable(&e.to_string())))
 }
 
 #[cfg(test)]

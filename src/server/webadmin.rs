@@ -7,7 +7,7 @@
 
 use crate::config::Settings;
 use crate::os::tls;
-use crate::server::serverconfig::Generation;
+use crate::server::serverconfig::ConfigFormat;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -327,24 +327,24 @@ impl Api {
     }
 }
 
-/// Refreshes the web admin of a server of the given generation at `endpoint`. `recovery_admin`
+/// Refreshes the web admin of a server of the given format at `endpoint`. `recovery_admin`
 /// is 0.16's `STALWART_RECOVERY_ADMIN` from the server's environment, used when no credentials
 /// file is there.
 pub fn refresh(
     settings: &Settings,
-    generation: Generation,
+    format: ConfigFormat,
     endpoint: &Endpoint,
     recovery_admin: Option<(String, String)>,
 ) -> Result<(), WebadminError> {
     let api = Api::connect(settings, endpoint, Login::Configured(recovery_admin))?;
     let (agent, base, header) = (&api.agent, api.base.clone(), &api.header);
-    let (url, result) = match generation {
-        Generation::Toml => {
+    let (url, result) = match format {
+        ConfigFormat::Toml => {
             let url = format!("{base}/api/update/webadmin");
             let r = agent.get(&url).set("Authorization", header).call();
             (url, r)
         }
-        Generation::Json => {
+        ConfigFormat::Json => {
             let url = format!("{base}/jmap");
             // The registry's methods (x:...) need upstream's own capability (measured with the
             // real 0.16: core alone is refused).
@@ -361,8 +361,8 @@ pub fn refresh(
     };
     match result {
         Ok(resp) => {
-            check_body(&url, generation, resp)?;
-            if generation == Generation::Json {
+            check_body(&url, format, resp)?;
+            if format == ConfigFormat::Json {
                 check_served(agent, &base)?;
             }
             Ok(())
@@ -437,15 +437,11 @@ fn excerpt(text: &str) -> String {
     }
 }
 
-fn check_body(
-    url: &str,
-    generation: Generation,
-    resp: ureq::Response,
-) -> Result<(), WebadminError> {
+fn check_body(url: &str, format: ConfigFormat, resp: ureq::Response) -> Result<(), WebadminError> {
     let (v, _) = read_json(url, resp.into_reader(), MAX_ANSWER)?;
     // JMAP reports errors per method: a refused UpdateApps is a 200 whose `notCreated` says why.
     let not_created = &v["methodResponses"][0][1]["notCreated"];
-    if generation == Generation::Json && not_created.is_object() {
+    if format == ConfigFormat::Json && not_created.is_object() {
         let why = not_created
             .as_object()
             .and_then(|m| m.values().next())
@@ -460,9 +456,9 @@ fn check_body(
             detail: excerpt(&why.to_string()),
         });
     }
-    let ok = match generation {
-        Generation::Toml => v.get("data").is_some(),
-        Generation::Json => v["methodResponses"][0][1]["created"]
+    let ok = match format {
+        ConfigFormat::Toml => v.get("data").is_some(),
+        ConfigFormat::Json => v["methodResponses"][0][1]["created"]
             .as_object()
             .is_some_and(|m| !m.is_empty()),
     };
@@ -583,7 +579,13 @@ mod tests {
     fn plain_http_to_a_remote_host_refused() {
         let mut s = Settings::default();
         s.webadmin.url = Some("http://mail.example.org:8080".into());
-        let e = refresh(&s, Generation::Toml, &Endpoint::of(&s, None, vec![]), None).unwrap_err();
+        let e = refresh(
+            &s,
+            ConfigFormat::Toml,
+            &Endpoint::of(&s, None, vec![]),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(e, WebadminError::PlainHttp { .. }));
     }
 

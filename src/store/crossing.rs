@@ -31,7 +31,7 @@ pub struct Paths {
 pub fn paths(s: &Settings) -> Paths {
     let name = "50-stalwart-upgrade-0.16.conf";
     Paths {
-        config_json: s.prefix.join("etc/config.json"),
+        config_json: s.config_json_path(),
         dropin: PathBuf::from(format!("/etc/systemd/system/{}.d/{name}", s.unit)),
         recovery_env: PathBuf::from(format!("/run/stalwart-upgrade/{}-recovery.env", s.unit)),
         recovery_dropin: PathBuf::from(format!(

@@ -10,8 +10,6 @@ use crate::os::fsutil::{self, Dir, FsError, Kind};
 use crate::server::version::Version;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
@@ -28,10 +26,8 @@ pub enum SwapError {
         to: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "{path} --version failed: {message}; is it a Stalwart server binary for this machine?"
-    )]
-    VersionCheck { path: PathBuf, message: String },
+    #[error(transparent)]
+    Version(#[from] crate::server::version::CheckError),
     #[error("{path} reports version {found}, expected {expected}; nothing was changed")]
     WrongVersion {
         path: PathBuf,
@@ -75,62 +71,6 @@ pub fn sha256_file(path: &Path) -> Result<String, SwapError> {
 
 pub fn hex(bytes: &[u8]) -> String {
     fsutil::hex(bytes)
-}
-
-/// Runs `BINARY --version` (upstream prints the bare version and exits 0), bounded in time.
-pub fn binary_version(path: &Path) -> Result<Version, SwapError> {
-    let prog = Program::open(path).map_err(|e| SwapError::VersionCheck {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    program_version(&prog)
-}
-
-/// `--version` of an opened binary, executed through its descriptor (what runs is what was
-/// opened), never as root: as whoever could change that file, else as nobody. A version check
-/// needs no privilege, and the file may be one the service user handed us.
-pub fn program_version(prog: &Program) -> Result<Version, SwapError> {
-    let path = prog.path();
-    let fail = |message: String| SwapError::VersionCheck {
-        path: path.to_owned(),
-        message,
-    };
-    let run_as = if rustix::process::geteuid().is_root() {
-        Some(prog.controller().unwrap_or((crate::NOBODY, crate::NOBODY)))
-    } else {
-        None
-    };
-    let mut child = prog
-        .command(run_as)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(e.to_string()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match child.try_wait().map_err(|e| fail(e.to_string()))? {
-            Some(_) => break,
-            None if std::time::Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail("did not exit within 20 s".into()));
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "{}: {}",
-            out.status,
-            crate::os::child::printable(String::from_utf8_lossy(&out.stderr).trim())
-        )));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    Version::parse_binary_output(text.trim())
-        .map_err(|e| fail(crate::os::child::printable(&e.to_string())))
 }
 
 /// Looks the file's name up in a SHA256SUMS file (`<hex>  <name>` or `<hex> *<name>`).
@@ -446,6 +386,7 @@ pub fn keep_release(binary: &Path, release: &Path) -> Result<String, SwapError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::version::of_binary;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn script(dir: &Path, name: &str, version: &str) -> PathBuf {
@@ -477,7 +418,7 @@ mod tests {
         let sha = st.sha256.clone();
         assert_eq!(sha, sha256_file(&new).unwrap());
         assert_eq!(
-            binary_version(&staged.join("stalwart"))
+            crate::server::version::of_binary(&staged.join("stalwart"))
                 .unwrap()
                 .to_string(),
             "0.15.6"
@@ -585,14 +526,14 @@ mod tests {
         std::fs::write(&p, "#!/bin/sh\necho 0.0.$(id -u)\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         // Root's own file: nobody runs it (a version check needs no privilege).
-        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
+        assert_eq!(of_binary(&p).unwrap().to_string(), "0.0.65534");
         // Someone else's: they run it (they could change it anyway).
         std::os::unix::fs::chown(&p, Some(4242), Some(4242)).unwrap();
-        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.4242");
+        assert_eq!(of_binary(&p).unwrap().to_string(), "0.0.4242");
         // Writable by others: nobody.
         std::os::unix::fs::chown(&p, Some(0), Some(0)).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(binary_version(&p).unwrap().to_string(), "0.0.65534");
+        assert_eq!(of_binary(&p).unwrap().to_string(), "0.0.65534");
     }
 
     #[test]
@@ -602,14 +543,19 @@ mod tests {
         let link = t.path().join("stalwart");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(matches!(
-            binary_version(&link),
-            Err(SwapError::VersionCheck { .. })
+            of_binary(&link),
+            Err(crate::server::version::CheckError { .. })
         ));
         // The descriptor, not the name, is what runs.
         let prog = Program::open(&real).unwrap();
         std::fs::remove_file(&real).unwrap();
         script(t.path(), "real", "9.9.9");
-        assert_eq!(program_version(&prog).unwrap().to_string(), "0.15.5");
+        assert_eq!(
+            crate::server::version::of_program(&prog)
+                .unwrap()
+                .to_string(),
+            "0.15.5"
+        );
     }
 
     #[test]
@@ -637,8 +583,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = script(t.path(), "x", "not-a-version");
         assert!(matches!(
-            binary_version(&f),
-            Err(SwapError::VersionCheck { .. })
+            of_binary(&f),
+            Err(crate::server::version::CheckError { .. })
         ));
     }
 }

@@ -66,7 +66,7 @@ impl Snapshots {
             class: meta.class,
             server_binary: meta.server_binary.clone(),
             config_path: cfg.path.clone(),
-            generation: cfg.generation,
+            config_format: cfg.format,
             stores,
             create_seconds: started.elapsed().as_secs_f64(),
             hashed_at: None,

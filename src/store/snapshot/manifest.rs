@@ -2,7 +2,7 @@
 //! is yet to be taken.
 
 use crate::os::fsutil::Identity;
-use crate::server::serverconfig::Generation;
+use crate::server::serverconfig::ConfigFormat;
 use crate::server::version::{Class, Version};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -170,7 +170,8 @@ pub struct Manifest {
     pub class: Option<Class>,
     pub server_binary: PathBuf,
     pub config_path: PathBuf,
-    pub generation: Generation,
+    #[serde(rename = "generation")]
+    pub config_format: ConfigFormat,
     pub stores: Vec<StoreSnapshot>,
     /// How long `create` took (the part of the downtime the snapshot costs).
     pub create_seconds: f64,

@@ -230,7 +230,7 @@ impl<'a> Keeper<'a> {
             class: None,
             server_binary: from.server_binary.clone(),
             config_path: from.config_path.clone(),
-            generation: from.generation,
+            config_format: from.config_format,
             stores: std::mem::take(&mut self.stores),
             create_seconds: 0.0,
             hashed_at: None,
@@ -1028,7 +1028,7 @@ mod tests {
             class: None,
             server_binary: "/nonexistent/stalwart".into(),
             config_path: t.join("config.toml"),
-            generation: crate::server::serverconfig::Generation::Toml,
+            config_format: crate::server::serverconfig::ConfigFormat::Toml,
             stores: vec![StoreSnapshot {
                 id: "r".into(),
                 kind: "rocksdb".into(),
