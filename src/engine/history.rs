@@ -368,24 +368,7 @@ mod tests {
     use crate::engine::journal::{Begin, Phase, Record, FORMAT};
 
     fn begin(txid: &str, seq: u64) -> Begin {
-        Begin {
-            txid: txid.into(),
-            seq,
-            kind: TxKind::Upgrade,
-            unit: "stalwart.service".into(),
-            from: "0.15.5".parse().unwrap(),
-            to: "0.15.6".parse().unwrap(),
-            class: Class::Patch,
-            was_active: true,
-            bin_dir: "/opt/stalwart/bin".into(),
-            staged_dir: "/opt/stalwart/bin.new".into(),
-            old_sha256: "a".into(),
-            new_sha256: "b".into(),
-            restore_data: false,
-            restore_from: None,
-            server_config: "/opt/stalwart/etc/config.toml".into(),
-            listeners: vec![],
-        }
+        crate::engine::journal::sample_begin(txid, seq)
     }
 
     /// A closed journal in history, as `transaction::close` leaves it; `tear` appends a torn

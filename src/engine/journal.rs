@@ -956,29 +956,35 @@ impl Summary {
     }
 }
 
+/// A begin record for unit tests (a 0.15.5 -> 0.15.6 patch upgrade).
+#[cfg(test)]
+pub(crate) fn sample_begin(txid: &str, seq: u64) -> Begin {
+    Begin {
+        txid: txid.into(),
+        seq,
+        kind: TxKind::Upgrade,
+        unit: "stalwart.service".into(),
+        from: "0.15.5".parse().unwrap(),
+        to: "0.15.6".parse().unwrap(),
+        class: crate::server::version::Class::Patch,
+        was_active: true,
+        bin_dir: "/opt/stalwart/bin".into(),
+        staged_dir: "/opt/stalwart/bin.new".into(),
+        old_sha256: "a".into(),
+        new_sha256: "b".into(),
+        restore_data: false,
+        restore_from: None,
+        server_config: "/opt/stalwart/etc/config.toml".into(),
+        listeners: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn begin() -> Begin {
-        Begin {
-            txid: "tx1".into(),
-            seq: 0,
-            kind: TxKind::Upgrade,
-            unit: "stalwart.service".into(),
-            from: "0.15.5".parse().unwrap(),
-            to: "0.15.6".parse().unwrap(),
-            class: Class::Patch,
-            was_active: true,
-            bin_dir: "/opt/stalwart/bin".into(),
-            staged_dir: "/opt/stalwart/bin.new".into(),
-            old_sha256: "a".into(),
-            new_sha256: "b".into(),
-            restore_data: false,
-            restore_from: None,
-            server_config: "/opt/stalwart/etc/config.toml".into(),
-            listeners: vec![],
-        }
+        sample_begin("tx1", 0)
     }
 
     #[test]

@@ -138,15 +138,7 @@ mod tests {
     }
 
     fn pg() -> StoreKind {
-        StoreKind::PostgreSql(SqlConn {
-            host: "h".into(),
-            port: None,
-            database: "d".into(),
-            user: None,
-            password: None,
-            tls: false,
-            ca_file: None,
-        })
+        StoreKind::PostgreSql(SqlConn::sample())
     }
 
     #[test]

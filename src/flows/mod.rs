@@ -3,6 +3,7 @@
 
 pub mod carry;
 pub mod crossing;
+pub mod plan;
 pub mod probation;
 pub mod restore;
 pub mod rollback;

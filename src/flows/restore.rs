@@ -9,11 +9,11 @@ use crate::engine::ending::Report;
 use crate::engine::journal::{Begin, Noted, Step, TxKind};
 use crate::engine::resources::Resources;
 use crate::engine::transaction::Transaction;
+use crate::flows::plan::{check_env, Change, Current};
 use crate::flows::rollback;
-use crate::flows::upgrade::{self, Plan};
 use crate::server::version::{classify, Class};
 use crate::store::snapshot::PreHash;
-use crate::{flows::steps, server::health, store::swap, Context, Error};
+use crate::{flows::steps, Context, Error};
 
 /// What the admin asked for.
 #[derive(Debug, Clone)]
@@ -28,24 +28,43 @@ pub fn run(ctx: &Context, req: &RestoreRequest) -> Result<Report, Error> {
     crate::flows::after_recovery(ctx, |m| run_recovered(m, req))
 }
 
+/// What a restore would do: the server as it is, and the snapshot to put back.
+pub struct Plan {
+    pub current: Current,
+    pub id: String,
+}
+
+impl Plan {
+    /// A restore changes no binary: `to` is the running version, and its undo puts the live
+    /// data back from the snapshot it takes first.
+    fn begin(&self, ctx: &Context) -> Begin {
+        self.current.begin(
+            ctx,
+            Change {
+                kind: TxKind::Restore,
+                to: &self.current.from,
+                class: Class::Same,
+                new_sha256: &self.current.old_sha256,
+                restore_data: true,
+                restore_from: Some(self.id.clone()),
+            },
+        )
+    }
+}
+
 fn run_recovered(m: &Resources, req: &RestoreRequest) -> Result<Report, Error> {
     let plan = plan(m, req).map_err(Error::before_downtime)?;
-    let mut begin = Begin {
-        kind: TxKind::Restore,
-        ..plan.begin(m.ctx)
-    };
-    begin.restore_from = Some(req.id.clone());
-    begin.restore_data = true;
-    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
-    let mut tx = Transaction::begin(m, begin).map_err(Error::before_downtime)?;
-    match steps(&mut tx, &plan, &req.id, &known) {
+    let c = &plan.current;
+    let known = m.snapshots().prehash(&c.server_config, &c.snapshot);
+    let mut tx = Transaction::begin(m, plan.begin(m.ctx)).map_err(Error::before_downtime)?;
+    match steps(&mut tx, &plan.current, &req.id, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),
     }
 }
 
 /// The steps: no binary changes, so no stage and no swap.
-fn steps(tx: &mut Transaction, plan: &Plan, id: &str, known: &PreHash) -> Result<(), Error> {
+fn steps(tx: &mut Transaction, plan: &Current, id: &str, known: &PreHash) -> Result<(), Error> {
     tx.step(Step::Stop, steps::stop)?;
     let taken = tx.step(Step::Snapshot, |m, b| {
         steps::snapshot(m, b, &plan.server_config, known)
@@ -77,7 +96,12 @@ fn steps(tx: &mut Transaction, plan: &Plan, id: &str, known: &PreHash) -> Result
         return Ok(());
     }
     tx.step(Step::Start, steps::start)?;
-    let expect = plan.expect(tx.machine().settings());
+    let expect = plan.expect(
+        tx.machine().settings(),
+        &plan.server_config,
+        &plan.from,
+        plan.listeners.clone(),
+    );
     tx.step(Step::Health, |m, _| {
         steps::healthy(m, &plan.server_config, &expect)
     })?;
@@ -106,27 +130,17 @@ fn plan(m: &Resources, req: &RestoreRequest) -> Result<Plan, Error> {
     }
     let server_config = m.server_config(&crate::server::lines::server_config_path(s, &running))?;
     let space = rollback::snapshot_with_room(m, &server_config, &running, Some(&req.id))?;
-    upgrade::check_env(m)?;
-    let listeners = upgrade::running_listeners(m, &unit_state, &server_config)?;
-    let sha256 = swap::sha256_file(&s.server_binary())?;
+    check_env(m)?;
+    let current = Current::read(
+        m,
+        running,
+        server_config.clone(),
+        space,
+        &unit_state,
+        &server_config,
+    )?;
     Ok(Plan {
-        unit: s.unit.clone(),
-        from: running.clone(),
-        to: running,
-        class: Class::Same,
-        verdict: crate::policy::Verdict::Allowed,
-        target: s.server_binary(),
-        target_sha256: sha256.clone(),
-        old_sha256: sha256,
-        unit_active: active,
-        unit_warning: unit_state.override_warning(&s.unit),
-        health_url: health::base_url(s, Some(&server_config)),
-        restore_data: true,
-        server_config,
-        crossing_json: None,
-        carry: None,
-        snapshot: space,
-        listeners,
-        blockers: Vec::new(),
+        current,
+        id: req.id.clone(),
     })
 }

@@ -5,12 +5,13 @@ use crate::engine::ending::Report;
 use crate::engine::journal::{Begin, Step, TxKind};
 use crate::engine::resources::Resources;
 use crate::engine::transaction::Transaction;
+use crate::flows::plan::{check_env, Change, Current};
 use crate::flows::steps;
-use crate::flows::upgrade::{self, Plan};
+use crate::flows::upgrade;
 use crate::server::serverconfig::ServerConfig;
 use crate::server::version::{classify, Class, Version};
 use crate::store::state::StateDir;
-use crate::{engine::history, server::health, store::swap, Context, Error};
+use crate::{engine::history, store::swap, Context, Error};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
@@ -31,17 +32,11 @@ pub fn run(ctx: &Context, req: &RollbackRequest) -> Result<Report, Error> {
 }
 
 fn run_recovered(m: &Resources, req: &RollbackRequest) -> Result<Report, Error> {
-    let (plan, back) = plan(m, req).map_err(Error::before_downtime)?;
-    // The upgrade's record of the same plan, as a rollback (its restore comes from `back`).
-    let mut begin = Begin {
-        kind: TxKind::Rollback,
-        ..plan.begin(m.ctx)
-    };
-    begin.restore_from = back.restore_from.clone();
-    begin.restore_data = back.restore_from.is_some();
-    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
-    let mut tx = Transaction::begin(m, begin).map_err(Error::before_downtime)?;
-    match steps(&mut tx, &plan, &back, &known) {
+    let plan = plan(m, req).map_err(Error::before_downtime)?;
+    let c = &plan.current;
+    let known = m.snapshots().prehash(&c.server_config, &c.snapshot);
+    let mut tx = Transaction::begin(m, plan.begin(m.ctx)).map_err(Error::before_downtime)?;
+    match steps(&mut tx, &plan, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),
     }
@@ -52,12 +47,12 @@ pub fn preview(ctx: &Context, req: &RollbackRequest) -> Result<String, Error> {
     let state = StateDir::open(&ctx.settings.state_dir)?;
     let _lock = state.lock(Duration::from_secs(ctx.settings.timeouts.lock_wait_secs))?;
     let m = Resources::new(ctx, &state);
-    let (plan, back) = plan(&m, req)?;
+    let plan = plan(&m, req)?;
     let mut out = format!(
         "rollback:      {} from {} to the kept release {}\n",
-        plan.unit, plan.from, plan.to
+        plan.current.unit, plan.current.from, plan.to
     );
-    if let Some(id) = &back.restore_from {
+    if let Some(id) = &plan.restore_from {
         let taken = m
             .snapshots()
             .get(id)
@@ -70,7 +65,7 @@ pub fn preview(ctx: &Context, req: &RollbackRequest) -> Result<String, Error> {
     } else {
         out += "data:          kept as it is (the schema did not move)\n";
     }
-    if let Some(toml) = &back.below_016 {
+    if let Some(toml) = &plan.below_016 {
         out += &format!(
             "config:        config.json and the unit drop-in are set aside: {} runs {} again\n",
             plan.to,
@@ -80,8 +75,13 @@ pub fn preview(ctx: &Context, req: &RollbackRequest) -> Result<String, Error> {
     Ok(out)
 }
 
-/// What going back needs beyond an upgrade's plan.
-pub struct Back {
+/// What a rollback would do.
+pub struct Plan {
+    pub current: Current,
+    /// The kept release going back in, and its binary's hash.
+    pub to: Version,
+    pub target: std::path::PathBuf,
+    pub target_sha256: String,
     /// The snapshot to put back (the schema moved since `to` ran).
     pub restore_from: Option<String>,
     /// Going below the 0.16 line: config.toml, which `to` reads again (and the snapshot's stores
@@ -89,23 +89,46 @@ pub struct Back {
     pub below_016: Option<ServerConfig>,
 }
 
+impl Plan {
+    /// Its undo puts the data back only when the rollback itself restored a snapshot (the
+    /// schema moved): otherwise the data never changed hands.
+    fn begin(&self, ctx: &Context) -> Begin {
+        self.current.begin(
+            ctx,
+            Change {
+                kind: TxKind::Rollback,
+                to: &self.to,
+                class: Class::Downgrade,
+                new_sha256: &self.target_sha256,
+                restore_data: self.restore_from.is_some(),
+                restore_from: self.restore_from.clone(),
+            },
+        )
+    }
+
+    /// The server config `to` reads: config.toml again below the 0.16 line.
+    fn to_config(&self) -> &ServerConfig {
+        self.below_016
+            .as_ref()
+            .unwrap_or(&self.current.server_config)
+    }
+}
+
 /// The same steps as an upgrade, plus, between swap and start: the 0.16 files set aside (below
 /// the 0.16 line) and the older data put back.
 fn steps(
     tx: &mut Transaction,
     plan: &Plan,
-    back: &Back,
     known: &crate::store::snapshot::PreHash,
 ) -> Result<(), Error> {
-    // The server config `to` reads: config.toml again below the 0.16 line.
-    let to_config = back.below_016.as_ref().unwrap_or(&plan.server_config);
+    let to_config = plan.to_config();
     tx.step(Step::Stage, |m, b| steps::stage(m, b, &plan.target))?;
     tx.step(Step::Stop, steps::stop)?;
     let taken = tx.step(Step::Snapshot, |m, b| {
-        steps::snapshot(m, b, &plan.server_config, known)
+        steps::snapshot(m, b, &plan.current.server_config, known)
     })?;
     tx.step(Step::Swap, steps::exchange)?;
-    if back.below_016.is_some() {
+    if plan.below_016.is_some() {
         tx.step(Step::CrossingBack, |m, b| {
             let aside = m.state.aside_dir(&b.txid);
             crate::store::crossing::set_aside(m.settings(), m.sys()?, &aside)?;
@@ -115,7 +138,7 @@ fn steps(
             ))
         })?;
     }
-    if let Some(id) = &back.restore_from {
+    if let Some(id) = &plan.restore_from {
         tx.step(Step::Restore, |m, b| {
             // The data being replaced was just snapshotted (`taken`, server stopped since):
             // only what is not proven to be that tree is kept besides.
@@ -138,25 +161,21 @@ fn steps(
     }
     tx.step(Step::Start, steps::start)?;
     // Below the 0.16 line the 0.15 listeners come back with config.toml, not 0.16's.
-    let listeners = if back.below_016.is_some() {
+    let listeners = if plan.below_016.is_some() {
         Vec::new()
     } else {
-        plan.listeners.clone()
+        plan.current.listeners.clone()
     };
-    let expect = health::Expect::normal(
-        tx.machine().settings(),
-        Some(to_config),
-        &plan.to,
-        listeners,
-    )
-    .running(tx.machine().settings().server_binary());
+    let expect = plan
+        .current
+        .expect(tx.machine().settings(), to_config, &plan.to, listeners);
     tx.step(Step::Health, |m, _| steps::healthy(m, to_config, &expect))?;
     Ok(())
 }
 
 /// Picks the release and, when the schema may have moved since it ran, the snapshot taken
 /// before the upgrade away from it.
-fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
+fn plan(m: &Resources, req: &RollbackRequest) -> Result<Plan, Error> {
     let s = m.settings();
     let current = crate::server::version::of_binary(&s.server_binary())?;
     let kept = m.state.releases()?;
@@ -200,38 +219,27 @@ fn plan(m: &Resources, req: &RollbackRequest) -> Result<(Plan, Back), Error> {
     upgrade::cluster_gate(&server_config, &target, req.cluster_stopped)?;
     let snapshot = snapshot_with_room(m, &server_config, &current, restore_from.as_deref())?;
     let unit_state = m.sys()?.state(&s.unit)?;
-    upgrade::check_env(m)?;
+    check_env(m)?;
     // The 0.15 config names the ports when the rollback goes below the line (0.16 declares none).
     let declared = below_016.as_ref().unwrap_or(&server_config);
-    let listeners = upgrade::running_listeners(m, &unit_state, declared)?;
-    let plan = Plan {
-        unit: s.unit.clone(),
-        from: current.clone(),
-        to: target.clone(),
-        class: Class::Downgrade,
-        verdict: crate::policy::Verdict::Allowed,
-        target: release.clone(),
-        target_sha256: swap::sha256_file(&release)?,
-        old_sha256: swap::sha256_file(&s.server_binary())?,
-        unit_active: unit_state.active_state == crate::os::systemd::ActiveState::Active
-            || req.start,
-        unit_warning: unit_state.override_warning(&s.unit),
-        health_url: health::base_url(s, Some(&server_config)),
-        restore_data: forward.schema_may_move(),
-        server_config,
-        crossing_json: None,
-        carry: None,
+    let mut current = Current::read(
+        m,
+        current,
+        server_config.clone(),
         snapshot,
-        listeners,
-        blockers: Vec::new(),
-    };
-    Ok((
-        plan,
-        Back {
-            restore_from,
-            below_016,
-        },
-    ))
+        &unit_state,
+        declared,
+    )?;
+    // The probation's rollback starts the old version even if `Restart=` has it down now.
+    current.unit_active |= req.start;
+    Ok(Plan {
+        current,
+        to: target,
+        target_sha256: swap::sha256_file(&release)?,
+        target: release,
+        restore_from,
+        below_016,
+    })
 }
 
 /// The snapshot a transaction that puts data back (a rollback, `snapshot restore`) takes of the

@@ -5,6 +5,7 @@ use crate::engine::ending::{Outcome, Report};
 use crate::engine::journal::{Begin, Step, TxKind};
 use crate::engine::resources::Resources;
 use crate::engine::transaction::{self, Transaction};
+use crate::flows::plan::{Change, Current};
 use crate::os::systemd::ActiveState;
 use crate::policy::{self, Admission, Verdict};
 use crate::server::serverconfig::ServerConfig;
@@ -21,53 +22,68 @@ use std::time::Duration;
 /// What an upgrade would do; `plan` prints it, `run` executes it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
-    pub unit: String,
-    pub from: Version,
+    #[serde(flatten)]
+    pub current: Current,
     pub to: Version,
     pub class: Class,
     pub verdict: Verdict,
     pub target: PathBuf,
     pub target_sha256: String,
-    pub old_sha256: String,
-    pub unit_active: bool,
-    /// The unit in effect is not the packaged one (install.sh's, in /etc/systemd/system).
-    pub unit_warning: Option<String>,
-    pub server_config: ServerConfig,
-    /// 0.15 -> 0.16: where config.json goes and what it says (config.toml's data store).
-    pub crossing_json: Option<(PathBuf, String)>,
-    /// 0.15 -> 0.16: 0.15's directory and settings as read before the stop, and as 0.16
-    /// objects (module `carry`).
-    pub carry: Option<(crate::flows::carry::Dump, crate::flows::carry::Carried)>,
-    /// Method, space needed and free for the snapshot of each store.
-    pub snapshot: crate::store::snapshot::SnapshotPlan,
-    /// A rollback must restore the data snapshot: the schema may move (minor/major).
-    pub restore_data: bool,
+    /// 0.15 -> 0.16: what the crossing writes and carries.
+    pub crossing: Option<Crossing>,
     pub health_url: String,
-    /// What the unit listens on now (recorded before the stop, checked after the start).
-    pub listeners: Vec<crate::server::listener::Probe>,
     /// Everything that stops this upgrade before any downtime, the policy first (`gate`).
     pub blockers: Vec<Blocker>,
 }
 
-/// One reason an upgrade cannot run yet, with what to do about it.
+/// What a crossing of the 0.16 line carries: 0.15's directory and settings as read before the
+/// stop, as 0.16 objects (module `carry`), and config.json (config.toml's data store).
 #[derive(Debug, Clone, Serialize)]
-pub struct Blocker {
-    pub message: String,
-    /// The exit code it has alone (3 refused, 4 preflight).
+pub struct Crossing {
+    /// Where config.json goes.
+    pub config_json: PathBuf,
+    pub json: String,
+    /// 0.15's listing as read (password hashes and keys: kept in the state dir, not printed).
     #[serde(skip)]
-    exit: i32,
-    /// The policy's verdict (the plan's `policy:` line shows it already).
-    #[serde(skip)]
-    policy: bool,
+    pub dump: crate::flows::carry::Dump,
+    pub carried: crate::flows::carry::Carried,
+}
+
+/// One reason an upgrade cannot run yet, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "blocker", content = "message", rename_all = "snake_case")]
+pub enum Blocker {
+    /// The policy's verdict (the plan's `policy:` line shows it already): refused, exit 3.
+    Policy(String),
+    /// Something the helper will not do: exit 3.
+    Refused(String),
+    /// A check before any downtime failed: exit 4.
+    Preflight(String),
+}
+
+impl Blocker {
+    pub fn message(&self) -> &str {
+        match self {
+            Blocker::Policy(m) | Blocker::Refused(m) | Blocker::Preflight(m) => m,
+        }
+    }
+
+    /// The exit code it has alone.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Blocker::Policy(_) | Blocker::Refused(_) => crate::exit::REFUSED,
+            Blocker::Preflight(_) => crate::exit::PREFLIGHT,
+        }
+    }
 }
 
 impl From<Error> for Blocker {
     fn from(e: Error) -> Blocker {
         let e = e.before_downtime();
-        Blocker {
-            exit: e.exit_code(),
-            message: e.to_string(),
-            policy: false,
+        if e.exit_code() == crate::exit::REFUSED {
+            Blocker::Refused(e.to_string())
+        } else {
+            Blocker::Preflight(e.to_string())
         }
     }
 }
@@ -80,12 +96,12 @@ pub(crate) fn refusal(blockers: &[Blocker]) -> Result<(), Error> {
         return Ok(());
     };
     let message = if blockers.len() == 1 {
-        first.message.clone()
+        first.message().to_string()
     } else {
         let list: Vec<String> = blockers
             .iter()
             .enumerate()
-            .map(|(i, b)| format!("  {}. {}", i + 1, b.message))
+            .map(|(i, b)| format!("  {}. {}", i + 1, b.message()))
             .collect();
         format!(
             "{} things stop this upgrade before any downtime (nothing was stopped or changed); fix each, then run it again:\n{}",
@@ -93,7 +109,7 @@ pub(crate) fn refusal(blockers: &[Blocker]) -> Result<(), Error> {
             list.join("\n")
         )
     };
-    Err(if first.exit == crate::exit::REFUSED {
+    Err(if first.exit_code() == crate::exit::REFUSED {
         Error::Refused(message)
     } else {
         Error::Preflight(message)
@@ -101,39 +117,31 @@ pub(crate) fn refusal(blockers: &[Blocker]) -> Result<(), Error> {
 }
 
 impl Plan {
-    /// The journal's first record of a transaction carrying out this plan.
+    /// The journal's first record of the upgrade. Its undo restores the data snapshot in every
+    /// class once the new version ran: upstream patch releases have migrated data before
+    /// (#2584), a 0.16 writes into its store before its schema check, and a release can change
+    /// the store and then fail (measured: a 1.x build on a 0.16 store adds column families,
+    /// exits 101, and 0.16 no longer opens it). Only the snapshot gives the old version data
+    /// it can read; what the new one wrote is set aside, never deleted.
     pub(crate) fn begin(&self, ctx: &Context) -> Begin {
-        let s = &ctx.settings;
-        Begin {
-            txid: transaction::new_txid(&self.from, &self.to),
-            seq: 0,
-            kind: TxKind::Upgrade,
-            unit: self.unit.clone(),
-            from: self.from.clone(),
-            to: self.to.clone(),
-            class: self.class,
-            was_active: self.unit_active,
-            bin_dir: s.bin_dir(),
-            staged_dir: s.staged_dir(),
-            old_sha256: self.old_sha256.clone(),
-            new_sha256: self.target_sha256.clone(),
-            restore_data: self.restore_data,
-            restore_from: None,
-            server_config: self.server_config.path.clone(),
-            listeners: self.listeners.clone(),
-        }
+        self.current.begin(
+            ctx,
+            Change {
+                kind: TxKind::Upgrade,
+                to: &self.to,
+                class: self.class,
+                new_sha256: &self.target_sha256,
+                restore_data: true,
+                restore_from: None,
+            },
+        )
     }
 
     /// What the health gate after the start expects: the new version in normal mode, with every
     /// listener of the old one again (across the 0.16 line too: the carry step recreates them).
     pub fn expect(&self, settings: &crate::config::Settings) -> health::Expect {
-        health::Expect::normal(
-            settings,
-            Some(&self.server_config),
-            &self.to,
-            self.listeners.clone(),
-        )
-        .running(settings.server_binary())
+        let c = &self.current;
+        c.expect(settings, &c.server_config, &self.to, c.listeners.clone())
     }
 }
 
@@ -142,8 +150,8 @@ impl std::fmt::Display for Plan {
         writeln!(
             f,
             "unit:          {} ({})",
-            self.unit,
-            if self.unit_active {
+            self.current.unit,
+            if self.current.unit_active {
                 "active"
             } else {
                 "not active"
@@ -152,7 +160,7 @@ impl std::fmt::Display for Plan {
         writeln!(
             f,
             "upgrade:       {} -> {} ({} release)",
-            self.from, self.to, self.class
+            self.current.from, self.to, self.class
         )?;
         writeln!(
             f,
@@ -163,10 +171,10 @@ impl std::fmt::Display for Plan {
         writeln!(
             f,
             "server config: {} ({:?} generation)",
-            self.server_config.path.display(),
-            self.server_config.format
+            self.current.server_config.path.display(),
+            self.current.server_config.format
         )?;
-        for st in &self.server_config.stores {
+        for st in &self.current.server_config.stores {
             writeln!(
                 f,
                 "store:         {} {:?} roles {}",
@@ -175,7 +183,7 @@ impl std::fmt::Display for Plan {
                 st.roles.join(",")
             )?;
         }
-        for st in &self.snapshot.stores {
+        for st in &self.current.snapshot.stores {
             writeln!(
                 f,
                 "snapshot:      {} by {} ({})",
@@ -187,38 +195,41 @@ impl std::fmt::Display for Plan {
         writeln!(
             f,
             "space:         {} MiB needed, {} MiB free in {}",
-            self.snapshot.bytes_needed >> 20,
-            self.snapshot.bytes_free >> 20,
-            self.snapshot.root.display()
+            self.current.snapshot.bytes_needed >> 20,
+            self.current.snapshot.bytes_free >> 20,
+            self.current.snapshot.root.display()
         )?;
-        if let Some(w) = self.snapshot.pinned_warning() {
+        if let Some(w) = self.current.snapshot.pinned_warning() {
             writeln!(f, "WARNING:       {w}")?;
         }
-        if let Some((path, _)) = &self.crossing_json {
+        if let Some(c) = &self.crossing {
             writeln!(
                 f,
                 "0.16 line:     writes {} from the data store, points the unit at it (drop-in), and starts {} once in recovery mode: upstream's migration of schema 5 -> 6 wipes settings, directory, reports, tasks and quotas (e-mail is kept), then the accounts, domains, lists, DKIM keys, certificates and listeners read from 0.15 are created again (below); config.toml is left as it is for a rollback",
-                path.display(),
+                c.config_json.display(),
                 self.to
             )?;
-        }
-        if let Some((_, carried)) = &self.carry {
-            for line in crate::flows::carry::describe(carried) {
+            for line in crate::flows::carry::describe(&c.carried) {
                 writeln!(f, "{line}")?;
             }
         }
-        if let Some(node) = &self.server_config.cluster {
+        if let Some(node) = &self.current.server_config.cluster {
             writeln!(
                 f,
                 "cluster:       a cluster node ({node}): every other node must be stopped first (upstream); needs --cluster-stopped"
             )?;
         }
-        if let Some(w) = &self.unit_warning {
+        if let Some(w) = &self.current.unit_warning {
             writeln!(f, "warning:       {w}")?;
         }
         writeln!(f, "health:        {}/healthz/ready", self.health_url)?;
-        if !self.listeners.is_empty() {
-            let l: Vec<String> = self.listeners.iter().map(|p| p.to_string()).collect();
+        if !self.current.listeners.is_empty() {
+            let l: Vec<String> = self
+                .current
+                .listeners
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
             writeln!(
                 f,
                 "listeners:     {} (each must answer again)",
@@ -228,12 +239,11 @@ impl std::fmt::Display for Plan {
         writeln!(
             f,
             "on failure:    roll back to {}{}",
-            self.from,
-            match (self.restore_data, self.class.schema_may_move()) {
-                (true, true) => " and restore the data snapshot (the schema may move)",
-                (true, false) =>
-                    " and, once the new version ran, restore the data snapshot (patch releases have migrated data before); what it wrote is set aside",
-                (false, _) => " (binary only)",
+            self.current.from,
+            if self.class.schema_may_move() {
+                " and restore the data snapshot (the schema may move)"
+            } else {
+                " and, once the new version ran, restore the data snapshot (patch releases have migrated data before); what it wrote is set aside"
             }
         )?;
         match &self.verdict {
@@ -244,8 +254,10 @@ impl std::fmt::Display for Plan {
             Verdict::Refused { message } => writeln!(f, "policy:        REFUSED: {message}"),
         }?;
         // The policy's own line says it; the rest are listed here.
-        for b in self.blockers.iter().filter(|b| !b.policy) {
-            writeln!(f, "blocked:       {}", b.message)?;
+        for b in &self.blockers {
+            if !matches!(b, Blocker::Policy(_)) {
+                writeln!(f, "blocked:       {}", b.message())?;
+            }
         }
         Ok(())
     }
@@ -281,11 +293,13 @@ fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
     if plan.class == Class::Same {
         return Ok(nothing_to_do(&plan));
     }
-    if let Some(w) = &plan.unit_warning {
-        tracing::warn!(unit = %plan.unit, "{w}");
+    if let Some(w) = &plan.current.unit_warning {
+        tracing::warn!(unit = %plan.current.unit, "{w}");
     }
     // Before the stop: the files the snapshot will link are hashed while the server runs.
-    let known = m.snapshots().prehash(&plan.server_config, &plan.snapshot);
+    let known = m
+        .snapshots()
+        .prehash(&plan.current.server_config, &plan.current.snapshot);
     crate::engine::journal::test_point("prehash:done");
     let mut tx = Transaction::begin(m, plan.begin(ctx)).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
@@ -304,28 +318,29 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
     crate::engine::journal::test_point("last-dump:done");
     tx.step(Step::Stop, steps::stop)?;
     tx.step(Step::Snapshot, |m, b| {
-        steps::snapshot(m, b, &plan.server_config, known)
+        steps::snapshot(m, b, &plan.current.server_config, known)
     })?;
     tx.step(Step::Swap, steps::exchange)?;
     if let Some(Crossing {
         dump,
         carried,
         json,
+        ..
     }) = &crossing
     {
         let admin = crate::flows::carry::one_time_admin()?;
         tx.step(Step::Crossing, |m, b| {
-            steps::cross(m, b, &plan.server_config, dump, carried, json)
+            steps::cross(m, b, &plan.current.server_config, dump, carried, json)
         })?;
         tx.step(Step::Migrate, |m, b| {
-            steps::migrate(m, b, &plan.server_config, &admin)
+            steps::migrate(m, b, &plan.current.server_config, &admin)
         })?;
         tx.step(Step::Carry, |m, b| steps::carry(m, b, carried, &admin))?;
     }
     // A server the admin had stopped stays stopped (issue #24): the binary is swapped and the
     // data snapshotted, its first start is the admin's (`status` says it is not running).
     // The crossing never gets here with a stopped server (its plan refuses one).
-    if !plan.unit_active {
+    if !plan.current.unit_active {
         let m = tx.machine();
         m.sys()?.release(&m.settings().unit)?;
         return Ok(());
@@ -333,34 +348,9 @@ fn steps(tx: &mut Transaction, plan: &Plan, known: &PreHash) -> Result<(), Error
     tx.step(Step::Start, steps::start)?;
     let expect = plan.expect(tx.machine().settings());
     tx.step(Step::Health, |m, _| {
-        steps::healthy(m, &plan.server_config, &expect)
+        steps::healthy(m, &plan.current.server_config, &expect)
     })?;
     Ok(())
-}
-
-/// What the server's environment must not say (`serverenv`): refused before any downtime.
-pub(crate) fn check_env(m: &Resources) -> Result<(), Error> {
-    let s = m.settings();
-    match crate::server::serverenv::ServerEnv::of(m.sys()?, &s.unit)?
-        .refusals()
-        .first()
-    {
-        Some(r) => Err(Error::Refused(format!("{r}; nothing was changed"))),
-        None => Ok(()),
-    }
-}
-
-/// The listeners of the running unit, each with its greeting (none when it is not running).
-pub(crate) fn running_listeners(
-    m: &Resources,
-    unit_state: &crate::os::systemd::UnitState,
-    cfg: &ServerConfig,
-) -> Result<Vec<crate::server::listener::Probe>, Error> {
-    if unit_state.active_state != ActiveState::Active {
-        return Ok(Vec::new());
-    }
-    let pids = m.sys()?.unit_pids(&m.settings().unit);
-    Ok(crate::server::listener::probe_all(&pids, &cfg.listeners))
 }
 
 /// bin.new is a full copy of bin/ with the new binary, on the same file system as bin/ (the
@@ -433,7 +423,7 @@ fn crosses_the_line(from: &Version, to: &Version, verdict: &Verdict) -> bool {
     crossing::crosses(from, to) && !matches!(verdict, Verdict::Refused { .. })
 }
 
-fn crossing_plan(
+fn crossing_json(
     s: &crate::config::Settings,
     cfg: &ServerConfig,
     dump: &crate::flows::carry::Dump,
@@ -485,13 +475,6 @@ fn read_directory(
     )?)
 }
 
-/// What a crossing carries: 0.15's dump, its objects for 0.16, and config.json.
-struct Crossing {
-    dump: crate::flows::carry::Dump,
-    carried: crate::flows::carry::Carried,
-    json: String,
-}
-
 /// The crossing's dump taken last, immediately before the stop (issue 26): `plan` read 0.15's
 /// directory minutes earlier (the pre-hash, the SQLite pre-copy and the staging run after it),
 /// and an account, password or alias changed in between would otherwise not be carried. The
@@ -500,18 +483,14 @@ struct Crossing {
 /// refuse, or that no longer converts, fails here, before the stop). What changes between this
 /// and the stop (one D-Bus call) is the same race any backup taken at a stop has.
 fn last_dump(m: &Resources, plan: &Plan) -> Result<Option<Crossing>, Error> {
-    let (Some((_, json)), Some((dump, carried))) = (&plan.crossing_json, &plan.carry) else {
+    let Some(planned) = &plan.crossing else {
         return Ok(None);
     };
-    let (d, c) = read_directory(m, &plan.server_config)?;
-    if d == *dump {
-        return Ok(Some(Crossing {
-            dump: dump.clone(),
-            carried: carried.clone(),
-            json: json.clone(),
-        }));
+    let (d, c) = read_directory(m, &plan.current.server_config)?;
+    if d == planned.dump {
+        return Ok(Some(planned.clone()));
     }
-    let (principals, settings) = dump.differences(&d);
+    let (principals, settings) = planned.dump.differences(&d);
     tracing::info!(
         principals,
         settings,
@@ -520,14 +499,15 @@ fn last_dump(m: &Resources, plan: &Plan) -> Result<Option<Crossing>, Error> {
     let refused: Vec<Blocker> = c
         .refused
         .iter()
-        .map(|r| Error::Preflight(format!("{r}; nothing was changed")).into())
+        .map(|r| Blocker::Preflight(format!("{r}; nothing was changed")))
         .collect();
     refusal(&refused)?;
-    let json = crossing::data_store_json(&plan.server_config, Some(&d.settings))?;
+    let json = crossing::data_store_json(&plan.current.server_config, Some(&d.settings))?;
     Ok(Some(Crossing {
+        config_json: planned.config_json.clone(),
+        json,
         dump: d,
         carried: c,
-        json,
     }))
 }
 
@@ -558,15 +538,18 @@ fn nothing_to_do(plan: &Plan) -> Report {
     Report {
         txid: String::new(),
         kind: TxKind::Upgrade,
-        from: plan.from.clone(),
+        from: plan.current.from.clone(),
         to: plan.to.clone(),
         class: plan.class,
         outcome: Outcome::NothingToDo,
         downtime_ms: None,
         snapshot: None,
         warnings: Vec::new(),
-        message: format!("{} already runs {}; nothing to do", plan.unit, plan.to),
-        was_active: plan.unit_active,
+        message: format!(
+            "{} already runs {}; nothing to do",
+            plan.current.unit, plan.to
+        ),
+        was_active: plan.current.unit_active,
     }
 }
 
@@ -611,11 +594,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     match &verdict {
         Verdict::Allowed => {}
         Verdict::NeedsApproval { message, .. } | Verdict::Refused { message } => {
-            blockers.push(Blocker {
-                message: message.clone(),
-                exit: crate::exit::REFUSED,
-                policy: true,
-            })
+            blockers.push(Blocker::Policy(message.clone()))
         }
     }
     let mut check = |r: Result<(), Error>| {
@@ -645,8 +624,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     }
     let unit_state = m.sys()?.state(&s.unit)?;
     let health_url = health::base_url(s, Some(&server_config));
-    check(check_env(m));
-    let listeners = running_listeners(m, &unit_state, &server_config)?;
+    check(crate::flows::plan::check_env(m));
     let carry = match crosses_the_line(&from, &to, &verdict) {
         true => match carry_plan(m, &server_config, &unit_state) {
             Ok(c) => Some(c),
@@ -657,13 +635,18 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         },
         false => None,
     };
-    let crossing_json = match &carry {
+    let crossing = match carry {
         Some((dump, carried)) => {
             for r in &carried.refused {
                 check(Err(Error::Preflight(format!("{r}; nothing was changed"))));
             }
-            match crossing_plan(s, &server_config, dump) {
-                Ok(g) => Some(g),
+            match crossing_json(s, &server_config, &dump) {
+                Ok((config_json, json)) => Some(Crossing {
+                    config_json,
+                    json,
+                    dump,
+                    carried,
+                }),
                 Err(e) => {
                     check(Err(e));
                     None
@@ -680,29 +663,23 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         }));
     }
     check(cluster_gate(&server_config, &to, req.cluster_stopped));
-    Ok(Plan {
-        unit: s.unit.clone(),
-        health_url,
-        // Every class: upstream patch releases have migrated data before (#2584), a 0.16
-        // writes into its store before its schema check, and a release can change the store
-        // and then fail (measured: a 1.x build on a 0.16 store adds column families, exits 101,
-        // and 0.16 no longer opens it). Once the new version ran, only the snapshot gives the
-        // old version data it can read; what the new one wrote is set aside, never deleted.
-        restore_data: true,
-        old_sha256: swap::sha256_file(&current)?,
-        unit_active: unit_state.active_state == ActiveState::Active,
-        unit_warning: unit_state.override_warning(&s.unit),
+    let current = Current::read(
+        m,
         from,
+        server_config.clone(),
+        snapshot,
+        &unit_state,
+        &server_config,
+    )?;
+    Ok(Plan {
+        current,
+        health_url,
         to,
         class,
         verdict,
         target: req.target.clone(),
         target_sha256,
-        server_config,
-        crossing_json,
-        carry,
-        snapshot,
-        listeners,
+        crossing,
         blockers,
     })
 }
@@ -715,12 +692,9 @@ mod tests {
     /// both at once, the policy (and its `allow` command) first, each with what to run.
     #[test]
     fn a_refusal_lists_every_blocker_the_policy_first() {
-        let policy = Blocker {
-            message: "0.15.5 -> 0.16.18 is a minor upgrade: run `stalwart-upgrade allow 0.16`"
-                .into(),
-            exit: crate::exit::REFUSED,
-            policy: true,
-        };
+        let policy = Blocker::Policy(
+            "0.15.5 -> 0.16.18 is a minor upgrade: run `stalwart-upgrade allow 0.16`".into(),
+        );
         let credentials: Blocker = Error::Carry(crate::flows::carry::CarryError::Dump(
             crate::flows::carry::dump::DumpError::Api(
                 crate::server::webadmin::WebadminError::NoCredentials,
@@ -730,7 +704,7 @@ mod tests {
         let hostname: Blocker =
             Error::Preflight("0.15's server.hostname = \"mailhost\": 0.16 refuses it".into())
                 .into();
-        assert_eq!(credentials.exit, crate::exit::PREFLIGHT);
+        assert_eq!(credentials.exit_code(), crate::exit::PREFLIGHT);
         let e = refusal(&[policy.clone(), credentials.clone(), hostname.clone()]).unwrap_err();
         assert_eq!(
             e.exit_code(),

@@ -85,6 +85,22 @@ pub struct SqlConn {
     pub ca_file: Option<PathBuf>,
 }
 
+#[cfg(test)]
+impl SqlConn {
+    /// A connection for unit tests (host h, database d, nothing else set).
+    pub(crate) fn sample() -> SqlConn {
+        SqlConn {
+            host: "h".into(),
+            port: None,
+            database: "d".into(),
+            user: None,
+            password: None,
+            tls: false,
+            ca_file: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StoreKind {

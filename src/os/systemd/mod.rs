@@ -562,19 +562,21 @@ RefuseManualStart=yes
     }
 
     async fn unit_proxy(&self, unit: &str) -> Result<bus::UnitProxy<'_>, SystemdError> {
-        let path = self.unit_path(unit).await?;
-        bus::UnitProxy::builder(&self.conn)
-            .path(path)
-            .map(|b| b.cache_properties(CacheProperties::No))
-            .map_err(|e| self.call_error(unit, e))?
-            .build()
-            .await
-            .map_err(|e| self.call_error(unit, e))
+        self.object_proxy(unit).await
     }
 
     async fn service_proxy(&self, unit: &str) -> Result<bus::ServiceProxy<'_>, SystemdError> {
+        self.object_proxy(unit).await
+    }
+
+    /// A proxy of one of the unit object's interfaces. Uncached: every read asks systemd, so a
+    /// state is never one a signal has not updated yet.
+    async fn object_proxy<'s, T>(&'s self, unit: &str) -> Result<T, SystemdError>
+    where
+        T: zbus::proxy::Defaults + From<zbus::Proxy<'s>>,
+    {
         let path = self.unit_path(unit).await?;
-        bus::ServiceProxy::builder(&self.conn)
+        zbus::proxy::Builder::<T>::new(&self.conn)
             .path(path)
             .map(|b| b.cache_properties(CacheProperties::No))
             .map_err(|e| self.call_error(unit, e))?

@@ -979,15 +979,7 @@ mod tests {
             ),
             store(
                 "pg",
-                StoreKind::PostgreSql(crate::server::serverconfig::SqlConn {
-                    host: "h".into(),
-                    port: None,
-                    database: "d".into(),
-                    user: None,
-                    password: None,
-                    tls: false,
-                    ca_file: None,
-                }),
+                StoreKind::PostgreSql(crate::server::serverconfig::SqlConn::sample()),
                 &["fts"],
             ),
         ];

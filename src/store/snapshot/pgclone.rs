@@ -136,6 +136,18 @@ pub(crate) fn possible(store: &str, conn: &SqlConn, run_as: sql::RunAs) -> bool 
     )
 }
 
+/// Runs `query` about database `name` (checked to be a plain name first).
+fn look_up(
+    store: &str,
+    conn: &SqlConn,
+    run_as: sql::RunAs,
+    name: &str,
+    query: String,
+) -> Result<String, SnapshotError> {
+    sql::check_value(store, "database", name)?;
+    run(store, conn, run_as, "look up a database", &[query])
+}
+
 /// The OID of database `name`, None when there is none.
 pub(crate) fn oid_of(
     store: &str,
@@ -143,15 +155,9 @@ pub(crate) fn oid_of(
     run_as: sql::RunAs,
     name: &str,
 ) -> Result<Option<u32>, SnapshotError> {
-    sql::check_value(store, "database", name)?;
-    let out = run(
-        store,
-        conn,
-        run_as,
-        "look up a database",
-        &[oid_query(name)],
-    )?;
-    Ok(out.parse().ok())
+    Ok(look_up(store, conn, run_as, name, oid_query(name))?
+        .parse()
+        .ok())
 }
 
 fn oid_query(name: &str) -> String {
@@ -216,14 +222,7 @@ fn row_of(
     run_as: sql::RunAs,
     name: &str,
 ) -> Result<Option<Row>, SnapshotError> {
-    sql::check_value(store, "database", name)?;
-    let out = run(
-        store,
-        conn,
-        run_as,
-        "look up a database",
-        &[row_query(name)],
-    )?;
+    let out = look_up(store, conn, run_as, name, row_query(name))?;
     if out.is_empty() {
         return Ok(None);
     }
