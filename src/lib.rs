@@ -134,6 +134,9 @@ pub enum Error {
     Command { what: String, detail: String },
     #[error("{0}")]
     Usage(String),
+    /// A flow ran a step it did not declare (a bug of the helper).
+    #[error("stalwart-upgrade bug: {0}; please report it with `stalwart-upgrade history --json`")]
+    Bug(String),
     #[error("stalwart-upgrade must run as root (it stops services and replaces /opt/stalwart/bin); run it with sudo")]
     NotRoot,
 }

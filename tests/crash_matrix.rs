@@ -5,6 +5,11 @@
 
 mod common;
 use common::*;
+use stalwart_upgrade::engine::journal::{
+    Begin, Noted, Phase, Record, Step, Summary, TxKind, FORMAT,
+};
+use stalwart_upgrade::engine::{commit, undo};
+use stalwart_upgrade::flows::{rollback, upgrade};
 use std::sync::Mutex;
 use testbed::Fault;
 
@@ -16,119 +21,118 @@ enum Expect {
 
 struct Case {
     class: &'static str,
-    kill_at: &'static str,
+    kill_at: String,
     /// The release is broken, so the kill lands inside the rollback.
     broken: bool,
     expect: Expect,
 }
 
-const FORWARD: &[(&str, Expect)] = &[
-    ("begin:done", Expect::Old),
-    ("stage:started", Expect::Old),
-    ("stage:done", Expect::Old),
-    ("stop:started", Expect::Old),
-    ("stop:done", Expect::Old),
-    ("snapshot:started", Expect::Old),
-    ("snapshot:done", Expect::Old),
-    ("swap:started", Expect::Old),
-    ("swap:done", Expect::Old),
-    ("start:started", Expect::Old),
-    ("start:done", Expect::Old),
-    ("health:started", Expect::Old),
-    ("health:done", Expect::New),
-    ("verify:started", Expect::New),
-    ("verify:done", Expect::New),
-    ("webadmin:started", Expect::New),
-    ("webadmin:done", Expect::New),
+/// Points a flow's scenario here never reaches, with why (a case for them could only fail to
+/// be killed).
+const UNREACHED: &[(&str, &str)] = &[
+    // 0.16 takes its admin from its own settings, so the refresh with the 0.15 fallback admin's
+    // credentials fails: a warning, and `webadmin:done` is never written.
+    ("0.16", "webadmin:done"),
 ];
 
-/// 0.15 -> 0.16: the steps that write config.json / the drop-in, run the recovery-mode start and
-/// carry 0.15's directory over.
-const GENERATION: &[(&str, Expect)] = &[
-    ("swap:done", Expect::Old),
-    ("generation:started", Expect::Old),
-    ("generation:done", Expect::Old),
-    ("migrate:started", Expect::Old),
-    ("migrate:done", Expect::Old),
-    ("carry:started", Expect::Old),
-    ("carry:done", Expect::Old),
-    ("start:started", Expect::Old),
-    ("start:done", Expect::Old),
-    ("health:started", Expect::Old),
-    ("health:done", Expect::New),
-    // (0.16 takes its admin from its own settings, so the refresh with the 0.15 fallback-admin
-    // credentials fails: a warning, and `webadmin:done` is never written.)
-    ("webadmin:started", Expect::New),
-];
+/// `{step}:started` and `{step}:done` of every step of a flow's list (`steps`, what the flow
+/// exports and the engine holds it to), then of the commit's: each with what `recover` must
+/// bring back, the old version until the health gate passed, the new one after. A step added
+/// to a flow is killed here without an edit.
+fn points(steps: &[Step]) -> Vec<(String, Expect)> {
+    let mut v = vec![("begin:done".to_string(), Expect::Old)];
+    let mut past_gate = false;
+    for step in steps.iter().chain(commit::STEPS) {
+        for phase in ["started", "done"] {
+            past_gate |= *step == Step::Health && phase == "done";
+            let expect = if past_gate { Expect::New } else { Expect::Old };
+            v.push((format!("{step}:{phase}"), expect));
+        }
+    }
+    v
+}
 
-/// `rollback` from 0.16.18 back to 0.15.5 after a committed 0.15 -> 0.16 upgrade: config.json and
-/// the drop-in set aside, the schema-5 snapshot restored. Old = 0.16.18 on its data, New = 0.15.5
-/// on the data from before the upgrade.
-const BACK_BELOW_016: &[(&str, Expect)] = &[
-    ("begin:done", Expect::Old),
-    ("stop:done", Expect::Old),
-    ("snapshot:done", Expect::Old),
-    ("swap:done", Expect::Old),
-    ("generation_back:started", Expect::Old),
-    ("generation_back:done", Expect::Old),
-    ("restore:started", Expect::Old),
-    ("restore:done", Expect::Old),
-    ("start:done", Expect::Old),
-    ("health:started", Expect::Old),
-    ("health:done", Expect::New),
-    ("webadmin:started", Expect::New),
-];
-
-const UNDO: &[&str] = &[
-    "abort:done",
-    "undo-stop:started",
-    "undo-stop:done",
-    "undo-binary:started",
-    "undo-binary:done",
-    "undo-data:started",
-    "undo-data:done",
-    "undo-cleanup:done",
-    "undo-config:started",
-    "undo-start:started",
-    "undo-start:done",
-];
-
-fn cases() -> Vec<Case> {
-    let mut v = Vec::new();
-    for class in ["patch", "minor"] {
-        for (p, e) in FORWARD {
-            v.push(Case {
-                class,
-                kill_at: p,
-                broken: false,
-                expect: *e,
+/// The undo of a minor upgrade whose release never gets ready, as the engine plans it from the
+/// journal (`undo::plan`): `abort:done`, then each action's started and done.
+fn undo_points() -> Vec<String> {
+    let begin = Begin {
+        txid: "t".into(),
+        seq: 1,
+        kind: TxKind::Upgrade,
+        unit: "stalwart.service".into(),
+        from: "0.14.3".parse().unwrap(),
+        to: "0.15.5".parse().unwrap(),
+        class: stalwart_upgrade::server::version::Class::Minor,
+        was_active: true,
+        bin_dir: "/opt/stalwart/bin".into(),
+        staged_dir: "/opt/stalwart/bin.new".into(),
+        old_sha256: String::new(),
+        new_sha256: String::new(),
+        restore_data: true,
+        restore_from: None,
+        server_config: "/opt/stalwart/etc/config.toml".into(),
+        listeners: vec![],
+    };
+    let mut records = vec![Record::Begin {
+        at: 0,
+        mono: None,
+        format: FORMAT,
+        begin: Box::new(begin.clone()),
+    }];
+    for step in upgrade::STEPS {
+        records.push(Record::Step {
+            at: 1,
+            mono: None,
+            step: *step,
+            phase: Phase::Started,
+            note: None,
+        });
+        if *step != Step::Health {
+            records.push(Record::Step {
+                at: 1,
+                mono: None,
+                step: *step,
+                phase: Phase::Done,
+                note: (*step == Step::Snapshot).then(|| Noted::Snapshot { id: "s".into() }.into()),
             });
         }
     }
-    for (p, e) in GENERATION {
-        v.push(Case {
-            class: "0.16",
-            kill_at: p,
-            broken: false,
-            expect: *e,
-        });
+    let plan = undo::plan(&Summary::of(&records), &begin, false).expect("an undo plan");
+    let mut v = vec!["abort:done".to_string()];
+    for undo in plan.iter().filter_map(|a| a.record()) {
+        v.push(format!("{}:started", undo.as_str()));
+        v.push(format!("{}:done", undo.as_str()));
     }
-    for (p, e) in BACK_BELOW_016 {
-        v.push(Case {
-            class: "<0.16",
-            kill_at: p,
-            broken: false,
-            expect: *e,
-        });
-    }
-    for p in UNDO {
-        v.push(Case {
-            class: "minor",
-            kill_at: p,
-            broken: true,
-            expect: Expect::Old,
-        });
-    }
+    v
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    let mut add = |class: &'static str, points: Vec<(String, Expect)>, broken: bool| {
+        for (kill_at, expect) in points {
+            if !UNREACHED.contains(&(class, kill_at.as_str())) {
+                v.push(Case {
+                    class,
+                    kill_at,
+                    broken,
+                    expect,
+                });
+            }
+        }
+    };
+    add("patch", points(upgrade::STEPS), false);
+    add("minor", points(upgrade::STEPS), false);
+    // 0.15 -> 0.16: config.json / the drop-in written, the recovery-mode start, the carry.
+    add("0.16", points(upgrade::CROSSING_STEPS), false);
+    // `rollback` from 0.16.18 back to 0.15.5 after a committed 0.15 -> 0.16 upgrade: config.json
+    // and the drop-in set aside, the schema-5 snapshot restored. Old = 0.16.18 on its data,
+    // New = 0.15.5 on the data from before the upgrade.
+    add("<0.16", points(rollback::STEPS), false);
+    let undo = undo_points()
+        .into_iter()
+        .map(|p| (p, Expect::Old))
+        .collect();
+    add("minor", undo, true);
     if let Ok(filter) = std::env::var("CRASH_MATRIX_FILTER") {
         v.retain(|c| format!("{}:{}", c.class, c.kill_at).contains(&filter));
     }
@@ -167,9 +171,9 @@ fn run(case: &Case) -> Result<String, String> {
     let before = s.digest();
     let out = s.upgrade(
         &release(to, fault, 0),
-        &[("STALWART_UPGRADE_TEST_KILL_AT", case.kill_at)],
+        &[("STALWART_UPGRADE_TEST_KILL_AT", case.kill_at.as_str())],
     );
-    was_killed(&out, case.kill_at)?;
+    was_killed(&out, &case.kill_at)?;
     recover_twice(&s)?;
     let want = match case.expect {
         Expect::Old => from,
@@ -262,9 +266,9 @@ fn run_back_below_016(case: &Case) -> Result<String, String> {
     let on_016 = s.digest();
     let out = s.helper(
         &["rollback", "--yes"],
-        &[("STALWART_UPGRADE_TEST_KILL_AT", case.kill_at)],
+        &[("STALWART_UPGRADE_TEST_KILL_AT", case.kill_at.as_str())],
     );
-    was_killed(&out, case.kill_at)?;
+    was_killed(&out, &case.kill_at)?;
     recover_twice(&s)?;
     let (want, want_data, config) = match case.expect {
         Expect::Old => ("0.16.18", &on_016, "config.json"),

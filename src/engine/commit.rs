@@ -8,6 +8,9 @@ use crate::engine::resources::Resources;
 use crate::engine::warning::Warning;
 use crate::{server::webadmin, store::swap, Error};
 
+/// The steps of every commit, after the flow's own.
+pub const STEPS: &[Step] = &[Step::Verify, Step::Webadmin];
+
 /// Completes a transaction whose health gate passed: hash the snapshot (off the downtime path),
 /// refresh the web admin (reported, not rolled back), then close it as committed.
 pub fn finish(m: &Resources, j: &mut Journal, sum: &Summary) -> Result<Report, Error> {

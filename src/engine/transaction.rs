@@ -48,13 +48,23 @@ pub struct Transaction<'m, 'a> {
     journal: Journal,
     begin: Begin,
     failed_step: Option<Step>,
+    /// The steps the flow declared, in order (a flow may skip some, never add or reorder one:
+    /// the crash matrix and the undo's tests are generated from these lists).
+    steps: &'static [Step],
+    /// How far into `steps` the transaction is.
+    next: usize,
     /// Committed or aborted: nothing left for the panic backstop in `Drop`.
     closed: bool,
     _signals: crate::os::signals::Held,
 }
 
 impl<'m, 'a> Transaction<'m, 'a> {
-    pub fn begin(m: &'m Resources<'a>, mut begin: Begin) -> Result<Self, Error> {
+    /// Opens the journal of a transaction that runs `steps` (the flow's exported list).
+    pub fn begin(
+        m: &'m Resources<'a>,
+        mut begin: Begin,
+        steps: &'static [Step],
+    ) -> Result<Self, Error> {
         begin.seq = crate::engine::history::next_seq(m.state)?;
         let journal = Journal::create(&m.state.journal_path(), begin.clone())?;
         tracing::info!(
@@ -66,6 +76,8 @@ impl<'m, 'a> Transaction<'m, 'a> {
             journal,
             begin,
             failed_step: None,
+            steps,
+            next: 0,
             closed: false,
             _signals: crate::os::signals::hold(),
         })
@@ -95,6 +107,14 @@ impl<'m, 'a> Transaction<'m, 'a> {
                 step: step.as_str().into(),
             });
         }
+        let Some(at) = self.steps[self.next..].iter().position(|s| *s == step) else {
+            return Err(Error::Bug(format!(
+                "step {step} is not in its flow's step list {:?} after {:?}",
+                self.steps,
+                &self.steps[..self.next]
+            )));
+        };
+        self.next += at + 1;
         self.journal.step(step, Phase::Started, None)?;
         tracing::info!(unit = %self.begin.unit, step = step.as_str(), "step {step} started");
         match f(self.m, &self.begin) {

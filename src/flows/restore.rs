@@ -28,6 +28,16 @@ pub fn run(ctx: &Context, req: &RestoreRequest) -> Result<Report, Error> {
     crate::flows::after_recovery(ctx, |m| run_recovered(m, req))
 }
 
+/// A restore's steps: no binary changes, so no stage and no swap; a server that was stopped
+/// ends after the restore.
+pub const STEPS: &[Step] = &[
+    Step::Stop,
+    Step::Snapshot,
+    Step::Restore,
+    Step::Start,
+    Step::Health,
+];
+
 /// What a restore would do: the server as it is, and the snapshot to put back.
 pub struct Plan {
     pub current: Current,
@@ -56,7 +66,7 @@ fn run_recovered(m: &Resources, req: &RestoreRequest) -> Result<Report, Error> {
     let plan = plan(m, req).map_err(Error::before_downtime)?;
     let c = &plan.current;
     let known = m.snapshots().prehash(&c.server_config, &c.snapshot);
-    let mut tx = Transaction::begin(m, plan.begin(m.ctx)).map_err(Error::before_downtime)?;
+    let mut tx = Transaction::begin(m, plan.begin(m.ctx), STEPS).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan.current, &req.id, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),

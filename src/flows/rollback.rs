@@ -35,7 +35,7 @@ fn run_recovered(m: &Resources, req: &RollbackRequest) -> Result<Report, Error> 
     let plan = plan(m, req).map_err(Error::before_downtime)?;
     let c = &plan.current;
     let known = m.snapshots().prehash(&c.server_config, &c.snapshot);
-    let mut tx = Transaction::begin(m, plan.begin(m.ctx)).map_err(Error::before_downtime)?;
+    let mut tx = Transaction::begin(m, plan.begin(m.ctx), STEPS).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
         Ok(()) => tx.commit(),
         Err(e) => tx.abort(&e),
@@ -74,6 +74,19 @@ pub fn preview(ctx: &Context, req: &RollbackRequest) -> Result<String, Error> {
     }
     Ok(out)
 }
+
+/// A rollback's steps: the 0.16 files set aside only when it goes below the 0.16 line, the
+/// older data put back only when the schema moved since `to` ran.
+pub const STEPS: &[Step] = &[
+    Step::Stage,
+    Step::Stop,
+    Step::Snapshot,
+    Step::Swap,
+    Step::CrossingBack,
+    Step::Restore,
+    Step::Start,
+    Step::Health,
+];
 
 /// What a rollback would do.
 pub struct Plan {

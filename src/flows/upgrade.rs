@@ -301,7 +301,12 @@ fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
         .snapshots()
         .prehash(&plan.current.server_config, &plan.current.snapshot);
     crate::engine::journal::test_point("prehash:done");
-    let mut tx = Transaction::begin(m, plan.begin(ctx)).map_err(Error::before_downtime)?;
+    let declared = match plan.crossing {
+        Some(_) => CROSSING_STEPS,
+        None => STEPS,
+    };
+    let mut tx =
+        Transaction::begin(m, plan.begin(ctx), declared).map_err(Error::before_downtime)?;
     match steps(&mut tx, &plan, &known) {
         Ok(()) => tx
             .commit()
@@ -309,6 +314,31 @@ fn run_recovered(m: &Resources, req: &UpgradeRequest) -> Result<Report, Error> {
         Err(e) => tx.abort(&e),
     }
 }
+
+/// The upgrade's steps (then the commit's, `engine::commit::STEPS`). A server the admin had
+/// stopped ends after the swap.
+pub const STEPS: &[Step] = &[
+    Step::Stage,
+    Step::Stop,
+    Step::Snapshot,
+    Step::Swap,
+    Step::Start,
+    Step::Health,
+];
+
+/// The steps of an upgrade that crosses the 0.16 line: the crossing's files, the recovery-mode
+/// start that migrates the schema, the carry of 0.15's directory, between swap and start.
+pub const CROSSING_STEPS: &[Step] = &[
+    Step::Stage,
+    Step::Stop,
+    Step::Snapshot,
+    Step::Swap,
+    Step::Crossing,
+    Step::Migrate,
+    Step::Carry,
+    Step::Start,
+    Step::Health,
+];
 
 /// The upgrade, step by step (spec: "Upgrade transaction" 2-6). Each step is journaled; a failure
 /// makes `run` undo what the journal says was started.
