@@ -12,12 +12,7 @@ use testbed::Fault;
 /// Stops the container without a shutdown, boots it again and waits until the server is ready
 /// (the recover unit ran first); returns the new scenario and the recover unit's log.
 fn power_loss(s: Scenario) -> (Scenario, String) {
-    let helper = s.helper.clone();
-    let ct =
-        s.ct.crash()
-            .boot_again()
-            .expect("boot again after the crash");
-    let s = Scenario { ct, helper };
+    let s = s.crash_then(|h| h.boot_again().expect("boot again after the crash"));
     testbed::stalwart::wait_ready(&s.ct, Duration::from_secs(60)).unwrap_or_else(|e| {
         panic!(
             "{e:#}\nrecover unit log:\n{}",
@@ -166,13 +161,8 @@ fn a_boot_recovery_that_cannot_restore_leaves_the_server_stopped_until_recover()
     // cannot restore.
     s.ct.sh_ok("mkdir /root/aside && mv /var/lib/stalwart-upgrade/snapshots/[0-9]* /root/aside/")
         .unwrap();
-    let helper = s.helper.clone();
     // The recover unit fails at this boot (what the test is about): a degraded boot.
-    let ct =
-        s.ct.crash()
-            .boot_again_degraded()
-            .expect("boot again after the crash");
-    let s = Scenario { ct, helper };
+    let s = s.crash_then(|h| h.boot_again_degraded().expect("boot again after the crash"));
     std::thread::sleep(Duration::from_secs(5));
     let recover_log = s.ct.journal("stalwart-upgrade-recover.service");
     assert!(
@@ -381,11 +371,10 @@ fn power_loss_with_the_page_cache_lost_ends_consistent() {
         s.ct.sh_ok("echo written > /opt/stalwart/power-loss-control")
             .unwrap();
         disk.image_now();
-        let helper = s.helper.clone();
-        let halted = s.ct.crash();
-        disk.lose_page_cache();
-        let ct = halted.boot_again().expect("boot again after the power cut");
-        let s = Scenario { ct, helper };
+        let s = s.crash_then(|halted| {
+            disk.lose_page_cache();
+            halted.boot_again().expect("boot again after the power cut")
+        });
         if let Err(e) = testbed::stalwart::wait_ready(&s.ct, Duration::from_secs(90)) {
             failures.push(format!(
                 "{point}: not ready after the boot: {e:#}\nrecover:\n{}\nserver:\n{}",

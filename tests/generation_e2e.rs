@@ -272,10 +272,15 @@ fn a_0_16_that_comes_up_in_bootstrap_mode_is_rolled_back_with_its_config_put_bac
 fn recovery_mode_in_the_env_file_and_a_1_x_target_are_refused_before_any_downtime() {
     let s = on_0_16_17();
     let pid = s.main_pid();
-    // And a 1.x release, for which upstream has published no path from 0.16 yet.
+    // And a 1.x release: never in place (upstream's way is stalwart-migrate's copy, from 0.16.27).
     let out = s.upgrade(&release("1.0.0", Fault::None, 0), &[]);
     assert_eq!(code(&out), 3, "{}", text(&out));
     assert!(text(&out).contains("no upgrade path"), "{}", text(&out));
+    assert!(
+        text(&out).contains("stalwart-migrate") && text(&out).contains("0.16.27"),
+        "{}",
+        text(&out)
+    );
     s.ct.write_file(
         "/etc/stalwart-upgrade/stalwart.env",
         "STALWART_RECOVERY_MODE=true\n",

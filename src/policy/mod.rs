@@ -129,14 +129,41 @@ fn run_override(allow: Option<&str>) -> Result<Vec<Override>, PolicyError> {
     allow.map(parse_override).unwrap_or(Ok(Vec::new()))
 }
 
-/// The UPGRADING document upstream ships for a 0.x line (`UPGRADING/v0_16.md` for 0.16).
+/// What to read before an upgrade to `to`: the UPGRADING document upstream ships for a 0.x line
+/// (`UPGRADING/v0_16.md` for 0.16); inside 1.x upstream publishes no such page (facts:
+/// stalwart-1x.md), so the release's notes.
 pub fn upgrading_doc(to: &Version) -> String {
-    let name = if to.0.major == 0 {
-        format!("v0_{}", to.0.minor)
+    if to.0.major == 0 {
+        format!(
+            "https://github.com/stalwartlabs/stalwart/blob/main/UPGRADING/v0_{}.md",
+            to.0.minor
+        )
     } else {
-        format!("v{}_0", to.0.major)
+        format!("the release notes of {to} (https://github.com/stalwartlabs/stalwart/releases/tag/v{to})")
+    }
+}
+
+/// The minimum 0.16 patch release upstream's stalwart-migrate copies from.
+pub const MIGRATE_FROM: &str = "0.16.27";
+
+/// Why `from` -> `to` (0.x -> 1.x) is never done in place, and the way that is.
+fn cross_to_1x_refusal(from: &Version, to: &Version) -> String {
+    let first = if from.0.minor < 16 {
+        format!(
+            "this server runs {from}: cross to 0.16 first (`stalwart-upgrade allow 0.16`, then install the latest 0.16 package), then upgrade to {MIGRATE_FROM}"
+        )
+    } else if from.0.minor == 16 && from.0.patch < 27 {
+        format!(
+            "this server runs {from}: upgrade it to {MIGRATE_FROM} first (a 0.16 patch release: install the stalwart {MIGRATE_FROM} package)"
+        )
+    } else {
+        format!("this server runs {from}, which the tool copies from")
     };
-    format!("https://github.com/stalwartlabs/stalwart/blob/main/UPGRADING/{name}.md")
+    format!(
+        "{from} -> {to}: there is no upgrade path in place from 0.x to {major}.x. {major}.x cannot open a 0.x data store, and a {major}.x binary started on one changes it so that {from} cannot open it either. Upstream's way is a copy into a new, empty store with `stalwart-migrate` while {from} keeps serving, then a short stop for its final run (https://stalw.art/docs/migration/upgrade-0-16/); the source must run {MIGRATE_FROM}: {first}. Nothing was changed: {from} keeps running. Keep the package on the {line} line meanwhile (`stalwart-upgrade hold {line}`)",
+        major = to.0.major,
+        line = from.line()
+    )
 }
 
 /// Everything [`decide`] looks at; no I/O, so every case is a unit test.
@@ -168,20 +195,13 @@ pub fn decide(d: &Decision<'_>) -> Verdict {
         Class::Same => return Verdict::Allowed, // a reinstall
         Class::Patch | Class::Minor | Class::Major => {}
     }
-    // Upstream's 1.0 (branch v1.0.0, unreleased) keeps schema number 6 but moves its key and has
-    // no migration code from 0.16 yet: a 1.x binary on 0.16 data would abort. Told apart by the
-    // binary's version, never by the schema number (facts: "1.0").
+    // 1.x cannot open a 0.x store, and a 1.x binary started on a 0.16 store changes it before it
+    // gives up (measured: four new RocksDB column families, exit 101; 0.16 no longer opens it).
+    // Upstream's path is a copy into a new store with stalwart-migrate, from 0.16.27 only
+    // (facts: stalwart-1x.md). Told apart by the binary's version, never by a schema number.
     if to.0.major >= 1 && from.0.major == 0 {
         return Verdict::Refused {
-            message: format!(
-                "{from} -> {to}: upstream has published no upgrade path from 0.x to {}.x yet (its \
-                 1.0 moves the schema key and ships no 0.16 -> 1.0 migration), and this helper does \
-                 not know one; nothing was changed. Keep the package on the {} line \
-                 (`stalwart-upgrade hold`) until upstream publishes UPGRADING/v1_0.md and a helper \
-                 release supports it",
-                to.0.major,
-                from.line()
-            ),
+            message: cross_to_1x_refusal(from, to),
         };
     }
     // Upstream 0.16 refuses a database of schema 0-4 (anything before 0.15): it must pass 0.15's
@@ -796,6 +816,10 @@ mod tests {
             };
             assert!(message.contains("no upgrade path"), "{message}");
             assert!(message.contains("stalwart-upgrade hold"), "{message}");
+            assert!(
+                message.contains("stalwart-migrate") && message.contains("0.16.27"),
+                "{message}"
+            );
         }
     }
 }

@@ -9,6 +9,8 @@
 //! * [`standin_release`]: stamp stand-in releases (version, fault, migration time).
 //! * [`real`], [`real_server`], [`mail`]: the real-server tier: upstream's own binaries installed
 //!   as install.sh does, their management APIs, SMTP in and JMAP out.
+//! * [`scenario`]: the one test harness: a booted container with a server (stand-in, real, or
+//!   from the packages), the helper configured, and the package repository of the apt/dnf tests.
 //!
 //! Needs root, `systemd-nspawn` (package systemd-container) and `mmdebstrap`. Tests fail loudly when
 //! these are missing; `TESTBED_SKIP=1` is the explicit opt-out (see [`skip_requested`]).
@@ -19,6 +21,7 @@ mod proc;
 pub mod real;
 pub mod real_server;
 mod rootfs;
+pub mod scenario;
 pub mod stalwart;
 pub mod standin;
 
@@ -93,12 +96,15 @@ pub fn target_dir() -> PathBuf {
     if let Some(dir) = option_env!("CARGO_TARGET_DIR") {
         return absolute(PathBuf::from(dir));
     }
-    // testbed/ is a direct child of the workspace root.
+    workspace_root().join("target")
+}
+
+/// The workspace's root directory (where packaging/, systemd/ and tests/ are): testbed/ is a
+/// direct child of it.
+pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(|ws| ws.join("target"))
-        .unwrap_or_else(|| manifest.join("target"))
+    let root = manifest.parent().map(|p| p.to_path_buf());
+    root.unwrap_or(manifest)
 }
 
 fn absolute(p: PathBuf) -> PathBuf {

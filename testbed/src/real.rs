@@ -108,7 +108,7 @@ pub fn source_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("STALWART_REAL_BINS") {
         return Some(PathBuf::from(d)).filter(|p| p.is_dir());
     }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let ws = crate::workspace_root();
     let d = ws.parent()?.join("shared/real-stalwart");
     d.is_dir().then_some(d)
 }
