@@ -540,13 +540,8 @@ fn run(cmd: Command) -> Result<i32, Error> {
                 &path,
                 &crate::server::serverenv::ServerEnv::of(&sys, &ctx.settings.unit)?,
             )?;
-            let pids = sys.unit_pids(&ctx.settings.unit);
-            let endpoint = crate::server::webadmin::Endpoint::of(&ctx.settings, Some(&cfg), pids);
-            let admin = crate::server::serverenv::ServerEnv::of(&sys, &ctx.settings.unit)
-                .ok()
-                .and_then(|e| e.recovery_admin());
-            crate::server::webadmin::refresh(&ctx.settings, cfg.format, &endpoint, admin)?;
-            println!("web admin refreshed at {}", endpoint.base());
+            let base = crate::server::webadmin::refresh_unit(&ctx.settings, &sys, &cfg)?;
+            println!("web admin refreshed at {base}");
             Ok(exit::OK)
         }
         Command::Hook { kind } => {

@@ -18,6 +18,7 @@ use stalwart_upgrade::engine::journal::{
     parse, salvage, Begin, Ending, Journal, JournalError, Note, Phase, Record, Step, Summary,
     TxKind, Undo,
 };
+use stalwart_upgrade::os::clock::MonoStamp;
 use stalwart_upgrade::server::version::{Class, Version};
 use std::path::Path;
 
@@ -494,15 +495,16 @@ fn arbitrary_bytes_are_ok_or_corrupt() {
 }
 
 /// Monotonic stamps as a damaged journal may hold them: well-formed (same or another boot, any
-/// number) or anything at all.
-fn mono() -> impl Strategy<Value = String> {
+/// number), anything at all (which reads as no stamp), or none.
+fn mono() -> impl Strategy<Value = Option<MonoStamp>> {
     prop_oneof![
         (
             proptest::sample::select(vec!["aaaa1111", "bbbb2222"]),
             any::<u64>()
         )
-            .prop_map(|(b, ms)| format!("{b}:{ms}")),
-        text(),
+            .prop_map(|(b, ms)| MonoStamp::parse(&format!("{b}:{ms}"))),
+        text().prop_map(|t| MonoStamp::parse(&t)),
+        Just(None),
     ]
 }
 
@@ -515,7 +517,7 @@ fn summary_of_any_records_never_panics() {
             proptest::sample::select(Step::ALL.to_vec()),
             any::<bool>(),
             proptest::option::of(text()),
-            proptest::option::of(mono()),
+            mono(),
         )
             .prop_map(|(at, step, done, note, mono)| Record::Step {
                 at,
@@ -540,7 +542,7 @@ fn summary_of_any_records_never_panics() {
         at(),
         at(),
         text(),
-        proptest::collection::vec(proptest::option::of(mono()), 4),
+        proptest::collection::vec(mono(), 4),
     )
         .prop_map(|(a, b, c, d, note, monos)| {
             let step = |at, i: usize, step, phase, note| Record::Step {

@@ -122,16 +122,24 @@ impl Pm {
     }
 }
 
-/// A new user's 0.16: installing the package starts a server in normal mode (not upstream's
-/// bootstrap wizard) with the administrator the package generated in stalwart.env; accounts made
-/// through the real API and mail over SMTP survive the package upgrade to the next release (the
-/// helper's transaction, web-admin refresh with that administrator) and a rollback.
-fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
-    let Some(rels) = testbed::real::require(test, &["0.16.17", "0.16.18"]) else {
+/// A new user's 0.16 or 1.x (`versions`: a release and the next patch release of its line):
+/// installing the package starts a server in normal mode (not upstream's bootstrap wizard) with
+/// the administrator the package generated in stalwart.env; accounts made through the real API
+/// and mail over SMTP survive the package upgrade to the next release (the helper's transaction,
+/// unattended: a patch; web-admin refresh with that administrator) and a rollback. Each package
+/// carries the web UI bundle for its server (issue #28): /admin/ serves exactly that bundle after
+/// the install, the upgrade and the rollback, and the server never fetches upstream's latest.
+fn fresh_install_upgrade_and_rollback(test: &str, pm: Pm, versions: [&str; 2]) {
+    let Some(rels) = testbed::real::require(test, &versions) else {
         return;
     };
     let (old, new) = (rels[0], rels[1]);
-    let (first, next) = (real_server_packages(old), real_server_packages(new));
+    // The packages' version: a pre-release's `-` is `~` (sorts before the release).
+    let pkg = |r: &testbed::real::RealRelease| r.version.replace('-', "~");
+    let (first, next) = (
+        real_server_packages_with_webui(old),
+        real_server_packages_with_webui(new),
+    );
     let m = pm.machine(&[&first, &next]);
     m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
         .unwrap();
@@ -139,7 +147,7 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
     pm.publish(&m, &first);
     let out = pm.install(&m, true);
     assert!(out.contains("STALWART_RECOVERY_ADMIN"), "{out}");
-    pm.installed(&m, "0.16.17");
+    pm.installed(&m, &pkg(old));
     // The credential: root:stalwart 0640, readable by the server only through systemd.
     let env = m.sh_ok("stat -c '%U:%G %a' /etc/stalwart-upgrade/stalwart.env");
     assert_eq!(env.trim(), "root:stalwart 640");
@@ -154,6 +162,33 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
     assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
 
     let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
+    // The web UI the server serves is the package's, for this very release, pinned.
+    let serves_webui_of = |r: &testbed::real::RealRelease| {
+        let (st, body) =
+            m.ct.in_netns(|| testbed::mail::http_get(&format!("{HTTP}/admin/app.js"), None));
+        assert_eq!(
+            (st, body.trim()),
+            (200, format!("// webui-for-{}", r.version).as_str()),
+            "/admin/ does not serve the bundle of {}",
+            r.version
+        );
+        let apps =
+            m.ct.in_netns(|| admin.applications())
+                .expect("applications");
+        let web = apps
+            .iter()
+            .find(|a| a["urlPrefix"].to_string().contains("/admin"))
+            .expect("the web admin's Application");
+        assert_eq!(
+            web["resourceUrl"], "file:///opt/stalwart/bin/webui.zip",
+            "{web}"
+        );
+        assert!(
+            web["autoUpdateFrequency"].as_u64().unwrap_or(0) >= 100 * 365 * 24 * 3600 * 1000,
+            "upstream's automatic update is still on: {web}"
+        );
+    };
+    serves_webui_of(old);
     m.ct.in_netns(|| admin.disable_pyzor()).unwrap();
     RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
     RealServer::deliver(&m.ct, true, &alice(), "before-the-upgrade").expect("mail");
@@ -162,8 +197,9 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
     // maintainer scripts / scriptlets.
     pm.publish(&m, &next);
     let out = pm.install(&m, false);
-    assert!(out.contains("upgraded 0.16.17 -> 0.16.18"), "{out}");
-    pm.installed(&m, "0.16.18");
+    let upgraded = format!("upgraded {} -> {}", old.version, new.version);
+    assert!(out.contains(&upgraded), "{out}");
+    pm.installed(&m, &pkg(new));
     let runs = |r: &testbed::real::RealRelease| {
         m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
             .unwrap();
@@ -175,8 +211,9 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
         );
     };
     runs(new);
+    serves_webui_of(new);
     RealServer::sees(&m.ct, true, &alice(), &["before-the-upgrade"]).unwrap();
-    RealServer::deliver(&m.ct, true, &alice(), "under-0.16.18").unwrap();
+    RealServer::deliver(&m.ct, true, &alice(), "under-the-new-release").unwrap();
     let last = m.history().pop().expect("a transaction");
     assert_eq!(last["ending"], "committed", "{last}");
     // The refresh authenticated with the package's administrator (offline, the server then
@@ -191,11 +228,12 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
     let out = m.helper(&["rollback", "--yes"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     runs(old);
+    serves_webui_of(old);
     RealServer::sees(
         &m.ct,
         true,
         &alice(),
-        &["before-the-upgrade", "under-0.16.18"],
+        &["before-the-upgrade", "under-the-new-release"],
     )
     .unwrap();
     assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
@@ -207,9 +245,10 @@ fn fresh_0_16_install_upgrade_and_rollback(test: &str, pm: Pm) {
     ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
 )]
 fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt() {
-    fresh_0_16_install_upgrade_and_rollback(
+    fresh_install_upgrade_and_rollback(
         "a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt",
         Pm::Apt,
+        ["0.16.17", "0.16.18"],
     );
 }
 
@@ -219,10 +258,101 @@ fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with
     ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
 )]
 fn a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_dnf() {
-    fresh_0_16_install_upgrade_and_rollback(
+    fresh_install_upgrade_and_rollback(
         "a_real_0_16_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_dnf",
         Pm::Dnf,
+        ["0.16.17", "0.16.18"],
     );
+}
+
+/// What users install now (issue #28): a 1.x package, then the next 1.x patch package, through
+/// apt, with the real 1.x server code (upstream's branch v1.0.0 as 1.0.0-pre.1, the same code
+/// labelled 1.0.1-pre.1: ../shared/real-stalwart/README.md).
+#[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
+fn a_real_1_x_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt() {
+    fresh_install_upgrade_and_rollback(
+        "a_real_1_x_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_apt",
+        Pm::Apt,
+        ["1.0.0-pre.1", "1.0.1-pre.1"],
+    );
+}
+
+/// The same with dnf.
+#[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
+fn a_real_1_x_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_dnf() {
+    fresh_install_upgrade_and_rollback(
+        "a_real_1_x_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_dnf",
+        Pm::Dnf,
+        ["1.0.0-pre.1", "1.0.1-pre.1"],
+    );
+}
+
+/// A 0.16 installation offered a 1.x package (issue #28): 1.x cannot open a 0.16 store and a
+/// 1.x binary started on one changes it so that 0.16 no longer opens it (measured with this
+/// build), so the package is refused at preinst, before anything stops or is unpacked: apt
+/// fails, dpkg is left clean with 0.16 installed, the server runs on as it was, and the message
+/// names upstream's way (stalwart-migrate, from 0.16.27).
+#[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
+fn a_real_0_16_offered_a_1_x_package_is_refused_before_anything_stops() {
+    let test = "a_real_0_16_offered_a_1_x_package_is_refused_before_anything_stops";
+    let Some(rels) = testbed::real::require(test, &["0.16.18", "1.0.0-pre.1"]) else {
+        return;
+    };
+    let (old, new) = (rels[0], rels[1]);
+    let (first, next) = (real_server_packages(old), real_server_packages(new));
+    let m = Machine::apt();
+    m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
+        .unwrap();
+    m.publish_debs(&[&helper_packages().deb, &first.deb]);
+    m.apt_ok("update");
+    m.apt_ok("install stalwart");
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(90)))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", m.ct.journal("stalwart.service")));
+    let password = m
+        .sh_ok("sed -n 's/^STALWART_RECOVERY_ADMIN=admin://p' /etc/stalwart-upgrade/stalwart.env")
+        .trim()
+        .to_string();
+    let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
+    m.ct.in_netns(|| admin.disable_pyzor()).unwrap();
+    RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
+    RealServer::deliver(&m.ct, true, &alice(), "on-0.16").expect("mail");
+    let before = m.invocation();
+
+    m.publish_debs(&[&next.deb]);
+    m.apt_ok("update");
+    let out = m.apt_get("install stalwart");
+    let t = text(&out);
+    assert!(!out.status.success(), "apt must fail: {t}");
+    assert!(
+        t.contains("no upgrade path in place")
+            && t.contains("stalwart-migrate")
+            && t.contains("0.16.27"),
+        "{t}"
+    );
+    // Nothing half-done: dpkg clean, 0.16.18 installed, the same server process serving.
+    assert_eq!(m.dpkg_audit(), "");
+    let st = m.dpkg_status("stalwart");
+    assert!(st.starts_with("install ok installed 0.16.18"), "{st}");
+    assert_eq!(m.invocation(), before, "the server was restarted");
+    assert_eq!(
+        RealServer::running_sha256(&m.ct).unwrap(),
+        old.sha256,
+        "not running 0.16.18 any more"
+    );
+    RealServer::sees(&m.ct, true, &alice(), &["on-0.16"]).unwrap();
+    assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
 }
 
 /// install.sh 0.16 with `PREFIX=/opt/stalwart` (bin/ root's, etc/ data/ logs/ the service

@@ -149,13 +149,7 @@ fn refresh_webadmin(m: &Resources, begin: &Begin) -> Result<(), Error> {
         m.settings(),
         &begin.to,
     ))?;
-    let sys = m.sys()?;
-    let pids = sys.unit_pids(&m.settings().unit);
-    let endpoint = webadmin::Endpoint::of(m.settings(), Some(&cfg), pids);
-    let admin = crate::server::serverenv::ServerEnv::of(sys, &m.settings().unit)
-        .ok()
-        .and_then(|e| e.recovery_admin());
-    webadmin::refresh(m.settings(), cfg.format, &endpoint, admin)?;
+    webadmin::refresh_unit(m.settings(), m.sys()?, &cfg)?;
     Ok(())
 }
 

@@ -96,7 +96,7 @@ pub(crate) fn close(
     if sum.end.is_none() {
         j.append(crate::engine::journal::Record::End {
             at: crate::os::clock::now_ms(),
-            mono: crate::os::clock::mono_stamp(),
+            mono: crate::os::clock::MonoStamp::now(),
             ending,
             message: message.into(),
             warnings: warnings.to_vec(),

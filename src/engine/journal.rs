@@ -14,6 +14,7 @@
 //! Every journal names its format (`FORMAT`, in the begin record): a journal written by a newer
 //! helper (after a downgrade) is refused instead of misread.
 
+use crate::os::clock::MonoStamp;
 use crate::server::version::{Class, Version};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -237,9 +238,13 @@ pub struct Begin {
 pub enum Record {
     Begin {
         at: u64,
-        /// `state::mono_stamp`: durations survive the wall clock being set.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        mono: Option<String>,
+        /// `os::clock::MonoStamp`: durations survive the wall clock being set.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::os::clock::lenient_stamp"
+        )]
+        mono: Option<MonoStamp>,
         /// `FORMAT` when written; 0 (absent) in journals from before it was recorded.
         #[serde(default)]
         format: u32,
@@ -248,8 +253,12 @@ pub enum Record {
     },
     Step {
         at: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        mono: Option<String>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::os::clock::lenient_stamp"
+        )]
+        mono: Option<MonoStamp>,
         step: Step,
         phase: Phase,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,8 +275,12 @@ pub enum Record {
     },
     End {
         at: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        mono: Option<String>,
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::os::clock::lenient_stamp"
+        )]
+        mono: Option<MonoStamp>,
         ending: Ending,
         message: String,
         /// What went wrong without changing the ending (`warning::Warning`).
@@ -417,7 +430,7 @@ impl Journal {
         j.reserve();
         j.append(Record::Begin {
             at: crate::os::clock::now_ms(),
-            mono: crate::os::clock::mono_stamp(),
+            mono: MonoStamp::now(),
             format: FORMAT,
             begin: Box::new(begin),
         })?;
@@ -551,7 +564,7 @@ impl Journal {
     ) -> Result<(), JournalError> {
         self.append(Record::Step {
             at: crate::os::clock::now_ms(),
-            mono: crate::os::clock::mono_stamp(),
+            mono: MonoStamp::now(),
             step,
             phase,
             note,
@@ -806,11 +819,11 @@ pub struct Summary {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stamp {
     pub at: u64,
-    pub mono: Option<String>,
+    pub mono: Option<MonoStamp>,
 }
 
 impl Stamp {
-    fn new(at: u64, mono: &Option<String>) -> Stamp {
+    fn new(at: u64, mono: &Option<MonoStamp>) -> Stamp {
         Stamp {
             at,
             mono: mono.clone(),
@@ -821,7 +834,7 @@ impl Stamp {
     /// else by the wall clock (never negative).
     pub fn ms_until(&self, later: &Stamp) -> u64 {
         match (&self.mono, &later.mono) {
-            (Some(a), Some(b)) => crate::os::clock::mono_elapsed(a, b),
+            (Some(a), Some(b)) => b.ms_since(a),
             _ => None,
         }
         .unwrap_or_else(|| later.at.saturating_sub(self.at))
@@ -985,6 +998,36 @@ mod tests {
 
     fn begin() -> Begin {
         sample_begin("tx1", 0)
+    }
+
+    /// A stamp that does not read (a damaged or hand-edited journal) is no stamp: the record
+    /// still reads, and durations fall back to the wall clock.
+    #[test]
+    fn a_mono_stamp_that_does_not_read_is_no_stamp() {
+        for bad in ["garbage", "x:y", ":5", ""] {
+            let line = format!(
+                r#"{{"rec":"step","at":7,"mono":"{bad}","step":"stop","phase":"started"}}"#
+            );
+            let r: Record = serde_json::from_str(&line).unwrap();
+            assert!(
+                matches!(
+                    r,
+                    Record::Step {
+                        mono: None,
+                        at: 7,
+                        ..
+                    }
+                ),
+                "{bad}: {r:?}"
+            );
+        }
+        let good = r#"{"rec":"step","at":7,"mono":"abcd1234:99","step":"stop","phase":"started"}"#;
+        let r: Record = serde_json::from_str(good).unwrap();
+        let Record::Step { mono: Some(m), .. } = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(m.to_string(), "abcd1234:99");
+        assert_eq!(serde_json::to_string(&r).unwrap(), good);
     }
 
     #[test]

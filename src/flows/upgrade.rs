@@ -31,6 +31,8 @@ pub struct Plan {
     pub target_sha256: String,
     /// 0.15 -> 0.16: what the crossing writes and carries.
     pub crossing: Option<Crossing>,
+    /// The web UI bundle the package carries beside the target (`server::webui`).
+    pub webui: Option<PathBuf>,
     pub health_url: String,
     /// Everything that stops this upgrade before any downtime, the policy first (`gate`).
     pub blockers: Vec<Blocker>,
@@ -221,6 +223,21 @@ impl std::fmt::Display for Plan {
         }
         if let Some(w) = &self.current.unit_warning {
             writeln!(f, "warning:       {w}")?;
+        }
+        if crate::server::lines::is_json(&self.to) {
+            match &self.webui {
+                Some(b) => writeln!(
+                    f,
+                    "web UI:        the package's bundle {} (for {}), its automatic update off",
+                    b.display(),
+                    self.to
+                )?,
+                None => writeln!(
+                    f,
+                    "web UI:        none in the package: {} fetches upstream's latest web UI release, which may be made for another server version",
+                    self.to
+                )?,
+            }
         }
         writeln!(f, "health:        {}/healthz/ready", self.health_url)?;
         if !self.current.listeners.is_empty() {
@@ -606,6 +623,10 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
     let target_sha256 = swap::sha256_file(&req.target)?;
     if let Some(sums) = &req.sha256sums {
         swap::verify_sha256sums(&req.target, sums, &target_sha256)?;
+        // The web UI bundle the package carries beside the binary is checked the same way.
+        if let Some(b) = req.target.parent().and_then(crate::server::webui::bundled) {
+            swap::verify_sha256sums(&b, sums, &swap::sha256_file(&b)?)?;
+        }
     }
     let ask = (m.ctx.unattended, m.ctx.allow.as_deref());
     let verdict = match policy::admit(s, m.state, &from, &to, req.retry, ask)? {
@@ -710,6 +731,7 @@ pub fn plan(m: &Resources, req: &UpgradeRequest) -> Result<Plan, Error> {
         target: req.target.clone(),
         target_sha256,
         crossing,
+        webui: req.target.parent().and_then(crate::server::webui::bundled),
         blockers,
     })
 }

@@ -251,6 +251,9 @@ fn install_fresh(sys: &System, ctx: &Context) -> Result<Vec<String>, Error> {
     let program = crate::os::child::Program::open(&payload).map_err(swap::SwapError::from)?;
     let sha = program.sha256().map_err(swap::SwapError::from)?;
     swap::verify_sha256sums(&payload, &sums, &sha)?;
+    if let Some(b) = crate::server::webui::bundled(&s.payload_dir) {
+        swap::verify_sha256sums(&b, &sums, &swap::sha256_file(&b)?)?;
+    }
     let version = crate::server::version::of_program(&program)?;
 
     done.extend(ensure_user(&s.prefix)?);
@@ -617,10 +620,18 @@ fn start_first(ctx: &Context, config: &Path) -> String {
         let version = crate::server::version::of_binary(&s.server_binary())?;
         let expect = health::Expect::normal(s, cfg.as_ref(), &version, Vec::new());
         let h = health::gate(&sys, s, cfg.as_ref(), &expect)?;
-        Ok(format!(
-            "started {}; ready after {} ms",
-            s.unit, h.ready_after_ms
-        ))
+        let mut said = format!("started {}; ready after {} ms", s.unit, h.ready_after_ms);
+        // >= 0.16 fetches upstream's latest web UI at its first start: the package's own bundle
+        // (the one for this server) replaces it, and is never fetched again.
+        if let (Some(cfg), Some(_)) = (&cfg, crate::server::webui::bundled(&s.bin_dir())) {
+            if cfg.format == crate::server::serverconfig::ConfigFormat::Json {
+                said += &match crate::server::webadmin::refresh_unit(s, &sys, cfg) {
+                    Ok(_) => "; the web admin is the package's".to_string(),
+                    Err(e) => format!("; warning: {e}"),
+                };
+            }
+        }
+        Ok(said)
     })();
     r.unwrap_or_else(|e| {
         let e = e.to_string();

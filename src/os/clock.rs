@@ -39,32 +39,73 @@ pub fn parse_rfc3339(ts: &str) -> Option<u64> {
         .map(|t| since_epoch(t).as_secs())
 }
 
-/// A monotonic time stamp, `BOOT:MS`: CLOCK_BOOTTIME in ms, tagged with the start of this
-/// boot's id. Wall-clock times (`at`) jump when the clock is set (NTP stepping it, an admin, a
-/// VM resumed from a snapshot); durations come from these stamps whenever both ends were taken
-/// in the same boot. None when the boot id cannot be read.
-pub fn mono_stamp() -> Option<String> {
-    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let boot = BOOT.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .ok()
-            .map(|s| s.trim().chars().take(8).collect())
-    });
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
-    let ms = t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000;
-    boot.as_ref().map(|b| format!("{b}:{ms}"))
+/// A monotonic time stamp: CLOCK_BOOTTIME in ms, tagged with the start of this boot's id,
+/// written `BOOT:MS`. Wall-clock times (`at`) jump when the clock is set (NTP stepping it, an
+/// admin, a VM resumed from a snapshot); durations come from these stamps whenever both ends
+/// were taken in the same boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonoStamp {
+    boot: String,
+    ms: u64,
 }
 
-/// Milliseconds from stamp `a` to stamp `b` when both are from the same boot.
-pub fn mono_elapsed(a: &str, b: &str) -> Option<u64> {
-    let (boot_a, ms_a) = a.split_once(':')?;
-    let (boot_b, ms_b) = b.split_once(':')?;
-    if boot_a != boot_b {
-        return None;
+impl MonoStamp {
+    /// Now; None when the boot id cannot be read.
+    pub fn now() -> Option<MonoStamp> {
+        static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let boot = BOOT.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().chars().take(8).collect())
+        });
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+        let ms = t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000;
+        boot.as_ref().map(|b| MonoStamp {
+            boot: b.clone(),
+            ms,
+        })
     }
-    ms_b.parse::<u64>()
-        .ok()?
-        .checked_sub(ms_a.parse::<u64>().ok()?)
+
+    /// `BOOT:MS` as written; None for anything else.
+    pub fn parse(text: &str) -> Option<MonoStamp> {
+        let (boot, ms) = text.split_once(':')?;
+        if boot.is_empty() {
+            return None;
+        }
+        Some(MonoStamp {
+            boot: boot.to_string(),
+            ms: ms.parse().ok()?,
+        })
+    }
+
+    /// Milliseconds from `earlier` to `self` when both are from the same boot (never backwards).
+    pub fn ms_since(&self, earlier: &MonoStamp) -> Option<u64> {
+        if self.boot != earlier.boot {
+            return None;
+        }
+        self.ms.checked_sub(earlier.ms)
+    }
+}
+
+impl std::fmt::Display for MonoStamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.boot, self.ms)
+    }
+}
+
+impl serde::Serialize for MonoStamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A record's stamp as written: one that does not read (a damaged journal) is no stamp, never
+/// a record that does not read.
+pub fn lenient_stamp<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<MonoStamp>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(d)?;
+    Ok(text.as_deref().and_then(MonoStamp::parse))
 }
 
 #[cfg(test)]
@@ -73,13 +114,22 @@ mod tests {
 
     #[test]
     fn mono_stamps_measure_within_one_boot_only() {
-        let a = mono_stamp().unwrap();
+        let a = MonoStamp::now().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let b = mono_stamp().unwrap();
-        let d = mono_elapsed(&a, &b).unwrap();
+        let b = MonoStamp::now().unwrap();
+        let d = b.ms_since(&a).unwrap();
         assert!((20..5000).contains(&d), "{a} -> {b}: {d}");
-        assert_eq!(mono_elapsed(&b, &a), None, "backwards");
-        assert_eq!(mono_elapsed("aaaa:1", "bbbb:5"), None, "another boot");
+        assert_eq!(a.ms_since(&b), None, "backwards");
+        let other = |t: &str| MonoStamp::parse(t).unwrap();
+        assert_eq!(
+            other("bbbb:5").ms_since(&other("aaaa:1")),
+            None,
+            "another boot"
+        );
+        assert_eq!(MonoStamp::parse(&a.to_string()), Some(a));
+        for bad in ["", "x", ":5", "aaaa:", "aaaa:-1", "aaaa:1.5"] {
+            assert_eq!(MonoStamp::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -42,20 +42,10 @@ impl HoldPaths {
 /// `0.15` -> ("0.15", "0.16"): the first version of the line and of the next one.
 pub(crate) fn line_bounds(line: &str) -> Result<(String, String), PolicyError> {
     let line = parse_line(line)?;
-    let next = match line.split_once('.') {
-        Some((_, minor)) => {
-            let m: u64 = minor
-                .parse()
-                .map_err(|_| PolicyError::Other(format!("bad line {line:?}")))?;
-            format!("0.{}", m + 1)
-        }
-        None => {
-            let m: u64 = line
-                .parse()
-                .map_err(|_| PolicyError::Other(format!("bad line {line:?}")))?;
-            format!("{}", m + 1)
-        }
-    };
+    let bad = || PolicyError::Other(format!("bad line {line:?}"));
+    let (major, minor) = line.split_once('.').ok_or_else(bad)?;
+    let minor: u64 = minor.parse().map_err(|_| bad())?;
+    let next = format!("{major}.{}", minor + 1);
     Ok((line, next))
 }
 
@@ -114,7 +104,7 @@ pub(crate) fn dnf_block(line: &str) -> Result<String, PolicyError> {
     ))
 }
 
-/// Is this a spec line we write (`stalwart-0.15.*`, `stalwart-1.*`)? `dnf versionlock delete`
+/// Is this a spec line we write (`stalwart-0.15.*`, `stalwart-1.1.*`)? `dnf versionlock delete`
 /// rewrites the file without comments, so our lines may lose their markers.
 pub(crate) fn is_our_dnf_spec(l: &str) -> bool {
     let Some(rest) = l.trim().strip_prefix(&format!("{PACKAGE}-")) else {

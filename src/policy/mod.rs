@@ -689,12 +689,12 @@ mod tests {
             Verdict::NeedsApproval { .. }
         ));
         assert_eq!(
-            decide_with(&["patch"], &["2"], &[], "1.2.0", "2.0.0", true),
+            decide_with(&["patch"], &["2.0"], &[], "1.2.0", "2.0.0", true),
             Verdict::Allowed
         );
         // 0.x -> 1.x has no published path: refused whatever was approved.
         assert!(matches!(
-            decide_with(&["patch"], &["1"], &[], "0.16.2", "1.0.0", true),
+            decide_with(&["patch"], &["1.0"], &[], "0.16.2", "1.0.0", true),
             Verdict::Refused { .. }
         ));
     }
@@ -775,7 +775,15 @@ mod tests {
             "Package: stalwart\nPin: version *\nPin-Priority: -1"
         );
         assert!(apt_prefs_text("latest").is_err());
-        assert!(apt_prefs_text("1").unwrap().contains("Pin: version 1.*\n"));
+        assert!(apt_prefs_text("1.1")
+            .unwrap()
+            .contains("Pin: version 1.1.*\n"));
+        assert!(apt_prefs_text("1").is_err(), "a 1.x line names its minor");
+        let e = dnf5_entry("1.0").unwrap();
+        assert!(
+            e.contains("value = \"1.0\"") && e.contains("value = \"1.1~\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -790,6 +798,31 @@ mod tests {
             e.contains("value = \"0.15\"") && e.contains("value = \"0.16~\""),
             "{e}"
         );
+    }
+
+    /// Inside 1.x (issue #28): a patch runs unattended; a minor (1.0 -> 1.1) is its own line
+    /// and needs `allow 1.1`, which approves only that line.
+    #[test]
+    fn inside_1_x_a_minor_release_is_a_line_of_its_own() {
+        assert_eq!(
+            decide_with(&["patch"], &[], &[], "1.0.0-pre.1", "1.0.1-pre.1", true),
+            Verdict::Allowed
+        );
+        let v = decide_with(&["patch"], &[], &[], "1.0.1", "1.1.0", true);
+        let Verdict::NeedsApproval { line, message } = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(line, "1.1");
+        assert!(message.contains("stalwart-upgrade allow 1.1"), "{message}");
+        assert!(message.contains("releases/tag/v1.1.0"), "{message}");
+        assert_eq!(
+            decide_with(&["patch"], &["1.1"], &[], "1.0.1", "1.1.0", true),
+            Verdict::Allowed
+        );
+        assert!(matches!(
+            decide_with(&["patch"], &["1.1"], &[], "1.1.2", "1.2.0", true),
+            Verdict::NeedsApproval { .. }
+        ));
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub mod serverconfig;
 pub mod serverenv;
 pub mod version;
 pub mod webadmin;
+pub mod webui;

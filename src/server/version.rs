@@ -229,22 +229,16 @@ impl Version {
         strict_semver(RPM, s, &version)
     }
 
-    /// "0.15" for 0.15.x; "1" for 1.x (the line a hold pins to).
+    /// The release line (what a hold pins to, what `allow` approves): "0.15" for 0.15.x, "1.1"
+    /// for 1.1.x. A 1.x minor release is its own line too: upstream says 1.0's schema is stable
+    /// but publishes no rule for 1.x -> 1.y upgrades, so one may still migrate the store in
+    /// place at start (facts: stalwart-1x.md) and needs the admin's approval.
     pub fn line(&self) -> String {
-        if self.0.major == 0 {
-            format!("0.{}", self.0.minor)
-        } else {
-            format!("{}", self.0.major)
-        }
+        format!("{}.{}", self.0.major, self.0.minor)
     }
 
-    /// The release-line start (`0.15.0`, `1.0.0`) as (major, minor-or-none).
-    fn line_key(&self) -> (u64, Option<u64>) {
-        if self.0.major == 0 {
-            (0, Some(self.0.minor))
-        } else {
-            (self.0.major, None)
-        }
+    fn line_key(&self) -> (u64, u64) {
+        (self.0.major, self.0.minor)
     }
 
     /// True when `self` and `other` are on the same release line.
@@ -254,7 +248,7 @@ impl Version {
 }
 
 /// A release line as an admin types it: `0.16`, `0.16.2`, `v0.16.2`, `0.16.0-rc1` -> `"0.16"`;
-/// `1`, `1.2`, `1.2.3` -> `"1"`. Refuses anything else (`latest`, `0`, `0.x`, `""`).
+/// `1.2`, `1.2.3` -> `"1.2"`. Refuses anything else (`latest`, `0`, `1`, `0.x`, `""`).
 pub fn parse_line(s: &str) -> Result<String, VersionError> {
     let t = s.trim();
     let t = t.strip_prefix('v').unwrap_or(t);
@@ -290,13 +284,17 @@ pub fn parse_line(s: &str) -> Result<String, VersionError> {
         return Err(unparseable(LINE, s, "a number is implausibly large"));
     }
     match nums.as_slice() {
-        [0, minor] => Ok(format!("0.{minor}")),
+        [major, minor] => Ok(format!("{major}.{minor}")),
         [0] => Err(unparseable(
             LINE,
             s,
             "\"0\" is not a line; 0.x lines are named 0.MINOR, e.g. 0.16",
         )),
-        [major] | [major, _] if *major > 0 => Ok(format!("{major}")),
+        [_] => Err(unparseable(
+            LINE,
+            s,
+            "lines are named MAJOR.MINOR, e.g. 1.1 (a minor release may migrate the store)",
+        )),
         _ => Err(unparseable(
             LINE,
             s,
@@ -571,21 +569,23 @@ mod tests {
     #[test]
     fn lines() {
         assert_eq!(v("0.15.5").line(), "0.15");
-        assert_eq!(v("1.2.3").line(), "1");
+        assert_eq!(v("1.2.3").line(), "1.2");
         for (input, want) in [
             ("0.16", "0.16"),
             ("0.16.2", "0.16"),
             ("v0.16.2", "0.16"),
             ("0.16.0-rc1", "0.16"),
-            ("1", "1"),
-            ("1.2", "1"),
-            ("2.0.1", "2"),
+            ("1.0", "1.0"),
+            ("1.2", "1.2"),
+            ("2.0.1", "2.0"),
+            ("1.0.0-pre.1", "1.0"),
         ] {
             assert_eq!(parse_line(input).as_deref(), Ok(want), "{input}");
         }
         for input in [
             "",
             "0",
+            "1",
             "latest",
             "0.x",
             "0.16.",

@@ -43,6 +43,21 @@ pub enum WebadminError {
     NotServed { url: String, status: u16 },
     #[error("the answer of {url} is larger than {limit} bytes, more than the management API ever sends: it was not read further. Check that {url} is the Stalwart server's management API")]
     TooLarge { url: String, limit: u64 },
+    #[error("after the web admin refresh {url} does not serve the packaged web UI {bundle} (HTTP {status}{what}): the server did not take the bundle its package carries; check the server's log for `resource.` events, then run `stalwart-upgrade webadmin refresh`")]
+    NotTheBundle {
+        url: String,
+        bundle: PathBuf,
+        status: u16,
+        what: String,
+    },
+    #[error("the server did not point its web UI at {bundle} ({url}: {detail}); run `stalwart-upgrade webadmin refresh` once it is healthy")]
+    Application {
+        url: String,
+        bundle: PathBuf,
+        detail: String,
+    },
+    #[error(transparent)]
+    Bundle(#[from] crate::server::webui::WebuiError),
     #[error("the credentials were not sent to {url}: no process of {unit} listens there (the address comes from the server's config, which its user can change); if the management API is elsewhere, set [webadmin] url in /etc/stalwart-upgrade/config.toml, then run `stalwart-upgrade webadmin refresh`")]
     NotTheServer { url: String, unit: String },
 }
@@ -327,6 +342,22 @@ impl Api {
     }
 }
 
+/// Refreshes the web admin of the server `settings.unit` runs with `cfg`: at its own endpoint,
+/// as the admin of the credentials file or of its environment (0.16's
+/// `STALWART_RECOVERY_ADMIN`). Returns where.
+pub fn refresh_unit(
+    settings: &Settings,
+    sys: &crate::os::systemd::Systemd,
+    cfg: &crate::server::serverconfig::ServerConfig,
+) -> Result<String, WebadminError> {
+    let endpoint = Endpoint::of(settings, Some(cfg), sys.unit_pids(&settings.unit));
+    let admin = crate::server::serverenv::ServerEnv::of(sys, &settings.unit)
+        .ok()
+        .and_then(|e| e.recovery_admin());
+    refresh(settings, cfg.format, &endpoint, admin)?;
+    Ok(endpoint.base().to_string())
+}
+
 /// Refreshes the web admin of a server of the given format at `endpoint`. `recovery_admin`
 /// is 0.16's `STALWART_RECOVERY_ADMIN` from the server's environment, used when no credentials
 /// file is there.
@@ -337,6 +368,14 @@ pub fn refresh(
     recovery_admin: Option<(String, String)>,
 ) -> Result<(), WebadminError> {
     let api = Api::connect(settings, endpoint, Login::Configured(recovery_admin))?;
+    // >= 0.16 with the package's bundle: the Application reads it, and never upstream's latest.
+    let bundle = match format {
+        ConfigFormat::Json => crate::server::webui::bundled(&settings.bin_dir()),
+        ConfigFormat::Toml => None,
+    };
+    if let Some(b) = &bundle {
+        pin_bundle(&api, b)?;
+    }
     let (agent, base, header) = (&api.agent, api.base.clone(), &api.header);
     let (url, result) = match format {
         ConfigFormat::Toml => {
@@ -362,16 +401,89 @@ pub fn refresh(
     match result {
         Ok(resp) => {
             check_body(&url, format, resp)?;
-            if format == ConfigFormat::Json {
-                check_served(agent, &base)?;
+            match (&bundle, format) {
+                (Some(b), _) => check_bundle_served(&api, b),
+                (None, ConfigFormat::Json) => check_served(agent, &base),
+                (None, ConfigFormat::Toml) => Ok(()),
             }
-            Ok(())
         }
         Err(ureq::Error::Status(status, resp)) => Err(status_error(&url, status, resp)),
         Err(e) => Err(WebadminError::Transport {
             url,
             message: e.to_string(),
         }),
+    }
+}
+
+/// Points the web admin's Application at `bundle` and turns its automatic update off (module
+/// `webui`), unless it already is.
+fn pin_bundle(api: &Api, bundle: &Path) -> Result<(), WebadminError> {
+    let url = crate::server::webui::resource_url(bundle);
+    let fail = |detail: String| WebadminError::Application {
+        url: format!("{}/jmap", api.base),
+        bundle: bundle.to_owned(),
+        detail,
+    };
+    let got = api.jmap(
+        serde_json::json!([["x:Application/get", {"ids": null}, "g"]]),
+        &serde_json::Map::new(),
+    )?;
+    let list = got["methodResponses"][0][1]["list"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| fail(format!("no list in {}", excerpt(&got.to_string()))))?;
+    let (id, update) = crate::server::webui::application_update(&list, &url)
+        .ok_or_else(|| fail("it has no Application under /admin".into()))?;
+    let Some(update) = update else {
+        return Ok(());
+    };
+    let set = api.jmap(
+        serde_json::json!([["x:Application/set", {"update": {&id: update}}, "s"]]),
+        &serde_json::Map::new(),
+    )?;
+    let answer = &set["methodResponses"][0][1];
+    if answer["updated"].get(&id).is_some() {
+        Ok(())
+    } else {
+        Err(fail(excerpt(&set.to_string())))
+    }
+}
+
+/// UpdateApps answers success even when the fetch failed: what /admin/ serves must be the
+/// bundle's own bytes (`webui::probe`).
+fn check_bundle_served(api: &Api, bundle: &Path) -> Result<(), WebadminError> {
+    let (path, want) = crate::server::webui::probe(bundle)?;
+    let url = format!("{}{path}", api.base);
+    let not = |status: u16, what: &str| WebadminError::NotTheBundle {
+        url: url.clone(),
+        bundle: bundle.to_owned(),
+        status,
+        what: what.into(),
+    };
+    let resp = match api.agent.get(&url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, _)) => return Err(not(code, "")),
+        Err(e) => {
+            return Err(WebadminError::Transport {
+                url,
+                message: e.to_string(),
+            })
+        }
+    };
+    let status = resp.status();
+    let mut got = Vec::new();
+    use std::io::Read;
+    resp.into_reader()
+        .take(want.len() as u64 + 1)
+        .read_to_end(&mut got)
+        .map_err(|e| WebadminError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+    if got == want {
+        Ok(())
+    } else {
+        Err(not(status, ", other content"))
     }
 }
 

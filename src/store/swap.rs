@@ -8,6 +8,7 @@
 use crate::os::child::Program;
 use crate::os::fsutil::{self, Dir, FsError, Kind};
 use crate::server::version::Version;
+use crate::server::webui::BUNDLE;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
@@ -124,6 +125,20 @@ fn copy_into(dir: &Dir, name: &OsStr, from: &Path, mode: u32) -> Result<String, 
     Ok(fsutil::sha256_of(&check, &to)?)
 }
 
+/// Copies the web UI bundle that lies beside `binary` (a package's payload, a kept release) into
+/// `dir`, readable by the server (it reads it by `file://`). Ok(false) when there is none.
+fn copy_bundle(dir: &Dir, binary: &Path) -> Result<bool, SwapError> {
+    copy_bundle_as(dir, BUNDLE, binary)
+}
+
+fn copy_bundle_as(dir: &Dir, name: &str, binary: &Path) -> Result<bool, SwapError> {
+    let Some(bundle) = binary.parent().and_then(crate::server::webui::bundled) else {
+        return Ok(false);
+    };
+    copy_into(dir, OsStr::new(name), &bundle, 0o644)?;
+    Ok(true)
+}
+
 /// bin.new, built and checked while it belongs to root; `hand_over` gives it the owners bin/ has.
 #[derive(Debug)]
 pub struct Staged {
@@ -150,7 +165,8 @@ pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<Staged, SwapErr
     let dir = parent.create_dir(&staged_name, 0o700)?;
     let mut files = Vec::new();
     for name in bin_dir.entries()? {
-        if name == "stalwart" {
+        // The web UI bundle belongs to the binary: the new one's comes with it (below).
+        if name == "stalwart" || name == BUNDLE {
             continue;
         }
         let Some(m) = bin_dir.stat(&name)? else {
@@ -180,6 +196,9 @@ pub fn stage(bin: &Path, staged: &Path, target: &Path) -> Result<Staged, SwapErr
     };
     let sha256 = copy_into(&dir, OsStr::new("stalwart"), target, mode)?;
     files.push(("stalwart".into(), uid, gid));
+    if copy_bundle(&dir, target)? {
+        files.push((BUNDLE.into(), uid, gid));
+    }
     dir.fsync()?;
     parent.fsync()?;
     Ok(Staged {
@@ -338,6 +357,7 @@ pub fn fresh_bin(dir: &Path, binary: &Path) -> Result<(), SwapError> {
     parent.remove_tree(&name)?;
     let d = parent.create_dir(&name, 0o700)?;
     copy_into(&d, OsStr::new("stalwart"), binary, 0o755)?;
+    copy_bundle(&d, binary)?;
     d.set_mode(0o755)?;
     d.fsync()?;
     parent.fsync()?;
@@ -380,6 +400,11 @@ pub fn keep_release(binary: &Path, release: &Path) -> Result<String, SwapError> 
         0o600,
         None,
     )?;
+    // The web UI it ran with goes back with it on a rollback.
+    dir.remove_file(".webui.tmp")?;
+    if copy_bundle_as(&dir, ".webui.tmp", binary)? {
+        dir.rename(".webui.tmp", &dir, BUNDLE)?;
+    }
     Ok(sha)
 }
 

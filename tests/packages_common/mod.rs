@@ -7,6 +7,7 @@
 
 pub use testbed::scenario::{
     code, helper_packages, new_signing_key, packaging_build, packaging_build_as_released,
-    publish_signed, real_server_packages, relabelled_real_packages, server_packages, signing_key,
-    text, Built, Machine, APT, PACKAGES_HELPER_CONFIG as HELPER_CONFIG,
+    publish_signed, real_server_packages, real_server_packages_with_webui,
+    relabelled_real_packages, server_packages, signing_key, text, webui_bundle, Built, Machine,
+    APT, PACKAGES_HELPER_CONFIG as HELPER_CONFIG,
 };

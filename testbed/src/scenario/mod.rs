@@ -21,7 +21,8 @@ mod standin;
 pub use package::{Machine, APT};
 pub use pkgbuild::{
     helper_packages, new_signing_key, packaging_build, packaging_build_as_released, publish_signed,
-    real_server_packages, relabelled_real_packages, server_packages, signing_key, Built,
+    real_server_packages, real_server_packages_with_webui, relabelled_real_packages,
+    server_packages, signing_key, webui_bundle, Built,
 };
 pub use real::{crossing, crossing_releases, real_container, releases, Real};
 pub use standin::Standin;

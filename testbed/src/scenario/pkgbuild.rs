@@ -199,6 +199,49 @@ pub fn real_server_packages(release: &RealRelease) -> Built {
     b
 }
 
+/// A web UI bundle as upstream's server takes it (index.html at the root, assets beside it),
+/// marked `marker` in each file, so a test can tell which bundle /admin/ serves.
+pub fn webui_bundle(marker: &str) -> PathBuf {
+    use std::io::Write;
+    let p = work_dir().join(format!("webui-{marker}.zip"));
+    let f = std::fs::File::create(&p).expect("create the bundle");
+    let mut z = zip::ZipWriter::new(f);
+    let opts = zip::write::SimpleFileOptions::default();
+    z.start_file("index.html", opts).expect("zip");
+    write!(z, "<!doctype html><base href=\"/\"><title>{marker}</title>").expect("zip");
+    z.start_file("app.js", opts).expect("zip");
+    writeln!(z, "// {marker}").expect("zip");
+    z.finish().expect("zip");
+    p
+}
+
+/// The `stalwart` packages around a real upstream binary with a web UI bundle made for it
+/// (`webui_bundle("webui-for-VERSION")`, `packaging/build --webui-zip`), cached per release.
+pub fn real_server_packages_with_webui(release: &RealRelease) -> Built {
+    static CACHE: Mutex<Option<HashMap<String, Built>>> = Mutex::new(None);
+    let mut g = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = g.get_or_insert_with(HashMap::new);
+    if let Some(b) = map.get(&release.version) {
+        return b.clone();
+    }
+    let bundle = webui_bundle(&format!("webui-for-{}", release.version));
+    let out = work_dir().join(format!("real-server-webui-{}", release.version));
+    let b = pick(&packaging_build(
+        &[
+            "--server-only",
+            "--server-binary",
+            release.path.to_str().expect("utf-8 path"),
+            "--server-version",
+            &release.version,
+            "--webui-zip",
+            bundle.to_str().expect("utf-8 path"),
+        ],
+        &out,
+    ));
+    map.insert(release.version.clone(), b.clone());
+    b
+}
+
 /// The `stalwart` packages around a real upstream binary whose version string is replaced by
 /// `label` (same length, every occurrence, as ../shared/real-stalwart made 1.0.1-pre.1): real
 /// server code that presents itself as another release. The demo's broken release is upstream's
