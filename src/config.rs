@@ -362,17 +362,28 @@ impl Settings {
     pub fn staged_dir(&self) -> PathBuf {
         self.prefix.join("bin.new")
     }
-    /// install.sh's env file (PREFIX/etc/stalwart.env), in the server's own directory: moved to
+    /// install.sh's env file, next to the config it writes (PREFIX/etc/stalwart.env, or
+    /// /etc/stalwart/stalwart.env in its FHS layout), in the server's own directory: moved to
     /// `server_env` by the packages, never read by the unit again.
     pub fn legacy_server_env(&self) -> PathBuf {
-        self.prefix.join("etc/stalwart.env")
+        self.server_config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.prefix.join("etc"))
+            .join("stalwart.env")
     }
     pub fn server_binary(&self) -> PathBuf {
         self.bin_dir().join("stalwart")
     }
-    /// Where >= 0.16 reads its config (upstream's PREFIX/etc/config.json; the crossing writes it).
+    /// Where >= 0.16 reads its config: the configured config.json (install.sh's FHS layout
+    /// records /etc/stalwart/config.json), else upstream's PREFIX/etc/config.json (the crossing
+    /// writes it there).
     pub fn config_json_path(&self) -> PathBuf {
-        self.prefix.join("etc/config.json")
+        match &self.server_config {
+            Some(p) if p.extension().is_some_and(|x| x == "json") => p.clone(),
+            _ => self.prefix.join("etc/config.json"),
+        }
     }
     /// The server config actually in use: the configured one, else config.toml, else config.json.
     pub fn server_config_path(&self) -> PathBuf {

@@ -172,9 +172,17 @@ pub trait Engine {
     fn migrate_layout(&self, _ctx: &Context) -> Vec<String> {
         Vec::new()
     }
-    /// A server the package cannot adopt runs here (install.sh's FHS layout): why, and what to
-    /// do. None when there is none.
+    /// A server the package cannot adopt runs here: why, and what to do. None when there is
+    /// none.
     fn foreign_installation(&self, ctx: &Context) -> Option<String>;
+    /// An installation in another layout (install.sh's FHS one) brought under PREFIX where it
+    /// stands: the settings from now on, and what was done. None when there is none.
+    fn relocate(
+        &self,
+        _ctx: &Context,
+    ) -> Result<Option<(crate::config::Settings, Vec<String>)>, Error> {
+        Ok(None)
+    }
     /// May the hooks start and stop units? Not when systemd is not the running init, inside a
     /// chroot (a bind-mounted /run would reach the host's systemd), or when policy-rc.d forbids
     /// it (image builds): Err says which.
@@ -378,6 +386,24 @@ fn converge(
     if let Err(code) = recover(engine, ctx, say) {
         return code;
     }
+    let relocated;
+    let ctx = match engine.relocate(ctx) {
+        Ok(None) => ctx,
+        Ok(Some((settings, lines))) => {
+            for l in &lines {
+                say(l);
+            }
+            relocated = Context {
+                settings,
+                ..ctx.clone()
+            };
+            &relocated
+        }
+        Err(e) => {
+            say(&format!("could not adopt the existing installation: {e}"));
+            return e.exit_code().max(exit::ERROR);
+        }
+    };
     if !engine.server_installed(ctx) {
         return match engine.install_fresh(ctx) {
             Ok(lines) => {

@@ -163,13 +163,13 @@ fn fresh_install_upgrade_and_rollback(test: &str, pm: Pm, versions: [&str; 2]) {
 
     let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
     // The web UI the server serves is the package's, for this very release, pinned.
-    let serves_webui_of = |r: &testbed::real::RealRelease| {
+    let serves_webui_of = |r: &testbed::real::RealRelease, said: &str| {
         let (st, body) =
             m.ct.in_netns(|| testbed::mail::http_get(&format!("{HTTP}/admin/app.js"), None));
         assert_eq!(
             (st, body.trim()),
             (200, format!("// webui-for-{}", r.version).as_str()),
-            "/admin/ does not serve the bundle of {}",
+            "/admin/ does not serve the bundle of {}: {said}",
             r.version
         );
         let apps =
@@ -188,7 +188,7 @@ fn fresh_install_upgrade_and_rollback(test: &str, pm: Pm, versions: [&str; 2]) {
             "upstream's automatic update is still on: {web}"
         );
     };
-    serves_webui_of(old);
+    serves_webui_of(old, &out);
     m.ct.in_netns(|| admin.disable_pyzor()).unwrap();
     RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
     RealServer::deliver(&m.ct, true, &alice(), "before-the-upgrade").expect("mail");
@@ -211,7 +211,7 @@ fn fresh_install_upgrade_and_rollback(test: &str, pm: Pm, versions: [&str; 2]) {
         );
     };
     runs(new);
-    serves_webui_of(new);
+    serves_webui_of(new, &out);
     RealServer::sees(&m.ct, true, &alice(), &["before-the-upgrade"]).unwrap();
     RealServer::deliver(&m.ct, true, &alice(), "under-the-new-release").unwrap();
     let last = m.history().pop().expect("a transaction");
@@ -228,7 +228,7 @@ fn fresh_install_upgrade_and_rollback(test: &str, pm: Pm, versions: [&str; 2]) {
     let out = m.helper(&["rollback", "--yes"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     runs(old);
-    serves_webui_of(old);
+    serves_webui_of(old, &text(&out));
     RealServer::sees(
         &m.ct,
         true,
@@ -332,6 +332,15 @@ fn a_real_0_16_offered_a_1_x_package_is_refused_before_anything_stops() {
 
     m.publish_debs(&[&next.deb]);
     m.apt_ok("update");
+    // The hold keeps apt on 0.16 (it does not even offer 1.x): the admin approves the 1.0 line,
+    // which moves the hold; the package's own gate still refuses a 0.x -> 1.x change.
+    let held = m.apt_ok("install stalwart");
+    assert!(
+        held.contains("already the newest version (0.16.18"),
+        "{held}"
+    );
+    let allow = m.helper(&["allow", "1.0"]);
+    assert_eq!(code(&allow), 0, "{}", text(&allow));
     let out = m.apt_get("install stalwart");
     let t = text(&out);
     assert!(!out.status.success(), "apt must fail: {t}");
@@ -426,21 +435,22 @@ fn a_real_0_16_install_sh_installation_is_adopted_and_upgraded_by_apt() {
 }
 
 /// install.sh 0.16 without a PREFIX (its FHS layout: /usr/local/bin, /etc/stalwart,
-/// /var/lib/stalwart) is refused before anything is unpacked, and the running server is left
-/// alone: never a second server beside it. The message's commands move it to the PREFIX layout;
-/// then the package adopts it, with the mail.
+/// /var/lib/stalwart, its own unit) is adopted where it stands by `apt-get install` of the next
+/// release (issue #28), which upgrades it in the same run: config.json and the data never move;
+/// the binary the packages manage is /opt/stalwart/bin's, /usr/local/bin/stalwart a link to it;
+/// the env file moves out of the service user's /etc/stalwart; the mail is there after the
+/// upgrade and after a rollback.
 #[test]
 #[cfg_attr(
     not(real_bins),
     ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
 )]
-fn a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_it_names() {
-    let test =
-        "a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_it_names";
-    let Some(rels) = testbed::real::require(test, &["0.16.18"]) else {
+fn a_real_0_16_in_install_sh_fhs_layout_is_adopted_in_place_upgraded_and_rolled_back() {
+    let test = "a_real_0_16_in_install_sh_fhs_layout_is_adopted_in_place_upgraded_and_rolled_back";
+    let Some(rels) = testbed::real::require(test, &["0.16.17", "0.16.18"]) else {
         return;
     };
-    let rel = rels[0];
+    let (old, new) = (rels[0], rels[1]);
     let m = Machine::apt_real();
     m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
         .unwrap();
@@ -453,7 +463,7 @@ fn a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_i
          chown stalwart:stalwart /etc/stalwart/config.json && \
          echo 'STALWART_RECOVERY_ADMIN={admin}:{secret}' > /etc/stalwart/stalwart.env && \
          chown root:stalwart /etc/stalwart/stalwart.env && chmod 0640 /etc/stalwart/stalwart.env",
-        bin = rel.in_container(),
+        bin = old.in_container(),
         admin = testbed::real_server::ADMIN,
         secret = testbed::real_server::ADMIN_SECRET,
     ));
@@ -468,50 +478,80 @@ fn a_real_0_16_in_install_sh_fhs_layout_is_refused_then_adopted_after_the_move_i
     m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
         .unwrap();
     let admin = testbed::real_server::RealServer {
-        release: rel.clone(),
+        release: old.clone(),
         backend: testbed::real::Backend::RocksDb,
     };
     m.ct.in_netns(|| admin.jmap().disable_pyzor()).unwrap();
     RealServer::populate(&m.ct, true).expect("accounts");
     RealServer::deliver(&m.ct, true, &alice(), "in-the-fhs-layout").expect("mail");
-    let pid = m.sh_ok("systemctl show -P MainPID stalwart.service");
+    let config = "sha256sum /etc/stalwart/config.json";
+    let before = m.sh_ok(config);
+    let env_before = m.sh_ok("sha256sum < /etc/stalwart/stalwart.env");
 
     let helper = helper_packages();
-    let server = real_server_packages(rel);
-    m.publish_debs(&[&helper.deb, &server.deb]);
+    m.publish_debs(&[&helper.deb, &real_server_packages(new).deb]);
     m.apt_ok("update");
-    let o = m.apt_get("install stalwart");
-    let out = text(&o);
-    assert!(!o.status.success(), "{out}");
+    let out = m.apt_ok("install stalwart");
     assert!(
-        out.contains("FHS layout") && out.contains("Nothing was installed"),
+        out.contains("adopting install.sh's FHS layout where it stands"),
         "{out}"
     );
-    assert!(!m.dpkg_status("stalwart").contains("ok installed"), "{out}");
-    assert!(!m.ct.path("/opt/stalwart/bin/stalwart").exists(), "{out}");
+    assert!(out.contains("upgraded 0.16.17 -> 0.16.18"), "{out}");
+    assert_eq!(m.dpkg_audit(), "");
+    // Config and data where they were, the config unchanged; nothing under /opt/stalwart but bin.
+    assert_eq!(m.sh_ok(config), before, "config.json untouched");
+    // (The package's tmpfiles.d makes /opt/stalwart/{etc,data,logs}; they stay empty.)
     assert_eq!(
-        m.sh_ok("systemctl show -P MainPID stalwart.service"),
-        pid,
-        "left alone"
+        m.sh_ok("ls -A /opt/stalwart/etc /opt/stalwart/data | grep -v : | grep -c . || true")
+            .trim(),
+        "0"
     );
-
-    // The move the message names, verbatim.
-    let moves = out
-        .split("keeping the data where it is: ")
-        .nth(1)
-        .and_then(|r| r.split("; then install the package again").next())
-        .unwrap_or_else(|| panic!("no commands in: {out}"))
-        .to_string();
-    m.sh_ok(&moves);
-    let out = m.apt_ok("install stalwart");
-    assert!(out.contains("adopting the existing installation"), "{out}");
+    assert!(m.ct.path("/var/lib/stalwart/data").is_dir());
+    let exec = m.sh_ok("systemctl show -P ExecStart stalwart.service");
+    assert!(
+        exec.contains("/opt/stalwart/bin/stalwart")
+            && exec.contains("--config=/etc/stalwart/config.json"),
+        "{exec}"
+    );
+    assert_eq!(
+        m.sh_ok("readlink /usr/local/bin/stalwart").trim(),
+        "/opt/stalwart/bin/stalwart"
+    );
+    // The env file: in root's directory now, unchanged, and the one the unit reads.
+    assert_eq!(
+        m.sh_ok("sha256sum < /etc/stalwart-upgrade/stalwart.env"),
+        env_before
+    );
+    let env_files = m.sh_ok("systemctl show -p EnvironmentFiles stalwart.service");
+    assert!(
+        env_files.contains("/etc/stalwart-upgrade/stalwart.env")
+            && !env_files.contains("/etc/stalwart/stalwart.env"),
+        "{env_files}"
+    );
     m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
         .unwrap_or_else(|e| panic!("{e:#}\n{out}\n{}", m.ct.journal("stalwart.service")));
-    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), rel.sha256);
-    let exec = m.sh_ok("systemctl show -P ExecStart stalwart.service");
-    assert!(exec.contains("/opt/stalwart/bin/stalwart"), "{exec}");
+    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), new.sha256);
     RealServer::sees(&m.ct, true, &alice(), &["in-the-fhs-layout"]).unwrap();
-    RealServer::deliver(&m.ct, true, &alice(), "after-the-move").unwrap();
+    RealServer::deliver(&m.ct, true, &alice(), "after-the-adoption").unwrap();
+    assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
+
+    let out = m.helper(&["rollback", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), old.sha256);
+    assert_eq!(
+        m.sh_ok(config),
+        before,
+        "config.json untouched by the rollback"
+    );
+    RealServer::sees(
+        &m.ct,
+        true,
+        &alice(),
+        &["in-the-fhs-layout", "after-the-adoption"],
+    )
+    .unwrap();
     assert_eq!(m.status_code(), 0, "{}", text(&m.helper(&["status"])));
 }
 

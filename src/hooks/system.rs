@@ -14,7 +14,7 @@ use crate::store::state::StateDir;
 use crate::store::swap::{self, SwapError};
 use crate::{server::health, server::serverconfig::ServerConfig, Context, Error, UpgradeRequest};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The service user (upstream's install.sh: `useradd stalwart -s /usr/sbin/nologin -M -r -U`).
@@ -150,6 +150,13 @@ impl Engine for System {
 
     fn foreign_installation(&self, ctx: &Context) -> Option<String> {
         fhs_installation(ctx)
+    }
+
+    fn relocate(
+        &self,
+        ctx: &Context,
+    ) -> Result<Option<(crate::config::Settings, Vec<String>)>, Error> {
+        relocate_fhs(ctx)
     }
 
     fn units_controllable(&self, ctx: &Context) -> Result<(), String> {
@@ -724,33 +731,119 @@ pub(super) fn move_legacy_env(s: &crate::config::Settings) -> Option<String> {
     }
 }
 
-/// upstream's install.sh without a PREFIX installs 0.16 in the FHS layout (facts):
-/// /usr/local/bin/stalwart, /etc/stalwart/{config.json,stalwart.env}, /var/lib/stalwart, and its
-/// unit in /etc/systemd/system running /usr/local/bin/stalwart. The package manages PREFIX
-/// (/opt/stalwart): installed beside that, it would run a second server. Some(what to do) when
-/// such an installation is here and PREFIX holds none.
-fn fhs_installation(ctx: &Context) -> Option<String> {
-    let s = &ctx.settings;
-    if s.server_binary().exists() {
+/// upstream's install.sh without a PREFIX installs 0.16 and later in the FHS layout (facts):
+/// /usr/local/bin/stalwart, /etc/stalwart/{config.json,stalwart.env}, /var/lib/stalwart,
+/// /var/log/stalwart, and its unit in /etc/systemd/system running /usr/local/bin/stalwart.
+const FHS_BINARY: &str = "/usr/local/bin/stalwart";
+const FHS_CONFIG: &str = "/etc/stalwart/config.json";
+
+/// An FHS installation of install.sh's here, PREFIX holding none: the config its unit runs
+/// (`--config=`, else install.sh's default) and the unit file, if it is install.sh's.
+struct Fhs {
+    config: PathBuf,
+    unit_file: Option<PathBuf>,
+}
+
+fn fhs_layout(s: &crate::config::Settings) -> Option<Fhs> {
+    if s.server_binary().exists() || !Path::new(FHS_BINARY).is_file() {
         return None;
     }
-    let bin = Path::new("/usr/local/bin/stalwart");
     let unit = Path::new("/etc/systemd/system").join(&s.unit);
-    let unit_runs_it = std::fs::read_to_string(&unit)
-        .map(|t| t.contains("/usr/local/bin/stalwart"))
-        .unwrap_or(false);
-    if !bin.exists() || !(unit_runs_it || Path::new("/etc/stalwart/config.json").exists()) {
+    let text = std::fs::read_to_string(&unit).ok();
+    let unit_runs_it = text.as_deref().is_some_and(|t| t.contains(FHS_BINARY));
+    // The unit is root's (/etc/systemd/system): the config path it names is root's word.
+    let named = text.as_deref().filter(|_| unit_runs_it).and_then(|t| {
+        t.lines()
+            .filter(|l| l.trim_start().starts_with("ExecStart="))
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("--config="))
+                    .map(PathBuf::from)
+            })
+    });
+    if !unit_runs_it && !Path::new(FHS_CONFIG).exists() {
         return None;
     }
-    let p = s.prefix.display();
-    Some(format!(
-        "upstream's install.sh installed Stalwart here in its FHS layout (/usr/local/bin/stalwart, /etc/stalwart, /var/lib/stalwart{}), and the package would run a second server beside it in {p}. Nothing was installed. To have the package take it over, move it to the {p} layout install.sh uses with a PREFIX, keeping the data where it is: \
-         systemctl stop {unit} && mkdir -p {p}/bin {p}/etc && mv /usr/local/bin/stalwart {p}/bin/ && mv /etc/stalwart/config.json /etc/stalwart/stalwart.env {p}/etc/ && chown stalwart:stalwart {p}/etc && rm {unitpath} && systemctl daemon-reload; \
-         then install the package again: it adopts {p} (config.json still points at /var/lib/stalwart)",
-        if unit_runs_it { format!(", {}", unit.display()) } else { String::new() },
-        unit = s.unit,
-        unitpath = unit.display()
-    ))
+    Some(Fhs {
+        config: named.unwrap_or_else(|| PathBuf::from(FHS_CONFIG)),
+        unit_file: unit_runs_it.then_some(unit),
+    })
+}
+
+/// An FHS installation the packages cannot adopt (a binary that is not >= 0.16, which
+/// install.sh never put there): what to do. None when there is none, or it is adoptable.
+fn fhs_installation(ctx: &Context) -> Option<String> {
+    let fhs = fhs_layout(&ctx.settings)?;
+    match crate::server::version::of_binary(Path::new(FHS_BINARY)) {
+        Ok(v) if crate::server::lines::is_json(&v) => None,
+        other => Some(format!(
+            "{FHS_BINARY} ({}) with {} is not an installation of upstream's install.sh the packages can adopt (install.sh puts 0.16 and later there). Nothing was installed; move it aside, then install the package again",
+            match other {
+                Ok(v) => v.to_string(),
+                Err(e) => e.to_string(),
+            },
+            fhs.config.display()
+        )),
+    }
+}
+
+/// install.sh's FHS layout adopted where it stands (issue #28): config, data and logs stay where
+/// they are. The binary the packages manage goes to PREFIX/bin (the directory the helper swaps
+/// as a whole, root's), and /usr/local/bin/stalwart becomes a link to it; the config the unit
+/// runs is recorded in a helper drop-in (config.d/50-fhs-layout.toml: every later run reads it);
+/// install.sh's env file next to the config (in the service user's /etc/stalwart, read by PID 1
+/// as root) moves to the root-owned one. The unit's 0.16 drop-in (written by `adopt`) then runs
+/// PREFIX/bin/stalwart on that config. Returns the settings from now on and what was done.
+fn relocate_fhs(ctx: &Context) -> Result<Option<(crate::config::Settings, Vec<String>)>, Error> {
+    let s = &ctx.settings;
+    let Some(fhs) = fhs_layout(s) else {
+        return Ok(None);
+    };
+    if let Some(why) = fhs_installation(ctx) {
+        return Err(Error::Refused(why));
+    }
+    let mut done = Vec::new();
+    open_prefix(&s.prefix)?;
+    let (bin, staged) = (s.bin_dir(), s.staged_dir());
+    swap::fresh_bin(&staged, Path::new(FHS_BINARY))?;
+    swap::rename_dir(&staged, &bin)?;
+    let dropin = Path::new(crate::config::DEFAULT_PATH).with_file_name("config.d");
+    crate::store::state::create_dir_all_durable(&dropin).map_err(io_err(&dropin))?;
+    let file = dropin.join("50-fhs-layout.toml");
+    let text = format!(
+        "# Written by stalwart-upgrade when the packages adopted install.sh's FHS layout: the\n# server reads this config; its data and logs stay where it names them.\nserver_config = {}\n",
+        toml::Value::String(fhs.config.display().to_string())
+    );
+    crate::store::state::write_atomic(&file, text.as_bytes(), 0o644)?;
+    let settings = crate::config::Settings {
+        server_config: Some(fhs.config.clone()),
+        ..s.clone()
+    };
+    done.push(format!(
+        "adopting install.sh's FHS layout where it stands: {} and its data stay; the server binary the packages manage is {} (recorded in {})",
+        fhs.config.display(),
+        settings.server_binary().display(),
+        file.display()
+    ));
+    done.extend(move_legacy_env(&settings));
+    // /usr/local/bin/stalwart stays the command admins and scripts know, now the managed binary.
+    let link = Path::new(FHS_BINARY).with_file_name(".stalwart.packaged");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(settings.server_binary(), &link).map_err(io_err(&link))?;
+    std::fs::rename(&link, FHS_BINARY).map_err(io_err(Path::new(FHS_BINARY)))?;
+    done.push(format!(
+        "{FHS_BINARY} is now a link to {}: the packages replace the binary there, so the one in /usr/local/bin could only go stale",
+        settings.server_binary().display()
+    ));
+    if let Some(unit) = &fhs.unit_file {
+        done.push(format!(
+            "{} (install.sh's unit) stays; a drop-in makes it run {} with {}",
+            unit.display(),
+            settings.server_binary().display(),
+            fhs.config.display()
+        ));
+    }
+    Ok(Some((settings, done)))
 }
 
 /// PREFIX, bin/ and everything else below PREFIX that is not the server's own (etc, data,

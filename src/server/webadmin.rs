@@ -432,8 +432,12 @@ fn pin_bundle(api: &Api, bundle: &Path) -> Result<(), WebadminError> {
         .as_array()
         .cloned()
         .ok_or_else(|| fail(format!("no list in {}", excerpt(&got.to_string()))))?;
-    let (id, update) = crate::server::webui::application_update(&list, &url)
-        .ok_or_else(|| fail("it has no Application under /admin".into()))?;
+    let (id, update) = crate::server::webui::application_update(&list, &url).ok_or_else(|| {
+        fail(format!(
+            "it has no Application under /admin: {}",
+            excerpt(&serde_json::Value::Array(list.clone()).to_string())
+        ))
+    })?;
     let Some(update) = update else {
         return Ok(());
     };

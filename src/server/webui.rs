@@ -52,11 +52,13 @@ pub fn application_update(
     list: &[serde_json::Value],
     url: &str,
 ) -> Option<(String, Option<serde_json::Value>)> {
-    let app = list.iter().find(|a| {
-        a["urlPrefix"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|x| x.as_str() == Some("/admin")))
-    })?;
+    // A set of strings: a JSON array, or (JMAP's form of a set) an object keyed by them.
+    let serves_admin = |a: &serde_json::Value| match &a["urlPrefix"] {
+        serde_json::Value::Array(p) => p.iter().any(|x| x.as_str() == Some("/admin")),
+        serde_json::Value::Object(p) => p.contains_key("/admin"),
+        _ => false,
+    };
+    let app = list.iter().find(|a| serves_admin(a))?;
     let id = app["id"].as_str()?.to_string();
     let current = app["resourceUrl"].as_str() == Some(url)
         && app["autoUpdateFrequency"]
@@ -176,6 +178,8 @@ mod tests {
             update.unwrap(),
             serde_json::json!({"resourceUrl": url, "autoUpdateFrequency": NEVER_MS})
         );
+        let keyed = vec![serde_json::json!({"id": "k", "urlPrefix": {"/admin": true}})];
+        assert_eq!(application_update(&keyed, url).unwrap().0, "k");
         let done = vec![serde_json::json!({"id": "a", "urlPrefix": ["/admin"],
             "resourceUrl": url, "autoUpdateFrequency": NEVER_MS})];
         assert_eq!(application_update(&done, url), Some(("a".into(), None)));
