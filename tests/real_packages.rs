@@ -295,6 +295,89 @@ fn a_real_1_x_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_
     );
 }
 
+/// A 1.x minor release (issue #28), with the real 1.x server code labelled 1.1.0-pre.1: the hold
+/// keeps apt on the 1.0 line until the admin approves 1.1 (`stalwart-upgrade allow 1.1`, which
+/// moves the hold); the upgrade is a minor one, with the data snapshotted at the stop; a
+/// rollback puts 1.0 back on that snapshot's data (upstream publishes no rule for 1.x -> 1.y, so
+/// a minor release is treated as one that may move the store): the mail from before is there,
+/// the mail taken under 1.1 is kept in the snapshot the rollback set aside, which `status` names.
+#[test]
+#[cfg_attr(
+    not(real_bins),
+    ignore = "needs the real Stalwart binaries: ../shared/real-stalwart or STALWART_REAL_BINS"
+)]
+fn a_real_1_x_minor_release_needs_its_approval_and_rolls_back_with_the_snapshot() {
+    let test = "a_real_1_x_minor_release_needs_its_approval_and_rolls_back_with_the_snapshot";
+    let Some(rels) = testbed::real::require(test, &["1.0.0-pre.1"]) else {
+        return;
+    };
+    let old = rels[0];
+    let first = real_server_packages(old);
+    let minor = relabelled_real_packages(old, "1.1.0-pre.1");
+    let m = Machine::apt();
+    m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
+        .unwrap();
+    m.publish_debs(&[&helper_packages().deb, &first.deb]);
+    m.apt_ok("update");
+    m.apt_ok("install stalwart");
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(90)))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", m.ct.journal("stalwart.service")));
+    let password = m
+        .sh_ok("sed -n 's/^STALWART_RECOVERY_ADMIN=admin://p' /etc/stalwart-upgrade/stalwart.env")
+        .trim()
+        .to_string();
+    let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
+    m.ct.in_netns(|| admin.disable_pyzor()).unwrap();
+    RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
+    RealServer::deliver(&m.ct, true, &alice(), "under-1.0").expect("mail");
+
+    m.publish_debs(&[&minor.deb]);
+    m.apt_ok("update");
+    // Held on 1.0: apt does not even offer 1.1.
+    let held = m.apt_ok("install stalwart");
+    assert!(
+        held.contains("already the newest version (1.0.0~pre.1"),
+        "{held}"
+    );
+    assert!(
+        m.sh_ok("cat /etc/apt/preferences.d/stalwart-upgrade")
+            .contains("Pin: version 1.0.*"),
+        "the hold is on the 1.0 line"
+    );
+    let allow = m.helper(&["allow", "1.1"]);
+    assert_eq!(code(&allow), 0, "{}", text(&allow));
+    let out = m.apt_ok("install stalwart");
+    assert!(out.contains("upgraded 1.0.0-pre.1 -> 1.1.0-pre.1"), "{out}");
+    assert_eq!(m.dpkg_audit(), "");
+    let last = m.history().pop().expect("a transaction");
+    assert_eq!(last["class"], "minor", "{last}");
+    assert!(last["snapshot"].is_string(), "{last}");
+    assert!(
+        m.sh_ok("cat /etc/apt/preferences.d/stalwart-upgrade")
+            .contains("Pin: version 1.1.*"),
+        "the hold follows the approved line"
+    );
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap();
+    RealServer::sees(&m.ct, true, &alice(), &["under-1.0"]).unwrap();
+    RealServer::deliver(&m.ct, true, &alice(), "under-1.1").unwrap();
+
+    let out = m.helper(&["rollback", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("is kept in snapshot"), "{t}");
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(RealServer::running_sha256(&m.ct).unwrap(), old.sha256);
+    // The data of the stop before the minor upgrade: the mail from before, not 1.1's.
+    RealServer::sees(&m.ct, true, &alice(), &["under-1.0"]).unwrap();
+    let sees_newer = RealServer::sees(&m.ct, true, &alice(), &["under-1.1"]);
+    assert!(
+        sees_newer.is_err(),
+        "the rollback did not restore the snapshot"
+    );
+}
+
 /// A 0.16 installation offered a 1.x package (issue #28): 1.x cannot open a 0.16 store and a
 /// 1.x binary started on one changes it so that 0.16 no longer opens it (measured with this
 /// build), so the package is refused at preinst, before anything stops or is unpacked: apt

@@ -63,6 +63,18 @@
 //! * The systemd unit stops the server with SIGINT (`KillSignal=SIGINT`); SIGTERM works too; both
 //!   exit 0 after a fixed 1 s sleep (measured: 1.02-1.08 s).
 //!
+//! 1.x, for which no released binary can be had here (real-stalwart has upstream's v1.0.0 branch
+//! as of 2026-08-22, whose behaviour the real tier tests); each an assumption with its source:
+//! * runs as 0.16 does: config.json, its modes, JMAP management, the web UI as Applications
+//!   (facts: stalwart-1x.md "Layout and runtime as 0.16", seen in docs and third-party images);
+//! * a 1.x started on a 0.x store writes into it, then panics (exit 101) and the 0.x release can
+//!   no longer open it (measured with the v1.0.0 branch build); the message is the released
+//!   1.0's as upstream documents it ("The data store was created by a Stalwart version prior to
+//!   1.0 (schema version N) and cannot be opened by this version."), its exit code unknown;
+//! * 1.x minor releases migrate the store in place at start (inferred: upstream publishes no rule
+//!   for 1.x -> 1.y; facts: "treat a 1.x minor as schema-moving"): schema 7 + MINOR
+//!   (`stalwart_standin::schema_for`), so a 1.0 panics on a 1.1 store like 0.15 on 0.16's.
+//!
 //! Stand-in inventions (NOT upstream, for tests only):
 //! * A *release* is this binary with a trailer (see `stalwart_standin::release`): version,
 //!   injected fault, migration time. An unstamped binary refuses to run (except `--help`).
@@ -326,6 +338,21 @@ fn serve(release: &Release, own: u32, json: bool, config_path: &Path) -> i32 {
             if json && stored < 5 {
                 // Upstream: a panic ("Migration aborted: ..."), exit 101.
                 panic!("Migration aborted: Stalwart v{} cannot migrate a database of schema {stored}: upgrade to 0.15 first, then to this version", release.version);
+            }
+            if own >= 7 && stored < 7 {
+                // A 1.x on a 0.x store (measured with upstream's v1.0.0 branch on a real 0.16.18
+                // RocksDB store): it adds its column families, then panics (exit 101), and the
+                // 0.x release no longer opens that store. The released 1.0's text (facts:
+                // stalwart-1x.md, upstream's docs) is used here; its exit code is unknown.
+                let mark = vec![(
+                    format!("{}v1-column-families", records::SETTINGS_PREFIX),
+                    records::encode(stored, "sy sq sd gc created by 1.x"),
+                )];
+                let mut s = s;
+                if let Err(e) = s.put_batch(&mark).and_then(|()| s.flush()) {
+                    error!("Failed to open the 1.x subspaces: {e}");
+                }
+                panic!("The data store was created by a Stalwart version prior to 1.0 (schema version {stored}) and cannot be opened by this version.");
             }
             if json && stored == 5 {
                 if std::env::var("STALWART_RECOVERY_MODE").as_deref() != Ok("1") {
