@@ -295,6 +295,29 @@ fn a_real_1_x_package_installs_in_normal_mode_then_upgrades_and_rolls_back_with_
     );
 }
 
+/// A machine with the helper and `first` (a >= 0.16 package) installed through apt, running in
+/// normal mode with the package's administrator; the fixture's accounts, and one mail
+/// `subject` for alice.
+fn apt_installed_with_mail(first: &Built, subject: &str) -> Machine {
+    let m = Machine::apt();
+    m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
+        .unwrap();
+    m.publish_debs(&[&helper_packages().deb, &first.deb]);
+    m.apt_ok("update");
+    m.apt_ok("install stalwart");
+    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(90)))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", m.ct.journal("stalwart.service")));
+    let password = m
+        .sh_ok("sed -n 's/^STALWART_RECOVERY_ADMIN=admin://p' /etc/stalwart-upgrade/stalwart.env")
+        .trim()
+        .to_string();
+    let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
+    m.ct.in_netns(|| admin.disable_pyzor()).unwrap();
+    RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
+    RealServer::deliver(&m.ct, true, &alice(), subject).expect("mail");
+    m
+}
+
 /// A 1.x minor release (issue #28), with the real 1.x server code labelled 1.1.0-pre.1: the hold
 /// keeps apt on the 1.0 line until the admin approves 1.1 (`stalwart-upgrade allow 1.1`, which
 /// moves the hold); the upgrade is a minor one, with the data snapshotted at the stop; a
@@ -314,22 +337,7 @@ fn a_real_1_x_minor_release_needs_its_approval_and_rolls_back_with_the_snapshot(
     let old = rels[0];
     let first = real_server_packages(old);
     let minor = relabelled_real_packages(old, "1.1.0-pre.1");
-    let m = Machine::apt();
-    m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
-        .unwrap();
-    m.publish_debs(&[&helper_packages().deb, &first.deb]);
-    m.apt_ok("update");
-    m.apt_ok("install stalwart");
-    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(90)))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", m.ct.journal("stalwart.service")));
-    let password = m
-        .sh_ok("sed -n 's/^STALWART_RECOVERY_ADMIN=admin://p' /etc/stalwart-upgrade/stalwart.env")
-        .trim()
-        .to_string();
-    let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
-    m.ct.in_netns(|| admin.disable_pyzor()).unwrap();
-    RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
-    RealServer::deliver(&m.ct, true, &alice(), "under-1.0").expect("mail");
+    let m = apt_installed_with_mail(&first, "under-1.0");
 
     m.publish_debs(&[&minor.deb]);
     m.apt_ok("update");
@@ -395,22 +403,7 @@ fn a_real_0_16_offered_a_1_x_package_is_refused_before_anything_stops() {
     };
     let (old, new) = (rels[0], rels[1]);
     let (first, next) = (real_server_packages(old), real_server_packages(new));
-    let m = Machine::apt();
-    m.ct.write_file("/etc/stalwart-upgrade/config.toml", HELPER_CONFIG_016)
-        .unwrap();
-    m.publish_debs(&[&helper_packages().deb, &first.deb]);
-    m.apt_ok("update");
-    m.apt_ok("install stalwart");
-    m.ct.in_netns(|| testbed::mail::wait_ready(HTTP, Duration::from_secs(90)))
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", m.ct.journal("stalwart.service")));
-    let password = m
-        .sh_ok("sed -n 's/^STALWART_RECOVERY_ADMIN=admin://p' /etc/stalwart-upgrade/stalwart.env")
-        .trim()
-        .to_string();
-    let admin = testbed::mail::Jmap016::new(HTTP, "admin", &password);
-    m.ct.in_netns(|| admin.disable_pyzor()).unwrap();
-    RealServer::populate_as(&m.ct, true, "admin", &password).expect("accounts");
-    RealServer::deliver(&m.ct, true, &alice(), "on-0.16").expect("mail");
+    let m = apt_installed_with_mail(&first, "on-0.16");
     let before = m.invocation();
 
     m.publish_debs(&[&next.deb]);

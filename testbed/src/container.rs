@@ -33,11 +33,12 @@ fn env_secs(var: &str, default: u64) -> Duration {
     )
 }
 
+/// A host path bound into a container (read-only or not).
 #[derive(Debug, Clone)]
-struct Bind {
-    host: PathBuf,
-    ct: String,
-    read_only: bool,
+pub(crate) struct Bind {
+    pub(crate) host: PathBuf,
+    pub(crate) ct: String,
+    pub(crate) read_only: bool,
 }
 
 #[derive(Debug, Clone)]

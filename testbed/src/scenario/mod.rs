@@ -156,12 +156,7 @@ pub enum HelperAt {
     Path,
 }
 
-#[derive(Debug, Clone)]
-struct Bind {
-    host: PathBuf,
-    ct: String,
-    read_only: bool,
-}
+use crate::container::Bind;
 
 /// What a scenario is made of; [`Builder::boot`] makes it.
 #[derive(Debug, Clone)]

@@ -178,24 +178,40 @@ pub fn server_packages(version: &str, fault: Fault, migrate_ms: u64) -> Built {
 
 /// The `stalwart` packages around a real upstream binary (testbed::real), cached per release.
 pub fn real_server_packages(release: &RealRelease) -> Built {
-    static CACHE: Mutex<Option<HashMap<String, Built>>> = Mutex::new(None);
+    real_packages_cached(release, false)
+}
+
+/// The packages of `release`, with a web UI bundle made for it or without, built once per
+/// test process.
+fn real_packages_cached(release: &RealRelease, webui: bool) -> Built {
+    static CACHE: Mutex<Option<HashMap<(String, bool), Built>>> = Mutex::new(None);
     let mut g = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let map = g.get_or_insert_with(HashMap::new);
-    if let Some(b) = map.get(&release.version) {
+    let key = (release.version.clone(), webui);
+    if let Some(b) = map.get(&key) {
         return b.clone();
     }
-    let out = work_dir().join(format!("real-server-{}", release.version));
-    let b = pick(&packaging_build(
-        &[
-            "--server-only",
-            "--server-binary",
-            release.path.to_str().expect("utf-8 path"),
-            "--server-version",
-            &release.version,
-        ],
-        &out,
-    ));
-    map.insert(release.version.clone(), b.clone());
+    let kind = if webui {
+        "real-server-webui"
+    } else {
+        "real-server"
+    };
+    let out = work_dir().join(format!("{kind}-{}", release.version));
+    let mut args = vec![
+        "--server-only".to_string(),
+        "--server-binary".into(),
+        release.path.to_str().expect("utf-8 path").into(),
+        "--server-version".into(),
+        release.version.clone(),
+    ];
+    if webui {
+        let bundle = webui_bundle(&format!("webui-for-{}", release.version));
+        args.push("--webui-zip".into());
+        args.push(bundle.to_str().expect("utf-8 path").into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let b = pick(&packaging_build(&args, &out));
+    map.insert(key, b.clone());
     b
 }
 
@@ -218,28 +234,7 @@ pub fn webui_bundle(marker: &str) -> PathBuf {
 /// The `stalwart` packages around a real upstream binary with a web UI bundle made for it
 /// (`webui_bundle("webui-for-VERSION")`, `packaging/build --webui-zip`), cached per release.
 pub fn real_server_packages_with_webui(release: &RealRelease) -> Built {
-    static CACHE: Mutex<Option<HashMap<String, Built>>> = Mutex::new(None);
-    let mut g = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let map = g.get_or_insert_with(HashMap::new);
-    if let Some(b) = map.get(&release.version) {
-        return b.clone();
-    }
-    let bundle = webui_bundle(&format!("webui-for-{}", release.version));
-    let out = work_dir().join(format!("real-server-webui-{}", release.version));
-    let b = pick(&packaging_build(
-        &[
-            "--server-only",
-            "--server-binary",
-            release.path.to_str().expect("utf-8 path"),
-            "--server-version",
-            &release.version,
-            "--webui-zip",
-            bundle.to_str().expect("utf-8 path"),
-        ],
-        &out,
-    ));
-    map.insert(release.version.clone(), b.clone());
-    b
+    real_packages_cached(release, true)
 }
 
 /// The `stalwart` packages around a real upstream binary whose version string is replaced by
