@@ -52,6 +52,9 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub webadmin: WebadminSettings,
     pub install: InstallSettings,
+    /// The file these settings were read from (its config.d/ holds the drop-ins).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// What a first install of the `stalwart` package sets up.
@@ -161,6 +164,7 @@ impl Default for Settings {
             policy: PolicySettings::default(),
             webadmin: WebadminSettings::default(),
             install: InstallSettings::default(),
+            source: None,
         }
     }
 }
@@ -274,7 +278,7 @@ impl Settings {
                     message: e.to_string(),
                 })?;
         }
-        let settings = toml::Value::Table(merged)
+        let mut settings = toml::Value::Table(merged)
             .try_into::<Settings>()
             .map_err(|e| ConfigError::Parse {
                 path: path.to_owned(),
@@ -284,6 +288,7 @@ impl Settings {
             path: path.to_owned(),
             message,
         })?;
+        settings.source = Some(path.to_owned());
         Ok(settings)
     }
 
@@ -375,6 +380,13 @@ impl Settings {
     }
     pub fn server_binary(&self) -> PathBuf {
         self.bin_dir().join("stalwart")
+    }
+    /// The drop-in directory next to the helper's config (`config.d/`).
+    pub fn dropin_dir(&self) -> PathBuf {
+        self.source
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_PATH))
+            .with_file_name("config.d")
     }
     /// Where >= 0.16 reads its config: the configured config.json (install.sh's FHS layout
     /// records /etc/stalwart/config.json), else upstream's PREFIX/etc/config.json (the crossing

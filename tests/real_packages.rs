@@ -567,7 +567,15 @@ fn a_real_0_16_in_install_sh_fhs_layout_is_adopted_in_place_upgraded_and_rolled_
     let helper = helper_packages();
     m.publish_debs(&[&helper.deb, &real_server_packages(new).deb]);
     m.apt_ok("update");
-    let out = m.apt_ok("install stalwart");
+    // The first attempt is killed half-way through the relocation (its record and the binary
+    // in place, the link not yet): dpkg is left Half-Configured, and its next run finishes it.
+    let o = m.sh(&format!(
+        "STALWART_UPGRADE_TEST_KILL_AT=fhs:moved {APT} install stalwart 2>&1"
+    ));
+    assert_ne!(code(&o), 0, "the helper was killed: {}", text(&o));
+    assert!(m.dpkg_audit().contains("stalwart"), "Half-Configured");
+    assert!(m.ct.path("/opt/stalwart/bin/stalwart").exists());
+    let out = m.apt_ok("-f install");
     assert!(
         out.contains("adopting install.sh's FHS layout where it stands"),
         "{out}"

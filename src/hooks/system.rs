@@ -13,7 +13,7 @@ use crate::server::version::Version;
 use crate::store::state::StateDir;
 use crate::store::swap::{self, SwapError};
 use crate::{server::health, server::serverconfig::ServerConfig, Context, Error, UpgradeRequest};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -737,15 +737,22 @@ pub(super) fn move_legacy_env(s: &crate::config::Settings) -> Option<String> {
 const FHS_BINARY: &str = "/usr/local/bin/stalwart";
 const FHS_CONFIG: &str = "/etc/stalwart/config.json";
 
-/// An FHS installation of install.sh's here, PREFIX holding none: the config its unit runs
-/// (`--config=`, else install.sh's default) and the unit file, if it is install.sh's.
+/// An FHS installation of install.sh's here: the config its unit runs (`--config=`, else
+/// install.sh's default) and the unit file, if it is install.sh's. Found while
+/// /usr/local/bin/stalwart is still install.sh's file (the relocation's last step makes it our
+/// link) and PREFIX holds no binary, or holds the one a relocation that was interrupted put
+/// there (its record, the helper drop-in, is written first): a relocation killed half-way is
+/// found and finished by the next hook run.
 struct Fhs {
     config: PathBuf,
     unit_file: Option<PathBuf>,
 }
 
 fn fhs_layout(s: &crate::config::Settings) -> Option<Fhs> {
-    if s.server_binary().exists() || !Path::new(FHS_BINARY).is_file() {
+    let ours = std::fs::symlink_metadata(FHS_BINARY)
+        .map(|m| m.file_type().is_file())
+        .unwrap_or(false);
+    if !ours || (s.server_binary().exists() && !fhs_record(s).exists()) {
         return None;
     }
     let unit = Path::new("/etc/systemd/system").join(&s.unit);
@@ -770,20 +777,47 @@ fn fhs_layout(s: &crate::config::Settings) -> Option<Fhs> {
     })
 }
 
-/// An FHS installation the packages cannot adopt (a binary that is not >= 0.16, which
-/// install.sh never put there): what to do. None when there is none, or it is adoptable.
+/// The helper drop-in that records an adopted FHS layout's config, next to the helper's own
+/// config (the one these settings came from).
+fn fhs_record(s: &crate::config::Settings) -> PathBuf {
+    s.dropin_dir().join("50-fhs-layout.toml")
+}
+
+/// An FHS installation the packages cannot adopt: what to do. None when there is none, or it is
+/// adoptable: a >= 0.16 binary (install.sh puts nothing older there), root's and not writable
+/// by others, and a config path the drop-ins can carry (absolute, a config.json, plain).
 fn fhs_installation(ctx: &Context) -> Option<String> {
     let fhs = fhs_layout(&ctx.settings)?;
+    let refuse = |why: String| {
+        Some(format!(
+            "{FHS_BINARY} with {}: {why}. Nothing was installed; move it aside (or fix that), then install the package again",
+            fhs.config.display()
+        ))
+    };
+    let plain = fhs.config.is_absolute()
+        && fhs.config.extension().is_some_and(|x| x == "json")
+        && !fhs
+            .config
+            .to_string_lossy()
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '%' | '\\'));
+    if !plain {
+        return refuse("the unit's --config= is not an absolute path to a config.json the packages can name in their drop-ins".into());
+    }
+    match std::fs::symlink_metadata(FHS_BINARY) {
+        Ok(m) if m.uid() == 0 && m.mode() & 0o022 == 0 => {}
+        _ => {
+            return refuse(
+                "the binary is not root's, or others may write it, so root does not copy it".into(),
+            )
+        }
+    }
     match crate::server::version::of_binary(Path::new(FHS_BINARY)) {
         Ok(v) if crate::server::lines::is_json(&v) => None,
-        other => Some(format!(
-            "{FHS_BINARY} ({}) with {} is not an installation of upstream's install.sh the packages can adopt (install.sh puts 0.16 and later there). Nothing was installed; move it aside, then install the package again",
-            match other {
-                Ok(v) => v.to_string(),
-                Err(e) => e.to_string(),
-            },
-            fhs.config.display()
+        Ok(v) => refuse(format!(
+            "it runs {v}, and install.sh puts 0.16 and later there: not an installation the packages can adopt"
         )),
+        Err(e) => refuse(e.to_string()),
     }
 }
 
@@ -793,7 +827,9 @@ fn fhs_installation(ctx: &Context) -> Option<String> {
 /// runs is recorded in a helper drop-in (config.d/50-fhs-layout.toml: every later run reads it);
 /// install.sh's env file next to the config (in the service user's /etc/stalwart, read by PID 1
 /// as root) moves to the root-owned one. The unit's 0.16 drop-in (written by `adopt`) then runs
-/// PREFIX/bin/stalwart on that config. Returns the settings from now on and what was done.
+/// PREFIX/bin/stalwart on that config. Each step may be repeated: the record first, the link
+/// last, so a kill in between is found and finished by the next run (`fhs_layout`). Returns the
+/// settings from now on and what was done.
 fn relocate_fhs(ctx: &Context) -> Result<Option<(crate::config::Settings, Vec<String>)>, Error> {
     let s = &ctx.settings;
     let Some(fhs) = fhs_layout(s) else {
@@ -802,35 +838,52 @@ fn relocate_fhs(ctx: &Context) -> Result<Option<(crate::config::Settings, Vec<St
     if let Some(why) = fhs_installation(ctx) {
         return Err(Error::Refused(why));
     }
+    // A PREFIX someone else owns (an install.sh tree without bin/): root does not build bin/
+    // in a directory the service user could rename things in.
+    if let Ok(m) = std::fs::symlink_metadata(&s.prefix) {
+        if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+            return Err(Error::Refused(format!(
+                "{} exists and is not root's (or others may write it): the packages do not put the server binary there; make it root's (0755) or move it aside, then install the package again",
+                s.prefix.display()
+            )));
+        }
+    }
     let mut done = Vec::new();
-    open_prefix(&s.prefix)?;
-    let (bin, staged) = (s.bin_dir(), s.staged_dir());
-    swap::fresh_bin(&staged, Path::new(FHS_BINARY))?;
-    swap::rename_dir(&staged, &bin)?;
-    let dropin = Path::new(crate::config::DEFAULT_PATH).with_file_name("config.d");
-    crate::store::state::create_dir_all_durable(&dropin).map_err(io_err(&dropin))?;
-    let file = dropin.join("50-fhs-layout.toml");
+    let record = fhs_record(s);
+    let dir = record.parent().unwrap_or(Path::new("/"));
+    crate::store::state::create_dir_all_durable(dir).map_err(io_err(dir))?;
     let text = format!(
         "# Written by stalwart-upgrade when the packages adopted install.sh's FHS layout: the\n# server reads this config; its data and logs stay where it names them.\nserver_config = {}\n",
         toml::Value::String(fhs.config.display().to_string())
     );
-    crate::store::state::write_atomic(&file, text.as_bytes(), 0o644)?;
+    crate::store::state::write_atomic(&record, text.as_bytes(), 0o644)?;
     let settings = crate::config::Settings {
         server_config: Some(fhs.config.clone()),
         ..s.clone()
     };
+    open_prefix(&s.prefix)?;
+    if !settings.server_binary().exists() {
+        let (bin, staged) = (settings.bin_dir(), settings.staged_dir());
+        swap::fresh_bin(&staged, Path::new(FHS_BINARY))?;
+        swap::rename_dir(&staged, &bin)?;
+    }
     done.push(format!(
         "adopting install.sh's FHS layout where it stands: {} and its data stay; the server binary the packages manage is {} (recorded in {})",
         fhs.config.display(),
         settings.server_binary().display(),
-        file.display()
+        record.display()
     ));
     done.extend(move_legacy_env(&settings));
+    // Killed here, the record and the binary are in place but not the link: the next hook run
+    // finds the layout again and finishes (tests/real_packages.rs).
+    crate::engine::journal::test_point("fhs:moved");
     // /usr/local/bin/stalwart stays the command admins and scripts know, now the managed binary.
+    let (bindir, _) = Dir::open_parent(Path::new(FHS_BINARY)).map_err(swap::SwapError::from)?;
     let link = Path::new(FHS_BINARY).with_file_name(".stalwart.packaged");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(settings.server_binary(), &link).map_err(io_err(&link))?;
     std::fs::rename(&link, FHS_BINARY).map_err(io_err(Path::new(FHS_BINARY)))?;
+    bindir.fsync().map_err(swap::SwapError::from)?;
     done.push(format!(
         "{FHS_BINARY} is now a link to {}: the packages replace the binary there, so the one in /usr/local/bin could only go stale",
         settings.server_binary().display()

@@ -373,8 +373,10 @@ pub fn refresh(
         ConfigFormat::Json => crate::server::webui::bundled(&settings.bin_dir()),
         ConfigFormat::Toml => None,
     };
-    if let Some(b) = &bundle {
-        pin_bundle(&api, b)?;
+    match (&bundle, format) {
+        (Some(b), _) => pin_bundle(&api, b)?,
+        (None, ConfigFormat::Json) => unpin_bundle(&api, &settings.bin_dir())?,
+        (None, ConfigFormat::Toml) => {}
     }
     let (agent, base, header) = (&api.agent, api.base.clone(), &api.header);
     let (url, result) = match format {
@@ -450,6 +452,41 @@ fn pin_bundle(api: &Api, bundle: &Path) -> Result<(), WebadminError> {
         Ok(())
     } else {
         Err(fail(excerpt(&set.to_string())))
+    }
+}
+
+/// Without a bundle in bin/ (a release packaged without one), an Application still pointed at
+/// bin/'s bundle goes back to upstream's default source, or every refresh would fail on a file
+/// that is gone.
+fn unpin_bundle(api: &Api, bin: &Path) -> Result<(), WebadminError> {
+    let bundle = bin.join(crate::server::webui::BUNDLE);
+    let url = crate::server::webui::resource_url(&bundle);
+    // Best effort: a server that does not list its Applications was never pinned by us.
+    let Ok(got) = api.jmap(
+        serde_json::json!([["x:Application/get", {"ids": null}, "g"]]),
+        &serde_json::Map::new(),
+    ) else {
+        return Ok(());
+    };
+    let list = got["methodResponses"][0][1]["list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let Some((id, update)) = crate::server::webui::application_unpin(&list, &url) else {
+        return Ok(());
+    };
+    let set = api.jmap(
+        serde_json::json!([["x:Application/set", {"update": {&id: update}}, "s"]]),
+        &serde_json::Map::new(),
+    )?;
+    if set["methodResponses"][0][1]["updated"].get(&id).is_some() {
+        Ok(())
+    } else {
+        Err(WebadminError::Application {
+            url: format!("{}/jmap", api.base),
+            bundle,
+            detail: excerpt(&set.to_string()),
+        })
     }
 }
 

@@ -32,13 +32,42 @@ pub enum WebuiError {
     NoIndex { path: PathBuf },
 }
 
-/// The bundle in `bin` (the installed release's), if it has one.
-pub fn bundled(bin: &Path) -> Option<PathBuf> {
-    let p = bin.join(BUNDLE);
+/// The bundle in `dir` (bin/, a package's payload, a kept release), if it has one: a regular
+/// file in a directory only root can write (the bundle is copied into root's bin/ and the
+/// server is pointed at it; one a service user could have put beside a binary is not taken).
+pub fn bundled(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let d = std::fs::symlink_metadata(dir).ok()?;
+    if !d.is_dir() || d.uid() != 0 || d.mode() & 0o022 != 0 {
+        return None;
+    }
+    let p = dir.join(BUNDLE);
     std::fs::symlink_metadata(&p)
         .ok()
-        .filter(|m| m.file_type().is_file())
+        .filter(|m| m.file_type().is_file() && m.uid() == 0)
         .map(|_| p)
+}
+
+/// Upstream's default web UI source and refresh (facts: stalwart.md "Web UI"), which a server
+/// whose release has no bundle goes back to.
+pub const UPSTREAM_URL: &str =
+    "https://github.com/stalwartlabs/webui/releases/latest/download/webui.zip";
+pub const UPSTREAM_EVERY_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// A server still pointed at a bundle that bin/ no longer has (an upgrade to, or a rollback to,
+/// a release without one) goes back to upstream's default: the update for the Application in
+/// `list` (None: it does not read `url`).
+pub fn application_unpin(
+    list: &[serde_json::Value],
+    url: &str,
+) -> Option<(String, serde_json::Value)> {
+    let app = list
+        .iter()
+        .find(|a| a["resourceUrl"].as_str() == Some(url))?;
+    Some((
+        app["id"].as_str()?.to_string(),
+        serde_json::json!({"resourceUrl": UPSTREAM_URL, "autoUpdateFrequency": UPSTREAM_EVERY_MS}),
+    ))
 }
 
 /// The `resourceUrl` that makes the server read `bundle`.
@@ -92,7 +121,14 @@ pub fn probe(bundle: &Path) -> Result<(String, Vec<u8>), WebuiError> {
         }
         if e.name() == "index.html" {
             index = Some(i);
-        } else if other.is_none() && !e.name().starts_with('/') && !e.name().contains("..") {
+        } else if other.is_none()
+            && !e.name().contains("..")
+            && !e.name().starts_with('/')
+            && e.name()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+        {
+            // A name that needs no escaping in the URL.
             other = Some(i);
         }
     }
@@ -163,6 +199,11 @@ mod tests {
         ));
     }
 
+    fn done_list(url: &str) -> Vec<serde_json::Value> {
+        vec![serde_json::json!({"id": "a", "urlPrefix": ["/admin"],
+            "resourceUrl": url, "autoUpdateFrequency": NEVER_MS})]
+    }
+
     #[test]
     fn the_admin_application_is_pointed_at_the_bundle_once() {
         let url = "file:///opt/stalwart/bin/webui.zip";
@@ -178,6 +219,10 @@ mod tests {
             update.unwrap(),
             serde_json::json!({"resourceUrl": url, "autoUpdateFrequency": NEVER_MS})
         );
+        let back = application_unpin(&done_list(url), url).unwrap();
+        assert_eq!(back.0, "a");
+        assert_eq!(back.1["resourceUrl"], UPSTREAM_URL);
+        assert!(application_unpin(&done_list("file:///elsewhere.zip"), url).is_none());
         let keyed = vec![serde_json::json!({"id": "k", "urlPrefix": {"/admin": true}})];
         assert_eq!(application_update(&keyed, url).unwrap().0, "k");
         let done = vec![serde_json::json!({"id": "a", "urlPrefix": ["/admin"],

@@ -376,13 +376,22 @@ pub fn rename_dir(from: &Path, to: &Path) -> Result<(), SwapError> {
 /// dpkg deleted the old package's files.
 pub fn keep_release(binary: &Path, release: &Path) -> Result<String, SwapError> {
     let sha = sha256_file(binary)?;
-    if exists(release) && sha256_file(release)? == sha {
-        return Ok(sha);
-    }
     let dir_path = release.parent().unwrap_or(Path::new("/"));
     // Durably: a rollback after a power loss needs the kept release, whose directory is new.
     crate::store::state::create_dir_all_durable(dir_path).map_err(io(dir_path))?;
     let dir = Dir::open(dir_path)?;
+    // The web UI it ran with goes back with it on a rollback: the bundle beside `binary`, or
+    // none (whatever an earlier keep of the same binary left there).
+    dir.remove_file(".webui.tmp")?;
+    if copy_bundle_as(&dir, ".webui.tmp", binary)? {
+        dir.rename(".webui.tmp", &dir, BUNDLE)?;
+    } else {
+        dir.remove_file(BUNDLE)?;
+    }
+    if exists(release) && sha256_file(release)? == sha {
+        dir.fsync()?;
+        return Ok(sha);
+    }
     dir.remove_file(".stalwart.tmp")?;
     let copied = copy_into(&dir, OsStr::new(".stalwart.tmp"), binary, 0o755)?;
     if copied != sha {
@@ -400,11 +409,6 @@ pub fn keep_release(binary: &Path, release: &Path) -> Result<String, SwapError> 
         0o600,
         None,
     )?;
-    // The web UI it ran with goes back with it on a rollback.
-    dir.remove_file(".webui.tmp")?;
-    if copy_bundle_as(&dir, ".webui.tmp", binary)? {
-        dir.rename(".webui.tmp", &dir, BUNDLE)?;
-    }
     Ok(sha)
 }
 
