@@ -787,7 +787,11 @@ fn fhs_record(s: &crate::config::Settings) -> PathBuf {
 /// adoptable: a >= 0.16 binary (install.sh puts nothing older there), root's and not writable
 /// by others, and a config path the drop-ins can carry (absolute, a config.json, plain).
 fn fhs_installation(ctx: &Context) -> Option<String> {
-    let fhs = fhs_layout(&ctx.settings)?;
+    fhs_refusal(&fhs_layout(&ctx.settings)?)
+}
+
+/// Why the FHS installation `fhs` cannot be adopted (None: it can).
+fn fhs_refusal(fhs: &Fhs) -> Option<String> {
     let refuse = |why: String| {
         Some(format!(
             "{FHS_BINARY} with {}: {why}. Nothing was installed; move it aside (or fix that), then install the package again",
@@ -835,7 +839,7 @@ fn relocate_fhs(ctx: &Context) -> Result<Option<(crate::config::Settings, Vec<St
     let Some(fhs) = fhs_layout(s) else {
         return Ok(None);
     };
-    if let Some(why) = fhs_installation(ctx) {
+    if let Some(why) = fhs_refusal(&fhs) {
         return Err(Error::Refused(why));
     }
     // A PREFIX someone else owns (an install.sh tree without bin/): root does not build bin/

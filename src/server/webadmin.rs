@@ -421,15 +421,8 @@ pub fn refresh(
 /// `webui`), unless it already is.
 fn pin_bundle(api: &Api, bundle: &Path) -> Result<(), WebadminError> {
     let url = crate::server::webui::resource_url(bundle);
-    let fail = |detail: String| WebadminError::Application {
-        url: format!("{}/jmap", api.base),
-        bundle: bundle.to_owned(),
-        detail,
-    };
-    let got = api.jmap(
-        serde_json::json!([["x:Application/get", {"ids": null}, "g"]]),
-        &serde_json::Map::new(),
-    )?;
+    let fail = application_error(api, bundle);
+    let got = applications(api)?;
     let list = got["methodResponses"][0][1]["list"]
         .as_array()
         .cloned()
@@ -440,18 +433,9 @@ fn pin_bundle(api: &Api, bundle: &Path) -> Result<(), WebadminError> {
             excerpt(&serde_json::Value::Array(list.clone()).to_string())
         ))
     })?;
-    let Some(update) = update else {
-        return Ok(());
-    };
-    let set = api.jmap(
-        serde_json::json!([["x:Application/set", {"update": {&id: update}}, "s"]]),
-        &serde_json::Map::new(),
-    )?;
-    let answer = &set["methodResponses"][0][1];
-    if answer["updated"].get(&id).is_some() {
-        Ok(())
-    } else {
-        Err(fail(excerpt(&set.to_string())))
+    match update {
+        Some(update) => update_application(api, bundle, &id, update),
+        None => Ok(()),
     }
 }
 
@@ -462,31 +446,50 @@ fn unpin_bundle(api: &Api, bin: &Path) -> Result<(), WebadminError> {
     let bundle = bin.join(crate::server::webui::BUNDLE);
     let url = crate::server::webui::resource_url(&bundle);
     // Best effort: a server that does not list its Applications was never pinned by us.
-    let Ok(got) = api.jmap(
-        serde_json::json!([["x:Application/get", {"ids": null}, "g"]]),
-        &serde_json::Map::new(),
-    ) else {
+    let Ok(got) = applications(api) else {
         return Ok(());
     };
     let list = got["methodResponses"][0][1]["list"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let Some((id, update)) = crate::server::webui::application_unpin(&list, &url) else {
-        return Ok(());
-    };
+    match crate::server::webui::application_unpin(&list, &url) {
+        Some((id, update)) => update_application(api, &bundle, &id, update),
+        None => Ok(()),
+    }
+}
+
+/// The server's `x:Application/get` answer (every Application).
+fn applications(api: &Api) -> Result<serde_json::Value, WebadminError> {
+    api.jmap(
+        serde_json::json!([["x:Application/get", {"ids": null}, "g"]]),
+        &serde_json::Map::new(),
+    )
+}
+
+/// `x:Application/set` of `update` on Application `id`, checked to be reported updated.
+fn update_application(
+    api: &Api,
+    bundle: &Path,
+    id: &str,
+    update: serde_json::Value,
+) -> Result<(), WebadminError> {
     let set = api.jmap(
-        serde_json::json!([["x:Application/set", {"update": {&id: update}}, "s"]]),
+        serde_json::json!([["x:Application/set", {"update": {id: update}}, "s"]]),
         &serde_json::Map::new(),
     )?;
-    if set["methodResponses"][0][1]["updated"].get(&id).is_some() {
+    if set["methodResponses"][0][1]["updated"].get(id).is_some() {
         Ok(())
     } else {
-        Err(WebadminError::Application {
-            url: format!("{}/jmap", api.base),
-            bundle,
-            detail: excerpt(&set.to_string()),
-        })
+        Err(application_error(api, bundle)(excerpt(&set.to_string())))
+    }
+}
+
+fn application_error<'a>(api: &'a Api, bundle: &'a Path) -> impl Fn(String) -> WebadminError + 'a {
+    move |detail| WebadminError::Application {
+        url: format!("{}/jmap", api.base),
+        bundle: bundle.to_owned(),
+        detail,
     }
 }
 

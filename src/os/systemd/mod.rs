@@ -384,7 +384,9 @@ RefuseManualStart=yes
     fn state_of(&self, unit: &str) -> Result<UnitState, SystemdError> {
         let e = |e| self.call_error(unit, e);
         zbus::block_on(async {
-            let u = self.unit_proxy(unit).await?;
+            // One LoadUnit for both of the unit object's interfaces.
+            let path = self.unit_path(unit).await?;
+            let u: bus::UnitProxy<'_> = self.object_at(unit, path.clone()).await?;
             let mut st = UnitState {
                 load_state: state::parse(&u.load_state().await.map_err(e)?),
                 active_state: state::parse(&u.active_state().await.map_err(e)?),
@@ -396,7 +398,7 @@ RefuseManualStart=yes
             };
             // Only services have a main process.
             if unit.ends_with(".service") && st.load_state == LoadState::Loaded {
-                let s = self.service_proxy(unit).await?;
+                let s: bus::ServiceProxy<'_> = self.object_at(unit, path).await?;
                 st.main_pid = s.main_pid().await.map_err(e)?;
                 st.exec_main_status = s.exec_main_status().await.map_err(e)?;
                 st.exec_main_pid = s.exec_main_pid().await.map_err(e)?;
@@ -569,13 +571,24 @@ RefuseManualStart=yes
         self.object_proxy(unit).await
     }
 
-    /// A proxy of one of the unit object's interfaces. Uncached: every read asks systemd, so a
-    /// state is never one a signal has not updated yet.
     async fn object_proxy<'s, T>(&'s self, unit: &str) -> Result<T, SystemdError>
     where
         T: zbus::proxy::Defaults + From<zbus::Proxy<'s>>,
     {
         let path = self.unit_path(unit).await?;
+        self.object_at(unit, path).await
+    }
+
+    /// A proxy of one of the interfaces of the unit object at `path` (from `unit_path`).
+    /// Uncached: every read asks systemd, so a state is never one a signal has not updated yet.
+    async fn object_at<'s, T>(
+        &'s self,
+        unit: &str,
+        path: OwnedObjectPath,
+    ) -> Result<T, SystemdError>
+    where
+        T: zbus::proxy::Defaults + From<zbus::Proxy<'s>>,
+    {
         zbus::proxy::Builder::<T>::new(&self.conn)
             .path(path)
             .map(|b| b.cache_properties(CacheProperties::No))
